@@ -1,0 +1,222 @@
+//! What the host and the guest exchange.
+//!
+//! * The **config disk**: a small raw block device n2d attaches to every VM (virtio serial
+//!   [`CONFIG_DISK_SERIAL`]). Sector 0 holds a fixed header (`MAGIC`, then the JSON length as a
+//!   little-endian u32); the JSON [`GuestConfig`] follows from byte 512. No filesystem is needed,
+//!   so the guest reads it with a plain `read()` and nothing has to be mounted.
+//! * The **control channel**: a virtio-serial port named [`CONTROL_PORT_NAME`] that carries
+//!   one-line [`ControlRequest`]s from the host (e.g. a graceful power-off).
+//! * The **ready marker**: the line [`READY_MARKER`] that n2d-init prints on the serial console
+//!   once dockerd answers on its local socket; the host waits for it in the serial log instead of
+//!   polling the Docker API (polling competes with the emulated guest for the host's CPUs).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// First bytes of a config disk.
+pub const MAGIC: &[u8; 8] = b"N2DCONF1";
+/// Where the JSON document starts on the config disk.
+pub const PAYLOAD_OFFSET: usize = 512;
+/// Largest JSON document accepted (certificates included), so a damaged header cannot make the
+/// guest allocate gigabytes.
+pub const MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// virtio-blk serial numbers by which the guest finds its disks (`/sys/block/vdX/serial`).
+pub const ROOT_DISK_SERIAL: &str = "n2d-root";
+pub const CONFIG_DISK_SERIAL: &str = "n2d-config";
+pub const DATA_DISK_SERIAL: &str = "n2d-data";
+
+/// Name of the virtio-serial port that carries [`ControlRequest`]s.
+pub const CONTROL_PORT_NAME: &str = "org.n2d.control";
+
+/// Printed by n2d-init on the console when the Docker engine answers inside the guest.
+pub const READY_MARKER: &str = "N2D-READY docker";
+
+/// Everything a guest needs to become a Docker host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestConfig {
+    pub hostname: String,
+    pub network: GuestNetwork,
+    pub docker: DockerConfig,
+    /// Node labels (also written as engine labels in daemon.json).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestNetwork {
+    /// MAC address of the NIC to configure, lower-case `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// TLS material for the engine's TCP endpoint; `None` means plain TCP (`--insecure-tcp`).
+    pub tls: Option<TlsMaterial>,
+    /// TCP port the engine listens on (2376 with TLS, 2375 without).
+    pub tcp_port: u16,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsMaterial {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+// Never print key material, even in debug logs.
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("ca_pem", &format_args!("<{} bytes>", self.ca_pem.len()))
+            .field("cert_pem", &format_args!("<{} bytes>", self.cert_pem.len()))
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigDiskError {
+    #[error("config disk is too short ({0} bytes)")]
+    TooShort(usize),
+    #[error("config disk has no n2d header (wrong disk attached?)")]
+    BadMagic,
+    #[error("config disk announces {0} bytes of configuration, more than the {MAX_PAYLOAD} allowed")]
+    TooLarge(usize),
+    #[error("config disk configuration is not valid JSON")]
+    Json(#[source] serde_json::Error),
+}
+
+/// Serialises `config` into a config-disk image, padded to whole 512-byte sectors.
+pub fn encode_config_disk(config: &GuestConfig) -> Vec<u8> {
+    let json = serde_json::to_vec(config).expect("GuestConfig always serialises");
+    let mut disk = Vec::with_capacity(PAYLOAD_OFFSET + json.len() + 512);
+    disk.extend_from_slice(MAGIC);
+    disk.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    disk.resize(PAYLOAD_OFFSET, 0);
+    disk.extend_from_slice(&json);
+    let padded = disk.len().div_ceil(512) * 512;
+    disk.resize(padded, 0);
+    disk
+}
+
+/// Parses a config-disk image (or its first bytes, at least header + payload).
+pub fn decode_config_disk(disk: &[u8]) -> Result<GuestConfig, ConfigDiskError> {
+    if disk.len() < PAYLOAD_OFFSET {
+        return Err(ConfigDiskError::TooShort(disk.len()));
+    }
+    if &disk[..MAGIC.len()] != MAGIC {
+        return Err(ConfigDiskError::BadMagic);
+    }
+    let len = u32::from_le_bytes(disk[8..12].try_into().expect("4 bytes")) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(ConfigDiskError::TooLarge(len));
+    }
+    let end = PAYLOAD_OFFSET + len;
+    if disk.len() < end {
+        return Err(ConfigDiskError::TooShort(disk.len()));
+    }
+    serde_json::from_slice(&disk[PAYLOAD_OFFSET..end]).map_err(ConfigDiskError::Json)
+}
+
+/// One line sent by the host on the control port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlRequest {
+    /// Stop dockerd and containerd cleanly, sync, unmount, power off.
+    PowerOff,
+}
+
+impl ControlRequest {
+    pub fn as_line(self) -> &'static str {
+        match self {
+            ControlRequest::PowerOff => "poweroff\n",
+        }
+    }
+
+    pub fn parse(line: &str) -> Option<Self> {
+        match line.trim() {
+            "poweroff" => Some(ControlRequest::PowerOff),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> GuestConfig {
+        GuestConfig {
+            hostname: "h1".into(),
+            network: GuestNetwork {
+                mac: "52:54:00:12:34:56".into(),
+                address: Ipv4Addr::new(10, 77, 0, 2),
+                prefix_len: 24,
+                gateway: Some(Ipv4Addr::new(10, 77, 0, 1)),
+                dns: vec![],
+            },
+            docker: DockerConfig {
+                tls: Some(TlsMaterial {
+                    ca_pem: "CA".into(),
+                    cert_pem: "CERT".into(),
+                    key_pem: "SECRET-KEY".into(),
+                }),
+                tcp_port: 2376,
+            },
+            labels: BTreeMap::from([("zone".into(), "a".into())]),
+        }
+    }
+
+    #[test]
+    fn config_disk_round_trips_and_is_sector_aligned() {
+        let disk = encode_config_disk(&sample());
+        assert_eq!(disk.len() % 512, 0);
+        assert_eq!(decode_config_disk(&disk).unwrap(), sample());
+    }
+
+    #[test]
+    fn config_disk_rejects_wrong_magic_short_and_oversized_input() {
+        let mut disk = encode_config_disk(&sample());
+        assert!(matches!(decode_config_disk(&disk[..100]), Err(ConfigDiskError::TooShort(100))));
+        disk[8..12].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
+        assert!(matches!(decode_config_disk(&disk), Err(ConfigDiskError::TooLarge(_))));
+        disk[0] = b'X';
+        assert!(matches!(decode_config_disk(&disk), Err(ConfigDiskError::BadMagic)));
+    }
+
+    #[test]
+    fn config_disk_rejects_truncated_payload_and_garbage_json() {
+        let disk = encode_config_disk(&sample());
+        let len = u32::from_le_bytes(disk[8..12].try_into().unwrap()) as usize;
+        assert!(matches!(
+            decode_config_disk(&disk[..PAYLOAD_OFFSET + len - 1]),
+            Err(ConfigDiskError::TooShort(_))
+        ));
+        let mut bad = disk.clone();
+        bad[PAYLOAD_OFFSET] = b'!';
+        assert!(matches!(decode_config_disk(&bad), Err(ConfigDiskError::Json(_))));
+    }
+
+    #[test]
+    fn debug_output_never_contains_the_private_key() {
+        let text = format!("{:?}", sample());
+        assert!(!text.contains("SECRET-KEY"), "{text}");
+    }
+
+    #[test]
+    fn control_requests_round_trip() {
+        let req = ControlRequest::PowerOff;
+        assert_eq!(ControlRequest::parse(req.as_line()), Some(req));
+        assert_eq!(ControlRequest::parse("reboot now"), None);
+    }
+}
