@@ -1,14 +1,226 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! n2d's state on disk, under `$N2D_HOME` (default `~/.local/share/n2d`):
+//!
+//! ```text
+//! lock                    flock(2) taken by every command that changes state
+//! images/<id>/            one directory per built image (see n2d-image)
+//! machines/<name>/        machine.json, disks, serial.log, sockets, qemu.pid, server cert
+//! networks/<bridge>.json  the bridge's subnet and IP leases
+//! swarms/<prefix>.json    which machines (and external hosts) form a swarm
+//! certs/                  the CA and the user's client certificate (DOCKER_CERT_PATH)
+//! ```
+//!
+//! Every file is written atomically (temp file + fsync + rename), so a crash leaves either the
+//! old or the new version, never half of one.
+
+use serde::{de::DeserializeOwned, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+mod records;
+pub use records::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot find a home directory for n2d's state: set N2D_HOME or HOME")]
+    NoHome,
+    #[error("cannot create {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is damaged (not valid JSON for its kind): fix or remove it")]
+    Corrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot take the state lock {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot remove {path}")]
+    Remove {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no machine named {0:?} (see `n2d ls`)")]
+    NoSuchMachine(String),
+}
+
+/// The root of n2d's state.
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// `$N2D_HOME`, else `$XDG_DATA_HOME/n2d`, else `~/.local/share/n2d`.
+    pub fn from_env() -> Result<Self, StoreError> {
+        let root = if let Some(h) = std::env::var_os("N2D_HOME").filter(|h| !h.is_empty()) {
+            PathBuf::from(h)
+        } else if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|h| !h.is_empty()) {
+            PathBuf::from(x).join("n2d")
+        } else {
+            PathBuf::from(std::env::var_os("HOME").ok_or(StoreError::NoHome)?).join(".local/share/n2d")
+        };
+        Ok(Home::at(root))
+    }
+
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        Home { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    pub fn machines_dir(&self) -> PathBuf {
+        self.root.join("machines")
+    }
+    pub fn machine_dir(&self, name: &str) -> PathBuf {
+        self.machines_dir().join(name)
+    }
+    pub fn networks_dir(&self) -> PathBuf {
+        self.root.join("networks")
+    }
+    pub fn swarms_dir(&self) -> PathBuf {
+        self.root.join("swarms")
+    }
+    pub fn certs_dir(&self) -> PathBuf {
+        self.root.join("certs")
+    }
+
+    /// Takes the exclusive state lock; it is released when the guard drops.
+    pub fn lock(&self) -> Result<StateLock, StoreError> {
+        ensure_dir(&self.root)?;
+        let path = self.root.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| StoreError::Lock { path: path.clone(), source })?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| StoreError::Lock { path, source: e.into() })?;
+        Ok(StateLock { _file: file })
+    }
+}
+
+/// Held while state is being changed; dropping it releases the lock.
+#[must_use = "the lock is released when this guard is dropped"]
+pub struct StateLock {
+    _file: File,
+}
+
+pub fn ensure_dir(path: &Path) -> Result<(), StoreError> {
+    fs::create_dir_all(path).map_err(|source| StoreError::CreateDir { path: path.to_path_buf(), source })
+}
+
+/// Writes `bytes` to `path` atomically with the given permission bits.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
+    let err = |source| StoreError::Write { path: path.to_path_buf(), source };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    ensure_dir(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(err)
+}
+
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("state types always serialise");
+    bytes.push(b'\n');
+    write_atomic(path, &bytes, 0o644)
+}
+
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
+    let bytes = fs::read(path).map_err(|source| StoreError::Read { path: path.to_path_buf(), source })?;
+    serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path: path.to_path_buf(), source })
+}
+
+/// Like [`read_json`], but a missing file is `None`.
+pub fn read_json_opt<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StoreError> {
+    match read_json(path) {
+        Err(StoreError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+        other => other.map(Some),
+    }
+}
+
+/// Removes a directory tree; a missing one is fine.
+pub fn remove_dir_all(path: &Path) -> Result<(), StoreError> {
+    match fs::remove_dir_all(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            Err(StoreError::Remove { path: path.to_path_buf(), source: e })
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    fn atomic_write_replaces_and_sets_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/key.pem");
+        write_atomic(&p, b"one", 0o600).unwrap();
+        write_atomic(&p, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        // No temp files left behind.
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn corrupt_json_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.json");
+        fs::write(&p, b"{not json").unwrap();
+        let err = read_json::<serde_json::Value>(&p).unwrap_err();
+        assert!(err.to_string().contains("x.json is damaged"), "{err}");
+        assert!(read_json_opt::<serde_json::Value>(&dir.path().join("missing.json")).unwrap().is_none());
+    }
+
+    #[test]
+    fn lock_can_be_taken_again_after_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        drop(home.lock().unwrap());
+        drop(home.lock().unwrap());
     }
 }

@@ -1,0 +1,288 @@
+//! A machine: what the user asked for (`MachineSpec`) and how its inputs are validated.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+pub const DEFAULT_CPUS: u32 = 2;
+pub const DEFAULT_MEMORY: ByteSize = ByteSize(2 * 1024 * 1024 * 1024);
+pub const DEFAULT_DISK: ByteSize = ByteSize(20 * 1024 * 1024 * 1024);
+pub const DEFAULT_BRIDGE: &str = "n2d0";
+
+pub const MIN_MEMORY: ByteSize = ByteSize(512 * 1024 * 1024);
+pub const MAX_MEMORY: ByteSize = ByteSize(1024 * 1024 * 1024 * 1024);
+pub const MIN_DISK: ByteSize = ByteSize(1024 * 1024 * 1024);
+pub const MAX_DISK: ByteSize = ByteSize(64 * 1024 * 1024 * 1024 * 1024);
+pub const MAX_CPUS: u32 = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("invalid machine name {name:?}: {reason} (use 1-63 lowercase letters, digits and '-', starting with a letter or digit)")]
+    InvalidName { name: String, reason: &'static str },
+    #[error("invalid size {input:?}: {reason} (use a number with a unit, e.g. 512M, 2G, 20G)")]
+    InvalidSize { input: String, reason: String },
+    #[error("{what} {value} is out of range: use {min} to {max}")]
+    OutOfRange { what: &'static str, value: String, min: String, max: String },
+    #[error("invalid label {input:?}: use KEY=VALUE with a non-empty key")]
+    InvalidLabel { input: String },
+    #[error("invalid bridge name {name:?}: use 1-15 characters of letters, digits, '-', '_' or '.'")]
+    InvalidBridge { name: String },
+}
+
+/// A machine name, which is also the guest's hostname and the swarm node name: a DNS label.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MachineName(String);
+
+impl MachineName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for MachineName {
+    type Err = SpecError;
+    fn from_str(name: &str) -> Result<Self, SpecError> {
+        let invalid = |reason| Err(SpecError::InvalidName { name: name.to_string(), reason });
+        if name.is_empty() {
+            return invalid("it is empty");
+        }
+        if name.len() > 63 {
+            return invalid("it is longer than 63 characters");
+        }
+        if let Some(c) = name.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '-')) {
+            return invalid(if c.is_ascii_uppercase() {
+                "it has uppercase letters"
+            } else if c.is_whitespace() {
+                "it has spaces"
+            } else {
+                "it has characters other than a-z, 0-9 and '-'"
+            });
+        }
+        if name.starts_with('-') || name.ends_with('-') {
+            return invalid("it starts or ends with '-'");
+        }
+        Ok(MachineName(name.to_string()))
+    }
+}
+
+impl TryFrom<String> for MachineName {
+    type Error = SpecError;
+    fn try_from(s: String) -> Result<Self, SpecError> {
+        s.parse()
+    }
+}
+
+impl From<MachineName> for String {
+    fn from(n: MachineName) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for MachineName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A size in bytes, parsed from `512M`, `2G`, `1.5G`, `20GiB`, `1024` (bytes)...
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub fn mib(self) -> u64 {
+        self.0 / (1024 * 1024)
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = SpecError;
+    fn from_str(input: &str) -> Result<Self, SpecError> {
+        let invalid = |reason: &str| SpecError::InvalidSize { input: input.to_string(), reason: reason.to_string() };
+        let s = input.trim();
+        let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        if number.is_empty() {
+            return Err(invalid("it does not start with a number"));
+        }
+        let value: f64 = number.parse().map_err(|_| invalid("the number does not parse"))?;
+        let multiplier: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "K" | "KB" | "KIB" => 1 << 10,
+            "M" | "MB" | "MIB" => 1 << 20,
+            "G" | "GB" | "GIB" => 1 << 30,
+            "T" | "TB" | "TIB" => 1 << 40,
+            _ => return Err(invalid("unknown unit")),
+        };
+        let bytes = value * multiplier as f64;
+        if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+            return Err(invalid("it is too large"));
+        }
+        Ok(ByteSize(bytes as u64))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const UNITS: [(&str, u64); 4] = [("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+        for (unit, size) in UNITS {
+            if self.0 >= size && self.0 % size == 0 {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        if self.0 >= 1 << 20 {
+            return write!(f, "{}M", self.0 >> 20);
+        }
+        write!(f, "{}B", self.0)
+    }
+}
+
+/// Parses `KEY=VALUE` labels.
+pub fn parse_label(input: &str) -> Result<(String, String), SpecError> {
+    match input.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(SpecError::InvalidLabel { input: input.to_string() }),
+    }
+}
+
+/// Checks a Linux interface name (bridges are at most 15 bytes).
+pub fn validate_bridge_name(name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::InvalidBridge { name: name.to_string() })
+    }
+}
+
+/// What the user asked for when creating one machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSpec {
+    pub name: MachineName,
+    pub cpus: u32,
+    pub memory: ByteSize,
+    pub disk: ByteSize,
+    /// The bridge ("virtual switch") the machine's NIC is attached to.
+    pub bridge: String,
+    /// Image ID the machine boots from.
+    pub image: String,
+    /// Plain TCP on 2375 instead of TLS on 2376 (explicit user request only).
+    #[serde(default)]
+    pub insecure_tcp: bool,
+    /// Docker engine labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl MachineSpec {
+    /// Range checks for the numbers a user typed.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        check_range("--cpus", self.cpus as u64, 1, MAX_CPUS as u64, |v| v.to_string())?;
+        check_range("--memory", self.memory.0, MIN_MEMORY.0, MAX_MEMORY.0, |v| ByteSize(v).to_string())?;
+        check_range("--disk", self.disk.0, MIN_DISK.0, MAX_DISK.0, |v| ByteSize(v).to_string())?;
+        validate_bridge_name(&self.bridge)
+    }
+
+    pub fn docker_port(&self) -> u16 {
+        if self.insecure_tcp {
+            2375
+        } else {
+            2376
+        }
+    }
+}
+
+fn check_range(what: &'static str, value: u64, min: u64, max: u64, show: impl Fn(u64) -> String) -> Result<(), SpecError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(SpecError::OutOfRange { what, value: show(value), min: show(min), max: show(max) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> MachineSpec {
+        MachineSpec {
+            name: "h1".parse().unwrap(),
+            cpus: DEFAULT_CPUS,
+            memory: DEFAULT_MEMORY,
+            disk: DEFAULT_DISK,
+            bridge: DEFAULT_BRIDGE.into(),
+            image: "abc".into(),
+            insecure_tcp: false,
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn names_follow_hostname_rules() {
+        for ok in ["h1", "n2d-mngr-0", "a", &"x".repeat(63)] {
+            assert!(ok.parse::<MachineName>().is_ok(), "{ok}");
+        }
+        let cases = [
+            ("", "it is empty"),
+            ("Web", "uppercase"),
+            ("my host", "spaces"),
+            ("a_b", "characters other than"),
+            ("-a", "starts or ends"),
+        ];
+        for (bad, why) in cases {
+            let err = bad.parse::<MachineName>().unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        assert!("y".repeat(64).parse::<MachineName>().unwrap_err().to_string().contains("longer than 63"));
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!("2G".parse::<ByteSize>().unwrap(), ByteSize(2 << 30));
+        assert_eq!("1536M".parse::<ByteSize>().unwrap(), ByteSize(1536 << 20));
+        assert_eq!("1.5GiB".parse::<ByteSize>().unwrap(), ByteSize(1536 << 20));
+        assert_eq!("4096".parse::<ByteSize>().unwrap(), ByteSize(4096));
+        for bad in ["", "G", "2X", "two", "1.2.3G", "99999999999999999999T"] {
+            assert!(bad.parse::<ByteSize>().is_err(), "{bad}");
+        }
+        assert_eq!(ByteSize(2 << 30).to_string(), "2G");
+        assert_eq!(ByteSize(1536 << 20).to_string(), "1536M");
+    }
+
+    #[test]
+    fn absurd_numbers_are_rejected_with_the_allowed_range() {
+        assert!(spec().validate().is_ok());
+        let mut s = spec();
+        s.memory = ByteSize(1 << 20);
+        assert_eq!(s.validate().unwrap_err().to_string(), "--memory 1M is out of range: use 512M to 1T");
+        let mut s = spec();
+        s.cpus = 0;
+        assert!(s.validate().unwrap_err().to_string().contains("--cpus 0"));
+        let mut s = spec();
+        s.disk = ByteSize(100 << 40);
+        assert!(s.validate().unwrap_err().to_string().contains("--disk"));
+        let mut s = spec();
+        s.bridge = "a-very-long-bridge-name".into();
+        assert!(matches!(s.validate(), Err(SpecError::InvalidBridge { .. })));
+    }
+
+    #[test]
+    fn labels_need_a_key() {
+        assert_eq!(parse_label("zone=a").unwrap(), ("zone".into(), "a".into()));
+        assert_eq!(parse_label("ssd=").unwrap(), ("ssd".into(), "".into()));
+        assert!(parse_label("=a").is_err());
+        assert!(parse_label("zone").is_err());
+    }
+
+    #[test]
+    fn spec_json_round_trips_and_rejects_bad_names() {
+        let json = serde_json::to_string(&spec()).unwrap();
+        assert_eq!(serde_json::from_str::<MachineSpec>(&json).unwrap(), spec());
+        let bad = json.replace("\"h1\"", "\"H1\"");
+        assert!(serde_json::from_str::<MachineSpec>(&bad).is_err());
+    }
+}
