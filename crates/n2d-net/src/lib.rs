@@ -1,14 +1,330 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Bridge networking: a Linux bridge is the "virtual switch", one tap per VM attached to it,
+//! and a static IP per VM allocated by n2d from the bridge's subnet (kept for the machine's
+//! life, so its TLS certificate never goes stale). Links are managed with iproute2's `ip`,
+//! through the [`Runner`] seam.
+
+use n2d_exec::{Cmd, ExecError, Runner};
+use n2d_store::{Home, NetworkRecord, StoreError};
+use std::net::Ipv4Addr;
+
+/// The subnet n2d gives the default bridge when it creates it.
+pub const DEFAULT_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+pub const DEFAULT_PREFIX_LEN: u8 = 24;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("bridge networking needs root to create bridges and taps: run n2d as root (e.g. with sudo)")]
+    NotRoot,
+    #[error("bridge {0:?} does not exist: create it, or leave out --network to use n2d's own bridge n2d0")]
+    NoSuchBridge(String),
+    #[error("bridge {0:?} has no IPv4 address: give it one (e.g. `ip addr add 10.78.0.1/24 dev {0}`), n2d hands out addresses from its subnet")]
+    BridgeWithoutAddress(String),
+    #[error("no free address left on bridge {bridge:?} ({used} in use in a /{prefix_len}): remove machines or use a bridge with a larger subnet")]
+    SubnetFull { bridge: String, used: usize, prefix_len: u8 },
+    #[error("cannot create bridge {bridge}")]
+    CreateBridge {
+        bridge: String,
+        #[source]
+        source: ExecError,
+    },
+    #[error("cannot inspect bridge {bridge}")]
+    InspectBridge {
+        bridge: String,
+        #[source]
+        source: ExecError,
+    },
+    #[error("cannot create tap {tap} on bridge {bridge}")]
+    CreateTap {
+        tap: String,
+        bridge: String,
+        #[source]
+        source: ExecError,
+    },
+    #[error("cannot delete tap {tap}")]
+    DeleteTap {
+        tap: String,
+        #[source]
+        source: ExecError,
+    },
+    #[error("cannot save the leases of bridge {bridge}")]
+    SaveLeases {
+        bridge: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// The first free host address of the gateway's subnet (not the network or broadcast address,
+/// not the gateway, not leased).
+pub fn allocate_ip(gateway: Ipv4Addr, prefix_len: u8, leased: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+    let (first, last) = host_range(gateway, prefix_len)?;
+    (first..=last).map(Ipv4Addr::from).find(|ip| *ip != gateway && !leased.contains(ip))
+}
+
+/// How many machine addresses a subnet holds (its hosts less the gateway).
+pub fn capacity(gateway: Ipv4Addr, prefix_len: u8) -> usize {
+    host_range(gateway, prefix_len).map(|(a, b)| (b - a) as usize).unwrap_or(0)
+}
+
+fn host_range(gateway: Ipv4Addr, prefix_len: u8) -> Option<(u32, u32)> {
+    if !(1..=30).contains(&prefix_len) {
+        return None;
+    }
+    let mask = u32::MAX << (32 - prefix_len);
+    let network = u32::from(gateway) & mask;
+    Some((network + 1, (network | !mask) - 1))
+}
+
+/// A locally administered MAC derived from the machine name (QEMU's 52:54:00 prefix).
+pub fn mac_for(name: &str) -> String {
+    let h = fnv1a(name.as_bytes());
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", (h >> 16) as u8, (h >> 8) as u8, h as u8)
+}
+
+/// A tap name for the machine: at most 15 bytes, as Linux requires.
+pub fn tap_for(name: &str) -> String {
+    format!("n2dt{:08x}", fnv1a(name.as_bytes()) as u32)
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// Link operations, over `ip`.
+pub struct Links<'a> {
+    runner: &'a dyn Runner,
+}
+
+impl<'a> Links<'a> {
+    pub fn new(runner: &'a dyn Runner) -> Self {
+        Links { runner }
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<Vec<u8>, ExecError> {
+        self.runner.run(&Cmd::new("ip", "iproute2").args(args))
+    }
+
+    pub fn exists(&self, dev: &str) -> bool {
+        self.ip(&["link", "show", "dev", dev]).is_ok()
+    }
+
+    /// The first IPv4 address and prefix length on `dev`.
+    pub fn ipv4_of(&self, dev: &str) -> Result<Option<(Ipv4Addr, u8)>, ExecError> {
+        let out = self.ip(&["-j", "-4", "addr", "show", "dev", dev])?;
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        let addr = json
+            .get(0)
+            .and_then(|l| l.get("addr_info"))
+            .and_then(|a| a.get(0))
+            .and_then(|a| Some((a.get("local")?.as_str()?.parse().ok()?, a.get("prefixlen")?.as_u64()? as u8)));
+        Ok(addr)
+    }
+
+    pub fn create_bridge(&self, bridge: &str, gateway: Ipv4Addr, prefix_len: u8) -> Result<(), ExecError> {
+        self.ip(&["link", "add", "name", bridge, "type", "bridge"])?;
+        let cidr = format!("{gateway}/{prefix_len}");
+        let rest = self
+            .ip(&["addr", "add", &cidr, "dev", bridge])
+            .and_then(|_| self.ip(&["link", "set", "dev", bridge, "up"]));
+        if rest.is_err() {
+            let _ = self.delete(bridge);
+        }
+        rest.map(drop)
+    }
+
+    pub fn create_tap(&self, tap: &str, bridge: &str) -> Result<(), ExecError> {
+        self.ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?;
+        let rest = self
+            .ip(&["link", "set", "dev", tap, "master", bridge])
+            .and_then(|_| self.ip(&["link", "set", "dev", tap, "up"]));
+        if rest.is_err() {
+            let _ = self.delete(tap);
+        }
+        rest.map(drop)
+    }
+
+    pub fn delete(&self, dev: &str) -> Result<(), ExecError> {
+        self.ip(&["link", "del", "dev", dev]).map(drop)
+    }
+}
+
+pub fn require_root() -> Result<(), NetError> {
+    if rustix::process::geteuid().is_root() {
+        Ok(())
+    } else {
+        Err(NetError::NotRoot)
+    }
+}
+
+/// Makes sure `bridge` exists and has a record, creating n2d's default bridge when absent.
+/// The caller holds the state lock.
+pub fn ensure_bridge(
+    home: &Home,
+    runner: &dyn Runner,
+    bridge: &str,
+    may_create: bool,
+) -> Result<NetworkRecord, NetError> {
+    require_root()?;
+    let links = Links::new(runner);
+    let save = |rec: &NetworkRecord| {
+        home.save_network(rec).map_err(|source| NetError::SaveLeases { bridge: bridge.to_string(), source })
+    };
+    let known = home.load_network(bridge).map_err(|source| NetError::SaveLeases { bridge: bridge.into(), source })?;
+    if links.exists(bridge) {
+        if let Some(rec) = known {
+            return Ok(rec);
+        }
+        let (gateway, prefix_len) = links
+            .ipv4_of(bridge)
+            .map_err(|source| NetError::InspectBridge { bridge: bridge.into(), source })?
+            .ok_or_else(|| NetError::BridgeWithoutAddress(bridge.into()))?;
+        let rec = NetworkRecord {
+            bridge: bridge.into(),
+            gateway,
+            prefix_len,
+            created_by_n2d: false,
+            leases: Default::default(),
+        };
+        save(&rec)?;
+        return Ok(rec);
+    }
+    if !may_create {
+        return Err(NetError::NoSuchBridge(bridge.into()));
+    }
+    // Recreate with the recorded subnet, so leases stay valid (e.g. after a host reboot).
+    let mut rec = known.unwrap_or(NetworkRecord {
+        bridge: bridge.into(),
+        gateway: DEFAULT_GATEWAY,
+        prefix_len: DEFAULT_PREFIX_LEN,
+        created_by_n2d: true,
+        leases: Default::default(),
+    });
+    links
+        .create_bridge(bridge, rec.gateway, rec.prefix_len)
+        .map_err(|source| NetError::CreateBridge { bridge: bridge.into(), source })?;
+    rec.created_by_n2d = true;
+    save(&rec)?;
+    Ok(rec)
+}
+
+/// Leases an address on the bridge for `machine` (the same one again if it already has one).
+pub fn lease(home: &Home, net: &mut NetworkRecord, machine: &str) -> Result<Ipv4Addr, NetError> {
+    if let Some(ip) = net.leases.get(machine) {
+        return Ok(*ip);
+    }
+    let used: Vec<Ipv4Addr> = net.leases.values().copied().collect();
+    let ip = allocate_ip(net.gateway, net.prefix_len, &used).ok_or_else(|| NetError::SubnetFull {
+        bridge: net.bridge.clone(),
+        used: used.len(),
+        prefix_len: net.prefix_len,
+    })?;
+    net.leases.insert(machine.to_string(), ip);
+    home.save_network(net).map_err(|source| NetError::SaveLeases { bridge: net.bridge.clone(), source })?;
+    Ok(ip)
+}
+
+/// Gives `machine`'s address back. The caller holds the state lock.
+pub fn release(home: &Home, bridge: &str, machine: &str) -> Result<(), NetError> {
+    let err = |source| NetError::SaveLeases { bridge: bridge.to_string(), source };
+    if let Some(mut net) = home.load_network(bridge).map_err(err)? {
+        if net.leases.remove(machine).is_some() {
+            home.save_network(&net).map_err(err)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use n2d_exec::RecordingRunner;
+
+    const GW: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 
     #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+    fn allocation_skips_gateway_network_broadcast_and_leases() {
+        assert_eq!(allocate_ip(GW, 24, &[]), Some(Ipv4Addr::new(10, 77, 0, 2)));
+        let used = [Ipv4Addr::new(10, 77, 0, 2), Ipv4Addr::new(10, 77, 0, 4)];
+        assert_eq!(allocate_ip(GW, 24, &used), Some(Ipv4Addr::new(10, 77, 0, 3)));
+        // A /30 has two hosts: the gateway and one machine.
+        assert_eq!(allocate_ip(GW, 30, &[]), Some(Ipv4Addr::new(10, 77, 0, 2)));
+        assert_eq!(allocate_ip(GW, 30, &[Ipv4Addr::new(10, 77, 0, 2)]), None);
+        // Gateway in the middle of the range.
+        let gw = Ipv4Addr::new(192, 168, 5, 77);
+        assert_eq!(allocate_ip(gw, 24, &[]), Some(Ipv4Addr::new(192, 168, 5, 1)));
+        assert_eq!(capacity(GW, 24), 253);
+        assert_eq!(capacity(GW, 30), 1);
+        assert_eq!(capacity(GW, 31), 0);
+    }
+
+    #[test]
+    fn leases_are_stable_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        let mut net = NetworkRecord {
+            bridge: "n2d0".into(),
+            gateway: GW,
+            prefix_len: 29,
+            created_by_n2d: true,
+            leases: Default::default(),
+        };
+        let a = lease(&home, &mut net, "a").unwrap();
+        let b = lease(&home, &mut net, "b").unwrap();
+        assert_ne!(a, b);
+        assert_eq!(lease(&home, &mut net, "a").unwrap(), a);
+        release(&home, "n2d0", "a").unwrap();
+        let saved = home.load_network("n2d0").unwrap().unwrap();
+        assert_eq!(saved.leases.keys().collect::<Vec<_>>(), ["b"]);
+    }
+
+    #[test]
+    fn full_subnet_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        let mut net = NetworkRecord {
+            bridge: "br9".into(),
+            gateway: GW,
+            prefix_len: 30,
+            created_by_n2d: false,
+            leases: Default::default(),
+        };
+        lease(&home, &mut net, "a").unwrap();
+        let err = lease(&home, &mut net, "b").unwrap_err();
+        assert!(err.to_string().contains("no free address left on bridge \"br9\""), "{err}");
+    }
+
+    #[test]
+    fn names_fit_linux_and_mac_rules() {
+        let tap = tap_for(&"x".repeat(63));
+        assert!(tap.len() <= 15, "{tap}");
+        assert_ne!(tap_for("a"), tap_for("b"));
+        let mac = mac_for("h1");
+        assert!(mac.starts_with("52:54:00:") && mac.len() == 17, "{mac}");
+        assert_eq!(mac, mac_for("h1"));
+    }
+
+    #[test]
+    fn tap_creation_rolls_back_when_attaching_fails() {
+        let r = RecordingRunner::default();
+        r.answer("master", Err("no such bridge"));
+        assert!(Links::new(&r).create_tap("n2dt1", "n2d0").is_err());
+        assert_eq!(
+            r.calls(),
+            [
+                "ip tuntap add dev n2dt1 mode tap",
+                "ip link set dev n2dt1 master n2d0",
+                "ip link del dev n2dt1"
+            ]
+        );
+    }
+
+    #[test]
+    fn bridge_address_is_read_from_ip_json() {
+        let r = RecordingRunner::default();
+        r.answer(
+            "addr show",
+            Ok(r#"[{"ifname":"br0","addr_info":[{"family":"inet","local":"10.9.0.1","prefixlen":16}]}]"#),
+        );
+        assert_eq!(Links::new(&r).ipv4_of("br0").unwrap(), Some((Ipv4Addr::new(10, 9, 0, 1), 16)));
     }
 }
