@@ -1,14 +1,85 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The image builder: turns Debian packages and n2d-init into a bootable n2d image.
+//!
+//! An image is a directory `images/<id>/` in the store holding
+//! * `vmlinuz`      Debian's cloud kernel,
+//! * `initrd.img`   a small lz4 initramfs: n2d-init as `/init` plus the few modules needed to
+//!   mount the root disk (virtio_blk, erofs, overlay),
+//! * `rootfs.erofs` the read-only root filesystem (Debian userland with dockerd, containerd, runc,
+//!   iptables and the Docker host's kernel modules), attached to every VM read-only and shared;
+//!   n2d-init puts a tmpfs overlay on top so runc can `pivot_root` (it cannot on an initramfs),
+//! * `image.json`   what the image is made of ([`ImageManifest`]).
+//!
+//! The ID is a hash of the recipe (suite, packages, module lists, n2d-init's bytes), so the same
+//! inputs give the same ID and a second build is a cache hit. Stages live in [`build`];
+//! the module subset logic in [`modules`]. Other disk formats (raw, qcow2, vhdx, iso) are further
+//! stages over the same staging tree.
+
+pub mod build;
+pub mod initramfs;
+pub mod modules;
+pub mod recipe;
+
+pub use build::{build_image, BuildError, BuildOptions, Stage};
+pub use recipe::{ImageManifest, Recipe};
+
+use n2d_store::{read_json, Home, StoreError};
+use std::path::PathBuf;
+
+pub const KERNEL_FILE: &str = "vmlinuz";
+pub const INITRD_FILE: &str = "initrd.img";
+pub const ROOTFS_FILE: &str = "rootfs.erofs";
+pub const MANIFEST_FILE: &str = "image.json";
+
+/// A built image in the store.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub dir: PathBuf,
+    pub manifest: ImageManifest,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Image {
+    pub fn kernel(&self) -> PathBuf {
+        self.dir.join(KERNEL_FILE)
+    }
+    pub fn initrd(&self) -> PathBuf {
+        self.dir.join(INITRD_FILE)
+    }
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join(ROOTFS_FILE)
+    }
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("no image {0:?} in the store (see `n2d image ls`, or build one with `n2d image build`)")]
+    NotFound(String),
+    #[error("image ID prefix {0:?} matches several images: give more characters")]
+    Ambiguous(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// All complete images, newest first.
+pub fn list_images(home: &Home) -> Vec<Image> {
+    let Ok(dir) = std::fs::read_dir(home.images_dir()) else { return Vec::new() };
+    let mut images: Vec<Image> = dir
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| {
+            let manifest = read_json(&e.path().join(MANIFEST_FILE)).ok()?;
+            Some(Image { dir: e.path(), manifest })
+        })
+        .collect();
+    images.sort_by(|a, b| b.manifest.created_unix.cmp(&a.manifest.created_unix));
+    images
+}
+
+/// Finds an image by ID or unique ID prefix.
+pub fn find_image(home: &Home, id: &str) -> Result<Image, ImageError> {
+    let matches: Vec<Image> = list_images(home).into_iter().filter(|i| i.manifest.id.starts_with(id)).collect();
+    match matches.len() {
+        0 => Err(ImageError::NotFound(id.to_string())),
+        1 => Ok(matches.into_iter().next().expect("one")),
+        _ => Err(ImageError::Ambiguous(id.to_string())),
     }
 }

@@ -1,0 +1,441 @@
+//! The build pipeline, one function per stage.
+
+use crate::initramfs::{CpioWriter, Entry};
+use crate::modules::{module_name, ModuleDb};
+use crate::recipe::{ImageManifest, Recipe};
+use crate::{Image, INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
+use n2d_exec::{is_installed, Cmd, ExecError, Runner};
+use n2d_store::{write_json, Home, StoreError};
+use sha2::{Digest, Sha256};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The stages a build goes through, in order (for progress display).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Rootfs,
+    Kernel,
+    Modules,
+    RootImage,
+    Initramfs,
+    Store,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] =
+        [Stage::Rootfs, Stage::Kernel, Stage::Modules, Stage::RootImage, Stage::Initramfs, Stage::Store];
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Stage::Rootfs => "building the Debian userland (mmdebstrap)",
+            Stage::Kernel => "unpacking the kernel",
+            Stage::Modules => "selecting kernel modules",
+            Stage::RootImage => "packing the root filesystem (erofs)",
+            Stage::Initramfs => "packing the initramfs",
+            Stage::Store => "storing the image",
+        }
+    }
+
+    pub fn number(self) -> usize {
+        Stage::ALL.iter().position(|s| *s == self).expect("listed") + 1
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The static n2d-init binary to embed as the guest's PID 1.
+    pub init_binary: PathBuf,
+    /// Debian suite (default trixie).
+    pub suite: Option<String>,
+    /// Debian mirror URL (default: mmdebstrap's).
+    pub mirror: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("cannot read the n2d-init binary {path}: build it with `cargo build --release -p n2d-init --target x86_64-unknown-linux-musl` or set N2D_INIT")]
+    ReadInit {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("building an image needs root (mmdebstrap runs in root mode): run n2d as root (e.g. with sudo)")]
+    NotRoot,
+    #[error(transparent)]
+    MissingTool(ExecError),
+    #[error("{stage} failed", stage = .stage.describe())]
+    Tool {
+        stage: Stage,
+        #[source]
+        source: ExecError,
+    },
+    #[error("{stage} failed", stage = .stage.describe())]
+    Io {
+        stage: Stage,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the kernel package has no modules named {0:?}: the image recipe does not fit this kernel")]
+    UnknownModules(Vec<String>),
+    #[error("the kernel package holds no kernel (no boot/vmlinuz-* and usr/lib/modules/*)")]
+    NoKernel,
+    #[error("cannot store the image")]
+    Store(#[source] StoreError),
+}
+
+/// The external tools a build uses and the Debian packages that ship them.
+const TOOLS: [(&str, &str); 5] = [
+    ("mmdebstrap", "mmdebstrap"),
+    ("mkfs.erofs", "erofs-utils"),
+    ("depmod", "kmod"),
+    ("lz4", "lz4"),
+    ("xz", "xz-utils"),
+];
+
+/// Fails with the first missing tool and its package.
+pub fn check_tools() -> Result<(), BuildError> {
+    for (program, package) in TOOLS {
+        if !is_installed(program) && !is_installed(&format!("/usr/sbin/{program}")) && !is_installed(&format!("/sbin/{program}")) {
+            return Err(BuildError::MissingTool(ExecError::NotInstalled { program: program.into(), package }));
+        }
+    }
+    Ok(())
+}
+
+/// The recipe for the given options (and so the image ID they would produce).
+pub fn recipe_for(opts: &BuildOptions) -> Result<Recipe, BuildError> {
+    let init = fs::read(&opts.init_binary)
+        .map_err(|source| BuildError::ReadInit { path: opts.init_binary.clone(), source })?;
+    let mut recipe = Recipe::docker_host(hex::encode(Sha256::digest(&init)));
+    if let Some(suite) = &opts.suite {
+        recipe.suite = suite.clone();
+    }
+    if let Some(mirror) = &opts.mirror {
+        recipe.mirror = mirror.clone();
+    }
+    Ok(recipe)
+}
+
+/// Builds the image (or finds it already built). Returns the image and whether it was a cache hit.
+pub fn build_image(
+    home: &Home,
+    runner: &dyn Runner,
+    opts: &BuildOptions,
+    progress: &dyn Fn(Stage),
+) -> Result<(Image, bool), BuildError> {
+    let recipe = recipe_for(opts)?;
+    let id = recipe.id();
+    if let Ok(image) = crate::find_image(home, &id) {
+        return Ok((image, true));
+    }
+    check_tools()?;
+    if !rustix::process::geteuid().is_root() {
+        return Err(BuildError::NotRoot);
+    }
+    let staging = home.images_dir().join(format!(".build-{}-{}", &id[..12], std::process::id()));
+    let result = Builder { runner, recipe: &recipe, staging: &staging, init_binary: &opts.init_binary }
+        .run(&id, progress)
+        .and_then(|manifest| {
+            let final_dir = home.images_dir().join(&id);
+            fs::rename(staging.join("out"), &final_dir).map_err(|source| BuildError::Io { stage: Stage::Store, source })?;
+            Ok(Image { dir: final_dir, manifest })
+        });
+    // The staging tree (a whole Debian userland) is never kept, built or not.
+    let _ = fs::remove_dir_all(&staging);
+    result.map(|image| (image, false))
+}
+
+struct Builder<'a> {
+    runner: &'a dyn Runner,
+    recipe: &'a Recipe,
+    staging: &'a Path,
+    init_binary: &'a Path,
+}
+
+impl Builder<'_> {
+    fn run(&self, id: &str, progress: &dyn Fn(Stage)) -> Result<ImageManifest, BuildError> {
+        let out = self.staging.join("out");
+        fs::create_dir_all(&out).map_err(|source| BuildError::Io { stage: Stage::Rootfs, source })?;
+        let rootfs = self.staging.join("rootfs");
+
+        progress(Stage::Rootfs);
+        self.mmdebstrap(&rootfs)?;
+
+        progress(Stage::Kernel);
+        let kernel = self.unpack_kernel()?;
+
+        progress(Stage::Modules);
+        let db = kernel.module_db().map_err(|source| BuildError::Io { stage: Stage::Modules, source })?;
+        let mut names = self.recipe.boot_modules.clone();
+        names.extend(self.recipe.initrd_modules.iter().cloned());
+        let rootfs_modules = db.select(&names, &self.recipe.module_dirs).map_err(BuildError::UnknownModules)?;
+        self.install_modules(&kernel, &rootfs, &rootfs_modules, &self.recipe.boot_modules)?;
+        let initrd_tree = self.staging.join("initrd");
+        let initrd_modules = db.select(&self.recipe.initrd_modules, &[]).map_err(BuildError::UnknownModules)?;
+        self.install_modules(&kernel, &initrd_tree, &initrd_modules, &self.recipe.initrd_modules)?;
+        trim_rootfs(&rootfs).map_err(|source| BuildError::Io { stage: Stage::Modules, source })?;
+
+        progress(Stage::RootImage);
+        let rootfs_unpacked_bytes = tree_size(&rootfs).map_err(|source| BuildError::Io { stage: Stage::RootImage, source })?;
+        let erofs = out.join(ROOTFS_FILE);
+        self.tool(Stage::RootImage, Cmd::new("mkfs.erofs", "erofs-utils").args([
+            "-zlz4hc".into(),
+            "-T0".into(),
+            "--all-root".into(),
+            erofs.clone().into_os_string(),
+            rootfs.clone().into_os_string(),
+        ]))?;
+
+        progress(Stage::Initramfs);
+        let cpio = self.staging.join("initrd.cpio");
+        self.write_initramfs(&initrd_tree, &cpio).map_err(|source| BuildError::Io { stage: Stage::Initramfs, source })?;
+        let initrd = out.join(INITRD_FILE);
+        self.tool(Stage::Initramfs, Cmd::new("lz4", "lz4").args(["-l".into(), "-9".into(), "-q".into(), "-f".into(), cpio.into_os_string(), initrd.clone().into_os_string()]))?;
+
+        progress(Stage::Store);
+        let io = |source| BuildError::Io { stage: Stage::Store, source };
+        fs::copy(&kernel.vmlinuz, out.join(KERNEL_FILE)).map_err(io)?;
+        let size = |p: &Path| fs::metadata(p).map(|m| m.len()).map_err(io);
+        let manifest = ImageManifest {
+            id: id.to_string(),
+            recipe: self.recipe.clone(),
+            kernel_release: kernel.release.clone(),
+            created_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            kernel_bytes: size(&out.join(KERNEL_FILE))?,
+            initrd_bytes: size(&initrd)?,
+            rootfs_bytes: size(&erofs)?,
+            rootfs_unpacked_bytes,
+        };
+        write_json(&out.join(MANIFEST_FILE), &manifest).map_err(BuildError::Store)?;
+        Ok(manifest)
+    }
+
+    fn tool(&self, stage: Stage, cmd: Cmd) -> Result<Vec<u8>, BuildError> {
+        self.runner.run(&cmd).map_err(|source| match source {
+            ExecError::NotInstalled { .. } => BuildError::MissingTool(source),
+            source => BuildError::Tool { stage, source },
+        })
+    }
+
+    /// The userland, and (from the same package lists) the kernel .deb, fetched by a hook.
+    fn mmdebstrap(&self, rootfs: &Path) -> Result<(), BuildError> {
+        let debs = self.staging.join("debs");
+        fs::create_dir_all(&debs).map_err(|source| BuildError::Io { stage: Stage::Rootfs, source })?;
+        // The hook runs on the host with the guest's apt configuration, so it resolves the
+        // kernel of the guest's suite, not the host's.
+        let apt = "APT_CONFIG=\"$MMDEBSTRAP_APT_CONFIG\"";
+        let hook = format!(
+            "cd {dir} && {apt} apt-get download $({apt} apt-cache depends {meta} | awk '/Depends: linux-image-[0-9]/{{print $2}}')",
+            dir = shell_quote(&debs.to_string_lossy()),
+            meta = self.recipe.kernel_package,
+        );
+        let mut cmd = Cmd::new("mmdebstrap", "mmdebstrap")
+            .arg("--quiet")
+            .arg("--variant=essential")
+            .arg(format!("--include={}", self.recipe.packages.join(",")));
+        for excluded in ["/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*", "/usr/share/lintian/*"] {
+            cmd = cmd.arg(format!("--dpkgopt=path-exclude={excluded}"));
+        }
+        cmd = cmd.arg(format!("--customize-hook={hook}")).arg(&self.recipe.suite).arg(rootfs.as_os_str());
+        if !self.recipe.mirror.is_empty() {
+            cmd = cmd.arg(&self.recipe.mirror);
+        }
+        self.tool(Stage::Rootfs, cmd).map(drop)
+    }
+
+    fn unpack_kernel(&self) -> Result<UnpackedKernel, BuildError> {
+        let io = |source| BuildError::Io { stage: Stage::Kernel, source };
+        let debs = self.staging.join("debs");
+        let deb = fs::read_dir(&debs)
+            .map_err(io)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("linux-image-")))
+            .ok_or(BuildError::NoKernel)?;
+        let root = self.staging.join("kernel");
+        self.tool(Stage::Kernel, Cmd::new("dpkg-deb", "dpkg").arg("-x").arg(&deb).arg(&root))?;
+        let release = only_entry(&root.join("usr/lib/modules")).ok_or(BuildError::NoKernel)?;
+        let vmlinuz = root.join(format!("boot/vmlinuz-{release}"));
+        if !vmlinuz.exists() {
+            return Err(BuildError::NoKernel);
+        }
+        link_lib(&root).map_err(io)?;
+        self.tool(Stage::Kernel, Cmd::new("depmod", "kmod").arg("-b").arg(&root).arg(&release))?;
+        Ok(UnpackedKernel { modules_dir: root.join("usr/lib/modules").join(&release), release, vmlinuz })
+    }
+
+    /// Copies `modules` (decompressed: the guest loads them faster) into `tree`, runs depmod
+    /// there, and lists `load` in `tree/etc/n2d/modules` for n2d-init.
+    fn install_modules(
+        &self,
+        kernel: &UnpackedKernel,
+        tree: &Path,
+        modules: &std::collections::BTreeSet<String>,
+        load: &[String],
+    ) -> Result<(), BuildError> {
+        let io = |source| BuildError::Io { stage: Stage::Modules, source };
+        let dest = tree.join("usr/lib/modules").join(&kernel.release);
+        for module in modules {
+            let target = dest.join(module.trim_end_matches(".xz"));
+            fs::create_dir_all(target.parent().expect("module path has a parent")).map_err(io)?;
+            let bytes = if module.ends_with(".xz") {
+                self.tool(Stage::Modules, Cmd::new("xz", "xz-utils").arg("-dc").arg(kernel.modules_dir.join(module)))?
+            } else {
+                fs::read(kernel.modules_dir.join(module)).map_err(io)?
+            };
+            fs::write(target, bytes).map_err(io)?;
+        }
+        for meta in ["modules.builtin", "modules.builtin.modinfo", "modules.order"] {
+            if kernel.modules_dir.join(meta).exists() {
+                fs::copy(kernel.modules_dir.join(meta), dest.join(meta)).map_err(io)?;
+            }
+        }
+        link_lib(tree).map_err(io)?;
+        self.tool(Stage::Modules, Cmd::new("depmod", "kmod").arg("-b").arg(tree).arg(&kernel.release))?;
+        fs::create_dir_all(tree.join("etc/n2d")).map_err(io)?;
+        let list: String = load.iter().map(|m| format!("{}\n", module_name(m))).collect();
+        fs::write(tree.join("etc/n2d/modules"), list).map_err(io)
+    }
+
+    /// `/init` (n2d-init), `/dev/console` (so PID 1 has a console before devtmpfs is
+    /// mounted), the mount points stage 1 uses, and the modules tree.
+    fn write_initramfs(&self, tree: &Path, cpio: &Path) -> io::Result<()> {
+        let mut w = CpioWriter::new(io::BufWriter::new(fs::File::create(cpio)?));
+        for dir in ["dev", "proc", "sys", "sysroot", "etc", "usr", "usr/lib", "usr/lib/modules"] {
+            w.add(Entry::Dir { path: dir })?;
+        }
+        w.add(Entry::CharDev { path: "dev/console", major: 5, minor: 1 })?;
+        w.add(Entry::File { path: "init", mode: 0o755, data: &fs::read(self.init_binary)? })?;
+        let mut files = Vec::new();
+        walk(tree, tree, &mut files)?;
+        for (rel, is_dir) in files {
+            if ["etc", "usr", "usr/lib", "usr/lib/modules"].contains(&rel.as_str()) {
+                continue;
+            }
+            if is_dir {
+                w.add(Entry::Dir { path: &rel })?;
+            } else {
+                let data = fs::read(tree.join(&rel))?;
+                w.add(Entry::File { path: &rel, mode: 0o644, data: &data })?;
+            }
+        }
+        w.finish()?;
+        Ok(())
+    }
+}
+
+struct UnpackedKernel {
+    release: String,
+    vmlinuz: PathBuf,
+    modules_dir: PathBuf,
+}
+
+impl UnpackedKernel {
+    fn module_db(&self) -> io::Result<ModuleDb> {
+        let dep = fs::read_to_string(self.modules_dir.join("modules.dep"))?;
+        let builtin = fs::read_to_string(self.modules_dir.join("modules.builtin")).unwrap_or_default();
+        Ok(ModuleDb::parse(&dep, &builtin))
+    }
+}
+
+/// depmod on a bookworm host looks in BASE/lib/modules; merged-/usr trees keep them in usr/lib.
+fn link_lib(tree: &Path) -> io::Result<()> {
+    let lib = tree.join("lib");
+    if fs::symlink_metadata(&lib).is_err() {
+        std::os::unix::fs::symlink("usr/lib", lib)?;
+    }
+    Ok(())
+}
+
+/// Drops what a Docker host never reads: apt's caches and lists, logs of the build.
+fn trim_rootfs(rootfs: &Path) -> io::Result<()> {
+    for dir in ["var/cache/apt", "var/lib/apt/lists", "var/log", "usr/share/doc", "usr/share/man"] {
+        let p = rootfs.join(dir);
+        if p.exists() {
+            fs::remove_dir_all(&p)?;
+            fs::create_dir_all(&p)?;
+        }
+    }
+    Ok(())
+}
+
+fn only_entry(dir: &Path) -> Option<String> {
+    let mut names: Vec<String> =
+        fs::read_dir(dir).ok()?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names.pop()
+}
+
+/// Every directory and regular file under `dir`, relative to `base`, parents first, sorted.
+fn walk(base: &Path, dir: &Path, out: &mut Vec<(String, bool)>) -> io::Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(dir)?.filter_map(|e| e.ok()).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let ty = e.file_type()?;
+        let rel = e.path().strip_prefix(base).expect("under base").to_string_lossy().into_owned();
+        if ty.is_dir() {
+            out.push((rel, true));
+            walk(base, &e.path(), out)?;
+        } else if ty.is_file() {
+            out.push((rel, false));
+        }
+    }
+    Ok(())
+}
+
+fn tree_size(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let ty = e.file_type()?;
+        if ty.is_dir() {
+            total += tree_size(&e.path())?;
+        } else if ty.is_file() {
+            total += e.metadata()?.len();
+        }
+    }
+    Ok(total)
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_are_numbered_in_order() {
+        assert_eq!(Stage::Rootfs.number(), 1);
+        assert_eq!(Stage::Store.number(), Stage::ALL.len());
+    }
+
+    #[test]
+    fn shell_quoting_survives_quotes() {
+        assert_eq!(shell_quote("/a b/it's"), "'/a b/it'\\''s'");
+    }
+
+    #[test]
+    fn walk_lists_parents_before_children() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("b/c")).unwrap();
+        fs::write(dir.path().join("b/c/f"), b"x").unwrap();
+        fs::write(dir.path().join("a"), b"y").unwrap();
+        let mut out = Vec::new();
+        walk(dir.path(), dir.path(), &mut out).unwrap();
+        let names: Vec<_> = out.iter().map(|(n, d)| (n.as_str(), *d)).collect();
+        assert_eq!(names, [("a", false), ("b", true), ("b/c", true), ("b/c/f", false)]);
+    }
+
+    #[test]
+    fn missing_init_binary_says_how_to_build_it() {
+        let opts = BuildOptions { init_binary: "/nonexistent/n2d-init".into(), suite: None, mirror: None };
+        let err = recipe_for(&opts).unwrap_err().to_string();
+        assert!(err.contains("cargo build --release -p n2d-init"), "{err}");
+    }
+}

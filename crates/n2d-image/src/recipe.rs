@@ -1,0 +1,107 @@
+//! What an image is made of, and the content address derived from it.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Bumped whenever the builder changes what it produces from the same inputs.
+const BUILDER_VERSION: u32 = 1;
+
+/// The inputs of an image build. Its hash is the image ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipe {
+    /// Debian suite of the guest userland and kernel.
+    pub suite: String,
+    /// Debian mirror URL; empty means mmdebstrap's default.
+    pub mirror: String,
+    /// Packages on top of the `essential` variant.
+    pub packages: Vec<String>,
+    /// Metapackage whose kernel the image boots.
+    pub kernel_package: String,
+    /// Modules loaded from the initramfs to reach the root disk.
+    pub initrd_modules: Vec<String>,
+    /// Modules n2d-init loads once the root is mounted.
+    pub boot_modules: Vec<String>,
+    /// Directories (relative to the module tree) whose modules ship for on-demand loading.
+    pub module_dirs: Vec<String>,
+    /// sha256 of the n2d-init binary.
+    pub init_sha256: String,
+}
+
+impl Recipe {
+    /// The default Docker host: Debian 13's engine (26.x) and 6.12 cloud kernel.
+    pub fn docker_host(init_sha256: String) -> Recipe {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        Recipe {
+            suite: "trixie".into(),
+            mirror: String::new(),
+            packages: s(&["docker.io", "containerd", "runc", "tini", "iptables", "iproute2", "e2fsprogs", "kmod"]),
+            kernel_package: "linux-image-cloud-amd64".into(),
+            initrd_modules: s(&["virtio_blk", "erofs", "overlay"]),
+            boot_modules: s(&[
+                "virtio_net", "virtio_rng", "virtio_balloon", "overlay", "bridge", "br_netfilter", "veth",
+                "vxlan", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "xt_ipvs", "nf_tables", "nft_compat",
+                "nft_chain_nat", "nf_nat", "nf_conntrack", "nf_conntrack_netlink", "xt_addrtype", "xt_conntrack",
+                "xt_MASQUERADE", "xt_mark", "xt_comment", "xt_multiport", "xt_nat", "iptable_nat",
+                "iptable_filter", "iptable_mangle", "ip6table_filter", "ip6table_nat", "xfrm_user",
+            ]),
+            module_dirs: s(&[
+                "kernel/net/",
+                "kernel/drivers/net/vxlan/",
+                "kernel/drivers/net/veth.ko",
+                "kernel/drivers/net/dummy.ko",
+                "kernel/drivers/net/macvlan.ko",
+                "kernel/drivers/net/ipvlan/",
+                "kernel/drivers/net/tun.ko",
+                "kernel/fs/isofs/",
+                "kernel/fs/fat/",
+                "kernel/fs/nls/",
+            ]),
+            init_sha256,
+        }
+    }
+
+    /// The content address: sha256 of the canonical JSON of the recipe and builder version.
+    pub fn id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(BUILDER_VERSION.to_le_bytes());
+        h.update(serde_json::to_vec(self).expect("recipe serialises"));
+        hex::encode(h.finalize())
+    }
+}
+
+/// Stored as `image.json` beside the image files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageManifest {
+    pub id: String,
+    pub recipe: Recipe,
+    pub kernel_release: String,
+    pub created_unix: u64,
+    /// Bytes of each artifact, for `image ls` and the size budget.
+    pub kernel_bytes: u64,
+    pub initrd_bytes: u64,
+    pub rootfs_bytes: u64,
+    /// Size of the root filesystem tree before compression.
+    pub rootfs_unpacked_bytes: u64,
+}
+
+impl ImageManifest {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_inputs_same_id_and_any_change_changes_it() {
+        let a = Recipe::docker_host("abc".into());
+        assert_eq!(a.id(), Recipe::docker_host("abc".into()).id());
+        assert_eq!(a.id().len(), 64);
+        assert_ne!(a.id(), Recipe::docker_host("abd".into()).id());
+        let mut b = a.clone();
+        b.packages.push("strace".into());
+        assert_ne!(a.id(), b.id());
+    }
+}
