@@ -1,14 +1,98 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Hypervisor driver. `Hypervisor` is a trait only because a second driver (Hyper-V on Windows)
+//! is planned; [`Qemu`] is the one there is.
+//!
+//! * [`argv`]: the QEMU command line, a pure function of [`VmConfig`].
+//! * [`accel`]: KVM when the CPU has vmx/svm and KVM really starts, TCG otherwise.
+//! * [`qmp`]: a small QMP client (status, quit).
+//! * [`qemu`]: lifecycle: start (daemonized), wait for the guest's ready marker, stop
+//!   (graceful over the control channel, then QMP quit, then SIGKILL), state.
+//! * [`console`]: attach the user's terminal to the guest's shell.
+
+pub mod accel;
+pub mod argv;
+pub mod console;
+pub mod qemu;
+pub mod qmp;
+
+pub use accel::{detect_accel, Accel, AccelChoice};
+pub use qemu::{Qemu, StartReport, StopOutcome};
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything needed to start one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    pub name: String,
+    /// The machine directory: QEMU's cwd, where its sockets, pid file and serial log live.
+    pub dir: PathBuf,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub rootfs: PathBuf,
+    pub config_disk: PathBuf,
+    pub data_disk: PathBuf,
+    pub tap: String,
+    pub mac: String,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VmState {
+    Running,
+    Stopped,
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl std::fmt::Display for VmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VmState::Running => "running",
+            VmState::Stopped => "stopped",
+        })
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(transparent)]
+    QemuMissing(n2d_exec::ExecError),
+    #[error("QEMU refused to start {name}: {stderr}")]
+    Start { name: String, stderr: String },
+    #[error("cannot run QEMU for {name}")]
+    Spawn {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{name} stopped during boot; last console lines:\n{console_tail}")]
+    ExitedDuringBoot { name: String, console_tail: String },
+    #[error("{name} did not get its Docker engine up within {timeout:?}; last console lines:\n{console_tail}")]
+    ReadyTimeout { name: String, timeout: Duration, console_tail: String },
+    #[error("{name} is not running (start it with `n2d start {name}`)")]
+    NotRunning { name: String },
+    #[error("cannot reach the {what} socket of {name}")]
+    Socket {
+        name: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QMP command {command} failed: {message}")]
+    Qmp { command: String, message: String },
+    #[error("I/O error on {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What n2d needs from a hypervisor.
+pub trait Hypervisor {
+    fn start(&self, vm: &VmConfig) -> Result<StartReport, VmError>;
+    fn wait_ready(&self, vm: &VmConfig, since: u64, timeout: Duration) -> Result<(), VmError>;
+    fn state(&self, vm: &VmConfig) -> VmState;
+    fn stop(&self, vm: &VmConfig, timeout: Duration) -> Result<StopOutcome, VmError>;
+    /// Ends the VM at once (no guest shutdown).
+    fn kill(&self, vm: &VmConfig) -> Result<(), VmError>;
 }

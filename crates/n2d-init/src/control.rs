@@ -1,0 +1,104 @@
+//! Shutdown requests: the host's control port (virtio-serial) and SIGTERM/SIGINT/SIGPWR.
+
+use crate::log::info;
+use crate::sys::System;
+use n2d_proto::{ControlRequest, CONTROL_PORT_NAME};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use std::io::{BufRead, BufReader};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Set once a power-off was requested; the supervisor loop polls it.
+pub static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: nix::libc::c_int) {
+    SHUTDOWN.store(true, Ordering::SeqCst);
+}
+
+/// Routes SIGTERM, SIGINT and SIGPWR to [`SHUTDOWN`]; Ctrl-Alt-Del becomes SIGINT.
+pub fn install_signal_handlers() {
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGPWR] {
+        // SAFETY: the handler only stores to an atomic.
+        if let Err(e) = unsafe { sigaction(signal, &action) } {
+            info!("cannot handle {signal}: {e}");
+        }
+    }
+    let _ = nix::sys::reboot::set_cad_enabled(false);
+}
+
+/// `/dev/vportNpM` of the virtio-serial port named [`CONTROL_PORT_NAME`].
+pub fn find_control_port(sys: &dyn System) -> Option<String> {
+    sys.read_dir("/sys/class/virtio-ports")
+        .ok()?
+        .into_iter()
+        .find(|port| {
+            sys.read_file(&format!("/sys/class/virtio-ports/{port}/name"))
+                .is_ok_and(|n| String::from_utf8_lossy(&n).trim() == CONTROL_PORT_NAME)
+        })
+        .map(|port| format!("/dev/{port}"))
+}
+
+/// Acts on one line from the host; returns whether it asked for a shutdown.
+pub fn handle_line(line: &str, shutdown: &AtomicBool) -> bool {
+    match ControlRequest::parse(line) {
+        Some(ControlRequest::PowerOff) => {
+            info!("power-off requested by the host");
+            shutdown.store(true, Ordering::SeqCst);
+            true
+        }
+        None => {
+            if !line.trim().is_empty() {
+                info!("ignoring unknown control request ({} bytes)", line.len());
+            }
+            false
+        }
+    }
+}
+
+/// Reads requests from the control port in a background thread.
+pub fn listen(port: String) {
+    let spawned = std::thread::Builder::new().name("control".into()).spawn(move || loop {
+        let file = match std::fs::File::open(&port) {
+            Ok(f) => f,
+            Err(e) => {
+                info!("control port {port}: {e}; retrying");
+                std::thread::sleep(Duration::from_secs(5));
+                continue;
+            }
+        };
+        for line in BufReader::new(file).lines() {
+            match line {
+                Ok(line) => {
+                    handle_line(&line, &SHUTDOWN);
+                }
+                Err(_) => break,
+            }
+        }
+        // EOF: the host side is not connected (yet); look again shortly.
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    if let Err(e) = spawned {
+        info!("cannot start control listener: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::FakeSystem;
+
+    #[test]
+    fn control_port_found_by_name_and_poweroff_sets_flag() {
+        let sys = FakeSystem::new();
+        sys.add_file("/sys/class/virtio-ports/vport1p0/name", "org.qemu.guest_agent.0\n");
+        sys.add_file("/sys/class/virtio-ports/vport1p1/name", "org.n2d.control\n");
+        assert_eq!(find_control_port(&sys).as_deref(), Some("/dev/vport1p1"));
+
+        let flag = AtomicBool::new(false);
+        assert!(!handle_line("reboot", &flag));
+        assert!(!flag.load(Ordering::SeqCst));
+        assert!(handle_line("poweroff\r", &flag));
+        assert!(flag.load(Ordering::SeqCst));
+    }
+}

@@ -1,0 +1,132 @@
+//! The Docker engine: TLS files, daemon.json, the containerd/dockerd services, readiness probe.
+
+use crate::error::{mkdir_err, write_err, Result};
+use crate::sys::{base_env, ServiceIo, ServiceSpec, System};
+use n2d_proto::GuestConfig;
+use serde_json::json;
+
+pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
+pub const DOCKER_SOCKET: &str = "/run/docker.sock";
+pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+pub const CONTAINERD_LOG: &str = "/var/log/containerd.log";
+pub const DOCKERD_LOG: &str = "/var/log/dockerd.log";
+
+const TLS_DIR: &str = "/etc/docker/tls";
+const CA: &str = "/etc/docker/tls/ca.pem";
+const CERT: &str = "/etc/docker/tls/server-cert.pem";
+const KEY: &str = "/etc/docker/tls/server-key.pem";
+
+pub fn daemon_json(config: &GuestConfig) -> serde_json::Value {
+    let labels: Vec<String> = config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut doc = json!({
+        "hosts": [format!("unix://{DOCKER_SOCKET}"), format!("tcp://0.0.0.0:{}", config.docker.tcp_port)],
+        "containerd": CONTAINERD_SOCKET,
+        "labels": labels,
+    });
+    if config.docker.tls.is_some() {
+        let obj = doc.as_object_mut().expect("object");
+        obj.insert("tls".into(), json!(true));
+        obj.insert("tlsverify".into(), json!(true));
+        obj.insert("tlscacert".into(), json!(CA));
+        obj.insert("tlscert".into(), json!(CERT));
+        obj.insert("tlskey".into(), json!(KEY));
+    }
+    doc
+}
+
+/// Writes the TLS material (if any) and daemon.json.
+pub fn write_config(sys: &dyn System, config: &GuestConfig) -> Result<()> {
+    sys.mkdir_all("/etc/docker", 0o755).map_err(mkdir_err("/etc/docker"))?;
+    sys.mkdir_all("/var/log", 0o755).map_err(mkdir_err("/var/log"))?;
+    if let Some(tls) = &config.docker.tls {
+        sys.mkdir_all(TLS_DIR, 0o700).map_err(mkdir_err(TLS_DIR))?;
+        for (path, pem, mode) in
+            [(CA, &tls.ca_pem, 0o644), (CERT, &tls.cert_pem, 0o644), (KEY, &tls.key_pem, 0o600)]
+        {
+            sys.write_file(path, pem.as_bytes(), mode).map_err(write_err(path))?;
+        }
+    }
+    let mut text = serde_json::to_vec_pretty(&daemon_json(config)).expect("json serialises");
+    text.push(b'\n');
+    sys.write_file(DAEMON_JSON, &text, 0o644).map_err(write_err(DAEMON_JSON))
+}
+
+pub fn containerd_service() -> ServiceSpec {
+    ServiceSpec {
+        name: "containerd",
+        program: "containerd".into(),
+        args: vec![],
+        env: base_env(),
+        io: ServiceIo::LogFile(CONTAINERD_LOG.into()),
+    }
+}
+
+pub fn dockerd_service() -> ServiceSpec {
+    ServiceSpec {
+        name: "dockerd",
+        program: "dockerd".into(),
+        args: vec!["--config-file".into(), DAEMON_JSON.into()],
+        env: base_env(),
+        io: ServiceIo::LogFile(DOCKERD_LOG.into()),
+    }
+}
+
+/// True when dockerd answers `GET /_ping` on its local socket with HTTP 200.
+pub fn engine_answers(sys: &dyn System) -> bool {
+    let Ok(response) = sys.unix_request(DOCKER_SOCKET, b"GET /_ping HTTP/1.0\r\n\r\n") else {
+        return false;
+    };
+    let text = String::from_utf8_lossy(&response);
+    let status = text.lines().next().unwrap_or("");
+    status.starts_with("HTTP/1.") && status.contains(" 200 ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::sample_config;
+    use crate::sys::fake::FakeSystem;
+
+    #[test]
+    fn daemon_json_with_tls_points_at_written_files_and_carries_labels() {
+        let sys = FakeSystem::new();
+        write_config(&sys, &sample_config()).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&sys.file_text(DAEMON_JSON)).unwrap();
+        assert_eq!(doc["hosts"], json!(["unix:///run/docker.sock", "tcp://0.0.0.0:2376"]));
+        assert_eq!(doc["tlsverify"], json!(true));
+        assert_eq!(doc["containerd"], json!(CONTAINERD_SOCKET));
+        assert_eq!(doc["labels"], json!(["role=worker", "zone=a"]));
+        for key in ["tlscacert", "tlscert", "tlskey"] {
+            let path = doc[key].as_str().unwrap();
+            assert!(sys.file(path).is_some(), "{key} -> {path} not written");
+        }
+        assert_eq!(sys.file(KEY).unwrap(), (b"SECRET-KEY-PEM".to_vec(), 0o600));
+        assert_eq!(sys.file(CA).unwrap().1, 0o644);
+        assert!(!sys.file_text(DAEMON_JSON).contains("SECRET"));
+    }
+
+    #[test]
+    fn daemon_json_without_tls_has_no_tls_keys_and_writes_no_key() {
+        let sys = FakeSystem::new();
+        let mut config = sample_config();
+        config.docker.tls = None;
+        config.docker.tcp_port = 2375;
+        write_config(&sys, &config).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&sys.file_text(DAEMON_JSON)).unwrap();
+        let keys: Vec<&str> = doc.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["containerd", "hosts", "labels"]);
+        assert_eq!(doc["hosts"][1], json!("tcp://0.0.0.0:2375"));
+        assert!(sys.file(KEY).is_none());
+    }
+
+    #[test]
+    fn readiness_needs_http_200_from_the_socket() {
+        let sys = FakeSystem::new();
+        assert!(!engine_answers(&sys));
+        sys.state.borrow_mut().docker_response = Some(b"HTTP/1.0 503 Service Unavailable\r\n\r\n".to_vec());
+        assert!(!engine_answers(&sys));
+        sys.state.borrow_mut().docker_response =
+            Some(b"HTTP/1.0 200 OK\r\nApi-Version: 1.47\r\n\r\nOK".to_vec());
+        assert!(engine_answers(&sys));
+    }
+}

@@ -1,0 +1,114 @@
+//! Host identity (hostname, /etc/hosts, resolv.conf) and the NIC configuration.
+
+use crate::error::{write_err, Error, Result};
+use crate::log::info;
+use crate::sys::{poll, System};
+use n2d_proto::GuestConfig;
+use std::time::Duration;
+
+pub fn write_identity(sys: &dyn System, config: &GuestConfig) -> Result<()> {
+    let name = &config.hostname;
+    sys.sethostname(name).map_err(|source| Error::SetHostname { name: name.clone(), source })?;
+    let files = [
+        ("/etc/hostname", format!("{name}\n")),
+        (
+            "/etc/hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{name}\n",
+                config.network.address
+            ),
+        ),
+        ("/etc/resolv.conf", config.network.dns.iter().map(|ip| format!("nameserver {ip}\n")).collect()),
+    ];
+    for (path, text) in files {
+        sys.write_file(path, text.as_bytes(), 0o644).map_err(write_err(path))?;
+    }
+    Ok(())
+}
+
+/// The interface whose MAC address is `mac` (case-insensitive).
+pub fn find_interface(sys: &dyn System, mac: &str) -> Option<String> {
+    sys.read_dir("/sys/class/net").ok()?.into_iter().find(|ifname| {
+        sys.read_file(&format!("/sys/class/net/{ifname}/address"))
+            .is_ok_and(|a| String::from_utf8_lossy(&a).trim().eq_ignore_ascii_case(mac.trim()))
+    })
+}
+
+fn ip(sys: &dyn System, args: &[&str]) -> Result<()> {
+    let command = format!("ip {}", args.join(" "));
+    match sys.run("ip", args) {
+        Ok(exit) if exit.success() => Ok(()),
+        Ok(exit) => Err(Error::CommandFailed { command, exit }),
+        Err(source) => Err(Error::RunCommand { command, source }),
+    }
+}
+
+pub fn configure(sys: &dyn System, config: &GuestConfig) -> Result<String> {
+    let net = &config.network;
+    ip(sys, &["link", "set", "lo", "up"])?;
+    let ifname =
+        poll(sys, Duration::from_secs(5), Duration::from_millis(100), || find_interface(sys, &net.mac))
+            .ok_or_else(|| Error::NicNotFound { mac: net.mac.clone() })?;
+    ip(sys, &["link", "set", &ifname, "up"])?;
+    ip(sys, &["addr", "add", &format!("{}/{}", net.address, net.prefix_len), "dev", &ifname])?;
+    if let Some(gateway) = net.gateway {
+        ip(sys, &["route", "add", "default", "via", &gateway.to_string()])?;
+    }
+    info!("network: {ifname} {}/{}", net.address, net.prefix_len);
+    Ok(ifname)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::sample_config;
+    use crate::sys::fake::FakeSystem;
+
+    fn with_nics() -> FakeSystem {
+        let sys = FakeSystem::new();
+        sys.add_file("/sys/class/net/lo/address", "00:00:00:00:00:00\n");
+        sys.add_file("/sys/class/net/eth0/address", "52:54:00:aa:aa:aa\n");
+        sys.add_file("/sys/class/net/eth1/address", "52:54:00:12:34:56\n");
+        sys
+    }
+
+    #[test]
+    fn configures_the_nic_with_the_configured_mac() {
+        let sys = with_nics();
+        assert_eq!(configure(&sys, &sample_config()).unwrap(), "eth1");
+        assert_eq!(
+            sys.calls(),
+            [
+                "run ip link set lo up",
+                "run ip link set eth1 up",
+                "run ip addr add 10.77.0.2/24 dev eth1",
+                "run ip route add default via 10.77.0.1",
+            ]
+        );
+    }
+
+    #[test]
+    fn no_gateway_means_no_default_route_and_missing_nic_is_fatal() {
+        let sys = with_nics();
+        let mut config = sample_config();
+        config.network.gateway = None;
+        configure(&sys, &config).unwrap();
+        assert!(!sys.calls().iter().any(|c| c.contains("route")));
+
+        config.network.mac = "52:54:00:ff:ff:ff".into();
+        assert!(matches!(configure(&sys, &config), Err(Error::NicNotFound { .. })));
+    }
+
+    #[test]
+    fn identity_files() {
+        let sys = FakeSystem::new();
+        let mut config = sample_config();
+        write_identity(&sys, &config).unwrap();
+        assert_eq!(sys.file_text("/etc/hostname"), "node-1\n");
+        assert!(sys.file_text("/etc/hosts").contains("10.77.0.2\tnode-1\n"));
+        assert_eq!(sys.file_text("/etc/resolv.conf"), "nameserver 10.77.0.1\nnameserver 1.1.1.1\n");
+        config.network.dns.clear();
+        write_identity(&sys, &config).unwrap();
+        assert_eq!(sys.file_text("/etc/resolv.conf"), "");
+    }
+}

@@ -1,0 +1,422 @@
+//! PID 1's main loop: reaps every child (orphans included), restarts services with backoff,
+//! announces Docker readiness, and stops everything in order on shutdown.
+
+use crate::docker;
+use crate::log::{self, info};
+use crate::sys::{Exit, ServiceIo, ServiceSpec, System};
+use nix::mount::MntFlags;
+use nix::sys::signal::Signal;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+const TICK: Duration = Duration::from_millis(100);
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+const LOG_TAIL_LINES: usize = 15;
+
+/// Restart delays 1 s, 2 s, 4 s … capped at 30 s; back to 1 s once a run lasted 60 s.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(30);
+    const RESET_AFTER: Duration = Duration::from_secs(60);
+
+    pub fn new() -> Self {
+        Backoff { next: Self::FIRST }
+    }
+
+    /// Delay before restarting a service that ran for `ran`.
+    pub fn delay_after(&mut self, ran: Duration) -> Duration {
+        if ran >= Self::RESET_AFTER {
+            self.next = Self::FIRST;
+        }
+        let delay = self.next;
+        self.next = (delay * 2).min(Self::MAX);
+        delay
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Restart {
+    Backoff(Backoff),
+    /// Fixed pause, so a shell that cannot start does not spin.
+    After(Duration),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting { start_at: Duration },
+    Running { pid: i32, since: Duration },
+    Stopped,
+}
+
+/// Holds back the first start until `path` exists or `deadline` passes.
+#[derive(Debug, Clone)]
+struct Gate {
+    path: String,
+    deadline: Duration,
+}
+
+#[derive(Debug)]
+struct Service {
+    spec: ServiceSpec,
+    restart: Restart,
+    state: State,
+    gate: Option<Gate>,
+}
+
+pub struct Supervisor {
+    services: Vec<Service>,
+    docker_ready: bool,
+    next_probe: Duration,
+    /// How many times the ready marker was printed.
+    pub ready_announcements: u32,
+}
+
+impl Supervisor {
+    /// containerd, then dockerd once containerd's socket exists (≤ 30 s), then the console shell.
+    pub fn new(sys: &dyn System, console: Option<ServiceSpec>) -> Self {
+        let now = sys.now();
+        let waiting = State::Waiting { start_at: now };
+        let mut services = vec![
+            Service {
+                spec: docker::containerd_service(),
+                restart: Restart::Backoff(Backoff::new()),
+                state: waiting,
+                gate: None,
+            },
+            Service {
+                spec: docker::dockerd_service(),
+                restart: Restart::Backoff(Backoff::new()),
+                state: waiting,
+                gate: Some(Gate {
+                    path: docker::CONTAINERD_SOCKET.into(),
+                    deadline: now + Duration::from_secs(30),
+                }),
+            },
+        ];
+        if let Some(spec) = console {
+            services.push(Service {
+                spec,
+                restart: Restart::After(Duration::from_secs(1)),
+                state: waiting,
+                gate: None,
+            });
+        }
+        Supervisor { services, docker_ready: false, next_probe: now, ready_announcements: 0 }
+    }
+
+    /// Supervises until `stop` is set.
+    pub fn run(&mut self, sys: &dyn System, stop: &AtomicBool) {
+        while !stop.load(Ordering::SeqCst) {
+            self.tick(sys);
+            sys.sleep(TICK);
+        }
+    }
+
+    /// One round: reap, start what is due, probe dockerd.
+    pub fn tick(&mut self, sys: &dyn System) {
+        while let Some((pid, exit)) = sys.reap() {
+            self.on_exit(sys, pid, exit);
+        }
+        let now = sys.now();
+        for i in 0..self.services.len() {
+            if let State::Waiting { start_at } = self.services[i].state {
+                if now >= start_at && self.gate_open(sys, i, now) {
+                    self.start(sys, i, now);
+                }
+            }
+        }
+        self.probe(sys, now);
+    }
+
+    fn gate_open(&mut self, sys: &dyn System, i: usize, now: Duration) -> bool {
+        let service = &mut self.services[i];
+        let Some(gate) = &service.gate else { return true };
+        if sys.exists(&gate.path) {
+            service.gate = None;
+            true
+        } else if now >= gate.deadline {
+            info!("{} did not appear in time; starting {} anyway", gate.path, service.spec.name);
+            service.gate = None;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn start(&mut self, sys: &dyn System, i: usize, now: Duration) {
+        let service = &mut self.services[i];
+        match sys.spawn(&service.spec) {
+            Ok(pid) => {
+                // The console shell respawns whenever someone logs out: not worth a line.
+                if matches!(service.spec.io, ServiceIo::LogFile(_)) {
+                    info!("started {} (pid {pid})", service.spec.name);
+                }
+                service.state = State::Running { pid, since: now };
+                if service.spec.name == "dockerd" {
+                    self.docker_ready = false;
+                }
+            }
+            Err(e) => {
+                let delay = Self::delay(&mut service.restart, Duration::ZERO);
+                info!("cannot start {}: {e}; retrying in {}s", service.spec.name, delay.as_secs_f32());
+                service.state = State::Waiting { start_at: now + delay };
+            }
+        }
+    }
+
+    fn delay(restart: &mut Restart, ran: Duration) -> Duration {
+        match restart {
+            Restart::Backoff(backoff) => backoff.delay_after(ran),
+            Restart::After(delay) => *delay,
+        }
+    }
+
+    fn on_exit(&mut self, sys: &dyn System, pid: i32, exit: Exit) {
+        let now = sys.now();
+        let Some(service) =
+            self.services.iter_mut().find(|s| matches!(s.state, State::Running { pid: p, .. } if p == pid))
+        else {
+            return; // an orphan we adopted: reaping it is all there is to do
+        };
+        let State::Running { since, .. } = service.state else { unreachable!() };
+        let delay = Self::delay(&mut service.restart, now.saturating_sub(since));
+        service.state = State::Waiting { start_at: now + delay };
+        if service.spec.name == "dockerd" {
+            self.docker_ready = false;
+        }
+        if let ServiceIo::LogFile(path) = &service.spec.io {
+            info!(
+                "{} exited ({exit}); restarting in {}s; last lines of {path}:",
+                service.spec.name,
+                delay.as_secs()
+            );
+            for line in log_tail(sys, path, LOG_TAIL_LINES) {
+                log::raw(&format!("  | {line}"));
+            }
+        }
+    }
+
+    fn probe(&mut self, sys: &dyn System, now: Duration) {
+        let dockerd_running = self
+            .services
+            .iter()
+            .any(|s| s.spec.name == "dockerd" && matches!(s.state, State::Running { .. }));
+        if !dockerd_running || self.docker_ready || now < self.next_probe {
+            return;
+        }
+        self.next_probe = now + PROBE_EVERY;
+        if docker::engine_answers(sys) {
+            self.docker_ready = true;
+            self.ready_announcements += 1;
+            info!("docker engine answers on {}", docker::DOCKER_SOCKET);
+            log::raw(n2d_proto::READY_MARKER);
+        }
+    }
+
+    /// dockerd (≤ 20 s), containerd (≤ 10 s), then every other process; sync, unmount,
+    /// power off.
+    pub fn shutdown(&mut self, sys: &dyn System, unmount: &[&str]) {
+        info!("shutting down");
+        self.stop(sys, "dockerd", Duration::from_secs(20));
+        self.stop(sys, "containerd", Duration::from_secs(10));
+        for service in &mut self.services {
+            service.state = State::Stopped;
+        }
+        let _ = sys.kill(-1, Signal::SIGTERM);
+        reap_for(sys, Duration::from_secs(2), |_| false);
+        let _ = sys.kill(-1, Signal::SIGKILL);
+        reap_for(sys, Duration::from_millis(300), |_| false);
+        sys.sync();
+        for target in unmount {
+            if let Err(e) = sys.umount(target, MntFlags::empty()) {
+                info!("unmounting {target}: {e}; detaching it");
+                let _ = sys.umount(target, MntFlags::MNT_DETACH);
+            }
+        }
+        sys.sync();
+        info!("powering off");
+        sys.power_off();
+    }
+
+    fn stop(&mut self, sys: &dyn System, name: &str, grace: Duration) {
+        let Some(service) = self.services.iter_mut().find(|s| s.spec.name == name) else { return };
+        let State::Running { pid, .. } = service.state else { return };
+        service.state = State::Stopped;
+        let _ = sys.kill(pid, Signal::SIGTERM);
+        if !reap_for(sys, grace, |p| p == pid) {
+            info!("{name} did not stop within {}s; killing it", grace.as_secs());
+            let _ = sys.kill(pid, Signal::SIGKILL);
+            reap_for(sys, Duration::from_secs(1), |p| p == pid);
+        }
+    }
+}
+
+/// Reaps children for up to `limit`; returns early (true) once `done(pid)` holds for one.
+fn reap_for(sys: &dyn System, limit: Duration, done: impl Fn(i32) -> bool) -> bool {
+    let deadline = sys.now() + limit;
+    loop {
+        while let Some((pid, _)) = sys.reap() {
+            if done(pid) {
+                return true;
+            }
+        }
+        if sys.now() >= deadline {
+            return false;
+        }
+        sys.sleep(TICK);
+    }
+}
+
+fn log_tail(sys: &dyn System, path: &str, lines: usize) -> Vec<String> {
+    let text = sys.read_file(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].iter().map(|l| l.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::FakeSystem;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    fn shell() -> ServiceSpec {
+        ServiceSpec {
+            name: "console",
+            program: "/bin/bash".into(),
+            args: vec![],
+            env: vec![],
+            io: ServiceIo::Terminal("/dev/hvc0".into()),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_caps_and_resets_after_a_long_run() {
+        let mut b = Backoff::new();
+        let delays: Vec<u64> = (0..7).map(|_| b.delay_after(secs(2)).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(b.delay_after(secs(59)), secs(30));
+        assert_eq!(b.delay_after(secs(60)), secs(1));
+        assert_eq!(b.delay_after(secs(1)), secs(2));
+    }
+
+    #[test]
+    fn dockerd_waits_for_containerd_socket() {
+        let sys = FakeSystem::new();
+        let mut sup = Supervisor::new(&sys, Some(shell()));
+        sup.tick(&sys);
+        assert_eq!(sys.calls(), ["spawn containerd", "spawn console"]);
+        sys.sleep(secs(1));
+        sup.tick(&sys);
+        assert!(sys.pid_of("dockerd").is_none());
+        sys.add_file(docker::CONTAINERD_SOCKET, "");
+        sup.tick(&sys);
+        assert!(sys.pid_of("dockerd").is_some());
+    }
+
+    #[test]
+    fn dockerd_starts_anyway_after_30s_without_containerd_socket() {
+        let sys = FakeSystem::new();
+        let mut sup = Supervisor::new(&sys, None);
+        sup.tick(&sys);
+        sys.sleep(secs(29));
+        sup.tick(&sys);
+        assert!(sys.pid_of("dockerd").is_none());
+        sys.sleep(secs(1));
+        sup.tick(&sys);
+        assert!(sys.pid_of("dockerd").is_some());
+    }
+
+    #[test]
+    fn crashed_daemon_restarts_after_backoff_and_orphans_are_reaped() {
+        let sys = FakeSystem::new();
+        sys.add_file(docker::CONTAINERD_SOCKET, "");
+        sys.add_file(docker::DOCKERD_LOG, "a\nb\nfailed to start daemon\n");
+        let mut sup = Supervisor::new(&sys, None);
+        sup.tick(&sys);
+        // An adopted orphan exits: reaped, nothing restarted.
+        sys.state.borrow_mut().exits.push_back((4242, Exit::Code(0)));
+        sys.exit("dockerd", Exit::Code(1));
+        sup.tick(&sys);
+        assert!(sys.state.borrow().exits.is_empty());
+        assert!(sys.pid_of("dockerd").is_none());
+        sys.sleep(Duration::from_millis(900));
+        sup.tick(&sys);
+        assert!(sys.pid_of("dockerd").is_none(), "restarted before the 1 s backoff");
+        sys.sleep(Duration::from_millis(100));
+        sup.tick(&sys);
+        assert!(sys.pid_of("dockerd").is_some());
+        // Second quick crash: 2 s.
+        sys.exit("dockerd", Exit::Signal(9));
+        sup.tick(&sys);
+        sys.sleep(Duration::from_millis(1500));
+        sup.tick(&sys);
+        assert!(sys.pid_of("dockerd").is_none());
+        sys.sleep(Duration::from_millis(500));
+        sup.tick(&sys);
+        assert!(sys.pid_of("dockerd").is_some());
+        assert_eq!(sys.calls().iter().filter(|c| *c == "spawn dockerd").count(), 3);
+    }
+
+    #[test]
+    fn ready_marker_announced_once_per_dockerd_life() {
+        let sys = FakeSystem::new();
+        sys.add_file(docker::CONTAINERD_SOCKET, "");
+        let mut sup = Supervisor::new(&sys, None);
+        sup.tick(&sys);
+        sys.state.borrow_mut().docker_response = Some(b"HTTP/1.1 200 OK\r\n\r\nOK".to_vec());
+        for _ in 0..5 {
+            sys.sleep(TICK);
+            sup.tick(&sys);
+        }
+        assert_eq!(sup.ready_announcements, 1);
+        sys.exit("dockerd", Exit::Code(2));
+        for _ in 0..20 {
+            sys.sleep(TICK);
+            sup.tick(&sys);
+        }
+        assert_eq!(sup.ready_announcements, 2);
+    }
+
+    #[test]
+    fn shutdown_stops_dockerd_then_containerd_then_everything_and_powers_off() {
+        let sys = FakeSystem::new();
+        sys.add_file(docker::CONTAINERD_SOCKET, "");
+        let mut sup = Supervisor::new(&sys, Some(shell()));
+        sup.tick(&sys);
+        sys.state.borrow_mut().stubborn.insert("dockerd".into());
+        let before = sys.calls().len();
+        let t0 = sys.now();
+        sup.shutdown(&sys, &["/var/lib/docker"]);
+        assert_eq!(
+            sys.calls()[before..],
+            [
+                "kill dockerd SIGTERM",
+                "kill dockerd SIGKILL",
+                "kill containerd SIGTERM",
+                "kill all SIGTERM",
+                "kill all SIGKILL",
+                "sync",
+                "umount /var/lib/docker",
+                "sync",
+                "power_off",
+            ]
+        );
+        // dockerd got its full 20 s grace period before SIGKILL.
+        assert!(sys.now() - t0 >= secs(22));
+    }
+}

@@ -1,0 +1,64 @@
+//! Choosing between KVM and TCG.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccelChoice {
+    pub accel: Accel,
+    /// Why KVM is not used, when it is not.
+    pub why_not_kvm: Option<String>,
+}
+
+/// KVM needs both the CPU flag (vmx/svm) and a usable /dev/kvm. Some hosts expose /dev/kvm
+/// without the flag (paravirtual KVM, on which stock kernels do not boot): those get TCG.
+pub fn choose_accel(cpuinfo: &str, dev_kvm_usable: bool) -> AccelChoice {
+    let has_flag = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
+    let why_not = if std::env::var_os("N2D_NO_KVM").is_some() {
+        Some("N2D_NO_KVM is set".to_string())
+    } else if !has_flag {
+        Some("the CPU has no vmx/svm flag".to_string())
+    } else if !dev_kvm_usable {
+        Some("/dev/kvm is missing or not accessible".to_string())
+    } else {
+        None
+    };
+    AccelChoice { accel: if why_not.is_some() { Accel::Tcg } else { Accel::Kvm }, why_not_kvm: why_not }
+}
+
+pub fn detect_accel() -> AccelChoice {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    choose_accel(&cpuinfo, usable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_needs_flag_and_device() {
+        let vmx = "processor: 0\nflags\t\t: fpu vme vmx sse\n";
+        let none = "processor: 0\nflags\t\t: fpu vme sse\n";
+        assert_eq!(choose_accel(vmx, true).accel, Accel::Kvm);
+        let no_flag = choose_accel(none, true);
+        assert_eq!(no_flag.accel, Accel::Tcg);
+        assert!(no_flag.why_not_kvm.unwrap().contains("vmx/svm"));
+        assert_eq!(choose_accel(vmx, false).accel, Accel::Tcg);
+    }
+}

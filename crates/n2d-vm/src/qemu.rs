@@ -1,0 +1,271 @@
+//! The QEMU driver: lifecycle of one `qemu-system-x86_64` process per machine.
+
+use crate::accel::{detect_accel, Accel};
+use crate::argv::{qemu_argv, CONTROL_SOCKET, PID_FILE, QEMU_BINARY, QEMU_PACKAGE, QMP_SOCKET, SERIAL_LOG};
+use crate::{Hypervisor, VmConfig, VmError, VmState};
+use n2d_proto::{ControlRequest, READY_MARKER};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartReport {
+    pub pid: i32,
+    pub accel: Accel,
+    /// Set when KVM was not used, with the reason (said once to the user).
+    pub why_not_kvm: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    AlreadyStopped,
+    /// The guest shut down cleanly (dockerd stopped, disks unmounted).
+    Graceful,
+    /// The guest did not shut down in time and QEMU was ended.
+    Forced,
+}
+
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    pub binary: String,
+}
+
+impl Default for Qemu {
+    fn default() -> Self {
+        Qemu { binary: std::env::var("N2D_QEMU").unwrap_or_else(|_| QEMU_BINARY.to_string()) }
+    }
+}
+
+impl Qemu {
+    fn launch(&self, vm: &VmConfig, accel: Accel) -> Result<i32, VmError> {
+        for stale in [PID_FILE, QMP_SOCKET, CONTROL_SOCKET, crate::argv::CONSOLE_SOCKET] {
+            let _ = std::fs::remove_file(vm.dir.join(stale));
+        }
+        // With -daemonize the parent exits once the VM is set up: its status and stderr tell
+        // whether QEMU accepted the configuration.
+        let output = Command::new(&self.binary)
+            .args(qemu_argv(vm, accel))
+            .current_dir(&vm.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|source| {
+                if source.kind() == std::io::ErrorKind::NotFound {
+                    VmError::QemuMissing(n2d_exec::ExecError::NotInstalled {
+                        program: self.binary.clone(),
+                        package: QEMU_PACKAGE,
+                    })
+                } else {
+                    VmError::Spawn { name: vm.name.clone(), source }
+                }
+            })?;
+        if !output.status.success() {
+            return Err(VmError::Start { name: vm.name.clone(), stderr: n2d_exec::tail(&output.stderr, 4) });
+        }
+        read_pid(&vm.dir).ok_or_else(|| VmError::Start {
+            name: vm.name.clone(),
+            stderr: "QEMU exited without writing its pid file".into(),
+        })
+    }
+
+    /// The pid of this machine's QEMU, if it is running. The pid file alone is not trusted:
+    /// the process must be alive, not a zombie, and have the machine directory as its cwd.
+    pub fn pid(&self, vm: &VmConfig) -> Option<i32> {
+        let pid = read_pid(&vm.dir)?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat.rsplit(')').next()?.split_whitespace().next()?;
+        if state == "Z" || state == "X" {
+            return None;
+        }
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+        (cwd == vm.dir.canonicalize().ok()?).then_some(pid)
+    }
+
+    fn wait_gone(&self, vm: &VmConfig, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.pid(vm).is_none() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.pid(vm).is_none()
+    }
+}
+
+impl Hypervisor for Qemu {
+    fn start(&self, vm: &VmConfig) -> Result<StartReport, VmError> {
+        let choice = detect_accel();
+        if choice.accel == Accel::Kvm {
+            match self.launch(vm, Accel::Kvm) {
+                // Some hosts accept KVM at setup and fail at the first vCPU run: give it a moment.
+                Ok(pid) => {
+                    std::thread::sleep(Duration::from_millis(1500));
+                    if self.pid(vm).is_some() {
+                        return Ok(StartReport { pid, accel: Accel::Kvm, why_not_kvm: None });
+                    }
+                }
+                Err(VmError::QemuMissing(e)) => return Err(VmError::QemuMissing(e)),
+                Err(_) => {}
+            }
+            let pid = self.launch(vm, Accel::Tcg)?;
+            return Ok(StartReport {
+                pid,
+                accel: Accel::Tcg,
+                why_not_kvm: Some("QEMU could not start with KVM on this host".into()),
+            });
+        }
+        let pid = self.launch(vm, Accel::Tcg)?;
+        Ok(StartReport { pid, accel: Accel::Tcg, why_not_kvm: choice.why_not_kvm })
+    }
+
+    fn wait_ready(&self, vm: &VmConfig, since: u64, timeout: Duration) -> Result<(), VmError> {
+        let log = vm.dir.join(SERIAL_LOG);
+        let deadline = Instant::now() + timeout;
+        let mut seen = String::new();
+        let mut offset = since;
+        loop {
+            // Reading the log file is cheap; the guest signals readiness on its console, so
+            // nothing here competes with the emulated CPUs for host time.
+            if let Ok(mut f) = std::fs::File::open(&log) {
+                if f.seek(SeekFrom::Start(offset)).is_ok() {
+                    let mut chunk = Vec::new();
+                    if let Ok(n) = f.read_to_end(&mut chunk) {
+                        offset += n as u64;
+                        seen.push_str(&String::from_utf8_lossy(&chunk));
+                    }
+                }
+            }
+            if seen.contains(READY_MARKER) {
+                return Ok(());
+            }
+            // Keep only a tail: the marker cannot be longer than it.
+            if seen.len() > 64 * 1024 {
+                seen = seen[seen.len() - 32 * 1024..].to_string();
+            }
+            if self.pid(vm).is_none() {
+                return Err(VmError::ExitedDuringBoot { name: vm.name.clone(), console_tail: console_tail(&vm.dir, 15) });
+            }
+            if Instant::now() >= deadline {
+                return Err(VmError::ReadyTimeout {
+                    name: vm.name.clone(),
+                    timeout,
+                    console_tail: console_tail(&vm.dir, 15),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn state(&self, vm: &VmConfig) -> VmState {
+        if self.pid(vm).is_some() {
+            VmState::Running
+        } else {
+            VmState::Stopped
+        }
+    }
+
+    fn stop(&self, vm: &VmConfig, timeout: Duration) -> Result<StopOutcome, VmError> {
+        if self.pid(vm).is_none() {
+            return Ok(StopOutcome::AlreadyStopped);
+        }
+        // Graceful: ask n2d-init to stop dockerd, sync, unmount and power off.
+        if let Ok(mut s) = UnixStream::connect(vm.dir.join(CONTROL_SOCKET)) {
+            let _ = s.write_all(ControlRequest::PowerOff.as_line().as_bytes());
+            if self.wait_gone(vm, timeout) {
+                return Ok(StopOutcome::Graceful);
+            }
+        }
+        self.kill(vm)?;
+        Ok(StopOutcome::Forced)
+    }
+
+    fn kill(&self, vm: &VmConfig) -> Result<(), VmError> {
+        if self.pid(vm).is_none() {
+            return Ok(());
+        }
+        let _ = crate::qmp::execute(&vm.dir.join(QMP_SOCKET), &vm.name, "quit");
+        if self.wait_gone(vm, Duration::from_secs(5)) {
+            return Ok(());
+        }
+        if let Some(pid) = self.pid(vm) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        self.wait_gone(vm, Duration::from_secs(5));
+        Ok(())
+    }
+}
+
+fn read_pid(dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(dir.join(PID_FILE)).ok()?.trim().parse().ok()
+}
+
+/// The size of the serial log now: pass it to `wait_ready` to only look at output after it.
+pub fn console_log_len(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join(SERIAL_LOG)).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The last `lines` lines of the machine's serial console log.
+pub fn console_tail(dir: &Path, lines: usize) -> String {
+    let Ok(mut f) = std::fs::File::open(dir.join(SERIAL_LOG)) else { return "(no console output)".into() };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].iter().map(|l| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm(dir: &Path) -> VmConfig {
+        VmConfig {
+            name: "t".into(),
+            dir: dir.to_path_buf(),
+            cpus: 1,
+            memory_mib: 512,
+            kernel: "k".into(),
+            initrd: "i".into(),
+            rootfs: "r".into(),
+            config_disk: "c".into(),
+            data_disk: "d".into(),
+            tap: "tap".into(),
+            mac: "52:54:00:00:00:00".into(),
+        }
+    }
+
+    #[test]
+    fn a_pid_file_of_another_process_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        // Our own pid is alive but its cwd is not the machine directory.
+        std::fs::write(dir.path().join(PID_FILE), std::process::id().to_string()).unwrap();
+        let q = Qemu::default();
+        assert_eq!(q.pid(&vm(dir.path())), None);
+        assert_eq!(q.state(&vm(dir.path())), VmState::Stopped);
+        assert_eq!(q.stop(&vm(dir.path()), Duration::from_secs(1)).unwrap(), StopOutcome::AlreadyStopped);
+    }
+
+    #[test]
+    fn console_tail_shows_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SERIAL_LOG), "a\nb\nc\n").unwrap();
+        assert_eq!(console_tail(dir.path(), 2), "  | b\n  | c");
+        assert_eq!(console_log_len(dir.path()), 6);
+    }
+
+    #[test]
+    fn missing_qemu_names_the_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Qemu { binary: "n2d-no-such-qemu".into() };
+        let err = q.launch(&vm(dir.path()), Accel::Tcg).unwrap_err().to_string();
+        assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
+    }
+}

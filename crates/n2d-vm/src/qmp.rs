@@ -1,0 +1,84 @@
+//! A minimal QMP client: one command per connection, which is all n2d needs.
+
+use crate::VmError;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// Connects, negotiates capabilities, runs `command`, returns its `return` value.
+pub fn execute(socket: &Path, name: &str, command: &str) -> Result<Value, VmError> {
+    let sock_err = |source| VmError::Socket { name: name.to_string(), what: "QMP", source };
+    let stream = UnixStream::connect(socket).map_err(sock_err)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(sock_err)?;
+    let mut writer = stream.try_clone().map_err(sock_err)?;
+    let mut reader = BufReader::new(stream);
+    read_reply(&mut reader, name, "greeting", true)?;
+    for cmd in ["qmp_capabilities", command] {
+        writeln!(writer, "{}", json!({ "execute": cmd })).map_err(sock_err)?;
+        let reply = read_reply(&mut reader, name, cmd, false)?;
+        if cmd == command {
+            return Ok(reply);
+        }
+    }
+    unreachable!("the loop returns on the last command")
+}
+
+/// Reads lines until a reply (skipping asynchronous events).
+fn read_reply(reader: &mut impl BufRead, name: &str, command: &str, greeting: bool) -> Result<Value, VmError> {
+    loop {
+        let mut line = String::new();
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|source| VmError::Socket { name: name.to_string(), what: "QMP", source })?;
+        if n == 0 {
+            // QEMU closes the socket when `quit` takes effect.
+            return Ok(Value::Null);
+        }
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if greeting && v.get("QMP").is_some() {
+            return Ok(v);
+        }
+        if let Some(ret) = v.get("return") {
+            return Ok(ret.clone());
+        }
+        if let Some(err) = v.get("error") {
+            return Err(VmError::Qmp {
+                command: command.to_string(),
+                message: err.get("desc").and_then(Value::as_str).unwrap_or("unknown error").to_string(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn talks_qmp_and_skips_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            writeln!(w, r#"{{"QMP": {{"version": {{}}}}}}"#).unwrap();
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            assert!(line.contains("qmp_capabilities"));
+            writeln!(w, r#"{{"return": {{}}}}"#).unwrap();
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            assert!(line.contains("query-status"));
+            writeln!(w, r#"{{"event": "RESUME"}}"#).unwrap();
+            writeln!(w, r#"{{"return": {{"status": "running", "running": true}}}}"#).unwrap();
+        });
+        let ret = execute(&path, "h1", "query-status").unwrap();
+        assert_eq!(ret["status"], "running");
+        server.join().unwrap();
+    }
+}
