@@ -99,7 +99,8 @@ impl ByteSize {
 impl FromStr for ByteSize {
     type Err = SpecError;
     fn from_str(input: &str) -> Result<Self, SpecError> {
-        let invalid = |reason: &str| SpecError::InvalidSize { input: input.to_string(), reason: reason.to_string() };
+        let invalid =
+            |reason: &str| SpecError::InvalidSize { input: input.to_string(), reason: reason.to_string() };
         let s = input.trim();
         let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
@@ -127,7 +128,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(&str, u64); 4] = [("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
         for (unit, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
@@ -196,7 +197,13 @@ impl MachineSpec {
     }
 }
 
-fn check_range(what: &'static str, value: u64, min: u64, max: u64, show: impl Fn(u64) -> String) -> Result<(), SpecError> {
+fn check_range(
+    what: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+    show: impl Fn(u64) -> String,
+) -> Result<(), SpecError> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {

@@ -1,3 +1,3 @@
 fn main() {
-    println!("Hello, world!");
+    std::process::exit(n2d::main_with_args(std::env::args_os()));
 }

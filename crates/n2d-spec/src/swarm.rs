@@ -1,0 +1,803 @@
+//! Swarm specs: what `n2d swarm create` should build (from flags or a
+//! cluster file), the per-node plan derived from it, scale planning and the
+//! persistent record of a swarm. Pure data and validation; no I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Default node-name prefix.
+pub const DEFAULT_PREFIX: &str = "n2d";
+/// Default number of managers.
+pub const DEFAULT_MANAGERS: u32 = 1;
+/// Default number of workers.
+pub const DEFAULT_WORKERS: u32 = 3;
+/// Upper bound on nodes in one swarm (managers + workers). Each is a VM on
+/// this host, so this is a sanity limit rather than a Docker one.
+pub const MAX_NODES: u32 = 64;
+/// Longest machine/host name we generate (a DNS label).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// Errors in a swarm spec. Each message names the problem and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("cluster file: {0}")]
+    Yaml(String),
+    #[error(
+        "a swarm needs at least one manager: use --managers 1 (or 3 or 5 to \
+         survive manager failures; odd numbers keep a raft quorum)"
+    )]
+    NoManagers,
+    #[error("{total} nodes requested, but n2d allows at most {max} per swarm: lower --managers/--workers")]
+    TooManyNodes { total: u64, max: u32 },
+    #[error("invalid prefix {prefix:?}: {reason}")]
+    BadPrefix { prefix: String, reason: String },
+    #[error("node name {name:?} is {len} characters; names must be at most {max}: use a shorter prefix")]
+    NameTooLong { name: String, len: usize, max: usize },
+    #[error("label {rule:?}: {reason}")]
+    BadLabel { rule: String, reason: String },
+    #[error("label {rule:?}: no node named {target} in this swarm (nodes: {nodes}); use a node name, or all, workers, managers")]
+    UnknownLabelTarget { rule: String, target: String, nodes: String },
+    #[error("per-node settings for {name:?}: no node with that name in this swarm (nodes: {nodes})")]
+    UnknownNode { name: String, nodes: String },
+    #[error("{what} must be at least 1")]
+    Zero { what: String },
+    #[error("memory for {what} is empty: use a size such as 2G or 1536M")]
+    EmptyMemory { what: String },
+    #[error("machine names already in use: {names}; pick another --prefix or remove them first")]
+    NameClash { names: String },
+}
+
+/// Role of a swarm node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Manager,
+    Worker,
+}
+
+impl NodeRole {
+    /// The infix used in node names: `mngr` / `wrkr`.
+    pub fn infix(self) -> &'static str {
+        match self {
+            NodeRole::Manager => "mngr",
+            NodeRole::Worker => "wrkr",
+        }
+    }
+}
+
+impl fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeRole::Manager => "manager",
+            NodeRole::Worker => "worker",
+        })
+    }
+}
+
+/// `<prefix>-mngr-<i>` / `<prefix>-wrkr-<i>`.
+pub fn node_name(prefix: &str, role: NodeRole, index: u32) -> String {
+    format!("{prefix}-{}-{index}", role.infix())
+}
+
+/// Inverse of [`node_name`]: the index if `name` is `<prefix>-<infix>-<i>`.
+pub fn node_index(prefix: &str, role: NodeRole, name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix('-')?;
+    let digits = rest.strip_prefix(role.infix())?.strip_prefix('-')?;
+    // Reject "01" etc. so that name <-> index is one-to-one.
+    if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Advice to print (as a warning) for a manager count that works but is a
+/// poor choice; `None` when the count is fine.
+pub fn manager_count_advice(n: u32) -> Option<String> {
+    if n == 0 {
+        return Some(SpecError::NoManagers.to_string());
+    }
+    if n.is_multiple_of(2) {
+        return Some(format!(
+            "{n} managers tolerate no more failures than {} (raft needs a majority of \
+             {}); use 1, 3 or 5 managers",
+            n - 1,
+            n / 2 + 1
+        ));
+    }
+    if n > 7 {
+        return Some(format!(
+            "{n} managers slow down raft consensus; Docker recommends at most 7 (usually 3 or 5)"
+        ));
+    }
+    None
+}
+
+/// Which nodes a label rule applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelTarget {
+    All,
+    Managers,
+    Workers,
+    Node(String),
+}
+
+impl LabelTarget {
+    fn matches(&self, name: &str, role: NodeRole) -> bool {
+        match self {
+            LabelTarget::All => true,
+            LabelTarget::Managers => role == NodeRole::Manager,
+            LabelTarget::Workers => role == NodeRole::Worker,
+            LabelTarget::Node(n) => n == name,
+        }
+    }
+}
+
+/// A node label rule: `key=value@target`; without `@target` it applies to all
+/// nodes. Targets: a node name, `all`, `workers`, `managers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelRule {
+    pub key: String,
+    pub value: String,
+    pub target: LabelTarget,
+}
+
+impl LabelRule {
+    pub fn parse(s: &str) -> Result<LabelRule, SpecError> {
+        // The target is after the *last* '@' so values may contain '@' when a
+        // target is given (`mail=a@b@all`).
+        let (kv, target) = match s.rsplit_once('@') {
+            Some((kv, t)) => (kv, Some(t)),
+            None => (s, None),
+        };
+        let (key, value) =
+            parse_key_value(kv).map_err(|reason| SpecError::BadLabel { rule: s.to_string(), reason })?;
+        let target = match target {
+            None | Some("all") => LabelTarget::All,
+            Some("managers") => LabelTarget::Managers,
+            Some("workers") => LabelTarget::Workers,
+            Some("") => {
+                return Err(SpecError::BadLabel {
+                    rule: s.to_string(),
+                    reason: "empty target after '@': use a node name, all, workers or managers".into(),
+                })
+            }
+            Some(node) => LabelTarget::Node(node.to_string()),
+        };
+        Ok(LabelRule { key, value, target })
+    }
+}
+
+impl fmt::Display for LabelRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}@", self.key, self.value)?;
+        match &self.target {
+            LabelTarget::All => f.write_str("all"),
+            LabelTarget::Managers => f.write_str("managers"),
+            LabelTarget::Workers => f.write_str("workers"),
+            LabelTarget::Node(n) => f.write_str(n),
+        }
+    }
+}
+
+impl FromStr for LabelRule {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        LabelRule::parse(s)
+    }
+}
+
+impl Serialize for LabelRule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for LabelRule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        LabelRule::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `key=value` (value may be empty, key may not; key has no whitespace).
+fn parse_key_value(kv: &str) -> Result<(String, String), String> {
+    let Some((key, value)) = kv.split_once('=') else {
+        return Err("expected key=value (e.g. zone=a or zone=a@workers)".into());
+    };
+    if key.is_empty() {
+        return Err("empty key: expected key=value".into());
+    }
+    if key.chars().any(char::is_whitespace) {
+        return Err("label keys may not contain whitespace".into());
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// Per-node settings that override the swarm-wide ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Written as a list of `key=value` strings.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        serialize_with = "ser_kv_list",
+        deserialize_with = "de_kv_list"
+    )]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn ser_kv_list<S: Serializer>(m: &BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.iter().map(|(k, v)| format!("{k}={v}")))
+}
+
+fn de_kv_list<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let list = Vec::<String>::deserialize(d)?;
+    list.iter()
+        .map(|s| {
+            parse_key_value(s)
+                .map_err(|reason| serde::de::Error::custom(format!("node label {s:?}: {reason}")))
+        })
+        .collect()
+}
+
+/// What to build. Same shape from CLI flags or a YAML cluster file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwarmSpec {
+    pub prefix: String,
+    pub managers: u32,
+    pub workers: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
+    /// e.g. "2G"; parsed by the caller.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// Bridge name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<LabelRule>,
+    /// Keyed by node name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub nodes: BTreeMap<String, NodeOverride>,
+}
+
+impl Default for SwarmSpec {
+    fn default() -> Self {
+        SwarmSpec {
+            prefix: DEFAULT_PREFIX.to_string(),
+            managers: DEFAULT_MANAGERS,
+            workers: DEFAULT_WORKERS,
+            cpus: None,
+            memory: None,
+            network: None,
+            labels: Vec::new(),
+            nodes: BTreeMap::new(),
+        }
+    }
+}
+
+/// One node to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePlan {
+    pub name: String,
+    pub role: NodeRole,
+    pub index: u32,
+    pub cpus: Option<u32>,
+    pub memory: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl NodePlan {
+    pub fn new(prefix: &str, role: NodeRole, index: u32) -> NodePlan {
+        NodePlan {
+            name: node_name(prefix, role, index),
+            role,
+            index,
+            cpus: None,
+            memory: None,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+impl SwarmSpec {
+    /// Parse (but do not validate) a cluster file. Unknown keys are errors.
+    pub fn from_yaml(text: &str) -> Result<SwarmSpec, SpecError> {
+        serde_yaml_ng::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_yaml_ng::to_string(self).expect("SwarmSpec always serializes")
+    }
+
+    /// All node names, managers first.
+    pub fn node_names(&self) -> Vec<String> {
+        let m = (0..self.managers).map(|i| node_name(&self.prefix, NodeRole::Manager, i));
+        let w = (0..self.workers).map(|i| node_name(&self.prefix, NodeRole::Worker, i));
+        m.chain(w).collect()
+    }
+
+    /// Check everything that can be checked without looking at the host.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        validate_prefix(&self.prefix)?;
+        if self.managers == 0 {
+            return Err(SpecError::NoManagers);
+        }
+        let total = u64::from(self.managers) + u64::from(self.workers);
+        if total > u64::from(MAX_NODES) {
+            return Err(SpecError::TooManyNodes { total, max: MAX_NODES });
+        }
+        // The longest names are those with the highest indices.
+        for (role, n) in [(NodeRole::Manager, self.managers), (NodeRole::Worker, self.workers)] {
+            if n > 0 {
+                check_name_len(&node_name(&self.prefix, role, n - 1))?;
+            }
+        }
+        check_resources("the swarm", self.cpus, self.memory.as_deref())?;
+
+        let names = self.node_names();
+        let known: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+        for rule in &self.labels {
+            if let LabelTarget::Node(n) = &rule.target {
+                if !known.contains(n.as_str()) {
+                    return Err(SpecError::UnknownLabelTarget {
+                        rule: rule.to_string(),
+                        target: n.clone(),
+                        nodes: list_names(&names),
+                    });
+                }
+            }
+        }
+        for (name, o) in &self.nodes {
+            if !known.contains(name.as_str()) {
+                return Err(SpecError::UnknownNode { name: name.clone(), nodes: list_names(&names) });
+            }
+            check_resources(name, o.cpus, o.memory.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// Refuse if any node name is already taken by an existing machine.
+    pub fn check_no_clash<'a>(&self, existing: impl IntoIterator<Item = &'a str>) -> Result<(), SpecError> {
+        let existing: BTreeSet<&str> = existing.into_iter().collect();
+        let clash: Vec<String> =
+            self.node_names().into_iter().filter(|n| existing.contains(n.as_str())).collect();
+        if clash.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError::NameClash { names: clash.join(", ") })
+        }
+    }
+
+    /// The nodes to create, managers first, with resources and labels
+    /// resolved. Label rules apply in order (later wins), then per-node
+    /// override labels. Call [`SwarmSpec::validate`] first.
+    pub fn plan(&self) -> Vec<NodePlan> {
+        let roles = (0..self.managers)
+            .map(|i| (NodeRole::Manager, i))
+            .chain((0..self.workers).map(|i| (NodeRole::Worker, i)));
+        roles
+            .map(|(role, index)| {
+                let mut p = NodePlan::new(&self.prefix, role, index);
+                for rule in &self.labels {
+                    if rule.target.matches(&p.name, role) {
+                        p.labels.insert(rule.key.clone(), rule.value.clone());
+                    }
+                }
+                p.cpus = self.cpus;
+                p.memory = self.memory.clone();
+                if let Some(o) = self.nodes.get(&p.name) {
+                    p.cpus = o.cpus.or(p.cpus);
+                    p.memory = o.memory.clone().or(p.memory);
+                    p.labels.extend(o.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                }
+                p
+            })
+            .collect()
+    }
+}
+
+fn list_names(names: &[String]) -> String {
+    names.join(", ")
+}
+
+fn check_resources(what: &str, cpus: Option<u32>, memory: Option<&str>) -> Result<(), SpecError> {
+    if cpus == Some(0) {
+        return Err(SpecError::Zero { what: format!("cpus for {what}") });
+    }
+    if memory.is_some_and(|m| m.trim().is_empty()) {
+        return Err(SpecError::EmptyMemory { what: what.to_string() });
+    }
+    Ok(())
+}
+
+fn check_name_len(name: &str) -> Result<(), SpecError> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(SpecError::NameTooLong { name: name.to_string(), len: name.len(), max: MAX_NAME_LEN });
+    }
+    Ok(())
+}
+
+/// Prefixes become host names: lowercase letters, digits and '-', starting
+/// with a letter, not ending with '-'.
+pub fn validate_prefix(prefix: &str) -> Result<(), SpecError> {
+    let bad = |reason: &str| SpecError::BadPrefix { prefix: prefix.to_string(), reason: reason.to_string() };
+    let Some(first) = prefix.chars().next() else {
+        return Err(bad("it is empty; use e.g. --prefix n2d"));
+    };
+    if !first.is_ascii_lowercase() {
+        return Err(bad("it must start with a lowercase letter (a-z)"));
+    }
+    if let Some(c) = prefix.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')) {
+        return Err(bad(&format!("{c:?} is not allowed; use lowercase letters, digits and '-'")));
+    }
+    if prefix.ends_with('-') {
+        return Err(bad("it must not end with '-' (n2d adds '-mngr-0' etc.)"));
+    }
+    // Even node 0 must fit.
+    check_name_len(&node_name(prefix, NodeRole::Worker, 0))
+}
+
+/// TLS client material for a Docker endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsPaths {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A Docker host that is not an n2d VM but joined the swarm as a worker
+/// (`n2d swarm add-host`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalHost {
+    /// Its hostname as the swarm sees it.
+    pub name: String,
+    /// e.g. `tcp://192.168.1.5:2376` or `unix:///var/run/docker.sock`.
+    pub docker_host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsPaths>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What the store keeps about a swarm (as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmRecord {
+    pub prefix: String,
+    /// RFC 3339, set by the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub managers: Vec<String>,
+    #[serde(default)]
+    pub workers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_hosts: Vec<ExternalHost>,
+}
+
+impl SwarmRecord {
+    pub fn from_spec(spec: &SwarmSpec) -> SwarmRecord {
+        let plan = spec.plan();
+        let names = |r: NodeRole| plan.iter().filter(|p| p.role == r).map(|p| p.name.clone()).collect();
+        SwarmRecord {
+            prefix: spec.prefix.clone(),
+            created_at: None,
+            managers: names(NodeRole::Manager),
+            workers: names(NodeRole::Worker),
+            external_hosts: Vec::new(),
+        }
+    }
+}
+
+/// Result of [`plan_scale`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScalePlan {
+    /// New nodes (managers first); resources/labels left for the caller.
+    pub add: Vec<NodePlan>,
+    /// Node names to remove, in removal order.
+    pub remove: Vec<String>,
+}
+
+impl ScalePlan {
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Work out which nodes to add or remove to reach the wanted counts. New
+/// nodes take the lowest unused indices; removal takes the highest indices
+/// first (workers before managers). Never goes to 0 managers.
+pub fn plan_scale(
+    current_managers: &[String],
+    current_workers: &[String],
+    want_managers: u32,
+    want_workers: u32,
+    prefix: &str,
+) -> Result<ScalePlan, SpecError> {
+    if want_managers == 0 {
+        return Err(SpecError::NoManagers);
+    }
+    let total = u64::from(want_managers) + u64::from(want_workers);
+    if total > u64::from(MAX_NODES) {
+        return Err(SpecError::TooManyNodes { total, max: MAX_NODES });
+    }
+    let mut plan = ScalePlan::default();
+    for (role, current, want) in [
+        (NodeRole::Worker, current_workers, want_workers),
+        (NodeRole::Manager, current_managers, want_managers),
+    ] {
+        let want = want as usize;
+        if current.len() > want {
+            // Names that don't follow the scheme sort as highest, so
+            // oddities go first.
+            let mut by_index: Vec<(u32, &String)> =
+                current.iter().map(|n| (node_index(prefix, role, n).unwrap_or(u32::MAX), n)).collect();
+            by_index.sort_by(|a, b| b.cmp(a));
+            plan.remove.extend(by_index.into_iter().take(current.len() - want).map(|(_, n)| n.clone()));
+        } else {
+            let used: BTreeSet<u32> = current.iter().filter_map(|n| node_index(prefix, role, n)).collect();
+            let new = (0..)
+                .filter(|i| !used.contains(i))
+                .take(want - current.len())
+                .map(|i| NodePlan::new(prefix, role, i));
+            for p in new {
+                check_name_len(&p.name)?;
+                plan.add.push(p);
+            }
+        }
+    }
+    // Managers first when adding (workers need a manager to join).
+    plan.add.sort_by_key(|p| (p.role, p.index));
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_and_naming() {
+        let spec = SwarmSpec::default();
+        spec.validate().unwrap();
+        assert_eq!(spec.node_names(), s(&["n2d-mngr-0", "n2d-wrkr-0", "n2d-wrkr-1", "n2d-wrkr-2"]));
+        let plan = spec.plan();
+        assert_eq!(plan[0].role, NodeRole::Manager);
+        assert_eq!(plan[3].index, 2);
+        assert_eq!(node_index("n2d", NodeRole::Worker, "n2d-wrkr-12"), Some(12));
+        assert_eq!(node_index("n2d", NodeRole::Worker, "n2d-mngr-1"), None);
+        assert_eq!(node_index("n2d", NodeRole::Worker, "n2d-wrkr-01"), None);
+        assert_eq!(node_index("n2", NodeRole::Worker, "n2d-wrkr-1"), None);
+    }
+
+    #[test]
+    fn label_parse() {
+        let r = LabelRule::parse("zone=a@n2d-wrkr-0").unwrap();
+        assert_eq!(r.key, "zone");
+        assert_eq!(r.value, "a");
+        assert_eq!(r.target, LabelTarget::Node("n2d-wrkr-0".into()));
+        assert_eq!(LabelRule::parse("a=b").unwrap().target, LabelTarget::All);
+        assert_eq!(LabelRule::parse("a=b@workers").unwrap().target, LabelTarget::Workers);
+        assert_eq!(LabelRule::parse("a=b@managers").unwrap().target, LabelTarget::Managers);
+        assert_eq!(LabelRule::parse("a=@all").unwrap().value, "");
+        let r = LabelRule::parse("mail=x@y@all").unwrap();
+        assert_eq!((r.value.as_str(), &r.target), ("x@y", &LabelTarget::All));
+        for bad in ["novalue", "=v", "a b=c", "a=b@"] {
+            let e = LabelRule::parse(bad).unwrap_err();
+            assert!(matches!(e, SpecError::BadLabel { .. }), "{bad}: {e}");
+        }
+        assert_eq!(r.to_string().parse::<LabelRule>().unwrap(), r);
+    }
+
+    #[test]
+    fn label_targeting() {
+        let spec = SwarmSpec {
+            managers: 1,
+            workers: 2,
+            labels: vec![
+                LabelRule::parse("env=dev").unwrap(),
+                LabelRule::parse("tier=db@workers").unwrap(),
+                LabelRule::parse("ctl=yes@managers").unwrap(),
+                LabelRule::parse("zone=a@n2d-wrkr-1").unwrap(),
+                LabelRule::parse("env=prod@n2d-wrkr-1").unwrap(),
+            ],
+            ..Default::default()
+        };
+        spec.validate().unwrap();
+        let plan = spec.plan();
+        let labels = |i: usize| plan[i].labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>();
+        assert_eq!(labels(0), s(&["ctl=yes", "env=dev"]));
+        assert_eq!(labels(1), s(&["env=dev", "tier=db"]));
+        assert_eq!(labels(2), s(&["env=prod", "tier=db", "zone=a"]));
+    }
+
+    #[test]
+    fn unknown_label_target_names_nodes() {
+        let spec =
+            SwarmSpec { labels: vec![LabelRule::parse("zone=a@n2d-wrkr-9").unwrap()], ..Default::default() };
+        let e = spec.validate().unwrap_err().to_string();
+        assert!(e.contains("no node named n2d-wrkr-9"), "{e}");
+        assert!(e.contains("n2d-mngr-0, n2d-wrkr-0"), "{e}");
+    }
+
+    const YAML: &str = "\
+prefix: demo
+managers: 1
+workers: 2
+cpus: 2
+memory: 1536M
+network: n2d0
+labels:
+  - zone=a@demo-wrkr-0
+  - tier=db@workers
+nodes:
+  demo-wrkr-1: { memory: 3G, labels: [ssd=true] }
+";
+
+    #[test]
+    fn yaml_cluster_file() {
+        let spec = SwarmSpec::from_yaml(YAML).unwrap();
+        spec.validate().unwrap();
+        assert_eq!(spec.prefix, "demo");
+        assert_eq!(spec.network.as_deref(), Some("n2d0"));
+        let plan = spec.plan();
+        assert_eq!(plan.len(), 3);
+        let w0 = &plan[1];
+        assert_eq!(w0.name, "demo-wrkr-0");
+        assert_eq!(w0.memory.as_deref(), Some("1536M"));
+        assert_eq!(w0.labels.get("zone").map(String::as_str), Some("a"));
+        let w1 = &plan[2];
+        assert_eq!(w1.cpus, Some(2));
+        assert_eq!(w1.memory.as_deref(), Some("3G"));
+        assert_eq!(w1.labels.get("ssd").map(String::as_str), Some("true"));
+        assert_eq!(w1.labels.get("tier").map(String::as_str), Some("db"));
+        assert!(!w1.labels.contains_key("zone"));
+        assert!(!plan[0].labels.contains_key("tier"));
+        // Round trip.
+        assert_eq!(SwarmSpec::from_yaml(&spec.to_yaml()).unwrap(), spec);
+        // Missing keys take defaults.
+        assert_eq!(
+            SwarmSpec::from_yaml("workers: 5").unwrap(),
+            SwarmSpec { workers: 5, ..Default::default() }
+        );
+    }
+
+    #[test]
+    fn yaml_unknown_keys_rejected() {
+        for text in [
+            "prefix: a\nworker: 2\n",
+            "nodes:\n  n2d-wrkr-0: { memroy: 1G }\n",
+            "labels: [novalue]\n",
+            "nodes:\n  n2d-wrkr-0: { labels: [bad] }\n",
+        ] {
+            let e = SwarmSpec::from_yaml(text).unwrap_err();
+            assert!(matches!(e, SpecError::Yaml(_)), "{text}: {e}");
+        }
+        let e = SwarmSpec::from_yaml("worker: 2").unwrap_err().to_string();
+        assert!(e.contains("worker"), "{e}");
+    }
+
+    #[test]
+    fn override_for_unknown_node() {
+        let spec = SwarmSpec::from_yaml("nodes:\n  n2d-wrkr-7: { cpus: 2 }\n").unwrap();
+        let e = spec.validate().unwrap_err();
+        assert!(matches!(e, SpecError::UnknownNode { ref name, .. } if name == "n2d-wrkr-7"));
+    }
+
+    #[test]
+    fn bad_counts() {
+        let e = SwarmSpec { managers: 0, ..Default::default() }.validate().unwrap_err();
+        assert_eq!(e, SpecError::NoManagers);
+        assert!(e.to_string().contains("at least one manager"));
+        let e = SwarmSpec { workers: 64, ..Default::default() }.validate().unwrap_err();
+        assert!(matches!(e, SpecError::TooManyNodes { total: 65, .. }));
+        SwarmSpec { managers: 1, workers: 63, ..Default::default() }.validate().unwrap();
+        let e = SwarmSpec { cpus: Some(0), ..Default::default() }.validate().unwrap_err();
+        assert!(matches!(e, SpecError::Zero { .. }));
+    }
+
+    #[test]
+    fn manager_advice() {
+        assert_eq!(manager_count_advice(1), None);
+        assert_eq!(manager_count_advice(3), None);
+        assert_eq!(manager_count_advice(5), None);
+        assert!(manager_count_advice(2).unwrap().contains("use 1, 3 or 5"));
+        assert!(manager_count_advice(4).is_some());
+        assert!(manager_count_advice(9).is_some());
+        assert!(manager_count_advice(0).is_some());
+    }
+
+    #[test]
+    fn prefixes() {
+        for ok in ["n2d", "a", "demo-1", "x9"] {
+            validate_prefix(ok).unwrap();
+        }
+        for bad in ["", "1abc", "Demo", "de_mo", "a.b", "-a", "a-", "ä"] {
+            assert!(matches!(validate_prefix(bad), Err(SpecError::BadPrefix { .. })), "{bad}");
+        }
+        // 63 - len("-wrkr-0") = 56 is the longest usable prefix.
+        let p56 = "a".repeat(56);
+        validate_prefix(&p56).unwrap();
+        assert!(matches!(validate_prefix(&"a".repeat(57)), Err(SpecError::NameTooLong { .. })));
+        // ...but then only 10 workers fit (two-digit indices are too long).
+        let spec = SwarmSpec { prefix: p56, workers: 11, ..Default::default() };
+        assert!(matches!(
+            spec.validate(),
+            Err(SpecError::NameTooLong { ref name, .. }) if name.ends_with("-wrkr-10")
+        ));
+    }
+
+    #[test]
+    fn name_clash() {
+        let spec = SwarmSpec::default();
+        spec.check_no_clash(["other", "n2d-wrkr-3"]).unwrap();
+        let e = spec.check_no_clash(["n2d-wrkr-1", "x", "n2d-mngr-0"]).unwrap_err();
+        assert_eq!(e, SpecError::NameClash { names: "n2d-mngr-0, n2d-wrkr-1".into() });
+    }
+
+    #[test]
+    fn record_json() {
+        let mut rec = SwarmRecord::from_spec(&SwarmSpec::default());
+        assert_eq!(rec.managers, s(&["n2d-mngr-0"]));
+        assert_eq!(rec.workers.len(), 3);
+        rec.external_hosts.push(ExternalHost {
+            name: "laptop".into(),
+            docker_host: "tcp://10.0.0.1:2376".into(),
+            tls: Some(TlsPaths {
+                ca: "/c/ca.pem".into(),
+                cert: "/c/cert.pem".into(),
+                key: "/c/key.pem".into(),
+            }),
+            labels: BTreeMap::from([("gpu".into(), "yes".into())]),
+        });
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(!json.contains("created_at"));
+        assert_eq!(serde_json::from_str::<SwarmRecord>(&json).unwrap(), rec);
+        let min: SwarmRecord = serde_json::from_str(r#"{"prefix":"p"}"#).unwrap();
+        assert!(min.managers.is_empty() && min.external_hosts.is_empty());
+    }
+
+    #[test]
+    fn scale_up_fills_gaps() {
+        let plan = plan_scale(&s(&["n2d-mngr-0"]), &s(&["n2d-wrkr-0", "n2d-wrkr-2"]), 3, 4, "n2d").unwrap();
+        let names: Vec<_> = plan.add.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["n2d-mngr-1", "n2d-mngr-2", "n2d-wrkr-1", "n2d-wrkr-3"]);
+        assert!(plan.remove.is_empty());
+        assert_eq!(plan.add[3].index, 3);
+    }
+
+    #[test]
+    fn scale_down_highest_first() {
+        let plan = plan_scale(
+            &s(&["n2d-mngr-0", "n2d-mngr-1", "n2d-mngr-2"]),
+            &s(&["n2d-wrkr-0", "n2d-wrkr-10", "n2d-wrkr-2", "n2d-wrkr-9"]),
+            1,
+            1,
+            "n2d",
+        )
+        .unwrap();
+        assert!(plan.add.is_empty());
+        assert_eq!(plan.remove, s(&["n2d-wrkr-10", "n2d-wrkr-9", "n2d-wrkr-2", "n2d-mngr-2", "n2d-mngr-1"]));
+    }
+
+    #[test]
+    fn scale_refusals_and_noop() {
+        let m = s(&["n2d-mngr-0"]);
+        assert_eq!(plan_scale(&m, &[], 0, 3, "n2d").unwrap_err(), SpecError::NoManagers);
+        assert!(matches!(plan_scale(&m, &[], 1, 100, "n2d"), Err(SpecError::TooManyNodes { .. })));
+        assert!(plan_scale(&m, &s(&["n2d-wrkr-0"]), 1, 1, "n2d").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,136 @@
+//! The command line (clap derive). Only argument definitions live here.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "n2d", version, about = "Docker hosts and Docker Swarms in tiny local VMs", max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build and list base images
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Create a Docker host VM, start it and wait until its Docker API answers over TLS
+    Create(CreateArgs),
+    /// List machines
+    Ls {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a machine's full record as JSON
+    Inspect { name: String },
+    /// Print a machine's IP address
+    Ip { name: String },
+    /// Print the environment that points the docker CLI at a machine
+    Env {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Shell::Bash)]
+        shell: Shell,
+    },
+    /// Start stopped machines
+    Start { names: Vec<String> },
+    /// Stop machines (graceful shutdown, forced after --timeout seconds)
+    Stop(StopArgs),
+    /// Restart machines
+    Restart(StopArgs),
+    /// Remove machines: VM, disks, tap, IP lease
+    Rm {
+        names: Vec<String>,
+        /// Remove running machines too (they are killed)
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Show a machine's serial console log
+    Logs {
+        name: String,
+        /// Keep printing new output
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Open a root shell in the guest (Ctrl-] detaches)
+    Console { name: String },
+    /// Create and manage Docker Swarms of n2d machines
+    #[command(subcommand)]
+    Swarm(crate::commands::swarm::SwarmCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build the base image (kernel, initramfs, read-only root) from Debian packages
+    Build(ImageBuildArgs),
+    /// List built images
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct ImageBuildArgs {
+    /// Debian suite for the guest [default: trixie]
+    #[arg(long)]
+    pub suite: Option<String>,
+    /// Debian mirror URL [default: mmdebstrap's]
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// The static n2d-init binary [default: $N2D_INIT, or next to n2d]
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+}
+
+/// Machine resources shared by `create` and `swarm create`.
+#[derive(Debug, Args, Clone)]
+pub struct MachineArgs {
+    /// Virtual CPUs
+    #[arg(long, default_value_t = n2d_spec::machine::DEFAULT_CPUS)]
+    pub cpus: u32,
+    /// Memory, e.g. 1536M or 2G (unused memory goes back to the host)
+    #[arg(long, default_value = "2G")]
+    pub memory: String,
+    /// Size of the data disk (/var/lib/docker); grows on demand
+    #[arg(long, default_value = "20G")]
+    pub disk: String,
+    /// Bridge to attach to [default: n2d0, created if absent]
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Image ID (or prefix) to boot [default: the default image, built if needed]
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Plain TCP on port 2375 with no TLS: anyone who can reach the VM is root on it
+    #[arg(long)]
+    pub insecure_tcp: bool,
+    /// Seconds to wait for the Docker engine to come up
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct CreateArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+    /// Docker engine label KEY=VALUE (repeatable)
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StopArgs {
+    pub names: Vec<String>,
+    /// Seconds to wait for a graceful shutdown before forcing it
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Shell {
+    Bash,
+    Fish,
+    Powershell,
+}

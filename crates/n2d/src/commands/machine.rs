@@ -1,0 +1,179 @@
+//! Single-machine commands: create, ls, inspect, ip, start, stop, restart, rm, logs, console.
+
+use crate::args::{CreateArgs, MachineArgs};
+use crate::context::Ctx;
+use crate::provision::{
+    create_machine, load_record, machine_state, remove_machine, resolve_image, start_machine, stop_machine, vm_config,
+};
+use crate::UsageError;
+use anyhow::{Context as _, Result};
+use n2d_spec::machine::{parse_label, ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE};
+use n2d_vm::{StopOutcome, VmState};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::Duration;
+
+/// Turns flags into a validated spec (no image resolution yet: `image` stays as typed).
+pub fn spec_from_args(
+    name: &str,
+    m: &MachineArgs,
+    labels: &BTreeMap<String, String>,
+    image: String,
+) -> Result<MachineSpec> {
+    let spec = MachineSpec {
+        name: name.parse::<MachineName>()?,
+        cpus: m.cpus,
+        memory: m.memory.parse::<ByteSize>().context("--memory")?,
+        disk: m.disk.parse::<ByteSize>().context("--disk")?,
+        bridge: m.network.clone().unwrap_or_else(|| DEFAULT_BRIDGE.to_string()),
+        image,
+        insecure_tcp: m.insecure_tcp,
+        labels: labels.clone(),
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+pub fn warn_insecure(m: &MachineArgs) {
+    if m.insecure_tcp {
+        eprintln!("WARNING: --insecure-tcp: the Docker API listens on plain TCP port 2375 with no authentication; anyone who can reach the VM is root on it");
+    }
+}
+
+pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
+    let labels = args.labels.iter().map(|l| parse_label(l)).collect::<Result<BTreeMap<_, _>, _>>()?;
+    // Validate everything the user typed before building or creating anything.
+    let mut spec = spec_from_args(&args.name, &args.machine, &labels, String::new())?;
+    crate::provision::check_new_machine(ctx, &spec)?;
+    warn_insecure(&args.machine);
+    spec.image = resolve_image(ctx, args.machine.image.as_deref())?.manifest.id;
+    let record = create_machine(ctx, &spec, None, Duration::from_secs(args.machine.timeout))?;
+    println!("{}", record.ip);
+    println!("Docker endpoint: {}", record.docker_host());
+    println!("Point the docker CLI at it: eval \"$(n2d env {})\"", record.spec.name);
+    Ok(())
+}
+
+pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
+    let entries = ctx.home.list_machines();
+    if json {
+        let rows: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|(name, rec)| match rec {
+                Ok(r) => serde_json::json!({
+                    "name": name, "state": machine_state(ctx, r).to_string(), "ip": r.ip,
+                    "endpoint": r.docker_host(), "image": r.spec.image, "swarm": r.swarm,
+                }),
+                Err(e) => serde_json::json!({ "name": name, "state": "error", "error": e.to_string() }),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("{:<20} {:<8} {:<15} {:<26} {:<12}", "NAME", "STATE", "IP", "ENDPOINT", "IMAGE");
+    for (name, rec) in entries {
+        match rec {
+            Ok(r) => println!(
+                "{:<20} {:<8} {:<15} {:<26} {:<12}",
+                name,
+                machine_state(ctx, &r).to_string(),
+                r.ip.to_string(),
+                r.docker_host(),
+                &r.spec.image[..r.spec.image.len().min(12)]
+            ),
+            Err(e) => println!("{name:<20} error    {e}"),
+        }
+    }
+    Ok(())
+}
+
+pub fn inspect(ctx: &Ctx, name: &str) -> Result<()> {
+    let r = load_record(ctx, name)?;
+    let mut v = serde_json::to_value(&r)?;
+    v["state"] = machine_state(ctx, &r).to_string().into();
+    v["endpoint"] = r.docker_host().into();
+    v["dir"] = ctx.home.machine_dir(name).display().to_string().into();
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}
+
+pub fn ip(ctx: &Ctx, name: &str) -> Result<()> {
+    println!("{}", load_record(ctx, name)?.ip);
+    Ok(())
+}
+
+fn need_names(names: &[String], verb: &str) -> Result<()> {
+    if names.is_empty() {
+        return Err(UsageError::new(format!("name the machines to {verb}, e.g. `n2d {verb} h1`")));
+    }
+    Ok(())
+}
+
+pub fn start(ctx: &Ctx, names: &[String]) -> Result<()> {
+    need_names(names, "start")?;
+    for name in names {
+        start_machine(ctx, name, Duration::from_secs(600))?;
+    }
+    Ok(())
+}
+
+pub fn stop(ctx: &Ctx, names: &[String], timeout: u64) -> Result<()> {
+    need_names(names, "stop")?;
+    for name in names {
+        match stop_machine(ctx, name, Duration::from_secs(timeout))? {
+            StopOutcome::AlreadyStopped => eprintln!("{name} was not running"),
+            StopOutcome::Graceful => eprintln!("{name} stopped"),
+            StopOutcome::Forced => eprintln!("{name} did not shut down within {timeout}s and was stopped forcibly"),
+        }
+    }
+    Ok(())
+}
+
+pub fn restart(ctx: &Ctx, names: &[String], timeout: u64) -> Result<()> {
+    stop(ctx, names, timeout)?;
+    start(ctx, names)
+}
+
+pub fn rm(ctx: &Ctx, names: &[String], force: bool) -> Result<()> {
+    need_names(names, "rm")?;
+    for name in names {
+        remove_machine(ctx, name, force)?;
+        eprintln!("{name} removed");
+    }
+    Ok(())
+}
+
+pub fn logs(ctx: &Ctx, name: &str, follow: bool) -> Result<()> {
+    let dir = ctx.home.machine_dir(name);
+    let record = load_record(ctx, name)?;
+    let path = dir.join(n2d_vm::argv::SERIAL_LOG);
+    let mut out = std::io::stdout();
+    let mut offset = 0u64;
+    loop {
+        if let Ok(mut f) = std::fs::File::open(&path) {
+            f.seek(SeekFrom::Start(offset))?;
+            let mut buf = Vec::new();
+            offset += f.read_to_end(&mut buf)? as u64;
+            out.write_all(&buf)?;
+            out.flush()?;
+        }
+        if !follow {
+            return Ok(());
+        }
+        if machine_state(ctx, &record) == VmState::Stopped {
+            std::thread::sleep(Duration::from_secs(1));
+        } else {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+pub fn console(ctx: &Ctx, name: &str) -> Result<()> {
+    let record = load_record(ctx, name)?;
+    if machine_state(ctx, &record) != VmState::Running {
+        return Err(UsageError::new(format!("{name} is not running: start it with `n2d start {name}`")));
+    }
+    let image = n2d_image::find_image(&ctx.home, &record.spec.image)?;
+    n2d_vm::console::attach(&vm_config(ctx, &record, &image))?;
+    Ok(())
+}

@@ -1,0 +1,57 @@
+//! The `n2d` command line. `main` is one line; [`main_with_args`] runs the whole CLI
+//! in-process (tests call it too).
+
+pub mod args;
+pub mod commands;
+pub mod context;
+pub mod progress;
+pub mod provision;
+
+use clap::Parser;
+use std::ffi::OsString;
+
+/// A mistake in what the user typed: exit status 2, like clap's own usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+impl UsageError {
+    pub fn new(msg: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(UsageError(msg.into()))
+    }
+}
+
+/// Parses `args`, runs the command, prints the whole error chain on failure and returns the
+/// exit status: 0 ok, 1 runtime failure, 2 usage error.
+pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
+    let cli = match args::Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    match commands::run(cli.command) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            exit_code(&err)
+        }
+    }
+}
+
+fn exit_code(err: &anyhow::Error) -> i32 {
+    let usage = err.chain().any(|c| {
+        c.is::<UsageError>()
+            || c.is::<n2d_spec::machine::SpecError>()
+            || c.is::<n2d_spec::swarm::SpecError>()
+    });
+    if usage {
+        2
+    } else {
+        1
+    }
+}

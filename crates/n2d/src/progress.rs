@@ -1,0 +1,49 @@
+//! Progress display on stderr (stdout stays clean for data such as IPs and env lines).
+
+use indicatif::{ProgressBar, ProgressStyle};
+use std::time::{Duration, Instant};
+
+/// A spinner with a message and the elapsed time; a plain line per step when stderr is not a
+/// terminal (CI logs).
+pub struct Step {
+    bar: ProgressBar,
+    started: Instant,
+    label: String,
+}
+
+impl Step {
+    pub fn start(label: impl Into<String>) -> Step {
+        let label = label.into();
+        let bar = ProgressBar::new_spinner();
+        if bar.is_hidden() {
+            eprintln!("{label}...");
+        } else {
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+            bar.set_message(label.clone());
+            bar.enable_steady_tick(Duration::from_millis(120));
+        }
+        Step { bar, started: Instant::now(), label }
+    }
+
+    pub fn set(&self, msg: impl Into<String>) {
+        let msg = msg.into();
+        if self.bar.is_hidden() {
+            eprintln!("  {msg}");
+        } else {
+            self.bar.set_message(format!("{}: {msg}", self.label));
+        }
+    }
+
+    pub fn done(self, summary: impl AsRef<str>) {
+        self.bar.finish_and_clear();
+        eprintln!("{} ({:.1}s)", summary.as_ref(), self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for Step {
+    fn drop(&mut self) {
+        if !self.bar.is_finished() {
+            self.bar.finish_and_clear();
+        }
+    }
+}

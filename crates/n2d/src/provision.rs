@@ -1,0 +1,368 @@
+//! Creating, starting, stopping and removing machines: the steps `create` and `swarm` share.
+//!
+//! A create that fails midway undoes what it made, in reverse order ([`Rollback`]): VM, tap,
+//! IP lease, machine directory.
+
+use crate::context::{find_init_binary, Ctx};
+use crate::progress::Step;
+use crate::UsageError;
+use anyhow::{bail, Context as _, Result};
+use n2d_exec::{Cmd, Runner};
+use n2d_image::{build_image, find_image, list_images, BuildOptions, Image};
+use n2d_net::{ensure_bridge, lease, mac_for, release, tap_for, Links};
+use n2d_pki::Ca;
+use n2d_proto::{encode_config_disk, DockerConfig, GuestConfig, GuestNetwork, TlsMaterial};
+use n2d_spec::machine::{MachineSpec, DEFAULT_BRIDGE};
+use n2d_store::{remove_dir_all, write_atomic, MachineRecord};
+use n2d_vm::qemu::console_log_len;
+use n2d_vm::{Hypervisor, StartReport, StopOutcome, VmConfig, VmState};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub const CONFIG_DISK: &str = "config.img";
+pub const DATA_DISK: &str = "data.qcow2";
+
+/// Undo actions, run newest first unless the operation commits.
+#[derive(Default)]
+pub struct Rollback<'a> {
+    undo: Vec<Box<dyn FnOnce() + Send + 'a>>,
+}
+
+impl<'a> Rollback<'a> {
+    pub fn push(&mut self, f: impl FnOnce() + Send + 'a) {
+        self.undo.push(Box::new(f));
+    }
+    pub fn commit(mut self) {
+        self.undo.clear();
+    }
+}
+
+impl Drop for Rollback<'_> {
+    fn drop(&mut self) {
+        while let Some(f) = self.undo.pop() {
+            f();
+        }
+    }
+}
+
+static SAID_WHY_NOT_KVM: AtomicBool = AtomicBool::new(false);
+
+/// Tells the user once per run that VMs run under emulation, and why.
+fn report_accel(report: &StartReport) {
+    if let Some(why) = &report.why_not_kvm {
+        if !SAID_WHY_NOT_KVM.swap(true, Ordering::Relaxed) {
+            eprintln!("note: KVM is not available ({why}): VMs run under QEMU's software emulation (TCG), which is slower");
+        }
+    }
+}
+
+/// The image to boot: the one named, else the newest built, else a fresh build of the default.
+pub fn resolve_image(ctx: &Ctx, id: Option<&str>) -> Result<Image> {
+    if let Some(id) = id {
+        return Ok(find_image(&ctx.home, id)?);
+    }
+    if let Some(image) = list_images(&ctx.home).into_iter().next() {
+        return Ok(image);
+    }
+    eprintln!("No image yet: building the default image first.");
+    build_default_image(ctx, &crate::args::ImageBuildArgs::default())
+}
+
+pub fn build_default_image(ctx: &Ctx, args: &crate::args::ImageBuildArgs) -> Result<Image> {
+    let opts = BuildOptions {
+        init_binary: find_init_binary(args.init.clone())?,
+        suite: args.suite.clone(),
+        mirror: args.mirror.clone(),
+    };
+    let step = Step::start("Building image");
+    let total = n2d_image::Stage::ALL.len();
+    let (image, cached) = build_image(&ctx.home, &ctx.runner, &opts, &|stage| {
+        step.set(format!("[{}/{total}] {}", stage.number(), stage.describe()));
+    })?;
+    let m = &image.manifest;
+    step.done(format!(
+        "Image {} {} (kernel {}, initrd {}, root {}; {} unpacked)",
+        m.short_id(),
+        if cached { "already built" } else { "built" },
+        mb(m.kernel_bytes),
+        mb(m.initrd_bytes),
+        mb(m.rootfs_bytes),
+        mb(m.rootfs_unpacked_bytes)
+    ));
+    Ok(image)
+}
+
+pub fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+pub fn vm_config(ctx: &Ctx, record: &MachineRecord, image: &Image) -> VmConfig {
+    let dir = ctx.home.machine_dir(record.spec.name.as_str());
+    VmConfig {
+        name: record.spec.name.to_string(),
+        cpus: record.spec.cpus,
+        memory_mib: record.spec.memory.mib(),
+        kernel: image.kernel(),
+        initrd: image.initrd(),
+        rootfs: image.rootfs(),
+        config_disk: dir.join(CONFIG_DISK),
+        data_disk: dir.join(DATA_DISK),
+        tap: record.tap.clone(),
+        mac: record.mac.clone(),
+        dir,
+    }
+}
+
+/// Validates a spec and the name's availability before anything is made.
+pub fn check_new_machine(ctx: &Ctx, spec: &MachineSpec) -> Result<()> {
+    spec.validate()?;
+    if ctx.home.machine_exists(spec.name.as_str()) {
+        bail!(UsageError(format!(
+            "a machine named {:?} already exists: pick another name or remove it with `n2d rm -f {}`",
+            spec.name.as_str(),
+            spec.name
+        )));
+    }
+    Ok(())
+}
+
+/// Allocates everything a machine needs (IP, tap, certificate, disks) and records it. On
+/// error nothing is left behind; on success the returned [`Rollback`] undoes it all unless
+/// committed.
+pub fn prepare_machine<'a>(
+    ctx: &'a Ctx,
+    spec: &MachineSpec,
+    swarm: Option<&str>,
+) -> Result<(MachineRecord, Rollback<'a>)> {
+    let _lock = ctx.home.lock()?;
+    check_new_machine(ctx, spec)?;
+    let name = spec.name.to_string();
+    let mut rollback = Rollback::default();
+
+    let mut net = ensure_bridge(&ctx.home, &ctx.runner, &spec.bridge, spec.bridge == DEFAULT_BRIDGE)?;
+    let ip = lease(&ctx.home, &mut net, &name)?;
+    {
+        let (home, bridge, name) = (&ctx.home, spec.bridge.clone(), name.clone());
+        rollback.push(move || {
+            let _lock = home.lock();
+            let _ = release(home, &bridge, &name);
+        });
+    }
+    let tap = tap_for(&name);
+    let links = Links::new(&ctx.runner);
+    if links.exists(&tap) {
+        // Left over from a machine of the same name that was not cleaned up.
+        let _ = links.delete(&tap);
+    }
+    links.create_tap(&tap, &spec.bridge).with_context(|| format!("cannot create tap {tap} for {name}"))?;
+    {
+        let (runner, tap) = (&ctx.runner, tap.clone());
+        rollback.push(move || {
+            let _ = Links::new(runner).delete(&tap);
+        });
+    }
+    let dir = ctx.home.machine_dir(&name);
+    n2d_store::ensure_dir(&dir)?;
+    {
+        let dir = dir.clone();
+        rollback.push(move || {
+            let _ = remove_dir_all(&dir);
+        });
+    }
+    // QEMU's sockets are created relative to the machine directory, but clients connect by
+    // full path, which Linux limits to 107 bytes.
+    if dir.join("console.sock").as_os_str().len() > 100 {
+        bail!(UsageError(format!(
+            "the state directory path {} is too long for QEMU's sockets: set N2D_HOME to a shorter path",
+            dir.display()
+        )));
+    }
+
+    let record = MachineRecord {
+        spec: spec.clone(),
+        ip,
+        prefix_len: net.prefix_len,
+        gateway: net.gateway,
+        mac: mac_for(&name),
+        tap,
+        swarm: swarm.map(str::to_string),
+    };
+    write_config_disk(ctx, &record)?;
+    ctx.runner
+        .run(
+            &Cmd::new("qemu-img", "qemu-utils")
+                .args(["create", "-q", "-f", "qcow2"])
+                .arg(dir.join(DATA_DISK))
+                .arg(spec.disk.0.to_string()),
+        )
+        .context("cannot create the data disk")?;
+    ctx.home.save_machine(&record)?;
+    Ok((record, rollback))
+}
+
+/// Writes the config disk: network, TLS material (a fresh server certificate for the machine's
+/// IP and name), labels.
+fn write_config_disk(ctx: &Ctx, record: &MachineRecord) -> Result<()> {
+    let spec = &record.spec;
+    let tls = if spec.insecure_tcp {
+        None
+    } else {
+        let ca = Ca::load_or_create(&ctx.home.certs_dir())?;
+        let ips: Vec<IpAddr> = vec![record.ip.into(), IpAddr::from([127, 0, 0, 1])];
+        let server = ca.issue_server(&[spec.name.as_str(), "localhost"], &ips)?;
+        Some(TlsMaterial { ca_pem: ca.cert_pem().to_string(), cert_pem: server.cert_pem, key_pem: server.key_pem })
+    };
+    let config = GuestConfig {
+        hostname: spec.name.to_string(),
+        network: GuestNetwork {
+            mac: record.mac.clone(),
+            address: record.ip,
+            prefix_len: record.prefix_len,
+            gateway: Some(record.gateway),
+            dns: vec![],
+        },
+        docker: DockerConfig { tls, tcp_port: spec.docker_port() },
+        labels: spec.labels.clone(),
+    };
+    let path = ctx.home.machine_dir(spec.name.as_str()).join(CONFIG_DISK);
+    // It holds the server's private key.
+    write_atomic(&path, &encode_config_disk(&config), 0o600)?;
+    Ok(())
+}
+
+/// Starts the VM and waits until its Docker engine answers (ready marker, then a TLS ping).
+pub fn boot(ctx: &Ctx, record: &MachineRecord, timeout: Duration, step: &Step) -> Result<StartReport> {
+    let image = find_image(&ctx.home, &record.spec.image)?;
+    let vm = vm_config(ctx, record, &image);
+    let since = console_log_len(&vm.dir);
+    step.set("starting QEMU");
+    let report = ctx.qemu.start(&vm)?;
+    report_accel(&report);
+    step.set(format!("booting ({})", report.accel));
+    ctx.qemu.wait_ready(&vm, since, timeout)?;
+    step.set("checking the Docker API from the host");
+    ping_docker(ctx, record).with_context(|| format!("{}'s Docker engine is up but does not answer on {}", record.spec.name, record.docker_host()))?;
+    Ok(report)
+}
+
+/// One Docker API ping from the host, over TLS with the user's client certificate.
+pub fn ping_docker(ctx: &Ctx, record: &MachineRecord) -> Result<()> {
+    let docker = crate::commands::docker_client(ctx, record)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut last = None;
+    for attempt in 0..5 {
+        match rt.block_on(docker.ping()) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(500 << attempt));
+    }
+    Err(last.expect("set on failure").into())
+}
+
+/// `n2d create`: allocate, boot, wait; undo everything on failure.
+pub fn create_machine(ctx: &Ctx, spec: &MachineSpec, swarm: Option<&str>, timeout: Duration) -> Result<MachineRecord> {
+    let step = Step::start(format!("Creating {}", spec.name));
+    let (record, mut rollback) = prepare_machine(ctx, spec, swarm)?;
+    {
+        let (qemu, vm) = (&ctx.qemu, vm_config(ctx, &record, &find_image(&ctx.home, &spec.image)?));
+        rollback.push(move || {
+            let _ = qemu.kill(&vm);
+        });
+    }
+    boot(ctx, &record, timeout, &step)?;
+    rollback.commit();
+    step.done(format!("{} is up at {} (Docker endpoint {})", record.spec.name, record.ip, record.docker_host()));
+    Ok(record)
+}
+
+pub fn load_record(ctx: &Ctx, name: &str) -> Result<MachineRecord> {
+    Ok(ctx.home.load_machine(name)?)
+}
+
+pub fn machine_state(ctx: &Ctx, record: &MachineRecord) -> VmState {
+    let dir = ctx.home.machine_dir(record.spec.name.as_str());
+    ctx.qemu.state(&bare_vm(record, dir))
+}
+
+/// A VmConfig good enough for state/stop/kill (which only need the directory and name),
+/// usable even when the machine's image is gone.
+fn bare_vm(record: &MachineRecord, dir: std::path::PathBuf) -> VmConfig {
+    VmConfig {
+        name: record.spec.name.to_string(),
+        dir,
+        cpus: record.spec.cpus,
+        memory_mib: record.spec.memory.mib(),
+        kernel: Default::default(),
+        initrd: Default::default(),
+        rootfs: Default::default(),
+        config_disk: Default::default(),
+        data_disk: Default::default(),
+        tap: record.tap.clone(),
+        mac: record.mac.clone(),
+    }
+}
+
+/// `n2d start`: recreate the bridge and tap if the host lost them, then boot.
+pub fn start_machine(ctx: &Ctx, name: &str, timeout: Duration) -> Result<()> {
+    let record = load_record(ctx, name)?;
+    if machine_state(ctx, &record) == VmState::Running {
+        eprintln!("{name} is already running");
+        return Ok(());
+    }
+    {
+        let _lock = ctx.home.lock()?;
+        ensure_bridge(&ctx.home, &ctx.runner, &record.spec.bridge, record.spec.bridge == DEFAULT_BRIDGE)?;
+        let links = Links::new(&ctx.runner);
+        if !links.exists(&record.tap) {
+            links.create_tap(&record.tap, &record.spec.bridge)?;
+        }
+    }
+    let step = Step::start(format!("Starting {name}"));
+    boot(ctx, &record, timeout, &step)?;
+    step.done(format!("{name} is up at {} (Docker endpoint {})", record.ip, record.docker_host()));
+    Ok(())
+}
+
+pub fn stop_machine(ctx: &Ctx, name: &str, timeout: Duration) -> Result<StopOutcome> {
+    let record = load_record(ctx, name)?;
+    let vm = bare_vm(&record, ctx.home.machine_dir(name));
+    Ok(ctx.qemu.stop(&vm, timeout)?)
+}
+
+/// Removes the VM, its disks, tap and IP lease; the bridge too when n2d made it and it is
+/// now unused.
+pub fn remove_machine(ctx: &Ctx, name: &str, force: bool) -> Result<()> {
+    let dir = ctx.home.machine_dir(name);
+    if !dir.exists() {
+        bail!(UsageError(format!("no machine named {name:?} (see `n2d ls`)")));
+    }
+    // A damaged record still leaves enough to clean up: the directory (and its QEMU).
+    let record = ctx.home.load_machine(name).ok();
+    if let Some(record) = &record {
+        let vm = bare_vm(record, dir.clone());
+        if ctx.qemu.state(&vm) == VmState::Running {
+            if !force {
+                bail!(UsageError(format!("{name} is running: stop it first (`n2d stop {name}`) or use `n2d rm -f {name}`")));
+            }
+            ctx.qemu.kill(&vm)?;
+        }
+    }
+    let _lock = ctx.home.lock()?;
+    if let Some(record) = &record {
+        let links = Links::new(&ctx.runner);
+        if links.exists(&record.tap) {
+            links.delete(&record.tap).with_context(|| format!("cannot delete tap {}", record.tap))?;
+        }
+        release(&ctx.home, &record.spec.bridge, name)?;
+        if let Some(net) = ctx.home.load_network(&record.spec.bridge)? {
+            if net.created_by_n2d && net.leases.is_empty() {
+                let _ = links.delete(&net.bridge);
+                ctx.home.remove_network(&net.bridge)?;
+            }
+        }
+    }
+    remove_dir_all(&dir)?;
+    Ok(())
+}
