@@ -16,7 +16,9 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 mod records;
 pub use records::*;
@@ -110,8 +112,15 @@ impl Home {
         self.root.join("certs")
     }
 
-    /// Takes the exclusive state lock; it is released when the guard drops.
+    /// Takes the exclusive state lock; it is released when the guard drops. The lock is
+    /// re-entrant within a thread (a rollback running under a held lock can take it again)
+    /// and serialises the threads of this process before it serialises processes.
     pub fn lock(&self) -> Result<StateLock, StoreError> {
+        if LOCK_DEPTH.with(|d| d.get()) > 0 {
+            LOCK_DEPTH.with(|d| d.set(d.get() + 1));
+            return Ok(StateLock { _held: None });
+        }
+        let thread_guard = PROCESS_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         ensure_dir(&self.root)?;
         let path = self.root.join("lock");
         let file = OpenOptions::new()
@@ -122,14 +131,28 @@ impl Home {
             .map_err(|source| StoreError::Lock { path: path.clone(), source })?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
             .map_err(|e| StoreError::Lock { path, source: e.into() })?;
-        Ok(StateLock { _file: file })
+        LOCK_DEPTH.with(|d| d.set(1));
+        Ok(StateLock { _held: Some((file, thread_guard)) })
     }
+}
+
+static PROCESS_LOCK: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    static LOCK_DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
 /// Held while state is being changed; dropping it releases the lock.
 #[must_use = "the lock is released when this guard is dropped"]
 pub struct StateLock {
-    _file: File,
+    /// The flocked file and the in-process guard; `None` for a re-entrant acquisition.
+    _held: Option<(File, MutexGuard<'static, ()>)>,
+}
+
+impl Drop for StateLock {
+    fn drop(&mut self) {
+        LOCK_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+    }
 }
 
 pub fn ensure_dir(path: &Path) -> Result<(), StoreError> {
@@ -222,5 +245,25 @@ mod tests {
         let home = Home::at(dir.path());
         drop(home.lock().unwrap());
         drop(home.lock().unwrap());
+    }
+
+    #[test]
+    fn lock_is_reentrant_in_a_thread_and_exclusive_across_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        let outer = home.lock().unwrap();
+        let inner = home.lock().unwrap();
+        drop(inner);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h2 = home.clone();
+        let t = std::thread::spawn(move || {
+            let _l = h2.lock().unwrap();
+            tx.send(()).unwrap();
+        });
+        // The other thread must wait while this one still holds the (outer) lock.
+        assert!(rx.recv_timeout(std::time::Duration::from_millis(200)).is_err());
+        drop(outer);
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        t.join().unwrap();
     }
 }

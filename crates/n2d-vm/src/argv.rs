@@ -10,6 +10,10 @@ pub const QMP_SOCKET: &str = "qmp.sock";
 pub const CONSOLE_SOCKET: &str = "console.sock";
 pub const CONTROL_SOCKET: &str = "control.sock";
 pub const PID_FILE: &str = "qemu.pid";
+/// The machine's data disk, in its directory; its path also identifies the machine's QEMU process.
+pub const DATA_DISK_FILE: &str = "data.qcow2";
+/// The machine's config disk (n2d-proto's format), in its directory.
+pub const CONFIG_DISK_FILE: &str = "config.img";
 
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 pub const QEMU_PACKAGE: &str = "qemu-system-x86";
@@ -39,9 +43,9 @@ pub fn qemu_argv(vm: &VmConfig, accel: Accel) -> Vec<String> {
     // overlay on it, so no per-VM copy (or copy-on-write layer) is needed.
     push(&["-drive", &drive("root", &vm.rootfs, "raw", ",readonly=on")]);
     push(&["-device", &format!("virtio-blk-pci,drive=root,serial={ROOT_DISK_SERIAL}")]);
-    push(&["-drive", &drive("config", &vm.config_disk, "raw", ",readonly=on")]);
+    push(&["-drive", &drive("config", &vm.dir.join(CONFIG_DISK_FILE), "raw", ",readonly=on")]);
     push(&["-device", &format!("virtio-blk-pci,drive=config,serial={CONFIG_DISK_SERIAL}")]);
-    push(&["-drive", &drive("data", &vm.data_disk, "qcow2", ",discard=unmap")]);
+    push(&["-drive", &drive("data", &vm.dir.join(DATA_DISK_FILE), "qcow2", ",discard=unmap")]);
     push(&["-device", &format!("virtio-blk-pci,drive=data,serial={DATA_DISK_SERIAL}")]);
     push(&["-netdev", &format!("tap,id=net0,ifname={},script=no,downscript=no", vm.tap)]);
     push(&["-device", &format!("virtio-net-pci,netdev=net0,mac={}", vm.mac)]);
@@ -73,8 +77,6 @@ mod tests {
             kernel: "/img/vmlinuz".into(),
             initrd: "/img/initrd.img".into(),
             rootfs: "/img/rootfs.erofs".into(),
-            config_disk: "/state/machines/h1/config.img".into(),
-            data_disk: "/state/machines/h1/data.qcow2".into(),
             tap: "n2dt1234".into(),
             mac: "52:54:00:aa:bb:cc".into(),
         }

@@ -31,8 +31,6 @@ pub struct VmConfig {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub rootfs: PathBuf,
-    pub config_disk: PathBuf,
-    pub data_disk: PathBuf,
     pub tap: String,
     pub mac: String,
 }

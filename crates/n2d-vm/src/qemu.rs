@@ -74,7 +74,8 @@ impl Qemu {
     }
 
     /// The pid of this machine's QEMU, if it is running. The pid file alone is not trusted:
-    /// the process must be alive, not a zombie, and have the machine directory as its cwd.
+    /// the process must be alive, not a zombie, and have this machine's data disk on its
+    /// command line (QEMU's cwd is `/` once it daemonizes, so it cannot tell).
     pub fn pid(&self, vm: &VmConfig) -> Option<i32> {
         let pid = read_pid(&vm.dir)?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -82,8 +83,9 @@ impl Qemu {
         if state == "Z" || state == "X" {
             return None;
         }
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-        (cwd == vm.dir.canonicalize().ok()?).then_some(pid)
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let marker = format!("file={},", vm.dir.join(crate::argv::DATA_DISK_FILE).display());
+        String::from_utf8_lossy(&cmdline).contains(&marker).then_some(pid)
     }
 
     fn wait_gone(&self, vm: &VmConfig, timeout: Duration) -> bool {
@@ -235,8 +237,6 @@ mod tests {
             kernel: "k".into(),
             initrd: "i".into(),
             rootfs: "r".into(),
-            config_disk: "c".into(),
-            data_disk: "d".into(),
             tap: "tap".into(),
             mac: "52:54:00:00:00:00".into(),
         }
@@ -245,7 +245,7 @@ mod tests {
     #[test]
     fn a_pid_file_of_another_process_is_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
-        // Our own pid is alive but its cwd is not the machine directory.
+        // Our own pid is alive but it is not this machine's QEMU.
         std::fs::write(dir.path().join(PID_FILE), std::process::id().to_string()).unwrap();
         let q = Qemu::default();
         assert_eq!(q.pid(&vm(dir.path())), None);

@@ -20,8 +20,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-pub const CONFIG_DISK: &str = "config.img";
-pub const DATA_DISK: &str = "data.qcow2";
+use n2d_vm::argv::{CONFIG_DISK_FILE as CONFIG_DISK, DATA_DISK_FILE as DATA_DISK};
 
 /// Undo actions, run newest first unless the operation commits.
 #[derive(Default)]
@@ -106,8 +105,6 @@ pub fn vm_config(ctx: &Ctx, record: &MachineRecord, image: &Image) -> VmConfig {
         kernel: image.kernel(),
         initrd: image.initrd(),
         rootfs: image.rootfs(),
-        config_disk: dir.join(CONFIG_DISK),
-        data_disk: dir.join(DATA_DISK),
         tap: record.tap.clone(),
         mac: record.mac.clone(),
         dir,
@@ -297,8 +294,6 @@ fn bare_vm(record: &MachineRecord, dir: std::path::PathBuf) -> VmConfig {
         kernel: Default::default(),
         initrd: Default::default(),
         rootfs: Default::default(),
-        config_disk: Default::default(),
-        data_disk: Default::default(),
         tap: record.tap.clone(),
         mac: record.mac.clone(),
     }
