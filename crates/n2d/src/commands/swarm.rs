@@ -1,15 +1,546 @@
-//! `n2d swarm ...` (wired to n2d-swarm).
+//! `n2d swarm ...`: swarms of n2d machines, formed over the Docker API (n2d-swarm).
 
+use crate::args::Shell;
 use crate::context::Ctx;
-use anyhow::Result;
-use clap::Subcommand;
+use crate::provision::{create_machine, remove_machine, resolve_image};
+use crate::UsageError;
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use n2d_spec::machine::{ByteSize, MachineSpec, DEFAULT_BRIDGE, DEFAULT_CPUS, DEFAULT_DISK, DEFAULT_MEMORY};
+use n2d_spec::swarm::{
+    manager_count_advice, plan_scale, ExternalHost, LabelRule, NodePlan, NodeRole, SwarmRecord, SwarmSpec,
+};
+use n2d_store::{read_json_opt, write_json, MachineRecord};
+use n2d_swarm::{
+    check_docker_save_archive, form_swarm, join_external_worker, load_image_everywhere, remove_nodes, swarm_health,
+    BollardApi, DockerApi, Endpoint, Manager, RemoveTimeouts, TlsPaths,
+};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
 
 #[derive(Debug, Subcommand)]
 pub enum SwarmCommand {
-    /// List swarms
+    /// Create a swarm: N managers + M workers, created in parallel, joined and labelled
+    Create(SwarmCreateArgs),
+    /// List swarms and the health of their nodes
     Ls,
+    /// Print the environment that points the docker CLI at a swarm manager
+    Env {
+        name: String,
+        #[arg(long, value_enum, default_value_t = Shell::Bash)]
+        shell: Shell,
+    },
+    /// Remove a swarm: its VMs, disks, leases and certificates (external hosts only leave)
+    Rm { name: String },
+    /// Add or remove nodes (removed nodes are drained first, so services keep running)
+    Scale {
+        name: String,
+        #[arg(long)]
+        workers: Option<u32>,
+        #[arg(long)]
+        managers: Option<u32>,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Load a `docker save` archive into every node
+    Load { name: String, archive: PathBuf },
+    /// Join a Docker engine n2d did not create to the swarm as a worker
+    AddHost(AddHostArgs),
 }
 
-pub fn run(_ctx: &Ctx, _cmd: SwarmCommand) -> Result<()> {
+#[derive(Debug, Args)]
+pub struct SwarmCreateArgs {
+    /// Cluster file (YAML) describing the swarm; replaces the flags below
+    #[arg(short = 'f', long = "file", conflicts_with_all = ["prefix", "managers", "workers", "cpus", "memory", "network", "labels"])]
+    pub file: Option<PathBuf>,
+    /// Name of the swarm and prefix of its node names
+    #[arg(long)]
+    pub prefix: Option<String>,
+    #[arg(long)]
+    pub managers: Option<u32>,
+    #[arg(long)]
+    pub workers: Option<u32>,
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Memory per node, e.g. 1536M
+    #[arg(long)]
+    pub memory: Option<String>,
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Node label KEY=VALUE@TARGET, TARGET a node name, all, workers or managers (repeatable)
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Seconds to wait for the nodes to boot and become Ready
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+    /// Keep what was created when the command fails (for debugging)
+    #[arg(long)]
+    pub keep_on_failure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddHostArgs {
+    pub name: String,
+    /// The engine to join, e.g. tcp://192.168.1.20:2376
+    #[arg(long)]
+    pub host: String,
+    /// Name to record the host under [default: from --host]
+    #[arg(long = "as")]
+    pub host_name: Option<String>,
+    #[arg(long)]
+    pub tlscacert: Option<PathBuf>,
+    #[arg(long)]
+    pub tlscert: Option<PathBuf>,
+    #[arg(long)]
+    pub tlskey: Option<PathBuf>,
+    /// Node label KEY=VALUE (repeatable)
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+}
+
+pub fn run(ctx: &Ctx, cmd: SwarmCommand) -> Result<()> {
+    match cmd {
+        SwarmCommand::Create(args) => create(ctx, args),
+        SwarmCommand::Ls => ls(ctx),
+        SwarmCommand::Env { name, shell } => env(ctx, &name, shell),
+        SwarmCommand::Rm { name } => rm(ctx, &name),
+        SwarmCommand::Scale { name, workers, managers, timeout } => scale(ctx, &name, workers, managers, timeout),
+        SwarmCommand::Load { name, archive } => load(ctx, &name, &archive),
+        SwarmCommand::AddHost(args) => add_host(ctx, args),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
+}
+
+fn record_path(ctx: &Ctx, name: &str) -> PathBuf {
+    ctx.home.swarms_dir().join(format!("{name}.json"))
+}
+
+fn load_swarm(ctx: &Ctx, name: &str) -> Result<SwarmRecord> {
+    read_json_opt(&record_path(ctx, name))?
+        .ok_or_else(|| UsageError::new(format!("no swarm named {name:?} (see `n2d swarm ls`)")))
+}
+
+fn save_swarm(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
+    Ok(write_json(&record_path(ctx, &record.prefix), record)?)
+}
+
+fn client_tls(ctx: &Ctx) -> TlsPaths {
+    let certs = ctx.home.certs_dir();
+    TlsPaths { ca: certs.join("ca.pem"), cert: certs.join("cert.pem"), key: certs.join("key.pem") }
+}
+
+fn endpoint(ctx: &Ctx, m: &MachineRecord) -> Endpoint {
+    Endpoint::vm(m.spec.name.to_string(), m.ip, Some(client_tls(ctx)))
+}
+
+fn connect(ep: &Endpoint, timeout_secs: u64) -> Result<BollardApi> {
+    BollardApi::connect(ep, timeout_secs).with_context(|| format!("cannot connect to {} ({})", ep.name, ep.docker_host))
+}
+
+/// The swarm spec from the cluster file or the flags.
+fn spec_from_args(args: &SwarmCreateArgs) -> Result<SwarmSpec> {
+    let spec = if let Some(file) = &args.file {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        SwarmSpec::from_yaml(&text)?
+    } else {
+        let mut spec = SwarmSpec::default();
+        if let Some(p) = &args.prefix {
+            spec.prefix = p.clone();
+        }
+        spec.managers = args.managers.unwrap_or(spec.managers);
+        spec.workers = args.workers.unwrap_or(spec.workers);
+        spec.cpus = args.cpus;
+        spec.memory = args.memory.clone();
+        spec.network = args.network.clone();
+        spec.labels = args.labels.iter().map(|l| LabelRule::parse(l)).collect::<Result<_, _>>()?;
+        spec
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// The machine spec of one planned node (memory default: 1.5G per node for swarms).
+fn machine_spec(spec: &SwarmSpec, node: &NodePlan, image: &str) -> Result<MachineSpec> {
+    let memory = match node.memory.as_ref().or(spec.memory.as_ref()) {
+        Some(m) => m.parse::<ByteSize>().with_context(|| format!("memory of {}", node.name))?,
+        None => DEFAULT_SWARM_MEMORY,
+    };
+    let machine = MachineSpec {
+        name: node.name.parse()?,
+        cpus: node.cpus.or(spec.cpus).unwrap_or(DEFAULT_CPUS),
+        memory,
+        disk: DEFAULT_DISK,
+        bridge: spec.network.clone().unwrap_or_else(|| DEFAULT_BRIDGE.to_string()),
+        image: image.to_string(),
+        insecure_tcp: false,
+        labels: node.labels.clone(),
+    };
+    machine.validate()?;
+    Ok(machine)
+}
+
+/// Swarm nodes get less than a lone host by default: four of them share one machine.
+const DEFAULT_SWARM_MEMORY: ByteSize = ByteSize(DEFAULT_MEMORY.0 * 3 / 4);
+
+/// Creates the machines of `nodes` in parallel (bounded), returning those made. On error the
+/// ones that were made are returned too, so the caller can roll back.
+fn create_nodes(ctx: &Ctx, specs: &[MachineSpec], swarm: &str, timeout: Duration) -> (Vec<MachineRecord>, Result<()>) {
+    // Under TCG every vCPU is a host thread: more parallel boots than this only slow each other.
+    let parallel = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4).max(2);
+    let made = Mutex::new(Vec::new());
+    let first_error = Mutex::new(None);
+    let queue = Mutex::new(specs.iter());
+    std::thread::scope(|s| {
+        for _ in 0..parallel.min(specs.len()) {
+            s.spawn(|| loop {
+                let Some(spec) = queue.lock().unwrap().next() else { break };
+                if first_error.lock().unwrap().is_some() {
+                    break;
+                }
+                match create_machine(ctx, spec, Some(swarm), timeout) {
+                    Ok(rec) => made.lock().unwrap().push(rec),
+                    Err(e) => {
+                        first_error.lock().unwrap().get_or_insert(e.context(format!("creating {}", spec.name)));
+                    }
+                }
+            });
+        }
+    });
+    let made = made.into_inner().unwrap();
+    (made, first_error.into_inner().unwrap().map_or(Ok(()), Err))
+}
+
+fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
+    let spec = spec_from_args(&args)?;
+    if let Some(advice) = manager_count_advice(spec.managers) {
+        eprintln!("note: {advice}");
+    }
+    if let Some(existing) = read_json_opt::<SwarmRecord>(&record_path(ctx, &spec.prefix))? {
+        return report_existing(ctx, &existing);
+    }
+    let machines: Vec<String> = ctx.home.list_machines().into_iter().map(|(n, _)| n).collect();
+    spec.check_no_clash(machines.iter().map(String::as_str))?;
+    let plan = spec.plan();
+    // Every node's spec is checked before any VM starts.
+    let mut specs = plan.iter().map(|n| machine_spec(&spec, n, "")).collect::<Result<Vec<_>>>()?;
+    check_capacity(ctx, &specs)?;
+    let image = resolve_image(ctx, args.image.as_deref())?.manifest.id;
+    specs.iter_mut().for_each(|s| s.image = image.clone());
+
+    let record = SwarmRecord::from_spec(&spec);
+    save_swarm(ctx, &record)?;
+    let started = std::time::Instant::now();
+    let timeout = Duration::from_secs(args.timeout);
+    let (made, result) = create_nodes(ctx, &specs, &spec.prefix, timeout);
+    let result = result.and_then(|()| {
+        eprintln!("All {} VMs are up ({:.1}s); forming the swarm...", made.len(), started.elapsed().as_secs_f64());
+        form(ctx, &plan, &made, timeout)
+    });
+    if let Err(e) = result {
+        if args.keep_on_failure {
+            eprintln!("--keep-on-failure: leaving the swarm's machines for inspection (remove with `n2d swarm rm {}`)", spec.prefix);
+        } else {
+            eprintln!("Rolling back: removing the swarm's machines");
+            for m in &made {
+                let _ = remove_machine(ctx, m.spec.name.as_str(), true);
+            }
+            let _ = std::fs::remove_file(record_path(ctx, &spec.prefix));
+        }
+        return Err(e);
+    }
+    eprintln!("Swarm {} is ready ({:.1}s)", spec.prefix, started.elapsed().as_secs_f64());
+    print_summary(ctx, &record)?;
+    println!("\nPoint the docker CLI at it: eval \"$(n2d swarm env {})\"", spec.prefix);
+    Ok(())
+}
+
+fn check_capacity(ctx: &Ctx, specs: &[MachineSpec]) -> Result<()> {
+    let bridge = specs.first().map(|s| s.bridge.clone()).unwrap_or_default();
+    let (free, subnet) = match ctx.home.load_network(&bridge)? {
+        Some(net) => (n2d_net::capacity(net.gateway, net.prefix_len) - net.leases.len(), format!("/{}", net.prefix_len)),
+        None if bridge == DEFAULT_BRIDGE => (
+            n2d_net::capacity(n2d_net::DEFAULT_GATEWAY, n2d_net::DEFAULT_PREFIX_LEN),
+            format!("/{}", n2d_net::DEFAULT_PREFIX_LEN),
+        ),
+        None => return Ok(()),
+    };
+    if specs.len() > free {
+        bail!(UsageError(format!(
+            "bridge {bridge} ({subnet}) has {free} free addresses but the swarm needs {}: use fewer nodes or a bridge with a larger subnet (--network)",
+            specs.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Joins the machines into a swarm: the first manager inits, the others join, labels land.
+fn form(ctx: &Ctx, plan: &[NodePlan], made: &[MachineRecord], timeout: Duration) -> Result<()> {
+    let mut nodes = Vec::new();
+    for node in plan {
+        let m = made.iter().find(|m| m.spec.name.as_str() == node.name).context("node VM missing")?;
+        let ep = endpoint(ctx, m);
+        let api = connect(&ep, 120)?;
+        nodes.push((node.clone(), ep, api));
+    }
+    runtime()?.block_on(form_swarm(&nodes, timeout, |msg| eprintln!("  {msg}")))?;
+    Ok(())
+}
+
+/// A reachable manager of the swarm: (machine, api).
+fn reachable_manager(ctx: &Ctx, record: &SwarmRecord, rt: &tokio::runtime::Runtime) -> Result<(MachineRecord, BollardApi)> {
+    for name in &record.managers {
+        let Ok(m) = ctx.home.load_machine(name) else { continue };
+        let Ok(api) = connect(&endpoint(ctx, &m), 10) else { continue };
+        if rt.block_on(api.ping()).is_ok() {
+            return Ok((m, api));
+        }
+    }
+    bail!("no manager of swarm {} answers (are its machines running? see `n2d ls`)", record.prefix)
+}
+
+fn report_existing(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
+    let rt = runtime()?;
+    let (m, api) = reachable_manager(ctx, record, &rt)?;
+    let nodes = rt.block_on(swarm_health(Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api }))?;
+    let expected = record.managers.len() + record.workers.len() + record.external_hosts.len();
+    let ready = nodes.iter().filter(|n| n.ready()).count();
+    if ready >= expected {
+        eprintln!("Swarm {} already exists and all {ready} nodes are Ready: nothing to do", record.prefix);
+        print_summary(ctx, record)?;
+        return Ok(());
+    }
+    bail!(UsageError(format!(
+        "swarm {} already exists but only {ready} of {expected} nodes are Ready: fix it with `n2d swarm scale`, or remove it with `n2d swarm rm {}`",
+        record.prefix, record.prefix
+    )))
+}
+
+fn print_summary(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
+    let rt = runtime()?;
+    let (m, api) = reachable_manager(ctx, record, &rt)?;
+    let nodes = rt.block_on(swarm_health(Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api }))?;
+    println!("{:<20} {:<8} {:<15} {:<8} {:<10}", "NODE", "ROLE", "IP", "STATE", "AVAILABILITY");
+    for n in nodes {
+        println!(
+            "{:<20} {:<8} {:<15} {:<8} {:<10}",
+            n.hostname,
+            n.role.to_string(),
+            n.addr.clone().unwrap_or_default(),
+            format!("{:?}", n.state).to_lowercase(),
+            format!("{:?}", n.availability).to_lowercase()
+        );
+    }
+    Ok(())
+}
+
+fn ls(ctx: &Ctx) -> Result<()> {
+    let Ok(dir) = std::fs::read_dir(ctx.home.swarms_dir()) else {
+        println!("{:<16} {:<9} {:<8} {:<8}", "SWARM", "MANAGERS", "WORKERS", "READY");
+        return Ok(());
+    };
+    let rt = runtime()?;
+    println!("{:<16} {:<9} {:<8} {:<8}", "SWARM", "MANAGERS", "WORKERS", "READY");
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string))
+        .collect();
+    names.sort();
+    for name in names {
+        let record = match load_swarm(ctx, &name) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("{name:<16} error: {e}");
+                continue;
+            }
+        };
+        let total = record.managers.len() + record.workers.len() + record.external_hosts.len();
+        let ready = reachable_manager(ctx, &record, &rt)
+            .ok()
+            .and_then(|(m, api)| {
+                rt.block_on(swarm_health(Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api })).ok()
+            })
+            .map(|nodes| format!("{}/{total}", nodes.iter().filter(|n| n.ready()).count()))
+            .unwrap_or_else(|| format!("?/{total} (no manager answers)"));
+        println!(
+            "{:<16} {:<9} {:<8} {:<8}",
+            name,
+            record.managers.len(),
+            record.workers.len() + record.external_hosts.len(),
+            ready
+        );
+    }
+    Ok(())
+}
+
+fn env(ctx: &Ctx, name: &str, shell: Shell) -> Result<()> {
+    let record = load_swarm(ctx, name)?;
+    let rt = runtime()?;
+    let (m, _) = reachable_manager(ctx, &record, &rt)?;
+    let certs = ctx.home.certs_dir();
+    print!(
+        "{}",
+        super::env::render(shell, &m.docker_host(), Some(&certs.to_string_lossy()), &format!("n2d swarm env {name}"))
+    );
+    Ok(())
+}
+
+fn rm(ctx: &Ctx, name: &str) -> Result<()> {
+    let record = load_swarm(ctx, name)?;
+    // External hosts leave the swarm; their machines are not ours to touch.
+    if !record.external_hosts.is_empty() {
+        let rt = runtime()?;
+        for host in &record.external_hosts {
+            let ep = external_endpoint(host);
+            match connect(&ep, 30).and_then(|api| Ok(rt.block_on(api.leave_swarm(true))?)) {
+                Ok(()) => eprintln!("{} left the swarm", host.name),
+                Err(e) => eprintln!("warning: {} could not be made to leave the swarm: {e:#}", host.name),
+            }
+        }
+    }
+    for node in record.managers.iter().chain(&record.workers) {
+        if ctx.home.machine_exists(node) {
+            remove_machine(ctx, node, true)?;
+            eprintln!("{node} removed");
+        }
+    }
+    std::fs::remove_file(record_path(ctx, name)).ok();
+    eprintln!("Swarm {name} removed");
+    Ok(())
+}
+
+fn external_endpoint(host: &ExternalHost) -> Endpoint {
+    let ip = host
+        .docker_host
+        .trim_start_matches("tcp://")
+        .split(':')
+        .next()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    Endpoint { name: host.name.clone(), ip, docker_host: host.docker_host.clone(), tls: host.tls.clone() }
+}
+
+fn scale(ctx: &Ctx, name: &str, workers: Option<u32>, managers: Option<u32>, timeout: u64) -> Result<()> {
+    let mut record = load_swarm(ctx, name)?;
+    let want_managers = managers.unwrap_or(record.managers.len() as u32);
+    let want_workers = workers.unwrap_or(record.workers.len() as u32);
+    let plan = plan_scale(&record.managers, &record.workers, want_managers, want_workers, &record.prefix)?;
+    if plan.is_empty() {
+        eprintln!("Swarm {name} already has {want_managers} managers and {want_workers} workers");
+        return Ok(());
+    }
+    let rt = runtime()?;
+    if !plan.add.is_empty() {
+        let image = resolve_image(ctx, None)?.manifest.id;
+        let spec = SwarmSpec { prefix: record.prefix.clone(), ..SwarmSpec::default() };
+        let specs = plan.add.iter().map(|n| machine_spec(&spec, n, &image)).collect::<Result<Vec<_>>>()?;
+        check_capacity(ctx, &specs)?;
+        let (made, result) = create_nodes(ctx, &specs, name, Duration::from_secs(timeout));
+        let mut all_plan: Vec<NodePlan> = Vec::new();
+        let mut all_made: Vec<MachineRecord> = Vec::new();
+        for (names, role) in [(&record.managers, NodeRole::Manager), (&record.workers, NodeRole::Worker)] {
+            for n in names {
+                let index = n2d_spec::swarm::node_index(&record.prefix, role, n).unwrap_or(0);
+                all_plan.push(NodePlan::new(&record.prefix, role, index));
+                all_made.push(ctx.home.load_machine(n)?);
+            }
+        }
+        all_plan.extend(plan.add.iter().cloned());
+        all_made.extend(made.iter().cloned());
+        if let Err(e) = result.and_then(|()| form(ctx, &all_plan, &all_made, Duration::from_secs(timeout))) {
+            for m in &made {
+                let _ = remove_machine(ctx, m.spec.name.as_str(), true);
+            }
+            return Err(e);
+        }
+        for n in &plan.add {
+            match n.role {
+                NodeRole::Manager => record.managers.push(n.name.clone()),
+                NodeRole::Worker => record.workers.push(n.name.clone()),
+            }
+        }
+        save_swarm(ctx, &record)?;
+    }
+    if !plan.remove.is_empty() {
+        let (m, api) = reachable_manager(ctx, &record, &rt)?;
+        if plan.remove.iter().any(|r| r == m.spec.name.as_str()) {
+            bail!("removing the manager n2d talks to ({}) is not supported yet: scale workers, or remove managers other than the first", m.spec.name);
+        }
+        let mut leaving = Vec::new();
+        for r in &plan.remove {
+            let node = ctx.home.load_machine(r)?;
+            leaving.push((r.clone(), connect(&endpoint(ctx, &node), 60)?));
+        }
+        let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
+        rt.block_on(remove_nodes(manager, &leaving, RemoveTimeouts::default(), |msg| eprintln!("  {msg}")))?;
+        for r in &plan.remove {
+            remove_machine(ctx, r, true)?;
+            record.managers.retain(|n| n != r);
+            record.workers.retain(|n| n != r);
+            save_swarm(ctx, &record)?;
+            eprintln!("{r} removed");
+        }
+    }
+    print_summary(ctx, &record)
+}
+
+fn load(ctx: &Ctx, name: &str, archive: &std::path::Path) -> Result<()> {
+    check_docker_save_archive(archive).map_err(|e| UsageError::new(format!("{e}")))?;
+    let record = load_swarm(ctx, name)?;
+    let mut nodes = Vec::new();
+    for n in record.managers.iter().chain(&record.workers) {
+        let m = ctx.home.load_machine(n)?;
+        nodes.push((n.clone(), connect(&endpoint(ctx, &m), 3600)?));
+    }
+    for host in &record.external_hosts {
+        nodes.push((host.name.clone(), connect(&external_endpoint(host), 3600)?));
+    }
+    let last_percent = std::sync::Arc::new(Mutex::new(std::collections::HashMap::<String, u64>::new()));
+    let loaded = runtime()?.block_on(load_image_everywhere(&nodes, archive, move |p| {
+        let percent = if p.total == 0 { 100 } else { p.sent * 100 / p.total };
+        let mut seen = last_percent.lock().unwrap();
+        let prev = seen.entry(p.node.to_string()).or_insert(u64::MAX);
+        if *prev == u64::MAX || percent >= *prev + 25 || (percent == 100 && *prev != 100) {
+            *prev = percent;
+            eprintln!("  {}: {percent}%", p.node);
+        }
+    }))?;
+    for (node, images) in loaded {
+        eprintln!("{node}: {}", images.join(", "));
+    }
+    Ok(())
+}
+
+fn add_host(ctx: &Ctx, args: AddHostArgs) -> Result<()> {
+    let mut record = load_swarm(ctx, &args.name)?;
+    let labels = args
+        .labels
+        .iter()
+        .map(|l| n2d_spec::machine::parse_label(l))
+        .collect::<Result<std::collections::BTreeMap<_, _>, _>>()?;
+    let tls = match (&args.tlscacert, &args.tlscert, &args.tlskey) {
+        (Some(ca), Some(cert), Some(key)) => Some(TlsPaths { ca: ca.clone(), cert: cert.clone(), key: key.clone() }),
+        (None, None, None) => None,
+        _ => bail!(UsageError("give all of --tlscacert, --tlscert and --tlskey, or none".into())),
+    };
+    let host_name = args.host_name.clone().unwrap_or_else(|| {
+        args.host.trim_start_matches("tcp://").split(':').next().unwrap_or("host").to_string()
+    });
+    let ext = ExternalHost { name: host_name.clone(), docker_host: args.host.clone(), tls, labels: labels.clone() };
+    let ep = external_endpoint(&ext);
+    let rt = runtime()?;
+    let worker = connect(&ep, 60)?;
+    let (m, api) = reachable_manager(ctx, &record, &rt)?;
+    let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
+    let advertise = (!ep.ip.is_unspecified()).then_some(ep.ip);
+    rt.block_on(join_external_worker(manager, &host_name, &worker, advertise, &labels, Duration::from_secs(300)))?;
+    record.external_hosts.push(ext);
+    save_swarm(ctx, &record)?;
+    eprintln!("{host_name} joined swarm {} as a worker", record.prefix);
     Ok(())
 }

@@ -1,0 +1,167 @@
+//! Shared plumbing of the end-to-end tests: a network namespace per test, the real `n2d`
+//! binary, the host's real `docker` CLI, and cleanup of everything made, pass or fail.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Whether e2e tests should run (they need root, QEMU and network access for the image).
+pub fn enabled(test: &str) -> bool {
+    if std::env::var_os("N2D_E2E").is_some() {
+        return true;
+    }
+    eprintln!("skipping {test}: set N2D_E2E=1 to boot real VMs (needs root and qemu-system-x86)");
+    false
+}
+
+pub fn n2d_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_n2d")
+}
+
+/// State shared by the e2e tests: the image is built once (in the host's namespace).
+pub fn e2e_home() -> PathBuf {
+    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-home");
+    std::fs::create_dir_all(&home).unwrap();
+    home
+}
+
+pub fn init_binary() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let p = root.join("target/x86_64-unknown-linux-musl/release/n2d-init");
+    assert!(p.exists(), "build n2d-init first: cargo build --release -p n2d-init --target x86_64-unknown-linux-musl");
+    p
+}
+
+/// Builds the default image in the host's namespace (it fetches Debian packages).
+pub fn build_image(home: &Path) {
+    let out = Command::new(n2d_bin())
+        .args(["image", "build"])
+        .env("N2D_HOME", home)
+        .env("N2D_INIT", init_binary())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "image build failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr).trim());
+}
+
+/// A network namespace that exists for the life of the test, with only loopback up.
+/// Dropping it kills the QEMU processes of machines in `home` that run in it, then deletes it.
+pub struct Netns {
+    pub name: String,
+    pub home: PathBuf,
+}
+
+impl Netns {
+    pub fn new(name: &str, home: &Path) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        run_ok(Command::new("ip").args(["netns", "add", name]));
+        let ns = Netns { name: name.to_string(), home: home.to_path_buf() };
+        run_ok(Command::new("ip").args(["netns", "exec", name, "ip", "link", "set", "lo", "up"]));
+        ns
+    }
+
+    /// A command run inside the namespace, with N2D_HOME set.
+    pub fn cmd(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]).args(args).env("N2D_HOME", &self.home);
+        c
+    }
+
+    pub fn n2d(&self, args: &[&str]) -> Output {
+        let out = self.cmd(n2d_bin(), args).output().unwrap();
+        eprintln!("$ n2d {}\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim_end());
+        out
+    }
+
+    pub fn n2d_ok(&self, args: &[&str]) -> String {
+        let out = self.n2d(args);
+        assert!(out.status.success(), "n2d {} failed", args.join(" "));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The host's docker CLI inside the namespace, with the given environment.
+    pub fn docker(&self, env: &[(String, String)], args: &[&str]) -> Output {
+        let mut c = self.cmd("docker", args);
+        c.env_remove("DOCKER_HOST").env_remove("DOCKER_TLS_VERIFY").env_remove("DOCKER_CERT_PATH");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+
+    pub fn docker_ok(&self, env: &[(String, String)], args: &[&str]) -> String {
+        let out = self.docker(env, args);
+        assert!(
+            out.status.success(),
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Pids of QEMU processes running in this namespace.
+    pub fn qemu_pids(&self) -> Vec<i32> {
+        let out = Command::new("ip").args(["netns", "pids", &self.name]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .filter(|pid: &i32| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with("qemu-system"))
+            })
+            .collect()
+    }
+
+    /// Links (bridges, taps) in the namespace other than loopback.
+    pub fn links(&self) -> Vec<String> {
+        let out = self.cmd("ip", &["-o", "link", "show"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().split('@').next().unwrap_or("").to_string()))
+            .filter(|n| n != "lo")
+            .collect()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Only the QEMU processes this test started: those living in its namespace.
+        for pid in self.qemu_pids() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        // Machines of this test: their state goes with them.
+        let _ = std::fs::remove_dir_all(self.home.join("machines"));
+        let _ = std::fs::remove_dir_all(self.home.join("networks"));
+        let _ = std::fs::remove_dir_all(self.home.join("swarms"));
+    }
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Parses `export K="V"` lines of `n2d env`.
+pub fn parse_env(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        .collect()
+}
+
+/// A tiny image made locally (no registry here): a static busybox in a tarball, `docker import`ed.
+pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
+    let root = dir.join("bb-root");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("install busybox-static");
+    for applet in ["sh", "echo", "httpd", "cat", "hostname"] {
+        let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
+    }
+    let tar = dir.join("busybox-rootfs.tar");
+    run_ok(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg("."));
+    tar
+}

@@ -1,0 +1,84 @@
+//! End to end: one Docker host, booted for real under QEMU, judged by the host's docker CLI.
+//! Runs with N2D_E2E=1 as root; everything but the image build happens in a network namespace.
+
+mod common;
+use common::*;
+
+#[test]
+fn one_docker_host_over_tls() {
+    if !enabled("one_docker_host_over_tls") {
+        return;
+    }
+    let home = e2e_home();
+    build_image(&home);
+    let work = tempfile::tempdir().unwrap();
+    let tar = busybox_rootfs_tar(work.path());
+    let ns = Netns::new("n2d-e2e-host", &home);
+
+    // Bad input: usage errors (exit 2) and nothing created.
+    for bad in [&["create", "Bad_Name"][..], &["create", "h1", "--memory", "lots"], &["create", "h1", "--cpus", "0"]] {
+        let out = ns.n2d(bad);
+        assert_eq!(out.status.code(), Some(2), "n2d {bad:?}");
+    }
+    assert!(ns.n2d_ok(&["ls", "--json"]).trim() == "[]");
+
+    let created = ns.n2d_ok(&["create", "h1", "--cpus", "2", "--memory", "1536M"]);
+    let ip = created.lines().next().unwrap().trim().to_string();
+    assert_eq!(ns.n2d_ok(&["ip", "h1"]).trim(), ip);
+    let env = parse_env(&ns.n2d_ok(&["env", "h1"]));
+    assert_eq!(env.iter().find(|(k, _)| k == "DOCKER_HOST").unwrap().1, format!("tcp://{ip}:2376"));
+
+    // The real docker CLI over TLS: info, import, run.
+    let info = ns.docker_ok(&env, &["info", "--format", "{{.Name}} {{.OperatingSystem}}"]);
+    assert!(info.starts_with("h1 "), "{info}");
+    ns.docker_ok(&env, &["import", tar.to_str().unwrap(), "n2d-test/busybox:1"]);
+    let hello = ns.docker_ok(&env, &["run", "--rm", "n2d-test/busybox:1", "/bin/echo", "hello-from-h1"]);
+    assert_eq!(hello.trim(), "hello-from-h1");
+
+    // Without a client certificate, or without TLS, the engine refuses.
+    let host = format!("tcp://{ip}:2376");
+    let plain = ns.docker(&[], &["-H", &host, "info"]);
+    assert!(!plain.status.success(), "plain HTTP to the TLS port must fail");
+    let ca = home.join("certs/ca.pem");
+    let no_cert = ns.docker(&[], &["--tls", "--tlscacert", ca.to_str().unwrap(), "-H", &host, "version"]);
+    assert!(!no_cert.status.success(), "TLS without a client certificate must fail");
+    let port_2375 = ns.docker(&[], &["-H", &format!("tcp://{ip}:2375"), "info"]);
+    assert!(!port_2375.status.success(), "nothing may listen on plain 2375");
+
+    // A duplicate name is a usage error.
+    assert_eq!(ns.n2d(&["create", "h1"]).status.code(), Some(2));
+
+    // Stop/start keeps the IP and the data disk (the imported image).
+    ns.n2d_ok(&["stop", "h1"]);
+    assert!(ns.qemu_pids().is_empty(), "stop left QEMU running");
+    assert!(ns.n2d_ok(&["ls"]).contains("stopped"));
+    ns.n2d_ok(&["start", "h1"]);
+    assert_eq!(ns.n2d_ok(&["ip", "h1"]).trim(), ip);
+    let images = ns.docker_ok(&env, &["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.contains("n2d-test/busybox:1"), "image lost across restart: {images}");
+
+    // The console gives a root shell in the guest.
+    let mut console = ns.cmd(n2d_bin(), &["console", "h1"]);
+    let out = {
+        use std::io::Write;
+        let mut child = console
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"echo console-$((40+2)) $(id -u)\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("console-42 0"), "console output: {text}");
+
+    // rm leaves no QEMU, tap or files.
+    assert_eq!(ns.n2d(&["rm", "h1"]).status.code(), Some(2), "rm of a running machine needs -f");
+    ns.n2d_ok(&["rm", "-f", "h1"]);
+    assert!(ns.qemu_pids().is_empty(), "rm left QEMU running");
+    assert_eq!(ns.links(), Vec::<String>::new(), "rm left links behind");
+    assert!(!home.join("machines/h1").exists());
+}
