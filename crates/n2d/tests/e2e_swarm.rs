@@ -1,0 +1,110 @@
+//! End to end: the default swarm (1 manager + 3 workers) under QEMU, judged by the host's
+//! docker CLI: nodes Ready, image loaded without a registry, a stack with an overlay network
+//! and a published port answering on every node (routing mesh), scale down, tear down.
+
+mod common;
+use common::*;
+use std::process::Command;
+
+#[test]
+fn default_swarm_runs_a_stack() {
+    if !enabled("default_swarm_runs_a_stack") {
+        return;
+    }
+    let home = e2e_home();
+    build_image(&home);
+    let work = tempfile::tempdir().unwrap();
+    let ns = Netns::new("n2d-e2e-swarm", &home);
+
+    // Bad input is refused before any VM starts.
+    assert_eq!(ns.n2d(&["swarm", "create", "--managers", "0"]).status.code(), Some(2));
+    assert_eq!(ns.n2d(&["swarm", "create", "--label", "zone=a@n2d-wrkr-9"]).status.code(), Some(2));
+    assert_eq!(ns.n2d(&["swarm", "create", "--workers", "x"]).status.code(), Some(2));
+    assert!(ns.qemu_pids().is_empty());
+
+    let started = std::time::Instant::now();
+    ns.n2d_ok(&["swarm", "create", "--memory", "1280M", "--label", "zone=a@n2d-wrkr-0"]);
+    eprintln!("swarm create took {:.1}s", started.elapsed().as_secs_f64());
+    let env = parse_env(&ns.n2d_ok(&["swarm", "env", "n2d"]));
+
+    let nodes = ns.docker_ok(&env, &["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"]);
+    let mut lines: Vec<&str> = nodes.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["n2d-mngr-0 Ready Leader", "n2d-wrkr-0 Ready ", "n2d-wrkr-1 Ready ", "n2d-wrkr-2 Ready "],
+        "{nodes}"
+    );
+    let zone = ns.docker_ok(&env, &["node", "inspect", "n2d-wrkr-0", "--format", "{{index .Spec.Labels \"zone\"}}"]);
+    assert_eq!(zone.trim(), "a");
+
+    // An image built locally, saved, and loaded onto every node (no registry involved).
+    let tar = busybox_rootfs_tar(work.path());
+    let mngr_ip = ns.n2d_ok(&["ip", "n2d-mngr-0"]).trim().to_string();
+    let mngr_env = parse_env(&ns.n2d_ok(&["env", "n2d-mngr-0"]));
+    ns.docker_ok(&mngr_env, &["import", tar.to_str().unwrap(), "n2d-test/web:1"]);
+    let saved = work.path().join("web.tar");
+    ns.docker_ok(&mngr_env, &["save", "-o", saved.to_str().unwrap(), "n2d-test/web:1"]);
+    ns.n2d_ok(&["swarm", "load", "n2d", saved.to_str().unwrap()]);
+    let not_an_archive = work.path().join("junk.tar");
+    std::fs::write(&not_an_archive, b"not a tar").unwrap();
+    assert_eq!(ns.n2d(&["swarm", "load", "n2d", not_an_archive.to_str().unwrap()]).status.code(), Some(2));
+
+    // A stack: 3 replicas behind the routing mesh on 8080, on an overlay network.
+    let compose = work.path().join("stack.yml");
+    std::fs::write(
+        &compose,
+        r#"version: "3.8"
+services:
+  web:
+    image: n2d-test/web:1
+    command: ["/bin/sh", "-c", "echo hello-from-$$(hostname) > /index.html && exec /bin/httpd -f -p 80 -h /"]
+    ports: ["8080:80"]
+    networks: [front]
+    deploy:
+      replicas: 3
+networks:
+  front:
+    driver: overlay
+"#,
+    )
+    .unwrap();
+    ns.docker_ok(&env, &["stack", "deploy", "-c", compose.to_str().unwrap(), "demo"]);
+    let ips: Vec<String> = ["n2d-mngr-0", "n2d-wrkr-0", "n2d-wrkr-1", "n2d-wrkr-2"]
+        .iter()
+        .map(|n| ns.n2d_ok(&["ip", n]).trim().to_string())
+        .collect();
+    assert!(ips.contains(&mngr_ip));
+    for ip in &ips {
+        assert!(wait_http(&ns, ip, 8080, 300), "routing mesh: nothing answers on {ip}:8080");
+    }
+
+    // Scale down: one worker drained and removed; the service keeps answering.
+    ns.n2d_ok(&["swarm", "scale", "n2d", "--workers", "2"]);
+    let nodes = ns.docker_ok(&env, &["node", "ls", "--format", "{{.Hostname}}"]);
+    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    assert!(!nodes.contains("n2d-wrkr-2"));
+    assert!(wait_http(&ns, &mngr_ip, 8080, 120), "service lost after scale down");
+
+    ns.n2d_ok(&["swarm", "rm", "n2d"]);
+    assert!(ns.qemu_pids().is_empty(), "swarm rm left QEMU running");
+    assert_eq!(ns.links(), Vec::<String>::new(), "swarm rm left links behind");
+    assert!(ns.n2d_ok(&["ls", "--json"]).trim() == "[]");
+}
+
+/// Polls http://ip:port/ from inside the namespace (busybox wget), up to `secs` seconds.
+fn wait_http(ns: &Netns, ip: &str, port: u16, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "busybox", "wget", "-q", "-T", "5", "-O", "-"])
+            .arg(format!("http://{ip}:{port}/"))
+            .output()
+            .unwrap();
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("hello-from-") {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+    false
+}
