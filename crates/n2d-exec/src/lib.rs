@@ -49,7 +49,9 @@ impl Cmd {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    #[error("`{program}` is not installed: install the Debian package `{package}` (apt-get install {package})")]
+    #[error(
+        "`{program}` is not installed: install the Debian package `{package}` (apt-get install {package})"
+    )]
     NotInstalled { program: String, package: &'static str },
     #[error("could not run `{command}`")]
     Spawn {
@@ -115,20 +117,23 @@ pub fn is_installed(program: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// A scripted answer: (substring of the command line, stdout or error message).
+type Answer = (String, Result<Vec<u8>, String>);
+
 /// A fake for unit tests: records every command and answers from a script of results.
 #[derive(Default)]
 pub struct RecordingRunner {
     pub calls: Mutex<Vec<String>>,
-    /// (substring of the command line, stdout to return or error message); first match wins.
-    pub answers: Mutex<Vec<(String, Result<Vec<u8>, String>)>>,
+    /// First match wins.
+    answers: Mutex<Vec<Answer>>,
 }
 
 impl RecordingRunner {
     pub fn answer(&self, matching: &str, result: Result<&str, &str>) {
-        self.answers.lock().unwrap().push((
-            matching.to_string(),
-            result.map(|s| s.as_bytes().to_vec()).map_err(str::to_string),
-        ));
+        self.answers
+            .lock()
+            .unwrap()
+            .push((matching.to_string(), result.map(|s| s.as_bytes().to_vec()).map_err(str::to_string)));
     }
 
     pub fn calls(&self) -> Vec<String> {

@@ -96,8 +96,14 @@ const TOOLS: [(&str, &str); 5] = [
 /// Fails with the first missing tool and its package.
 pub fn check_tools() -> Result<(), BuildError> {
     for (program, package) in TOOLS {
-        if !is_installed(program) && !is_installed(&format!("/usr/sbin/{program}")) && !is_installed(&format!("/sbin/{program}")) {
-            return Err(BuildError::MissingTool(ExecError::NotInstalled { program: program.into(), package }));
+        if !is_installed(program)
+            && !is_installed(&format!("/usr/sbin/{program}"))
+            && !is_installed(&format!("/sbin/{program}"))
+        {
+            return Err(BuildError::MissingTool(ExecError::NotInstalled {
+                program: program.into(),
+                package,
+            }));
         }
     }
     Ok(())
@@ -138,7 +144,8 @@ pub fn build_image(
         .run(&id, progress)
         .and_then(|manifest| {
             let final_dir = home.images_dir().join(&id);
-            fs::rename(staging.join("out"), &final_dir).map_err(|source| BuildError::Io { stage: Stage::Store, source })?;
+            fs::rename(staging.join("out"), &final_dir)
+                .map_err(|source| BuildError::Io { stage: Stage::Store, source })?;
             Ok(Image { dir: final_dir, manifest })
         });
     // The staging tree (a whole Debian userland) is never kept, built or not.
@@ -169,29 +176,46 @@ impl Builder<'_> {
         let db = kernel.module_db().map_err(|source| BuildError::Io { stage: Stage::Modules, source })?;
         let mut names = self.recipe.boot_modules.clone();
         names.extend(self.recipe.initrd_modules.iter().cloned());
-        let rootfs_modules = db.select(&names, &self.recipe.module_dirs).map_err(BuildError::UnknownModules)?;
+        let rootfs_modules =
+            db.select(&names, &self.recipe.module_dirs).map_err(BuildError::UnknownModules)?;
         self.install_modules(&kernel, &rootfs, &rootfs_modules, &self.recipe.boot_modules)?;
         let initrd_tree = self.staging.join("initrd");
-        let initrd_modules = db.select(&self.recipe.initrd_modules, &[]).map_err(BuildError::UnknownModules)?;
+        let initrd_modules =
+            db.select(&self.recipe.initrd_modules, &[]).map_err(BuildError::UnknownModules)?;
         self.install_modules(&kernel, &initrd_tree, &initrd_modules, &self.recipe.initrd_modules)?;
         trim_rootfs(&rootfs).map_err(|source| BuildError::Io { stage: Stage::Modules, source })?;
 
         progress(Stage::RootImage);
-        let rootfs_unpacked_bytes = tree_size(&rootfs).map_err(|source| BuildError::Io { stage: Stage::RootImage, source })?;
+        let rootfs_unpacked_bytes =
+            tree_size(&rootfs).map_err(|source| BuildError::Io { stage: Stage::RootImage, source })?;
         let erofs = out.join(ROOTFS_FILE);
-        self.tool(Stage::RootImage, Cmd::new("mkfs.erofs", "erofs-utils").args([
-            "-zlz4hc".into(),
-            "-T0".into(),
-            "--all-root".into(),
-            erofs.clone().into_os_string(),
-            rootfs.clone().into_os_string(),
-        ]))?;
+        self.tool(
+            Stage::RootImage,
+            Cmd::new("mkfs.erofs", "erofs-utils").args([
+                "-zlz4hc".into(),
+                "-T0".into(),
+                "--all-root".into(),
+                erofs.clone().into_os_string(),
+                rootfs.clone().into_os_string(),
+            ]),
+        )?;
 
         progress(Stage::Initramfs);
         let cpio = self.staging.join("initrd.cpio");
-        self.write_initramfs(&initrd_tree, &cpio).map_err(|source| BuildError::Io { stage: Stage::Initramfs, source })?;
+        self.write_initramfs(&initrd_tree, &cpio)
+            .map_err(|source| BuildError::Io { stage: Stage::Initramfs, source })?;
         let initrd = out.join(INITRD_FILE);
-        self.tool(Stage::Initramfs, Cmd::new("lz4", "lz4").args(["-l".into(), "-9".into(), "-q".into(), "-f".into(), cpio.into_os_string(), initrd.clone().into_os_string()]))?;
+        self.tool(
+            Stage::Initramfs,
+            Cmd::new("lz4", "lz4").args([
+                "-l".into(),
+                "-9".into(),
+                "-q".into(),
+                "-f".into(),
+                cpio.into_os_string(),
+                initrd.clone().into_os_string(),
+            ]),
+        )?;
 
         progress(Stage::Store);
         let io = |source| BuildError::Io { stage: Stage::Store, source };
@@ -237,7 +261,13 @@ impl Builder<'_> {
             .arg("--quiet")
             .arg("--variant=essential")
             .arg(format!("--include={}", self.recipe.packages.join(",")));
-        for excluded in ["/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*", "/usr/share/info/*", "/usr/share/lintian/*"] {
+        for excluded in [
+            "/usr/share/doc/*",
+            "/usr/share/man/*",
+            "/usr/share/locale/*",
+            "/usr/share/info/*",
+            "/usr/share/lintian/*",
+        ] {
             cmd = cmd.arg(format!("--dpkgopt=path-exclude={excluded}"));
         }
         cmd = cmd.arg(format!("--customize-hook={hook}")).arg(&self.recipe.suite).arg(rootfs.as_os_str());
@@ -283,7 +313,10 @@ impl Builder<'_> {
             let target = dest.join(module.trim_end_matches(".xz"));
             fs::create_dir_all(target.parent().expect("module path has a parent")).map_err(io)?;
             let bytes = if module.ends_with(".xz") {
-                self.tool(Stage::Modules, Cmd::new("xz", "xz-utils").arg("-dc").arg(kernel.modules_dir.join(module)))?
+                self.tool(
+                    Stage::Modules,
+                    Cmd::new("xz", "xz-utils").arg("-dc").arg(kernel.modules_dir.join(module)),
+                )?
             } else {
                 fs::read(kernel.modules_dir.join(module)).map_err(io)?
             };
@@ -364,8 +397,11 @@ fn trim_rootfs(rootfs: &Path) -> io::Result<()> {
 }
 
 fn only_entry(dir: &Path) -> Option<String> {
-    let mut names: Vec<String> =
-        fs::read_dir(dir).ok()?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     names.pop()
 }

@@ -41,7 +41,15 @@ impl<W: Write> CpioWriter<W> {
         Ok(self.out)
     }
 
-    fn header(&mut self, ino: u32, mode: u32, nlink: u32, size: u32, rdev: (u32, u32), name: &str) -> io::Result<()> {
+    fn header(
+        &mut self,
+        ino: u32,
+        mode: u32,
+        nlink: u32,
+        size: u32,
+        rdev: (u32, u32),
+        name: &str,
+    ) -> io::Result<()> {
         let fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
         let mut header = String::from("070701");
         for f in fields {

@@ -70,13 +70,14 @@ pub fn list_images(home: &Home) -> Vec<Image> {
             Some(Image { dir: e.path(), manifest })
         })
         .collect();
-    images.sort_by(|a, b| b.manifest.created_unix.cmp(&a.manifest.created_unix));
+    images.sort_by_key(|i| std::cmp::Reverse(i.manifest.created_unix));
     images
 }
 
 /// Finds an image by ID or unique ID prefix.
 pub fn find_image(home: &Home, id: &str) -> Result<Image, ImageError> {
-    let matches: Vec<Image> = list_images(home).into_iter().filter(|i| i.manifest.id.starts_with(id)).collect();
+    let matches: Vec<Image> =
+        list_images(home).into_iter().filter(|i| i.manifest.id.starts_with(id)).collect();
     match matches.len() {
         0 => Err(ImageError::NotFound(id.to_string())),
         1 => Ok(matches.into_iter().next().expect("one")),

@@ -51,7 +51,9 @@ impl ModuleDb {
         if !unknown.is_empty() {
             return Err(unknown);
         }
-        wanted.extend(self.deps.keys().filter(|p| prefixes.iter().any(|pre| p.starts_with(pre.as_str()))).cloned());
+        wanted.extend(
+            self.deps.keys().filter(|p| prefixes.iter().any(|pre| p.starts_with(pre.as_str()))).cloned(),
+        );
         let mut selected = BTreeSet::new();
         while let Some(path) = wanted.pop() {
             if selected.insert(path.clone()) {
@@ -83,7 +85,8 @@ kernel/drivers/gpu/drm/drm.ko.xz:\n";
     #[test]
     fn selection_pulls_in_dependencies_and_prefixes_only() {
         let db = ModuleDb::parse(DEP, "kernel/fs/ext4/ext4.ko\n");
-        let sel = db.select(&["br-netfilter".into(), "ext4".into()], &["kernel/drivers/block/".into()]).unwrap();
+        let sel =
+            db.select(&["br-netfilter".into(), "ext4".into()], &["kernel/drivers/block/".into()]).unwrap();
         let names: Vec<String> = sel.iter().map(|p| module_name(p)).collect();
         assert_eq!(names, ["virtio_blk", "stp", "br_netfilter", "bridge", "llc"]); // sorted by path
         assert!(!sel.iter().any(|p| p.contains("drm")));

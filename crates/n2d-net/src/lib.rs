@@ -112,11 +112,9 @@ impl<'a> Links<'a> {
     pub fn ipv4_of(&self, dev: &str) -> Result<Option<(Ipv4Addr, u8)>, ExecError> {
         let out = self.ip(&["-j", "-4", "addr", "show", "dev", dev])?;
         let json: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
-        let addr = json
-            .get(0)
-            .and_then(|l| l.get("addr_info"))
-            .and_then(|a| a.get(0))
-            .and_then(|a| Some((a.get("local")?.as_str()?.parse().ok()?, a.get("prefixlen")?.as_u64()? as u8)));
+        let addr = json.get(0).and_then(|l| l.get("addr_info")).and_then(|a| a.get(0)).and_then(|a| {
+            Some((a.get("local")?.as_str()?.parse().ok()?, a.get("prefixlen")?.as_u64()? as u8))
+        });
         Ok(addr)
     }
 
@@ -169,7 +167,8 @@ pub fn ensure_bridge(
     let save = |rec: &NetworkRecord| {
         home.save_network(rec).map_err(|source| NetError::SaveLeases { bridge: bridge.to_string(), source })
     };
-    let known = home.load_network(bridge).map_err(|source| NetError::SaveLeases { bridge: bridge.into(), source })?;
+    let known =
+        home.load_network(bridge).map_err(|source| NetError::SaveLeases { bridge: bridge.into(), source })?;
     if links.exists(bridge) {
         if let Some(rec) = known {
             return Ok(rec);

@@ -13,10 +13,10 @@
 //! old or the new version, never half of one.
 
 use serde::{de::DeserializeOwned, Serialize};
+use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 

@@ -38,7 +38,12 @@ pub fn qemu_argv(vm: &VmConfig, accel: Accel) -> Vec<String> {
     push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
     push(&["-kernel", &vm.kernel.display().to_string(), "-initrd", &vm.initrd.display().to_string()]);
     push(&["-append", KERNEL_CMDLINE]);
-    push(&["-chardev", &format!("file,id=serial0,path={SERIAL_LOG},append=on"), "-serial", "chardev:serial0"]);
+    push(&[
+        "-chardev",
+        &format!("file,id=serial0,path={SERIAL_LOG},append=on"),
+        "-serial",
+        "chardev:serial0",
+    ]);
     // The root filesystem is shared read-only by every VM of the image; n2d-init puts a tmpfs
     // overlay on it, so no per-VM copy (or copy-on-write layer) is needed.
     push(&["-drive", &drive("root", &vm.rootfs, "raw", ",readonly=on")]);

@@ -64,7 +64,9 @@ pub enum VmError {
     },
     #[error("{name} stopped during boot; last console lines:\n{console_tail}")]
     ExitedDuringBoot { name: String, console_tail: String },
-    #[error("{name} did not get its Docker engine up within {timeout:?}; last console lines:\n{console_tail}")]
+    #[error(
+        "{name} did not get its Docker engine up within {timeout:?}; last console lines:\n{console_tail}"
+    )]
     ReadyTimeout { name: String, timeout: Duration, console_tail: String },
     #[error("{name} is not running (start it with `n2d start {name}`)")]
     NotRunning { name: String },

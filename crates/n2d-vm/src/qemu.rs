@@ -151,7 +151,10 @@ impl Hypervisor for Qemu {
                 seen = seen[seen.len() - 32 * 1024..].to_string();
             }
             if self.pid(vm).is_none() {
-                return Err(VmError::ExitedDuringBoot { name: vm.name.clone(), console_tail: console_tail(&vm.dir, 15) });
+                return Err(VmError::ExitedDuringBoot {
+                    name: vm.name.clone(),
+                    console_tail: console_tail(&vm.dir, 15),
+                });
             }
             if Instant::now() >= deadline {
                 return Err(VmError::ReadyTimeout {

@@ -26,12 +26,19 @@ pub fn execute(socket: &Path, name: &str, command: &str) -> Result<Value, VmErro
 }
 
 /// Reads lines until a reply (skipping asynchronous events).
-fn read_reply(reader: &mut impl BufRead, name: &str, command: &str, greeting: bool) -> Result<Value, VmError> {
+fn read_reply(
+    reader: &mut impl BufRead,
+    name: &str,
+    command: &str,
+    greeting: bool,
+) -> Result<Value, VmError> {
     loop {
         let mut line = String::new();
-        let n = reader
-            .read_line(&mut line)
-            .map_err(|source| VmError::Socket { name: name.to_string(), what: "QMP", source })?;
+        let n = reader.read_line(&mut line).map_err(|source| VmError::Socket {
+            name: name.to_string(),
+            what: "QMP",
+            source,
+        })?;
         if n == 0 {
             // QEMU closes the socket when `quit` takes effect.
             return Ok(Value::Null);

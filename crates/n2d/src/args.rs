@@ -4,7 +4,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "n2d", version, about = "Docker hosts and Docker Swarms in tiny local VMs", max_term_width = 100)]
+#[command(
+    name = "n2d",
+    version,
+    about = "Docker hosts and Docker Swarms in tiny local VMs",
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

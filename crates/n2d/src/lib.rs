@@ -16,7 +16,7 @@ use std::ffi::OsString;
 pub struct UsageError(pub String);
 
 impl UsageError {
-    pub fn new(msg: impl Into<String>) -> anyhow::Error {
+    pub fn err(msg: impl Into<String>) -> anyhow::Error {
         anyhow::Error::new(UsageError(msg.into()))
     }
 }
@@ -45,9 +45,7 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
 
 fn exit_code(err: &anyhow::Error) -> i32 {
     let usage = err.chain().any(|c| {
-        c.is::<UsageError>()
-            || c.is::<n2d_spec::machine::SpecError>()
-            || c.is::<n2d_spec::swarm::SpecError>()
+        c.is::<UsageError>() || c.is::<n2d_spec::machine::SpecError>() || c.is::<n2d_spec::swarm::SpecError>()
     });
     if usage {
         2

@@ -18,7 +18,9 @@ impl Step {
         if bar.is_hidden() {
             eprintln!("{label}...");
         } else {
-            bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"),
+            );
             bar.set_message(label.clone());
             bar.enable_steady_tick(Duration::from_millis(120));
         }

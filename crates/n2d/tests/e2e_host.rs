@@ -16,7 +16,9 @@ fn one_docker_host_over_tls() {
     let ns = Netns::new("n2d-e2e-host", &home);
 
     // Bad input: usage errors (exit 2) and nothing created.
-    for bad in [&["create", "Bad_Name"][..], &["create", "h1", "--memory", "lots"], &["create", "h1", "--cpus", "0"]] {
+    for bad in
+        [&["create", "Bad_Name"][..], &["create", "h1", "--memory", "lots"], &["create", "h1", "--cpus", "0"]]
+    {
         let out = ns.n2d(bad);
         assert_eq!(out.status.code(), Some(2), "n2d {bad:?}");
     }
@@ -61,11 +63,8 @@ fn one_docker_host_over_tls() {
     let mut console = ns.cmd(n2d_bin(), &["console", "h1"]);
     let out = {
         use std::io::Write;
-        let mut child = console
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child =
+            console.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).spawn().unwrap();
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(b"echo console-$((40+2)) $(id -u)\n").unwrap();
         std::thread::sleep(std::time::Duration::from_secs(5));

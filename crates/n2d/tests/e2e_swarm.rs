@@ -27,7 +27,8 @@ fn default_swarm_runs_a_stack() {
     eprintln!("swarm create took {:.1}s", started.elapsed().as_secs_f64());
     let env = parse_env(&ns.n2d_ok(&["swarm", "env", "n2d"]));
 
-    let nodes = ns.docker_ok(&env, &["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"]);
+    let nodes =
+        ns.docker_ok(&env, &["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"]);
     let mut lines: Vec<&str> = nodes.lines().collect();
     lines.sort();
     assert_eq!(
@@ -35,7 +36,8 @@ fn default_swarm_runs_a_stack() {
         ["n2d-mngr-0 Ready Leader", "n2d-wrkr-0 Ready ", "n2d-wrkr-1 Ready ", "n2d-wrkr-2 Ready "],
         "{nodes}"
     );
-    let zone = ns.docker_ok(&env, &["node", "inspect", "n2d-wrkr-0", "--format", "{{index .Spec.Labels \"zone\"}}"]);
+    let zone =
+        ns.docker_ok(&env, &["node", "inspect", "n2d-wrkr-0", "--format", "{{index .Spec.Labels \"zone\"}}"]);
     assert_eq!(zone.trim(), "a");
 
     // An image built locally, saved, and loaded onto every node (no registry involved).
@@ -92,12 +94,12 @@ networks:
     assert!(ns.n2d_ok(&["ls", "--json"]).trim() == "[]");
 }
 
-/// Polls http://ip:port/ from inside the namespace (busybox wget), up to `secs` seconds.
+/// Polls http://ip:port/ from inside the namespace (curl), up to `secs` seconds.
 fn wait_http(ns: &Netns, ip: &str, port: u16, secs: u64) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while std::time::Instant::now() < deadline {
         let out = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "busybox", "wget", "-q", "-T", "5", "-O", "-"])
+            .args(["netns", "exec", &ns.name, "curl", "-s", "-m", "5"])
             .arg(format!("http://{ip}:{port}/"))
             .output()
             .unwrap();

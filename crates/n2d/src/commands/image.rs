@@ -20,7 +20,10 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&manifests)?);
                 return Ok(());
             }
-            println!("{:<14} {:<8} {:<28} {:>10} {:>10} {:>12}", "IMAGE ID", "SUITE", "KERNEL", "INITRD", "ROOT", "UNPACKED");
+            println!(
+                "{:<14} {:<8} {:<28} {:>10} {:>10} {:>12}",
+                "IMAGE ID", "SUITE", "KERNEL", "INITRD", "ROOT", "UNPACKED"
+            );
             for i in images {
                 let m = &i.manifest;
                 println!(

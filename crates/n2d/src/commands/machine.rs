@@ -3,7 +3,8 @@
 use crate::args::{CreateArgs, MachineArgs};
 use crate::context::Ctx;
 use crate::provision::{
-    create_machine, load_record, machine_state, remove_machine, resolve_image, start_machine, stop_machine, vm_config,
+    create_machine, load_record, machine_state, remove_machine, resolve_image, start_machine, stop_machine,
+    vm_config,
 };
 use crate::UsageError;
 use anyhow::{Context as _, Result};
@@ -104,7 +105,7 @@ pub fn ip(ctx: &Ctx, name: &str) -> Result<()> {
 
 fn need_names(names: &[String], verb: &str) -> Result<()> {
     if names.is_empty() {
-        return Err(UsageError::new(format!("name the machines to {verb}, e.g. `n2d {verb} h1`")));
+        return Err(UsageError::err(format!("name the machines to {verb}, e.g. `n2d {verb} h1`")));
     }
     Ok(())
 }
@@ -123,7 +124,9 @@ pub fn stop(ctx: &Ctx, names: &[String], timeout: u64) -> Result<()> {
         match stop_machine(ctx, name, Duration::from_secs(timeout))? {
             StopOutcome::AlreadyStopped => eprintln!("{name} was not running"),
             StopOutcome::Graceful => eprintln!("{name} stopped"),
-            StopOutcome::Forced => eprintln!("{name} did not shut down within {timeout}s and was stopped forcibly"),
+            StopOutcome::Forced => {
+                eprintln!("{name} did not shut down within {timeout}s and was stopped forcibly")
+            }
         }
     }
     Ok(())
@@ -171,7 +174,7 @@ pub fn logs(ctx: &Ctx, name: &str, follow: bool) -> Result<()> {
 pub fn console(ctx: &Ctx, name: &str) -> Result<()> {
     let record = load_record(ctx, name)?;
     if machine_state(ctx, &record) != VmState::Running {
-        return Err(UsageError::new(format!("{name} is not running: start it with `n2d start {name}`")));
+        return Err(UsageError::err(format!("{name} is not running: start it with `n2d start {name}`")));
     }
     let image = n2d_image::find_image(&ctx.home, &record.spec.image)?;
     n2d_vm::console::attach(&vm_config(ctx, &record, &image))?;

@@ -12,8 +12,8 @@ use n2d_spec::swarm::{
 };
 use n2d_store::{read_json_opt, write_json, MachineRecord};
 use n2d_swarm::{
-    check_docker_save_archive, form_swarm, join_external_worker, load_image_everywhere, remove_nodes, swarm_health,
-    BollardApi, DockerApi, Endpoint, Manager, RemoveTimeouts, TlsPaths,
+    check_docker_save_archive, form_swarm, join_external_worker, load_image_everywhere, remove_nodes,
+    swarm_health, BollardApi, DockerApi, Endpoint, Manager, RemoveTimeouts, TlsPaths,
 };
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -107,7 +107,9 @@ pub fn run(ctx: &Ctx, cmd: SwarmCommand) -> Result<()> {
         SwarmCommand::Ls => ls(ctx),
         SwarmCommand::Env { name, shell } => env(ctx, &name, shell),
         SwarmCommand::Rm { name } => rm(ctx, &name),
-        SwarmCommand::Scale { name, workers, managers, timeout } => scale(ctx, &name, workers, managers, timeout),
+        SwarmCommand::Scale { name, workers, managers, timeout } => {
+            scale(ctx, &name, workers, managers, timeout)
+        }
         SwarmCommand::Load { name, archive } => load(ctx, &name, &archive),
         SwarmCommand::AddHost(args) => add_host(ctx, args),
     }
@@ -123,7 +125,7 @@ fn record_path(ctx: &Ctx, name: &str) -> PathBuf {
 
 fn load_swarm(ctx: &Ctx, name: &str) -> Result<SwarmRecord> {
     read_json_opt(&record_path(ctx, name))?
-        .ok_or_else(|| UsageError::new(format!("no swarm named {name:?} (see `n2d swarm ls`)")))
+        .ok_or_else(|| UsageError::err(format!("no swarm named {name:?} (see `n2d swarm ls`)")))
 }
 
 fn save_swarm(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
@@ -140,13 +142,15 @@ fn endpoint(ctx: &Ctx, m: &MachineRecord) -> Endpoint {
 }
 
 fn connect(ep: &Endpoint, timeout_secs: u64) -> Result<BollardApi> {
-    BollardApi::connect(ep, timeout_secs).with_context(|| format!("cannot connect to {} ({})", ep.name, ep.docker_host))
+    BollardApi::connect(ep, timeout_secs)
+        .with_context(|| format!("cannot connect to {} ({})", ep.name, ep.docker_host))
 }
 
 /// The swarm spec from the cluster file or the flags.
 fn spec_from_args(args: &SwarmCreateArgs) -> Result<SwarmSpec> {
     let spec = if let Some(file) = &args.file {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
         SwarmSpec::from_yaml(&text)?
     } else {
         let mut spec = SwarmSpec::default();
@@ -190,7 +194,12 @@ const DEFAULT_SWARM_MEMORY: ByteSize = ByteSize(DEFAULT_MEMORY.0 * 3 / 4);
 
 /// Creates the machines of `nodes` in parallel (bounded), returning those made. On error the
 /// ones that were made are returned too, so the caller can roll back.
-fn create_nodes(ctx: &Ctx, specs: &[MachineSpec], swarm: &str, timeout: Duration) -> (Vec<MachineRecord>, Result<()>) {
+fn create_nodes(
+    ctx: &Ctx,
+    specs: &[MachineSpec],
+    swarm: &str,
+    timeout: Duration,
+) -> (Vec<MachineRecord>, Result<()>) {
     // Under TCG every vCPU is a host thread: more parallel boots than this only slow each other.
     let parallel = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4).max(2);
     let made = Mutex::new(Vec::new());
@@ -206,7 +215,10 @@ fn create_nodes(ctx: &Ctx, specs: &[MachineSpec], swarm: &str, timeout: Duration
                 match create_machine(ctx, spec, Some(swarm), timeout) {
                     Ok(rec) => made.lock().unwrap().push(rec),
                     Err(e) => {
-                        first_error.lock().unwrap().get_or_insert(e.context(format!("creating {}", spec.name)));
+                        first_error
+                            .lock()
+                            .unwrap()
+                            .get_or_insert(e.context(format!("creating {}", spec.name)));
                     }
                 }
             });
@@ -239,7 +251,11 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
     let timeout = Duration::from_secs(args.timeout);
     let (made, result) = create_nodes(ctx, &specs, &spec.prefix, timeout);
     let result = result.and_then(|()| {
-        eprintln!("All {} VMs are up ({:.1}s); forming the swarm...", made.len(), started.elapsed().as_secs_f64());
+        eprintln!(
+            "All {} VMs are up ({:.1}s); forming the swarm...",
+            made.len(),
+            started.elapsed().as_secs_f64()
+        );
         form(ctx, &plan, &made, timeout)
     });
     if let Err(e) = result {
@@ -263,7 +279,10 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
 fn check_capacity(ctx: &Ctx, specs: &[MachineSpec]) -> Result<()> {
     let bridge = specs.first().map(|s| s.bridge.clone()).unwrap_or_default();
     let (free, subnet) = match ctx.home.load_network(&bridge)? {
-        Some(net) => (n2d_net::capacity(net.gateway, net.prefix_len) - net.leases.len(), format!("/{}", net.prefix_len)),
+        Some(net) => (
+            n2d_net::capacity(net.gateway, net.prefix_len) - net.leases.len(),
+            format!("/{}", net.prefix_len),
+        ),
         None if bridge == DEFAULT_BRIDGE => (
             n2d_net::capacity(n2d_net::DEFAULT_GATEWAY, n2d_net::DEFAULT_PREFIX_LEN),
             format!("/{}", n2d_net::DEFAULT_PREFIX_LEN),
@@ -293,7 +312,11 @@ fn form(ctx: &Ctx, plan: &[NodePlan], made: &[MachineRecord], timeout: Duration)
 }
 
 /// A reachable manager of the swarm: (machine, api).
-fn reachable_manager(ctx: &Ctx, record: &SwarmRecord, rt: &tokio::runtime::Runtime) -> Result<(MachineRecord, BollardApi)> {
+fn reachable_manager(
+    ctx: &Ctx,
+    record: &SwarmRecord,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(MachineRecord, BollardApi)> {
     for name in &record.managers {
         let Ok(m) = ctx.home.load_machine(name) else { continue };
         let Ok(api) = connect(&endpoint(ctx, &m), 10) else { continue };
@@ -385,7 +408,12 @@ fn env(ctx: &Ctx, name: &str, shell: Shell) -> Result<()> {
     let certs = ctx.home.certs_dir();
     print!(
         "{}",
-        super::env::render(shell, &m.docker_host(), Some(&certs.to_string_lossy()), &format!("n2d swarm env {name}"))
+        super::env::render(
+            shell,
+            &m.docker_host(),
+            Some(&certs.to_string_lossy()),
+            &format!("n2d swarm env {name}")
+        )
     );
     Ok(())
 }
@@ -490,7 +518,7 @@ fn scale(ctx: &Ctx, name: &str, workers: Option<u32>, managers: Option<u32>, tim
 }
 
 fn load(ctx: &Ctx, name: &str, archive: &std::path::Path) -> Result<()> {
-    check_docker_save_archive(archive).map_err(|e| UsageError::new(format!("{e}")))?;
+    check_docker_save_archive(archive).map_err(|e| UsageError::err(format!("{e}")))?;
     let record = load_swarm(ctx, name)?;
     let mut nodes = Vec::new();
     for n in record.managers.iter().chain(&record.workers) {
@@ -502,7 +530,7 @@ fn load(ctx: &Ctx, name: &str, archive: &std::path::Path) -> Result<()> {
     }
     let last_percent = std::sync::Arc::new(Mutex::new(std::collections::HashMap::<String, u64>::new()));
     let loaded = runtime()?.block_on(load_image_everywhere(&nodes, archive, move |p| {
-        let percent = if p.total == 0 { 100 } else { p.sent * 100 / p.total };
+        let percent = (p.sent * 100).checked_div(p.total).unwrap_or(100);
         let mut seen = last_percent.lock().unwrap();
         let prev = seen.entry(p.node.to_string()).or_insert(u64::MAX);
         if *prev == u64::MAX || percent >= *prev + 25 || (percent == 100 && *prev != 100) {
@@ -524,21 +552,31 @@ fn add_host(ctx: &Ctx, args: AddHostArgs) -> Result<()> {
         .map(|l| n2d_spec::machine::parse_label(l))
         .collect::<Result<std::collections::BTreeMap<_, _>, _>>()?;
     let tls = match (&args.tlscacert, &args.tlscert, &args.tlskey) {
-        (Some(ca), Some(cert), Some(key)) => Some(TlsPaths { ca: ca.clone(), cert: cert.clone(), key: key.clone() }),
+        (Some(ca), Some(cert), Some(key)) => {
+            Some(TlsPaths { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
+        }
         (None, None, None) => None,
         _ => bail!(UsageError("give all of --tlscacert, --tlscert and --tlskey, or none".into())),
     };
     let host_name = args.host_name.clone().unwrap_or_else(|| {
         args.host.trim_start_matches("tcp://").split(':').next().unwrap_or("host").to_string()
     });
-    let ext = ExternalHost { name: host_name.clone(), docker_host: args.host.clone(), tls, labels: labels.clone() };
+    let ext =
+        ExternalHost { name: host_name.clone(), docker_host: args.host.clone(), tls, labels: labels.clone() };
     let ep = external_endpoint(&ext);
     let rt = runtime()?;
     let worker = connect(&ep, 60)?;
     let (m, api) = reachable_manager(ctx, &record, &rt)?;
     let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
     let advertise = (!ep.ip.is_unspecified()).then_some(ep.ip);
-    rt.block_on(join_external_worker(manager, &host_name, &worker, advertise, &labels, Duration::from_secs(300)))?;
+    rt.block_on(join_external_worker(
+        manager,
+        &host_name,
+        &worker,
+        advertise,
+        &labels,
+        Duration::from_secs(300),
+    ))?;
     record.external_hosts.push(ext);
     save_swarm(ctx, &record)?;
     eprintln!("{host_name} joined swarm {} as a worker", record.prefix);

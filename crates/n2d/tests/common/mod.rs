@@ -28,7 +28,10 @@ pub fn e2e_home() -> PathBuf {
 pub fn init_binary() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let p = root.join("target/x86_64-unknown-linux-musl/release/n2d-init");
-    assert!(p.exists(), "build n2d-init first: cargo build --release -p n2d-init --target x86_64-unknown-linux-musl");
+    assert!(
+        p.exists(),
+        "build n2d-init first: cargo build --release -p n2d-init --target x86_64-unknown-linux-musl"
+    );
     p
 }
 
@@ -107,7 +110,8 @@ impl Netns {
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .filter(|pid: &i32| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with("qemu-system"))
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.starts_with("qemu-system"))
             })
             .collect()
     }
