@@ -384,13 +384,37 @@ fn link_lib(tree: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Drops what a Docker host never reads: apt's caches and lists, logs of the build.
+/// Directories emptied in the image: apt's caches and lists, logs of the build, docs.
+const EMPTIED_DIRS: [&str; 5] =
+    ["var/cache/apt", "var/lib/apt/lists", "var/log", "usr/share/doc", "usr/share/man"];
+
+/// Files of the installed packages that a Docker host never runs: containerd's debugging
+/// client and its legacy v1 shims (dockerd uses io.containerd.runc.v2), perl (only package
+/// scripts at install time need it), glibc's charset converters.
+const DROPPED_PATHS: [&str; 6] = [
+    "usr/bin/ctr",
+    "usr/bin/containerd-shim",
+    "usr/bin/containerd-shim-runc-v1",
+    "usr/lib/x86_64-linux-gnu/gconv",
+    "usr/lib/x86_64-linux-gnu/perl-base",
+    "usr/bin/perl",
+];
+
+/// Drops what a Docker host never reads.
 fn trim_rootfs(rootfs: &Path) -> io::Result<()> {
-    for dir in ["var/cache/apt", "var/lib/apt/lists", "var/log", "usr/share/doc", "usr/share/man"] {
+    for dir in EMPTIED_DIRS {
         let p = rootfs.join(dir);
         if p.exists() {
             fs::remove_dir_all(&p)?;
             fs::create_dir_all(&p)?;
+        }
+    }
+    for path in DROPPED_PATHS {
+        let p = rootfs.join(path);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&p)?,
+            Ok(_) => fs::remove_file(&p)?,
+            Err(_) => {}
         }
     }
     Ok(())

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever the builder changes what it produces from the same inputs.
-const BUILDER_VERSION: u32 = 1;
+const BUILDER_VERSION: u32 = 2;
 
 /// The inputs of an image build. Its hash is the image ID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -116,6 +116,19 @@ impl Netns {
             .collect()
     }
 
+    /// On failure: the end of every machine's serial console, so CI logs show what the guests saw.
+    pub fn dump_consoles(&self) {
+        let Ok(dir) = std::fs::read_dir(self.home.join("machines")) else { return };
+        for entry in dir.flatten() {
+            let log = std::fs::read_to_string(entry.path().join("serial.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!("--- console of {} (last 40 lines) ---", entry.file_name().to_string_lossy());
+            for line in &lines[lines.len().saturating_sub(40)..] {
+                eprintln!("  | {line}");
+            }
+        }
+    }
+
     /// Links (bridges, taps) in the namespace other than loopback.
     pub fn links(&self) -> Vec<String> {
         let out = self.cmd("ip", &["-o", "link", "show"]).output().unwrap();
@@ -129,6 +142,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_consoles();
+        }
         // Only the QEMU processes this test started: those living in its namespace.
         for pid in self.qemu_pids() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
