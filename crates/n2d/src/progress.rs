@@ -1,7 +1,23 @@
 //! Progress display on stderr (stdout stays clean for data such as IPs and env lines).
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// One set of bars for the process, so parallel steps (a swarm's nodes) draw one line each.
+fn bars() -> &'static MultiProgress {
+    static BARS: OnceLock<MultiProgress> = OnceLock::new();
+    BARS.get_or_init(MultiProgress::new)
+}
+
+/// Prints a line above any active spinners.
+pub fn say(line: impl AsRef<str>) {
+    if bars().is_hidden() {
+        eprintln!("{}", line.as_ref());
+    } else {
+        let _ = bars().println(line.as_ref());
+    }
+}
 
 /// A spinner with a message and the elapsed time; a plain line per step when stderr is not a
 /// terminal (CI logs).
@@ -14,7 +30,7 @@ pub struct Step {
 impl Step {
     pub fn start(label: impl Into<String>) -> Step {
         let label = label.into();
-        let bar = ProgressBar::new_spinner();
+        let bar = bars().add(ProgressBar::new_spinner());
         if bar.is_hidden() {
             eprintln!("{label}...");
         } else {
@@ -30,7 +46,7 @@ impl Step {
     pub fn set(&self, msg: impl Into<String>) {
         let msg = msg.into();
         if self.bar.is_hidden() {
-            eprintln!("  {msg}");
+            eprintln!("  {}: {msg}", self.label);
         } else {
             self.bar.set_message(format!("{}: {msg}", self.label));
         }
@@ -38,7 +54,7 @@ impl Step {
 
     pub fn done(self, summary: impl AsRef<str>) {
         self.bar.finish_and_clear();
-        eprintln!("{} ({:.1}s)", summary.as_ref(), self.started.elapsed().as_secs_f64());
+        say(format!("{} ({:.1}s)", summary.as_ref(), self.started.elapsed().as_secs_f64()));
     }
 }
 
@@ -47,5 +63,6 @@ impl Drop for Step {
         if !self.bar.is_finished() {
             self.bar.finish_and_clear();
         }
+        bars().remove(&self.bar);
     }
 }

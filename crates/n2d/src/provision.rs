@@ -51,7 +51,7 @@ static SAID_WHY_NOT_KVM: AtomicBool = AtomicBool::new(false);
 fn report_accel(report: &StartReport) {
     if let Some(why) = &report.why_not_kvm {
         if !SAID_WHY_NOT_KVM.swap(true, Ordering::Relaxed) {
-            eprintln!("note: KVM is not available ({why}): VMs run under QEMU's software emulation (TCG), which is slower");
+            crate::progress::say(format!("note: KVM is not available ({why}): VMs run under QEMU's software emulation (TCG), which is slower"));
         }
     }
 }
@@ -247,10 +247,10 @@ pub fn boot(ctx: &Ctx, record: &MachineRecord, timeout: Duration, step: &Step) -
         Err(n2d_vm::VmError::ExitedDuringBoot { console_tail, .. })
             if console_tail.contains("Kernel panic") =>
         {
-            eprintln!(
+            crate::progress::say(format!(
                 "warning: {}'s kernel panicked during boot under emulation; booting it again",
                 record.spec.name
-            );
+            ));
             let since = console_log_len(&vm.dir);
             report = ctx.qemu.start(&vm)?;
             ctx.qemu.wait_ready(&vm, since, timeout)?;

@@ -81,14 +81,47 @@ networks:
         assert!(wait_http(&ns, ip, 8080, 300), "routing mesh: nothing answers on {ip}:8080");
     }
 
+    // Hybrid: an engine n2d did not make part of this swarm (a lone n2d host) joins as a worker.
+    ns.n2d_ok(&["create", "ext1", "--memory", "1280M"]);
+    let ext_ip = ns.n2d_ok(&["ip", "ext1"]).trim().to_string();
+    let certs = home.join("certs");
+    let cert = |f: &str| certs.join(f).to_string_lossy().into_owned();
+    ns.n2d_ok(&[
+        "swarm",
+        "add-host",
+        "n2d",
+        "--host",
+        &format!("tcp://{ext_ip}:2376"),
+        "--as",
+        "ext1",
+        "--tlscacert",
+        &cert("ca.pem"),
+        "--tlscert",
+        &cert("cert.pem"),
+        "--tlskey",
+        &cert("key.pem"),
+        "--label",
+        "origin=external",
+    ]);
+    let origin = ns.docker_ok(
+        &env,
+        &["node", "inspect", "ext1", "--format", "{{index .Spec.Labels \"origin\"}} {{.Status.State}}"],
+    );
+    assert_eq!(origin.trim(), "external ready");
+
     // Scale down: one worker drained and removed; the service keeps answering.
     ns.n2d_ok(&["swarm", "scale", "n2d", "--workers", "2"]);
     let nodes = ns.docker_ok(&env, &["node", "ls", "--format", "{{.Hostname}}"]);
-    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    assert_eq!(nodes.lines().count(), 4, "{nodes}");
     assert!(!nodes.contains("n2d-wrkr-2"));
     assert!(wait_http(&ns, &mngr_ip, 8080, 120), "service lost after scale down");
 
     ns.n2d_ok(&["swarm", "rm", "n2d"]);
+    // The external host left the swarm but was not touched otherwise.
+    let ext_env = parse_env(&ns.n2d_ok(&["env", "ext1"]));
+    let state = ns.docker_ok(&ext_env, &["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    assert_eq!(state.trim(), "inactive");
+    ns.n2d_ok(&["rm", "-f", "ext1"]);
     assert!(ns.qemu_pids().is_empty(), "swarm rm left QEMU running");
     assert_eq!(ns.links(), Vec::<String>::new(), "swarm rm left links behind");
     assert!(ns.n2d_ok(&["ls", "--json"]).trim() == "[]");

@@ -15,6 +15,7 @@ use n2d_swarm::{
     check_docker_save_archive, form_swarm, join_external_worker, load_image_everywhere, remove_nodes,
     swarm_health, BollardApi, DockerApi, Endpoint, Manager, RemoveTimeouts, TlsPaths,
 };
+use n2d_vm::qemu::console_tail;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -307,7 +308,15 @@ fn form(ctx: &Ctx, plan: &[NodePlan], made: &[MachineRecord], timeout: Duration)
         let api = connect(&ep, 120)?;
         nodes.push((node.clone(), ep, api));
     }
-    runtime()?.block_on(form_swarm(&nodes, timeout, |msg| eprintln!("  {msg}")))?;
+    let result =
+        runtime()?.block_on(form_swarm(&nodes, timeout, |msg| crate::progress::say(format!("  {msg}"))));
+    if let Err(n2d_swarm::SwarmError::NodesNotReady { nodes: late, .. }) = &result {
+        // Say what the late nodes' consoles say: that is where the reason is.
+        let tails: Vec<String> =
+            late.iter().map(|n| format!("{n}:\n{}", console_tail(&ctx.home.machine_dir(n), 10))).collect();
+        return Err(anyhow::anyhow!("last console lines:\n{}", tails.join("\n")).context(result.unwrap_err()));
+    }
+    result?;
     Ok(())
 }
 
