@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(qemu-system-x86 qemu-utils mmdebstrap erofs-utils lz4 xz-utils kmod iproute2 dpkg ca-certificates)
+packages=(qemu-system-x86 qemu-utils mmdebstrap erofs-utils lz4 xz-utils kmod iproute2 iptables dpkg ca-certificates)
 command -v docker >/dev/null || packages+=(docker.io)
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq

@@ -146,6 +146,85 @@ impl<'a> Links<'a> {
     }
 }
 
+/// Outbound access for the VMs of a bridge n2d made (so `docker pull` works in the guests):
+/// IPv4 forwarding, masquerading of the bridge's subnet, and FORWARD rules that let its
+/// traffic through a DROP policy (which a host Docker engine sets). Like libvirt's default
+/// network. Returns a warning instead of failing when iptables is missing: VMs then still work
+/// among themselves and with the host.
+pub fn enable_nat(runner: &dyn Runner, bridge: &str, gateway: Ipv4Addr, prefix_len: u8) -> Option<String> {
+    if let Err(e) = std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1") {
+        return Some(format!(
+            "cannot enable IPv4 forwarding ({e}): VMs on {bridge} will not reach the internet"
+        ));
+    }
+    add_nat_rules(runner, bridge, gateway, prefix_len)
+}
+
+fn add_nat_rules(runner: &dyn Runner, bridge: &str, gateway: Ipv4Addr, prefix_len: u8) -> Option<String> {
+    for rule in nat_rules(bridge, gateway, prefix_len) {
+        let iptables = |op: &str| {
+            let (table, chain, spec) = &rule;
+            runner.run(&Cmd::new("iptables", "iptables").args(["-t", table, op, chain]).args(spec.iter()))
+        };
+        // -C first: rules are added once, whatever the number of creates.
+        if iptables("-C").is_err() {
+            if let Err(e) = iptables("-I") {
+                return Some(format!(
+                    "cannot set up NAT for {bridge}: VMs will not reach the internet ({e})"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// Removes what [`enable_nat`] added (forwarding stays on: other software may rely on it).
+pub fn disable_nat(runner: &dyn Runner, bridge: &str, gateway: Ipv4Addr, prefix_len: u8) {
+    for (table, chain, spec) in nat_rules(bridge, gateway, prefix_len) {
+        let _ = runner.run(
+            &Cmd::new("iptables", "iptables")
+                .args(["-t", table.as_str(), "-D", chain.as_str()])
+                .args(spec.iter()),
+        );
+    }
+}
+
+fn nat_rules(bridge: &str, gateway: Ipv4Addr, prefix_len: u8) -> Vec<(String, String, Vec<String>)> {
+    let mask = u32::MAX << (32 - prefix_len.clamp(1, 32));
+    let subnet = format!("{}/{prefix_len}", Ipv4Addr::from(u32::from(gateway) & mask));
+    let v = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    vec![
+        ("nat".into(), "POSTROUTING".into(), v(&["-s", &subnet, "!", "-o", bridge, "-j", "MASQUERADE"])),
+        ("filter".into(), "FORWARD".into(), v(&["-i", bridge, "-j", "ACCEPT"])),
+        (
+            "filter".into(),
+            "FORWARD".into(),
+            v(&["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]),
+        ),
+    ]
+}
+
+/// The host's DNS servers that a guest can use: those of /etc/resolv.conf, or of
+/// systemd-resolved's upstream list when /etc/resolv.conf only points at its local stub.
+pub fn host_nameservers() -> Vec<Ipv4Addr> {
+    let read = |p: &str| parse_nameservers(&std::fs::read_to_string(p).unwrap_or_default());
+    let main = read("/etc/resolv.conf");
+    if main.is_empty() {
+        read("/run/systemd/resolve/resolv.conf")
+    } else {
+        main
+    }
+}
+
+/// `nameserver` lines, without loopback addresses (a guest cannot reach the host's).
+pub fn parse_nameservers(text: &str) -> Vec<Ipv4Addr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<Ipv4Addr>().ok())
+        .filter(|ip| !ip.is_loopback())
+        .collect()
+}
+
 pub fn require_root() -> Result<(), NetError> {
     if rustix::process::geteuid().is_root() {
         Ok(())
@@ -201,6 +280,9 @@ pub fn ensure_bridge(
     links
         .create_bridge(bridge, rec.gateway, rec.prefix_len)
         .map_err(|source| NetError::CreateBridge { bridge: bridge.into(), source })?;
+    if let Some(warning) = enable_nat(runner, bridge, rec.gateway, rec.prefix_len) {
+        eprintln!("warning: {warning}");
+    }
     rec.created_by_n2d = true;
     save(&rec)?;
     Ok(rec)
@@ -315,6 +397,40 @@ mod tests {
                 "ip link del dev n2dt1"
             ]
         );
+    }
+
+    #[test]
+    fn nat_rules_are_added_once_and_removed() {
+        let r = RecordingRunner::default();
+        // The masquerading rule exists already; the FORWARD rules do not.
+        r.answer("-C FORWARD", Err("Bad rule"));
+        assert_eq!(add_nat_rules(&r, "n2d0", GW, 24), None);
+        let calls = r.calls();
+        assert_eq!(calls[0], "iptables -t nat -C POSTROUTING -s 10.77.0.0/24 ! -o n2d0 -j MASQUERADE");
+        let inserted: Vec<&String> = calls.iter().filter(|c| c.contains(" -I ")).collect();
+        assert_eq!(inserted.len(), 2, "{calls:?}");
+        assert!(inserted.iter().all(|c| c.contains("-I FORWARD")));
+
+        let r = RecordingRunner::default();
+        disable_nat(&r, "n2d0", GW, 24);
+        let calls = r.calls();
+        assert_eq!(calls.len(), 3);
+        assert!(calls.iter().all(|c| c.starts_with("iptables -t ") && c.contains(" -D ")), "{calls:?}");
+    }
+
+    #[test]
+    fn missing_iptables_is_a_warning_not_an_error() {
+        let r = RecordingRunner::default();
+        r.answer("iptables", Err("not installed"));
+        let warning = add_nat_rules(&r, "n2d0", GW, 24).unwrap();
+        assert!(warning.contains("will not reach the internet"), "{warning}");
+    }
+
+    #[test]
+    fn guests_get_the_hosts_non_loopback_nameservers() {
+        let text =
+            "# generated\nnameserver 127.0.0.53\nnameserver 10.255.255.53\nsearch lan\nnameserver ::1\n";
+        assert_eq!(parse_nameservers(text), [Ipv4Addr::new(10, 255, 255, 53)]);
     }
 
     #[test]

@@ -221,7 +221,7 @@ fn write_config_disk(ctx: &Ctx, record: &MachineRecord) -> Result<()> {
             address: record.ip,
             prefix_len: record.prefix_len,
             gateway: Some(record.gateway),
-            dns: vec![],
+            dns: n2d_net::host_nameservers(),
         },
         docker: DockerConfig { tls, tcp_port: spec.docker_port() },
         labels: spec.labels.clone(),
@@ -386,6 +386,7 @@ pub fn remove_machine(ctx: &Ctx, name: &str, force: bool) -> Result<()> {
         release(&ctx.home, &record.spec.bridge, name)?;
         if let Some(net) = ctx.home.load_network(&record.spec.bridge)? {
             if net.created_by_n2d && net.leases.is_empty() {
+                n2d_net::disable_nat(&ctx.runner, &net.bridge, net.gateway, net.prefix_len);
                 let _ = links.delete(&net.bridge);
                 ctx.home.remove_network(&net.bridge)?;
             }
