@@ -10,6 +10,8 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,11 +34,16 @@ pub enum StopOutcome {
 #[derive(Debug, Clone)]
 pub struct Qemu {
     pub binary: String,
+    /// Set (e.g. by a SIGINT handler) to abandon waits, so the caller can roll back.
+    pub cancel: Arc<AtomicBool>,
 }
 
 impl Default for Qemu {
     fn default() -> Self {
-        Qemu { binary: std::env::var("N2D_QEMU").unwrap_or_else(|_| QEMU_BINARY.to_string()) }
+        Qemu {
+            binary: std::env::var("N2D_QEMU").unwrap_or_else(|_| QEMU_BINARY.to_string()),
+            cancel: Arc::default(),
+        }
     }
 }
 
@@ -150,6 +157,9 @@ impl Hypervisor for Qemu {
             if seen.len() > 64 * 1024 {
                 seen = seen[seen.len() - 32 * 1024..].to_string();
             }
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(VmError::Interrupted { name: vm.name.clone() });
+            }
             if self.pid(vm).is_none() {
                 return Err(VmError::ExitedDuringBoot {
                     name: vm.name.clone(),
@@ -257,6 +267,15 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_wait_returns_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = Qemu::default();
+        q.cancel.store(true, Ordering::Relaxed);
+        let err = q.wait_ready(&vm(dir.path()), 0, Duration::from_secs(60)).unwrap_err();
+        assert!(matches!(err, VmError::Interrupted { .. }), "{err}");
+    }
+
+    #[test]
     fn console_tail_shows_the_last_lines() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(SERIAL_LOG), "a\nb\nc\n").unwrap();
@@ -267,7 +286,7 @@ mod tests {
     #[test]
     fn missing_qemu_names_the_package() {
         let dir = tempfile::tempdir().unwrap();
-        let q = Qemu { binary: "n2d-no-such-qemu".into() };
+        let q = Qemu { binary: "n2d-no-such-qemu".into(), ..Qemu::default() };
         let err = q.launch(&vm(dir.path()), Accel::Tcg).unwrap_err().to_string();
         assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
     }

@@ -16,6 +16,17 @@ impl Ctx {
     pub fn from_env() -> Result<Ctx> {
         Ok(Ctx { home: Home::from_env()?, runner: SystemRunner, qemu: Qemu::default() })
     }
+
+    /// The first Ctrl-C (or SIGTERM) stops waiting for VMs so that what a create made is rolled
+    /// back; a second one exits at once.
+    pub fn handle_interrupts(&self) -> Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        for signal in [SIGINT, SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(signal, 130, self.qemu.cancel.clone())?;
+            signal_hook::flag::register(signal, self.qemu.cancel.clone())?;
+        }
+        Ok(())
+    }
 }
 
 /// Where the guest's init binary is: `--init`, `$N2D_INIT`, next to `n2d`, `../lib/n2d/`,

@@ -160,7 +160,7 @@ pub fn logs(ctx: &Ctx, name: &str, follow: bool) -> Result<()> {
             out.write_all(&buf)?;
             out.flush()?;
         }
-        if !follow {
+        if !follow || ctx.qemu.cancel.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
         if machine_state(ctx, &record) == VmState::Stopped {

@@ -12,6 +12,7 @@ use n2d_store::MachineRecord;
 
 pub fn run(command: Command) -> Result<()> {
     let ctx = Ctx::from_env()?;
+    ctx.handle_interrupts()?;
     match command {
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Create(args) => machine::create(&ctx, args),
