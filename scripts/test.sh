@@ -8,4 +8,4 @@ cargo fmt --all --check
 cargo build --release --locked -p n2d-init --target x86_64-unknown-linux-musl
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --workspace
-N2D_E2E=1 cargo test --release --locked -p n2d --test e2e_host --test e2e_swarm -- --nocapture --test-threads=1
+cargo test --release --locked -p n2d --test e2e_host --test e2e_swarm -- --ignored --nocapture --test-threads=1

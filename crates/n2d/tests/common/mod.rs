@@ -5,15 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Whether e2e tests should run (they need root, QEMU and network access for the image).
-pub fn enabled(test: &str) -> bool {
-    if std::env::var_os("N2D_E2E").is_some() {
-        return true;
-    }
-    eprintln!("skipping {test}: set N2D_E2E=1 to boot real VMs (needs root and qemu-system-x86)");
-    false
-}
-
 pub fn n2d_bin() -> &'static str {
     env!("CARGO_BIN_EXE_n2d")
 }
