@@ -80,6 +80,19 @@ networks:
         assert!(wait_http(&ns, ip, 8080, 300), "routing mesh: nothing answers on {ip}:8080");
     }
 
+    // Re-running create on the healthy swarm changes nothing; ls reports it healthy.
+    ns.n2d_ok(&["swarm", "create"]);
+    assert_eq!(ns.qemu_pids().len(), 4);
+    let ls = ns.n2d_ok(&["swarm", "ls"]);
+    assert!(ls.lines().any(|l| l.starts_with("n2d ") && l.contains("4/4")), "{ls}");
+
+    // A node that restarts comes back into the swarm with its state (kept on its data disk).
+    ns.n2d_ok(&["restart", "n2d-wrkr-1"]);
+    let wrkr1_env = parse_env(&ns.n2d_ok(&["env", "n2d-wrkr-1"]));
+    let local = ns.docker_ok(&wrkr1_env, &["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    assert_eq!(local.trim(), "active", "n2d-wrkr-1 lost its swarm state across a restart");
+    assert!(wait_ready_node(&ns, &env, "n2d-wrkr-1", 180), "n2d-wrkr-1 did not rejoin after a restart");
+
     // Hybrid: an engine n2d did not make part of this swarm (a lone n2d host) joins as a worker.
     ns.n2d_ok(&["create", "ext1", "--memory", "1280M"]);
     let ext_ip = ns.n2d_ok(&["ip", "ext1"]).trim().to_string();
@@ -124,6 +137,19 @@ networks:
     assert!(ns.qemu_pids().is_empty(), "swarm rm left QEMU running");
     assert_eq!(ns.links(), Vec::<String>::new(), "swarm rm left links behind");
     assert!(ns.n2d_ok(&["ls", "--json"]).trim() == "[]");
+}
+
+/// Waits until `docker node ls` shows `node` Ready.
+fn wait_ready_node(ns: &Netns, env: &[(String, String)], node: &str, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        let out = ns.docker(env, &["node", "inspect", node, "--format", "{{.Status.State}}"]);
+        if String::from_utf8_lossy(&out.stdout).trim() == "ready" {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+    false
 }
 
 /// Polls http://ip:port/ from inside the namespace (curl), up to `secs` seconds.
