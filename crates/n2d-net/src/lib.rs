@@ -132,13 +132,17 @@ impl<'a> Links<'a> {
 
     pub fn create_tap(&self, tap: &str, bridge: &str) -> Result<(), ExecError> {
         self.ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?;
-        let rest = self
-            .ip(&["link", "set", "dev", tap, "master", bridge])
-            .and_then(|_| self.ip(&["link", "set", "dev", tap, "up"]));
+        let rest = self.attach(tap, bridge);
         if rest.is_err() {
             let _ = self.delete(tap);
         }
-        rest.map(drop)
+        rest
+    }
+
+    /// Puts `dev` on `bridge` and brings it up (again, after the bridge was recreated).
+    pub fn attach(&self, dev: &str, bridge: &str) -> Result<(), ExecError> {
+        self.ip(&["link", "set", "dev", dev, "master", bridge])?;
+        self.ip(&["link", "set", "dev", dev, "up"]).map(drop)
     }
 
     pub fn delete(&self, dev: &str) -> Result<(), ExecError> {

@@ -83,6 +83,9 @@ impl Home {
         } else {
             PathBuf::from(std::env::var_os("HOME").ok_or(StoreError::NoHome)?).join(".local/share/n2d")
         };
+        // QEMU runs in the machine's directory: every path it is given must be absolute.
+        let root = std::path::absolute(&root)
+            .map_err(|source| StoreError::CreateDir { path: root.clone(), source })?;
         Ok(Home::at(root))
     }
 

@@ -92,6 +92,17 @@ impl Home {
         write_json(&self.network_file(&record.bridge), record)
     }
 
+    /// The bridges n2d keeps records for.
+    pub fn network_names(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(self.networks_dir()) else { return Vec::new() };
+        let mut names: Vec<String> = dir
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    }
+
     pub fn remove_network(&self, bridge: &str) -> Result<(), StoreError> {
         let path = self.network_file(bridge);
         match std::fs::remove_file(&path) {
@@ -164,7 +175,9 @@ mod tests {
         net.leases.insert("a".into(), Ipv4Addr::new(10, 77, 0, 2));
         home.save_network(&net).unwrap();
         assert_eq!(home.load_network("n2d0").unwrap(), Some(net));
+        assert_eq!(home.network_names(), ["n2d0"]);
         home.remove_network("n2d0").unwrap();
         assert!(home.load_network("n2d0").unwrap().is_none());
+        assert!(home.network_names().is_empty());
     }
 }

@@ -68,6 +68,8 @@ pub enum VmError {
         "{name} did not get its Docker engine up within {timeout:?}; last console lines:\n{console_tail}"
     )]
     ReadyTimeout { name: String, timeout: Duration, console_tail: String },
+    #[error("{name} is already running")]
+    AlreadyRunning { name: String },
     #[error("interrupted while {name} was booting")]
     Interrupted { name: String },
     #[error("{name} is not running (start it with `n2d start {name}`)")]

@@ -49,6 +49,10 @@ impl Default for Qemu {
 
 impl Qemu {
     fn launch(&self, vm: &VmConfig, accel: Accel) -> Result<i32, VmError> {
+        // Never clear the files of a QEMU that is still running (e.g. two `start`s at once).
+        if self.pid(vm).is_some() {
+            return Err(VmError::AlreadyRunning { name: vm.name.clone() });
+        }
         for stale in [PID_FILE, QMP_SOCKET, CONTROL_SOCKET, crate::argv::CONSOLE_SOCKET] {
             let _ = std::fs::remove_file(vm.dir.join(stale));
         }

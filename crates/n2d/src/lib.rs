@@ -22,7 +22,8 @@ impl UsageError {
 }
 
 /// Parses `args`, runs the command, prints the whole error chain on failure and returns the
-/// exit status: 0 ok, 1 runtime failure, 2 usage error.
+/// exit status: 0 ok, 1 runtime failure, 2 usage error (bad input, unknown machine), 130
+/// interrupted.
 pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let cli = match args::Cli::try_parse_from(args) {
         Ok(cli) => cli,
@@ -44,8 +45,14 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
 }
 
 fn exit_code(err: &anyhow::Error) -> i32 {
+    if err.chain().any(|c| matches!(c.downcast_ref(), Some(n2d_vm::VmError::Interrupted { .. }))) {
+        return 130;
+    }
     let usage = err.chain().any(|c| {
-        c.is::<UsageError>() || c.is::<n2d_spec::machine::SpecError>() || c.is::<n2d_spec::swarm::SpecError>()
+        c.is::<UsageError>()
+            || c.is::<n2d_spec::machine::SpecError>()
+            || c.is::<n2d_spec::swarm::SpecError>()
+            || matches!(c.downcast_ref(), Some(n2d_store::StoreError::NoSuchMachine(_)))
     });
     if usage {
         2

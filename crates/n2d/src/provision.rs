@@ -294,7 +294,12 @@ pub fn create_machine(
             let _ = qemu.kill(&vm);
         });
     }
-    boot(ctx, &record, timeout, &step)?;
+    if let Err(e) = boot(ctx, &record, timeout, &step) {
+        // Undo under the lock, so a concurrent create of the same name cannot slip in between.
+        let _lock = ctx.home.lock()?;
+        drop(rollback);
+        return Err(e);
+    }
     rollback.commit();
     step.done(format!(
         "{} is up at {} (Docker endpoint {})",
@@ -310,27 +315,28 @@ pub fn load_record(ctx: &Ctx, name: &str) -> Result<MachineRecord> {
 }
 
 pub fn machine_state(ctx: &Ctx, record: &MachineRecord) -> VmState {
-    let dir = ctx.home.machine_dir(record.spec.name.as_str());
-    ctx.qemu.state(&bare_vm(record, dir))
+    let name = record.spec.name.as_str();
+    ctx.qemu.state(&bare_vm(name, ctx.home.machine_dir(name)))
 }
 
 /// A VmConfig good enough for state/stop/kill (which only need the directory and name),
-/// usable even when the machine's image is gone.
-fn bare_vm(record: &MachineRecord, dir: std::path::PathBuf) -> VmConfig {
+/// usable even when the machine's record is damaged or its image is gone.
+fn bare_vm(name: &str, dir: std::path::PathBuf) -> VmConfig {
     VmConfig {
-        name: record.spec.name.to_string(),
+        name: name.to_string(),
         dir,
-        cpus: record.spec.cpus,
-        memory_mib: record.spec.memory.mib(),
+        cpus: 1,
+        memory_mib: 0,
         kernel: Default::default(),
         initrd: Default::default(),
         rootfs: Default::default(),
-        tap: record.tap.clone(),
-        mac: record.mac.clone(),
+        tap: tap_for(name),
+        mac: mac_for(name),
     }
 }
 
-/// `n2d start`: recreate the bridge and tap if the host lost them, then boot.
+/// `n2d start`: recreate the bridge and tap if the host lost them, then boot. A boot that
+/// fails leaves the machine stopped, not half up.
 pub fn start_machine(ctx: &Ctx, name: &str, timeout: Duration) -> Result<()> {
     let record = load_record(ctx, name)?;
     if machine_state(ctx, &record) == VmState::Running {
@@ -341,20 +347,25 @@ pub fn start_machine(ctx: &Ctx, name: &str, timeout: Duration) -> Result<()> {
         let _lock = ctx.home.lock()?;
         ensure_bridge(&ctx.home, &ctx.runner, &record.spec.bridge, record.spec.bridge == DEFAULT_BRIDGE)?;
         let links = Links::new(&ctx.runner);
-        if !links.exists(&record.tap) {
+        if links.exists(&record.tap) {
+            // A recreated bridge does not get its old ports back.
+            links.attach(&record.tap, &record.spec.bridge)?;
+        } else {
             links.create_tap(&record.tap, &record.spec.bridge)?;
         }
     }
     let step = Step::start(format!("Starting {name}"));
-    boot(ctx, &record, timeout, &step)?;
+    if let Err(e) = boot(ctx, &record, timeout, &step) {
+        let _ = ctx.qemu.kill(&bare_vm(name, ctx.home.machine_dir(name)));
+        return Err(e);
+    }
     step.done(format!("{name} is up at {} (Docker endpoint {})", record.ip, record.docker_host()));
     Ok(())
 }
 
 pub fn stop_machine(ctx: &Ctx, name: &str, timeout: Duration) -> Result<StopOutcome> {
-    let record = load_record(ctx, name)?;
-    let vm = bare_vm(&record, ctx.home.machine_dir(name));
-    Ok(ctx.qemu.stop(&vm, timeout)?)
+    load_record(ctx, name)?;
+    Ok(ctx.qemu.stop(&bare_vm(name, ctx.home.machine_dir(name)), timeout)?)
 }
 
 /// Removes the VM, its disks, tap and IP lease; the bridge too when n2d made it and it is
@@ -364,27 +375,25 @@ pub fn remove_machine(ctx: &Ctx, name: &str, force: bool) -> Result<()> {
     if !dir.exists() {
         bail!(UsageError(format!("no machine named {name:?} (see `n2d ls`)")));
     }
-    // A damaged record still leaves enough to clean up: the directory (and its QEMU).
-    let record = ctx.home.load_machine(name).ok();
-    if let Some(record) = &record {
-        let vm = bare_vm(record, dir.clone());
-        if ctx.qemu.state(&vm) == VmState::Running {
-            if !force {
-                bail!(UsageError(format!(
-                    "{name} is running: stop it first (`n2d stop {name}`) or use `n2d rm -f {name}`"
-                )));
-            }
-            ctx.qemu.kill(&vm)?;
+    // A damaged (or never written) record still leaves enough to clean up: QEMU is found by
+    // its pid file, the tap and lease by the machine's name.
+    let vm = bare_vm(name, dir.clone());
+    if ctx.qemu.state(&vm) == VmState::Running {
+        if !force {
+            bail!(UsageError(format!(
+                "{name} is running: stop it first (`n2d stop {name}`) or use `n2d rm -f {name}`"
+            )));
         }
+        ctx.qemu.kill(&vm)?;
     }
     let _lock = ctx.home.lock()?;
-    if let Some(record) = &record {
-        let links = Links::new(&ctx.runner);
-        if links.exists(&record.tap) {
-            links.delete(&record.tap).with_context(|| format!("cannot delete tap {}", record.tap))?;
-        }
-        release(&ctx.home, &record.spec.bridge, name)?;
-        if let Some(net) = ctx.home.load_network(&record.spec.bridge)? {
+    let links = Links::new(&ctx.runner);
+    if links.exists(&vm.tap) {
+        links.delete(&vm.tap).with_context(|| format!("cannot delete tap {}", vm.tap))?;
+    }
+    for bridge in ctx.home.network_names() {
+        release(&ctx.home, &bridge, name)?;
+        if let Some(net) = ctx.home.load_network(&bridge)? {
             if net.created_by_n2d && net.leases.is_empty() {
                 n2d_net::disable_nat(&ctx.runner, &net.bridge, net.gateway, net.prefix_len);
                 let _ = links.delete(&net.bridge);

@@ -473,20 +473,36 @@ fn scale(ctx: &Ctx, name: &str, workers: Option<u32>, managers: Option<u32>, tim
     }
     let rt = runtime()?;
     if !plan.add.is_empty() {
-        let image = resolve_image(ctx, None)?.manifest.id;
-        let spec = SwarmSpec { prefix: record.prefix.clone(), ..SwarmSpec::default() };
-        let specs = plan.add.iter().map(|n| machine_spec(&spec, n, &image)).collect::<Result<Vec<_>>>()?;
-        check_capacity(ctx, &specs)?;
-        let (made, result) = create_nodes(ctx, &specs, name, Duration::from_secs(timeout));
+        // The current nodes, read before anything is made: new nodes copy the resources, bridge
+        // and image of one of the same role.
         let mut all_plan: Vec<NodePlan> = Vec::new();
         let mut all_made: Vec<MachineRecord> = Vec::new();
         for (names, role) in [(&record.managers, NodeRole::Manager), (&record.workers, NodeRole::Worker)] {
             for n in names {
                 let index = n2d_spec::swarm::node_index(&record.prefix, role, n).unwrap_or(0);
                 all_plan.push(NodePlan::new(&record.prefix, role, index));
-                all_made.push(ctx.home.load_machine(n)?);
+                all_made.push(ctx.home.load_machine(n).with_context(|| format!("node {n} of swarm {name}"))?);
             }
         }
+        let specs = plan
+            .add
+            .iter()
+            .map(|n| {
+                let like = all_plan
+                    .iter()
+                    .zip(&all_made)
+                    .find(|(p, _)| p.role == n.role)
+                    .or_else(|| all_plan.iter().zip(&all_made).next())
+                    .map(|(_, m)| m)
+                    .context("the swarm has no node to copy settings from")?;
+                let spec =
+                    MachineSpec { name: n.name.parse()?, labels: n.labels.clone(), ..like.spec.clone() };
+                spec.validate()?;
+                Ok(spec)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        check_capacity(ctx, &specs)?;
+        let (made, result) = create_nodes(ctx, &specs, name, Duration::from_secs(timeout));
         all_plan.extend(plan.add.iter().cloned());
         all_made.extend(made.iter().cloned());
         if let Err(e) = result.and_then(|()| form(ctx, &all_plan, &all_made, Duration::from_secs(timeout))) {
