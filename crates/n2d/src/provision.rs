@@ -140,10 +140,10 @@ pub fn prepare_machine<'a>(
     let mut net = ensure_bridge(&ctx.home, &ctx.runner, &spec.bridge, spec.bridge == DEFAULT_BRIDGE)?;
     let ip = lease(&ctx.home, &mut net, &name)?;
     {
-        let (home, bridge, name) = (&ctx.home, spec.bridge.clone(), name.clone());
+        let (bridge, name) = (spec.bridge.clone(), name.clone());
         rollback.push(move || {
-            let _lock = home.lock();
-            let _ = release(home, &bridge, &name);
+            let _lock = ctx.home.lock();
+            let _ = release_address(ctx, &bridge, &name);
         });
     }
     let tap = tap_for(&name);
@@ -368,6 +368,20 @@ pub fn stop_machine(ctx: &Ctx, name: &str, timeout: Duration) -> Result<StopOutc
     Ok(ctx.qemu.stop(&bare_vm(name, ctx.home.machine_dir(name)), timeout)?)
 }
 
+/// Gives `name`'s address on `bridge` back, and removes the bridge (with its NAT rules) when
+/// n2d made it and no machine uses it any more. The caller holds the state lock.
+fn release_address(ctx: &Ctx, bridge: &str, name: &str) -> Result<()> {
+    release(&ctx.home, bridge, name)?;
+    if let Some(net) = ctx.home.load_network(bridge)? {
+        if net.created_by_n2d && net.leases.is_empty() {
+            n2d_net::disable_nat(&ctx.runner, &net.bridge, net.gateway, net.prefix_len);
+            let _ = Links::new(&ctx.runner).delete(&net.bridge);
+            ctx.home.remove_network(&net.bridge)?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes the VM, its disks, tap and IP lease; the bridge too when n2d made it and it is
 /// now unused.
 pub fn remove_machine(ctx: &Ctx, name: &str, force: bool) -> Result<()> {
@@ -392,14 +406,7 @@ pub fn remove_machine(ctx: &Ctx, name: &str, force: bool) -> Result<()> {
         links.delete(&vm.tap).with_context(|| format!("cannot delete tap {}", vm.tap))?;
     }
     for bridge in ctx.home.network_names() {
-        release(&ctx.home, &bridge, name)?;
-        if let Some(net) = ctx.home.load_network(&bridge)? {
-            if net.created_by_n2d && net.leases.is_empty() {
-                n2d_net::disable_nat(&ctx.runner, &net.bridge, net.gateway, net.prefix_len);
-                let _ = links.delete(&net.bridge);
-                ctx.home.remove_network(&net.bridge)?;
-            }
-        }
+        release_address(ctx, &bridge, name)?;
     }
     remove_dir_all(&dir)?;
     Ok(())
