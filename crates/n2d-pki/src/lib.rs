@@ -45,10 +45,12 @@ pub struct Ca {
     key: KeyPair,
 }
 
-const CA_CERT: &str = "ca.pem";
+/// File names in the certs directory; the first three are what DOCKER_CERT_PATH means to the
+/// docker CLI.
+pub const CA_CERT: &str = "ca.pem";
+pub const CLIENT_CERT: &str = "cert.pem";
+pub const CLIENT_KEY: &str = "key.pem";
 const CA_KEY: &str = "ca-key.pem";
-const CLIENT_CERT: &str = "cert.pem";
-const CLIENT_KEY: &str = "key.pem";
 
 impl Ca {
     /// Loads the CA from `dir`, or creates it (and the user's client certificate) there.

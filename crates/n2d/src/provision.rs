@@ -266,11 +266,11 @@ pub fn boot(ctx: &Ctx, record: &MachineRecord, timeout: Duration, step: &Step) -
 
 /// One Docker API ping from the host, over TLS with the user's client certificate.
 pub fn ping_docker(ctx: &Ctx, record: &MachineRecord) -> Result<()> {
-    let docker = crate::commands::docker_client(ctx, record)?;
+    let api = crate::commands::connect(&crate::commands::endpoint(ctx, record), 30)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut last = None;
     for attempt in 0..5 {
-        match rt.block_on(docker.ping()) {
+        match rt.block_on(n2d_swarm::DockerApi::ping(&api)) {
             Ok(_) => return Ok(()),
             Err(e) => last = Some(e),
         }

@@ -7,8 +7,9 @@ pub mod swarm;
 
 use crate::args::Command;
 use crate::context::Ctx;
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use n2d_store::MachineRecord;
+use n2d_swarm::{BollardApi, Endpoint, TlsPaths};
 
 pub fn run(command: Command) -> Result<()> {
     let ctx = Ctx::from_env()?;
@@ -30,20 +31,20 @@ pub fn run(command: Command) -> Result<()> {
     }
 }
 
-/// A bollard client for a machine's engine: TLS with the user's client certificate, or plain
-/// HTTP for `--insecure-tcp` machines.
-pub fn docker_client(ctx: &Ctx, record: &MachineRecord) -> Result<bollard::Docker> {
-    let addr = record.docker_host();
-    if record.spec.insecure_tcp {
-        return Ok(bollard::Docker::connect_with_http(&addr, 30, bollard::API_DEFAULT_VERSION)?);
-    }
+/// How to reach a machine's engine: TLS with the user's client certificate, or plain HTTP
+/// for `--insecure-tcp` machines.
+pub fn endpoint(ctx: &Ctx, record: &MachineRecord) -> Endpoint {
     let certs = ctx.home.certs_dir();
-    Ok(bollard::Docker::connect_with_ssl(
-        &addr,
-        &certs.join("key.pem"),
-        &certs.join("cert.pem"),
-        &certs.join("ca.pem"),
-        30,
-        bollard::API_DEFAULT_VERSION,
-    )?)
+    let tls = (!record.spec.insecure_tcp).then(|| TlsPaths {
+        ca: certs.join(n2d_pki::CA_CERT),
+        cert: certs.join(n2d_pki::CLIENT_CERT),
+        key: certs.join(n2d_pki::CLIENT_KEY),
+    });
+    Endpoint { name: record.spec.name.to_string(), ip: record.ip, docker_host: record.docker_host(), tls }
+}
+
+/// A Docker API client for `ep`; `timeout_secs` bounds each request.
+pub fn connect(ep: &Endpoint, timeout_secs: u64) -> Result<BollardApi> {
+    BollardApi::connect(ep, timeout_secs)
+        .with_context(|| format!("cannot connect to {} ({})", ep.name, ep.docker_host))
 }

@@ -1,5 +1,6 @@
 //! `n2d swarm ...`: swarms of n2d machines, formed over the Docker API (n2d-swarm).
 
+use super::{connect, endpoint};
 use crate::args::Shell;
 use crate::context::Ctx;
 use crate::provision::{create_machine, remove_machine, resolve_image};
@@ -131,20 +132,6 @@ fn load_swarm(ctx: &Ctx, name: &str) -> Result<SwarmRecord> {
 
 fn save_swarm(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
     Ok(write_json(&record_path(ctx, &record.prefix), record)?)
-}
-
-fn client_tls(ctx: &Ctx) -> TlsPaths {
-    let certs = ctx.home.certs_dir();
-    TlsPaths { ca: certs.join("ca.pem"), cert: certs.join("cert.pem"), key: certs.join("key.pem") }
-}
-
-fn endpoint(ctx: &Ctx, m: &MachineRecord) -> Endpoint {
-    Endpoint::vm(m.spec.name.to_string(), m.ip, Some(client_tls(ctx)))
-}
-
-fn connect(ep: &Endpoint, timeout_secs: u64) -> Result<BollardApi> {
-    BollardApi::connect(ep, timeout_secs)
-        .with_context(|| format!("cannot connect to {} ({})", ep.name, ep.docker_host))
 }
 
 /// The swarm spec from the cluster file or the flags.
