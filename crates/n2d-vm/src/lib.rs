@@ -7,15 +7,18 @@
 //! * [`qemu`]: lifecycle: start (daemonized), wait for the guest's ready marker, stop
 //!   (graceful over the control channel, then QMP quit, then SIGKILL), state.
 //! * [`console`]: attach the user's terminal to the guest's shell.
+//! * [`version`]: the installed QEMU's version.
 
 pub mod accel;
 pub mod argv;
 pub mod console;
 pub mod qemu;
 pub mod qmp;
+pub mod version;
 
 pub use accel::{detect_accel, Accel, AccelChoice};
 pub use qemu::{Qemu, StartReport, StopOutcome};
+pub use version::{detect_qemu_version, QemuVersion};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Installs what n2d needs on a Debian host (as root): QEMU from the newest Debian source the host
+# has, the image build tools, the docker CLI and the Rust musl target for the guest init.
+# Called by scripts/install.sh and by .ci/run, so users and CI install the same way.
+#
+# QEMU: on Debian 12 from bookworm-backports (QEMU 10.x; the suite is added from the Debian
+# archive the host's sources already name when it is missing), on Debian 13 and later from the
+# release itself. qemu-system-x86, qemu-system-common and qemu-utils are installed at one
+# matching version, whatever was preinstalled: a fresh Debian 12 machine may carry qemu-utils
+# 10.x from backports, which bookworm's own qemu-system-x86 7.2 refuses ("Breaks").
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+if [ "$(id -u)" != 0 ]; then
+    echo "scripts/deps.sh installs Debian packages: run it as root" >&2
+    exit 1
+fi
+if ! command -v apt-get >/dev/null; then
+    echo "scripts/deps.sh needs a Debian host (apt-get); install QEMU >= 7.2, mmdebstrap, erofs-utils, lz4, xz, kmod, iproute2, iptables and the docker CLI by hand" >&2
+    exit 1
+fi
+
+. /etc/os-release
+codename="${VERSION_CODENAME:-}"
+
+# The URI of the Debian archive that the host's own sources name for its release (not security).
+debian_archive_uri() {
+    local f
+    # deb822 sources: the stanza whose Suites list the bare codename.
+    for f in /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        awk -v rel="$codename" '
+            BEGIN { RS=""; FS="\n" }
+            {
+                uri=""; hit=0
+                for (i = 1; i <= NF; i++) {
+                    if ($i ~ /^URIs:/) { sub(/^URIs:[ \t]*/, "", $i); split($i, u, /[ \t]+/); uri=u[1] }
+                    if ($i ~ /^Suites:/) { n=split($i, s, /[ \t]+/); for (j = 2; j <= n; j++) if (s[j] == rel) hit=1 }
+                }
+                if (hit && uri != "") { print uri; exit }
+            }' "$f"
+    done
+    # One-line sources: "deb [opts] URI codename components".
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+        [ -f "$f" ] || continue
+        sed -E 's/\[[^]]*\]//' "$f" | awk -v rel="$codename" '$1 == "deb" && $3 == rel { print $2 }'
+    done
+}
+
+qemu_release=""
+case "$codename" in
+bookworm)
+    qemu_release=bookworm-backports
+    if ! grep -rqsE '(^|[[:space:]])bookworm-backports([[:space:]]|$)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        uri="$(debian_archive_uri | head -n1)"
+        uri="${uri:-http://deb.debian.org/debian}"
+        cat >/etc/apt/sources.list.d/n2d-bookworm-backports.sources <<EOF
+# Added by n2d's scripts/deps.sh: QEMU 10.x for Debian 12.
+Types: deb
+URIs: $uri
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+        echo "added bookworm-backports from $uri (/etc/apt/sources.list.d/n2d-bookworm-backports.sources) for QEMU 10"
+    fi
+    ;;
+esac
+
+echo "updating the package lists..."
+apt-get update -qq
+
+target=()
+[ -n "$qemu_release" ] && target=(-t "$qemu_release")
+qemu_version="$(apt-cache "${target[@]}" policy qemu-system-x86 | awk '/Candidate:/ { print $2 }')"
+if [ -z "$qemu_version" ] || [ "$qemu_version" = "(none)" ]; then
+    echo "no qemu-system-x86 package is available from this host's Debian sources" >&2
+    exit 1
+fi
+
+echo "installing QEMU $qemu_version${qemu_release:+ from $qemu_release}..."
+apt-get install -y -qq --no-install-recommends "${target[@]}" \
+    "qemu-system-x86=$qemu_version" "qemu-system-common=$qemu_version" "qemu-utils=$qemu_version" >/dev/null
+
+packages=(mmdebstrap erofs-utils lz4 xz-utils kmod iproute2 iptables dpkg ca-certificates)
+command -v docker >/dev/null || packages+=(docker.io)
+echo "installing ${packages[*]}..."
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+
+if command -v rustup >/dev/null; then
+    rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 ||
+        echo "warning: could not add the Rust target x86_64-unknown-linux-musl (the guest init needs it)" >&2
+fi
+
+qemu-system-x86_64 --version | head -n1
