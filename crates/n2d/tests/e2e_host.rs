@@ -30,7 +30,17 @@ fn one_docker_host_over_tls() {
     let env = parse_env(&ns.n2d_ok(&["env", "h1"]));
     assert_eq!(env.iter().find(|(k, _)| k == "DOCKER_HOST").unwrap().1, format!("tcp://{ip}:2376"));
 
-    // The real docker CLI over TLS: info, import, run.
+    // The docker context create registered, in the test's DOCKER_CONFIG: the real docker CLI
+    // over TLS reaches the machine with nothing but `--context`.
+    let contexts = ns.docker_ok(&[], &["context", "ls", "--format", "{{.Name}} {{.Description}}"]);
+    assert!(contexts.lines().any(|l| l == "h1 n2d machine h1"), "{contexts}");
+    assert!(ns.docker_config().join("contexts/meta").is_dir(), "the context is not in DOCKER_CONFIG");
+    let info = ns.docker_ok(&[], &["--context", "h1", "info", "--format", "{{.Name}} {{.OperatingSystem}}"]);
+    assert!(info.starts_with("h1 "), "{info}");
+    let version = ns.docker_ok(&[], &["--context", "h1", "version", "--format", "{{.Server.Version}}"]);
+    assert!(!version.trim().is_empty(), "no server version through the context");
+
+    // The same engine through `n2d env`: info, import, run.
     let info = ns.docker_ok(&env, &["info", "--format", "{{.Name}} {{.OperatingSystem}}"]);
     assert!(info.starts_with("h1 "), "{info}");
     ns.docker_ok(&env, &["import", tar.to_str().unwrap(), "n2d-test/busybox:1"]);
@@ -56,7 +66,8 @@ fn one_docker_host_over_tls() {
     assert!(ns.n2d_ok(&["ls"]).contains("stopped"));
     ns.n2d_ok(&["start", "h1"]);
     assert_eq!(ns.n2d_ok(&["ip", "h1"]).trim(), ip);
-    let images = ns.docker_ok(&env, &["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
+    let images =
+        ns.docker_ok(&[], &["--context", "h1", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(images.contains("n2d-test/busybox:1"), "image lost across restart: {images}");
 
     // The console gives a root shell in the guest.
@@ -80,4 +91,5 @@ fn one_docker_host_over_tls() {
     assert!(ns.qemu_pids().is_empty(), "rm left QEMU running");
     assert_eq!(ns.links(), Vec::<String>::new(), "rm left links behind");
     assert!(!home.join("machines/h1").exists());
+    assert!(!ns.docker(&[], &["context", "inspect", "h1"]).status.success(), "rm left the docker context");
 }

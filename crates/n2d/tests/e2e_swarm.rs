@@ -26,6 +26,12 @@ fn default_swarm_runs_a_stack() {
     eprintln!("swarm create took {:.1}s", started.elapsed().as_secs_f64());
     let env = parse_env(&ns.n2d_ok(&["swarm", "env", "n2d"]));
 
+    // The swarm's docker context points at its manager.
+    let via_context = ns.docker_ok(&[], &["--context", "n2d", "node", "ls", "--format", "{{.Hostname}}"]);
+    let mut hosts: Vec<&str> = via_context.lines().collect();
+    hosts.sort();
+    assert_eq!(hosts, ["n2d-mngr-0", "n2d-wrkr-0", "n2d-wrkr-1", "n2d-wrkr-2"], "{via_context}");
+
     let nodes =
         ns.docker_ok(&env, &["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"]);
     let mut lines: Vec<&str> = nodes.lines().collect();
@@ -129,6 +135,10 @@ networks:
     assert!(wait_http(&ns, &mngr_ip, 8080, 120), "service lost after scale down");
 
     ns.n2d_ok(&["swarm", "rm", "n2d"]);
+    assert!(
+        !ns.docker(&[], &["context", "inspect", "n2d"]).status.success(),
+        "swarm rm left the docker context"
+    );
     // The external host left the swarm but was not touched otherwise.
     let ext_env = parse_env(&ns.n2d_ok(&["env", "ext1"]));
     let state = ns.docker_ok(&ext_env, &["info", "--format", "{{.Swarm.LocalNodeState}}"]);

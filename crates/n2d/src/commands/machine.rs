@@ -2,6 +2,7 @@
 
 use crate::args::{CreateArgs, MachineArgs};
 use crate::context::Ctx;
+use crate::docker_context::{self, ContextSpec};
 use crate::provision::{
     create_machine, load_record, machine_state, remove_machine, resolve_image, start_machine, stop_machine,
     vm_config,
@@ -49,10 +50,22 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     warn_insecure(&args.machine);
     spec.image = resolve_image(ctx, args.machine.image.as_deref())?.manifest.id;
     let record = create_machine(ctx, &spec, None, Duration::from_secs(args.machine.timeout))?;
+    let name = &record.spec.name;
+    let context = register_context(ctx, &record);
     println!("{}", record.ip);
     println!("Docker endpoint: {}", record.docker_host());
-    println!("Point the docker CLI at it: eval \"$(n2d env {})\"", record.spec.name);
+    if context {
+        println!("Point the docker CLI at it: docker --context {name} info (or `docker context use {name}`)");
+    }
+    println!("Or set the environment: eval \"$(n2d env {name})\"");
     Ok(())
+}
+
+/// Registers (or refreshes) the docker context of a lone machine; a failure is only reported.
+fn register_context(ctx: &Ctx, record: &n2d_store::MachineRecord) -> bool {
+    let name = record.spec.name.as_str();
+    let spec = ContextSpec::machine(&crate::commands::endpoint(ctx, record));
+    docker_context::register(&ctx.runner, &spec, &format!("n2d env {name}"))
 }
 
 pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
@@ -114,6 +127,11 @@ pub fn start(ctx: &Ctx, names: &[String]) -> Result<()> {
     need_names(names, "start")?;
     for name in names {
         start_machine(ctx, name, Duration::from_secs(600))?;
+        // Swarm nodes are reached through the swarm's context.
+        let record = load_record(ctx, name)?;
+        if record.swarm.is_none() {
+            register_context(ctx, &record);
+        }
     }
     Ok(())
 }
@@ -141,6 +159,7 @@ pub fn rm(ctx: &Ctx, names: &[String], force: bool) -> Result<()> {
     need_names(names, "rm")?;
     for name in names {
         remove_machine(ctx, name, force)?;
+        docker_context::unregister(&ctx.runner, name, &docker_context::machine_description(name));
         eprintln!("{name} removed");
     }
     Ok(())

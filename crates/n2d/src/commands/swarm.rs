@@ -3,6 +3,7 @@
 use super::{connect, endpoint};
 use crate::args::Shell;
 use crate::context::Ctx;
+use crate::docker_context::{self, ContextSpec};
 use crate::provision::{create_machine, remove_machine, resolve_image};
 use crate::UsageError;
 use anyhow::{bail, Context as _, Result};
@@ -259,9 +260,41 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
         return Err(e);
     }
     eprintln!("Swarm {} is ready ({:.1}s)", spec.prefix, started.elapsed().as_secs_f64());
+    let context = register_context(ctx, &record);
     print_summary(ctx, &record)?;
-    println!("\nPoint the docker CLI at it: eval \"$(n2d swarm env {})\"", spec.prefix);
+    print_hint(&spec.prefix, context);
     Ok(())
+}
+
+fn print_hint(name: &str, context: bool) {
+    if context {
+        println!(
+            "\nPoint the docker CLI at it: docker --context {name} node ls (or `docker context use {name}`)"
+        );
+        println!("Or set the environment: eval \"$(n2d swarm env {name})\"");
+    } else {
+        println!("\nPoint the docker CLI at it: eval \"$(n2d swarm env {name})\"");
+    }
+}
+
+/// Registers (or repoints) the swarm's docker context at its first reachable manager; a
+/// failure is only reported.
+fn register_context(ctx: &Ctx, record: &SwarmRecord) -> bool {
+    let hint = format!("n2d swarm env {}", record.prefix);
+    let manager = runtime().and_then(|rt| reachable_manager(ctx, record, &rt));
+    match manager {
+        Ok((m, _)) => {
+            let spec = ContextSpec::swarm(&record.prefix, &endpoint(ctx, &m));
+            docker_context::register(&ctx.runner, &spec, &hint)
+        }
+        Err(e) => {
+            crate::progress::say(format!(
+                "warning: cannot register the docker context {:?}: {e:#}",
+                record.prefix
+            ));
+            false
+        }
+    }
 }
 
 fn check_capacity(ctx: &Ctx, specs: &[MachineSpec]) -> Result<()> {
@@ -331,7 +364,9 @@ fn report_existing(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
     let ready = nodes.iter().filter(|n| n.ready()).count();
     if ready >= expected {
         eprintln!("Swarm {} already exists and all {ready} nodes are Ready: nothing to do", record.prefix);
+        let context = register_context(ctx, record);
         print_summary(ctx, record)?;
+        print_hint(&record.prefix, context);
         return Ok(());
     }
     bail!(UsageError(format!(
@@ -434,6 +469,7 @@ fn rm(ctx: &Ctx, name: &str) -> Result<()> {
         }
     }
     std::fs::remove_file(record_path(ctx, name)).ok();
+    docker_context::unregister(&ctx.runner, name, &docker_context::swarm_description(name));
     eprintln!("Swarm {name} removed");
     Ok(())
 }
@@ -526,6 +562,8 @@ fn scale(ctx: &Ctx, name: &str, workers: Option<u32>, managers: Option<u32>, tim
             eprintln!("{r} removed");
         }
     }
+    // The context may have pointed at a manager that is gone.
+    register_context(ctx, &record);
     print_summary(ctx, &record)
 }
 

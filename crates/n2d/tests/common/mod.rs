@@ -54,11 +54,21 @@ impl Netns {
         ns
     }
 
-    /// A command run inside the namespace, with N2D_HOME set.
+    /// A command run inside the namespace, with N2D_HOME set, and DOCKER_CONFIG in the test's
+    /// home so that the docker contexts n2d registers stay out of the user's ~/.docker.
     pub fn cmd(&self, program: &str, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]).args(args).env("N2D_HOME", &self.home);
+        c.args(["netns", "exec", &self.name, program])
+            .args(args)
+            .env("N2D_HOME", &self.home)
+            .env("DOCKER_CONFIG", self.docker_config())
+            .env_remove("DOCKER_CONTEXT");
         c
+    }
+
+    /// The docker CLI's configuration directory of the test (its context store).
+    pub fn docker_config(&self) -> PathBuf {
+        self.home.join("docker-config")
     }
 
     pub fn n2d(&self, args: &[&str]) -> Output {
@@ -146,6 +156,7 @@ impl Drop for Netns {
         let _ = std::fs::remove_dir_all(self.home.join("machines"));
         let _ = std::fs::remove_dir_all(self.home.join("networks"));
         let _ = std::fs::remove_dir_all(self.home.join("swarms"));
+        let _ = std::fs::remove_dir_all(self.docker_config());
     }
 }
 
