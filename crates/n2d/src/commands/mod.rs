@@ -1,5 +1,6 @@
 //! One module per group of commands; [`run`] dispatches.
 
+pub mod docs;
 pub mod env;
 pub mod image;
 pub mod machine;
@@ -12,6 +13,12 @@ use n2d_store::MachineRecord;
 use n2d_swarm::{BollardApi, Endpoint, TlsPaths};
 
 pub fn run(command: Command) -> Result<()> {
+    // These need no state home.
+    match command {
+        Command::Completions { shell } => return docs::completions(shell),
+        Command::Man { dir } => return docs::man_pages(&dir),
+        _ => {}
+    }
     let ctx = Ctx::from_env()?;
     ctx.handle_interrupts()?;
     match command {
@@ -28,6 +35,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Logs { name, follow } => machine::logs(&ctx, &name, follow),
         Command::Console { name } => machine::console(&ctx, &name),
         Command::Swarm(cmd) => swarm::run(&ctx, cmd),
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
     }
 }
 
