@@ -63,6 +63,18 @@ pub enum Command {
     /// Create and manage Docker Swarms of n2d machines
     #[command(subcommand)]
     Swarm(crate::commands::swarm::SwarmCommand),
+    /// Check that this host has what `create` needs: one line per check, with the fix
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DoctorArgs {
+    /// Check this bridge instead of n2d0
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Print JSON instead of lines
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! One module per group of commands; [`run`] dispatches.
 
+pub mod doctor;
 pub mod env;
 pub mod image;
 pub mod machine;
@@ -28,6 +29,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Logs { name, follow } => machine::logs(&ctx, &name, follow),
         Command::Console { name } => machine::console(&ctx, &name),
         Command::Swarm(cmd) => swarm::run(&ctx, cmd),
+        Command::Doctor(args) => doctor::run(&ctx, args),
     }
 }
 
