@@ -82,7 +82,7 @@ pub enum BuildError {
 }
 
 /// The external tools a build uses and the Debian packages that ship them.
-const TOOLS: [(&str, &str); 5] = [
+pub const TOOLS: [(&str, &str); 5] = [
     ("mmdebstrap", "mmdebstrap"),
     ("mkfs.erofs", "erofs-utils"),
     ("depmod", "kmod"),

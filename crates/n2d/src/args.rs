@@ -73,6 +73,18 @@ pub enum Command {
         /// Where to write them, e.g. /usr/local/share/man/man1
         dir: PathBuf,
     },
+    /// Check that this host has what `create` needs: one line per check, with the fix
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DoctorArgs {
+    /// Check this bridge instead of n2d0
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Print JSON instead of lines
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod commands;
 pub mod context;
+pub mod doctor;
 pub mod guest_init;
 pub mod progress;
 pub mod provision;

@@ -1,6 +1,7 @@
 //! One module per group of commands; [`run`] dispatches.
 
 pub mod docs;
+pub mod doctor;
 pub mod env;
 pub mod image;
 pub mod machine;
@@ -36,6 +37,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Console { name } => machine::console(&ctx, &name),
         Command::Swarm(cmd) => swarm::run(&ctx, cmd),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
+        Command::Doctor(args) => doctor::run(&ctx, args),
     }
 }
 
