@@ -11,23 +11,11 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-if [ "$(id -u)" != 0 ]; then
-    echo "scripts/deps.sh installs Debian packages: run it as root" >&2
-    exit 1
-fi
-if ! command -v apt-get >/dev/null; then
-    echo "scripts/deps.sh needs a Debian host (apt-get); install QEMU >= 7.2, mmdebstrap, erofs-utils, lz4, xz, kmod, iproute2, iptables and the docker CLI by hand" >&2
-    exit 1
-fi
-
-. /etc/os-release
-codename="${VERSION_CODENAME:-}"
-
 # The URI of the Debian archive that the host's own sources name for its release (not security).
 debian_archive_uri() {
-    local f
+    local codename="$1" apt_dir="${2:-/etc/apt}" f
     # deb822 sources: the stanza whose Suites list the bare codename.
-    for f in /etc/apt/sources.list.d/*.sources; do
+    for f in "$apt_dir"/sources.list.d/*.sources; do
         [ -f "$f" ] || continue
         awk -v rel="$codename" '
             BEGIN { RS=""; FS="\n" }
@@ -41,55 +29,83 @@ debian_archive_uri() {
             }' "$f"
     done
     # One-line sources: "deb [opts] URI codename components".
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    for f in "$apt_dir"/sources.list "$apt_dir"/sources.list.d/*.list; do
         [ -f "$f" ] || continue
         sed -E 's/\[[^]]*\]//' "$f" | awk -v rel="$codename" '$1 == "deb" && $3 == rel { print $2 }'
     done
 }
 
-qemu_release=""
-case "$codename" in
-bookworm)
-    qemu_release=bookworm-backports
-    if ! grep -rqsE '(^|[[:space:]])bookworm-backports([[:space:]]|$)' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-        uri="$(debian_archive_uri | head -n1)"
-        uri="${uri:-http://deb.debian.org/debian}"
-        cat >/etc/apt/sources.list.d/n2d-bookworm-backports.sources <<EOF
+# Whether the host's apt sources already name `suite`.
+has_suite() {
+    local suite="$1" apt_dir="${2:-/etc/apt}"
+    grep -rqsE "^[^#]*[[:space:]]${suite}([[:space:]]|\$)" "$apt_dir"/sources.list "$apt_dir"/sources.list.d/
+}
+
+# The deb822 stanza that adds bookworm-backports from the archive at URI $1.
+backports_stanza() {
+    cat <<EOF
 # Added by n2d's scripts/deps.sh: QEMU 10.x for Debian 12.
 Types: deb
-URIs: $uri
+URIs: $1
 Suites: bookworm-backports
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-        echo "added bookworm-backports from $uri (/etc/apt/sources.list.d/n2d-bookworm-backports.sources) for QEMU 10"
+}
+
+main() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "scripts/deps.sh installs Debian packages: run it as root" >&2
+        exit 1
     fi
-    ;;
-esac
+    if ! command -v apt-get >/dev/null; then
+        echo "scripts/deps.sh needs a Debian host (apt-get); install QEMU >= 7.2, mmdebstrap, erofs-utils, lz4, xz, kmod, iproute2, iptables and the docker CLI by hand" >&2
+        exit 1
+    fi
 
-echo "updating the package lists..."
-apt-get update -qq
+    . /etc/os-release
+    local codename="${VERSION_CODENAME:-}" qemu_release="" uri
+    case "$codename" in
+    bookworm)
+        qemu_release=bookworm-backports
+        if ! has_suite bookworm-backports; then
+            uri="$(debian_archive_uri "$codename" | head -n1)"
+            uri="${uri:-http://deb.debian.org/debian}"
+            backports_stanza "$uri" >/etc/apt/sources.list.d/n2d-bookworm-backports.sources
+            echo "added bookworm-backports from $uri (/etc/apt/sources.list.d/n2d-bookworm-backports.sources) for QEMU 10"
+        fi
+        ;;
+    esac
 
-target=()
-[ -n "$qemu_release" ] && target=(-t "$qemu_release")
-qemu_version="$(apt-cache "${target[@]}" policy qemu-system-x86 | awk '/Candidate:/ { print $2 }')"
-if [ -z "$qemu_version" ] || [ "$qemu_version" = "(none)" ]; then
-    echo "no qemu-system-x86 package is available from this host's Debian sources" >&2
-    exit 1
+    echo "updating the package lists..."
+    apt-get update -qq
+
+    local target=() qemu_version packages
+    [ -n "$qemu_release" ] && target=(-t "$qemu_release")
+    qemu_version="$(apt-cache "${target[@]}" policy qemu-system-x86 | awk '/Candidate:/ { print $2 }')"
+    if [ -z "$qemu_version" ] || [ "$qemu_version" = "(none)" ]; then
+        echo "no qemu-system-x86 package is available from this host's Debian sources" >&2
+        exit 1
+    fi
+
+    echo "installing QEMU $qemu_version${qemu_release:+ from $qemu_release}..."
+    apt-get install -y -qq --no-install-recommends "${target[@]}" \
+        "qemu-system-x86=$qemu_version" "qemu-system-common=$qemu_version" "qemu-utils=$qemu_version" >/dev/null
+
+    packages=(mmdebstrap erofs-utils lz4 xz-utils kmod iproute2 iptables dpkg ca-certificates)
+    command -v docker >/dev/null || packages+=(docker.io)
+    echo "installing ${packages[*]}..."
+    apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+
+    if command -v rustup >/dev/null; then
+        rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 ||
+            echo "warning: could not add the Rust target x86_64-unknown-linux-musl (the guest init needs it)" >&2
+    fi
+
+    qemu-system-x86_64 --version | head -n1
+}
+
+# Sourced by scripts/test-deps.sh for its functions; run, it installs.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
 fi
-
-echo "installing QEMU $qemu_version${qemu_release:+ from $qemu_release}..."
-apt-get install -y -qq --no-install-recommends "${target[@]}" \
-    "qemu-system-x86=$qemu_version" "qemu-system-common=$qemu_version" "qemu-utils=$qemu_version" >/dev/null
-
-packages=(mmdebstrap erofs-utils lz4 xz-utils kmod iproute2 iptables dpkg ca-certificates)
-command -v docker >/dev/null || packages+=(docker.io)
-echo "installing ${packages[*]}..."
-apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
-
-if command -v rustup >/dev/null; then
-    rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 ||
-        echo "warning: could not add the Rust target x86_64-unknown-linux-musl (the guest init needs it)" >&2
-fi
-
-qemu-system-x86_64 --version | head -n1

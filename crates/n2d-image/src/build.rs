@@ -1,5 +1,6 @@
 //! The build pipeline, one function per stage.
 
+use crate::init::{check_static_x86_64, GuestInit, InitProblem, INIT_FIX};
 use crate::initramfs::{CpioWriter, Entry};
 use crate::modules::{module_name, ModuleDb};
 use crate::recipe::{ImageManifest, Recipe};
@@ -44,8 +45,8 @@ impl Stage {
 
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
-    /// The static n2d-init binary to embed as the guest's PID 1.
-    pub init_binary: PathBuf,
+    /// The guest's PID 1 (n2d-init), checked to be a static x86-64 ELF before any work.
+    pub init: GuestInit,
     /// Debian suite (default trixie).
     pub suite: Option<String>,
     /// Debian mirror URL (default: mmdebstrap's).
@@ -54,12 +55,8 @@ pub struct BuildOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("cannot read the n2d-init binary {path}: build it with `cargo build --release -p n2d-init --target x86_64-unknown-linux-musl` or set N2D_INIT")]
-    ReadInit {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error("the guest init ({source_desc}) cannot be the VM's PID 1: {problem}; {fix}", fix = INIT_FIX)]
+    UnusableInit { source_desc: String, problem: InitProblem },
     #[error("building an image needs root (mmdebstrap runs in root mode): run n2d as root (e.g. with sudo)")]
     NotRoot,
     #[error(transparent)]
@@ -85,7 +82,7 @@ pub enum BuildError {
 }
 
 /// The external tools a build uses and the Debian packages that ship them.
-const TOOLS: [(&str, &str); 5] = [
+pub const TOOLS: [(&str, &str); 5] = [
     ("mmdebstrap", "mmdebstrap"),
     ("mkfs.erofs", "erofs-utils"),
     ("depmod", "kmod"),
@@ -111,9 +108,9 @@ pub fn check_tools() -> Result<(), BuildError> {
 
 /// The recipe for the given options (and so the image ID they would produce).
 pub fn recipe_for(opts: &BuildOptions) -> Result<Recipe, BuildError> {
-    let init = fs::read(&opts.init_binary)
-        .map_err(|source| BuildError::ReadInit { path: opts.init_binary.clone(), source })?;
-    let mut recipe = Recipe::docker_host(hex::encode(Sha256::digest(&init)));
+    check_static_x86_64(&opts.init.bytes)
+        .map_err(|problem| BuildError::UnusableInit { source_desc: opts.init.source.clone(), problem })?;
+    let mut recipe = Recipe::docker_host(hex::encode(Sha256::digest(&opts.init.bytes)));
     if let Some(suite) = &opts.suite {
         recipe.suite = suite.clone();
     }
@@ -140,7 +137,7 @@ pub fn build_image(
         return Err(BuildError::NotRoot);
     }
     let staging = home.images_dir().join(format!(".build-{}-{}", &id[..12], std::process::id()));
-    let result = Builder { runner, recipe: &recipe, staging: &staging, init_binary: &opts.init_binary }
+    let result = Builder { runner, recipe: &recipe, staging: &staging, init: &opts.init.bytes }
         .run(&id, progress)
         .and_then(|manifest| {
             let final_dir = home.images_dir().join(&id);
@@ -157,7 +154,7 @@ struct Builder<'a> {
     runner: &'a dyn Runner,
     recipe: &'a Recipe,
     staging: &'a Path,
-    init_binary: &'a Path,
+    init: &'a [u8],
 }
 
 impl Builder<'_> {
@@ -342,7 +339,7 @@ impl Builder<'_> {
             w.add(Entry::Dir { path: dir })?;
         }
         w.add(Entry::CharDev { path: "dev/console", major: 5, minor: 1 })?;
-        w.add(Entry::File { path: "init", mode: 0o755, data: &fs::read(self.init_binary)? })?;
+        w.add(Entry::File { path: "init", mode: 0o755, data: self.init })?;
         let mut files = Vec::new();
         walk(tree, tree, &mut files)?;
         for (rel, is_dir) in files {
@@ -493,9 +490,14 @@ mod tests {
     }
 
     #[test]
-    fn missing_init_binary_says_how_to_build_it() {
-        let opts = BuildOptions { init_binary: "/nonexistent/n2d-init".into(), suite: None, mirror: None };
+    fn a_dynamically_linked_init_is_refused_before_any_work() {
+        // This test binary is linked against the host's C library, like a plain host build of
+        // n2d-init: the recipe (the first step of a build) refuses it, naming the fix.
+        let me = fs::read(std::env::current_exe().unwrap()).unwrap();
+        let init = GuestInit { bytes: me, source: "/tmp/n2d-init".into() };
+        let opts = BuildOptions { init, suite: None, mirror: None };
         let err = recipe_for(&opts).unwrap_err().to_string();
-        assert!(err.contains("cargo build --release -p n2d-init"), "{err}");
+        assert!(err.contains("/tmp/n2d-init") && err.contains("dynamically linked"), "{err}");
+        assert!(err.contains("x86_64-unknown-linux-musl"), "{err}");
     }
 }

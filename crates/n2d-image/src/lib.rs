@@ -15,11 +15,13 @@
 //! stages over the same staging tree.
 
 pub mod build;
+pub mod init;
 pub mod initramfs;
 pub mod modules;
 pub mod recipe;
 
 pub use build::{build_image, BuildError, BuildOptions, Stage};
+pub use init::{check_static_x86_64, GuestInit, InitProblem};
 pub use recipe::{ImageManifest, Recipe};
 
 use n2d_store::{read_json, Home, StoreError};

@@ -13,7 +13,7 @@ pub const DEFAULT_PREFIX_LEN: u8 = 24;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("bridge networking needs root to create bridges and taps: run n2d as root (e.g. with sudo)")]
+    #[error("bridge networking needs root (or CAP_NET_ADMIN as an ambient capability, so that ip and QEMU inherit it) to create bridges and taps: run n2d as root (e.g. with sudo)")]
     NotRoot,
     #[error("bridge {0:?} does not exist: create it, or leave out --network to use n2d's own bridge n2d0")]
     NoSuchBridge(String),
@@ -229,8 +229,24 @@ pub fn parse_nameservers(text: &str) -> Vec<Ipv4Addr> {
         .collect()
 }
 
+/// The bit of CAP_NET_ADMIN in the capability masks of /proc/PID/status.
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Whether a process with this /proc/PID/status may create bridges and taps without being
+/// root: n2d does it through child processes (`ip`, QEMU opening its tap), which keep
+/// CAP_NET_ADMIN only when it is in the ambient set.
+pub fn net_admin_inherited(proc_status: &str) -> bool {
+    proc_status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapAmb:"))
+        .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1 << CAP_NET_ADMIN) != 0)
+}
+
+/// Root, or CAP_NET_ADMIN that the tools n2d runs inherit (see [`net_admin_inherited`]).
 pub fn require_root() -> Result<(), NetError> {
-    if rustix::process::geteuid().is_root() {
+    let status = || std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if rustix::process::geteuid().is_root() || net_admin_inherited(&status()) {
         Ok(())
     } else {
         Err(NetError::NotRoot)
@@ -325,6 +341,15 @@ mod tests {
     use n2d_exec::RecordingRunner;
 
     const GW: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+
+    #[test]
+    fn net_admin_must_be_ambient() {
+        let status = |eff: &str, amb: &str| format!("Name:\tn2d\nCapEff:\t{eff}\nCapAmb:\t{amb}\n");
+        assert!(net_admin_inherited(&status("0000000000001000", "0000000000001000")));
+        assert!(!net_admin_inherited(&status("0000000000001000", "0000000000000000")));
+        assert!(!net_admin_inherited(&status("000001ffffffffff", "0000000000000400")));
+        assert!(!net_admin_inherited(""));
+    }
 
     #[test]
     fn allocation_skips_gateway_network_broadcast_and_leases() {

@@ -2,6 +2,7 @@
 //! is planned; [`Qemu`] is the one there is.
 //!
 //! * [`argv`]: the QEMU command line, a pure function of [`VmConfig`].
+//! * [`boot_failure`]: tells the emulator's known boot race (retried) from real faults.
 //! * [`accel`]: KVM when the CPU has vmx/svm and KVM really starts, TCG otherwise.
 //! * [`qmp`]: a small QMP client (status, quit).
 //! * [`qemu`]: lifecycle: start (daemonized), wait for the guest's ready marker, stop
@@ -11,12 +12,14 @@
 
 pub mod accel;
 pub mod argv;
+pub mod boot_failure;
 pub mod console;
 pub mod qemu;
 pub mod qmp;
 pub mod version;
 
 pub use accel::{detect_accel, Accel, AccelChoice};
+pub use boot_failure::{classify_boot_failure, BootFailure};
 pub use qemu::{Qemu, StartReport, StopOutcome};
 pub use version::{detect_qemu_version, QemuVersion};
 
@@ -66,7 +69,7 @@ pub enum VmError {
         source: std::io::Error,
     },
     #[error("{name} stopped during boot; last console lines:\n{console_tail}")]
-    ExitedDuringBoot { name: String, console_tail: String },
+    ExitedDuringBoot { name: String, console_tail: String, failure: BootFailure },
     #[error(
         "{name} did not get its Docker engine up within {timeout:?}; last console lines:\n{console_tail}"
     )]

@@ -168,6 +168,7 @@ impl Hypervisor for Qemu {
                 return Err(VmError::ExitedDuringBoot {
                     name: vm.name.clone(),
                     console_tail: console_tail(&vm.dir, 15),
+                    failure: crate::classify_boot_failure(&seen),
                 });
             }
             if Instant::now() >= deadline {

@@ -63,6 +63,28 @@ pub enum Command {
     /// Create and manage Docker Swarms of n2d machines
     #[command(subcommand)]
     Swarm(crate::commands::swarm::SwarmCommand),
+    /// Print a shell completion script (e.g. `n2d completions bash > /usr/share/bash-completion/completions/n2d`)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (n2d.1 and one per command) into a directory
+    Man {
+        /// Where to write them, e.g. /usr/local/share/man/man1
+        dir: PathBuf,
+    },
+    /// Check that this host has what `create` needs: one line per check, with the fix
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct DoctorArgs {
+    /// Check this bridge instead of n2d0
+    #[arg(long)]
+    pub network: Option<String>,
+    /// Print JSON instead of lines
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,7 +106,7 @@ pub struct ImageBuildArgs {
     /// Debian mirror URL [default: mmdebstrap's]
     #[arg(long)]
     pub mirror: Option<String>,
-    /// The static n2d-init binary [default: $N2D_INIT, or next to n2d]
+    /// A static n2d-init binary to use instead of the one built into n2d [default: $N2D_INIT]
     #[arg(long)]
     pub init: Option<PathBuf>,
 }

@@ -5,6 +5,8 @@ pub mod args;
 pub mod commands;
 pub mod context;
 pub mod docker_context;
+pub mod doctor;
+pub mod guest_init;
 pub mod progress;
 pub mod provision;
 

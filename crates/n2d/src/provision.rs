@@ -3,7 +3,7 @@
 //! A create that fails midway undoes what it made, in reverse order ([`Rollback`]): VM, tap,
 //! IP lease, machine directory.
 
-use crate::context::{find_init_binary, Ctx};
+use crate::context::Ctx;
 use crate::progress::Step;
 use crate::UsageError;
 use anyhow::{bail, Context as _, Result};
@@ -70,7 +70,7 @@ pub fn resolve_image(ctx: &Ctx, id: Option<&str>) -> Result<Image> {
 
 pub fn build_default_image(ctx: &Ctx, args: &crate::args::ImageBuildArgs) -> Result<Image> {
     let opts = BuildOptions {
-        init_binary: find_init_binary(args.init.clone())?,
+        init: crate::guest_init::guest_init(args.init.clone())?,
         suite: args.suite.clone(),
         mirror: args.mirror.clone(),
     };
@@ -242,11 +242,10 @@ pub fn boot(ctx: &Ctx, record: &MachineRecord, timeout: Duration, step: &Step) -
     report_accel(&report);
     step.set(format!("booting ({})", report.accel));
     match ctx.qemu.wait_ready(&vm, since, timeout) {
-        // QEMU 7.2's TCG occasionally crashes a guest kernel early in boot (an emulator flaw,
-        // not a property of the machine): one more boot is the dependable answer.
-        Err(n2d_vm::VmError::ExitedDuringBoot { console_tail, .. })
-            if console_tail.contains("Kernel panic") =>
-        {
+        // Multi-threaded TCG (QEMU 7.2) occasionally crashes a guest kernel early in boot (an
+        // emulator flaw, not a property of the machine): one more boot is the dependable answer.
+        // Anything else (no init, no root) would fail the same way again and is reported.
+        Err(n2d_vm::VmError::ExitedDuringBoot { failure, .. }) if failure.is_retryable() => {
             crate::progress::say(format!(
                 "warning: {}'s kernel panicked during boot under emulation; booting it again",
                 record.spec.name

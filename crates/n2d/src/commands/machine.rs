@@ -3,6 +3,7 @@
 use crate::args::{CreateArgs, MachineArgs};
 use crate::context::Ctx;
 use crate::docker_context::{self, ContextSpec};
+use crate::doctor::{preflight, Target};
 use crate::provision::{
     create_machine, load_record, machine_state, remove_machine, resolve_image, start_machine, stop_machine,
     vm_config,
@@ -47,6 +48,8 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     // Validate everything the user typed before building or creating anything.
     let mut spec = spec_from_args(&args.name, &args.machine, &labels, String::new())?;
     crate::provision::check_new_machine(ctx, &spec)?;
+    let target = Target { bridge: spec.bridge.clone(), image: args.machine.image.clone() };
+    preflight(ctx, &target)?;
     warn_insecure(&args.machine);
     spec.image = resolve_image(ctx, args.machine.image.as_deref())?.manifest.id;
     let record = create_machine(ctx, &spec, None, Duration::from_secs(args.machine.timeout))?;

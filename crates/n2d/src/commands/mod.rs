@@ -1,5 +1,7 @@
 //! One module per group of commands; [`run`] dispatches.
 
+pub mod docs;
+pub mod doctor;
 pub mod env;
 pub mod image;
 pub mod machine;
@@ -12,6 +14,12 @@ use n2d_store::MachineRecord;
 use n2d_swarm::{BollardApi, Endpoint, TlsPaths};
 
 pub fn run(command: Command) -> Result<()> {
+    // These need no state home.
+    match command {
+        Command::Completions { shell } => return docs::completions(shell),
+        Command::Man { dir } => return docs::man_pages(&dir),
+        _ => {}
+    }
     let ctx = Ctx::from_env()?;
     ctx.handle_interrupts()?;
     match command {
@@ -28,6 +36,8 @@ pub fn run(command: Command) -> Result<()> {
         Command::Logs { name, follow } => machine::logs(&ctx, &name, follow),
         Command::Console { name } => machine::console(&ctx, &name),
         Command::Swarm(cmd) => swarm::run(&ctx, cmd),
+        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
+        Command::Doctor(args) => doctor::run(&ctx, args),
     }
 }
 

@@ -231,6 +231,7 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
     // Every node's spec is checked before any VM starts.
     let mut specs = plan.iter().map(|n| machine_spec(&spec, n, "")).collect::<Result<Vec<_>>>()?;
     check_capacity(ctx, &specs)?;
+    preflight(ctx, &specs, args.image.clone())?;
     let image = resolve_image(ctx, args.image.as_deref())?.manifest.id;
     specs.iter_mut().for_each(|s| s.image = image.clone());
 
@@ -295,6 +296,12 @@ fn register_context(ctx: &Ctx, record: &SwarmRecord) -> bool {
             false
         }
     }
+}
+
+/// The host checks of `n2d doctor`, before any node is made.
+fn preflight(ctx: &Ctx, specs: &[MachineSpec], image: Option<String>) -> Result<()> {
+    let bridge = specs.first().map_or_else(|| DEFAULT_BRIDGE.to_string(), |s| s.bridge.clone());
+    Ok(crate::doctor::preflight(ctx, &crate::doctor::Target { bridge, image })?)
 }
 
 fn check_capacity(ctx: &Ctx, specs: &[MachineSpec]) -> Result<()> {
@@ -525,6 +532,7 @@ fn scale(ctx: &Ctx, name: &str, workers: Option<u32>, managers: Option<u32>, tim
             })
             .collect::<Result<Vec<_>>>()?;
         check_capacity(ctx, &specs)?;
+        preflight(ctx, &specs, specs.first().map(|s| s.image.clone()))?;
         let (made, result) = create_nodes(ctx, &specs, name, Duration::from_secs(timeout));
         all_plan.extend(plan.add.iter().cloned());
         all_made.extend(made.iter().cloned());

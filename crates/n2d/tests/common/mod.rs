@@ -16,22 +16,14 @@ pub fn e2e_home() -> PathBuf {
     home
 }
 
-pub fn init_binary() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let p = root.join("target/x86_64-unknown-linux-musl/release/n2d-init");
-    assert!(
-        p.exists(),
-        "build n2d-init first: cargo build --release -p n2d-init --target x86_64-unknown-linux-musl"
-    );
-    p
-}
-
 /// Builds the default image in the host's namespace (it fetches Debian packages).
 pub fn build_image(home: &Path) {
     let out = Command::new(n2d_bin())
         .args(["image", "build"])
         .env("N2D_HOME", home)
-        .env("N2D_INIT", init_binary())
+        // The init built into n2d, not any n2d-init lying next to it: a plain workspace build
+        // leaves a glibc-linked one in target/release/ that cannot be a guest's PID 1.
+        .env_remove("N2D_INIT")
         .output()
         .unwrap();
     assert!(out.status.success(), "image build failed:\n{}", String::from_utf8_lossy(&out.stderr));

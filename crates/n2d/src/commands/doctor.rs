@@ -1,0 +1,26 @@
+//! `n2d doctor`: the host checks, one line each (or JSON); exit 1 when one fails.
+
+use crate::args::DoctorArgs;
+use crate::context::Ctx;
+use crate::doctor::{run_checks, Status, SystemProbe, Target};
+use anyhow::{bail, Result};
+
+pub fn run(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
+    let mut target = Target::default();
+    if let Some(bridge) = args.network {
+        target.bridge = bridge;
+    }
+    let checks = run_checks(&SystemProbe { ctx }, &target);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        for check in &checks {
+            println!("{check}");
+        }
+    }
+    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+    if failed > 0 {
+        bail!("{failed} check(s) failed: `n2d create` cannot work on this host until they are fixed");
+    }
+    Ok(())
+}

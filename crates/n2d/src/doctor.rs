@@ -1,0 +1,919 @@
+//! `n2d doctor`: whether this host has what `create` needs, one line per check with its fix.
+//!
+//! [`HostProbe`] gathers raw facts (tool output, /proc files, free space); [`run_checks`] is a
+//! pure function of those facts, so every finding is unit-tested against a fake host.
+//! `create` and `swarm create` run the same checks first ([`preflight`]) and stop on a failure.
+
+use crate::context::Ctx;
+use n2d_exec::{Cmd, ExecError, Runner};
+use n2d_spec::machine::DEFAULT_BRIDGE;
+use n2d_vm::accel::choose_accel;
+use n2d_vm::QemuVersion;
+use serde::Serialize;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Below this much free space under `$N2D_HOME`, `create` cannot work (an image is ~0.3 GB, a
+/// fresh data disk and the TCG translation cache's swap need room too).
+pub const MIN_FREE_BYTES: u64 = 1 << 30;
+/// Below this, it works but images and data disks will soon fill the disk.
+pub const LOW_FREE_BYTES: u64 = 5 << 30;
+/// The QEMU release n2d is tested with.
+pub const TESTED_QEMU: QemuVersion = QemuVersion::new(10, 0, 0);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    /// `create` works, but worse (slower, no internet in the VMs, no docker CLI...).
+    Warn,
+    /// `create` cannot work until this is fixed.
+    Fail,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        })
+    }
+}
+
+/// One finding: what was checked, how it stands, what was seen, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub finding: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn ok(name: &'static str, finding: impl Into<String>) -> Check {
+        Check { name, status: Status::Ok, finding: finding.into(), fix: None }
+    }
+    fn warn(name: &'static str, finding: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check { name, status: Status::Warn, finding: finding.into(), fix: Some(fix.into()) }
+    }
+    fn fail(name: &'static str, finding: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check { name, status: Status::Fail, finding: finding.into(), fix: Some(fix.into()) }
+    }
+}
+
+/// `ok   qemu       QEMU 10.0.2 (qemu-system-x86_64)` or `FAIL disk ... — fix: ...`.
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:<4} {:<10} {}", self.status.to_string(), self.name, self.finding)?;
+        if let Some(fix) = &self.fix {
+            write!(f, " — fix: {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How an optional tool answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolState {
+    Missing,
+    /// Installed but failed; the reason.
+    Broken(String),
+    /// Works; the first line it printed (its version).
+    Works(String),
+}
+
+/// A route of the host's main table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub dev: String,
+    pub dst: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+/// The raw facts of a host. The real one is [`SystemProbe`]; tests use a fake.
+pub trait HostProbe {
+    /// The QEMU binary n2d runs (`$N2D_QEMU` or qemu-system-x86_64).
+    fn qemu_binary(&self) -> String;
+    /// What `QEMU --version` printed; `None` when it cannot run.
+    fn qemu_version_output(&self) -> Option<String>;
+    /// Whether `program` is on PATH (or in /usr/sbin, /sbin).
+    fn installed(&self, program: &str) -> bool;
+    fn cpuinfo(&self) -> String;
+    /// Whether /dev/kvm opens read-write.
+    fn dev_kvm_usable(&self) -> bool;
+    fn euid(&self) -> u32;
+    /// /proc/self/status (capability masks).
+    fn proc_status(&self) -> String;
+    fn iptables(&self) -> ToolState;
+    fn docker(&self) -> ToolState;
+    /// The host's IPv4 routes.
+    fn routes(&self) -> Vec<Route>;
+    /// `None` when no link of that name exists, else its first IPv4 address.
+    fn link_ipv4(&self, dev: &str) -> Option<Option<(Ipv4Addr, u8)>>;
+    /// The subnet n2d recorded for a bridge (it recreates n2d0 with it).
+    fn recorded_subnet(&self, bridge: &str) -> Option<(Ipv4Addr, u8)>;
+    /// The nearest existing directory of `$N2D_HOME` and the bytes free there.
+    fn free_space(&self) -> Result<(PathBuf, u64), String>;
+    /// IDs of the built images, newest first.
+    fn images(&self) -> Vec<String>;
+    /// The guest init an image build would use (built into n2d, or `$N2D_INIT`): `Err` says
+    /// why it cannot be a VM's PID 1.
+    fn guest_init(&self) -> Result<String, String>;
+}
+
+/// What `create` is about to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub bridge: String,
+    /// An image ID (prefix) given with `--image`; none: the newest image, built if none is.
+    pub image: Option<String>,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Target { bridge: DEFAULT_BRIDGE.to_string(), image: None }
+    }
+}
+
+/// Every check, in the order `n2d doctor` prints them.
+pub fn run_checks(probe: &dyn HostProbe, target: &Target) -> Vec<Check> {
+    vec![
+        check_qemu(probe),
+        check_kvm(probe),
+        check_privileges(probe),
+        check_iptables(probe),
+        check_bridge(probe, &target.bridge),
+        check_disk(probe),
+        check_image(probe, target.image.as_deref()),
+        check_docker(probe),
+    ]
+}
+
+const QEMU_FIX: &str = "install QEMU: scripts/deps.sh, or apt-get install qemu-system-x86";
+
+fn check_qemu(probe: &dyn HostProbe) -> Check {
+    let binary = probe.qemu_binary();
+    let Some(output) = probe.qemu_version_output() else {
+        return Check::fail("qemu", format!("{binary} is not installed"), QEMU_FIX);
+    };
+    if !probe.installed("qemu-img") {
+        return Check::fail(
+            "qemu",
+            "qemu-img is not installed (it makes the VMs' data disks)",
+            "apt-get install qemu-utils (or scripts/deps.sh)",
+        );
+    }
+    match QemuVersion::parse(&output) {
+        None => Check::warn(
+            "qemu",
+            format!("{binary} runs but its version is unknown ({:?})", output.lines().next().unwrap_or("")),
+            "check that it is QEMU: scripts/deps.sh installs QEMU 10",
+        ),
+        Some(v) if v < TESTED_QEMU => Check::warn(
+            "qemu",
+            format!("QEMU {v} ({binary}) is older than {TESTED_QEMU}, the release n2d is tested with"),
+            "scripts/deps.sh installs QEMU 10 (from bookworm-backports on Debian 12)",
+        ),
+        Some(v) => Check::ok("qemu", format!("QEMU {v} ({binary}), qemu-img")),
+    }
+}
+
+fn check_kvm(probe: &dyn HostProbe) -> Check {
+    let choice = choose_accel(&probe.cpuinfo(), probe.dev_kvm_usable());
+    let Some(why) = choice.why_not_kvm else {
+        return Check::ok("kvm", "KVM usable: VMs run at native speed");
+    };
+    let fix = if why.contains("N2D_NO_KVM") {
+        "unset N2D_NO_KVM"
+    } else if why.contains("vmx/svm") {
+        "enable VT-x/AMD-V in the firmware, or nested virtualization for this VM (nothing to do if there is none)"
+    } else {
+        "load kvm_intel or kvm_amd (modprobe) and run n2d as root or in the kvm group"
+    };
+    Check::warn(
+        "kvm",
+        format!("KVM not usable ({why}): VMs run under TCG emulation, several times slower"),
+        fix,
+    )
+}
+
+fn check_privileges(probe: &dyn HostProbe) -> Check {
+    let euid = probe.euid();
+    if euid == 0 {
+        return Check::ok("privileges", "running as root");
+    }
+    if n2d_net::net_admin_inherited(&probe.proc_status()) {
+        return Check::ok(
+            "privileges",
+            format!("uid {euid} with CAP_NET_ADMIN in the ambient set (bridges and taps)"),
+        );
+    }
+    Check::fail(
+        "privileges",
+        format!("running as uid {euid} without CAP_NET_ADMIN: cannot create bridges and taps"),
+        "run n2d as root (e.g. with sudo)",
+    )
+}
+
+fn check_iptables(probe: &dyn HostProbe) -> Check {
+    match probe.iptables() {
+        ToolState::Works(version) => {
+            Check::ok("iptables", format!("{version}: VMs on n2d0 reach the internet through NAT"))
+        }
+        ToolState::Missing => Check::warn(
+            "iptables",
+            "iptables is not installed: VMs on n2d0 will have no internet access (no docker pull)",
+            "apt-get install iptables",
+        ),
+        ToolState::Broken(why) => Check::warn(
+            "iptables",
+            format!("iptables does not work here ({why}): VMs on n2d0 will have no internet access"),
+            "run n2d as root, and check that the kernel has nf_tables (modprobe nf_tables)",
+        ),
+    }
+}
+
+/// The network address of `ip`/`prefix_len`.
+fn network(ip: Ipv4Addr, prefix_len: u8) -> u32 {
+    let mask = if prefix_len == 0 { 0 } else { u32::MAX << (32 - prefix_len.min(32)) };
+    u32::from(ip) & mask
+}
+
+/// Whether two subnets share an address.
+fn overlaps(a: Ipv4Addr, a_len: u8, b: Ipv4Addr, b_len: u8) -> bool {
+    let len = a_len.min(b_len);
+    network(a, len) == network(b, len)
+}
+
+fn check_bridge(probe: &dyn HostProbe, bridge: &str) -> Check {
+    if !probe.installed("ip") {
+        return Check::fail(
+            "bridge",
+            "`ip` is not installed: n2d makes bridges and taps with it",
+            "apt-get install iproute2",
+        );
+    }
+    let recorded = probe.recorded_subnet(bridge);
+    let (gateway, prefix_len, state) = match probe.link_ipv4(bridge) {
+        Some(Some((gw, len))) => (gw, len, "is up"),
+        Some(None) => match recorded {
+            Some((gw, len)) => (gw, len, "exists"),
+            None => {
+                return Check::fail(
+                    "bridge",
+                    format!("bridge {bridge} has no IPv4 address: n2d hands out addresses from its subnet"),
+                    format!("give it one, e.g. ip addr add 10.78.0.1/24 dev {bridge}"),
+                )
+            }
+        },
+        None if bridge == DEFAULT_BRIDGE => {
+            let (gw, len) = recorded.unwrap_or((n2d_net::DEFAULT_GATEWAY, n2d_net::DEFAULT_PREFIX_LEN));
+            (gw, len, "will be created")
+        }
+        None => {
+            return Check::fail(
+                "bridge",
+                format!("bridge {bridge} does not exist"),
+                format!("create it (ip link add {bridge} type bridge; ip addr add 10.78.0.1/24 dev {bridge}; ip link set {bridge} up), or leave out --network to use n2d0"),
+            )
+        }
+    };
+    let subnet = format!("{}/{prefix_len}", Ipv4Addr::from(network(gateway, prefix_len)));
+    // The default route overlaps everything and clashes with nothing.
+    let clash = probe
+        .routes()
+        .into_iter()
+        .find(|r| r.prefix_len > 0 && r.dev != bridge && overlaps(r.dst, r.prefix_len, gateway, prefix_len));
+    if let Some(r) = clash {
+        return Check::fail(
+            "bridge",
+            format!(
+                "{bridge}'s subnet {subnet} overlaps the host route {}/{} on {}: the VMs would clash with that network",
+                r.dst, r.prefix_len, r.dev
+            ),
+            "free that subnet, or make a bridge on an unused one and pass it with --network (ip link add n2d1 type bridge; ip addr add 10.78.0.1/24 dev n2d1; ip link set n2d1 up)",
+        );
+    }
+    Check::ok(
+        "bridge",
+        format!("{bridge} {state} with {gateway}/{prefix_len}, no host route clashes with {subnet}"),
+    )
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+fn check_disk(probe: &dyn HostProbe) -> Check {
+    let (dir, free) = match probe.free_space() {
+        Ok(found) => found,
+        Err(why) => {
+            return Check::warn(
+                "disk",
+                format!("cannot tell the free space for $N2D_HOME ({why})"),
+                "check that $N2D_HOME points somewhere writable",
+            )
+        }
+    };
+    let dir = dir.display();
+    if free < MIN_FREE_BYTES {
+        Check::fail(
+            "disk",
+            format!(
+                "only {} free under {dir}: an image and a data disk need at least {}",
+                gib(free),
+                gib(MIN_FREE_BYTES)
+            ),
+            "free space there, or point N2D_HOME at a larger filesystem",
+        )
+    } else if free < LOW_FREE_BYTES {
+        Check::warn(
+            "disk",
+            format!("{} free under {dir}: data disks grow as containers write", gib(free)),
+            "free space there, or point N2D_HOME at a larger filesystem",
+        )
+    } else {
+        Check::ok("disk", format!("{} free under {dir}", gib(free)))
+    }
+}
+
+fn check_image(probe: &dyn HostProbe, wanted: Option<&str>) -> Check {
+    let images = probe.images();
+    if let Some(id) = wanted {
+        return match images.iter().filter(|i| i.starts_with(id)).count() {
+            1 => Check::ok("image", format!("image {id} is built")),
+            0 => Check::fail(
+                "image",
+                format!("no image {id} is built"),
+                "`n2d image ls` lists the built images; leave out --image to use the newest",
+            ),
+            _ => Check::fail(
+                "image",
+                format!("image ID prefix {id} matches several images"),
+                "give more characters of the ID (see `n2d image ls`)",
+            ),
+        };
+    }
+    if let Some(newest) = images.first() {
+        return Check::ok(
+            "image",
+            format!("image {} is built ({} in all)", &newest[..newest.len().min(12)], images.len()),
+        );
+    }
+    let missing: Vec<String> = n2d_image::build::TOOLS
+        .iter()
+        .filter(|(program, _)| !probe.installed(program))
+        .map(|(program, package)| format!("{program} ({package})"))
+        .collect();
+    if !missing.is_empty() {
+        let packages: Vec<&str> = n2d_image::build::TOOLS
+            .iter()
+            .filter(|(program, _)| !probe.installed(program))
+            .map(|(_, package)| *package)
+            .collect();
+        return Check::fail(
+            "image",
+            format!("no image is built and building one needs {}", missing.join(", ")),
+            format!("apt-get install {} (or scripts/deps.sh)", packages.join(" ")),
+        );
+    }
+    if let Err(why) = probe.guest_init() {
+        return Check::fail(
+            "image",
+            format!("no image is built and the guest init cannot be used: {why}"),
+            n2d_image::init::INIT_FIX,
+        );
+    }
+    if probe.euid() != 0 {
+        return Check::fail(
+            "image",
+            "no image is built and building one needs root (mmdebstrap runs in root mode)",
+            "run `n2d image build` as root once",
+        );
+    }
+    Check::ok("image", "no image yet: create builds one first (the build tools and n2d-init are there)")
+}
+
+fn check_docker(probe: &dyn HostProbe) -> Check {
+    match probe.docker() {
+        ToolState::Works(version) => Check::ok("docker", format!("docker CLI: {version}")),
+        ToolState::Missing => Check::warn(
+            "docker",
+            "no docker CLI: the VMs work, but you need it to use their endpoints",
+            "apt-get install docker.io (or Docker's docker-ce-cli)",
+        ),
+        ToolState::Broken(why) => Check::warn(
+            "docker",
+            format!("the docker CLI does not run ({why})"),
+            "reinstall it: apt-get install docker.io",
+        ),
+    }
+}
+
+/// Routes from /proc/net/route (main table): hex addresses in the kernel's byte order.
+pub fn parse_proc_net_route(text: &str) -> Vec<Route> {
+    let addr = |hex: &str| u32::from_str_radix(hex, 16).ok().map(|v| Ipv4Addr::from(v.to_le_bytes()));
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (dev, dst, mask) = (f.first()?, addr(f.get(1)?)?, addr(f.get(7)?)?);
+            Some(Route { dev: dev.to_string(), dst, prefix_len: u32::from(mask).count_ones() as u8 })
+        })
+        .collect()
+}
+
+/// The real host.
+pub struct SystemProbe<'a> {
+    pub ctx: &'a Ctx,
+}
+
+impl SystemProbe<'_> {
+    /// The first line of a tool's output, or why it did not run.
+    fn tool(&self, cmd: Cmd) -> ToolState {
+        match self.ctx.runner.run(&cmd) {
+            Ok(out) => ToolState::Works(
+                String::from_utf8_lossy(&out).lines().next().unwrap_or("").trim().to_string(),
+            ),
+            Err(ExecError::NotInstalled { .. }) => ToolState::Missing,
+            Err(e) => ToolState::Broken(e.to_string()),
+        }
+    }
+}
+
+impl HostProbe for SystemProbe<'_> {
+    fn qemu_binary(&self) -> String {
+        self.ctx.qemu.binary.clone()
+    }
+    fn qemu_version_output(&self) -> Option<String> {
+        let cmd = Cmd::new(&self.ctx.qemu.binary, n2d_vm::argv::QEMU_PACKAGE).arg("--version");
+        self.ctx.runner.run(&cmd).ok().map(|out| String::from_utf8_lossy(&out).into_owned())
+    }
+    fn installed(&self, program: &str) -> bool {
+        n2d_exec::is_installed(program)
+            || ["/usr/sbin", "/sbin"].iter().any(|dir| Path::new(dir).join(program).is_file())
+    }
+    fn cpuinfo(&self) -> String {
+        std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()
+    }
+    fn dev_kvm_usable(&self) -> bool {
+        std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+    }
+    fn euid(&self) -> u32 {
+        rustix::process::geteuid().as_raw()
+    }
+    fn proc_status(&self) -> String {
+        std::fs::read_to_string("/proc/self/status").unwrap_or_default()
+    }
+    fn iptables(&self) -> ToolState {
+        match self.tool(Cmd::new("iptables", "iptables").arg("--version")) {
+            // Installed is not enough: the nat table must answer (kernel support, privileges).
+            ToolState::Works(version) => {
+                match self.tool(Cmd::new("iptables", "iptables").args([
+                    "-w",
+                    "5",
+                    "-t",
+                    "nat",
+                    "-S",
+                    "POSTROUTING",
+                ])) {
+                    ToolState::Works(_) => ToolState::Works(version),
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+    fn docker(&self) -> ToolState {
+        self.tool(Cmd::new("docker", "docker.io").arg("--version"))
+    }
+    fn routes(&self) -> Vec<Route> {
+        parse_proc_net_route(&std::fs::read_to_string("/proc/net/route").unwrap_or_default())
+    }
+    fn link_ipv4(&self, dev: &str) -> Option<Option<(Ipv4Addr, u8)>> {
+        if dev.contains('/') || !Path::new("/sys/class/net").join(dev).exists() {
+            return None;
+        }
+        Some(n2d_net::Links::new(&self.ctx.runner).ipv4_of(dev).ok().flatten())
+    }
+    fn recorded_subnet(&self, bridge: &str) -> Option<(Ipv4Addr, u8)> {
+        self.ctx.home.load_network(bridge).ok().flatten().map(|n| (n.gateway, n.prefix_len))
+    }
+    fn free_space(&self) -> Result<(PathBuf, u64), String> {
+        let root = self.ctx.home.root();
+        let dir = root.ancestors().find(|p| p.exists()).ok_or("no part of it exists")?;
+        let stat = rustix::fs::statvfs(dir).map_err(|e| format!("statvfs {}: {e}", dir.display()))?;
+        Ok((dir.to_path_buf(), stat.f_bavail.saturating_mul(stat.f_frsize)))
+    }
+    fn images(&self) -> Vec<String> {
+        n2d_image::list_images(&self.ctx.home).into_iter().map(|i| i.manifest.id).collect()
+    }
+    fn guest_init(&self) -> Result<String, String> {
+        let init = crate::guest_init::guest_init(None).map_err(|e| format!("{e:#}"))?;
+        n2d_image::check_static_x86_64(&init.bytes)
+            .map_err(|problem| format!("{}: {problem}", init.source))?;
+        Ok(init.source)
+    }
+}
+
+/// `create` cannot work here: the failing checks, one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("this host is not ready for n2d machines (`n2d doctor` shows every check):\n{}", .0.iter().map(|c| format!("  {c}")).collect::<Vec<_>>().join("\n"))]
+pub struct NotReady(pub Vec<Check>);
+
+/// Runs the checks before a create: fails with the failing lines, prints the warnings (but
+/// not the KVM one: starting a VM says that itself).
+pub fn preflight(ctx: &Ctx, target: &Target) -> Result<(), NotReady> {
+    let checks = run_checks(&SystemProbe { ctx }, target);
+    let failed: Vec<Check> = checks.iter().filter(|c| c.status == Status::Fail).cloned().collect();
+    if !failed.is_empty() {
+        return Err(NotReady(failed));
+    }
+    for c in checks.iter().filter(|c| c.status == Status::Warn && c.name != "kvm") {
+        crate::progress::say(format!(
+            "warning: {}{}",
+            c.finding,
+            c.fix.as_ref().map(|f| format!(" (fix: {f})")).unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A host where everything is there; each test breaks one thing.
+    struct FakeHost {
+        qemu: Option<&'static str>,
+        missing: Vec<&'static str>,
+        cpuinfo: &'static str,
+        dev_kvm: bool,
+        euid: u32,
+        status: &'static str,
+        iptables: ToolState,
+        docker: ToolState,
+        routes: Vec<Route>,
+        links: Vec<(&'static str, Option<(Ipv4Addr, u8)>)>,
+        recorded: Option<(Ipv4Addr, u8)>,
+        free: Result<u64, String>,
+        images: Vec<String>,
+        init: Result<String, String>,
+    }
+
+    impl Default for FakeHost {
+        fn default() -> Self {
+            FakeHost {
+                qemu: Some("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\n"),
+                missing: vec![],
+                cpuinfo: "processor\t: 0\nflags\t\t: fpu vme vmx sse\n",
+                dev_kvm: true,
+                euid: 0,
+                status: "CapEff:\t000001ffffffffff\nCapAmb:\t0000000000000000\n",
+                iptables: ToolState::Works("iptables v1.8.9 (nf_tables)".into()),
+                docker: ToolState::Works("Docker version 28.2.2, build e6534b4".into()),
+                routes: vec![
+                    route("eth0", [0, 0, 0, 0], 0),
+                    route("eth0", [192, 168, 1, 0], 24),
+                    route("n2d0", [10, 77, 0, 0], 24),
+                ],
+                links: vec![("eth0", Some((Ipv4Addr::new(192, 168, 1, 5), 24)))],
+                recorded: None,
+                free: Ok(80 << 30),
+                images: vec!["0123456789abcdef0123".into()],
+                init: Ok("built into n2d".into()),
+            }
+        }
+    }
+
+    fn route(dev: &str, dst: [u8; 4], prefix_len: u8) -> Route {
+        Route { dev: dev.into(), dst: Ipv4Addr::from(dst), prefix_len }
+    }
+
+    impl HostProbe for FakeHost {
+        fn qemu_binary(&self) -> String {
+            "qemu-system-x86_64".into()
+        }
+        fn qemu_version_output(&self) -> Option<String> {
+            self.qemu.map(str::to_string)
+        }
+        fn installed(&self, program: &str) -> bool {
+            !self.missing.contains(&program)
+        }
+        fn cpuinfo(&self) -> String {
+            self.cpuinfo.into()
+        }
+        fn dev_kvm_usable(&self) -> bool {
+            self.dev_kvm
+        }
+        fn euid(&self) -> u32 {
+            self.euid
+        }
+        fn proc_status(&self) -> String {
+            self.status.into()
+        }
+        fn iptables(&self) -> ToolState {
+            self.iptables.clone()
+        }
+        fn docker(&self) -> ToolState {
+            self.docker.clone()
+        }
+        fn routes(&self) -> Vec<Route> {
+            self.routes.clone()
+        }
+        fn link_ipv4(&self, dev: &str) -> Option<Option<(Ipv4Addr, u8)>> {
+            self.links.iter().find(|(d, _)| *d == dev).map(|(_, a)| *a)
+        }
+        fn recorded_subnet(&self, _bridge: &str) -> Option<(Ipv4Addr, u8)> {
+            self.recorded
+        }
+        fn free_space(&self) -> Result<(PathBuf, u64), String> {
+            self.free.clone().map(|b| (PathBuf::from("/root/.local/share"), b))
+        }
+        fn images(&self) -> Vec<String> {
+            self.images.clone()
+        }
+        fn guest_init(&self) -> Result<String, String> {
+            self.init.clone()
+        }
+    }
+
+    fn checks(host: &FakeHost) -> Vec<Check> {
+        run_checks(host, &Target::default())
+    }
+
+    /// The one check named `name`, after asserting that every other one is ok.
+    fn only(host: &FakeHost, name: &str) -> Check {
+        let all = checks(host);
+        for c in all.iter().filter(|c| c.name != name) {
+            assert_eq!(c.status, Status::Ok, "{c}");
+        }
+        all.into_iter().find(|c| c.name == name).expect("check present")
+    }
+
+    fn assert_finding(c: &Check, status: Status, finding: &str, fix: &str) {
+        assert_eq!(c.status, status, "{c}");
+        assert!(c.finding.contains(finding), "{c}");
+        assert!(c.fix.as_deref().unwrap_or_default().contains(fix), "{c}");
+    }
+
+    #[test]
+    fn all_ok_on_a_complete_host() {
+        let all = checks(&FakeHost::default());
+        let names: Vec<&str> = all.iter().map(|c| c.name).collect();
+        assert_eq!(names, ["qemu", "kvm", "privileges", "iptables", "bridge", "disk", "image", "docker"]);
+        for c in &all {
+            assert_eq!(c.status, Status::Ok, "{c}");
+            assert_eq!(c.fix, None);
+        }
+        assert_eq!(all[0].to_string(), "ok   qemu       QEMU 10.0.2 (qemu-system-x86_64), qemu-img");
+        assert!(all[4].finding.contains("n2d0 will be created with 10.77.0.1/24"), "{}", all[4]);
+    }
+
+    #[test]
+    fn qemu_missing_fails() {
+        let c = only(&FakeHost { qemu: None, ..Default::default() }, "qemu");
+        assert_finding(
+            &c,
+            Status::Fail,
+            "qemu-system-x86_64 is not installed",
+            "apt-get install qemu-system-x86",
+        );
+        assert!(c.to_string().starts_with("FAIL qemu "), "{c}");
+        assert!(c.to_string().contains(" — fix: install QEMU: scripts/deps.sh"), "{c}");
+    }
+
+    #[test]
+    fn qemu_img_missing_fails() {
+        let c = only(&FakeHost { missing: vec!["qemu-img"], ..Default::default() }, "qemu");
+        assert_finding(&c, Status::Fail, "qemu-img is not installed", "apt-get install qemu-utils");
+    }
+
+    #[test]
+    fn old_qemu_warns() {
+        let host = FakeHost {
+            qemu: Some("QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)"),
+            ..Default::default()
+        };
+        assert_finding(&only(&host, "qemu"), Status::Warn, "QEMU 7.2.19", "scripts/deps.sh");
+    }
+
+    #[test]
+    fn unparsable_qemu_version_warns() {
+        let host = FakeHost { qemu: Some("something else\n"), ..Default::default() };
+        assert_finding(&only(&host, "qemu"), Status::Warn, "version is unknown", "QEMU 10");
+    }
+
+    #[test]
+    fn no_vmx_flag_warns_with_the_reason() {
+        let host = FakeHost { cpuinfo: "flags\t\t: fpu vme sse\n", ..Default::default() };
+        let c = only(&host, "kvm");
+        assert_finding(&c, Status::Warn, "no vmx/svm flag", "VT-x/AMD-V");
+        assert!(c.finding.contains("TCG"), "{c}");
+    }
+
+    #[test]
+    fn unusable_dev_kvm_warns_with_the_reason() {
+        let host = FakeHost { dev_kvm: false, ..Default::default() };
+        assert_finding(&only(&host, "kvm"), Status::Warn, "/dev/kvm", "kvm group");
+    }
+
+    #[test]
+    fn not_root_without_net_admin_fails() {
+        // Image built, so only the privilege check cares.
+        let host = FakeHost { euid: 1000, ..Default::default() };
+        assert_finding(
+            &only(&host, "privileges"),
+            Status::Fail,
+            "uid 1000 without CAP_NET_ADMIN",
+            "run n2d as root",
+        );
+    }
+
+    #[test]
+    fn not_root_with_ambient_net_admin_is_enough() {
+        let host = FakeHost {
+            euid: 1000,
+            status: "CapEff:\t0000000000001000\nCapAmb:\t0000000000001000\n",
+            ..Default::default()
+        };
+        let c = only(&host, "privileges");
+        assert_eq!(c.status, Status::Ok, "{c}");
+        assert!(c.finding.contains("CAP_NET_ADMIN"), "{c}");
+    }
+
+    #[test]
+    fn iptables_missing_warns() {
+        let host = FakeHost { iptables: ToolState::Missing, ..Default::default() };
+        assert_finding(
+            &only(&host, "iptables"),
+            Status::Warn,
+            "no internet access",
+            "apt-get install iptables",
+        );
+    }
+
+    #[test]
+    fn iptables_broken_warns() {
+        let host = FakeHost {
+            iptables: ToolState::Broken("Permission denied (you must be root)".into()),
+            ..Default::default()
+        };
+        assert_finding(&only(&host, "iptables"), Status::Warn, "Permission denied", "nf_tables");
+    }
+
+    #[test]
+    fn subnet_clash_with_a_host_route_fails() {
+        let mut host = FakeHost::default();
+        host.routes.push(route("tun0", [10, 0, 0, 0], 8));
+        let c = only(&host, "bridge");
+        assert_finding(
+            &c,
+            Status::Fail,
+            "10.77.0.0/24 overlaps the host route 10.0.0.0/8 on tun0",
+            "--network",
+        );
+    }
+
+    #[test]
+    fn clash_uses_the_recorded_subnet() {
+        let mut host = FakeHost { recorded: Some((Ipv4Addr::new(192, 168, 1, 1), 24)), ..Default::default() };
+        host.routes.retain(|r| r.dev != "n2d0");
+        assert_finding(
+            &only(&host, "bridge"),
+            Status::Fail,
+            "192.168.1.0/24 overlaps the host route 192.168.1.0/24 on eth0",
+            "--network",
+        );
+    }
+
+    #[test]
+    fn the_bridges_own_route_is_no_clash() {
+        let mut host = FakeHost::default();
+        host.links.push(("n2d0", Some((Ipv4Addr::new(10, 77, 0, 1), 24))));
+        let c = only(&host, "bridge");
+        assert!(c.finding.contains("n2d0 is up with 10.77.0.1/24"), "{c}");
+    }
+
+    #[test]
+    fn ip_missing_fails() {
+        let host = FakeHost { missing: vec!["ip"], ..Default::default() };
+        assert_finding(
+            &only(&host, "bridge"),
+            Status::Fail,
+            "`ip` is not installed",
+            "apt-get install iproute2",
+        );
+    }
+
+    #[test]
+    fn a_named_bridge_must_exist_and_have_an_address() {
+        let mut host = FakeHost::default();
+        let target = |b: &str| Target { bridge: b.into(), image: None };
+        let c = run_checks(&host, &target("br7")).remove(4);
+        assert_finding(&c, Status::Fail, "bridge br7 does not exist", "ip link add br7 type bridge");
+        host.links.push(("br7", None));
+        let c = run_checks(&host, &target("br7")).remove(4);
+        assert_finding(&c, Status::Fail, "br7 has no IPv4 address", "ip addr add 10.78.0.1/24 dev br7");
+        host.links[1].1 = Some((Ipv4Addr::new(10, 78, 0, 1), 24));
+        assert_eq!(run_checks(&host, &target("br7"))[4].status, Status::Ok);
+    }
+
+    #[test]
+    fn too_little_disk_fails_and_little_warns() {
+        let host = FakeHost { free: Ok(512 << 20), ..Default::default() };
+        assert_finding(
+            &only(&host, "disk"),
+            Status::Fail,
+            "only 0.5 GiB free under /root/.local/share",
+            "N2D_HOME",
+        );
+        let host = FakeHost { free: Ok(3 << 30), ..Default::default() };
+        assert_finding(&only(&host, "disk"), Status::Warn, "3.0 GiB free", "N2D_HOME");
+        let host = FakeHost { free: Err("Permission denied".into()), ..Default::default() };
+        assert_finding(&only(&host, "disk"), Status::Warn, "Permission denied", "N2D_HOME");
+    }
+
+    #[test]
+    fn no_image_is_fine_when_one_can_be_built() {
+        let host = FakeHost { images: vec![], ..Default::default() };
+        let c = only(&host, "image");
+        assert_eq!(c.status, Status::Ok, "{c}");
+        assert!(c.finding.contains("create builds one first"), "{c}");
+    }
+
+    #[test]
+    fn no_image_and_no_build_tools_fails() {
+        let host =
+            FakeHost { images: vec![], missing: vec!["mmdebstrap", "mkfs.erofs"], ..Default::default() };
+        assert_finding(
+            &only(&host, "image"),
+            Status::Fail,
+            "needs mmdebstrap (mmdebstrap), mkfs.erofs (erofs-utils)",
+            "apt-get install mmdebstrap erofs-utils",
+        );
+    }
+
+    #[test]
+    fn no_image_and_an_unusable_init_override_fails() {
+        let host = FakeHost {
+            images: vec![],
+            init: Err("/tmp/n2d-init: it is dynamically linked".into()),
+            ..Default::default()
+        };
+        assert_finding(&only(&host, "image"), Status::Fail, "dynamically linked", "N2D_INIT");
+    }
+
+    #[test]
+    fn no_image_and_not_root_fails() {
+        let host = FakeHost {
+            images: vec![],
+            euid: 1000,
+            status: "CapAmb:\t0000000000001000\n",
+            ..Default::default()
+        };
+        assert_finding(&only(&host, "image"), Status::Fail, "needs root", "n2d image build");
+    }
+
+    #[test]
+    fn a_named_image_must_be_built() {
+        let host = FakeHost::default();
+        let target = |id: &str| Target { bridge: DEFAULT_BRIDGE.into(), image: Some(id.into()) };
+        assert_eq!(run_checks(&host, &target("0123"))[6].status, Status::Ok);
+        assert_finding(&run_checks(&host, &target("dead"))[6], Status::Fail, "no image dead", "n2d image ls");
+    }
+
+    #[test]
+    fn docker_cli_missing_warns() {
+        let host = FakeHost { docker: ToolState::Missing, ..Default::default() };
+        assert_finding(&only(&host, "docker"), Status::Warn, "no docker CLI", "apt-get install docker.io");
+    }
+
+    #[test]
+    fn proc_net_route_is_parsed() {
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                    eth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                    n2d0\t00004D0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        assert_eq!(
+            parse_proc_net_route(text),
+            vec![
+                route("eth0", [0, 0, 0, 0], 0),
+                route("eth0", [192, 0, 2, 0], 24),
+                route("n2d0", [10, 77, 0, 0], 24)
+            ]
+        );
+    }
+
+    #[test]
+    fn not_ready_lists_the_failing_lines() {
+        let host = FakeHost { qemu: None, free: Ok(1), ..Default::default() };
+        let failed: Vec<Check> = checks(&host).into_iter().filter(|c| c.status == Status::Fail).collect();
+        let msg = NotReady(failed).to_string();
+        assert!(msg.contains("\n  FAIL qemu "), "{msg}");
+        assert!(msg.contains("\n  FAIL disk "), "{msg}");
+    }
+}

@@ -1,0 +1,55 @@
+//! `n2d doctor` once for real, as a process, on whatever host runs the tests: it needs no VM
+//! and makes nothing. What it must find is read from the host independently.
+
+use std::process::Command;
+
+fn check<'a>(checks: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    checks.iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("no {name} check in {checks:?}"))
+}
+
+#[test]
+fn doctor_reports_this_host() {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_n2d"))
+        .args(["doctor", "--json"])
+        .env("N2D_HOME", home.path().join("state"))
+        .env_remove("N2D_NO_KVM")
+        .output()
+        .unwrap();
+    let checks: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["qemu", "kvm", "privileges", "iptables", "bridge", "disk", "image", "docker"]);
+
+    let failed = checks.iter().any(|c| c["status"] == "fail");
+    assert_eq!(out.status.code(), Some(if failed { 1 } else { 0 }), "{checks:#?}");
+    for c in &checks {
+        assert_eq!(c["fix"].is_null(), c["status"] == "ok", "{c}");
+    }
+
+    let qemu = check(&checks, "qemu");
+    let version = Command::new("qemu-system-x86_64").arg("--version").output();
+    match version.ok().and_then(|o| n2d_vm::QemuVersion::parse(&String::from_utf8_lossy(&o.stdout))) {
+        Some(v) => assert!(qemu["finding"].as_str().unwrap().contains(&format!("QEMU {v}")), "{qemu}"),
+        None => assert_eq!(qemu["status"], "fail", "{qemu}"),
+    }
+
+    let kvm = check(&checks, "kvm");
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    if !cpuinfo.lines().any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm"))) {
+        assert_eq!(kvm["status"], "warn", "{kvm}");
+        assert!(kvm["finding"].as_str().unwrap().contains("no vmx/svm flag"), "{kvm}");
+    }
+
+    let privileges = check(&checks, "privileges");
+    if rustix::process::geteuid().is_root() {
+        assert_eq!(privileges["status"], "ok", "{privileges}");
+        assert_eq!(privileges["finding"], "running as root");
+    }
+
+    let disk = check(&checks, "disk");
+    assert!(disk["finding"].as_str().unwrap().contains(&home.path().display().to_string()), "{disk}");
+    let image = check(&checks, "image");
+    assert!(image["finding"].as_str().unwrap().contains("no image"), "{image}");
+    assert!(!home.path().join("state").exists(), "doctor made $N2D_HOME");
+}
