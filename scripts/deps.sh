@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what n2d needs on a Debian host (as root): QEMU from the newest Debian source the host
 # has, the image build tools, the docker CLI and the Rust musl target for the guest init.
-# Called by scripts/install.sh and by .ci/run, so users and CI install the same way.
+# Called by scripts/install.sh, and by scripts/test.sh with `--tests` (which adds what only the
+# tests use: busybox-static for a locally made test image, curl), so users and CI install the
+# same way.
 #
 # QEMU: on Debian 12 from bookworm-backports (QEMU 10.x; the suite is added from the Debian
 # archive the host's sources already name when it is missing), on Debian 13 and later from the
@@ -94,6 +96,7 @@ main() {
 
     packages=(mmdebstrap erofs-utils lz4 xz-utils kmod iproute2 iptables dpkg ca-certificates)
     command -v docker >/dev/null || packages+=(docker.io)
+    [ "${1:-}" = --tests ] && packages+=(busybox-static curl tar)
     echo "installing ${packages[*]}..."
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 

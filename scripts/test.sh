@@ -4,6 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What the tests need (QEMU, image tools, docker CLI, busybox, curl, the musl target): installed
+# by scripts/deps.sh when anything is missing, so this works on a fresh Debian machine.
+missing=()
+for tool in qemu-system-x86_64 qemu-img mmdebstrap mkfs.erofs lz4 depmod ip iptables docker busybox curl; do
+    command -v "$tool" >/dev/null || missing+=("$tool")
+done
+rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl || missing+=(musl-target)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "missing: ${missing[*]}; installing with scripts/deps.sh --tests"
+    scripts/deps.sh --tests
+fi
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+
 scripts/test-deps.sh
 cargo fmt --all --check
 cargo clippy --locked --all-targets -- -D warnings
