@@ -21,4 +21,6 @@ n2d completions bash >/usr/share/bash-completion/completions/n2d
 n2d completions fish >/usr/share/fish/vendor_completions.d/n2d.fish
 n2d completions zsh >/usr/local/share/zsh/site-functions/_n2d
 n2d man /usr/local/share/man/man1
-echo "installed: /usr/local/bin/n2d ($(n2d --version))"
+echo "installed: /usr/local/bin/n2d ($(n2d --version)), completions and man pages"
+echo "QEMU: $(qemu-system-x86_64 --version | head -n1)"
+echo "check the host with: n2d doctor"

@@ -9,6 +9,10 @@ use common::*;
 #[test]
 #[ignore = "boots a VM: needs root and QEMU; run with --ignored"]
 fn one_docker_host_over_tls() {
+    // scripts/test.sh makes a plain `cargo build --release` of the workspace first, which leaves
+    // a glibc-linked n2d-init next to n2d: the image must still get the static one n2d embeds.
+    let sibling = std::path::Path::new(n2d_bin()).with_file_name("n2d-init");
+    eprintln!("a host-built n2d-init next to n2d (not to be used): {}", sibling.exists());
     let home = e2e_home();
     build_image(&home);
     let work = tempfile::tempdir().unwrap();
