@@ -47,7 +47,8 @@ mod tests {
 
     #[test]
     fn parses_debian_version_lines() {
-        let v10 = "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright (c) 2003-2025\n";
+        let v10 =
+            "QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\nCopyright (c) 2003-2025\n";
         assert_eq!(QemuVersion::parse(v10), Some(QemuVersion::new(10, 0, 2)));
         let v72 = "QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)";
         assert_eq!(QemuVersion::parse(v72), Some(QemuVersion::new(7, 2, 19)));
