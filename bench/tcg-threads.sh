@@ -118,7 +118,7 @@ save_panic_logs() {
     local tag=$1 f
     for f in "$BENCH_HOME"/machines/*/serial.log; do
         [ -f "$f" ] || continue
-        if grep -qE "Kernel panic|BUG:|Oops|invalid opcode|int3" "$f"; then
+        if grep -qE "Kernel panic|BUG:|Oops|invalid opcode|int3|rcu.*stall|blocked for more than" "$f"; then
             cp "$f" "$RESULTS/$tag-$(basename "$(dirname "$f")")-serial.log"
         fi
     done
@@ -145,11 +145,11 @@ run_one() {
     if [ "$ok" = 1 ]; then check_mode "$mode"; fi
     panics=$(count_panics)
     warns=$(grep -c "kernel panicked" "$out" || true)
-    [ "$panics" = 0 ] || save_panic_logs "$tag-$mode-$(date +%s)"
+    [ "$panics" = 0 ] && [ "$ok" = 1 ] || save_panic_logs "$tag-$mode-$(date +%s)"
     secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
     [ "$ok" = 1 ] || { secs=FAIL; log "FAILED: $tag $mode (log: $out)"; tail -5 "$out" >&2; }
     echo "$tag $mode $secs $panics $warns" >>"$RESULTS/runs.txt"
-    log "$tag $mode: ${secs}s, panics in serial logs $panics, n2d panic warnings $warns"
+    log "$tag $mode: ${secs/%[0-9]/&s}, panics in serial logs $panics, n2d panic warnings $warns"
     rm_all_machines
     [ -z "$(bench_qemus)" ] || { log "QEMU still running after rm"; exit 1; }
 }
