@@ -1,6 +1,6 @@
 //! The QEMU command line, as a pure function of the VM's configuration.
 
-use crate::{Accel, VmConfig};
+use crate::{Accel, QemuVersion, VmConfig};
 use n2d_proto::{CONFIG_DISK_SERIAL, CONTROL_PORT_NAME, DATA_DISK_SERIAL, ROOT_DISK_SERIAL};
 
 /// Files QEMU creates in the machine directory (it runs with that directory as its cwd, so the
@@ -24,15 +24,92 @@ pub const QEMU_PACKAGE: &str = "qemu-system-x86";
 /// can fail and stall or panic the boot.
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 loglevel=4 no_timer_check";
 
-pub fn qemu_argv(vm: &VmConfig, accel: Accel) -> Vec<String> {
+/// How TCG maps vCPUs to host threads: `single` runs all of a VM's vCPUs round-robin on one host
+/// thread, `multi` (MTTCG) gives each vCPU its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcgThread {
+    Single,
+    Multi,
+}
+
+impl TcgThread {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TcgThread::Single => "single",
+            TcgThread::Multi => "multi",
+        }
+    }
+}
+
+impl std::fmt::Display for TcgThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{TCG_THREAD_ENV}={value:?} is not valid: use single or multi")]
+pub struct InvalidTcgThread {
+    pub value: String,
+}
+
+impl std::str::FromStr for TcgThread {
+    type Err = InvalidTcgThread;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "single" => Ok(TcgThread::Single),
+            "multi" => Ok(TcgThread::Multi),
+            _ => Err(InvalidTcgThread { value: s.to_string() }),
+        }
+    }
+}
+
+/// Forces the TCG threading mode whatever the QEMU version (`single` or `multi`).
+pub const TCG_THREAD_ENV: &str = "N2D_TCG_THREAD";
+
+/// The first QEMU release whose multi-threaded TCG n2d uses by default: none yet.
+///
+/// QEMU 7.2's multi-threaded TCG can let one vCPU run stale code while another patches the
+/// kernel's text (a guest panic ~1.5 s into boot, on an int3 left by a static-branch patch in
+/// `sched_clock_cpu`), and it was slower with several VMs on two host cores.
+/// QEMU 10.0.2, side by side on a 2-core host (BENCHMARKS.md, "TCG threading under QEMU 10"):
+/// no kernel panic under multi-threaded TCG, but one boot in 23 hung (an RCU stall ~2 s
+/// into boot: vCPU 1 never woke again), and no clear gain: one VM took 1.04x single's median
+/// time, the default swarm 0.95x, both within the noise of that shared host. So every version
+/// keeps `thread=single` for now (`N2D_TCG_THREAD=multi` to try the other).
+pub const MTTCG_DEFAULT_SINCE: Option<QemuVersion> = None;
+
+/// TCG threading for a QEMU version: `forced` (from `$N2D_TCG_THREAD`) if given, else
+/// [`MTTCG_DEFAULT_SINCE`]'s gate. An unknown version gets `thread=single`.
+pub fn tcg_thread(version: Option<QemuVersion>, forced: Option<TcgThread>) -> TcgThread {
+    tcg_thread_gated(version, forced, MTTCG_DEFAULT_SINCE)
+}
+
+/// The gate itself: `thread=multi` from `mttcg_since` on (`None`: never), `single` below it and
+/// for an unknown version.
+pub fn tcg_thread_gated(
+    version: Option<QemuVersion>,
+    forced: Option<TcgThread>,
+    mttcg_since: Option<QemuVersion>,
+) -> TcgThread {
+    if let Some(forced) = forced {
+        return forced;
+    }
+    match (version, mttcg_since) {
+        (Some(v), Some(since)) if v >= since => TcgThread::Multi,
+        _ => TcgThread::Single,
+    }
+}
+
+pub fn qemu_argv(vm: &VmConfig, accel: Accel, tcg: TcgThread) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-    // TCG runs one thread for all vCPUs: QEMU 7.2's multi-threaded TCG can let one vCPU run
-    // stale code while another patches the kernel's text (seen as a guest panic on an int3
-    // left by a static-branch patch). With several VMs on few host cores it costs nothing.
+    // TCG's threading comes from `tcg_thread` (QEMU version, or N2D_TCG_THREAD).
+    let tcg_opt = format!("tcg,thread={tcg}");
     let (accel_opt, cpu) = match accel {
         Accel::Kvm => ("kvm", "host"),
-        Accel::Tcg => ("tcg,thread=single", "max"),
+        Accel::Tcg => (tcg_opt.as_str(), "max"),
     };
     let drive = |id: &str, path: &std::path::Path, format: &str, extra: &str| {
         format!("file={},if=none,id={id},format={format}{extra}", path.display())
@@ -98,17 +175,56 @@ mod tests {
 
     #[test]
     fn tcg_and_kvm_pick_their_cpu_models() {
-        let tcg = qemu_argv(&vm(), Accel::Tcg);
+        let tcg = qemu_argv(&vm(), Accel::Tcg, TcgThread::Single);
         assert_eq!(after(&tcg, "-accel"), ["tcg,thread=single"]);
         assert_eq!(after(&tcg, "-cpu"), ["max"]);
-        let kvm = qemu_argv(&vm(), Accel::Kvm);
+        let mttcg = qemu_argv(&vm(), Accel::Tcg, TcgThread::Multi);
+        assert_eq!(after(&mttcg, "-accel"), ["tcg,thread=multi"]);
+        let kvm = qemu_argv(&vm(), Accel::Kvm, TcgThread::Multi);
         assert_eq!(after(&kvm, "-accel"), ["kvm"]);
         assert_eq!(after(&kvm, "-cpu"), ["host"]);
     }
 
     #[test]
+    fn qemu_7_2_and_unknown_versions_keep_single_threaded_tcg() {
+        assert_eq!(tcg_thread(Some(QemuVersion::new(7, 2, 19)), None), TcgThread::Single);
+        assert_eq!(tcg_thread(None, None), TcgThread::Single);
+    }
+
+    #[test]
+    fn qemu_10_gets_the_measured_choice() {
+        // Measured on 10.0.2: multi-threaded TCG was no faster, and hung a boot (BENCHMARKS.md).
+        for v in [QemuVersion::new(10, 0, 0), QemuVersion::new(10, 0, 2), QemuVersion::new(11, 1, 0)] {
+            assert_eq!(tcg_thread(Some(v), None), TcgThread::Single, "{v}");
+        }
+    }
+
+    #[test]
+    fn the_gate_splits_versions_at_its_threshold() {
+        let since = Some(QemuVersion::new(10, 0, 0));
+        assert_eq!(tcg_thread_gated(Some(QemuVersion::new(7, 2, 19)), None, since), TcgThread::Single);
+        assert_eq!(tcg_thread_gated(Some(QemuVersion::new(9, 2, 4)), None, since), TcgThread::Single);
+        assert_eq!(tcg_thread_gated(Some(QemuVersion::new(10, 0, 0)), None, since), TcgThread::Multi);
+        assert_eq!(tcg_thread_gated(Some(QemuVersion::new(10, 0, 2)), None, since), TcgThread::Multi);
+        assert_eq!(tcg_thread_gated(None, None, since), TcgThread::Single);
+        assert_eq!(tcg_thread_gated(Some(QemuVersion::new(10, 0, 2)), None, None), TcgThread::Single);
+    }
+
+    #[test]
+    fn the_override_wins_both_ways() {
+        for v in [None, Some(QemuVersion::new(7, 2, 19)), Some(QemuVersion::new(10, 0, 2))] {
+            assert_eq!(tcg_thread(v, Some(TcgThread::Multi)), TcgThread::Multi);
+            assert_eq!(tcg_thread(v, Some(TcgThread::Single)), TcgThread::Single);
+        }
+        assert_eq!(" Multi".parse::<TcgThread>(), Ok(TcgThread::Multi));
+        assert_eq!("single".parse::<TcgThread>(), Ok(TcgThread::Single));
+        let err = "mttcg".parse::<TcgThread>().unwrap_err().to_string();
+        assert!(err.contains("N2D_TCG_THREAD") && err.contains("single or multi"), "{err}");
+    }
+
+    #[test]
     fn resources_disks_and_nic_come_from_the_config() {
-        let argv = qemu_argv(&vm(), Accel::Tcg);
+        let argv = qemu_argv(&vm(), Accel::Tcg, TcgThread::Single);
         assert_eq!(after(&argv, "-smp"), ["2"]);
         assert_eq!(after(&argv, "-m"), ["2048M"]);
         assert_eq!(
@@ -129,7 +245,7 @@ mod tests {
 
     #[test]
     fn vm_is_daemonized_headless_and_never_reboots() {
-        let argv = qemu_argv(&vm(), Accel::Tcg);
+        let argv = qemu_argv(&vm(), Accel::Tcg, TcgThread::Single);
         for flag in ["-daemonize", "-no-reboot", "-nodefaults"] {
             assert!(argv.iter().any(|a| a == flag), "{flag}");
         }

@@ -19,6 +19,7 @@ pub mod qmp;
 pub mod version;
 
 pub use accel::{detect_accel, Accel, AccelChoice};
+pub use argv::{tcg_thread, TcgThread};
 pub use boot_failure::{classify_boot_failure, BootFailure};
 pub use qemu::{Qemu, StartReport, StopOutcome};
 pub use version::{detect_qemu_version, QemuVersion};
@@ -74,6 +75,8 @@ pub enum VmError {
         "{name} did not get its Docker engine up within {timeout:?}; last console lines:\n{console_tail}"
     )]
     ReadyTimeout { name: String, timeout: Duration, console_tail: String },
+    #[error(transparent)]
+    TcgThread(crate::argv::InvalidTcgThread),
     #[error("{name} is already running")]
     AlreadyRunning { name: String },
     #[error("interrupted while {name} was booting")]

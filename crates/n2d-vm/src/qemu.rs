@@ -1,7 +1,11 @@
 //! The QEMU driver: lifecycle of one `qemu-system-x86_64` process per machine.
 
 use crate::accel::{detect_accel, Accel};
-use crate::argv::{qemu_argv, CONTROL_SOCKET, PID_FILE, QEMU_BINARY, QEMU_PACKAGE, QMP_SOCKET, SERIAL_LOG};
+use crate::argv::{
+    qemu_argv, tcg_thread, InvalidTcgThread, TcgThread, CONTROL_SOCKET, PID_FILE, QEMU_BINARY, QEMU_PACKAGE,
+    QMP_SOCKET, SERIAL_LOG, TCG_THREAD_ENV,
+};
+use crate::version::{detect_qemu_version, QemuVersion};
 use crate::{Hypervisor, VmConfig, VmError, VmState};
 use n2d_proto::{ControlRequest, READY_MARKER};
 use nix::sys::signal::{kill, Signal};
@@ -11,7 +15,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +40,10 @@ pub struct Qemu {
     pub binary: String,
     /// Set (e.g. by a SIGINT handler) to abandon waits, so the caller can roll back.
     pub cancel: Arc<AtomicBool>,
+    /// `$N2D_TCG_THREAD`, read once: forces TCG's threading whatever the QEMU version.
+    pub tcg_thread_override: Option<Result<TcgThread, InvalidTcgThread>>,
+    /// The binary's version, asked once per process (on the first TCG start).
+    version: Arc<OnceLock<Option<QemuVersion>>>,
 }
 
 impl Default for Qemu {
@@ -43,11 +51,31 @@ impl Default for Qemu {
         Qemu {
             binary: std::env::var("N2D_QEMU").unwrap_or_else(|_| QEMU_BINARY.to_string()),
             cancel: Arc::default(),
+            tcg_thread_override: std::env::var(TCG_THREAD_ENV)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| v.parse()),
+            version: Arc::default(),
         }
     }
 }
 
 impl Qemu {
+    /// The installed QEMU's version (`None` when it cannot be told), detected once.
+    pub fn version(&self) -> Option<QemuVersion> {
+        *self.version.get_or_init(|| detect_qemu_version(&self.binary))
+    }
+
+    /// TCG's threading for this QEMU: `$N2D_TCG_THREAD`, else by version ([`tcg_thread`]).
+    pub fn tcg_thread(&self) -> Result<TcgThread, VmError> {
+        let forced = match &self.tcg_thread_override {
+            Some(Ok(t)) => Some(*t),
+            Some(Err(e)) => return Err(VmError::TcgThread(e.clone())),
+            None => None,
+        };
+        Ok(tcg_thread(forced.is_none().then(|| self.version()).flatten(), forced))
+    }
+
     fn launch(&self, vm: &VmConfig, accel: Accel) -> Result<i32, VmError> {
         // Never clear the files of a QEMU that is still running (e.g. two `start`s at once).
         if self.pid(vm).is_some() {
@@ -56,10 +84,11 @@ impl Qemu {
         for stale in [PID_FILE, QMP_SOCKET, CONTROL_SOCKET, crate::argv::CONSOLE_SOCKET] {
             let _ = std::fs::remove_file(vm.dir.join(stale));
         }
+        let tcg = if accel == Accel::Tcg { self.tcg_thread()? } else { TcgThread::Single };
         // With -daemonize the parent exits once the VM is set up: its status and stderr tell
         // whether QEMU accepted the configuration.
         let output = Command::new(&self.binary)
-            .args(qemu_argv(vm, accel))
+            .args(qemu_argv(vm, accel, tcg))
             .current_dir(&vm.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -286,6 +315,26 @@ mod tests {
         std::fs::write(dir.path().join(SERIAL_LOG), "a\nb\nc\n").unwrap();
         assert_eq!(console_tail(dir.path(), 2), "  | b\n  | c");
         assert_eq!(console_log_len(dir.path()), 6);
+    }
+
+    #[test]
+    fn a_bad_tcg_thread_override_is_an_error_not_a_guess() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = "many".parse::<TcgThread>();
+        let q = Qemu { binary: "n2d-no-such-qemu".into(), tcg_thread_override: Some(bad), ..Qemu::default() };
+        let err = q.launch(&vm(dir.path()), Accel::Tcg).unwrap_err();
+        assert!(matches!(err, VmError::TcgThread(_)), "{err}");
+        let forced = Qemu {
+            binary: "n2d-no-such-qemu".into(),
+            tcg_thread_override: Some(Ok(TcgThread::Multi)),
+            ..Qemu::default()
+        };
+        assert_eq!(forced.tcg_thread().unwrap(), TcgThread::Multi);
+        // No override and no QEMU to ask: the safe choice.
+        let unknown =
+            Qemu { binary: "n2d-no-such-qemu".into(), tcg_thread_override: None, ..Qemu::default() };
+        assert_eq!(unknown.version(), None);
+        assert_eq!(unknown.tcg_thread().unwrap(), TcgThread::Single);
     }
 
     #[test]
