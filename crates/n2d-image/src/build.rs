@@ -136,6 +136,11 @@ pub fn build_image(
     if !rustix::process::geteuid().is_root() {
         return Err(BuildError::NotRoot);
     }
+    // The guest's root tree must keep Debian's modes (0755 directories and binaries): n2d's own
+    // umask (0077) would make what mmdebstrap's scripts and the builder create root-only inside
+    // the guest. The images directory itself stays private (0700).
+    n2d_store::ensure_dir(&home.images_dir()).map_err(BuildError::Store)?;
+    let _umask = UmaskGuard::set(0o022);
     let staging = home.images_dir().join(format!(".build-{}-{}", &id[..12], std::process::id()));
     let result = Builder { runner, recipe: &recipe, staging: &staging, init: &opts.init.bytes }
         .run(&id, progress)
@@ -148,6 +153,22 @@ pub fn build_image(
     // The staging tree (a whole Debian userland) is never kept, built or not.
     let _ = fs::remove_dir_all(&staging);
     result.map(|image| (image, false))
+}
+
+/// Sets the process umask until dropped. Image builds run before any VM thread starts, so
+/// nothing else in the process creates files meanwhile.
+struct UmaskGuard(rustix::fs::Mode);
+
+impl UmaskGuard {
+    fn set(mask: u32) -> UmaskGuard {
+        UmaskGuard(rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask)))
+    }
+}
+
+impl Drop for UmaskGuard {
+    fn drop(&mut self) {
+        rustix::process::umask(self.0);
+    }
 }
 
 struct Builder<'a> {

@@ -121,8 +121,10 @@ pub struct ImageManifest {
 }
 
 impl ImageManifest {
+    /// The first 12 characters of the ID (cut on a character boundary: a manifest on disk may
+    /// hold anything).
     pub fn short_id(&self) -> &str {
-        &self.id[..12]
+        self.id.char_indices().nth(12).map_or(&self.id[..], |(i, _)| &self.id[..i])
     }
 }
 

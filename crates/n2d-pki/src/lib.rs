@@ -78,9 +78,9 @@ impl Ca {
         let ca = Ca { dir: dir.to_path_buf(), cert_pem: cert.pem(), key };
         let client = ca.issue_client()?;
         // The CA key is written last: its presence marks a complete certs directory.
-        save(&dir.join(CLIENT_CERT), &client.cert_pem, 0o644)?;
+        save(&dir.join(CLIENT_CERT), &client.cert_pem, 0o600)?;
         save(&dir.join(CLIENT_KEY), &client.key_pem, 0o600)?;
-        save(&dir.join(CA_CERT), &ca.cert_pem, 0o644)?;
+        save(&dir.join(CA_CERT), &ca.cert_pem, 0o600)?;
         save(&dir.join(CA_KEY), &ca.key.serialize_pem(), 0o600)?;
         Ok(ca)
     }
@@ -182,7 +182,8 @@ mod tests {
         let first = Ca::load_or_create(dir.path()).unwrap().cert_pem().to_string();
         let second = Ca::load_or_create(dir.path()).unwrap().cert_pem().to_string();
         assert_eq!(first, second);
-        for key in [CA_KEY, CLIENT_KEY] {
+        // Keys and certificates alike: everything n2d writes is private.
+        for key in [CA_KEY, CLIENT_KEY, CA_CERT, CLIENT_CERT] {
             let mode = std::fs::metadata(dir.path().join(key)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }

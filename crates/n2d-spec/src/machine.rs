@@ -24,8 +24,8 @@ pub enum SpecError {
     InvalidSize { input: String, reason: String },
     #[error("{what} {value} is out of range: use {min} to {max}")]
     OutOfRange { what: &'static str, value: String, min: String, max: String },
-    #[error("invalid label {input:?}: use KEY=VALUE with a non-empty key")]
-    InvalidLabel { input: String },
+    #[error("invalid label {input:?}: {reason}")]
+    InvalidLabel { input: String, reason: &'static str },
     #[error("invalid bridge name {name:?}: use 1-15 characters of letters, digits, '-', '_' or '.'")]
     InvalidBridge { name: String },
 }
@@ -82,7 +82,7 @@ impl From<MachineName> for String {
 
 impl fmt::Display for MachineName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -139,17 +139,42 @@ impl fmt::Display for ByteSize {
     }
 }
 
-/// Parses `KEY=VALUE` labels.
+/// Parses a `KEY=VALUE` label. The one label parser: `create --label`, `swarm create --label`
+/// (via `LabelRule`), `swarm add-host --label` and cluster files all use it.
 pub fn parse_label(input: &str) -> Result<(String, String), SpecError> {
-    match input.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(SpecError::InvalidLabel { input: input.to_string() }),
+    split_label(input).map_err(|reason| SpecError::InvalidLabel { input: input.to_string(), reason })
+}
+
+/// The rules of [`parse_label`], with the reason a label is refused: the key is non-empty and
+/// holds no whitespace, `=` or control characters; the value (possibly empty) holds no control
+/// characters (a newline would forge another line wherever labels are listed).
+pub fn split_label(input: &str) -> Result<(String, String), &'static str> {
+    let Some((key, value)) = input.split_once('=') else {
+        return Err("expected KEY=VALUE (e.g. zone=a)");
+    };
+    if key.is_empty() {
+        return Err("the key is empty: expected KEY=VALUE");
     }
+    if key.chars().any(char::is_whitespace) {
+        return Err("label keys may not contain whitespace");
+    }
+    if key.chars().chain(value.chars()).any(char::is_control) {
+        return Err("labels may not contain control characters (newlines, tabs...)");
+    }
+    Ok((key.to_string(), value.to_string()))
+}
+
+/// At most `max` characters of `s`, cut on a character boundary (ids and names from records
+/// may hold any UTF-8).
+pub fn truncate_chars(s: &str, max: usize) -> &str {
+    s.char_indices().nth(max).map_or(s, |(i, _)| &s[..i])
 }
 
 /// Checks a Linux interface name (bridges are at most 15 bytes).
 pub fn validate_bridge_name(name: &str) -> Result<(), SpecError> {
     let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
         && name.len() <= 15
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
@@ -212,7 +237,7 @@ fn check_range(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn spec() -> MachineSpec {
@@ -277,12 +302,42 @@ mod tests {
         assert!(matches!(s.validate(), Err(SpecError::InvalidBridge { .. })));
     }
 
+    /// Labels every parser refuses: `create --label`, `swarm create --label` and cluster files
+    /// (the swarm tests run the same table through `LabelRule` and the cluster file).
+    pub(crate) const BAD_LABELS: &[&str] =
+        &["", "zone", "=a", "a b=v", " a=v", "a\nb=v", "a=b\nc", "a\tb=v", "a=\u{7}", "a\rb=v"];
+    pub(crate) const GOOD_LABELS: &[(&str, &str, &str)] = &[
+        ("zone=a", "zone", "a"),
+        ("ssd=", "ssd", ""),
+        ("a=b=c", "a", "b=c"),
+        ("k=with space", "k", "with space"),
+    ];
+
     #[test]
-    fn labels_need_a_key() {
-        assert_eq!(parse_label("zone=a").unwrap(), ("zone".into(), "a".into()));
-        assert_eq!(parse_label("ssd=").unwrap(), ("ssd".into(), "".into()));
-        assert!(parse_label("=a").is_err());
-        assert!(parse_label("zone").is_err());
+    fn label_table() {
+        for (input, key, value) in GOOD_LABELS {
+            assert_eq!(parse_label(input).unwrap(), (key.to_string(), value.to_string()), "{input:?}");
+        }
+        for bad in BAD_LABELS {
+            let err = parse_label(bad).unwrap_err();
+            assert!(matches!(err, SpecError::InvalidLabel { .. }), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn truncation_is_on_character_boundaries() {
+        assert_eq!(truncate_chars("0123456789abcdef", 12), "0123456789ab");
+        assert_eq!(truncate_chars("abc", 12), "abc");
+        assert_eq!(truncate_chars(&"é".repeat(20), 12), "é".repeat(12));
+        assert_eq!(truncate_chars("aé", 1), "a");
+    }
+
+    #[test]
+    fn bridge_names_are_never_dot_or_dot_dot() {
+        for bad in [".", "..", "a/b", ""] {
+            assert!(validate_bridge_name(bad).is_err(), "{bad}");
+        }
+        validate_bridge_name("br.1").unwrap();
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::machine::MachineName;
+
 /// Default node-name prefix.
 pub const DEFAULT_PREFIX: &str = "n2d";
 /// Default number of managers.
@@ -33,7 +35,7 @@ pub enum SpecError {
     NoManagers,
     #[error("{total} nodes requested, but n2d allows at most {max} per swarm: lower --managers/--workers")]
     TooManyNodes { total: u64, max: u32 },
-    #[error("invalid prefix {prefix:?}: {reason}")]
+    #[error("invalid swarm name (prefix) {prefix:?}: {reason}")]
     BadPrefix { prefix: String, reason: String },
     #[error("node name {name:?} is {len} characters; names must be at most {max}: use a shorter prefix")]
     NameTooLong { name: String, len: usize, max: usize },
@@ -49,6 +51,47 @@ pub enum SpecError {
     EmptyMemory { what: String },
     #[error("machine names already in use: {names}; pick another --prefix or remove them first")]
     NameClash { names: String },
+    #[error(transparent)]
+    Machine(#[from] crate::machine::SpecError),
+}
+
+/// A swarm's name, which is also the prefix of its node names (`<name>-mngr-0`): the rules of
+/// [`validate_prefix`], so every node name it makes is a valid [`MachineName`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SwarmName(String);
+
+impl SwarmName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for SwarmName {
+    type Err = SpecError;
+    fn from_str(name: &str) -> Result<Self, SpecError> {
+        validate_prefix(name)?;
+        Ok(SwarmName(name.to_string()))
+    }
+}
+
+impl TryFrom<String> for SwarmName {
+    type Error = SpecError;
+    fn try_from(s: String) -> Result<Self, SpecError> {
+        s.parse()
+    }
+}
+
+impl From<SwarmName> for String {
+    fn from(n: SwarmName) -> String {
+        n.0
+    }
+}
+
+impl fmt::Display for SwarmName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&self.0)
+    }
 }
 
 /// Role of a swarm node.
@@ -203,18 +246,9 @@ impl<'de> Deserialize<'de> for LabelRule {
     }
 }
 
-/// `key=value` (value may be empty, key may not; key has no whitespace).
+/// `key=value`: the one label parser, [`crate::machine::split_label`].
 fn parse_key_value(kv: &str) -> Result<(String, String), String> {
-    let Some((key, value)) = kv.split_once('=') else {
-        return Err("expected key=value (e.g. zone=a or zone=a@workers)".into());
-    };
-    if key.is_empty() {
-        return Err("empty key: expected key=value".into());
-    }
-    if key.chars().any(char::is_whitespace) {
-        return Err("label keys may not contain whitespace".into());
-    }
-    Ok((key.to_string(), value.to_string()))
+    crate::machine::split_label(kv).map_err(str::to_string)
 }
 
 /// Per-node settings that override the swarm-wide ones.
@@ -445,7 +479,14 @@ pub fn validate_prefix(prefix: &str) -> Result<(), SpecError> {
         return Err(bad("it must not end with '-' (n2d adds '-mngr-0' etc.)"));
     }
     // Even node 0 must fit.
-    check_name_len(&node_name(prefix, NodeRole::Worker, 0))
+    let longest = MAX_NAME_LEN - node_name("", NodeRole::Worker, 0).len();
+    if prefix.len() > longest {
+        return Err(bad(&format!(
+            "it is {} characters; use at most {longest} so that node names (<name>-wrkr-0) fit in {MAX_NAME_LEN}",
+            prefix.len()
+        )));
+    }
+    Ok(())
 }
 
 /// TLS client material for a Docker endpoint.
@@ -470,32 +511,36 @@ pub struct ExternalHost {
     pub labels: BTreeMap<String, String>,
 }
 
-/// What the store keeps about a swarm (as JSON).
+/// What the store keeps about a swarm (as JSON). Names are validated when it is read: a record
+/// whose node list holds `../../x` is refused as damaged, never turned into a path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwarmRecord {
-    pub prefix: String,
+    pub prefix: SwarmName,
     /// RFC 3339, set by the store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
     #[serde(default)]
-    pub managers: Vec<String>,
+    pub managers: Vec<MachineName>,
     #[serde(default)]
-    pub workers: Vec<String>,
+    pub workers: Vec<MachineName>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_hosts: Vec<ExternalHost>,
 }
 
 impl SwarmRecord {
-    pub fn from_spec(spec: &SwarmSpec) -> SwarmRecord {
+    /// The record of a validated spec (an invalid prefix or node name is refused here too).
+    pub fn from_spec(spec: &SwarmSpec) -> Result<SwarmRecord, SpecError> {
         let plan = spec.plan();
-        let names = |r: NodeRole| plan.iter().filter(|p| p.role == r).map(|p| p.name.clone()).collect();
-        SwarmRecord {
-            prefix: spec.prefix.clone(),
+        let names = |r: NodeRole| -> Result<Vec<MachineName>, SpecError> {
+            plan.iter().filter(|p| p.role == r).map(|p| Ok(p.name.parse()?)).collect()
+        };
+        Ok(SwarmRecord {
+            prefix: spec.prefix.parse()?,
             created_at: None,
-            managers: names(NodeRole::Manager),
-            workers: names(NodeRole::Worker),
+            managers: names(NodeRole::Manager)?,
+            workers: names(NodeRole::Worker)?,
             external_hosts: Vec::new(),
-        }
+        })
     }
 }
 
@@ -505,7 +550,7 @@ pub struct ScalePlan {
     /// New nodes (managers first); resources/labels left for the caller.
     pub add: Vec<NodePlan>,
     /// Node names to remove, in removal order.
-    pub remove: Vec<String>,
+    pub remove: Vec<MachineName>,
 }
 
 impl ScalePlan {
@@ -518,8 +563,8 @@ impl ScalePlan {
 /// nodes take the lowest unused indices; removal takes the highest indices
 /// first (workers before managers). Never goes to 0 managers.
 pub fn plan_scale(
-    current_managers: &[String],
-    current_workers: &[String],
+    current_managers: &[MachineName],
+    current_workers: &[MachineName],
     want_managers: u32,
     want_workers: u32,
     prefix: &str,
@@ -540,12 +585,15 @@ pub fn plan_scale(
         if current.len() > want {
             // Names that don't follow the scheme sort as highest, so
             // oddities go first.
-            let mut by_index: Vec<(u32, &String)> =
-                current.iter().map(|n| (node_index(prefix, role, n).unwrap_or(u32::MAX), n)).collect();
+            let mut by_index: Vec<(u32, &MachineName)> = current
+                .iter()
+                .map(|n| (node_index(prefix, role, n.as_str()).unwrap_or(u32::MAX), n))
+                .collect();
             by_index.sort_by(|a, b| b.cmp(a));
             plan.remove.extend(by_index.into_iter().take(current.len() - want).map(|(_, n)| n.clone()));
         } else {
-            let used: BTreeSet<u32> = current.iter().filter_map(|n| node_index(prefix, role, n)).collect();
+            let used: BTreeSet<u32> =
+                current.iter().filter_map(|n| node_index(prefix, role, n.as_str())).collect();
             let new = (0..)
                 .filter(|i| !used.contains(i))
                 .take(want - current.len())
@@ -567,6 +615,10 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    fn n(v: &[&str]) -> Vec<MachineName> {
+        v.iter().map(|x| x.parse().unwrap()).collect()
     }
 
     #[test]
@@ -731,7 +783,9 @@ nodes:
         // 63 - len("-wrkr-0") = 56 is the longest usable prefix.
         let p56 = "a".repeat(56);
         validate_prefix(&p56).unwrap();
-        assert!(matches!(validate_prefix(&"a".repeat(57)), Err(SpecError::NameTooLong { .. })));
+        let e = validate_prefix(&"a".repeat(57)).unwrap_err();
+        assert!(matches!(e, SpecError::BadPrefix { .. }), "{e}");
+        assert!(e.to_string().contains("at most 56"), "{e}");
         // ...but then only 10 workers fit (two-digit indices are too long).
         let spec = SwarmSpec { prefix: p56, workers: 11, ..Default::default() };
         assert!(matches!(
@@ -750,8 +804,8 @@ nodes:
 
     #[test]
     fn record_json() {
-        let mut rec = SwarmRecord::from_spec(&SwarmSpec::default());
-        assert_eq!(rec.managers, s(&["n2d-mngr-0"]));
+        let mut rec = SwarmRecord::from_spec(&SwarmSpec::default()).unwrap();
+        assert_eq!(rec.managers, n(&["n2d-mngr-0"]));
         assert_eq!(rec.workers.len(), 3);
         rec.external_hosts.push(ExternalHost {
             name: "laptop".into(),
@@ -772,7 +826,7 @@ nodes:
 
     #[test]
     fn scale_up_fills_gaps() {
-        let plan = plan_scale(&s(&["n2d-mngr-0"]), &s(&["n2d-wrkr-0", "n2d-wrkr-2"]), 3, 4, "n2d").unwrap();
+        let plan = plan_scale(&n(&["n2d-mngr-0"]), &n(&["n2d-wrkr-0", "n2d-wrkr-2"]), 3, 4, "n2d").unwrap();
         let names: Vec<_> = plan.add.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["n2d-mngr-1", "n2d-mngr-2", "n2d-wrkr-1", "n2d-wrkr-3"]);
         assert!(plan.remove.is_empty());
@@ -782,22 +836,68 @@ nodes:
     #[test]
     fn scale_down_highest_first() {
         let plan = plan_scale(
-            &s(&["n2d-mngr-0", "n2d-mngr-1", "n2d-mngr-2"]),
-            &s(&["n2d-wrkr-0", "n2d-wrkr-10", "n2d-wrkr-2", "n2d-wrkr-9"]),
+            &n(&["n2d-mngr-0", "n2d-mngr-1", "n2d-mngr-2"]),
+            &n(&["n2d-wrkr-0", "n2d-wrkr-10", "n2d-wrkr-2", "n2d-wrkr-9"]),
             1,
             1,
             "n2d",
         )
         .unwrap();
         assert!(plan.add.is_empty());
-        assert_eq!(plan.remove, s(&["n2d-wrkr-10", "n2d-wrkr-9", "n2d-wrkr-2", "n2d-mngr-2", "n2d-mngr-1"]));
+        assert_eq!(plan.remove, n(&["n2d-wrkr-10", "n2d-wrkr-9", "n2d-wrkr-2", "n2d-mngr-2", "n2d-mngr-1"]));
     }
 
     #[test]
     fn scale_refusals_and_noop() {
-        let m = s(&["n2d-mngr-0"]);
+        let m = n(&["n2d-mngr-0"]);
         assert_eq!(plan_scale(&m, &[], 0, 3, "n2d").unwrap_err(), SpecError::NoManagers);
         assert!(matches!(plan_scale(&m, &[], 1, 100, "n2d"), Err(SpecError::TooManyNodes { .. })));
-        assert!(plan_scale(&m, &s(&["n2d-wrkr-0"]), 1, 1, "n2d").unwrap().is_empty());
+        assert!(plan_scale(&m, &n(&["n2d-wrkr-0"]), 1, 1, "n2d").unwrap().is_empty());
+    }
+
+    #[test]
+    fn one_label_parser_for_flags_and_cluster_files() {
+        use crate::machine::tests::{BAD_LABELS, GOOD_LABELS};
+        for (input, key, value) in GOOD_LABELS {
+            let rule = LabelRule::parse(&format!("{input}@workers")).unwrap();
+            assert_eq!((rule.key.as_str(), rule.value.as_str()), (*key, *value), "{input:?}");
+            let yaml = format!("nodes:\n  n2d-wrkr-0: {{ labels: [{input:?}] }}\n");
+            let spec = SwarmSpec::from_yaml(&yaml).unwrap_or_else(|e| panic!("{input:?}: {e}"));
+            assert_eq!(spec.nodes["n2d-wrkr-0"].labels[*key], *value);
+        }
+        for bad in BAD_LABELS {
+            for rule in [bad.to_string(), format!("{bad}@workers")] {
+                let e = LabelRule::parse(&rule).unwrap_err();
+                assert!(matches!(e, SpecError::BadLabel { .. }), "{rule:?}: {e}");
+            }
+            // JSON strings are YAML strings: the exact bytes reach the parser.
+            let json = serde_json::to_string(bad).unwrap();
+            let node = format!("nodes:\n  n2d-wrkr-0: {{ labels: [{json}] }}\n");
+            assert!(SwarmSpec::from_yaml(&node).is_err(), "node label {bad:?}");
+            let swarm = format!("labels: [{json}]\n");
+            assert!(SwarmSpec::from_yaml(&swarm).is_err(), "swarm label {bad:?}");
+        }
+    }
+
+    #[test]
+    fn swarm_names_follow_the_prefix_rules() {
+        assert_eq!("demo".parse::<SwarmName>().unwrap().as_str(), "demo");
+        for bad in ["", ".", "..", "../certs", "a/b", "/abs", "-x", "A", "a\nb", &"a".repeat(57)] {
+            let e = bad.parse::<SwarmName>().unwrap_err().to_string();
+            assert!(e.contains("swarm name") || e.contains("characters"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_record_with_a_path_for_a_name_is_refused() {
+        for json in [
+            r#"{"prefix":"p","managers":["../../x"]}"#,
+            r#"{"prefix":"p","workers":["/tmp/x"]}"#,
+            r#"{"prefix":"p","managers":[".."]}"#,
+            r#"{"prefix":"../p"}"#,
+            r#"{"prefix":"/p/q"}"#,
+        ] {
+            assert!(serde_json::from_str::<SwarmRecord>(json).is_err(), "{json}");
+        }
     }
 }

@@ -10,13 +10,18 @@
 //! ```
 //!
 //! Every file is written atomically (temp file + fsync + rename), so a crash leaves either the
-//! old or the new version, never half of one.
+//! old or the new version, never half of one. Everything is private: directories 0700, files
+//! 0600, whatever the umask ([`Home::tighten`] fixes a home made looser by older versions).
+//!
+//! Paths are made from validated names only ([`MachineName`], `SwarmName`, checked bridge
+//! names), so no name typed by a user or read from a record can lead outside the home.
 
+use n2d_spec::machine::MachineName;
 use serde::{de::DeserializeOwned, Serialize};
 use std::cell::Cell;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -65,7 +70,20 @@ pub enum StoreError {
     },
     #[error("no machine named {0:?} (see `n2d ls`)")]
     NoSuchMachine(String),
+    #[error("refusing the {what} name {name:?} found in the state: {reason}")]
+    InvalidName { what: &'static str, name: String, reason: String },
+    #[error("cannot tighten the permissions of {path}")]
+    Tighten {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
+
+/// Permission bits of every directory n2d makes.
+pub const DIR_MODE: u32 = 0o700;
+/// Permission bits of every file n2d writes.
+pub const FILE_MODE: u32 = 0o600;
 
 /// The root of n2d's state.
 #[derive(Debug, Clone)]
@@ -102,8 +120,10 @@ impl Home {
     pub fn machines_dir(&self) -> PathBuf {
         self.root.join("machines")
     }
-    pub fn machine_dir(&self, name: &str) -> PathBuf {
-        self.machines_dir().join(name)
+    /// A machine's directory: only a validated name makes one, so it is always a child of
+    /// `machines/`.
+    pub fn machine_dir(&self, name: &MachineName) -> PathBuf {
+        self.machines_dir().join(name.as_str())
     }
     pub fn networks_dir(&self) -> PathBuf {
         self.root.join("networks")
@@ -113,6 +133,34 @@ impl Home {
     }
     pub fn certs_dir(&self) -> PathBuf {
         self.root.join("certs")
+    }
+
+    /// Makes an existing home private again: the home, its top-level directories and the lock
+    /// file lose every group and other permission bit. Returns what it changed (empty once the
+    /// home is private), so the caller can say so once.
+    pub fn tighten(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let mut changed = Vec::new();
+        let dirs = [
+            self.root.clone(),
+            self.images_dir(),
+            self.machines_dir(),
+            self.networks_dir(),
+            self.swarms_dir(),
+            self.certs_dir(),
+        ];
+        let paths = dirs.iter().map(|d| (d.clone(), DIR_MODE)).chain([(self.root.join("lock"), FILE_MODE)]);
+        for (path, mode) in paths {
+            // Never follow a link: a home is n2d's own directories.
+            let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+            if meta.file_type().is_symlink() || meta.permissions().mode() & 0o077 == 0 {
+                continue;
+            }
+            let tight = meta.permissions().mode() & mode & 0o7777;
+            fs::set_permissions(&path, fs::Permissions::from_mode(tight))
+                .map_err(|source| StoreError::Tighten { path: path.clone(), source })?;
+            changed.push(path);
+        }
+        Ok(changed)
     }
 
     /// Takes the exclusive state lock; it is released when the guard drops. The lock is
@@ -130,6 +178,7 @@ impl Home {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(FILE_MODE)
             .open(&path)
             .map_err(|source| StoreError::Lock { path: path.clone(), source })?;
         rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
@@ -158,8 +207,15 @@ impl Drop for StateLock {
     }
 }
 
+/// Creates `path` (and missing parents) with mode 0700, whatever the umask.
 pub fn ensure_dir(path: &Path) -> Result<(), StoreError> {
-    fs::create_dir_all(path).map_err(|source| StoreError::CreateDir { path: path.to_path_buf(), source })
+    let err = |source| StoreError::CreateDir { path: path.to_path_buf(), source };
+    if path.is_dir() {
+        return Ok(());
+    }
+    DirBuilder::new().recursive(true).mode(DIR_MODE).create(path).map_err(err)?;
+    // The umask may have taken bits off, never added any: set exactly 0700.
+    fs::set_permissions(path, fs::Permissions::from_mode(DIR_MODE)).map_err(err)
 }
 
 /// Writes `bytes` to `path` atomically with the given permission bits.
@@ -174,6 +230,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreErr
     ));
     let result = (|| {
         let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(&tmp)?;
+        // The umask may take bits off `mode`: set it exactly.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -189,7 +247,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreErr
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
     let mut bytes = serde_json::to_vec_pretty(value).expect("state types always serialise");
     bytes.push(b'\n');
-    write_atomic(path, &bytes, 0o644)
+    write_atomic(path, &bytes, FILE_MODE)
 }
 
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
@@ -218,7 +276,48 @@ pub fn remove_dir_all(path: &Path) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn what_the_store_creates_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("home"));
+        drop(home.lock().unwrap());
+        assert_eq!(mode(home.root()), 0o700);
+        assert_eq!(mode(&home.root().join("lock")), 0o600);
+        let name: MachineName = "h1".parse().unwrap();
+        ensure_dir(&home.machine_dir(&name)).unwrap();
+        assert_eq!(mode(&home.machines_dir()), 0o700);
+        assert_eq!(mode(&home.machine_dir(&name)), 0o700);
+        let p = home.swarms_dir().join("s.json");
+        write_json(&p, &serde_json::json!({})).unwrap();
+        assert_eq!(mode(&home.swarms_dir()), 0o700);
+        assert_eq!(mode(&p), 0o600);
+        write_atomic(&home.certs_dir().join("x.pem"), b"x", 0o644).unwrap();
+        assert_eq!(mode(&home.certs_dir()), 0o700);
+    }
+
+    #[test]
+    fn a_loose_home_is_tightened_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("home"));
+        for d in [home.root().to_path_buf(), home.machines_dir(), home.certs_dir()] {
+            fs::create_dir_all(&d).unwrap();
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fs::write(home.root().join("lock"), b"").unwrap();
+        fs::set_permissions(home.root().join("lock"), fs::Permissions::from_mode(0o644)).unwrap();
+        let changed = home.tighten().unwrap();
+        assert_eq!(changed.len(), 4, "{changed:?}");
+        assert_eq!(mode(home.root()), 0o700);
+        assert_eq!(mode(&home.machines_dir()), 0o700);
+        assert_eq!(mode(&home.certs_dir()), 0o700);
+        assert_eq!(mode(&home.root().join("lock")), 0o600);
+        assert!(home.tighten().unwrap().is_empty());
+    }
 
     #[test]
     fn atomic_write_replaces_and_sets_mode() {

@@ -1,7 +1,8 @@
-//! The records n2d keeps: machines and network leases.
+//! The records n2d keeps: machines, swarms and network leases.
 
 use crate::{read_json, read_json_opt, write_json, Home, StoreError};
-use n2d_spec::machine::MachineSpec;
+use n2d_spec::machine::{validate_bridge_name, MachineName, MachineSpec};
+use n2d_spec::swarm::{SwarmName, SwarmRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -48,26 +49,35 @@ pub struct NetworkRecord {
 pub type MachineEntry = (String, Result<MachineRecord, StoreError>);
 
 impl Home {
-    fn machine_file(&self, name: &str) -> PathBuf {
+    fn machine_file(&self, name: &MachineName) -> PathBuf {
         self.machine_dir(name).join("machine.json")
     }
 
-    pub fn machine_exists(&self, name: &str) -> bool {
+    pub fn machine_exists(&self, name: &MachineName) -> bool {
         self.machine_dir(name).exists()
     }
 
-    pub fn load_machine(&self, name: &str) -> Result<MachineRecord, StoreError> {
+    pub fn load_machine(&self, name: &MachineName) -> Result<MachineRecord, StoreError> {
         if !self.machine_file(name).exists() {
             return Err(StoreError::NoSuchMachine(name.to_string()));
         }
-        read_json(&self.machine_file(name))
+        let record: MachineRecord = read_json(&self.machine_file(name))?;
+        if &record.spec.name != name {
+            return Err(StoreError::InvalidName {
+                what: "machine",
+                name: record.spec.name.to_string(),
+                reason: format!("{} holds the record of another machine", self.machine_file(name).display()),
+            });
+        }
+        Ok(record)
     }
 
     pub fn save_machine(&self, record: &MachineRecord) -> Result<(), StoreError> {
-        write_json(&self.machine_file(record.spec.name.as_str()), record)
+        write_json(&self.machine_file(&record.spec.name), record)
     }
 
-    /// Every machine directory, sorted by name, each parsed on its own.
+    /// Every machine directory, sorted by name, each parsed on its own (a directory whose name
+    /// is not a machine name is reported, never read).
     pub fn list_machines(&self) -> Vec<MachineEntry> {
         let Ok(dir) = std::fs::read_dir(self.machines_dir()) else { return Vec::new() };
         let mut names: Vec<String> = dir
@@ -77,19 +87,78 @@ impl Home {
             .filter(|n| !n.starts_with('.'))
             .collect();
         names.sort();
-        names.into_iter().map(|n| (n.clone(), self.load_machine(&n))).collect()
+        names
+            .into_iter()
+            .map(|n| {
+                let record = match n.parse::<MachineName>() {
+                    Ok(name) => self.load_machine(&name),
+                    Err(e) => Err(StoreError::InvalidName {
+                        what: "machine",
+                        name: n.clone(),
+                        reason: e.to_string(),
+                    }),
+                };
+                (n, record)
+            })
+            .collect()
     }
 
-    fn network_file(&self, bridge: &str) -> PathBuf {
-        self.networks_dir().join(format!("{bridge}.json"))
+    /// `swarms/<name>.json`.
+    pub fn swarm_file(&self, name: &SwarmName) -> PathBuf {
+        self.swarms_dir().join(format!("{name}.json"))
+    }
+
+    /// A swarm's record; `None` when there is none. Its names are validated as it is read.
+    pub fn load_swarm(&self, name: &SwarmName) -> Result<Option<SwarmRecord>, StoreError> {
+        read_json_opt(&self.swarm_file(name))
+    }
+
+    pub fn save_swarm(&self, record: &SwarmRecord) -> Result<(), StoreError> {
+        write_json(&self.swarm_file(&record.prefix), record)
+    }
+
+    pub fn remove_swarm(&self, name: &SwarmName) -> Result<(), StoreError> {
+        remove_file(self.swarm_file(name))
+    }
+
+    /// The names of the swarm records, sorted; a file whose name is not a swarm name is
+    /// reported as an error in its place.
+    pub fn swarm_names(&self) -> Vec<Result<SwarmName, StoreError>> {
+        let Ok(dir) = std::fs::read_dir(self.swarms_dir()) else { return Vec::new() };
+        let mut names: Vec<String> = dir
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|n| {
+                n.parse().map_err(|e: n2d_spec::swarm::SpecError| StoreError::InvalidName {
+                    what: "swarm",
+                    name: n.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// `networks/<bridge>.json`, for a valid bridge name only.
+    fn network_file(&self, bridge: &str) -> Result<PathBuf, StoreError> {
+        validate_bridge_name(bridge).map_err(|e| StoreError::InvalidName {
+            what: "bridge",
+            name: bridge.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(self.networks_dir().join(format!("{bridge}.json")))
     }
 
     pub fn load_network(&self, bridge: &str) -> Result<Option<NetworkRecord>, StoreError> {
-        read_json_opt(&self.network_file(bridge))
+        read_json_opt(&self.network_file(bridge)?)
     }
 
     pub fn save_network(&self, record: &NetworkRecord) -> Result<(), StoreError> {
-        write_json(&self.network_file(&record.bridge), record)
+        write_json(&self.network_file(&record.bridge)?, record)
     }
 
     /// The bridges n2d keeps records for.
@@ -104,11 +173,15 @@ impl Home {
     }
 
     pub fn remove_network(&self, bridge: &str) -> Result<(), StoreError> {
-        let path = self.network_file(bridge);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Remove { path, source: e }),
-            _ => Ok(()),
-        }
+        remove_file(self.network_file(bridge)?)
+    }
+}
+
+/// Removes a file; a missing one is fine.
+fn remove_file(path: PathBuf) -> Result<(), StoreError> {
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Remove { path, source: e }),
+        _ => Ok(()),
     }
 }
 
@@ -144,8 +217,9 @@ mod tests {
         let home = Home::at(dir.path());
         home.save_machine(&record("a")).unwrap();
         home.save_machine(&record("c")).unwrap();
-        std::fs::create_dir_all(home.machine_dir("b")).unwrap();
-        std::fs::write(home.machine_dir("b").join("machine.json"), b"garbage").unwrap();
+        let b: MachineName = "b".parse().unwrap();
+        std::fs::create_dir_all(home.machine_dir(&b)).unwrap();
+        std::fs::write(home.machine_dir(&b).join("machine.json"), b"garbage").unwrap();
         let list = home.list_machines();
         let names: Vec<_> = list.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["a", "b", "c"]);
@@ -156,7 +230,7 @@ mod tests {
     #[test]
     fn missing_machine_has_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Home::at(dir.path()).load_machine("nope").unwrap_err();
+        let err = Home::at(dir.path()).load_machine(&"nope".parse().unwrap()).unwrap_err();
         assert_eq!(err.to_string(), "no machine named \"nope\" (see `n2d ls`)");
     }
 
@@ -179,5 +253,80 @@ mod tests {
         home.remove_network("n2d0").unwrap();
         assert!(home.load_network("n2d0").unwrap().is_none());
         assert!(home.network_names().is_empty());
+    }
+
+    #[test]
+    fn a_swarm_record_cannot_lead_the_store_outside_its_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("home"));
+        let canary = dir.path().join("x");
+        std::fs::create_dir_all(&canary).unwrap();
+        let name: SwarmName = "s".parse().unwrap();
+        for nodes in [r#"["../../x"]"#, r#"["/tmp/x"]"#, r#"[".."]"#, r#"["s-mngr-0", "../../x"]"#] {
+            let json = format!(r#"{{"prefix":"s","managers":{nodes}}}"#);
+            crate::write_atomic(&home.swarm_file(&name), json.as_bytes(), 0o600).unwrap();
+            let err = home.load_swarm(&name).unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt { .. }), "{nodes}: {err}");
+            assert!(format!("{:?}", anyhow_chain(&err)).contains("invalid machine name"), "{nodes}");
+        }
+        // Every path the store makes from a name stays under the home.
+        let good: SwarmRecord = serde_json::from_str(r#"{"prefix":"s","managers":["s-mngr-0"]}"#).unwrap();
+        home.save_swarm(&good).unwrap();
+        let record = home.load_swarm(&name).unwrap().unwrap();
+        for node in &record.managers {
+            assert!(home.machine_dir(node).starts_with(home.machines_dir()));
+        }
+        assert!(home.swarm_file(&record.prefix).starts_with(home.swarms_dir()));
+        // A file named like a path is listed as an error, not read.
+        std::fs::write(home.swarms_dir().join("..json"), b"{}").unwrap();
+        std::fs::write(home.swarms_dir().join("Bad.json"), b"{}").unwrap();
+        let names = home.swarm_names();
+        assert_eq!(names.len(), 2);
+        assert!(names[0].is_err() && names[1].is_ok(), "{names:?}");
+        home.remove_swarm(&name).unwrap();
+        assert!(home.load_swarm(&name).unwrap().is_none());
+        assert!(canary.exists());
+    }
+
+    fn anyhow_chain(e: &dyn std::error::Error) -> String {
+        let mut s = e.to_string();
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            s += &format!(": {c}");
+            cur = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn machine_directories_with_bad_names_are_reported_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        std::fs::create_dir_all(home.machines_dir().join("Bad_Name")).unwrap();
+        let list = home.list_machines();
+        assert_eq!(list.len(), 1);
+        assert!(matches!(list[0].1, Err(StoreError::InvalidName { .. })));
+    }
+
+    #[test]
+    fn a_machine_record_under_another_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        home.save_machine(&record("a")).unwrap();
+        let b: MachineName = "b".parse().unwrap();
+        std::fs::create_dir_all(home.machine_dir(&b)).unwrap();
+        std::fs::copy(home.machines_dir().join("a/machine.json"), home.machine_dir(&b).join("machine.json"))
+            .unwrap();
+        assert!(matches!(home.load_machine(&b), Err(StoreError::InvalidName { .. })));
+    }
+
+    #[test]
+    fn network_files_need_a_bridge_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        for bad in ["../x", "/tmp/x", "..", "a/b"] {
+            assert!(matches!(home.load_network(bad), Err(StoreError::InvalidName { .. })), "{bad}");
+            assert!(home.remove_network(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The command line (clap derive). Only argument definitions live here.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use n2d_spec::machine::MachineName;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -29,37 +30,37 @@ pub enum Command {
         json: bool,
     },
     /// Show a machine's full record as JSON
-    Inspect { name: String },
+    Inspect { name: MachineName },
     /// Print a machine's IP address
-    Ip { name: String },
+    Ip { name: MachineName },
     /// Print the environment that points the docker CLI at a machine
     Env {
-        name: String,
+        name: MachineName,
         #[arg(long, value_enum, default_value_t = Shell::Bash)]
         shell: Shell,
     },
     /// Start stopped machines
-    Start { names: Vec<String> },
+    Start { names: Vec<MachineName> },
     /// Stop machines (graceful shutdown, forced after --timeout seconds)
     Stop(StopArgs),
     /// Restart machines
     Restart(StopArgs),
     /// Remove machines: VM, disks, tap, IP lease
     Rm {
-        names: Vec<String>,
+        names: Vec<MachineName>,
         /// Remove running machines too (they are killed)
         #[arg(short, long)]
         force: bool,
     },
     /// Show a machine's serial console log
     Logs {
-        name: String,
+        name: MachineName,
         /// Keep printing new output
         #[arg(short, long)]
         follow: bool,
     },
     /// Open a root shell in the guest (Ctrl-] detaches)
-    Console { name: String },
+    Console { name: MachineName },
     /// Create and manage Docker Swarms of n2d machines
     #[command(subcommand)]
     Swarm(crate::commands::swarm::SwarmCommand),
@@ -139,7 +140,7 @@ pub struct MachineArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct CreateArgs {
-    pub name: String,
+    pub name: MachineName,
     #[command(flatten)]
     pub machine: MachineArgs,
     /// Docker engine label KEY=VALUE (repeatable)
@@ -149,7 +150,7 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct StopArgs {
-    pub names: Vec<String>,
+    pub names: Vec<MachineName>,
     /// Seconds to wait for a graceful shutdown before forcing it
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,

@@ -360,7 +360,11 @@ fn check_image(probe: &dyn HostProbe, wanted: Option<&str>) -> Check {
     if let Some(newest) = images.first() {
         return Check::ok(
             "image",
-            format!("image {} is built ({} in all)", &newest[..newest.len().min(12)], images.len()),
+            format!(
+                "image {} is built ({} in all)",
+                n2d_spec::machine::truncate_chars(newest, 12),
+                images.len()
+            ),
         );
     }
     let missing: Vec<String> = n2d_image::build::TOOLS

@@ -28,6 +28,9 @@ impl UsageError {
 /// exit status: 0 ok, 1 runtime failure, 2 usage error (bad input, unknown machine), 130
 /// interrupted.
 pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
+    // Everything n2d and the tools it runs (qemu-img, QEMU's sockets and logs) create is
+    // private; the store sets exact modes on top of this.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = match args::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {

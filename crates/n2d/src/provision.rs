@@ -12,11 +12,12 @@ use n2d_image::{build_image, find_image, list_images, BuildOptions, Image};
 use n2d_net::{ensure_bridge, lease, mac_for, release, tap_for, Links};
 use n2d_pki::Ca;
 use n2d_proto::{encode_config_disk, DockerConfig, GuestConfig, GuestNetwork, TlsMaterial};
-use n2d_spec::machine::{MachineSpec, DEFAULT_BRIDGE};
+use n2d_spec::machine::{MachineName, MachineSpec, DEFAULT_BRIDGE};
 use n2d_store::{remove_dir_all, write_atomic, MachineRecord};
 use n2d_vm::qemu::console_log_len;
 use n2d_vm::{Hypervisor, StartReport, StopOutcome, VmConfig, VmState};
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -97,7 +98,7 @@ pub fn mb(bytes: u64) -> String {
 }
 
 pub fn vm_config(ctx: &Ctx, record: &MachineRecord, image: &Image) -> VmConfig {
-    let dir = ctx.home.machine_dir(record.spec.name.as_str());
+    let dir = ctx.home.machine_dir(&record.spec.name);
     VmConfig {
         name: record.spec.name.to_string(),
         cpus: record.spec.cpus,
@@ -114,7 +115,7 @@ pub fn vm_config(ctx: &Ctx, record: &MachineRecord, image: &Image) -> VmConfig {
 /// Validates a spec and the name's availability before anything is made.
 pub fn check_new_machine(ctx: &Ctx, spec: &MachineSpec) -> Result<()> {
     spec.validate()?;
-    if ctx.home.machine_exists(spec.name.as_str()) {
+    if ctx.home.machine_exists(&spec.name) {
         bail!(UsageError(format!(
             "a machine named {:?} already exists: pick another name or remove it with `n2d rm -f {}`",
             spec.name.as_str(),
@@ -159,7 +160,7 @@ pub fn prepare_machine<'a>(
             let _ = Links::new(runner).delete(&tap);
         });
     }
-    let dir = ctx.home.machine_dir(&name);
+    let dir = ctx.home.machine_dir(&spec.name);
     n2d_store::ensure_dir(&dir)?;
     {
         let dir = dir.clone();
@@ -194,6 +195,10 @@ pub fn prepare_machine<'a>(
                 .arg(spec.disk.0.to_string()),
         )
         .context("cannot create the data disk")?;
+    // qemu-img runs under n2d's umask (0077), but the disk holds the node's swarm keys: make
+    // sure it is private whatever the tool did.
+    std::fs::set_permissions(dir.join(DATA_DISK), std::fs::Permissions::from_mode(n2d_store::FILE_MODE))
+        .context("cannot make the data disk private")?;
     ctx.home.save_machine(&record)?;
     Ok((record, rollback))
 }
@@ -226,7 +231,7 @@ fn write_config_disk(ctx: &Ctx, record: &MachineRecord) -> Result<()> {
         docker: DockerConfig { tls, tcp_port: spec.docker_port() },
         labels: spec.labels.clone(),
     };
-    let path = ctx.home.machine_dir(spec.name.as_str()).join(CONFIG_DISK);
+    let path = ctx.home.machine_dir(&spec.name).join(CONFIG_DISK);
     // It holds the server's private key.
     write_atomic(&path, &encode_config_disk(&config), 0o600)?;
     Ok(())
@@ -309,18 +314,18 @@ pub fn create_machine(
     Ok(record)
 }
 
-pub fn load_record(ctx: &Ctx, name: &str) -> Result<MachineRecord> {
+pub fn load_record(ctx: &Ctx, name: &MachineName) -> Result<MachineRecord> {
     Ok(ctx.home.load_machine(name)?)
 }
 
 pub fn machine_state(ctx: &Ctx, record: &MachineRecord) -> VmState {
-    let name = record.spec.name.as_str();
+    let name = &record.spec.name;
     ctx.qemu.state(&bare_vm(name, ctx.home.machine_dir(name)))
 }
 
 /// A VmConfig good enough for state/stop/kill (which only need the directory and name),
 /// usable even when the machine's record is damaged or its image is gone.
-fn bare_vm(name: &str, dir: std::path::PathBuf) -> VmConfig {
+fn bare_vm(name: &MachineName, dir: std::path::PathBuf) -> VmConfig {
     VmConfig {
         name: name.to_string(),
         dir,
@@ -329,14 +334,14 @@ fn bare_vm(name: &str, dir: std::path::PathBuf) -> VmConfig {
         kernel: Default::default(),
         initrd: Default::default(),
         rootfs: Default::default(),
-        tap: tap_for(name),
-        mac: mac_for(name),
+        tap: tap_for(name.as_str()),
+        mac: mac_for(name.as_str()),
     }
 }
 
 /// `n2d start`: recreate the bridge and tap if the host lost them, then boot. A boot that
 /// fails leaves the machine stopped, not half up.
-pub fn start_machine(ctx: &Ctx, name: &str, timeout: Duration) -> Result<()> {
+pub fn start_machine(ctx: &Ctx, name: &MachineName, timeout: Duration) -> Result<()> {
     let record = load_record(ctx, name)?;
     if machine_state(ctx, &record) == VmState::Running {
         eprintln!("{name} is already running");
@@ -362,7 +367,7 @@ pub fn start_machine(ctx: &Ctx, name: &str, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-pub fn stop_machine(ctx: &Ctx, name: &str, timeout: Duration) -> Result<StopOutcome> {
+pub fn stop_machine(ctx: &Ctx, name: &MachineName, timeout: Duration) -> Result<StopOutcome> {
     load_record(ctx, name)?;
     Ok(ctx.qemu.stop(&bare_vm(name, ctx.home.machine_dir(name)), timeout)?)
 }
@@ -383,7 +388,7 @@ fn release_address(ctx: &Ctx, bridge: &str, name: &str) -> Result<()> {
 
 /// Removes the VM, its disks, tap and IP lease; the bridge too when n2d made it and it is
 /// now unused.
-pub fn remove_machine(ctx: &Ctx, name: &str, force: bool) -> Result<()> {
+pub fn remove_machine(ctx: &Ctx, name: &MachineName, force: bool) -> Result<()> {
     let dir = ctx.home.machine_dir(name);
     if !dir.exists() {
         bail!(UsageError(format!("no machine named {name:?} (see `n2d ls`)")));
@@ -405,7 +410,7 @@ pub fn remove_machine(ctx: &Ctx, name: &str, force: bool) -> Result<()> {
         links.delete(&vm.tap).with_context(|| format!("cannot delete tap {}", vm.tap))?;
     }
     for bridge in ctx.home.network_names() {
-        release_address(ctx, &bridge, name)?;
+        release_address(ctx, &bridge, name.as_str())?;
     }
     remove_dir_all(&dir)?;
     Ok(())

@@ -87,3 +87,140 @@ fn cluster_file_with_unknown_keys_is_a_usage_error() {
     assert_eq!(code, 2);
     assert!(!home.path().join("swarms").exists());
 }
+
+/// Every verb that takes a machine or swarm name, with `NAME` where the name goes.
+const MACHINE_VERBS: &[&[&str]] = &[
+    &["create", "NAME"],
+    &["inspect", "NAME"],
+    &["ip", "NAME"],
+    &["env", "NAME"],
+    &["start", "NAME"],
+    &["stop", "NAME"],
+    &["restart", "NAME"],
+    &["rm", "NAME"],
+    &["rm", "-f", "NAME"],
+    &["rm", "ok-name", "NAME"],
+    &["logs", "NAME"],
+    &["console", "NAME"],
+];
+const SWARM_VERBS: &[&[&str]] = &[
+    &["swarm", "create", "--prefix", "NAME"],
+    &["swarm", "env", "NAME"],
+    &["swarm", "rm", "NAME"],
+    &["swarm", "scale", "NAME", "--workers", "1"],
+    &["swarm", "load", "NAME", "/nonexistent.tar"],
+    &["swarm", "add-host", "NAME", "--host", "tcp://192.0.2.1:2376"],
+];
+
+/// A home with a CA, and canaries next to it that a path-like name would reach.
+struct Hostile {
+    root: tempfile::TempDir,
+}
+
+impl Hostile {
+    fn new() -> Hostile {
+        let root = tempfile::tempdir().unwrap();
+        let home = root.path().join("home");
+        for dir in ["certs", "machines", "swarms", "images", "networks"] {
+            std::fs::create_dir_all(home.join(dir)).unwrap();
+        }
+        std::fs::write(home.join("certs/ca.pem"), b"ca").unwrap();
+        std::fs::create_dir_all(root.path().join("canary")).unwrap();
+        std::fs::write(root.path().join("canary/keep"), b"keep").unwrap();
+        std::fs::write(root.path().join("canary.json"), br#"{"prefix":"canary"}"#).unwrap();
+        Hostile { root }
+    }
+    fn home(&self) -> std::path::PathBuf {
+        self.root.path().join("home")
+    }
+    fn assert_intact(&self, what: &str) {
+        let r = self.root.path();
+        assert!(r.join("canary/keep").exists(), "{what} deleted the canary outside the home");
+        assert!(r.join("canary.json").exists(), "{what} deleted canary.json outside the home");
+        assert!(self.home().join("certs/ca.pem").exists(), "{what} deleted the home's CA");
+        assert!(self.home().join("machines").is_dir(), "{what} deleted machines/");
+    }
+}
+
+#[test]
+fn hostile_names_are_refused_by_every_verb_before_anything_is_touched() {
+    let h = Hostile::new();
+    let abs = h.root.path().join("canary").display().to_string();
+    let long = "x".repeat(64);
+    let names: Vec<&str> =
+        vec!["..", "../certs", "../../canary", &abs, "a/b", ".", "", "-x", &long, "a\nb", "../canary"];
+    for (verbs, rule) in [(MACHINE_VERBS, "invalid machine name"), (SWARM_VERBS, "invalid swarm name")] {
+        for verb in verbs {
+            for name in &names {
+                let args: Vec<&str> = verb.iter().map(|a| if *a == "NAME" { *name } else { *a }).collect();
+                let got = run(&h.home(), &args);
+                assert_eq!(got, 2, "n2d {args:?} exited {got}, expected 2");
+                h.assert_intact(&format!("n2d {args:?}"));
+                // The message names the rule (clap's own for what looks like a flag).
+                let argv = std::iter::once("n2d").chain(args.iter().copied());
+                let err = <n2d::args::Cli as clap::Parser>::try_parse_from(argv).unwrap_err().to_string();
+                if !name.starts_with('-') {
+                    assert!(err.contains(rule), "n2d {args:?}: {err}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_swarm_record_naming_paths_cannot_make_swarm_rm_delete_them() {
+    let h = Hostile::new();
+    for nodes in [r#"["../../canary"]"#, r#"["../certs"]"#, r#"[".."]"#] {
+        let record = format!(r#"{{"prefix":"s","managers":["s-mngr-0"],"workers":{nodes}}}"#);
+        std::fs::write(h.home().join("swarms/s.json"), record).unwrap();
+        let got = run(&h.home(), &["swarm", "rm", "s"]);
+        assert_ne!(got, 0, "swarm rm with workers {nodes} succeeded");
+        h.assert_intact(&format!("swarm rm with workers {nodes}"));
+        assert!(h.home().join("swarms/s.json").exists(), "the damaged record is kept for the user to see");
+    }
+}
+
+#[test]
+fn labels_have_one_parser_for_create_and_swarm_create() {
+    let home = tempfile::tempdir().unwrap();
+    for label in ["a\nb=v", "a b=v", "=v", "novalue", "a=b\nc", "a\tb=v"] {
+        for args in [
+            vec!["create", "h1", "--label", label],
+            vec!["swarm", "create", "--label", label],
+            vec!["swarm", "create", "--label", &format!("{label}@workers")],
+        ] {
+            let got = run(home.path(), &args);
+            assert_eq!(got, 2, "n2d {args:?} exited {got}, expected 2");
+        }
+    }
+    assert_eq!(leftovers(home.path()), Vec::<String>::new());
+}
+
+fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn ls_survives_non_ascii_image_ids_and_tightens_a_loose_home() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    let dir = home.join("machines/h1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = "é".repeat(20);
+    let record = serde_json::json!({
+        "spec": { "name": "h1", "cpus": 1, "memory": 2147483648u64, "disk": 21474836480u64,
+                  "bridge": "n2d0", "image": image, "insecure_tcp": false, "labels": {} },
+        "ip": "10.77.0.2", "prefix_len": 24, "gateway": "10.77.0.1",
+        "mac": "52:54:00:00:00:01", "tap": "n2dt0", "swarm": null
+    });
+    std::fs::write(dir.join("machine.json"), record.to_string()).unwrap();
+    for d in [&home, &home.join("machines")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    assert_eq!(run(&home, &["ls"]), 0);
+    assert_eq!(run(&home, &["ls", "--json"]), 0);
+    assert_eq!(mode(&home), 0o700, "the home is tightened");
+    assert_eq!(mode(&home.join("machines")), 0o700);
+}

@@ -38,7 +38,7 @@ pub fn render(shell: Shell, docker_host: &str, cert_path: Option<&str>, eval_hin
     out
 }
 
-pub fn machine_env(ctx: &Ctx, name: &str, shell: Shell) -> Result<()> {
+pub fn machine_env(ctx: &Ctx, name: &n2d_spec::machine::MachineName, shell: Shell) -> Result<()> {
     let record = load_record(ctx, name)?;
     let certs = ctx.home.certs_dir();
     let cert_path = (!record.spec.insecure_tcp).then(|| certs.to_string_lossy().into_owned());

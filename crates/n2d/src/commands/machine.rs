@@ -10,7 +10,7 @@ use crate::provision::{
 };
 use crate::UsageError;
 use anyhow::{Context as _, Result};
-use n2d_spec::machine::{parse_label, ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE};
+use n2d_spec::machine::{parse_label, truncate_chars, ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE};
 use n2d_vm::{StopOutcome, VmState};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -18,13 +18,13 @@ use std::time::Duration;
 
 /// Turns flags into a validated spec (no image resolution yet: `image` stays as typed).
 pub fn spec_from_args(
-    name: &str,
+    name: &MachineName,
     m: &MachineArgs,
     labels: &BTreeMap<String, String>,
     image: String,
 ) -> Result<MachineSpec> {
     let spec = MachineSpec {
-        name: name.parse::<MachineName>()?,
+        name: name.clone(),
         cpus: m.cpus,
         memory: m.memory.parse::<ByteSize>().context("--memory")?,
         disk: m.disk.parse::<ByteSize>().context("--disk")?,
@@ -96,7 +96,7 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
                 machine_state(ctx, &r).to_string(),
                 r.ip.to_string(),
                 r.docker_host(),
-                &r.spec.image[..r.spec.image.len().min(12)]
+                truncate_chars(&r.spec.image, 12)
             ),
             Err(e) => println!("{name:<20} error    {e}"),
         }
@@ -104,7 +104,7 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn inspect(ctx: &Ctx, name: &str) -> Result<()> {
+pub fn inspect(ctx: &Ctx, name: &MachineName) -> Result<()> {
     let r = load_record(ctx, name)?;
     let mut v = serde_json::to_value(&r)?;
     v["state"] = machine_state(ctx, &r).to_string().into();
@@ -114,19 +114,19 @@ pub fn inspect(ctx: &Ctx, name: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn ip(ctx: &Ctx, name: &str) -> Result<()> {
+pub fn ip(ctx: &Ctx, name: &MachineName) -> Result<()> {
     println!("{}", load_record(ctx, name)?.ip);
     Ok(())
 }
 
-fn need_names(names: &[String], verb: &str) -> Result<()> {
+fn need_names(names: &[MachineName], verb: &str) -> Result<()> {
     if names.is_empty() {
         return Err(UsageError::err(format!("name the machines to {verb}, e.g. `n2d {verb} h1`")));
     }
     Ok(())
 }
 
-pub fn start(ctx: &Ctx, names: &[String]) -> Result<()> {
+pub fn start(ctx: &Ctx, names: &[MachineName]) -> Result<()> {
     need_names(names, "start")?;
     for name in names {
         start_machine(ctx, name, Duration::from_secs(600))?;
@@ -139,7 +139,7 @@ pub fn start(ctx: &Ctx, names: &[String]) -> Result<()> {
     Ok(())
 }
 
-pub fn stop(ctx: &Ctx, names: &[String], timeout: u64) -> Result<()> {
+pub fn stop(ctx: &Ctx, names: &[MachineName], timeout: u64) -> Result<()> {
     need_names(names, "stop")?;
     for name in names {
         match stop_machine(ctx, name, Duration::from_secs(timeout))? {
@@ -153,22 +153,26 @@ pub fn stop(ctx: &Ctx, names: &[String], timeout: u64) -> Result<()> {
     Ok(())
 }
 
-pub fn restart(ctx: &Ctx, names: &[String], timeout: u64) -> Result<()> {
+pub fn restart(ctx: &Ctx, names: &[MachineName], timeout: u64) -> Result<()> {
     stop(ctx, names, timeout)?;
     start(ctx, names)
 }
 
-pub fn rm(ctx: &Ctx, names: &[String], force: bool) -> Result<()> {
+pub fn rm(ctx: &Ctx, names: &[MachineName], force: bool) -> Result<()> {
     need_names(names, "rm")?;
     for name in names {
         remove_machine(ctx, name, force)?;
-        docker_context::unregister(&ctx.runner, name, &docker_context::machine_description(name));
+        docker_context::unregister(
+            &ctx.runner,
+            name.as_str(),
+            &docker_context::machine_description(name.as_str()),
+        );
         eprintln!("{name} removed");
     }
     Ok(())
 }
 
-pub fn logs(ctx: &Ctx, name: &str, follow: bool) -> Result<()> {
+pub fn logs(ctx: &Ctx, name: &MachineName, follow: bool) -> Result<()> {
     let dir = ctx.home.machine_dir(name);
     let record = load_record(ctx, name)?;
     let path = dir.join(n2d_vm::argv::SERIAL_LOG);
@@ -193,7 +197,7 @@ pub fn logs(ctx: &Ctx, name: &str, follow: bool) -> Result<()> {
     }
 }
 
-pub fn console(ctx: &Ctx, name: &str) -> Result<()> {
+pub fn console(ctx: &Ctx, name: &MachineName) -> Result<()> {
     let record = load_record(ctx, name)?;
     if machine_state(ctx, &record) != VmState::Running {
         return Err(UsageError::err(format!("{name} is not running: start it with `n2d start {name}`")));

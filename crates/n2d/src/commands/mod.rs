@@ -21,6 +21,9 @@ pub fn run(command: Command) -> Result<()> {
         _ => {}
     }
     let ctx = Ctx::from_env()?;
+    for path in ctx.home.tighten()? {
+        eprintln!("n2d: tightened permissions of {} to 0{:o}", path.display(), permission_target(&path));
+    }
     ctx.handle_interrupts()?;
     match command {
         Command::Image(cmd) => image::run(&ctx, cmd),
@@ -38,6 +41,14 @@ pub fn run(command: Command) -> Result<()> {
         Command::Swarm(cmd) => swarm::run(&ctx, cmd),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
         Command::Doctor(args) => doctor::run(&ctx, args),
+    }
+}
+
+fn permission_target(path: &std::path::Path) -> u32 {
+    if path.is_dir() {
+        n2d_store::DIR_MODE
+    } else {
+        n2d_store::FILE_MODE
     }
 }
 

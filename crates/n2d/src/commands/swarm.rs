@@ -8,11 +8,14 @@ use crate::provision::{create_machine, remove_machine, resolve_image};
 use crate::UsageError;
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Subcommand};
-use n2d_spec::machine::{ByteSize, MachineSpec, DEFAULT_BRIDGE, DEFAULT_CPUS, DEFAULT_DISK, DEFAULT_MEMORY};
-use n2d_spec::swarm::{
-    manager_count_advice, plan_scale, ExternalHost, LabelRule, NodePlan, NodeRole, SwarmRecord, SwarmSpec,
+use n2d_spec::machine::{
+    ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE, DEFAULT_CPUS, DEFAULT_DISK, DEFAULT_MEMORY,
 };
-use n2d_store::{read_json_opt, write_json, MachineRecord};
+use n2d_spec::swarm::{
+    manager_count_advice, plan_scale, ExternalHost, LabelRule, NodePlan, NodeRole, SwarmName, SwarmRecord,
+    SwarmSpec,
+};
+use n2d_store::MachineRecord;
 use n2d_swarm::{
     check_docker_save_archive, form_swarm, join_external_worker, load_image_everywhere, remove_nodes,
     swarm_health, BollardApi, DockerApi, Endpoint, Manager, RemoveTimeouts, TlsPaths,
@@ -30,15 +33,15 @@ pub enum SwarmCommand {
     Ls,
     /// Print the environment that points the docker CLI at a swarm manager
     Env {
-        name: String,
+        name: SwarmName,
         #[arg(long, value_enum, default_value_t = Shell::Bash)]
         shell: Shell,
     },
     /// Remove a swarm: its VMs, disks, leases and certificates (external hosts only leave)
-    Rm { name: String },
+    Rm { name: SwarmName },
     /// Add or remove nodes (removed nodes are drained first, so services keep running)
     Scale {
-        name: String,
+        name: SwarmName,
         #[arg(long)]
         workers: Option<u32>,
         #[arg(long)]
@@ -47,7 +50,7 @@ pub enum SwarmCommand {
         timeout: u64,
     },
     /// Load a `docker save` archive into every node
-    Load { name: String, archive: PathBuf },
+    Load { name: SwarmName, archive: PathBuf },
     /// Join a Docker engine n2d did not create to the swarm as a worker
     AddHost(AddHostArgs),
 }
@@ -59,7 +62,7 @@ pub struct SwarmCreateArgs {
     pub file: Option<PathBuf>,
     /// Name of the swarm and prefix of its node names
     #[arg(long)]
-    pub prefix: Option<String>,
+    pub prefix: Option<SwarmName>,
     #[arg(long)]
     pub managers: Option<u32>,
     #[arg(long)]
@@ -86,7 +89,7 @@ pub struct SwarmCreateArgs {
 
 #[derive(Debug, Args)]
 pub struct AddHostArgs {
-    pub name: String,
+    pub name: SwarmName,
     /// The engine to join, e.g. tcp://192.168.1.20:2376
     #[arg(long)]
     pub host: String,
@@ -122,17 +125,14 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?)
 }
 
-fn record_path(ctx: &Ctx, name: &str) -> PathBuf {
-    ctx.home.swarms_dir().join(format!("{name}.json"))
-}
-
-fn load_swarm(ctx: &Ctx, name: &str) -> Result<SwarmRecord> {
-    read_json_opt(&record_path(ctx, name))?
-        .ok_or_else(|| UsageError::err(format!("no swarm named {name:?} (see `n2d swarm ls`)")))
+fn load_swarm(ctx: &Ctx, name: &SwarmName) -> Result<SwarmRecord> {
+    ctx.home
+        .load_swarm(name)?
+        .ok_or_else(|| UsageError::err(format!("no swarm named {:?} (see `n2d swarm ls`)", name.as_str())))
 }
 
 fn save_swarm(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
-    Ok(write_json(&record_path(ctx, &record.prefix), record)?)
+    Ok(ctx.home.save_swarm(record)?)
 }
 
 /// The swarm spec from the cluster file or the flags.
@@ -144,7 +144,7 @@ fn spec_from_args(args: &SwarmCreateArgs) -> Result<SwarmSpec> {
     } else {
         let mut spec = SwarmSpec::default();
         if let Some(p) = &args.prefix {
-            spec.prefix = p.clone();
+            spec.prefix = p.to_string();
         }
         spec.managers = args.managers.unwrap_or(spec.managers);
         spec.workers = args.workers.unwrap_or(spec.workers);
@@ -222,7 +222,8 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
     if let Some(advice) = manager_count_advice(spec.managers) {
         eprintln!("note: {advice}");
     }
-    if let Some(existing) = read_json_opt::<SwarmRecord>(&record_path(ctx, &spec.prefix))? {
+    let prefix: SwarmName = spec.prefix.parse()?;
+    if let Some(existing) = ctx.home.load_swarm(&prefix)? {
         return report_existing(ctx, &existing);
     }
     let machines: Vec<String> = ctx.home.list_machines().into_iter().map(|(n, _)| n).collect();
@@ -235,7 +236,7 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
     let image = resolve_image(ctx, args.image.as_deref())?.manifest.id;
     specs.iter_mut().for_each(|s| s.image = image.clone());
 
-    let record = SwarmRecord::from_spec(&spec);
+    let record = SwarmRecord::from_spec(&spec)?;
     save_swarm(ctx, &record)?;
     let started = std::time::Instant::now();
     let timeout = Duration::from_secs(args.timeout);
@@ -254,9 +255,9 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
         } else {
             eprintln!("Rolling back: removing the swarm's machines");
             for m in &made {
-                let _ = remove_machine(ctx, m.spec.name.as_str(), true);
+                let _ = remove_machine(ctx, &m.spec.name, true);
             }
-            let _ = std::fs::remove_file(record_path(ctx, &spec.prefix));
+            let _ = ctx.home.remove_swarm(&prefix);
         }
         return Err(e);
     }
@@ -285,7 +286,7 @@ fn register_context(ctx: &Ctx, record: &SwarmRecord) -> bool {
     let manager = runtime().and_then(|rt| reachable_manager(ctx, record, &rt));
     match manager {
         Ok((m, _)) => {
-            let spec = ContextSpec::swarm(&record.prefix, &endpoint(ctx, &m));
+            let spec = ContextSpec::swarm(record.prefix.as_str(), &endpoint(ctx, &m));
             docker_context::register(&ctx.runner, &spec, &hint)
         }
         Err(e) => {
@@ -339,8 +340,13 @@ fn form(ctx: &Ctx, plan: &[NodePlan], made: &[MachineRecord], timeout: Duration)
         runtime()?.block_on(form_swarm(&nodes, timeout, |msg| crate::progress::say(format!("  {msg}"))));
     if let Err(n2d_swarm::SwarmError::NodesNotReady { nodes: late, .. }) = &result {
         // Say what the late nodes' consoles say: that is where the reason is.
-        let tails: Vec<String> =
-            late.iter().map(|n| format!("{n}:\n{}", console_tail(&ctx.home.machine_dir(n), 10))).collect();
+        let tails: Vec<String> = late
+            .iter()
+            .map(|n| match n.parse::<MachineName>() {
+                Ok(name) => format!("{n}:\n{}", console_tail(&ctx.home.machine_dir(&name), 10)),
+                Err(e) => format!("{n}: {e}"),
+            })
+            .collect();
         return Err(anyhow::anyhow!("last console lines:\n{}", tails.join("\n")).context(result.unwrap_err()));
     }
     result?;
@@ -373,7 +379,7 @@ fn report_existing(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
         eprintln!("Swarm {} already exists and all {ready} nodes are Ready: nothing to do", record.prefix);
         let context = register_context(ctx, record);
         print_summary(ctx, record)?;
-        print_hint(&record.prefix, context);
+        print_hint(record.prefix.as_str(), context);
         return Ok(());
     }
     bail!(UsageError(format!(
@@ -401,22 +407,24 @@ fn print_summary(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
 }
 
 fn ls(ctx: &Ctx) -> Result<()> {
-    let Ok(dir) = std::fs::read_dir(ctx.home.swarms_dir()) else {
-        println!("{:<16} {:<9} {:<8} {:<8}", "SWARM", "MANAGERS", "WORKERS", "READY");
-        return Ok(());
-    };
-    let rt = runtime()?;
     println!("{:<16} {:<9} {:<8} {:<8}", "SWARM", "MANAGERS", "WORKERS", "READY");
-    let mut names: Vec<String> = dir
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string))
-        .collect();
-    names.sort();
+    let names = ctx.home.swarm_names();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let rt = runtime()?;
     for name in names {
+        let name = match name {
+            Ok(name) => name,
+            Err(e) => {
+                println!("{:<16} error: {e}", "?");
+                continue;
+            }
+        };
         let record = match load_swarm(ctx, &name) {
             Ok(r) => r,
             Err(e) => {
-                println!("{name:<16} error: {e}");
+                println!("{:<16} error: {e}", name.as_str());
                 continue;
             }
         };
@@ -439,7 +447,7 @@ fn ls(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn env(ctx: &Ctx, name: &str, shell: Shell) -> Result<()> {
+fn env(ctx: &Ctx, name: &SwarmName, shell: Shell) -> Result<()> {
     let record = load_swarm(ctx, name)?;
     let rt = runtime()?;
     let (m, _) = reachable_manager(ctx, &record, &rt)?;
@@ -456,7 +464,7 @@ fn env(ctx: &Ctx, name: &str, shell: Shell) -> Result<()> {
     Ok(())
 }
 
-fn rm(ctx: &Ctx, name: &str) -> Result<()> {
+fn rm(ctx: &Ctx, name: &SwarmName) -> Result<()> {
     let record = load_swarm(ctx, name)?;
     // External hosts leave the swarm; their machines are not ours to touch.
     if !record.external_hosts.is_empty() {
@@ -475,8 +483,8 @@ fn rm(ctx: &Ctx, name: &str) -> Result<()> {
             eprintln!("{node} removed");
         }
     }
-    std::fs::remove_file(record_path(ctx, name)).ok();
-    docker_context::unregister(&ctx.runner, name, &docker_context::swarm_description(name));
+    ctx.home.remove_swarm(name)?;
+    docker_context::unregister(&ctx.runner, name.as_str(), &docker_context::swarm_description(name.as_str()));
     eprintln!("Swarm {name} removed");
     Ok(())
 }
@@ -492,11 +500,18 @@ fn external_endpoint(host: &ExternalHost) -> Endpoint {
     Endpoint { name: host.name.clone(), ip, docker_host: host.docker_host.clone(), tls: host.tls.clone() }
 }
 
-fn scale(ctx: &Ctx, name: &str, workers: Option<u32>, managers: Option<u32>, timeout: u64) -> Result<()> {
+fn scale(
+    ctx: &Ctx,
+    name: &SwarmName,
+    workers: Option<u32>,
+    managers: Option<u32>,
+    timeout: u64,
+) -> Result<()> {
     let mut record = load_swarm(ctx, name)?;
     let want_managers = managers.unwrap_or(record.managers.len() as u32);
     let want_workers = workers.unwrap_or(record.workers.len() as u32);
-    let plan = plan_scale(&record.managers, &record.workers, want_managers, want_workers, &record.prefix)?;
+    let prefix = record.prefix.to_string();
+    let plan = plan_scale(&record.managers, &record.workers, want_managers, want_workers, &prefix)?;
     if plan.is_empty() {
         eprintln!("Swarm {name} already has {want_managers} managers and {want_workers} workers");
         return Ok(());
@@ -509,8 +524,8 @@ fn scale(ctx: &Ctx, name: &str, workers: Option<u32>, managers: Option<u32>, tim
         let mut all_made: Vec<MachineRecord> = Vec::new();
         for (names, role) in [(&record.managers, NodeRole::Manager), (&record.workers, NodeRole::Worker)] {
             for n in names {
-                let index = n2d_spec::swarm::node_index(&record.prefix, role, n).unwrap_or(0);
-                all_plan.push(NodePlan::new(&record.prefix, role, index));
+                let index = n2d_spec::swarm::node_index(&prefix, role, n.as_str()).unwrap_or(0);
+                all_plan.push(NodePlan::new(&prefix, role, index));
                 all_made.push(ctx.home.load_machine(n).with_context(|| format!("node {n} of swarm {name}"))?);
             }
         }
@@ -533,32 +548,32 @@ fn scale(ctx: &Ctx, name: &str, workers: Option<u32>, managers: Option<u32>, tim
             .collect::<Result<Vec<_>>>()?;
         check_capacity(ctx, &specs)?;
         preflight(ctx, &specs, specs.first().map(|s| s.image.clone()))?;
-        let (made, result) = create_nodes(ctx, &specs, name, Duration::from_secs(timeout));
+        let (made, result) = create_nodes(ctx, &specs, name.as_str(), Duration::from_secs(timeout));
         all_plan.extend(plan.add.iter().cloned());
         all_made.extend(made.iter().cloned());
         if let Err(e) = result.and_then(|()| form(ctx, &all_plan, &all_made, Duration::from_secs(timeout))) {
             for m in &made {
-                let _ = remove_machine(ctx, m.spec.name.as_str(), true);
+                let _ = remove_machine(ctx, &m.spec.name, true);
             }
             return Err(e);
         }
-        for n in &plan.add {
+        for (n, spec) in plan.add.iter().zip(&specs) {
             match n.role {
-                NodeRole::Manager => record.managers.push(n.name.clone()),
-                NodeRole::Worker => record.workers.push(n.name.clone()),
+                NodeRole::Manager => record.managers.push(spec.name.clone()),
+                NodeRole::Worker => record.workers.push(spec.name.clone()),
             }
         }
         save_swarm(ctx, &record)?;
     }
     if !plan.remove.is_empty() {
         let (m, api) = reachable_manager(ctx, &record, &rt)?;
-        if plan.remove.iter().any(|r| r == m.spec.name.as_str()) {
+        if plan.remove.contains(&m.spec.name) {
             bail!("removing the manager n2d talks to ({}) is not supported yet: scale workers, or remove managers other than the first", m.spec.name);
         }
         let mut leaving = Vec::new();
         for r in &plan.remove {
             let node = ctx.home.load_machine(r)?;
-            leaving.push((r.clone(), connect(&endpoint(ctx, &node), 60)?));
+            leaving.push((r.to_string(), connect(&endpoint(ctx, &node), 60)?));
         }
         let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
         rt.block_on(remove_nodes(manager, &leaving, RemoveTimeouts::default(), |msg| eprintln!("  {msg}")))?;
@@ -575,13 +590,13 @@ fn scale(ctx: &Ctx, name: &str, workers: Option<u32>, managers: Option<u32>, tim
     print_summary(ctx, &record)
 }
 
-fn load(ctx: &Ctx, name: &str, archive: &std::path::Path) -> Result<()> {
+fn load(ctx: &Ctx, name: &SwarmName, archive: &std::path::Path) -> Result<()> {
     check_docker_save_archive(archive).map_err(|e| UsageError::err(format!("{e}")))?;
     let record = load_swarm(ctx, name)?;
     let mut nodes = Vec::new();
     for n in record.managers.iter().chain(&record.workers) {
         let m = ctx.home.load_machine(n)?;
-        nodes.push((n.clone(), connect(&endpoint(ctx, &m), 3600)?));
+        nodes.push((n.to_string(), connect(&endpoint(ctx, &m), 3600)?));
     }
     for host in &record.external_hosts {
         nodes.push((host.name.clone(), connect(&external_endpoint(host), 3600)?));
