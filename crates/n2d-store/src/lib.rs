@@ -138,8 +138,14 @@ impl Home {
     /// Makes an existing home private again: the home, its top-level directories and the lock
     /// file lose every group and other permission bit. Returns what it changed (empty once the
     /// home is private), so the caller can say so once.
+    /// A directory that is not n2d's (nothing of n2d's in it yet, or a shared one such as
+    /// `/tmp`, with its sticky bit) is left alone.
     pub fn tighten(&self) -> Result<Vec<PathBuf>, StoreError> {
         let mut changed = Vec::new();
+        let ours = ["lock", "images", "machines", "networks", "swarms", "certs"];
+        if !ours.iter().any(|e| fs::symlink_metadata(self.root.join(e)).is_ok()) {
+            return Ok(changed);
+        }
         let dirs = [
             self.root.clone(),
             self.images_dir(),
@@ -152,7 +158,8 @@ impl Home {
         for (path, mode) in paths {
             // Never follow a link: a home is n2d's own directories.
             let Ok(meta) = fs::symlink_metadata(&path) else { continue };
-            if meta.file_type().is_symlink() || meta.permissions().mode() & 0o077 == 0 {
+            let mode_now = meta.permissions().mode();
+            if meta.file_type().is_symlink() || mode_now & 0o077 == 0 || mode_now & 0o1000 != 0 {
                 continue;
             }
             let tight = meta.permissions().mode() & mode & 0o7777;
@@ -317,6 +324,15 @@ mod tests {
         assert_eq!(mode(&home.certs_dir()), 0o700);
         assert_eq!(mode(&home.root().join("lock")), 0o600);
         assert!(home.tighten().unwrap().is_empty());
+        // Not n2d's: an empty directory, or a shared sticky one, is left alone.
+        let other = dir.path().join("other");
+        fs::create_dir(&other).unwrap();
+        fs::set_permissions(&other, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(Home::at(&other).tighten().unwrap().is_empty());
+        fs::create_dir(other.join("machines")).unwrap();
+        fs::set_permissions(&other, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert_eq!(Home::at(&other).tighten().unwrap(), [other.join("machines")]);
+        assert_eq!(mode(&other), 0o777);
     }
 
     #[test]

@@ -21,8 +21,18 @@ pub fn run(command: Command) -> Result<()> {
         _ => {}
     }
     let ctx = Ctx::from_env()?;
-    for path in ctx.home.tighten()? {
-        eprintln!("n2d: tightened permissions of {} to 0{:o}", path.display(), permission_target(&path));
+    match ctx.home.tighten() {
+        Ok(paths) => {
+            for path in paths {
+                eprintln!(
+                    "n2d: tightened permissions of {} to 0{:o}",
+                    path.display(),
+                    permission_target(&path)
+                );
+            }
+        }
+        // Not fatal: the command itself may still work (and will say why if it does not).
+        Err(e) => eprintln!("warning: {e:#}"),
     }
     ctx.handle_interrupts()?;
     match command {
