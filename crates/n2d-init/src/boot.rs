@@ -57,7 +57,7 @@ mod tests {
             "kernel/drivers/net/virtio_net.ko.xz:\n",
         );
         sys.add_disk("vda", "n2d-root", "");
-        sys.add_disk("vdb", "n2d-config", encode_config_disk(&sample_config()));
+        sys.add_disk("vdb", "n2d-config", encode_config_disk(&sample_config()).unwrap());
         sys.add_disk("vdc", "n2d-data", vec![0u8; 4096]);
         sys.add_file("/sys/class/net/eth0/address", "52:54:00:12:34:56\n");
         sys.add_file("/dev/hvc0", "");

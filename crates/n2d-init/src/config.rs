@@ -65,7 +65,7 @@ pub mod tests {
         let sys = FakeSystem::new();
         sys.add_disk("vda", "n2d-root", "");
         sys.add_disk("vdb", "n2d-data", "");
-        sys.add_disk("vdc", "n2d-config\n", encode_config_disk(&sample_config()));
+        sys.add_disk("vdc", "n2d-config\n", encode_config_disk(&sample_config()).unwrap());
         assert_eq!(find_disk(&sys, "n2d-data").as_deref(), Some("/dev/vdb"));
         assert_eq!(read_config(&sys).unwrap(), sample_config());
     }

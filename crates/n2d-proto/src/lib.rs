@@ -97,9 +97,13 @@ pub enum ConfigDiskError {
     Json(#[source] serde_json::Error),
 }
 
-/// Serialises `config` into a config-disk image, padded to whole 512-byte sectors.
-pub fn encode_config_disk(config: &GuestConfig) -> Vec<u8> {
+/// Serialises `config` into a config-disk image, padded to whole 512-byte sectors. A config the
+/// guest would refuse (over [`MAX_PAYLOAD`]) is refused here, before any VM boots.
+pub fn encode_config_disk(config: &GuestConfig) -> Result<Vec<u8>, ConfigDiskError> {
     let json = serde_json::to_vec(config).expect("GuestConfig always serialises");
+    if json.len() > MAX_PAYLOAD {
+        return Err(ConfigDiskError::TooLarge(json.len()));
+    }
     let mut disk = Vec::with_capacity(PAYLOAD_OFFSET + json.len() + 512);
     disk.extend_from_slice(MAGIC);
     disk.extend_from_slice(&(json.len() as u32).to_le_bytes());
@@ -107,7 +111,7 @@ pub fn encode_config_disk(config: &GuestConfig) -> Vec<u8> {
     disk.extend_from_slice(&json);
     let padded = disk.len().div_ceil(512) * 512;
     disk.resize(padded, 0);
-    disk
+    Ok(disk)
 }
 
 /// Parses a config-disk image (or its first bytes, at least header + payload).
@@ -179,14 +183,14 @@ mod tests {
 
     #[test]
     fn config_disk_round_trips_and_is_sector_aligned() {
-        let disk = encode_config_disk(&sample());
+        let disk = encode_config_disk(&sample()).unwrap();
         assert_eq!(disk.len() % 512, 0);
         assert_eq!(decode_config_disk(&disk).unwrap(), sample());
     }
 
     #[test]
     fn config_disk_rejects_wrong_magic_short_and_oversized_input() {
-        let mut disk = encode_config_disk(&sample());
+        let mut disk = encode_config_disk(&sample()).unwrap();
         assert!(matches!(decode_config_disk(&disk[..100]), Err(ConfigDiskError::TooShort(100))));
         disk[8..12].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_le_bytes());
         assert!(matches!(decode_config_disk(&disk), Err(ConfigDiskError::TooLarge(_))));
@@ -196,7 +200,7 @@ mod tests {
 
     #[test]
     fn config_disk_rejects_truncated_payload_and_garbage_json() {
-        let disk = encode_config_disk(&sample());
+        let disk = encode_config_disk(&sample()).unwrap();
         let len = u32::from_le_bytes(disk[8..12].try_into().unwrap()) as usize;
         assert!(matches!(
             decode_config_disk(&disk[..PAYLOAD_OFFSET + len - 1]),
@@ -205,6 +209,13 @@ mod tests {
         let mut bad = disk.clone();
         bad[PAYLOAD_OFFSET] = b'!';
         assert!(matches!(decode_config_disk(&bad), Err(ConfigDiskError::Json(_))));
+    }
+
+    #[test]
+    fn a_config_over_the_limit_is_refused_when_encoded() {
+        let mut c = sample();
+        c.labels.insert("big".into(), "x".repeat(MAX_PAYLOAD));
+        assert!(matches!(encode_config_disk(&c), Err(ConfigDiskError::TooLarge(_))));
     }
 
     #[test]

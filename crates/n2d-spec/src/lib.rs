@@ -2,3 +2,4 @@
 
 pub mod machine;
 pub mod swarm;
+mod yaml_scan;

@@ -15,6 +15,12 @@ pub const MAX_MEMORY: ByteSize = ByteSize(1024 * 1024 * 1024 * 1024);
 pub const MIN_DISK: ByteSize = ByteSize(1024 * 1024 * 1024);
 pub const MAX_DISK: ByteSize = ByteSize(64 * 1024 * 1024 * 1024 * 1024);
 pub const MAX_CPUS: u32 = 64;
+/// Longest label (`KEY=VALUE`, in bytes).
+pub const MAX_LABEL_LEN: usize = 4096;
+/// Most label bytes (keys and values) one machine may carry. With JSON's escaping and quoting this
+/// stays far below the guest's config-disk limit (`n2d_proto::MAX_PAYLOAD`, 1 MiB, shared with the
+/// TLS material), so a spec that passes never fails at boot for its labels.
+pub const MAX_LABELS_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -26,6 +32,8 @@ pub enum SpecError {
     OutOfRange { what: &'static str, value: String, min: String, max: String },
     #[error("invalid label {input:?}: {reason}")]
     InvalidLabel { input: String, reason: &'static str },
+    #[error("the labels of {what} take {bytes} bytes; at most {max} are allowed (the guest's config disk must hold them): use fewer or shorter labels")]
+    LabelsTooLarge { what: String, bytes: usize, max: usize },
     #[error("invalid bridge name {name:?}: use 1-15 characters of letters, digits, '-', '_' or '.'")]
     InvalidBridge { name: String },
 }
@@ -149,6 +157,9 @@ pub fn parse_label(input: &str) -> Result<(String, String), SpecError> {
 /// holds no whitespace, `=` or control characters; the value (possibly empty) holds no control
 /// characters (a newline would forge another line wherever labels are listed).
 pub fn split_label(input: &str) -> Result<(String, String), &'static str> {
+    if input.len() > MAX_LABEL_LEN {
+        return Err("a label may be at most 4096 bytes (KEY=VALUE): shorten it");
+    }
     let Some((key, value)) = input.split_once('=') else {
         return Err("expected KEY=VALUE (e.g. zone=a)");
     };
@@ -162,6 +173,18 @@ pub fn split_label(input: &str) -> Result<(String, String), &'static str> {
         return Err("labels may not contain control characters (newlines, tabs...)");
     }
     Ok((key.to_string(), value.to_string()))
+}
+
+/// Refuses labels whose keys and values add up to more than [`MAX_LABELS_BYTES`].
+pub fn check_labels_size<'a>(
+    what: &str,
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), SpecError> {
+    let bytes = labels.into_iter().map(|(k, v)| k.len() + v.len() + 1).sum();
+    if bytes > MAX_LABELS_BYTES {
+        return Err(SpecError::LabelsTooLarge { what: what.to_string(), bytes, max: MAX_LABELS_BYTES });
+    }
+    Ok(())
 }
 
 /// At most `max` characters of `s`, cut on a character boundary (ids and names from records
@@ -210,6 +233,7 @@ impl MachineSpec {
         check_range("--cpus", self.cpus as u64, 1, MAX_CPUS as u64, |v| v.to_string())?;
         check_range("--memory", self.memory.0, MIN_MEMORY.0, MAX_MEMORY.0, |v| ByteSize(v).to_string())?;
         check_range("--disk", self.disk.0, MIN_DISK.0, MAX_DISK.0, |v| ByteSize(v).to_string())?;
+        check_labels_size(self.name.as_str(), &self.labels)?;
         validate_bridge_name(&self.bridge)
     }
 

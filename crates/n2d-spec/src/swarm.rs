@@ -23,11 +23,25 @@ pub const MAX_NODES: u32 = 64;
 /// Longest machine/host name we generate (a DNS label).
 pub const MAX_NAME_LEN: usize = 63;
 
+/// Largest cluster file accepted, checked on its bytes before any YAML parsing (64 nodes with
+/// overrides and labels fit in a few KiB).
+pub const MAX_CLUSTER_FILE: usize = 64 * 1024;
+/// Deepest nesting of mappings and sequences in a cluster file (its schema needs 4).
+pub const MAX_CLUSTER_DEPTH: usize = 16;
+
 /// Errors in a swarm spec. Each message names the problem and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
     #[error("cluster file: {0}")]
     Yaml(String),
+    #[error("cluster file is larger than {max} bytes (MAX_CLUSTER_FILE), far more than 64 nodes need: is it the right file?")]
+    FileTooLarge { max: usize },
+    #[error("cluster file is not UTF-8 (first bad byte at offset {offset}): save it as UTF-8")]
+    NotUtf8 { offset: usize },
+    #[error("cluster file nests deeper than {max} levels (MAX_CLUSTER_DEPTH, line {line}): a cluster file needs at most 4")]
+    TooDeep { max: usize, line: u64 },
+    #[error("cluster file uses a YAML anchor or alias (&name / *name, line {line}), which n2d does not accept: write the values out, or quote a value that starts with & or *")]
+    Alias { line: u64 },
     #[error(
         "a swarm needs at least one manager: use --managers 1 (or 3 or 5 to \
          survive manager failures; odd numbers keep a raft quorum)"
@@ -283,6 +297,29 @@ fn de_kv_list<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String
         .collect()
 }
 
+fn de_nodes<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, NodeOverride>, D::Error> {
+    struct Nodes;
+    impl<'de> serde::de::Visitor<'de> for Nodes {
+        type Value = BTreeMap<String, NodeOverride>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a mapping from node names to their settings")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut nodes = BTreeMap::new();
+            while let Some((name, o)) = map.next_entry::<String, NodeOverride>()? {
+                if nodes.contains_key(&name) {
+                    return Err(serde::de::Error::custom(format!(
+                        "node {name:?} appears twice under nodes:; merge its settings into one entry"
+                    )));
+                }
+                nodes.insert(name, o);
+            }
+            Ok(nodes)
+        }
+    }
+    d.deserialize_map(Nodes)
+}
+
 /// What to build. Same shape from CLI flags or a YAML cluster file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -300,8 +337,8 @@ pub struct SwarmSpec {
     pub network: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<LabelRule>,
-    /// Keyed by node name.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    /// Keyed by node name; a name given twice is an error, not a silent merge.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", deserialize_with = "de_nodes")]
     pub nodes: BTreeMap<String, NodeOverride>,
 }
 
@@ -345,9 +382,24 @@ impl NodePlan {
 }
 
 impl SwarmSpec {
-    /// Parse (but do not validate) a cluster file. Unknown keys are errors.
+    /// Parse (but do not validate) a cluster file. Unknown keys are errors, and so are files over
+    /// [`MAX_CLUSTER_FILE`], nesting over [`MAX_CLUSTER_DEPTH`], anchors and aliases, and a node
+    /// named twice under `nodes:`.
     pub fn from_yaml(text: &str) -> Result<SwarmSpec, SpecError> {
+        if text.len() > MAX_CLUSTER_FILE {
+            return Err(SpecError::FileTooLarge { max: MAX_CLUSTER_FILE });
+        }
+        crate::yaml_scan::check(text.as_bytes())?;
         serde_yaml_ng::from_str(text).map_err(|e| SpecError::Yaml(e.to_string()))
+    }
+
+    /// [`SwarmSpec::from_yaml`] on a file's raw bytes: the size cap comes first, then UTF-8.
+    pub fn from_yaml_bytes(bytes: &[u8]) -> Result<SwarmSpec, SpecError> {
+        if bytes.len() > MAX_CLUSTER_FILE {
+            return Err(SpecError::FileTooLarge { max: MAX_CLUSTER_FILE });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| SpecError::NotUtf8 { offset: e.valid_up_to() })?;
+        SwarmSpec::from_yaml(text)
     }
 
     pub fn to_yaml(&self) -> String {
@@ -397,6 +449,9 @@ impl SwarmSpec {
                 return Err(SpecError::UnknownNode { name: name.clone(), nodes: list_names(&names) });
             }
             check_resources(name, o.cpus, o.memory.as_deref())?;
+        }
+        for p in self.plan() {
+            crate::machine::check_labels_size(&p.name, &p.labels)?;
         }
         Ok(())
     }
@@ -877,6 +932,50 @@ nodes:
             let swarm = format!("labels: [{json}]\n");
             assert!(SwarmSpec::from_yaml(&swarm).is_err(), "swarm label {bad:?}");
         }
+    }
+
+    #[test]
+    fn cluster_file_limits() {
+        let e = SwarmSpec::from_yaml_bytes(&vec![b' '; MAX_CLUSTER_FILE + 1]).unwrap_err();
+        assert_eq!(e, SpecError::FileTooLarge { max: MAX_CLUSTER_FILE });
+        assert!(e.to_string().contains("65536"), "{e}");
+        let e = SwarmSpec::from_yaml_bytes(b"prefix: d\xffmo\n").unwrap_err();
+        assert_eq!(e, SpecError::NotUtf8 { offset: 9 });
+        let deep = format!("labels: {}{}", "[".repeat(30_000), "]".repeat(30_000));
+        let t = std::time::Instant::now();
+        assert!(matches!(SwarmSpec::from_yaml(&deep), Err(SpecError::TooDeep { .. })));
+        assert!(t.elapsed() < std::time::Duration::from_secs(1), "{:?}", t.elapsed());
+        for text in [
+            "prefix: &p demo\n",
+            "labels: &l [a=b]\nnodes:\n  n2d-wrkr-0: { labels: *l }\n",
+            "memory: &m 2G\ncpus: 1\nnodes: { n2d-wrkr-0: { memory: *m } }\n",
+        ] {
+            assert!(matches!(SwarmSpec::from_yaml(text), Err(SpecError::Alias { .. })), "{text}");
+        }
+        // '&' and '*' inside values are fine.
+        SwarmSpec::from_yaml("labels: [\"a=&b\", 'c=*d', e=f&g]\n").unwrap();
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let e = SwarmSpec::from_yaml("nodes:\n  n2d-wrkr-0: { cpus: 2 }\n  n2d-wrkr-0: { memory: 3G }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("appears twice"), "{e}");
+        assert!(SwarmSpec::from_yaml("workers: 2\nworkers: 3\n").is_err());
+        assert!(SwarmSpec::from_yaml("nodes:\n  n2d-wrkr-0: { cpus: 2, cpus: 3 }\n").is_err());
+    }
+
+    #[test]
+    fn labels_that_would_not_fit_the_config_disk_are_refused_before_boot() {
+        use crate::machine::{MAX_LABELS_BYTES, MAX_LABEL_LEN};
+        let long = format!("k={}", "v".repeat(MAX_LABEL_LEN));
+        assert!(matches!(LabelRule::parse(&long), Err(SpecError::BadLabel { .. })));
+        let labels = (0..MAX_LABELS_BYTES / 1000 + 1)
+            .map(|i| LabelRule::parse(&format!("k{i}={}", "v".repeat(1000))).unwrap())
+            .collect();
+        let e = SwarmSpec { labels, ..Default::default() }.validate().unwrap_err();
+        assert!(matches!(e, SpecError::Machine(crate::machine::SpecError::LabelsTooLarge { .. })), "{e}");
     }
 
     #[test]

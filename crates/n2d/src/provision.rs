@@ -233,7 +233,7 @@ fn write_config_disk(ctx: &Ctx, record: &MachineRecord) -> Result<()> {
     };
     let path = ctx.home.machine_dir(&spec.name).join(CONFIG_DISK);
     // It holds the server's private key.
-    write_atomic(&path, &encode_config_disk(&config), 0o600)?;
+    write_atomic(&path, &encode_config_disk(&config)?, 0o600)?;
     Ok(())
 }
 

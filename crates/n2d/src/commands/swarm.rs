@@ -21,6 +21,7 @@ use n2d_swarm::{
     swarm_health, BollardApi, DockerApi, Endpoint, Manager, RemoveTimeouts, TlsPaths,
 };
 use n2d_vm::qemu::console_tail;
+use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -138,9 +139,12 @@ fn save_swarm(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
 /// The swarm spec from the cluster file or the flags.
 fn spec_from_args(args: &SwarmCreateArgs) -> Result<SwarmSpec> {
     let spec = if let Some(file) = &args.file {
-        let text =
-            std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-        SwarmSpec::from_yaml(&text)?
+        // One byte past the cap is enough to refuse it: never read a huge file (or /dev/zero).
+        let mut bytes = Vec::new();
+        std::fs::File::open(file)
+            .and_then(|f| f.take(n2d_spec::swarm::MAX_CLUSTER_FILE as u64 + 1).read_to_end(&mut bytes))
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        SwarmSpec::from_yaml_bytes(&bytes)?
     } else {
         let mut spec = SwarmSpec::default();
         if let Some(p) = &args.prefix {
