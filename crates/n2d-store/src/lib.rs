@@ -21,9 +21,11 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::cell::Cell;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 mod records;
 pub use records::*;
@@ -62,6 +64,15 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "timed out after {} waiting for the state lock {}, held by {}: if that n2d is stuck, stop it",
+        secs_text(*.waited), .path.display(), holder_text(*.holder)
+    )]
+    LockTimeout { path: PathBuf, holder: Option<u32>, waited: Duration },
+    #[error("interrupted while waiting for the state lock {path}")]
+    LockInterrupted { path: PathBuf },
+    #[error("{LOCK_TIMEOUT_ENV}={0:?} is not a number of seconds")]
+    BadLockTimeout(String),
     #[error("cannot remove {path}")]
     Remove {
         path: PathBuf,
@@ -85,10 +96,33 @@ pub const DIR_MODE: u32 = 0o700;
 /// Permission bits of every file n2d writes.
 pub const FILE_MODE: u32 = 0o600;
 
+/// How long [`Home::lock`] waits for another process's lock by default.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
+/// Overrides [`DEFAULT_LOCK_TIMEOUT`], in seconds.
+pub const LOCK_TIMEOUT_ENV: &str = "N2D_LOCK_TIMEOUT";
+/// How often a held lock is tried again.
+const LOCK_POLL: Duration = Duration::from_millis(150);
+
+fn secs_text(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+fn holder_text(holder: Option<u32>) -> String {
+    holder.map_or_else(|| "another process".to_string(), |pid| format!("pid {pid}"))
+}
+
 /// The root of n2d's state.
 #[derive(Debug, Clone)]
 pub struct Home {
     root: PathBuf,
+    /// Set (by the CLI's SIGINT handler) to abandon a wait for the lock.
+    cancel: Option<Arc<AtomicBool>>,
+    /// Overrides `$N2D_LOCK_TIMEOUT` (tests).
+    lock_timeout: Option<Duration>,
 }
 
 impl Home {
@@ -108,7 +142,35 @@ impl Home {
     }
 
     pub fn at(root: impl Into<PathBuf>) -> Self {
-        Home { root: root.into() }
+        Home { root: root.into(), cancel: None, lock_timeout: None }
+    }
+
+    /// A wait for the lock ends (with [`StoreError::LockInterrupted`]) once `flag` is set.
+    pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Waits at most `timeout` for another process's lock, whatever `$N2D_LOCK_TIMEOUT` says.
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+
+    fn lock_timeout(&self) -> Result<Duration, StoreError> {
+        if let Some(t) = self.lock_timeout {
+            return Ok(t);
+        }
+        match std::env::var(LOCK_TIMEOUT_ENV) {
+            Ok(v) if !v.trim().is_empty() => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64)
+                .ok_or(StoreError::BadLockTimeout(v)),
+            _ => Ok(DEFAULT_LOCK_TIMEOUT),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -173,26 +235,94 @@ impl Home {
     /// Takes the exclusive state lock; it is released when the guard drops. The lock is
     /// re-entrant within a thread (a rollback running under a held lock can take it again)
     /// and serialises the threads of this process before it serialises processes.
+    ///
+    /// When another process holds it, n2d says so once (with the holder's pid) and tries again
+    /// every 150 ms, never blocking in the kernel: it gives up after `$N2D_LOCK_TIMEOUT` seconds
+    /// (default 120) and stops at once when the cancel flag (Ctrl-C) is set.
     pub fn lock(&self) -> Result<StateLock, StoreError> {
         if LOCK_DEPTH.with(|d| d.get()) > 0 {
             LOCK_DEPTH.with(|d| d.set(d.get() + 1));
             return Ok(StateLock { _held: None });
         }
+        let timeout = self.lock_timeout()?;
         let thread_guard = PROCESS_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         ensure_dir(&self.root)?;
         let path = self.root.join("lock");
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .mode(FILE_MODE)
             .open(&path)
             .map_err(|source| StoreError::Lock { path: path.clone(), source })?;
-        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
-            .map_err(|e| StoreError::Lock { path, source: e.into() })?;
+        let start = Instant::now();
+        let mut said = false;
+        loop {
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {}
+                Err(e) => return Err(StoreError::Lock { path, source: e.into() }),
+            }
+            if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(StoreError::LockInterrupted { path });
+            }
+            let waited = start.elapsed();
+            if waited >= timeout {
+                let holder = lock_holder(&file);
+                return Err(StoreError::LockTimeout { path, holder, waited: timeout });
+            }
+            if !said {
+                said = true;
+                eprintln!(
+                    "waiting for the n2d state lock {} (held by {})",
+                    path.display(),
+                    holder_text(lock_holder(&file))
+                );
+            }
+            std::thread::sleep(LOCK_POLL.min(timeout - waited));
+        }
+        // Say who holds it, for the next one waiting (where /proc/locks cannot tell).
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0));
         LOCK_DEPTH.with(|d| d.set(1));
         Ok(StateLock { _held: Some((file, thread_guard)) })
     }
+}
+
+/// The pid holding the flock on `file`: from /proc/locks (matched by device and inode), else
+/// the pid the holder wrote into the file.
+fn lock_holder(file: &File) -> Option<u32> {
+    let from_proc = rustix::fs::fstat(file).ok().and_then(|st| {
+        let dev = st.st_dev;
+        let locks = fs::read_to_string("/proc/locks").ok()?;
+        flock_holder(&locks, rustix::fs::major(dev), rustix::fs::minor(dev), st.st_ino)
+    });
+    from_proc.or_else(|| {
+        let mut buf = [0u8; 32];
+        let n = file.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok().filter(|pid| *pid > 0)
+    })
+}
+
+/// The pid of the process holding a `FLOCK` on the inode `major:minor:inode`, read from the
+/// text of /proc/locks (`1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF`; waiters, marked
+/// `->`, are skipped; the device numbers are hex, the inode decimal).
+pub fn flock_holder(proc_locks: &str, major: u32, minor: u32, inode: u64) -> Option<u32> {
+    proc_locks.lines().find_map(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        if fields.next()? != "FLOCK" {
+            return None;
+        }
+        let pid: u32 = fields.nth(2)?.parse().ok()?;
+        let mut id = fields.next()?.split(':');
+        let (maj, min, ino) = (id.next()?, id.next()?, id.next()?);
+        let same = u32::from_str_radix(maj, 16).ok()? == major
+            && u32::from_str_radix(min, 16).ok()? == minor
+            && ino.parse::<u64>().ok()? == inode;
+        (same && pid > 0).then_some(pid)
+    })
 }
 
 static PROCESS_LOCK: Mutex<()> = Mutex::new(());
@@ -355,6 +485,87 @@ mod tests {
         let err = read_json::<serde_json::Value>(&p).unwrap_err();
         assert!(err.to_string().contains("x.json is damaged"), "{err}");
         assert!(read_json_opt::<serde_json::Value>(&dir.path().join("missing.json")).unwrap().is_none());
+    }
+
+    #[test]
+    fn the_flock_holder_is_read_from_proc_locks() {
+        let sample = "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF\n\
+                      1: -> FLOCK  ADVISORY  WRITE 999 00:2c:77 0 EOF\n\
+                      2: POSIX  ADVISORY  WRITE 555 00:2c:77 0 EOF\n\
+                      3: FLOCK  ADVISORY  WRITE 777 00:2c:77 0 EOF\n";
+        assert_eq!(flock_holder(sample, 0xfd, 1, 1234), Some(4242));
+        assert_eq!(flock_holder(sample, 0, 0x2c, 77), Some(777));
+        assert_eq!(flock_holder(sample, 0xfd, 1, 77), None);
+        assert_eq!(flock_holder(sample, 0, 0x2c, 1234), None);
+        assert_eq!(flock_holder("", 0, 0, 1), None);
+        assert_eq!(flock_holder("garbage\n1: FLOCK\n", 0, 0, 1), None);
+    }
+
+    #[test]
+    fn the_holder_writes_its_pid_into_the_lock_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        let held = home.lock().unwrap();
+        let text = fs::read_to_string(dir.path().join("lock")).unwrap();
+        assert_eq!(text.trim(), std::process::id().to_string());
+        drop(held);
+    }
+
+    /// Holds the lock of `dir` in a `flock` process (which closes it before running `sleep`,
+    /// so killing that process releases it), once /proc/locks shows it.
+    fn hold_lock_in_another_process(dir: &Path) -> std::process::Child {
+        let path = dir.join("lock");
+        let child = std::process::Command::new("flock")
+            .arg("-o")
+            .arg(&path)
+            .args(["sleep", "30"])
+            .spawn()
+            .expect("flock(1) from util-linux");
+        let file = File::open(&path).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lock_holder(&file) != Some(child.id()) {
+            assert!(Instant::now() < deadline, "flock did not take the lock");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
+    #[test]
+    fn a_lock_held_by_another_process_times_out_naming_it_then_is_taken_once_released() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Home::at(dir.path()).lock().unwrap());
+        let mut holder = hold_lock_in_another_process(dir.path());
+        let pid = holder.id();
+
+        let started = Instant::now();
+        let err = Home::at(dir.path()).with_lock_timeout(Duration::from_millis(300)).lock().err().unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert!(matches!(err, StoreError::LockTimeout { holder: Some(p), .. } if p == pid), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("held by pid {pid}")) && msg.contains("timed out after 0.3s"), "{msg}");
+
+        // Ctrl-C while waiting: the wait ends at once.
+        let cancel = Arc::new(AtomicBool::new(false));
+        let home =
+            Home::at(dir.path()).with_lock_timeout(Duration::from_secs(30)).with_cancel(cancel.clone());
+        let flag = cancel.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            flag.store(true, Ordering::Relaxed);
+        });
+        let started = Instant::now();
+        let err = home.lock().err().unwrap();
+        assert!(matches!(err, StoreError::LockInterrupted { .. }), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        t.join().unwrap();
+
+        // Released while waiting: taken.
+        let home = Home::at(dir.path()).with_lock_timeout(Duration::from_secs(20));
+        let waiter = std::thread::spawn(move || home.lock().map(drop));
+        std::thread::sleep(Duration::from_millis(300));
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        waiter.join().unwrap().unwrap();
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod accel;
 pub mod argv;
 pub mod boot_failure;
 pub mod console;
+pub mod identity;
 pub mod qemu;
 pub mod qmp;
 pub mod version;

@@ -5,6 +5,7 @@ use crate::argv::{
     qemu_argv, tcg_thread, InvalidTcgThread, TcgThread, CONTROL_SOCKET, PID_FILE, QEMU_BINARY, QEMU_PACKAGE,
     QMP_SOCKET, SERIAL_LOG, TCG_THREAD_ENV,
 };
+use crate::identity::{is_machine_qemu, ProcFacts, QemuExe};
 use crate::version::{detect_qemu_version, QemuVersion};
 use crate::{Hypervisor, VmConfig, VmError, VmState};
 use n2d_proto::{ControlRequest, READY_MARKER};
@@ -44,6 +45,8 @@ pub struct Qemu {
     pub tcg_thread_override: Option<Result<TcgThread, InvalidTcgThread>>,
     /// The binary's version, asked once per process (on the first TCG start).
     version: Arc<OnceLock<Option<QemuVersion>>>,
+    /// The binary resolved through `$PATH`, to recognise a running QEMU by its executable.
+    exe: Arc<OnceLock<QemuExe>>,
 }
 
 impl Default for Qemu {
@@ -56,6 +59,7 @@ impl Default for Qemu {
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| v.parse()),
             version: Arc::default(),
+            exe: Arc::default(),
         }
     }
 }
@@ -114,18 +118,15 @@ impl Qemu {
     }
 
     /// The pid of this machine's QEMU, if it is running. The pid file alone is not trusted:
-    /// the process must be alive, not a zombie, and have this machine's data disk on its
-    /// command line (QEMU's cwd is `/` once it daemonizes, so it cannot tell).
+    /// the process must be alive, not a zombie, run by our uid, be the QEMU binary
+    /// (/proc/PID/exe), and have this machine's data disk on its command line (QEMU's cwd is
+    /// `/` once it daemonizes, so that cannot tell). See [`is_machine_qemu`].
     pub fn pid(&self, vm: &VmConfig) -> Option<i32> {
         let pid = read_pid(&vm.dir)?;
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let state = stat.rsplit(')').next()?.split_whitespace().next()?;
-        if state == "Z" || state == "X" {
-            return None;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let marker = format!("file={},", vm.dir.join(crate::argv::DATA_DISK_FILE).display());
-        String::from_utf8_lossy(&cmdline).contains(&marker).then_some(pid)
+        let facts = ProcFacts::read(pid)?;
+        let exe = self.exe.get_or_init(|| QemuExe::resolve(&self.binary));
+        let uid = nix::unistd::getuid().as_raw();
+        is_machine_qemu(&facts, exe, uid, &vm.dir.join(crate::argv::DATA_DISK_FILE)).then_some(pid)
     }
 
     fn wait_gone(&self, vm: &VmConfig, timeout: Duration) -> bool {
@@ -298,6 +299,38 @@ mod tests {
         assert_eq!(q.pid(&vm(dir.path())), None);
         assert_eq!(q.state(&vm(dir.path())), VmState::Stopped);
         assert_eq!(q.stop(&vm(dir.path()), Duration::from_secs(1)).unwrap(), StopOutcome::AlreadyStopped);
+    }
+
+    #[test]
+    fn a_decoy_with_the_data_disk_on_its_command_line_is_neither_running_nor_killed() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let marker = crate::identity::data_disk_marker(&dir.path().join(crate::argv::DATA_DISK_FILE));
+        let mut decoy = Command::new("sleep")
+            .arg0(format!("qemu-system-x86_64 -drive {marker}"))
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = decoy.id() as i32;
+        std::fs::write(dir.path().join(PID_FILE), pid.to_string()).unwrap();
+        // What the pid file and the command line alone would have accepted (once it has exec'd).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+            .contains(&marker)
+        {
+            assert!(Instant::now() < deadline, "the decoy did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+
+        let q = Qemu::default();
+        let vm = vm(dir.path());
+        assert_eq!(q.pid(&vm), None);
+        assert_eq!(q.state(&vm), VmState::Stopped);
+        q.kill(&vm).unwrap();
+        assert_eq!(q.stop(&vm, Duration::from_secs(1)).unwrap(), StopOutcome::AlreadyStopped);
+        assert!(decoy.try_wait().unwrap().is_none(), "the decoy was killed");
+        decoy.kill().unwrap();
+        decoy.wait().unwrap();
     }
 
     #[test]

@@ -13,10 +13,13 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn from_env() -> Result<Ctx> {
-        Ok(Ctx { home: Home::from_env()?, runner: SystemRunner, qemu: Qemu::default() })
+        let qemu = Qemu::default();
+        // Ctrl-C also ends a wait for the state lock held by another n2d.
+        let home = Home::from_env()?.with_cancel(qemu.cancel.clone());
+        Ok(Ctx { home, runner: SystemRunner, qemu })
     }
 
-    /// The first Ctrl-C (or SIGTERM) stops waiting for VMs so that what a create made is rolled
+    /// The first Ctrl-C (or SIGTERM) stops waiting for VMs (or for the state lock) so that what a create made is rolled
     /// back; a second one exits at once.
     pub fn handle_interrupts(&self) -> Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};

@@ -51,7 +51,10 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
 }
 
 fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|c| matches!(c.downcast_ref(), Some(n2d_vm::VmError::Interrupted { .. }))) {
+    if err.chain().any(|c| {
+        matches!(c.downcast_ref(), Some(n2d_vm::VmError::Interrupted { .. }))
+            || matches!(c.downcast_ref(), Some(n2d_store::StoreError::LockInterrupted { .. }))
+    }) {
         return 130;
     }
     let usage = err.chain().any(|c| {
@@ -64,5 +67,27 @@ fn exit_code(err: &anyhow::Error) -> i32 {
         2
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interrupted_wait_for_the_state_lock_exits_130() {
+        let err = anyhow::Error::new(n2d_store::StoreError::LockInterrupted { path: "/h/lock".into() });
+        assert_eq!(exit_code(&err.context("cannot start m1")), 130);
+        let timeout = n2d_store::StoreError::LockTimeout {
+            path: "/h/lock".into(),
+            holder: Some(42),
+            waited: std::time::Duration::from_secs(120),
+        };
+        let msg = timeout.to_string();
+        assert_eq!(
+            msg,
+            "timed out after 120s waiting for the state lock /h/lock, held by pid 42: if that n2d is stuck, stop it"
+        );
+        assert_eq!(exit_code(&anyhow::Error::new(timeout)), 1);
     }
 }
