@@ -1,5 +1,5 @@
 //! n2d's certificates: one CA per `$N2D_HOME`, a server certificate per machine (SANs: its IPs,
-//! its name, `localhost`, 127.0.0.1) and a client certificate for the user. The CA and client files
+//! its name, 127.0.0.1) and a client certificate for the user. The CA and client files
 //! live in `certs/` with the names the docker CLI expects from `DOCKER_CERT_PATH`
 //! (`ca.pem`, `cert.pem`, `key.pem`). Keys are written 0600.
 
@@ -71,7 +71,8 @@ impl Ca {
         let key = KeyPair::generate().map_err(PkiError::Generate)?;
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(PkiError::Generate)?;
         params.distinguished_name = name("n2d CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Path length 0: the CA signs machine and client certificates only, never another CA.
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_after = rcgen::date_time_ymd(2040, 1, 1);
         let cert = params.self_signed(&key).map_err(PkiError::Generate)?;
@@ -107,7 +108,8 @@ impl Ca {
         }
         params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        // ECDSA keys sign; they never encipher keys (that usage is RSA's).
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         self.sign(params)
     }
 
@@ -166,14 +168,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::load_or_create(dir.path()).unwrap();
         let ips: Vec<IpAddr> = vec!["10.77.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap()];
-        let server = ca.issue_server(&["h1", "localhost"], &ips).unwrap();
-        assert_eq!(sans(&server.cert_pem), ["h1", "localhost", "10.77.0.2", "127.0.0.1"]);
+        let server = ca.issue_server(&["h1"], &ips).unwrap();
+        assert_eq!(sans(&server.cert_pem), ["h1", "10.77.0.2", "127.0.0.1"]);
 
         let (_, ca_pem) = parse_x509_pem(ca.cert_pem().as_bytes()).unwrap();
         let ca_cert = ca_pem.parse_x509().unwrap();
         let (_, srv_pem) = parse_x509_pem(server.cert_pem.as_bytes()).unwrap();
         let srv = srv_pem.parse_x509().unwrap();
         srv.verify_signature(Some(ca_cert.public_key())).unwrap();
+    }
+
+    #[test]
+    fn the_ca_signs_no_other_ca_and_ecdsa_server_keys_only_sign() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let (_, ca_pem) = parse_x509_pem(ca.cert_pem().as_bytes()).unwrap();
+        let ca_cert = ca_pem.parse_x509().unwrap();
+        let bc = ca_cert.basic_constraints().unwrap().unwrap().value;
+        assert!(bc.ca);
+        assert_eq!(bc.path_len_constraint, Some(0));
+
+        let server = ca.issue_server(&["h1"], &["10.77.0.2".parse().unwrap()]).unwrap();
+        let (_, srv_pem) = parse_x509_pem(server.cert_pem.as_bytes()).unwrap();
+        let srv = srv_pem.parse_x509().unwrap();
+        let ku = srv.key_usage().unwrap().unwrap().value;
+        assert!(ku.digital_signature());
+        assert!(!ku.key_encipherment(), "ECDSA keys cannot encipher");
+        assert!(srv.extended_key_usage().unwrap().unwrap().value.server_auth);
     }
 
     #[test]

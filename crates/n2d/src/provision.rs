@@ -212,7 +212,9 @@ fn write_config_disk(ctx: &Ctx, record: &MachineRecord) -> Result<()> {
     } else {
         let ca = Ca::load_or_create(&ctx.home.certs_dir())?;
         let ips: Vec<IpAddr> = vec![record.ip.into(), IpAddr::from([127, 0, 0, 1])];
-        let server = ca.issue_server(&[spec.name.as_str(), "localhost"], &ips)?;
+        // No `localhost`: a certificate for every machine's loopback name would let any of them
+        // stand in for another behind a local forward.
+        let server = ca.issue_server(&[spec.name.as_str()], &ips)?;
         Some(TlsMaterial {
             ca_pem: ca.cert_pem().to_string(),
             cert_pem: server.cert_pem,
