@@ -224,3 +224,18 @@ fn ls_survives_non_ascii_image_ids_and_tightens_a_loose_home() {
     assert_eq!(mode(&home), 0o700, "the home is tightened");
     assert_eq!(mode(&home.join("machines")), 0o700);
 }
+
+#[test]
+fn add_host_without_tls_is_refused_before_any_connection() {
+    // A valid swarm record, so only the missing TLS can stop it. The host is in TEST-NET-1,
+    // where a connection attempt would hang until its timeout instead of failing at once.
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("swarms")).unwrap();
+    let record = r#"{"prefix":"s","managers":["s-mngr-0"],"workers":[]}"#;
+    std::fs::write(home.path().join("swarms/s.json"), record).unwrap();
+    let started = std::time::Instant::now();
+    let got = run(home.path(), &["swarm", "add-host", "s", "--host", "tcp://192.0.2.1:2376"]);
+    assert_eq!(got, 2, "add-host without TLS would send the join token in clear");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "it tried to connect first");
+    assert_eq!(std::fs::read_to_string(home.path().join("swarms/s.json")).unwrap(), record);
+}

@@ -622,7 +622,6 @@ fn load(ctx: &Ctx, name: &SwarmName, archive: &std::path::Path) -> Result<()> {
 }
 
 fn add_host(ctx: &Ctx, args: AddHostArgs) -> Result<()> {
-    let mut record = load_swarm(ctx, &args.name)?;
     let labels = args
         .labels
         .iter()
@@ -632,9 +631,14 @@ fn add_host(ctx: &Ctx, args: AddHostArgs) -> Result<()> {
         (Some(ca), Some(cert), Some(key)) => {
             Some(TlsPaths { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
         }
-        (None, None, None) => None,
-        _ => bail!(UsageError("give all of --tlscacert, --tlscert and --tlskey, or none".into())),
+        // The host is sent the swarm's join token: never over a plain connection.
+        (None, None, None) => bail!(UsageError(
+            "add-host sends the swarm's join token to the host, which needs TLS: give --tlscacert, --tlscert and --tlskey (for an n2d machine, the files in `n2d env NAME`'s DOCKER_CERT_PATH)"
+                .into()
+        )),
+        _ => bail!(UsageError("give all three of --tlscacert, --tlscert and --tlskey".into())),
     };
+    let mut record = load_swarm(ctx, &args.name)?;
     let host_name = args.host_name.clone().unwrap_or_else(|| {
         args.host.trim_start_matches("tcp://").split(':').next().unwrap_or("host").to_string()
     });
