@@ -4,7 +4,7 @@ use crate::log::info;
 use crate::sys::System;
 use n2d_proto::{ControlRequest, CONTROL_PORT_NAME};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -56,6 +56,49 @@ pub fn handle_line(line: &str, shutdown: &AtomicBool) -> bool {
     }
 }
 
+/// The longest request line the guest reads; requests are a word, so anything longer is noise
+/// (or hostile) and is skipped without ever being held in memory whole.
+pub const MAX_REQUEST_LINE: usize = 1024;
+
+/// Calls `f` with each line of `input` (without its newline); a line longer than
+/// [`MAX_REQUEST_LINE`] is skipped whole and reported.
+pub fn for_each_bounded_line(mut input: impl BufRead, mut f: impl FnMut(&str)) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut input).take(MAX_REQUEST_LINE as u64 + 1).read_until(b'\n', &mut line)?;
+        if n == 0 {
+            return Ok(());
+        }
+        if line.last() == Some(&b'\n') {
+            f(&String::from_utf8_lossy(&line[..n - 1]));
+            continue;
+        }
+        if n <= MAX_REQUEST_LINE {
+            // The last line, without a newline.
+            f(&String::from_utf8_lossy(&line));
+            return Ok(());
+        }
+        info!("ignoring a control request longer than {MAX_REQUEST_LINE} bytes");
+        loop {
+            let buf = input.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    input.consume(i + 1);
+                    break;
+                }
+                None => {
+                    let len = buf.len();
+                    input.consume(len);
+                }
+            }
+        }
+    }
+}
+
 /// Reads requests from the control port in a background thread.
 pub fn listen(port: String) {
     let spawned = std::thread::Builder::new().name("control".into()).spawn(move || loop {
@@ -67,14 +110,9 @@ pub fn listen(port: String) {
                 continue;
             }
         };
-        for line in BufReader::new(file).lines() {
-            match line {
-                Ok(line) => {
-                    handle_line(&line, &SHUTDOWN);
-                }
-                Err(_) => break,
-            }
-        }
+        let _ = for_each_bounded_line(BufReader::new(file), |line| {
+            handle_line(line, &SHUTDOWN);
+        });
         // EOF: the host side is not connected (yet); look again shortly.
         std::thread::sleep(Duration::from_secs(1));
     });
@@ -87,6 +125,21 @@ pub fn listen(port: String) {
 mod tests {
     use super::*;
     use crate::sys::fake::FakeSystem;
+
+    #[test]
+    fn oversized_lines_are_skipped_and_the_next_request_still_works() {
+        let long = "x".repeat(MAX_REQUEST_LINE * 50);
+        let edge = "y".repeat(MAX_REQUEST_LINE);
+        let input = format!("{long}\npoweroff\n{edge}\n\u{fffd}bad\nlast");
+        let mut seen = Vec::new();
+        for_each_bounded_line(std::io::Cursor::new(input.into_bytes()), |l| seen.push(l.to_string()))
+            .unwrap();
+        assert_eq!(seen, ["poweroff".to_string(), edge, "\u{fffd}bad".into(), "last".into()]);
+        // Invalid UTF-8 is read lossily, not a reason to stop listening.
+        let mut seen = Vec::new();
+        for_each_bounded_line(&b"\xff\xfe\npoweroff\n"[..], |l| seen.push(l.to_string())).unwrap();
+        assert_eq!(seen[1], "poweroff");
+    }
 
     #[test]
     fn control_port_found_by_name_and_poweroff_sets_flag() {
