@@ -6,7 +6,7 @@ use n2d_spec::swarm::{SwarmName, SwarmRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A created machine: its spec plus what n2d allocated for it. Fixed for the machine's life,
 /// so its IP (and the IP in its TLS certificate) never changes across restarts.
@@ -63,11 +63,8 @@ impl Home {
         }
         let record: MachineRecord = read_json(&self.machine_file(name))?;
         if &record.spec.name != name {
-            return Err(StoreError::InvalidName {
-                what: "machine",
-                name: record.spec.name.to_string(),
-                reason: format!("{} holds the record of another machine", self.machine_file(name).display()),
-            });
+            let reason = format!("{} holds the record of another machine", self.machine_file(name).display());
+            return Err(invalid_name("machine", record.spec.name.as_str(), reason));
         }
         Ok(record)
     }
@@ -79,24 +76,16 @@ impl Home {
     /// Every machine directory, sorted by name, each parsed on its own (a directory whose name
     /// is not a machine name is reported, never read).
     pub fn list_machines(&self) -> Vec<MachineEntry> {
-        let Ok(dir) = std::fs::read_dir(self.machines_dir()) else { return Vec::new() };
-        let mut names: Vec<String> = dir
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.starts_with('.'))
-            .collect();
-        names.sort();
+        let names = sorted_names(&self.machines_dir(), |e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (e.path().is_dir() && !name.starts_with('.')).then_some(name)
+        });
         names
             .into_iter()
             .map(|n| {
                 let record = match n.parse::<MachineName>() {
                     Ok(name) => self.load_machine(&name),
-                    Err(e) => Err(StoreError::InvalidName {
-                        what: "machine",
-                        name: n.clone(),
-                        reason: e.to_string(),
-                    }),
+                    Err(e) => Err(invalid_name("machine", &n, e)),
                 };
                 (n, record)
             })
@@ -124,32 +113,16 @@ impl Home {
     /// The names of the swarm records, sorted; a file whose name is not a swarm name is
     /// reported as an error in its place.
     pub fn swarm_names(&self) -> Vec<Result<SwarmName, StoreError>> {
-        let Ok(dir) = std::fs::read_dir(self.swarms_dir()) else { return Vec::new() };
-        let mut names: Vec<String> = dir
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string))
-            .filter(|n| !n.starts_with('.'))
-            .collect();
-        names.sort();
+        let names = sorted_names(&self.swarms_dir(), |e| json_stem(e).filter(|n| !n.starts_with('.')));
         names
             .into_iter()
-            .map(|n| {
-                n.parse().map_err(|e: n2d_spec::swarm::SpecError| StoreError::InvalidName {
-                    what: "swarm",
-                    name: n.clone(),
-                    reason: e.to_string(),
-                })
-            })
+            .map(|n| n.parse().map_err(|e: n2d_spec::swarm::SpecError| invalid_name("swarm", &n, e)))
             .collect()
     }
 
     /// `networks/<bridge>.json`, for a valid bridge name only.
     fn network_file(&self, bridge: &str) -> Result<PathBuf, StoreError> {
-        validate_bridge_name(bridge).map_err(|e| StoreError::InvalidName {
-            what: "bridge",
-            name: bridge.to_string(),
-            reason: e.to_string(),
-        })?;
+        validate_bridge_name(bridge).map_err(|e| invalid_name("bridge", bridge, e))?;
         Ok(self.networks_dir().join(format!("{bridge}.json")))
     }
 
@@ -163,18 +136,29 @@ impl Home {
 
     /// The bridges n2d keeps records for.
     pub fn network_names(&self) -> Vec<String> {
-        let Ok(dir) = std::fs::read_dir(self.networks_dir()) else { return Vec::new() };
-        let mut names: Vec<String> = dir
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string))
-            .collect();
-        names.sort();
-        names
+        sorted_names(&self.networks_dir(), json_stem)
     }
 
     pub fn remove_network(&self, bridge: &str) -> Result<(), StoreError> {
         remove_file(self.network_file(bridge)?)
     }
+}
+
+/// The names `pick` takes from the entries of `dir`, sorted; none when `dir` cannot be read.
+fn sorted_names(dir: &Path, pick: impl Fn(&std::fs::DirEntry) -> Option<String>) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut names: Vec<String> = entries.filter_map(|e| e.ok()).filter_map(|e| pick(&e)).collect();
+    names.sort();
+    names
+}
+
+/// `name` for an entry `name.json`.
+fn json_stem(entry: &std::fs::DirEntry) -> Option<String> {
+    entry.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string)
+}
+
+fn invalid_name(what: &'static str, name: &str, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::InvalidName { what, name: name.to_string(), reason: reason.to_string() }
 }
 
 /// Removes a file; a missing one is fine.
