@@ -740,19 +740,7 @@ mod tests {
         assert!(e.contains("n2d-mngr-0, n2d-wrkr-0"), "{e}");
     }
 
-    const YAML: &str = "\
-prefix: demo
-managers: 1
-workers: 2
-cpus: 2
-memory: 1536M
-network: n2d0
-labels:
-  - zone=a@demo-wrkr-0
-  - tier=db@workers
-nodes:
-  demo-wrkr-1: { memory: 3G, labels: [ssd=true] }
-";
+    const YAML: &str = include_str!("../tests/corpus/ok-full.yaml");
 
     #[test]
     fn yaml_cluster_file() {

@@ -5,19 +5,7 @@ use n2d_spec::machine::{parse_label, ByteSize, MachineName};
 use n2d_spec::swarm::{LabelRule, SwarmName, SwarmSpec};
 use proptest::prelude::*;
 
-const VALID: &str = "\
-prefix: demo
-managers: 1
-workers: 2
-cpus: 2
-memory: 1536M
-network: n2d0
-labels:
-  - zone=a@demo-wrkr-0
-  - tier=db@workers
-nodes:
-  demo-wrkr-1: { memory: 3G, labels: [ssd=true] }
-";
+const VALID: &str = include_str!("corpus/ok-full.yaml");
 
 /// What a parsed cluster file must satisfy: it prints and re-parses to itself.
 fn check_spec(spec: &SwarmSpec) -> Result<(), TestCaseError> {
