@@ -117,6 +117,13 @@ pub fn is_installed(program: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether a tool is on PATH or in /usr/sbin or /sbin, where administration tools (mkfs.erofs,
+/// depmod, ip) live even when a user's PATH leaves those directories out.
+pub fn is_installed_or_in_sbin(program: &str) -> bool {
+    is_installed(program)
+        || ["/usr/sbin", "/sbin"].iter().any(|dir| is_installed(&format!("{dir}/{program}")))
+}
+
 /// A scripted answer: (substring of the command line, stdout or error message).
 type Answer = (String, Result<Vec<u8>, String>);
 

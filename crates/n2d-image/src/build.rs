@@ -5,7 +5,7 @@ use crate::initramfs::{CpioWriter, Entry};
 use crate::modules::{module_name, ModuleDb};
 use crate::recipe::{ImageManifest, Recipe};
 use crate::{Image, INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
-use n2d_exec::{is_installed, Cmd, ExecError, Runner};
+use n2d_exec::{is_installed_or_in_sbin, Cmd, ExecError, Runner};
 use n2d_store::{write_json, Home, StoreError};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -93,10 +93,7 @@ pub const TOOLS: [(&str, &str); 5] = [
 /// Fails with the first missing tool and its package.
 pub fn check_tools() -> Result<(), BuildError> {
     for (program, package) in TOOLS {
-        if !is_installed(program)
-            && !is_installed(&format!("/usr/sbin/{program}"))
-            && !is_installed(&format!("/sbin/{program}"))
-        {
+        if !is_installed_or_in_sbin(program) {
             return Err(BuildError::MissingTool(ExecError::NotInstalled {
                 program: program.into(),
                 package,

@@ -367,20 +367,15 @@ fn check_image(probe: &dyn HostProbe, wanted: Option<&str>) -> Check {
             ),
         );
     }
-    let missing: Vec<String> = n2d_image::build::TOOLS
-        .iter()
-        .filter(|(program, _)| !probe.installed(program))
-        .map(|(program, package)| format!("{program} ({package})"))
-        .collect();
+    let missing: Vec<&(&str, &str)> =
+        n2d_image::build::TOOLS.iter().filter(|(program, _)| !probe.installed(program)).collect();
     if !missing.is_empty() {
-        let packages: Vec<&str> = n2d_image::build::TOOLS
-            .iter()
-            .filter(|(program, _)| !probe.installed(program))
-            .map(|(_, package)| *package)
-            .collect();
+        let tools: Vec<String> =
+            missing.iter().map(|(program, package)| format!("{program} ({package})")).collect();
+        let packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
         return Check::fail(
             "image",
-            format!("no image is built and building one needs {}", missing.join(", ")),
+            format!("no image is built and building one needs {}", tools.join(", ")),
             format!("apt-get install {} (or scripts/deps.sh)", packages.join(" ")),
         );
     }
@@ -457,8 +452,7 @@ impl HostProbe for SystemProbe<'_> {
         self.ctx.runner.run(&cmd).ok().map(|out| String::from_utf8_lossy(&out).into_owned())
     }
     fn installed(&self, program: &str) -> bool {
-        n2d_exec::is_installed(program)
-            || ["/usr/sbin", "/sbin"].iter().any(|dir| Path::new(dir).join(program).is_file())
+        n2d_exec::is_installed_or_in_sbin(program)
     }
     fn cpuinfo(&self) -> String {
         std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()
