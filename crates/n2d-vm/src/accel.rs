@@ -15,11 +15,48 @@ impl std::fmt::Display for Accel {
     }
 }
 
+/// Why KVM is not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoKvm {
+    /// `N2D_NO_KVM` is set.
+    Disabled,
+    /// The CPU has no vmx/svm flag (or it is hidden from this VM).
+    NoCpuFlag,
+    /// /dev/kvm is missing or not accessible.
+    NoDevice,
+    /// Everything looked right, but QEMU could not start with KVM.
+    StartFailed,
+}
+
+impl NoKvm {
+    /// What the user can do about it.
+    pub fn fix(self) -> &'static str {
+        match self {
+            NoKvm::Disabled => "unset N2D_NO_KVM",
+            NoKvm::NoCpuFlag => "enable VT-x/AMD-V in the firmware, or nested virtualization for this VM (nothing to do if there is none)",
+            NoKvm::NoDevice | NoKvm::StartFailed => {
+                "load kvm_intel or kvm_amd (modprobe) and run n2d as root or in the kvm group"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for NoKvm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NoKvm::Disabled => "N2D_NO_KVM is set",
+            NoKvm::NoCpuFlag => "the CPU has no vmx/svm flag",
+            NoKvm::NoDevice => "/dev/kvm is missing or not accessible",
+            NoKvm::StartFailed => "QEMU could not start with KVM on this host",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccelChoice {
     pub accel: Accel,
     /// Why KVM is not used, when it is not.
-    pub why_not_kvm: Option<String>,
+    pub why_not_kvm: Option<NoKvm>,
 }
 
 /// KVM needs both the CPU flag (vmx/svm) and a usable /dev/kvm. Some hosts expose /dev/kvm
@@ -30,11 +67,11 @@ pub fn choose_accel(cpuinfo: &str, dev_kvm_usable: bool) -> AccelChoice {
         .filter(|l| l.starts_with("flags"))
         .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
     let why_not = if std::env::var_os("N2D_NO_KVM").is_some() {
-        Some("N2D_NO_KVM is set".to_string())
+        Some(NoKvm::Disabled)
     } else if !has_flag {
-        Some("the CPU has no vmx/svm flag".to_string())
+        Some(NoKvm::NoCpuFlag)
     } else if !dev_kvm_usable {
-        Some("/dev/kvm is missing or not accessible".to_string())
+        Some(NoKvm::NoDevice)
     } else {
         None
     };
@@ -58,7 +95,8 @@ mod tests {
         assert_eq!(choose_accel(vmx, true).accel, Accel::Kvm);
         let no_flag = choose_accel(none, true);
         assert_eq!(no_flag.accel, Accel::Tcg);
-        assert!(no_flag.why_not_kvm.unwrap().contains("vmx/svm"));
+        assert_eq!(no_flag.why_not_kvm, Some(NoKvm::NoCpuFlag));
+        assert!(NoKvm::NoCpuFlag.to_string().contains("vmx/svm"));
         assert_eq!(choose_accel(vmx, false).accel, Accel::Tcg);
     }
 }

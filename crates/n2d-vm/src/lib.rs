@@ -19,7 +19,7 @@ pub mod qemu;
 pub mod qmp;
 pub mod version;
 
-pub use accel::{detect_accel, Accel, AccelChoice};
+pub use accel::{detect_accel, Accel, AccelChoice, NoKvm};
 pub use argv::{tcg_thread, TcgThread};
 pub use boot_failure::{classify_boot_failure, BootFailure};
 pub use qemu::{Qemu, StartReport, StopOutcome};

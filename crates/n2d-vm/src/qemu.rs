@@ -24,7 +24,7 @@ pub struct StartReport {
     pub pid: i32,
     pub accel: Accel,
     /// Set when KVM was not used, with the reason (said once to the user).
-    pub why_not_kvm: Option<String>,
+    pub why_not_kvm: Option<crate::accel::NoKvm>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +160,7 @@ impl Hypervisor for Qemu {
             return Ok(StartReport {
                 pid,
                 accel: Accel::Tcg,
-                why_not_kvm: Some("QEMU could not start with KVM on this host".into()),
+                why_not_kvm: Some(crate::accel::NoKvm::StartFailed),
             });
         }
         let pid = self.launch(vm, Accel::Tcg)?;

@@ -186,17 +186,10 @@ fn check_kvm(probe: &dyn HostProbe) -> Check {
     let Some(why) = choice.why_not_kvm else {
         return Check::ok("kvm", "KVM usable: VMs run at native speed");
     };
-    let fix = if why.contains("N2D_NO_KVM") {
-        "unset N2D_NO_KVM"
-    } else if why.contains("vmx/svm") {
-        "enable VT-x/AMD-V in the firmware, or nested virtualization for this VM (nothing to do if there is none)"
-    } else {
-        "load kvm_intel or kvm_amd (modprobe) and run n2d as root or in the kvm group"
-    };
     Check::warn(
         "kvm",
         format!("KVM not usable ({why}): VMs run under TCG emulation, several times slower"),
-        fix,
+        why.fix(),
     )
 }
 
