@@ -266,8 +266,8 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
         return Err(e);
     }
     eprintln!("Swarm {} is ready ({:.1}s)", spec.prefix, started.elapsed().as_secs_f64());
-    let context = register_context(ctx, &record);
-    print_summary(ctx, &record)?;
+    let manager = print_summary(ctx, &record)?;
+    let context = register_context(ctx, &record, &manager);
     print_hint(&spec.prefix, context);
     Ok(())
 }
@@ -283,24 +283,12 @@ fn print_hint(name: &str, context: bool) {
     }
 }
 
-/// Registers (or repoints) the swarm's docker context at its first reachable manager; a
-/// failure is only reported.
-fn register_context(ctx: &Ctx, record: &SwarmRecord) -> bool {
+/// Registers (or repoints) the swarm's docker context at `manager` (the one that just
+/// answered); a failure is only reported.
+fn register_context(ctx: &Ctx, record: &SwarmRecord, manager: &MachineRecord) -> bool {
     let hint = format!("n2d swarm env {}", record.prefix);
-    let manager = runtime().and_then(|rt| reachable_manager(ctx, record, &rt));
-    match manager {
-        Ok((m, _)) => {
-            let spec = ContextSpec::swarm(record.prefix.as_str(), &endpoint(ctx, &m));
-            docker_context::register(&ctx.runner, &spec, &hint)
-        }
-        Err(e) => {
-            crate::progress::say(format!(
-                "warning: cannot register the docker context {:?}: {e:#}",
-                record.prefix
-            ));
-            false
-        }
-    }
+    let spec = ContextSpec::swarm(record.prefix.as_str(), &endpoint(ctx, manager));
+    docker_context::register(&ctx.runner, &spec, &hint)
 }
 
 /// The host checks of `n2d doctor`, before any node is made.
@@ -381,8 +369,8 @@ fn report_existing(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
     let ready = nodes.iter().filter(|n| n.ready()).count();
     if ready >= expected {
         eprintln!("Swarm {} already exists and all {ready} nodes are Ready: nothing to do", record.prefix);
-        let context = register_context(ctx, record);
-        print_summary(ctx, record)?;
+        let manager = print_summary(ctx, record)?;
+        let context = register_context(ctx, record, &manager);
         print_hint(record.prefix.as_str(), context);
         return Ok(());
     }
@@ -392,7 +380,8 @@ fn report_existing(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
     )))
 }
 
-fn print_summary(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
+/// Prints the swarm's nodes as a manager sees them; returns that manager.
+fn print_summary(ctx: &Ctx, record: &SwarmRecord) -> Result<MachineRecord> {
     let rt = runtime()?;
     let (m, api) = reachable_manager(ctx, record, &rt)?;
     let nodes = rt.block_on(swarm_health(Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api }))?;
@@ -407,7 +396,7 @@ fn print_summary(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
             format!("{:?}", n.availability).to_lowercase()
         );
     }
-    Ok(())
+    Ok(m)
 }
 
 fn ls(ctx: &Ctx) -> Result<()> {
@@ -589,9 +578,10 @@ fn scale(
             eprintln!("{r} removed");
         }
     }
+    let manager = print_summary(ctx, &record)?;
     // The context may have pointed at a manager that is gone.
-    register_context(ctx, &record);
-    print_summary(ctx, &record)
+    register_context(ctx, &record, &manager);
+    Ok(())
 }
 
 fn load(ctx: &Ctx, name: &SwarmName, archive: &std::path::Path) -> Result<()> {
