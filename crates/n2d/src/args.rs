@@ -81,7 +81,7 @@ pub enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct DoctorArgs {
     /// Check this bridge instead of n2d0
-    #[arg(long)]
+    #[arg(long, value_parser = bridge_name)]
     pub network: Option<String>,
     /// Print JSON instead of lines
     #[arg(long)]
@@ -161,4 +161,9 @@ pub enum Shell {
     Bash,
     Fish,
     Powershell,
+}
+
+/// A bridge name, checked as the store and the spec check it (no path, at most 15 bytes).
+fn bridge_name(name: &str) -> Result<String, n2d_spec::machine::SpecError> {
+    n2d_spec::machine::validate_bridge_name(name).map(|()| name.to_string())
 }

@@ -62,6 +62,7 @@ fn exit_code(err: &anyhow::Error) -> i32 {
             || c.is::<n2d_spec::machine::SpecError>()
             || c.is::<n2d_spec::swarm::SpecError>()
             || matches!(c.downcast_ref(), Some(n2d_store::StoreError::NoSuchMachine(_)))
+            || matches!(c.downcast_ref(), Some(n2d_image::BuildError::UnusableInit { .. }))
     });
     if usage {
         2

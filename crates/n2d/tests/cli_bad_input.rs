@@ -37,6 +37,7 @@ fn leftovers(home: &std::path::Path) -> Vec<String> {
 #[test]
 fn bad_input_is_refused_with_the_right_status_and_nothing_is_created() {
     let home = tempfile::tempdir().unwrap();
+    let this_binary = std::env::current_exe().unwrap().display().to_string();
     let cases: &[(&[&str], i32)] = &[
         (&["create", ""], 2),
         (&["create", "Web"], 2),
@@ -70,6 +71,12 @@ fn bad_input_is_refused_with_the_right_status_and_nothing_is_created() {
         (&["swarm", "create", "-f", "/nonexistent/cluster.yaml"], 1),
         (&["swarm", "env", "nope"], 2),
         (&["swarm", "load", "nope", "/nonexistent.tar"], 2),
+        (&["doctor", "--network", "../x"], 2),
+        (&["doctor", "--network", "a-very-long-bridge-name"], 2),
+        (&["doctor", "--network", ""], 2),
+        // This test binary is linked against the host's C library: no guest's PID 1.
+        (&["image", "build", "--init", &this_binary], 2),
+        (&["image", "build", "--init", "/nonexistent/n2d-init"], 1),
     ];
     for (args, want) in cases {
         let got = run(home.path(), args);
