@@ -1,5 +1,6 @@
 //! n2d's data types and their validation. No I/O happens here.
 
+pub mod address;
 pub mod machine;
 pub mod swarm;
 mod yaml_scan;

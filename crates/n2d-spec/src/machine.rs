@@ -217,6 +217,10 @@ pub struct MachineSpec {
     pub disk: ByteSize,
     /// The bridge ("virtual switch") the machine's NIC is attached to.
     pub bridge: String,
+    /// The addresses it may take there (`--ip`, `--ip-range`); none: any free one, which only
+    /// a bridge n2d created allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub addresses: Option<crate::address::IpRange>,
     /// Image ID the machine boots from.
     pub image: String,
     /// Plain TCP on 2375 instead of TLS on 2376 (explicit user request only).
@@ -271,6 +275,7 @@ pub(crate) mod tests {
             memory: DEFAULT_MEMORY,
             disk: DEFAULT_DISK,
             bridge: DEFAULT_BRIDGE.into(),
+            addresses: None,
             image: "abc".into(),
             insecure_tcp: false,
             labels: BTreeMap::new(),

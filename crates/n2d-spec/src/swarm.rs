@@ -335,6 +335,9 @@ pub struct SwarmSpec {
     /// Bridge name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The addresses the nodes take on the bridge (needed on a bridge n2d did not create).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<crate::address::IpRange>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<LabelRule>,
     /// Keyed by node name; a name given twice is an error, not a silent merge.
@@ -351,6 +354,7 @@ impl Default for SwarmSpec {
             cpus: None,
             memory: None,
             network: None,
+            ip_range: None,
             labels: Vec::new(),
             nodes: BTreeMap::new(),
         }

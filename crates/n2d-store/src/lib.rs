@@ -4,17 +4,19 @@
 //! lock                    flock(2) taken by every command that changes state
 //! images/<id>/            one directory per built image (see n2d-image)
 //! machines/<name>/        machine.json, disks, serial.log, sockets, qemu.pid, server cert
-//! networks/<bridge>.json  the bridge's subnet and IP leases
 //! swarms/<prefix>.json    which machines (and external hosts) form a swarm
 //! certs/                  the CA and the user's client certificate (DOCKER_CERT_PATH)
 //! ```
+//!
+//! Bridges and their leases are not here: they are host-wide, shared by every home
+//! (`n2d_net::host`, under `/run/n2d`). A `networks/` directory left by older versions is
+//! no longer read.
 //!
 //! Every file is written atomically (temp file + fsync + rename), so a crash leaves either the
 //! old or the new version, never half of one. Everything is private: directories 0700, files
 //! 0600, whatever the umask ([`Home::tighten`] fixes a home made looser by older versions).
 //!
-//! Paths are made from validated names only ([`MachineName`], `SwarmName`, checked bridge
-//! names), so no name typed by a user or read from a record can lead outside the home.
+//! Paths are made from validated names only ([`MachineName`], `SwarmName`), so no name typed by a user or read from a record can lead outside the home.
 
 use n2d_spec::machine::MachineName;
 use serde::{de::DeserializeOwned, Serialize};
@@ -103,6 +105,20 @@ pub const LOCK_TIMEOUT_ENV: &str = "N2D_LOCK_TIMEOUT";
 /// How often a held lock is tried again.
 const LOCK_POLL: Duration = Duration::from_millis(150);
 
+/// `$N2D_LOCK_TIMEOUT` (seconds), else [`DEFAULT_LOCK_TIMEOUT`].
+pub fn lock_timeout_from_env() -> Result<Duration, StoreError> {
+    match std::env::var(LOCK_TIMEOUT_ENV) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or(StoreError::BadLockTimeout(v)),
+        _ => Ok(DEFAULT_LOCK_TIMEOUT),
+    }
+}
+
 fn secs_text(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())
@@ -161,16 +177,7 @@ impl Home {
         if let Some(t) = self.lock_timeout {
             return Ok(t);
         }
-        match std::env::var(LOCK_TIMEOUT_ENV) {
-            Ok(v) if !v.trim().is_empty() => v
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64)
-                .ok_or(StoreError::BadLockTimeout(v)),
-            _ => Ok(DEFAULT_LOCK_TIMEOUT),
-        }
+        lock_timeout_from_env()
     }
 
     pub fn root(&self) -> &Path {
@@ -187,9 +194,6 @@ impl Home {
     pub fn machine_dir(&self, name: &MachineName) -> PathBuf {
         self.machines_dir().join(name.as_str())
     }
-    pub fn networks_dir(&self) -> PathBuf {
-        self.root.join("networks")
-    }
     pub fn swarms_dir(&self) -> PathBuf {
         self.root.join("swarms")
     }
@@ -204,18 +208,12 @@ impl Home {
     /// `/tmp`, with its sticky bit) is left alone.
     pub fn tighten(&self) -> Result<Vec<PathBuf>, StoreError> {
         let mut changed = Vec::new();
-        let ours = ["lock", "images", "machines", "networks", "swarms", "certs"];
+        let ours = ["lock", "images", "machines", "swarms", "certs"];
         if !ours.iter().any(|e| fs::symlink_metadata(self.root.join(e)).is_ok()) {
             return Ok(changed);
         }
-        let dirs = [
-            self.root.clone(),
-            self.images_dir(),
-            self.machines_dir(),
-            self.networks_dir(),
-            self.swarms_dir(),
-            self.certs_dir(),
-        ];
+        let dirs =
+            [self.root.clone(), self.images_dir(), self.machines_dir(), self.swarms_dir(), self.certs_dir()];
         let paths = dirs.iter().map(|d| (d.clone(), DIR_MODE)).chain([(self.root.join("lock"), FILE_MODE)]);
         for (path, mode) in paths {
             // Never follow a link: a home is n2d's own directories.
@@ -247,48 +245,59 @@ impl Home {
         let timeout = self.lock_timeout()?;
         let thread_guard = PROCESS_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         ensure_dir(&self.root)?;
-        let path = self.root.join("lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .mode(FILE_MODE)
-            .open(&path)
-            .map_err(|source| StoreError::Lock { path: path.clone(), source })?;
-        let start = Instant::now();
-        let mut said = false;
-        loop {
-            match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => break,
-                Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {}
-                Err(e) => return Err(StoreError::Lock { path, source: e.into() }),
-            }
-            if self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed)) {
-                return Err(StoreError::LockInterrupted { path });
-            }
-            let waited = start.elapsed();
-            if waited >= timeout {
-                let holder = lock_holder(&file);
-                return Err(StoreError::LockTimeout { path, holder, waited: timeout });
-            }
-            if !said {
-                said = true;
-                eprintln!(
-                    "waiting for the n2d state lock {} (held by {})",
-                    path.display(),
-                    holder_text(lock_holder(&file))
-                );
-            }
-            std::thread::sleep(LOCK_POLL.min(timeout - waited));
-        }
-        // Say who holds it, for the next one waiting (where /proc/locks cannot tell).
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0));
+        let file = flock_exclusive(&self.root.join("lock"), timeout, self.cancel.as_deref())?;
         LOCK_DEPTH.with(|d| d.set(1));
         Ok(StateLock { _held: Some((file, thread_guard)) })
     }
+}
+
+/// Takes an exclusive flock on `path` (created 0600), never blocking in the kernel: when another
+/// process holds it, says so once (with the holder's pid) and tries again every 150 ms until
+/// `timeout`, or until `cancel` is set (Ctrl-C). The holder's pid is written into the file, for
+/// the next one waiting. The lock lasts as long as the returned file is open.
+pub fn flock_exclusive(
+    path: &Path,
+    timeout: Duration,
+    cancel: Option<&AtomicBool>,
+) -> Result<File, StoreError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|source| StoreError::Lock { path: path.to_path_buf(), source })?;
+    let start = Instant::now();
+    let mut said = false;
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => break,
+            Err(e) if e == rustix::io::Errno::WOULDBLOCK || e == rustix::io::Errno::INTR => {}
+            Err(e) => return Err(StoreError::Lock { path: path.to_path_buf(), source: e.into() }),
+        }
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(StoreError::LockInterrupted { path: path.to_path_buf() });
+        }
+        let waited = start.elapsed();
+        if waited >= timeout {
+            let holder = lock_holder(&file);
+            return Err(StoreError::LockTimeout { path: path.to_path_buf(), holder, waited: timeout });
+        }
+        if !said {
+            said = true;
+            eprintln!(
+                "waiting for the n2d state lock {} (held by {})",
+                path.display(),
+                holder_text(lock_holder(&file))
+            );
+        }
+        std::thread::sleep(LOCK_POLL.min(timeout - waited));
+    }
+    // Say who holds it, for the next one waiting (where /proc/locks cannot tell).
+    let _ =
+        file.set_len(0).and_then(|()| file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0));
+    Ok(file)
 }
 
 /// The pid holding the flock on `file`: from /proc/locks (matched by device and inode), else

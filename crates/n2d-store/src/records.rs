@@ -1,10 +1,9 @@
-//! The records n2d keeps: machines, swarms and network leases.
+//! The records n2d keeps: machines and swarms (network leases are host-wide: n2d-net).
 
 use crate::{read_json, read_json_opt, write_json, Home, StoreError};
-use n2d_spec::machine::{validate_bridge_name, MachineName, MachineSpec};
+use n2d_spec::machine::{MachineName, MachineSpec};
 use n2d_spec::swarm::{SwarmName, SwarmRecord};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -28,21 +27,6 @@ impl MachineRecord {
     pub fn docker_host(&self) -> String {
         format!("tcp://{}:{}", self.ip, self.spec.docker_port())
     }
-}
-
-/// A bridge n2d attaches machines to, and the IPs it has handed out on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkRecord {
-    pub bridge: String,
-    /// The host's address on the bridge: the machines' gateway.
-    pub gateway: Ipv4Addr,
-    pub prefix_len: u8,
-    /// Whether n2d created the bridge (and so may delete it).
-    pub created_by_n2d: bool,
-    /// machine name -> IP
-    #[serde(default)]
-    pub leases: BTreeMap<String, Ipv4Addr>,
 }
 
 /// The outcome of reading one machine directory: a damaged one does not hide the others.
@@ -119,29 +103,6 @@ impl Home {
             .map(|n| n.parse().map_err(|e: n2d_spec::swarm::SpecError| invalid_name("swarm", &n, e)))
             .collect()
     }
-
-    /// `networks/<bridge>.json`, for a valid bridge name only.
-    fn network_file(&self, bridge: &str) -> Result<PathBuf, StoreError> {
-        validate_bridge_name(bridge).map_err(|e| invalid_name("bridge", bridge, e))?;
-        Ok(self.networks_dir().join(format!("{bridge}.json")))
-    }
-
-    pub fn load_network(&self, bridge: &str) -> Result<Option<NetworkRecord>, StoreError> {
-        read_json_opt(&self.network_file(bridge)?)
-    }
-
-    pub fn save_network(&self, record: &NetworkRecord) -> Result<(), StoreError> {
-        write_json(&self.network_file(&record.bridge)?, record)
-    }
-
-    /// The bridges n2d keeps records for.
-    pub fn network_names(&self) -> Vec<String> {
-        sorted_names(&self.networks_dir(), json_stem)
-    }
-
-    pub fn remove_network(&self, bridge: &str) -> Result<(), StoreError> {
-        remove_file(self.network_file(bridge)?)
-    }
 }
 
 /// The names `pick` takes from the entries of `dir`, sorted; none when `dir` cannot be read.
@@ -182,6 +143,7 @@ mod tests {
                 memory: DEFAULT_MEMORY,
                 disk: DEFAULT_DISK,
                 bridge: "n2d0".into(),
+                addresses: None,
                 image: "img".into(),
                 insecure_tcp: false,
                 labels: Default::default(),
@@ -216,27 +178,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = Home::at(dir.path()).load_machine(&"nope".parse().unwrap()).unwrap_err();
         assert_eq!(err.to_string(), "no machine named \"nope\" (see `n2d ls`)");
-    }
-
-    #[test]
-    fn network_records_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = Home::at(dir.path());
-        assert!(home.load_network("n2d0").unwrap().is_none());
-        let mut net = NetworkRecord {
-            bridge: "n2d0".into(),
-            gateway: Ipv4Addr::new(10, 77, 0, 1),
-            prefix_len: 24,
-            created_by_n2d: true,
-            leases: Default::default(),
-        };
-        net.leases.insert("a".into(), Ipv4Addr::new(10, 77, 0, 2));
-        home.save_network(&net).unwrap();
-        assert_eq!(home.load_network("n2d0").unwrap(), Some(net));
-        assert_eq!(home.network_names(), ["n2d0"]);
-        home.remove_network("n2d0").unwrap();
-        assert!(home.load_network("n2d0").unwrap().is_none());
-        assert!(home.network_names().is_empty());
     }
 
     #[test]
@@ -302,15 +243,5 @@ mod tests {
         std::fs::copy(home.machines_dir().join("a/machine.json"), home.machine_dir(&b).join("machine.json"))
             .unwrap();
         assert!(matches!(home.load_machine(&b), Err(StoreError::InvalidName { .. })));
-    }
-
-    #[test]
-    fn network_files_need_a_bridge_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = Home::at(dir.path());
-        for bad in ["../x", "/tmp/x", "..", "a/b"] {
-            assert!(matches!(home.load_network(bad), Err(StoreError::InvalidName { .. })), "{bad}");
-            assert!(home.remove_network(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -125,8 +125,15 @@ pub struct MachineArgs {
     #[arg(long, default_value = "20G")]
     pub disk: String,
     /// Bridge to attach to [default: n2d0, created if absent]
-    #[arg(long)]
+    #[arg(long, value_parser = bridge_name)]
     pub network: Option<String>,
+    /// The address to give the machine on its bridge [default: the first free one]
+    #[arg(long, conflicts_with = "ip_range")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// The addresses the machine may take, FIRST-LAST or a CIDR block (needed on a bridge n2d
+    /// did not create)
+    #[arg(long)]
+    pub ip_range: Option<n2d_spec::address::IpRange>,
     /// Image ID (or prefix) to boot [default: the default image, built if needed]
     #[arg(long)]
     pub image: Option<String>,
@@ -164,6 +171,6 @@ pub enum Shell {
 }
 
 /// A bridge name, checked as the store and the spec check it (no path, at most 15 bytes).
-fn bridge_name(name: &str) -> Result<String, n2d_spec::machine::SpecError> {
+pub(crate) fn bridge_name(name: &str) -> Result<String, n2d_spec::machine::SpecError> {
     n2d_spec::machine::validate_bridge_name(name).map(|()| name.to_string())
 }

@@ -1,12 +1,17 @@
-//! What every command works with: the state home, the tool runner and the hypervisor.
+//! What every command works with: the state home, the host-wide network state, the tool
+//! runner and the hypervisor.
 
 use anyhow::Result;
 use n2d_exec::SystemRunner;
+use n2d_net::host::HostNet;
 use n2d_store::Home;
 use n2d_vm::Qemu;
+use std::path::PathBuf;
 
 pub struct Ctx {
     pub home: Home,
+    /// Bridges, leases and taps, shared with every other home on the host.
+    pub net: HostNet,
     pub runner: SystemRunner,
     pub qemu: Qemu,
 }
@@ -16,7 +21,14 @@ impl Ctx {
         let qemu = Qemu::default();
         // Ctrl-C also ends a wait for the state lock held by another n2d.
         let home = Home::from_env()?.with_cancel(qemu.cancel.clone());
-        Ok(Ctx { home, runner: SystemRunner, qemu })
+        let net = HostNet::system()?.with_cancel(qemu.cancel.clone());
+        Ok(Ctx { home, net, runner: SystemRunner, qemu })
+    }
+
+    /// The home as the host-wide state names it: its real path, so two spellings of one home
+    /// are one owner.
+    pub fn home_key(&self) -> PathBuf {
+        std::fs::canonicalize(self.home.root()).unwrap_or_else(|_| self.home.root().to_path_buf())
     }
 
     /// The first Ctrl-C (or SIGTERM) stops waiting for VMs (or for the state lock) so that what a create made is rolled

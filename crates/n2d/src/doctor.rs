@@ -12,7 +12,7 @@ use n2d_vm::QemuVersion;
 use serde::Serialize;
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Below this much free space under `$N2D_HOME`, `create` cannot work (an image is ~0.3 GB, a
 /// fresh data disk and the TCG translation cache's swap need room too).
@@ -113,7 +113,9 @@ pub trait HostProbe {
     fn routes(&self) -> Vec<Route>;
     /// `None` when no link of that name exists, else its first IPv4 address.
     fn link_ipv4(&self, dev: &str) -> Option<Option<(Ipv4Addr, u8)>>;
-    /// The subnet n2d recorded for a bridge (it recreates n2d0 with it).
+    /// What kind of link `dev` is (`bridge`, `ether`, `loopback`...), `None` when absent.
+    fn link_kind(&self, dev: &str) -> Option<String>;
+    /// The subnet n2d recorded host-wide for a bridge (it recreates n2d0 with it).
     fn recorded_subnet(&self, bridge: &str) -> Option<(Ipv4Addr, u8)>;
     /// The nearest existing directory of `$N2D_HOME` and the bytes free there.
     fn free_space(&self) -> Result<(PathBuf, u64), String>;
@@ -247,6 +249,13 @@ fn check_bridge(probe: &dyn HostProbe, bridge: &str) -> Check {
             "bridge",
             "`ip` is not installed: n2d makes bridges and taps with it",
             "apt-get install iproute2",
+        );
+    }
+    if let Some(kind) = probe.link_kind(bridge).filter(|k| k != "bridge") {
+        return Check::fail(
+            "bridge",
+            format!("{bridge} is a {kind} link, not a bridge"),
+            "pass a Linux bridge with --network (ip link add br0 type bridge), or leave it out to use n2d0",
         );
     }
     let recorded = probe.recorded_subnet(bridge);
@@ -485,13 +494,15 @@ impl HostProbe for SystemProbe<'_> {
         parse_proc_net_route(&std::fs::read_to_string("/proc/net/route").unwrap_or_default())
     }
     fn link_ipv4(&self, dev: &str) -> Option<Option<(Ipv4Addr, u8)>> {
-        if dev.contains('/') || !Path::new("/sys/class/net").join(dev).exists() {
-            return None;
-        }
+        self.link_kind(dev)?;
         Some(n2d_net::Links::new(&self.ctx.runner).ipv4_of(dev).ok().flatten())
     }
+    fn link_kind(&self, dev: &str) -> Option<String> {
+        n2d_net::Links::new(&self.ctx.runner).kind_of(dev)
+    }
     fn recorded_subnet(&self, bridge: &str) -> Option<(Ipv4Addr, u8)> {
-        self.ctx.home.load_network(bridge).ok().flatten().map(|n| (n.gateway, n.prefix_len))
+        let state = self.ctx.net.snapshot().ok()?;
+        state.bridges.get(bridge).map(|b| (b.gateway, b.prefix_len))
     }
     fn free_space(&self) -> Result<(PathBuf, u64), String> {
         let root = self.ctx.home.root();
@@ -549,6 +560,8 @@ mod tests {
         docker: ToolState,
         routes: Vec<Route>,
         links: Vec<(&'static str, Option<(Ipv4Addr, u8)>)>,
+        /// Links other than bridges, by kind.
+        kinds: Vec<(&'static str, &'static str)>,
         recorded: Option<(Ipv4Addr, u8)>,
         free: Result<u64, String>,
         images: Vec<String>,
@@ -572,6 +585,7 @@ mod tests {
                     route("n2d0", [10, 77, 0, 0], 24),
                 ],
                 links: vec![("eth0", Some((Ipv4Addr::new(192, 168, 1, 5), 24)))],
+                kinds: vec![("eth0", "ether"), ("lo", "loopback")],
                 recorded: None,
                 free: Ok(80 << 30),
                 images: vec!["0123456789abcdef0123".into()],
@@ -617,6 +631,10 @@ mod tests {
         }
         fn link_ipv4(&self, dev: &str) -> Option<Option<(Ipv4Addr, u8)>> {
             self.links.iter().find(|(d, _)| *d == dev).map(|(_, a)| *a)
+        }
+        fn link_kind(&self, dev: &str) -> Option<String> {
+            let kind = self.kinds.iter().find(|(d, _)| *d == dev).map(|(_, k)| k.to_string());
+            kind.or_else(|| self.link_ipv4(dev).map(|_| "bridge".to_string()))
         }
         fn recorded_subnet(&self, _bridge: &str) -> Option<(Ipv4Addr, u8)> {
             self.recorded
@@ -787,6 +805,16 @@ mod tests {
         host.links.push(("n2d0", Some((Ipv4Addr::new(10, 77, 0, 1), 24))));
         let c = only(&host, "bridge");
         assert!(c.finding.contains("n2d0 is up with 10.77.0.1/24"), "{c}");
+    }
+
+    #[test]
+    fn a_network_that_is_not_a_bridge_fails() {
+        let host = FakeHost::default();
+        for dev in ["eth0", "lo"] {
+            let c = run_checks(&host, &Target { bridge: dev.into(), image: None });
+            let c = c.iter().find(|c| c.name == "bridge").unwrap();
+            assert_finding(c, Status::Fail, "link, not a bridge", "--network");
+        }
     }
 
     #[test]

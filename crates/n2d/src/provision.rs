@@ -1,7 +1,7 @@
 //! Creating, starting, stopping and removing machines: the steps `create` and `swarm` share.
 //!
-//! A create that fails midway undoes what it made, in reverse order ([`Rollback`]): VM, tap,
-//! IP lease, machine directory.
+//! A create that fails midway undoes what it made, in reverse order ([`Rollback`]): VM, tap
+//! and IP lease (host-wide, see `n2d_net::host`), machine directory.
 
 use crate::context::Ctx;
 use crate::progress::Step;
@@ -9,10 +9,10 @@ use crate::UsageError;
 use anyhow::{bail, Context as _, Result};
 use n2d_exec::{Cmd, Runner};
 use n2d_image::{build_image, find_image, list_images, BuildOptions, Image};
-use n2d_net::{ensure_bridge, lease, mac_for, release, tap_for, Links};
+use n2d_net::host::{AttachRequest, Claim};
 use n2d_pki::Ca;
 use n2d_proto::{encode_config_disk, DockerConfig, GuestConfig, GuestNetwork, TlsMaterial};
-use n2d_spec::machine::{MachineName, MachineSpec, DEFAULT_BRIDGE};
+use n2d_spec::machine::{MachineName, MachineSpec};
 use n2d_store::{remove_dir_all, write_atomic, MachineRecord};
 use n2d_vm::qemu::console_log_len;
 use n2d_vm::{Hypervisor, StartReport, StopOutcome, VmConfig, VmState};
@@ -138,36 +138,7 @@ pub fn prepare_machine<'a>(
     let name = spec.name.to_string();
     let mut rollback = Rollback::default();
 
-    let mut net = ensure_bridge(&ctx.home, &ctx.runner, &spec.bridge, spec.bridge == DEFAULT_BRIDGE)?;
-    let ip = lease(&ctx.home, &mut net, &name)?;
-    {
-        let (bridge, name) = (spec.bridge.clone(), name.clone());
-        rollback.push(move || {
-            let _lock = ctx.home.lock();
-            let _ = release_address(ctx, &bridge, &name);
-        });
-    }
-    let tap = tap_for(&name);
-    let links = Links::new(&ctx.runner);
-    if links.exists(&tap) {
-        // Left over from a machine of the same name that was not cleaned up.
-        let _ = links.delete(&tap);
-    }
-    links.create_tap(&tap, &spec.bridge).with_context(|| format!("cannot create tap {tap} for {name}"))?;
-    {
-        let (runner, tap) = (&ctx.runner, tap.clone());
-        rollback.push(move || {
-            let _ = Links::new(runner).delete(&tap);
-        });
-    }
     let dir = ctx.home.machine_dir(&spec.name);
-    n2d_store::ensure_dir(&dir)?;
-    {
-        let dir = dir.clone();
-        rollback.push(move || {
-            let _ = remove_dir_all(&dir);
-        });
-    }
     // QEMU's sockets are created relative to the machine directory, but clients connect by
     // full path, which Linux limits to 107 bytes.
     if dir.join("console.sock").as_os_str().len() > 100 {
@@ -176,14 +147,40 @@ pub fn prepare_machine<'a>(
             dir.display()
         )));
     }
+    // The directory comes first: a host-wide lease whose machine directory is gone is taken
+    // for stale by every home.
+    n2d_store::ensure_dir(&dir)?;
+    {
+        let dir = dir.clone();
+        rollback.push(move || {
+            let _ = remove_dir_all(&dir);
+        });
+    }
+    let home = ctx.home_key();
+    let claims = home_claims(ctx);
+    let request = AttachRequest {
+        home: &home,
+        machine: &name,
+        bridge: &spec.bridge,
+        addresses: spec.addresses,
+        subnet: None,
+        claims: &claims,
+    };
+    let net = ctx.net.attach(&ctx.runner, &request, None)?;
+    {
+        let (home, name, tap) = (home.clone(), name.clone(), net.tap.clone());
+        rollback.push(move || {
+            let _ = ctx.net.detach(&ctx.runner, &home, &name, Some(&tap));
+        });
+    }
 
     let record = MachineRecord {
         spec: spec.clone(),
-        ip,
+        ip: net.ip,
         prefix_len: net.prefix_len,
         gateway: net.gateway,
-        mac: mac_for(&name),
-        tap,
+        mac: net.mac,
+        tap: net.tap,
         swarm: swarm.map(str::to_string),
     };
     write_config_disk(ctx, &record)?;
@@ -201,6 +198,23 @@ pub fn prepare_machine<'a>(
         .context("cannot make the data disk private")?;
     ctx.home.save_machine(&record)?;
     Ok((record, rollback))
+}
+
+/// The addresses this home's machines hold (from their records), which every attach
+/// re-asserts host-wide: after a reboot empties `/run`, no other home takes them.
+fn home_claims(ctx: &Ctx) -> Vec<Claim> {
+    ctx.home
+        .list_machines()
+        .into_iter()
+        .filter_map(|(_, rec)| rec.ok())
+        .map(|r| Claim {
+            machine: r.spec.name.to_string(),
+            bridge: r.spec.bridge,
+            ip: r.ip,
+            tap: r.tap,
+            mac: r.mac,
+        })
+        .collect()
 }
 
 /// Writes the config disk: network, TLS material (a fresh server certificate for the machine's
@@ -336,8 +350,8 @@ fn bare_vm(name: &MachineName, dir: std::path::PathBuf) -> VmConfig {
         kernel: Default::default(),
         initrd: Default::default(),
         rootfs: Default::default(),
-        tap: tap_for(name.as_str()),
-        mac: mac_for(name.as_str()),
+        tap: String::new(),
+        mac: String::new(),
     }
 }
 
@@ -350,15 +364,27 @@ pub fn start_machine(ctx: &Ctx, name: &MachineName, timeout: Duration) -> Result
         return Ok(());
     }
     {
+        // The bridge and tap are recreated if the host lost them (a reboot), with the recorded
+        // address, tap and MAC: the certificate and the guest's configuration name them.
         let _lock = ctx.home.lock()?;
-        ensure_bridge(&ctx.home, &ctx.runner, &record.spec.bridge, record.spec.bridge == DEFAULT_BRIDGE)?;
-        let links = Links::new(&ctx.runner);
-        if links.exists(&record.tap) {
-            // A recreated bridge does not get its old ports back.
-            links.attach(&record.tap, &record.spec.bridge)?;
-        } else {
-            links.create_tap(&record.tap, &record.spec.bridge)?;
-        }
+        let home = ctx.home_key();
+        let claims = home_claims(ctx);
+        let request = AttachRequest {
+            home: &home,
+            machine: name.as_str(),
+            bridge: &record.spec.bridge,
+            addresses: record.spec.addresses,
+            subnet: Some((record.gateway, record.prefix_len)),
+            claims: &claims,
+        };
+        let keep = Claim {
+            machine: name.to_string(),
+            bridge: record.spec.bridge.clone(),
+            ip: record.ip,
+            tap: record.tap.clone(),
+            mac: record.mac.clone(),
+        };
+        ctx.net.attach(&ctx.runner, &request, Some(&keep))?;
     }
     let step = Step::start(format!("Starting {name}"));
     if let Err(e) = boot(ctx, &record, timeout, &step) {
@@ -374,22 +400,8 @@ pub fn stop_machine(ctx: &Ctx, name: &MachineName, timeout: Duration) -> Result<
     Ok(ctx.qemu.stop(&bare_vm(name, ctx.home.machine_dir(name)), timeout)?)
 }
 
-/// Gives `name`'s address on `bridge` back, and removes the bridge (with its NAT rules) when
-/// n2d made it and no machine uses it any more. The caller holds the state lock.
-fn release_address(ctx: &Ctx, bridge: &str, name: &str) -> Result<()> {
-    release(&ctx.home, bridge, name)?;
-    if let Some(net) = ctx.home.load_network(bridge)? {
-        if net.created_by_n2d && net.leases.is_empty() {
-            n2d_net::disable_nat(&ctx.runner, &net.bridge, net.gateway, net.prefix_len);
-            let _ = Links::new(&ctx.runner).delete(&net.bridge);
-            ctx.home.remove_network(&net.bridge)?;
-        }
-    }
-    Ok(())
-}
-
-/// Removes the VM, its disks, tap and IP lease; the bridge too when n2d made it and it is
-/// now unused.
+/// Removes the VM, its disks, tap and IP lease; the bridge too when n2d made it and no
+/// machine of any home uses it now.
 pub fn remove_machine(ctx: &Ctx, name: &MachineName, force: bool) -> Result<()> {
     let dir = ctx.home.machine_dir(name);
     if !dir.exists() {
@@ -407,12 +419,10 @@ pub fn remove_machine(ctx: &Ctx, name: &MachineName, force: bool) -> Result<()> 
         ctx.qemu.kill(&vm)?;
     }
     let _lock = ctx.home.lock()?;
-    let links = Links::new(&ctx.runner);
-    if links.exists(&vm.tap) {
-        links.delete(&vm.tap).with_context(|| format!("cannot delete tap {}", vm.tap))?;
-    }
-    for bridge in ctx.home.network_names() {
-        release_address(ctx, &bridge, name.as_str())?;
+    // The record names the tap even when the host-wide state was lost (a reboot).
+    let tap = ctx.home.load_machine(name).ok().map(|r| r.tap);
+    for note in ctx.net.detach(&ctx.runner, &ctx.home_key(), name.as_str(), tap.as_deref())? {
+        crate::progress::say(note);
     }
     remove_dir_all(&dir)?;
     Ok(())

@@ -10,6 +10,7 @@ use crate::provision::{
 };
 use crate::UsageError;
 use anyhow::{Context as _, Result};
+use n2d_spec::address::IpRange;
 use n2d_spec::machine::{parse_label, truncate_chars, ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE};
 use n2d_vm::{StopOutcome, VmState};
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub fn spec_from_args(
         memory: m.memory.parse::<ByteSize>().context("--memory")?,
         disk: m.disk.parse::<ByteSize>().context("--disk")?,
         bridge: m.network.clone().unwrap_or_else(|| DEFAULT_BRIDGE.to_string()),
+        addresses: m.ip.map(IpRange::single).or(m.ip_range),
         image,
         insecure_tcp: m.insecure_tcp,
         labels: labels.clone(),
@@ -48,6 +50,7 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     // Validate everything the user typed before building or creating anything.
     let mut spec = spec_from_args(&args.name, &args.machine, &labels, String::new())?;
     crate::provision::check_new_machine(ctx, &spec)?;
+    ctx.net.check_choice(&ctx.runner, &spec.bridge, spec.addresses)?;
     let target = Target { bridge: spec.bridge.clone(), image: args.machine.image.clone() };
     preflight(ctx, &target)?;
     warn_insecure(&args.machine);

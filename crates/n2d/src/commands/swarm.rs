@@ -59,7 +59,7 @@ pub enum SwarmCommand {
 #[derive(Debug, Args)]
 pub struct SwarmCreateArgs {
     /// Cluster file (YAML) describing the swarm; replaces the flags below
-    #[arg(short = 'f', long = "file", conflicts_with_all = ["prefix", "managers", "workers", "cpus", "memory", "network", "labels"])]
+    #[arg(short = 'f', long = "file", conflicts_with_all = ["prefix", "managers", "workers", "cpus", "memory", "network", "ip_range", "labels"])]
     pub file: Option<PathBuf>,
     /// Name of the swarm and prefix of its node names
     #[arg(long)]
@@ -73,8 +73,13 @@ pub struct SwarmCreateArgs {
     /// Memory per node, e.g. 1536M
     #[arg(long)]
     pub memory: Option<String>,
-    #[arg(long)]
+    /// Bridge to attach the nodes to [default: n2d0, created if absent]
+    #[arg(long, value_parser = crate::args::bridge_name)]
     pub network: Option<String>,
+    /// The addresses the nodes take, FIRST-LAST or a CIDR block (needed on a bridge n2d did
+    /// not create)
+    #[arg(long)]
+    pub ip_range: Option<n2d_spec::address::IpRange>,
     /// Node label KEY=VALUE@TARGET, TARGET a node name, all, workers or managers (repeatable)
     #[arg(long = "label")]
     pub labels: Vec<String>,
@@ -155,6 +160,7 @@ fn spec_from_args(args: &SwarmCreateArgs) -> Result<SwarmSpec> {
         spec.cpus = args.cpus;
         spec.memory = args.memory.clone();
         spec.network = args.network.clone();
+        spec.ip_range = args.ip_range;
         spec.labels = args.labels.iter().map(|l| LabelRule::parse(l)).collect::<Result<_, _>>()?;
         spec
     };
@@ -174,6 +180,7 @@ fn machine_spec(spec: &SwarmSpec, node: &NodePlan, image: &str) -> Result<Machin
         memory,
         disk: DEFAULT_DISK,
         bridge: spec.network.clone().unwrap_or_else(|| DEFAULT_BRIDGE.to_string()),
+        addresses: spec.ip_range,
         image: image.to_string(),
         insecure_tcp: false,
         labels: node.labels.clone(),
@@ -235,7 +242,7 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
     let plan = spec.plan();
     // Every node's spec is checked before any VM starts.
     let mut specs = plan.iter().map(|n| machine_spec(&spec, n, "")).collect::<Result<Vec<_>>>()?;
-    check_capacity(ctx, &specs)?;
+    check_network(ctx, &specs)?;
     preflight(ctx, &specs, args.image.clone())?;
     let image = resolve_image(ctx, args.image.as_deref())?.manifest.id;
     specs.iter_mut().for_each(|s| s.image = image.clone());
@@ -297,22 +304,18 @@ fn preflight(ctx: &Ctx, specs: &[MachineSpec], image: Option<String>) -> Result<
     Ok(crate::doctor::preflight(ctx, &crate::doctor::Target { bridge, image })?)
 }
 
-fn check_capacity(ctx: &Ctx, specs: &[MachineSpec]) -> Result<()> {
-    let bridge = specs.first().map(|s| s.bridge.clone()).unwrap_or_default();
-    let (free, subnet) = match ctx.home.load_network(&bridge)? {
-        Some(net) => (
-            n2d_net::capacity(net.gateway, net.prefix_len) - net.leases.len(),
-            format!("/{}", net.prefix_len),
-        ),
-        None if bridge == DEFAULT_BRIDGE => (
-            n2d_net::capacity(n2d_net::DEFAULT_GATEWAY, n2d_net::DEFAULT_PREFIX_LEN),
-            format!("/{}", n2d_net::DEFAULT_PREFIX_LEN),
-        ),
-        None => return Ok(()),
+/// The bridge and addresses are checked (a bridge, a range where one is needed, room for every
+/// node) before any node is made.
+fn check_network(ctx: &Ctx, specs: &[MachineSpec]) -> Result<()> {
+    let Some(first) = specs.first() else { return Ok(()) };
+    ctx.net.check_choice(&ctx.runner, &first.bridge, first.addresses)?;
+    let Some((free, within)) = ctx.net.capacity(&ctx.runner, &first.bridge, first.addresses)? else {
+        return Ok(());
     };
     if specs.len() > free {
         bail!(UsageError(format!(
-            "bridge {bridge} ({subnet}) has {free} free addresses but the swarm needs {}: use fewer nodes or a bridge with a larger subnet (--network)",
+            "bridge {} has {free} free addresses in {within} but the swarm needs {}: use fewer nodes, a larger --ip-range or a bridge with a larger subnet (--network)",
+            first.bridge,
             specs.len()
         )));
     }
@@ -539,7 +542,7 @@ fn scale(
                 Ok(spec)
             })
             .collect::<Result<Vec<_>>>()?;
-        check_capacity(ctx, &specs)?;
+        check_network(ctx, &specs)?;
         preflight(ctx, &specs, specs.first().map(|s| s.image.clone()))?;
         let (made, result) = create_nodes(ctx, &specs, name.as_str(), Duration::from_secs(timeout));
         all_plan.extend(plan.add.iter().cloned());

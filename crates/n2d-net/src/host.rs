@@ -1,0 +1,1022 @@
+//! Host-wide network state, shared by every `$N2D_HOME` on the host: which bridges n2d made,
+//! which addresses, taps and MACs are handed out on them and to which home's machine, and
+//! whether n2d turned IPv4 forwarding on. It lives in one file per network namespace under
+//! `/run/n2d` (`$N2D_RUN_DIR`), changed only under one host-wide lock, so two homes never hand
+//! out the same address or tap and one home's `rm` never deletes a bridge another still uses.
+//!
+//! `/run` is emptied by a reboot, like the bridges and taps it describes; each home's machine
+//! records keep their addresses, and every attach re-asserts the calling home's claims
+//! ([`Claim`]) before it chooses a new address.
+
+use crate::{mac_for, nat, tap_for, Links, NetError, DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN};
+use n2d_exec::{Cmd, Runner};
+use n2d_spec::address::IpRange;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the host-wide state lives unless `$N2D_RUN_DIR` says otherwise.
+pub const DEFAULT_RUN_DIR: &str = "/run/n2d";
+pub const RUN_DIR_ENV: &str = "N2D_RUN_DIR";
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// Who holds an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The home's absolute path.
+    pub home: PathBuf,
+    pub machine: String,
+    pub tap: String,
+    pub mac: String,
+}
+
+impl Lease {
+    fn owned_by(&self, home: &Path, machine: &str) -> bool {
+        self.home == home && self.machine == machine
+    }
+    fn describe(&self) -> String {
+        format!("machine {} of {}", self.machine, self.home.display())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeState {
+    /// The host's address on the bridge: the machines' gateway.
+    pub gateway: Ipv4Addr,
+    pub prefix_len: u8,
+    /// Whether n2d created the bridge (and so deletes it with its last machine).
+    pub created_by_n2d: bool,
+    /// The interface the NAT rules send traffic out of (none: VMs reach only each other and
+    /// the host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+    #[serde(default)]
+    pub leases: BTreeMap<Ipv4Addr, Lease>,
+}
+
+impl BridgeState {
+    pub fn subnet(&self) -> String {
+        nat::subnet_text(self.gateway, self.prefix_len)
+    }
+
+    /// The addresses a machine may be given: the subnet's hosts (less the gateway), within
+    /// `range` when given.
+    fn candidates(&self, range: Option<IpRange>) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let (first, last) = crate::host_range(self.gateway, self.prefix_len).unwrap_or((1, 0));
+        (first..=last)
+            .map(Ipv4Addr::from)
+            .filter(move |ip| *ip != self.gateway && range.is_none_or(|r| r.contains(*ip)))
+    }
+
+    /// How many more machines fit (in `range` when given).
+    pub fn free(&self, range: Option<IpRange>) -> usize {
+        self.candidates(range).filter(|ip| !self.leases.contains_key(ip)).count()
+    }
+}
+
+/// Everything n2d holds in one network namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostState {
+    /// IPv4 forwarding was off and n2d turned it on: it goes back off with the last bridge.
+    #[serde(default)]
+    pub forwarding_turned_on: bool,
+    #[serde(default)]
+    pub bridges: BTreeMap<String, BridgeState>,
+}
+
+impl HostState {
+    fn is_empty(&self) -> bool {
+        !self.forwarding_turned_on && self.bridges.is_empty()
+    }
+}
+
+/// An address a home's machine already has (from its record), kept for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub machine: String,
+    pub bridge: String,
+    pub ip: Ipv4Addr,
+    pub tap: String,
+    pub mac: String,
+}
+
+/// What a machine asks for on a bridge.
+#[derive(Debug, Clone)]
+pub struct AttachRequest<'a> {
+    /// The home's absolute path.
+    pub home: &'a Path,
+    pub machine: &'a str,
+    pub bridge: &'a str,
+    /// Addresses it may take (`--ip`, `--ip-range`).
+    pub addresses: Option<IpRange>,
+    /// The subnet to create the bridge with when n2d makes it (a machine's recorded one after a
+    /// reboot); default 10.77.0.1/24.
+    pub subnet: Option<(Ipv4Addr, u8)>,
+    /// The home's machines and their addresses (its own records), re-asserted first.
+    pub claims: &'a [Claim],
+}
+
+/// What a machine got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub prefix_len: u8,
+    pub tap: String,
+    pub mac: String,
+}
+
+/// The host-wide state of this network namespace and its lock.
+#[derive(Debug, Clone)]
+pub struct HostNet {
+    dir: PathBuf,
+    /// `netns-<inode>`: the state of one network namespace.
+    namespace: String,
+    ip_forward: PathBuf,
+    cancel: Option<Arc<AtomicBool>>,
+    timeout: Option<Duration>,
+}
+
+impl HostNet {
+    /// `$N2D_RUN_DIR` (default `/run/n2d`), keyed by the namespace n2d runs in.
+    pub fn system() -> Result<HostNet, NetError> {
+        let dir = std::env::var_os(RUN_DIR_ENV)
+            .filter(|d| !d.is_empty())
+            .map_or(DEFAULT_RUN_DIR.into(), PathBuf::from);
+        let ns = std::fs::metadata("/proc/self/ns/net").map_err(NetError::Namespace)?;
+        Ok(HostNet::at(dir, &format!("netns-{}", std::os::unix::fs::MetadataExt::ino(&ns)), IP_FORWARD))
+    }
+
+    /// State under `dir` for the namespace `namespace`, with the forwarding switch at
+    /// `ip_forward` (tests use a plain file).
+    pub fn at(dir: impl Into<PathBuf>, namespace: &str, ip_forward: impl Into<PathBuf>) -> HostNet {
+        HostNet {
+            dir: dir.into(),
+            namespace: namespace.to_string(),
+            ip_forward: ip_forward.into(),
+            cancel: None,
+            timeout: None,
+        }
+    }
+
+    /// A wait for the host lock ends once `flag` is set (Ctrl-C).
+    pub fn with_cancel(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.cancel = Some(flag);
+        self
+    }
+
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join(format!("{}.json", self.namespace))
+    }
+
+    /// Runs `change` on the state under the host lock and saves what it leaves (the file goes
+    /// when nothing is left).
+    fn locked<T>(&self, change: impl FnOnce(&mut HostState) -> Result<T, NetError>) -> Result<T, NetError> {
+        let store = |source| NetError::HostState { path: self.dir.clone(), source };
+        n2d_store::ensure_dir(&self.dir).map_err(store)?;
+        let timeout = match self.timeout {
+            Some(t) => t,
+            None => n2d_store::lock_timeout_from_env().map_err(store)?,
+        };
+        let _lock = n2d_store::flock_exclusive(&self.dir.join("lock"), timeout, self.cancel.as_deref())
+            .map_err(store)?;
+        let path = self.state_file();
+        let mut state: HostState = n2d_store::read_json_opt(&path).map_err(store)?.unwrap_or_default();
+        let before = state.clone();
+        let result = change(&mut state);
+        if state != before {
+            if state.is_empty() {
+                std::fs::remove_file(&path)
+                    .map_err(|e| store(n2d_store::StoreError::Remove { path: path.clone(), source: e }))?;
+            } else {
+                n2d_store::write_json(&path, &state).map_err(store)?;
+            }
+        }
+        result
+    }
+
+    /// The state as it is now (for `doctor` and capacity checks).
+    pub fn snapshot(&self) -> Result<HostState, NetError> {
+        let store = |source| NetError::HostState { path: self.dir.clone(), source };
+        Ok(n2d_store::read_json_opt(&self.state_file()).map_err(store)?.unwrap_or_default())
+    }
+
+    /// Checks a choice of bridge and addresses before anything is made: `bridge` must be a
+    /// bridge (or n2d's default, made on demand), and on a bridge n2d did not make the user
+    /// must say which addresses are theirs to use.
+    pub fn check_choice(
+        &self,
+        runner: &dyn Runner,
+        bridge: &str,
+        addresses: Option<IpRange>,
+    ) -> Result<(), NetError> {
+        let links = Links::new(runner);
+        let may_create = bridge == crate::DEFAULT_BRIDGE;
+        let known = self.snapshot()?.bridges.get(bridge).cloned();
+        let Some(kind) = links.kind_of(bridge) else {
+            return match known {
+                Some(_) => Ok(()),
+                None if may_create => Ok(()),
+                None => Err(NetError::NoSuchBridge(bridge.into())),
+            };
+        };
+        if kind != "bridge" {
+            return Err(NetError::NotABridge { dev: bridge.into(), kind });
+        }
+        let adopted = match &known {
+            Some(b) => !b.created_by_n2d,
+            None => !may_create,
+        };
+        if adopted && addresses.is_none() {
+            let subnet = links.ipv4_of(bridge).ok().flatten().map(|(gw, len)| nat::subnet_text(gw, len));
+            return Err(NetError::AdoptedBridgeNeedsRange {
+                bridge: bridge.into(),
+                subnet: subnet.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// How many machines still fit on `bridge` (in `range` when given), and where: `None` when
+    /// the bridge is unknown (its check reports that).
+    pub fn capacity(
+        &self,
+        runner: &dyn Runner,
+        bridge: &str,
+        range: Option<IpRange>,
+    ) -> Result<Option<(usize, String)>, NetError> {
+        let entry = match self.snapshot()?.bridges.remove(bridge) {
+            Some(entry) => entry,
+            None => {
+                let subnet = match Links::new(runner).ipv4_of(bridge) {
+                    Ok(Some(subnet)) => subnet,
+                    _ if bridge == crate::DEFAULT_BRIDGE => (DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN),
+                    _ => return Ok(None),
+                };
+                BridgeState {
+                    gateway: subnet.0,
+                    prefix_len: subnet.1,
+                    created_by_n2d: false,
+                    uplink: None,
+                    leases: BTreeMap::new(),
+                }
+            }
+        };
+        Ok(Some((entry.free(range), range.map_or_else(|| entry.subnet(), |r| r.to_string()))))
+    }
+
+    /// Gives `req.machine` an address, tap and MAC on `req.bridge` (its recorded ones when
+    /// `keep` is given), creating n2d's bridge with its NAT chains when missing. On error
+    /// nothing of it is left.
+    pub fn attach(
+        &self,
+        runner: &dyn Runner,
+        req: &AttachRequest,
+        keep: Option<&Claim>,
+    ) -> Result<Attachment, NetError> {
+        self.locked(|state| {
+            forget_stale(state);
+            let links = Links::new(runner);
+            let created = ensure_bridge(state, runner, &self.ip_forward, req)?;
+            for claim in req.claims {
+                reassert(state, req.home, claim);
+            }
+            let result = (|| {
+                let bridge = state.bridges.get_mut(req.bridge).expect("ensured above");
+                let ip = choose_address(req, bridge, keep)?;
+                let (tap, mac) = match keep {
+                    Some(k) => (k.tap.clone(), k.mac.clone()),
+                    None => match bridge.leases.get(&ip) {
+                        Some(l) => (l.tap.clone(), l.mac.clone()),
+                        None => fresh_names(state, req.home, req.machine),
+                    },
+                };
+                let bridge = state.bridges.get_mut(req.bridge).expect("ensured above");
+                if links.exists(&tap) {
+                    // Ours (the name derives from this home and machine): a crash left it, or
+                    // the bridge was recreated and it lost its port.
+                    links.attach(&tap, req.bridge).map_err(|source| NetError::CreateTap {
+                        tap: tap.clone(),
+                        bridge: req.bridge.into(),
+                        source,
+                    })?;
+                } else {
+                    links.create_tap(&tap, req.bridge).map_err(|source| NetError::CreateTap {
+                        tap: tap.clone(),
+                        bridge: req.bridge.into(),
+                        source,
+                    })?;
+                }
+                let lease = Lease {
+                    home: req.home.to_path_buf(),
+                    machine: req.machine.into(),
+                    tap: tap.clone(),
+                    mac: mac.clone(),
+                };
+                bridge.leases.insert(ip, lease);
+                Ok(Attachment { ip, gateway: bridge.gateway, prefix_len: bridge.prefix_len, tap, mac })
+            })();
+            if result.is_err() && created {
+                remove_bridge(state, runner, &self.ip_forward, req.bridge);
+            }
+            result
+        })
+    }
+
+    /// Gives back every address of `machine` of `home`, deletes its taps (and `tap`, the one
+    /// its record names, when no lease knows it), and removes each bridge n2d made that no
+    /// machine of any home uses any more. Returns what it said it did, for the user.
+    pub fn detach(
+        &self,
+        runner: &dyn Runner,
+        home: &Path,
+        machine: &str,
+        tap: Option<&str>,
+    ) -> Result<Vec<String>, NetError> {
+        self.locked(|state| {
+            forget_stale(state);
+            let links = Links::new(runner);
+            let mut notes = Vec::new();
+            let mut taps: Vec<String> = tap.map(str::to_string).into_iter().collect();
+            let mut emptied = Vec::new();
+            for (name, bridge) in state.bridges.iter_mut() {
+                let before = bridge.leases.len();
+                bridge.leases.retain(|_, l| {
+                    let mine = l.owned_by(home, machine);
+                    if mine {
+                        taps.push(l.tap.clone());
+                    }
+                    !mine
+                });
+                if bridge.leases.len() != before && bridge.leases.is_empty() && bridge.created_by_n2d {
+                    emptied.push(name.clone());
+                }
+            }
+            taps.sort();
+            taps.dedup();
+            let others: Vec<&Lease> = state.bridges.values().flat_map(|b| b.leases.values()).collect();
+            for t in taps {
+                if others.iter().any(|l| l.tap == t) || !links.exists(&t) {
+                    continue;
+                }
+                links.delete(&t).map_err(|source| NetError::DeleteTap { tap: t.clone(), source })?;
+            }
+            for name in emptied {
+                notes.extend(remove_bridge(state, runner, &self.ip_forward, &name));
+            }
+            Ok(notes)
+        })
+    }
+}
+
+/// Drops the leases of machines whose home directory no longer holds them (a home deleted by
+/// hand, a crash before the lease was given back).
+fn forget_stale(state: &mut HostState) {
+    for bridge in state.bridges.values_mut() {
+        // Only a directory that is surely gone counts: one the caller may not read (another
+        // user's home) keeps its leases.
+        bridge.leases.retain(|_, l| {
+            let dir = l.home.join("machines").join(&l.machine);
+            !matches!(std::fs::metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+        });
+    }
+}
+
+/// Records a home's existing machine on its address unless someone else holds it (then that
+/// machine's `start` reports the clash).
+fn reassert(state: &mut HostState, home: &Path, claim: &Claim) {
+    if let Some(bridge) = state.bridges.get_mut(&claim.bridge) {
+        let in_subnet = bridge.candidates(None).any(|ip| ip == claim.ip);
+        if in_subnet && !bridge.leases.contains_key(&claim.ip) {
+            let lease = Lease {
+                home: home.to_path_buf(),
+                machine: claim.machine.clone(),
+                tap: claim.tap.clone(),
+                mac: claim.mac.clone(),
+            };
+            bridge.leases.insert(claim.ip, lease);
+        }
+    }
+}
+
+/// Makes sure `req.bridge` exists and has an entry. Returns whether it was created now.
+fn ensure_bridge(
+    state: &mut HostState,
+    runner: &dyn Runner,
+    ip_forward: &Path,
+    req: &AttachRequest,
+) -> Result<bool, NetError> {
+    let links = Links::new(runner);
+    let may_create = req.bridge == crate::DEFAULT_BRIDGE;
+    match links.kind_of(req.bridge) {
+        Some(kind) if kind != "bridge" => Err(NetError::NotABridge { dev: req.bridge.into(), kind }),
+        Some(_) => {
+            if state.bridges.contains_key(req.bridge) {
+                return Ok(false);
+            }
+            let (gateway, prefix_len) = links
+                .ipv4_of(req.bridge)
+                .map_err(|source| NetError::InspectBridge { bridge: req.bridge.into(), source })?
+                .ok_or_else(|| NetError::BridgeWithoutAddress(req.bridge.into()))?;
+            // n2d's own bridge without an entry was made by an older n2d: its rules are
+            // replaced by n2d's chains. Any other bridge is the user's.
+            let created_by_n2d = may_create;
+            let mut entry =
+                BridgeState { gateway, prefix_len, created_by_n2d, uplink: None, leases: BTreeMap::new() };
+            if created_by_n2d {
+                nat::remove_legacy(runner, req.bridge, &entry.subnet());
+                entry.uplink = enable_outbound(state, runner, ip_forward, req.bridge, &entry.subnet());
+            }
+            state.bridges.insert(req.bridge.into(), entry);
+            Ok(false)
+        }
+        None => {
+            let recorded =
+                state.bridges.get(req.bridge).filter(|b| b.created_by_n2d).map(|b| (b.gateway, b.prefix_len));
+            if !may_create && recorded.is_none() {
+                return Err(NetError::NoSuchBridge(req.bridge.into()));
+            }
+            // Recreated with its recorded subnet, so the leases and certificates stay valid.
+            let (gateway, prefix_len) =
+                recorded.or(req.subnet).unwrap_or((DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN));
+            links
+                .create_bridge(req.bridge, gateway, prefix_len)
+                .map_err(|source| NetError::CreateBridge { bridge: req.bridge.into(), source })?;
+            let subnet = nat::subnet_text(gateway, prefix_len);
+            let uplink = enable_outbound(state, runner, ip_forward, req.bridge, &subnet);
+            let leases = state.bridges.remove(req.bridge).map(|b| b.leases).unwrap_or_default();
+            state.bridges.insert(
+                req.bridge.into(),
+                BridgeState { gateway, prefix_len, created_by_n2d: true, uplink, leases },
+            );
+            Ok(true)
+        }
+    }
+}
+
+/// NAT chains and forwarding for a bridge n2d made, when the host has a default route.
+/// Problems are warnings: the VMs still reach each other and the host.
+fn enable_outbound(
+    state: &mut HostState,
+    runner: &dyn Runner,
+    ip_forward: &Path,
+    bridge: &str,
+    subnet: &str,
+) -> Option<String> {
+    let uplink = default_route_dev(runner);
+    if let Err(e) = nat::install(runner, bridge, subnet, uplink.as_deref()) {
+        eprintln!("warning: cannot set up NAT for {bridge}: VMs will not reach the internet ({e})");
+        return uplink;
+    }
+    if uplink.is_some() && std::fs::read_to_string(ip_forward).is_ok_and(|v| v.trim() == "0") {
+        match std::fs::write(ip_forward, b"1") {
+            Ok(()) => state.forwarding_turned_on = true,
+            Err(e) => eprintln!(
+                "warning: cannot enable IPv4 forwarding ({e}): VMs on {bridge} will not reach the internet"
+            ),
+        }
+    }
+    uplink
+}
+
+/// Deletes a bridge n2d made, its chains and entry; turns forwarding back off when n2d turned
+/// it on and no bridge of n2d's is left. Returns notes for the user.
+fn remove_bridge(state: &mut HostState, runner: &dyn Runner, ip_forward: &Path, bridge: &str) -> Vec<String> {
+    let links = Links::new(runner);
+    let mut notes = Vec::new();
+    nat::remove(runner, bridge);
+    if links.exists(bridge) {
+        let _ = links.delete(bridge);
+    }
+    state.bridges.remove(bridge);
+    notes.push(format!("removed bridge {bridge} (no machine uses it) and its firewall chains"));
+    if state.forwarding_turned_on && !state.bridges.values().any(|b| b.created_by_n2d) {
+        state.forwarding_turned_on = false;
+        if links.exists("docker0") {
+            notes.push("left IPv4 forwarding on: the host's Docker engine (docker0) needs it".into());
+        } else if std::fs::write(ip_forward, b"0").is_ok() {
+            notes.push("turned IPv4 forwarding back off (n2d had turned it on)".into());
+        }
+    }
+    notes
+}
+
+/// The address for a request: the kept one (a clash is an error), the machine's current lease,
+/// or the first free one in the allowed range.
+fn choose_address(
+    req: &AttachRequest,
+    bridge: &BridgeState,
+    keep: Option<&Claim>,
+) -> Result<Ipv4Addr, NetError> {
+    let subnet = bridge.subnet();
+    if let Some(range) = req.addresses {
+        let inside = |ip| bridge.candidates(None).any(|c| c == ip);
+        if !inside(range.first) || !inside(range.last) {
+            return Err(NetError::RangeOutsideSubnet {
+                range: range.to_string(),
+                bridge: req.bridge.into(),
+                subnet,
+                gateway: bridge.gateway,
+            });
+        }
+    }
+    let taken = |ip: &Ipv4Addr| bridge.leases.get(ip).filter(|l| !l.owned_by(req.home, req.machine));
+    if let Some(k) = keep {
+        if let Some(other) = taken(&k.ip) {
+            return Err(NetError::AddressTaken {
+                ip: k.ip,
+                bridge: req.bridge.into(),
+                holder: other.describe(),
+            });
+        }
+        return Ok(k.ip);
+    }
+    if let Some((ip, _)) = bridge.leases.iter().find(|(_, l)| l.owned_by(req.home, req.machine)) {
+        return Ok(*ip);
+    }
+    if let Some(r) = req.addresses.filter(|r| r.first == r.last) {
+        if let Some(other) = taken(&r.first) {
+            return Err(NetError::AddressTaken {
+                ip: r.first,
+                bridge: req.bridge.into(),
+                holder: other.describe(),
+            });
+        }
+    }
+    bridge.candidates(req.addresses).find(|ip| taken(ip).is_none()).ok_or_else(|| NetError::SubnetFull {
+        bridge: req.bridge.into(),
+        used: bridge.leases.len(),
+        range: req.addresses.map_or(subnet, |r| r.to_string()),
+    })
+}
+
+/// A tap and MAC from the home and machine, unlike every other lease's (a hash clash takes the
+/// next salt).
+fn fresh_names(state: &HostState, home: &Path, machine: &str) -> (String, String) {
+    let leases: Vec<&Lease> = state.bridges.values().flat_map(|b| b.leases.values()).collect();
+    (0u32..)
+        .map(|salt| (tap_for(home, machine, salt), mac_for(home, machine, salt)))
+        .find(|(tap, mac)| !leases.iter().any(|l| &l.tap == tap || &l.mac == mac))
+        .expect("an unused name exists")
+}
+
+/// The interface of the default route, if any.
+fn default_route_dev(runner: &dyn Runner) -> Option<String> {
+    let out = runner.run(&Cmd::new("ip", "iproute2").args(["-j", "-4", "route", "show", "default"])).ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&out).ok()?;
+    json.get(0)?.get("dev")?.as_str().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use n2d_exec::ExecError;
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+
+    /// A host's links, routes and iptables chains, changed by the `ip` and `iptables` commands
+    /// n2d runs.
+    #[derive(Default)]
+    struct FakeHost {
+        inner: Mutex<Fake>,
+    }
+
+    /// A link's kind, IPv4 address and master.
+    type FakeLink = (String, Option<(Ipv4Addr, u8)>, Option<String>);
+
+    #[derive(Default)]
+    struct Fake {
+        links: BTreeMap<String, FakeLink>,
+        default_dev: Option<String>,
+        /// "table chain" → rules
+        chains: BTreeMap<String, Vec<String>>,
+        fail: Vec<String>,
+    }
+
+    impl FakeHost {
+        fn new(default_dev: Option<&str>) -> FakeHost {
+            let host = FakeHost::default();
+            {
+                let mut f = host.inner.lock().unwrap();
+                f.default_dev = default_dev.map(str::to_string);
+                for c in ["filter FORWARD", "nat POSTROUTING"] {
+                    f.chains.insert(c.into(), Vec::new());
+                }
+                f.links.insert("lo".into(), ("loopback".into(), Some((Ipv4Addr::LOCALHOST, 8)), None));
+                f.links
+                    .insert("eth0".into(), ("ether".into(), Some((Ipv4Addr::new(192, 168, 1, 9), 24)), None));
+            }
+            host
+        }
+        fn add_link(&self, name: &str, kind: &str, addr: Option<(Ipv4Addr, u8)>) {
+            self.inner.lock().unwrap().links.insert(name.into(), (kind.into(), addr, None));
+        }
+        fn links(&self) -> BTreeSet<String> {
+            self.inner.lock().unwrap().links.keys().cloned().collect()
+        }
+        fn master(&self, dev: &str) -> Option<String> {
+            self.inner.lock().unwrap().links.get(dev).and_then(|l| l.2.clone())
+        }
+        fn chain(&self, table_chain: &str) -> Option<Vec<String>> {
+            self.inner.lock().unwrap().chains.get(table_chain).cloned()
+        }
+        fn fail_on(&self, needle: &str) {
+            self.inner.lock().unwrap().fail.push(needle.into());
+        }
+    }
+
+    impl Runner for FakeHost {
+        fn run(&self, cmd: &Cmd) -> Result<Vec<u8>, ExecError> {
+            let line = cmd.display();
+            let mut f = self.inner.lock().unwrap();
+            let fail = || {
+                Err(ExecError::Failed {
+                    command: line.clone(),
+                    status: "exit status: 1".into(),
+                    stderr_tail: "no".into(),
+                })
+            };
+            if f.fail.iter().any(|n| line.contains(n.as_str())) {
+                return fail();
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let ok = |s: String| Ok(s.into_bytes());
+            match words.as_slice() {
+                ["ip", "-j", "-d", "link", "show", "dev", d] => match f.links.get(*d) {
+                    Some((kind, ..)) if kind == "ether" || kind == "loopback" => {
+                        ok(format!(r#"[{{"ifname":"{d}","link_type":"{kind}"}}]"#))
+                    }
+                    Some((kind, ..)) => ok(format!(
+                        r#"[{{"ifname":"{d}","link_type":"ether","linkinfo":{{"info_kind":"{kind}"}}}}]"#
+                    )),
+                    None => fail(),
+                },
+                ["ip", "link", "show", "dev", d] => {
+                    if f.links.contains_key(*d) {
+                        ok(String::new())
+                    } else {
+                        fail()
+                    }
+                }
+                ["ip", "-j", "-4", "addr", "show", "dev", d] => match f.links.get(*d) {
+                    Some((_, Some((ip, len)), _)) => {
+                        ok(format!(r#"[{{"addr_info":[{{"local":"{ip}","prefixlen":{len}}}]}}]"#))
+                    }
+                    Some(_) => ok("[{\"addr_info\":[]}]".into()),
+                    None => fail(),
+                },
+                ["ip", "-j", "-4", "route", "show", "default"] => match &f.default_dev {
+                    Some(dev) => {
+                        ok(format!(r#"[{{"dst":"default","gateway":"192.168.1.1","dev":"{dev}"}}]"#))
+                    }
+                    None => ok("[]".into()),
+                },
+                ["ip", "link", "add", "name", d, "type", kind] => {
+                    if f.links.contains_key(*d) {
+                        return fail();
+                    }
+                    f.links.insert(d.to_string(), (kind.to_string(), None, None));
+                    ok(String::new())
+                }
+                ["ip", "addr", "add", cidr, "dev", d] => {
+                    let (ip, len) = cidr.split_once('/').unwrap();
+                    let addr = Some((ip.parse().unwrap(), len.parse().unwrap()));
+                    match f.links.get_mut(*d) {
+                        Some(l) => {
+                            l.1 = addr;
+                            ok(String::new())
+                        }
+                        None => fail(),
+                    }
+                }
+                ["ip", "tuntap", "add", "dev", d, "mode", "tap"] => {
+                    if f.links.contains_key(*d) {
+                        return fail();
+                    }
+                    f.links.insert(d.to_string(), ("tun".into(), None, None));
+                    ok(String::new())
+                }
+                ["ip", "link", "set", "dev", d, "master", b] => {
+                    if !f.links.contains_key(*b) {
+                        return fail();
+                    }
+                    match f.links.get_mut(*d) {
+                        Some(l) => {
+                            l.2 = Some(b.to_string());
+                            ok(String::new())
+                        }
+                        None => fail(),
+                    }
+                }
+                ["ip", "link", "set", "dev", d, "up"] => {
+                    if f.links.contains_key(*d) {
+                        ok(String::new())
+                    } else {
+                        fail()
+                    }
+                }
+                ["ip", "link", "del", "dev", d] => {
+                    if f.links.remove(*d).is_none() {
+                        return fail();
+                    }
+                    // Ports of a deleted bridge lose their master.
+                    for l in f.links.values_mut() {
+                        if l.2.as_deref() == Some(*d) {
+                            l.2 = None
+                        }
+                    }
+                    ok(String::new())
+                }
+                ["iptables", "-w", "5", "-t", table, op, chain, rule @ ..] => {
+                    let key = format!("{table} {chain}");
+                    let rule = rule.join(" ");
+                    let exists = f.chains.contains_key(&key);
+                    match *op {
+                        "-N" if exists => fail(),
+                        "-N" => {
+                            f.chains.insert(key, Vec::new());
+                            ok(String::new())
+                        }
+                        "-F" | "-X" if !exists => fail(),
+                        "-F" => {
+                            f.chains.get_mut(&key).unwrap().clear();
+                            ok(String::new())
+                        }
+                        "-X" => {
+                            f.chains.remove(&key);
+                            ok(String::new())
+                        }
+                        "-A" if exists => {
+                            f.chains.get_mut(&key).unwrap().push(rule);
+                            ok(String::new())
+                        }
+                        "-C" | "-D" => {
+                            let rules = f.chains.get_mut(&key);
+                            match rules.and_then(|r| r.iter().position(|x| *x == rule).map(|i| (r, i))) {
+                                Some((r, i)) => {
+                                    if *op == "-D" {
+                                        r.remove(i);
+                                    }
+                                    ok(String::new())
+                                }
+                                None => fail(),
+                            }
+                        }
+                        _ => fail(),
+                    }
+                }
+                _ => panic!("unexpected command {line}"),
+            }
+        }
+    }
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        net: HostNet,
+        forward: PathBuf,
+        homes: Vec<PathBuf>,
+    }
+
+    /// Host state in a temp dir, forwarding off, and two homes each with machines `a` and `b`
+    /// (their directories exist, as `create` makes them before attaching).
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let forward = dir.path().join("ip_forward");
+        std::fs::write(&forward, "0\n").unwrap();
+        let homes: Vec<PathBuf> = ["home1", "home2"].iter().map(|h| dir.path().join(h)).collect();
+        for h in &homes {
+            for m in ["a", "b"] {
+                std::fs::create_dir_all(h.join("machines").join(m)).unwrap();
+            }
+        }
+        let net = HostNet::at(dir.path().join("run"), "netns-1", &forward)
+            .with_lock_timeout(Duration::from_secs(5));
+        Setup { _dir: dir, net, forward, homes }
+    }
+
+    fn req<'a>(home: &'a Path, machine: &'a str, bridge: &'a str) -> AttachRequest<'a> {
+        AttachRequest { home, machine, bridge, addresses: None, subnet: None, claims: &[] }
+    }
+
+    fn forwarding(s: &Setup) -> String {
+        std::fs::read_to_string(&s.forward).unwrap().trim().to_string()
+    }
+
+    #[test]
+    fn two_homes_share_the_bridge_and_the_last_machine_removes_it() {
+        let s = setup();
+        let host = FakeHost::new(Some("eth0"));
+        let (h1, h2) = (&s.homes[0], &s.homes[1]);
+        let a1 = s.net.attach(&host, &req(h1, "a", "n2d0"), None).unwrap();
+        let a2 = s.net.attach(&host, &req(h2, "a", "n2d0"), None).unwrap();
+        // Same machine name, two homes: other address, tap and MAC.
+        assert_eq!((a1.ip, a2.ip), (Ipv4Addr::new(10, 77, 0, 2), Ipv4Addr::new(10, 77, 0, 3)));
+        assert_ne!(a1.tap, a2.tap);
+        assert_ne!(a1.mac, a2.mac);
+        assert_eq!(host.master(&a1.tap).as_deref(), Some("n2d0"));
+        assert_eq!(host.master(&a2.tap).as_deref(), Some("n2d0"));
+        assert_eq!(forwarding(&s), "1");
+        // Attaching again gives the same lease.
+        assert_eq!(s.net.attach(&host, &req(h1, "a", "n2d0"), None).unwrap(), a1);
+
+        // Home 1's rm leaves home 2's machine, tap, bridge and rules alone.
+        let notes = s.net.detach(&host, h1, "a", None).unwrap();
+        assert!(notes.is_empty(), "{notes:?}");
+        assert!(!host.links().contains(&a1.tap));
+        assert!(host.links().contains(&a2.tap) && host.links().contains("n2d0"));
+        assert!(host.chain("filter N2D-FWD-n2d0").is_some());
+        assert_eq!(forwarding(&s), "1");
+
+        // The last one takes the bridge, its chains and jumps, and forwarding with it.
+        let notes = s.net.detach(&host, h2, "a", None).unwrap();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(!host.links().contains("n2d0") && !host.links().contains(&a2.tap));
+        assert_eq!(host.chain("filter N2D-FWD-n2d0"), None);
+        assert_eq!(host.chain("nat N2D-NAT-n2d0"), None);
+        assert_eq!(host.chain("filter FORWARD").unwrap(), Vec::<String>::new());
+        assert_eq!(host.chain("nat POSTROUTING").unwrap(), Vec::<String>::new());
+        assert_eq!(forwarding(&s), "0");
+        assert!(!s.net.state_file().exists(), "nothing held: no state file");
+    }
+
+    #[test]
+    fn nat_goes_after_existing_forward_rules_and_only_to_the_uplink() {
+        let s = setup();
+        let host = FakeHost::new(Some("eth0"));
+        host.inner
+            .lock()
+            .unwrap()
+            .chains
+            .insert("filter FORWARD".into(), vec!["-j DOCKER-USER".into(), "-j DROP".into()]);
+        s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
+        assert_eq!(host.chain("filter FORWARD").unwrap(), ["-j DOCKER-USER", "-j DROP", "-j N2D-FWD-n2d0"]);
+        assert_eq!(host.chain("nat N2D-NAT-n2d0").unwrap(), ["-s 10.77.0.0/24 -o eth0 -j MASQUERADE"]);
+    }
+
+    #[test]
+    fn forwarding_already_on_stays_on_and_without_a_route_is_never_touched() {
+        let s = setup();
+        std::fs::write(&s.forward, "1\n").unwrap();
+        let host = FakeHost::new(Some("eth0"));
+        s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
+        s.net.detach(&host, &s.homes[0], "a", None).unwrap();
+        assert_eq!(forwarding(&s), "1");
+
+        let s = setup();
+        let host = FakeHost::new(None);
+        s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
+        assert_eq!(forwarding(&s), "0");
+        assert_eq!(host.chain("nat N2D-NAT-n2d0"), None);
+        assert_eq!(host.chain("filter N2D-FWD-n2d0").unwrap(), ["-i n2d0 -o n2d0 -j ACCEPT"]);
+    }
+
+    #[test]
+    fn forwarding_stays_on_when_the_hosts_docker_needs_it() {
+        let s = setup();
+        let host = FakeHost::new(Some("eth0"));
+        s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
+        host.add_link("docker0", "bridge", Some((Ipv4Addr::new(172, 17, 0, 1), 16)));
+        let notes = s.net.detach(&host, &s.homes[0], "a", None).unwrap();
+        assert!(notes.iter().any(|n| n.contains("docker0")), "{notes:?}");
+        assert_eq!(forwarding(&s), "1");
+    }
+
+    #[test]
+    fn network_must_be_a_bridge_and_a_foreign_bridge_needs_a_range() {
+        let s = setup();
+        let host = FakeHost::new(Some("eth0"));
+        for dev in ["eth0", "lo"] {
+            let err = s.net.check_choice(&host, dev, None).unwrap_err();
+            assert!(matches!(err, NetError::NotABridge { .. }) && err.is_usage(), "{err}");
+            assert!(s.net.attach(&host, &req(&s.homes[0], "a", dev), None).is_err());
+        }
+        assert!(matches!(s.net.check_choice(&host, "br9", None), Err(NetError::NoSuchBridge(_))));
+        host.add_link("br0", "bridge", Some((Ipv4Addr::new(192, 168, 1, 1), 24)));
+        let err = s.net.check_choice(&host, "br0", None).unwrap_err();
+        assert!(
+            err.to_string().contains("--ip-range") && err.to_string().contains("192.168.1.0/24"),
+            "{err}"
+        );
+        let range: IpRange = "192.168.1.200-192.168.1.201".parse().unwrap();
+        s.net.check_choice(&host, "br0", Some(range)).unwrap();
+        s.net.check_choice(&host, "n2d0", None).unwrap();
+
+        // Addresses come from the range only, and a foreign bridge gets no NAT and is kept.
+        let mut r = req(&s.homes[0], "a", "br0");
+        r.addresses = Some(range);
+        assert_eq!(s.net.attach(&host, &r, None).unwrap().ip, Ipv4Addr::new(192, 168, 1, 200));
+        r.machine = "b";
+        assert_eq!(s.net.attach(&host, &r, None).unwrap().ip, Ipv4Addr::new(192, 168, 1, 201));
+        let mut r3 = req(&s.homes[1], "a", "br0");
+        r3.addresses = Some(range);
+        assert!(matches!(s.net.attach(&host, &r3, None), Err(NetError::SubnetFull { .. })));
+        assert_eq!(host.chain("filter N2D-FWD-br0"), None);
+        s.net.detach(&host, &s.homes[0], "a", None).unwrap();
+        s.net.detach(&host, &s.homes[0], "b", None).unwrap();
+        assert!(host.links().contains("br0"));
+        assert_eq!(forwarding(&s), "0");
+    }
+
+    #[test]
+    fn ranges_outside_the_subnet_and_taken_addresses_are_refused() {
+        let s = setup();
+        let host = FakeHost::new(None);
+        let mut r = req(&s.homes[0], "a", "n2d0");
+        for bad in ["10.77.1.5", "10.77.0.1", "10.77.0.250-10.77.0.255"] {
+            r.addresses = Some(bad.parse().unwrap());
+            let err = s.net.attach(&host, &r, None).unwrap_err();
+            assert!(matches!(err, NetError::RangeOutsideSubnet { .. }), "{bad}: {err}");
+        }
+        // The failed attaches left no bridge behind.
+        assert!(!host.links().contains("n2d0"));
+        r.addresses = Some("10.77.0.9".parse().unwrap());
+        assert_eq!(s.net.attach(&host, &r, None).unwrap().ip, Ipv4Addr::new(10, 77, 0, 9));
+        let mut other = req(&s.homes[1], "a", "n2d0");
+        other.addresses = r.addresses;
+        let err = s.net.attach(&host, &other, None).unwrap_err();
+        assert!(err.to_string().contains("held by machine a of"), "{err}");
+    }
+
+    #[test]
+    fn a_failed_tap_leaves_nothing_and_a_stale_home_is_forgotten() {
+        let s = setup();
+        let host = FakeHost::new(Some("eth0"));
+        host.fail_on("tuntap");
+        assert!(matches!(
+            s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None),
+            Err(NetError::CreateTap { .. })
+        ));
+        assert!(!host.links().contains("n2d0"));
+        assert_eq!(host.chain("filter FORWARD").unwrap(), Vec::<String>::new());
+        assert_eq!(forwarding(&s), "0");
+        assert!(!s.net.state_file().exists());
+
+        let host = FakeHost::new(Some("eth0"));
+        s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
+        // Home 1 deleted by hand: its lease goes, and the address is free again.
+        std::fs::remove_dir_all(&s.homes[0]).unwrap();
+        let got = s.net.attach(&host, &req(&s.homes[1], "a", "n2d0"), None).unwrap();
+        assert_eq!(got.ip, Ipv4Addr::new(10, 77, 0, 2));
+    }
+
+    #[test]
+    fn after_a_reboot_machines_get_their_recorded_addresses_back() {
+        let s = setup();
+        let host = FakeHost::new(Some("eth0"));
+        let (h1, h2) = (&s.homes[0], &s.homes[1]);
+        let a = s.net.attach(&host, &req(h1, "a", "n2d0"), None).unwrap();
+        let b = s.net.attach(&host, &req(h1, "b", "n2d0"), None).unwrap();
+        // Reboot: /run and every link are gone.
+        std::fs::remove_file(s.net.state_file()).unwrap();
+        let host = FakeHost::new(Some("eth0"));
+        let claim = |m: &str, at: &Attachment| Claim {
+            machine: m.into(),
+            bridge: "n2d0".into(),
+            ip: at.ip,
+            tap: at.tap.clone(),
+            mac: at.mac.clone(),
+        };
+        let claims = [claim("a", &a), claim("b", &b)];
+        // Home 1 starts b first, re-asserting a's address too.
+        let mut r = req(h1, "b", "n2d0");
+        r.claims = &claims;
+        assert_eq!(s.net.attach(&host, &r, Some(&claims[1])).unwrap(), b);
+        // So home 2's new machine does not take a's address.
+        assert_eq!(s.net.attach(&host, &req(h2, "a", "n2d0"), None).unwrap().ip, Ipv4Addr::new(10, 77, 0, 4));
+        let mut r = req(h1, "a", "n2d0");
+        r.claims = &claims;
+        assert_eq!(s.net.attach(&host, &r, Some(&claims[0])).unwrap(), a);
+    }
+
+    #[test]
+    fn a_bridge_left_by_an_older_n2d_gets_chains_instead_of_its_old_rules() {
+        let s = setup();
+        let host = FakeHost::new(Some("eth0"));
+        host.add_link("n2d0", "bridge", Some((Ipv4Addr::new(10, 77, 0, 1), 24)));
+        host.inner.lock().unwrap().chains.insert("filter FORWARD".into(), vec!["-i n2d0 -j ACCEPT".into()]);
+        s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
+        assert_eq!(host.chain("filter FORWARD").unwrap(), ["-j N2D-FWD-n2d0"]);
+        s.net.detach(&host, &s.homes[0], "a", None).unwrap();
+        assert!(!host.links().contains("n2d0"));
+    }
+
+    #[test]
+    fn capacity_counts_what_is_free() {
+        let s = setup();
+        let host = FakeHost::new(None);
+        assert_eq!(s.net.capacity(&host, "n2d0", None).unwrap(), Some((253, "10.77.0.0/24".into())));
+        s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
+        let range: IpRange = "10.77.0.2-10.77.0.5".parse().unwrap();
+        assert_eq!(s.net.capacity(&host, "n2d0", Some(range)).unwrap(), Some((3, range.to_string())));
+        assert_eq!(s.net.capacity(&host, "br7", None).unwrap(), None);
+    }
+}

@@ -1,0 +1,204 @@
+//! Outbound access for the VMs of a bridge n2d made (so `docker pull` works in the guests),
+//! in n2d's own iptables chains, one pair per bridge:
+//!
+//! * `N2D-FWD-<bridge>` (filter), jumped to from the end of FORWARD: traffic between the
+//!   bridge's ports (which passes FORWARD when `br_netfilter` is loaded, as a host Docker engine
+//!   does), the bridge's subnet out through its uplink, and replies back in;
+//! * `N2D-NAT-<bridge>` (nat), jumped to from the end of POSTROUTING: masquerading of the
+//!   subnet on the uplink.
+//!
+//! The jumps are appended, never inserted: Docker's `DOCKER-USER` chain and an administrator's
+//! own DROP rules come first and win. Removing a bridge removes its chains and jumps, and
+//! nothing else.
+
+use n2d_exec::{Cmd, ExecError, Runner};
+use std::net::Ipv4Addr;
+
+/// The filter chain of `bridge` (at most 23 characters: iptables allows 28).
+pub fn forward_chain(bridge: &str) -> String {
+    format!("N2D-FWD-{bridge}")
+}
+
+/// The nat chain of `bridge`.
+pub fn nat_chain(bridge: &str) -> String {
+    format!("N2D-NAT-{bridge}")
+}
+
+/// `10.77.0.0/24` for gateway 10.77.0.1 and prefix length 24.
+pub fn subnet_text(gateway: Ipv4Addr, prefix_len: u8) -> String {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix_len.clamp(1, 32))).unwrap_or(0);
+    format!("{}/{prefix_len}", Ipv4Addr::from(u32::from(gateway) & mask))
+}
+
+/// The rules of each chain, as iptables arguments after `-A CHAIN`.
+pub fn rules(bridge: &str, subnet: &str, uplink: Option<&str>) -> (Vec<Vec<String>>, Vec<Vec<String>>) {
+    let v = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut forward = vec![v(&["-i", bridge, "-o", bridge, "-j", "ACCEPT"])];
+    let mut nat = Vec::new();
+    if let Some(up) = uplink {
+        forward.push(v(&["-i", bridge, "-o", up, "-s", subnet, "-j", "ACCEPT"]));
+        forward.push(v(&[
+            "-i",
+            up,
+            "-o",
+            bridge,
+            "-d",
+            subnet,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "RELATED,ESTABLISHED",
+            "-j",
+            "ACCEPT",
+        ]));
+        nat.push(v(&["-s", subnet, "-o", up, "-j", "MASQUERADE"]));
+    }
+    (forward, nat)
+}
+
+fn iptables(runner: &dyn Runner, table: &str, args: &[&str]) -> Result<Vec<u8>, ExecError> {
+    // -w: wait for the xtables lock rather than fail when Docker or firewalld holds it.
+    runner.run(&Cmd::new("iptables", "iptables").args(["-w", "5", "-t", table]).args(args))
+}
+
+/// Creates (or refills) the bridge's chains and appends their jumps once.
+pub fn install(
+    runner: &dyn Runner,
+    bridge: &str,
+    subnet: &str,
+    uplink: Option<&str>,
+) -> Result<(), ExecError> {
+    let (forward, nat) = rules(bridge, subnet, uplink);
+    for (table, parent, chain, rules) in [
+        ("filter", "FORWARD", forward_chain(bridge), forward),
+        ("nat", "POSTROUTING", nat_chain(bridge), nat),
+    ] {
+        if rules.is_empty() {
+            continue;
+        }
+        // -N fails when the chain exists (left by a crash): then it is emptied instead.
+        if iptables(runner, table, &["-N", &chain]).is_err() {
+            iptables(runner, table, &["-F", &chain])?;
+        }
+        for rule in &rules {
+            let args: Vec<&str> =
+                ["-A", chain.as_str()].into_iter().chain(rule.iter().map(String::as_str)).collect();
+            iptables(runner, table, &args)?;
+        }
+        if iptables(runner, table, &["-C", parent, "-j", &chain]).is_err() {
+            iptables(runner, table, &["-A", parent, "-j", &chain])?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes the bridge's jumps and chains (whatever of them exists).
+pub fn remove(runner: &dyn Runner, bridge: &str) {
+    for (table, parent, chain) in
+        [("filter", "FORWARD", forward_chain(bridge)), ("nat", "POSTROUTING", nat_chain(bridge))]
+    {
+        // A jump added twice (by hand, or a crash between -C and -A) is removed twice.
+        for _ in 0..8 {
+            if iptables(runner, table, &["-D", parent, "-j", &chain]).is_err() {
+                break;
+            }
+        }
+        let _ = iptables(runner, table, &["-F", &chain]);
+        let _ = iptables(runner, table, &["-X", &chain]);
+    }
+}
+
+/// Removes the rules n2d versions before the chains added for `bridge` (a masquerade and two
+/// ACCEPT rules inserted at the top of FORWARD, ahead of everything).
+pub fn remove_legacy(runner: &dyn Runner, bridge: &str, subnet: &str) {
+    let legacy: [(&str, &str, Vec<&str>); 3] = [
+        ("nat", "POSTROUTING", vec!["-s", subnet, "!", "-o", bridge, "-j", "MASQUERADE"]),
+        ("filter", "FORWARD", vec!["-i", bridge, "-j", "ACCEPT"]),
+        (
+            "filter",
+            "FORWARD",
+            vec!["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+        ),
+    ];
+    for (table, chain, spec) in legacy {
+        let args: Vec<&str> = ["-D", chain].into_iter().chain(spec).collect();
+        let _ = iptables(runner, table, &args);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use n2d_exec::RecordingRunner;
+
+    #[test]
+    fn chains_are_limited_to_the_subnet_and_uplink_and_appended() {
+        let r = RecordingRunner::default();
+        r.answer("-C FORWARD", Err("Bad rule"));
+        r.answer("-C POSTROUTING", Err("Bad rule"));
+        install(&r, "n2d0", "10.77.0.0/24", Some("eth0")).unwrap();
+        let calls = r.calls();
+        let want = [
+            "iptables -w 5 -t filter -N N2D-FWD-n2d0",
+            "iptables -w 5 -t filter -A N2D-FWD-n2d0 -i n2d0 -o n2d0 -j ACCEPT",
+            "iptables -w 5 -t filter -A N2D-FWD-n2d0 -i n2d0 -o eth0 -s 10.77.0.0/24 -j ACCEPT",
+            "iptables -w 5 -t filter -A N2D-FWD-n2d0 -i eth0 -o n2d0 -d 10.77.0.0/24 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            "iptables -w 5 -t filter -C FORWARD -j N2D-FWD-n2d0",
+            "iptables -w 5 -t filter -A FORWARD -j N2D-FWD-n2d0",
+            "iptables -w 5 -t nat -N N2D-NAT-n2d0",
+            "iptables -w 5 -t nat -A N2D-NAT-n2d0 -s 10.77.0.0/24 -o eth0 -j MASQUERADE",
+            "iptables -w 5 -t nat -C POSTROUTING -j N2D-NAT-n2d0",
+            "iptables -w 5 -t nat -A POSTROUTING -j N2D-NAT-n2d0",
+        ];
+        assert_eq!(calls, want);
+        // Nothing is ever inserted ahead of DOCKER-USER or an administrator's rules.
+        assert!(calls.iter().all(|c| !c.contains(" -I ")), "{calls:?}");
+    }
+
+    #[test]
+    fn without_an_uplink_only_traffic_between_the_vms_is_accepted() {
+        let r = RecordingRunner::default();
+        r.answer("-C FORWARD", Err("Bad rule"));
+        install(&r, "n2d0", "10.77.0.0/24", None).unwrap();
+        let calls = r.calls();
+        assert!(calls.iter().all(|c| !c.contains("-t nat")), "{calls:?}");
+        assert!(
+            calls.contains(&"iptables -w 5 -t filter -A N2D-FWD-n2d0 -i n2d0 -o n2d0 -j ACCEPT".to_string())
+        );
+    }
+
+    #[test]
+    fn an_existing_chain_is_refilled_and_an_existing_jump_kept() {
+        let r = RecordingRunner::default();
+        r.answer("-N N2D", Err("Chain already exists"));
+        install(&r, "br1", "10.9.0.0/16", None).unwrap();
+        let calls = r.calls();
+        assert!(calls.contains(&"iptables -w 5 -t filter -F N2D-FWD-br1".to_string()), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.contains("-A FORWARD")), "{calls:?}");
+    }
+
+    #[test]
+    fn removal_deletes_jumps_then_chains() {
+        let r = RecordingRunner::default();
+        r.answer("-D", Err("No chain/target/match by that name"));
+        remove(&r, "n2d0");
+        assert_eq!(
+            r.calls(),
+            [
+                "iptables -w 5 -t filter -D FORWARD -j N2D-FWD-n2d0",
+                "iptables -w 5 -t filter -F N2D-FWD-n2d0",
+                "iptables -w 5 -t filter -X N2D-FWD-n2d0",
+                "iptables -w 5 -t nat -D POSTROUTING -j N2D-NAT-n2d0",
+                "iptables -w 5 -t nat -F N2D-NAT-n2d0",
+                "iptables -w 5 -t nat -X N2D-NAT-n2d0",
+            ]
+        );
+    }
+
+    #[test]
+    fn subnets_are_written_from_the_gateway() {
+        assert_eq!(subnet_text(Ipv4Addr::new(10, 77, 0, 1), 24), "10.77.0.0/24");
+        assert_eq!(subnet_text(Ipv4Addr::new(192, 168, 5, 77), 20), "192.168.0.0/20");
+        assert!(forward_chain(&"x".repeat(15)).len() <= 28);
+    }
+}
