@@ -1,14 +1,22 @@
-//! n2d's certificates: one CA per `$N2D_HOME`, a server certificate per machine (SANs: its IPs,
-//! its name, 127.0.0.1) and a client certificate for the user. The CA and client files
-//! live in `certs/` with the names the docker CLI expects from `DOCKER_CERT_PATH`
-//! (`ca.pem`, `cert.pem`, `key.pem`). Keys are written 0600.
+//! n2d's certificates: one CA per `$N2D_HOME`, a server certificate per machine and a client
+//! certificate for the user. The CA and client files live in `certs/` with the names the docker
+//! CLI expects from `DOCKER_CERT_PATH` (`ca.pem`, `cert.pem`, `key.pem`). Keys are written 0600.
+//!
+//! The CA is limited to n2d's machines even if a user trusts it system-wide: path length 0 (it
+//! signs no other CA) and X.509 name constraints (critical, permitted subtrees only): the
+//! private IPv4 ranges in [`PERMITTED_IPV4`] and the DNS names under [`PERMITTED_DNS`]. A
+//! server certificate therefore names the machine as `NAME.internal` and `NAME.local` (a bare
+//! `NAME` can satisfy no DNS constraint: only labels added on the left match) plus its IPs,
+//! and [`Ca::issue_server`] refuses an address outside those ranges, since a certificate
+//! for it would fail verification. A CA made before the constraints existed is loaded as it is.
 
+use n2d_spec::machine::MachineName;
 use n2d_store::{write_atomic, StoreError};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose, NameConstraints, SanType,
 };
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +31,47 @@ pub enum PkiError {
     },
     #[error("cannot save certificates")]
     Save(#[source] StoreError),
+    #[error("n2d's CA can vouch only for private IPv4 addresses ({ranges}), not {ip}: use a bridge with a private IPv4 subnet (e.g. `ip addr add 10.78.0.1/24 dev BRIDGE`)", ranges = permitted_ipv4_text())]
+    AddressNotPermitted { ip: IpAddr },
+}
+
+/// The IPv4 ranges the CA may vouch for (its permitted iPAddress subtrees): RFC 1918 private,
+/// CGNAT (RFC 6598), link-local and loopback.
+pub const PERMITTED_IPV4: [(Ipv4Addr, u8); 6] = [
+    (Ipv4Addr::new(10, 0, 0, 0), 8),
+    (Ipv4Addr::new(172, 16, 0, 0), 12),
+    (Ipv4Addr::new(192, 168, 0, 0), 16),
+    (Ipv4Addr::new(100, 64, 0, 0), 10),
+    (Ipv4Addr::new(169, 254, 0, 0), 16),
+    (Ipv4Addr::new(127, 0, 0, 0), 8),
+];
+
+/// The DNS subtrees the CA may vouch for: `internal` (ICANN's private-use TLD), `local`
+/// (mDNS) and `mshome.net` (the DNS of Hyper-V's default switch).
+pub const PERMITTED_DNS: [&str; 3] = ["internal", "local", "mshome.net"];
+
+/// The domains a server certificate names its machine under: `NAME.internal`, `NAME.local`.
+const SERVER_DOMAINS: [&str; 2] = ["internal", "local"];
+
+fn permitted_ipv4_text() -> String {
+    PERMITTED_IPV4.iter().map(|(net, prefix)| format!("{net}/{prefix}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Whether `ip` lies in one of the CA's permitted ranges (IPv6 never does).
+fn is_permitted(ip: IpAddr) -> bool {
+    let IpAddr::V4(ip) = ip else { return false };
+    PERMITTED_IPV4.iter().any(|&(net, prefix)| {
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        u32::from(ip) & mask == u32::from(net) & mask
+    })
+}
+
+fn name_constraints() -> NameConstraints {
+    let ips = PERMITTED_IPV4
+        .iter()
+        .map(|&(net, prefix)| GeneralSubtree::IpAddress(CidrSubnet::from_v4_prefix(net.octets(), prefix)));
+    let dns = PERMITTED_DNS.iter().map(|d| GeneralSubtree::DnsName((*d).to_string()));
+    NameConstraints { permitted_subtrees: ips.chain(dns).collect(), excluded_subtrees: Vec::new() }
 }
 
 /// The PEM text of a certificate and its private key.
@@ -73,6 +122,8 @@ impl Ca {
         params.distinguished_name = name("n2d CA");
         // Path length 0: the CA signs machine and client certificates only, never another CA.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        // Trusted system-wide by mistake, it still vouches only for n2d's private names.
+        params.name_constraints = Some(name_constraints());
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_after = rcgen::date_time_ymd(2040, 1, 1);
         let cert = params.self_signed(&key).map_err(PkiError::Generate)?;
@@ -99,12 +150,22 @@ impl Ca {
         Issuer::from_ca_cert_pem(&self.cert_pem, &self.key)
     }
 
-    /// A server certificate for a Docker engine reachable as `names` and `ips`.
-    pub fn issue_server(&self, names: &[&str], ips: &[IpAddr]) -> Result<CertAndKey, PkiError> {
+    /// A server certificate for the Docker engine of machine `machine`, reachable at `ips`.
+    /// Its DNS names are `MACHINE.internal` and `MACHINE.local`, which the CA's name
+    /// constraints permit; an address outside [`PERMITTED_IPV4`] is refused.
+    pub fn issue_server(&self, machine: &MachineName, ips: &[IpAddr]) -> Result<CertAndKey, PkiError> {
+        if let Some(&ip) = ips.iter().find(|ip| !is_permitted(**ip)) {
+            return Err(PkiError::AddressNotPermitted { ip });
+        }
+        let dns: Vec<String> = SERVER_DOMAINS.iter().map(|d| format!("{}.{d}", machine.as_str())).collect();
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(PkiError::Generate)?;
-        params.distinguished_name = name(names.first().copied().unwrap_or("n2d"));
-        for n in names {
-            params.subject_alt_names.push(SanType::DnsName((*n).try_into().map_err(PkiError::Generate)?));
+        // A DNS name, not the bare machine name: a verifier that reads the subject's CN checks it
+        // against the name constraints too.
+        params.distinguished_name = name(&dns[0]);
+        for n in &dns {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(n.as_str().try_into().map_err(PkiError::Generate)?));
         }
         params.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -143,8 +204,22 @@ fn save(path: &Path, text: &str, mode: u32) -> Result<(), PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
     use std::os::unix::fs::PermissionsExt;
-    use x509_parser::prelude::*;
+    use webpki::{anchor_from_trusted_cert, EndEntityCert, KeyUsage};
+    use x509_parser::prelude::{parse_x509_pem, GeneralName};
+
+    fn machine(name: &str) -> MachineName {
+        name.parse().unwrap()
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    fn der(pem_text: &str) -> Vec<u8> {
+        parse_x509_pem(pem_text.as_bytes()).unwrap().1.contents
+    }
 
     fn sans(pem_text: &str) -> Vec<String> {
         let (_, pem) = parse_x509_pem(pem_text.as_bytes()).unwrap();
@@ -163,19 +238,151 @@ mod tests {
             .collect()
     }
 
+    /// Verifies `leaf` against `ca` as webpki (rustls) does: chain, usage, name constraints.
+    fn verify(ca: &str, leaf: &str, usage: KeyUsage) -> Result<(), webpki::Error> {
+        let ca_der = CertificateDer::from(der(ca));
+        let anchors = [anchor_from_trusted_cert(&ca_der)?];
+        let leaf_der = CertificateDer::from(der(leaf));
+        let leaf = EndEntityCert::try_from(&leaf_der)?;
+        let algs = [webpki::ring::ECDSA_P256_SHA256];
+        leaf.verify_for_usage(&algs, &anchors, &[], UnixTime::now(), usage, None, None).map(|_| ())
+    }
+
+    fn verify_server_for(ca: &str, leaf: &str, name: ServerName<'_>) -> Result<(), webpki::Error> {
+        verify(ca, leaf, KeyUsage::server_auth())?;
+        let leaf_der = CertificateDer::from(der(leaf));
+        EndEntityCert::try_from(&leaf_der)?.verify_is_valid_for_subject_name(&name)
+    }
+
     #[test]
-    fn server_certificate_holds_name_and_ips_and_is_signed_by_the_ca() {
+    fn server_certificate_names_the_machine_under_internal_and_local_and_is_signed_by_the_ca() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Ca::load_or_create(dir.path()).unwrap();
-        let ips: Vec<IpAddr> = vec!["10.77.0.2".parse().unwrap(), "127.0.0.1".parse().unwrap()];
-        let server = ca.issue_server(&["h1"], &ips).unwrap();
-        assert_eq!(sans(&server.cert_pem), ["h1", "10.77.0.2", "127.0.0.1"]);
+        let server = ca.issue_server(&machine("h1"), &[ip("10.77.0.2"), ip("127.0.0.1")]).unwrap();
+        // No bare `h1`: it could satisfy no DNS name constraint.
+        assert_eq!(sans(&server.cert_pem), ["h1.internal", "h1.local", "10.77.0.2", "127.0.0.1"]);
 
         let (_, ca_pem) = parse_x509_pem(ca.cert_pem().as_bytes()).unwrap();
         let ca_cert = ca_pem.parse_x509().unwrap();
         let (_, srv_pem) = parse_x509_pem(server.cert_pem.as_bytes()).unwrap();
         let srv = srv_pem.parse_x509().unwrap();
         srv.verify_signature(Some(ca_cert.public_key())).unwrap();
+        let cn = srv.subject().iter_common_name().next().unwrap().as_str().unwrap().to_string();
+        assert_eq!(cn, "h1.internal");
+    }
+
+    #[test]
+    fn the_ca_is_name_constrained_to_private_addresses_and_n2d_domains() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let (_, ca_pem) = parse_x509_pem(ca.cert_pem().as_bytes()).unwrap();
+        let ca_cert = ca_pem.parse_x509().unwrap();
+        let ext = ca_cert.name_constraints().unwrap().unwrap();
+        assert!(ext.critical, "RFC 5280: name constraints must be critical");
+        assert!(ext.value.excluded_subtrees.is_none());
+        let permitted: Vec<String> = ext
+            .value
+            .permitted_subtrees
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|t| match &t.base {
+                GeneralName::DNSName(d) => d.to_string(),
+                GeneralName::IPAddress(b) if b.len() == 8 => {
+                    let prefix: u32 = b[4..].iter().map(|m| m.count_ones()).sum();
+                    format!("{}/{prefix}", Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+                }
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            permitted,
+            [
+                "10.0.0.0/8",
+                "172.16.0.0/12",
+                "192.168.0.0/16",
+                "100.64.0.0/10",
+                "169.254.0.0/16",
+                "127.0.0.0/8",
+                "internal",
+                "local",
+                "mshome.net",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_server_certificate_verifies_against_the_ca_under_its_constraints() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let server = ca.issue_server(&machine("n2d-mngr-0"), &[ip("10.77.0.2"), ip("127.0.0.1")]).unwrap();
+        for name in [
+            ServerName::from(ip("10.77.0.2")),
+            ServerName::from(ip("127.0.0.1")),
+            ServerName::try_from("n2d-mngr-0.internal").unwrap(),
+            ServerName::try_from("n2d-mngr-0.local").unwrap(),
+        ] {
+            verify_server_for(ca.cert_pem(), &server.cert_pem, name.clone())
+                .unwrap_or_else(|e| panic!("{name:?}: {e}"));
+        }
+        assert!(
+            verify_server_for(ca.cert_pem(), &server.cert_pem, ServerName::from(ip("10.77.0.3"))).is_err()
+        );
+
+        // The user's client certificate (no SANs) passes the same CA, for client use.
+        let client = std::fs::read_to_string(dir.path().join(CLIENT_CERT)).unwrap();
+        verify(ca.cert_pem(), &client, KeyUsage::client_auth()).unwrap();
+    }
+
+    #[test]
+    fn the_constraints_reject_names_outside_them() {
+        // What issue_server refuses, signed anyway, fails verification: the constraints hold.
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let leaf = |san: SanType| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name = name("h1.internal");
+            params.subject_alt_names = vec![san];
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            ca.sign(params).unwrap().cert_pem
+        };
+        for (san, what) in [
+            (SanType::IpAddress(ip("8.8.8.8")), "a public address"),
+            (SanType::IpAddress(ip("::1")), "an IPv6 address"),
+            (SanType::DnsName("h1".try_into().unwrap()), "a bare machine name"),
+            (SanType::DnsName("example.com".try_into().unwrap()), "a public domain"),
+            (SanType::DnsName("internal.example.com".try_into().unwrap()), "a public domain"),
+        ] {
+            let err = verify(ca.cert_pem(), &leaf(san), KeyUsage::server_auth()).unwrap_err();
+            assert!(matches!(err, webpki::Error::NameConstraintViolation), "{what}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn an_address_outside_the_permitted_ranges_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        for bad in ["8.8.8.8", "172.32.0.1", "100.128.0.1", "11.0.0.1", "192.169.0.1", "::1", "fd00::2"] {
+            let err = ca.issue_server(&machine("h1"), &[ip("10.77.0.2"), ip(bad)]).unwrap_err();
+            assert!(matches!(err, PkiError::AddressNotPermitted { ip: i } if i == ip(bad)), "{bad}: {err:?}");
+            let msg = err.to_string();
+            assert!(msg.contains(bad) && msg.contains("bridge with a private IPv4 subnet"), "{msg}");
+            assert!(msg.contains("10.0.0.0/8") && msg.contains("100.64.0.0/10"), "{msg}");
+        }
+        for good in [
+            "10.0.0.1",
+            "10.255.255.254",
+            "172.16.0.1",
+            "172.31.255.254",
+            "192.168.122.10",
+            "100.64.0.1",
+            "100.127.255.254",
+            "169.254.1.1",
+            "127.0.0.1",
+        ] {
+            ca.issue_server(&machine("h1"), &[ip(good)]).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
     }
 
     #[test]
@@ -188,13 +395,31 @@ mod tests {
         assert!(bc.ca);
         assert_eq!(bc.path_len_constraint, Some(0));
 
-        let server = ca.issue_server(&["h1"], &["10.77.0.2".parse().unwrap()]).unwrap();
+        let server = ca.issue_server(&machine("h1"), &[ip("10.77.0.2")]).unwrap();
         let (_, srv_pem) = parse_x509_pem(server.cert_pem.as_bytes()).unwrap();
         let srv = srv_pem.parse_x509().unwrap();
         let ku = srv.key_usage().unwrap().unwrap().value;
         assert!(ku.digital_signature());
         assert!(!ku.key_encipherment(), "ECDSA keys cannot encipher");
         assert!(srv.extended_key_usage().unwrap().unwrap().value.server_auth);
+    }
+
+    #[test]
+    fn a_ca_made_before_name_constraints_is_kept_and_still_issues() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = name("n2d CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let old_pem = params.self_signed(&key).unwrap().pem();
+        save(&dir.path().join(CA_CERT), &old_pem, 0o600).unwrap();
+        save(&dir.path().join(CA_KEY), &key.serialize_pem(), 0o600).unwrap();
+
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        assert_eq!(ca.cert_pem(), old_pem);
+        let server = ca.issue_server(&machine("h1"), &[ip("10.77.0.2")]).unwrap();
+        verify_server_for(ca.cert_pem(), &server.cert_pem, ServerName::from(ip("10.77.0.2"))).unwrap();
     }
 
     #[test]

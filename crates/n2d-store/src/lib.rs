@@ -577,6 +577,59 @@ mod tests {
         waiter.join().unwrap().unwrap();
     }
 
+    /// Runs `flock -n LOCK true` as the unprivileged user 65534 (nobody), as another user's
+    /// attempt to take (and so hold) the lock would.
+    fn flock_as_nobody(lock: &Path) -> std::process::Output {
+        use std::os::unix::process::CommandExt;
+        std::process::Command::new("flock")
+            .uid(65534)
+            .gid(65534)
+            .current_dir("/")
+            .arg("-n")
+            .arg(lock)
+            .arg("true")
+            .output()
+            .expect("flock(1) from util-linux")
+    }
+
+    #[test]
+    fn another_user_cannot_open_the_lock_so_cannot_hang_n2d() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: running a process as another user (uid 65534) needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // Anyone may pass through the temporary directory: only the home protects the lock.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let home = Home::at(dir.path().join("home"));
+        drop(home.lock().unwrap());
+        let lock = home.root().join("lock");
+        assert_eq!(mode(home.root()), 0o700);
+        assert_eq!(mode(&lock), 0o600);
+
+        let refused = |what: &str| {
+            let out = flock_as_nobody(&lock);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{what}: another user opened the lock");
+            assert!(stderr.contains("Permission denied"), "{what}: {stderr}");
+        };
+        // The home's 0700 keeps other users out...
+        refused("home 0700, lock 0600");
+        // ...and so does the lock file's own 0600, were the home looser.
+        fs::set_permissions(home.root(), fs::Permissions::from_mode(0o755)).unwrap();
+        refused("home 0755, lock 0600");
+        // The check is real: a readable lock is enough for flock(2), hence for a stranger to
+        // hold it and keep n2d waiting.
+        fs::set_permissions(&lock, fs::Permissions::from_mode(0o644)).unwrap();
+        let out = flock_as_nobody(&lock);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(home.tighten().unwrap(), [home.root().to_path_buf(), lock.clone()]);
+        refused("tightened home");
+
+        // Nothing was left holding it: the home's own lock is taken at once.
+        drop(home.with_lock_timeout(Duration::ZERO).lock().unwrap());
+    }
+
     #[test]
     fn lock_can_be_taken_again_after_release() {
         let dir = tempfile::tempdir().unwrap();

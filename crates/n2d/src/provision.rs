@@ -228,7 +228,7 @@ fn write_config_disk(ctx: &Ctx, record: &MachineRecord) -> Result<()> {
         let ips: Vec<IpAddr> = vec![record.ip.into(), IpAddr::from([127, 0, 0, 1])];
         // No `localhost`: a certificate for every machine's loopback name would let any of them
         // stand in for another behind a local forward.
-        let server = ca.issue_server(&[spec.name.as_str()], &ips)?;
+        let server = ca.issue_server(&spec.name, &ips)?;
         Some(TlsMaterial {
             ca_pem: ca.cert_pem().to_string(),
             cert_pem: server.cert_pem,
