@@ -221,27 +221,30 @@ impl HostNet {
     ) -> Result<(), NetError> {
         let links = Links::new(runner);
         let may_create = bridge == crate::DEFAULT_BRIDGE;
-        let known = self.snapshot()?.bridges.get(bridge).cloned();
-        let Some(kind) = links.kind_of(bridge) else {
-            return match known {
-                Some(_) => Ok(()),
-                None if may_create => Ok(()),
-                None => Err(NetError::NoSuchBridge(bridge.into())),
-            };
-        };
-        if kind != "bridge" {
+        let known = self.snapshot()?.bridges.remove(bridge);
+        let kind = links.kind_of(bridge);
+        if known.is_none() && kind.is_none() && !may_create {
+            return Err(NetError::NoSuchBridge(bridge.into()));
+        }
+        if let Some(kind) = kind.filter(|k| k != "bridge") {
             return Err(NetError::NotABridge { dev: bridge.into(), kind });
         }
-        let adopted = match &known {
-            Some(b) => !b.created_by_n2d,
-            None => !may_create,
+        let link_subnet = || links.ipv4_of(bridge).ok().flatten();
+        let (subnet, adopted) = match &known {
+            Some(b) => (Some((b.gateway, b.prefix_len)), !b.created_by_n2d),
+            None if may_create => (link_subnet().or(Some((DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN))), false),
+            None => (link_subnet(), true),
         };
-        if adopted && addresses.is_none() {
-            let subnet = links.ipv4_of(bridge).ok().flatten().map(|(gw, len)| nat::subnet_text(gw, len));
-            return Err(NetError::AdoptedBridgeNeedsRange {
-                bridge: bridge.into(),
-                subnet: subnet.unwrap_or_default(),
-            });
+        let Some(range) = addresses else {
+            if adopted {
+                let subnet = subnet.map(|(gw, len)| nat::subnet_text(gw, len)).unwrap_or_default();
+                return Err(NetError::AdoptedBridgeNeedsRange { bridge: bridge.into(), subnet });
+            }
+            return Ok(());
+        };
+        // A bridge without an address is reported by the create itself.
+        if let Some((gateway, prefix_len)) = subnet {
+            check_range(bridge, gateway, prefix_len, range)?;
         }
         Ok(())
     }
@@ -519,15 +522,7 @@ fn choose_address(
 ) -> Result<Ipv4Addr, NetError> {
     let subnet = bridge.subnet();
     if let Some(range) = req.addresses {
-        let inside = |ip| bridge.candidates(None).any(|c| c == ip);
-        if !inside(range.first) || !inside(range.last) {
-            return Err(NetError::RangeOutsideSubnet {
-                range: range.to_string(),
-                bridge: req.bridge.into(),
-                subnet,
-                gateway: bridge.gateway,
-            });
-        }
+        check_range(req.bridge, bridge.gateway, bridge.prefix_len, range)?;
     }
     let taken = |ip: &Ipv4Addr| bridge.leases.get(ip).filter(|l| !l.owned_by(req.home, req.machine));
     if let Some(k) = keep {
@@ -556,6 +551,21 @@ fn choose_address(
         bridge: req.bridge.into(),
         used: bridge.leases.len(),
         range: req.addresses.map_or(subnet, |r| r.to_string()),
+    })
+}
+
+/// Every address of `range` must be a host address of the subnet other than the gateway.
+fn check_range(bridge: &str, gateway: Ipv4Addr, prefix_len: u8, range: IpRange) -> Result<(), NetError> {
+    let (first, last) = crate::host_range(gateway, prefix_len).unwrap_or((1, 0));
+    let inside = |ip: Ipv4Addr| (first..=last).contains(&u32::from(ip));
+    if inside(range.first) && inside(range.last) && !range.contains(gateway) {
+        return Ok(());
+    }
+    Err(NetError::RangeOutsideSubnet {
+        range: range.to_string(),
+        bridge: bridge.into(),
+        subnet: nat::subnet_text(gateway, prefix_len),
+        gateway,
     })
 }
 
@@ -908,6 +918,12 @@ mod tests {
         );
         let range: IpRange = "192.168.1.200-192.168.1.201".parse().unwrap();
         s.net.check_choice(&host, "br0", Some(range)).unwrap();
+        for outside in ["192.168.2.5", "192.168.1.1-192.168.1.9", "192.168.1.250-192.168.1.255"] {
+            let err = s.net.check_choice(&host, "br0", Some(outside.parse().unwrap())).unwrap_err();
+            assert!(matches!(err, NetError::RangeOutsideSubnet { .. }) && err.is_usage(), "{outside}: {err}");
+        }
+        let err = s.net.check_choice(&host, "n2d0", Some("10.78.0.5".parse().unwrap())).unwrap_err();
+        assert!(err.to_string().contains("10.77.0.0/24"), "{err}");
         s.net.check_choice(&host, "n2d0", None).unwrap();
 
         // Addresses come from the range only, and a foreign bridge gets no NAT and is kept.

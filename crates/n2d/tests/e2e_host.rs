@@ -94,6 +94,8 @@ fn one_docker_host_over_tls() {
     ns.n2d_ok(&["rm", "-f", "h1"]);
     assert!(ns.qemu_pids().is_empty(), "rm left QEMU running");
     assert_eq!(ns.links(), Vec::<String>::new(), "rm left links behind");
+    assert!(!ns.host_state_file().exists(), "rm left host-wide network state");
+    assert!(!ns.iptables("filter").contains("N2D-"), "rm left firewall chains");
     assert!(!home.join("machines/h1").exists());
     assert!(!ns.docker(&[], &["context", "inspect", "h1"]).status.success(), "rm left the docker context");
 }

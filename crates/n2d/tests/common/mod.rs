@@ -69,6 +69,25 @@ impl Netns {
         out
     }
 
+    /// `n2d` run in this namespace for another home (its own DOCKER_CONFIG too).
+    pub fn n2d_for(&self, home: &Path, args: &[&str]) -> Command {
+        let mut c = self.cmd(n2d_bin(), args);
+        c.env("N2D_HOME", home).env("DOCKER_CONFIG", home.join("docker-config"));
+        c
+    }
+
+    /// The namespace's host-wide n2d state file (`/run/n2d/netns-<inode>.json`).
+    pub fn host_state_file(&self) -> PathBuf {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(format!("/run/netns/{}", self.name)).unwrap().ino();
+        PathBuf::from(format!("/run/n2d/netns-{ino}.json"))
+    }
+
+    /// The namespace's iptables rules (`iptables -S`) of one table.
+    pub fn iptables(&self, table: &str) -> String {
+        run_ok(&mut self.cmd("iptables", &["-w", "5", "-t", table, "-S"]))
+    }
+
     pub fn n2d_ok(&self, args: &[&str]) -> String {
         let out = self.n2d(args);
         assert!(out.status.success(), "n2d {} failed", args.join(" "));
@@ -143,10 +162,13 @@ impl Drop for Netns {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
         std::thread::sleep(std::time::Duration::from_millis(300));
+        // n2d's host-wide record of this namespace's bridges goes with it.
+        if std::path::Path::new("/run/netns").join(&self.name).exists() {
+            let _ = std::fs::remove_file(self.host_state_file());
+        }
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         // Machines of this test: their state goes with them.
         let _ = std::fs::remove_dir_all(self.home.join("machines"));
-        let _ = std::fs::remove_dir_all(self.home.join("networks"));
         let _ = std::fs::remove_dir_all(self.home.join("swarms"));
         let _ = std::fs::remove_dir_all(self.docker_config());
     }
