@@ -221,7 +221,8 @@ impl HostNet {
     ) -> Result<(), NetError> {
         let links = Links::new(runner);
         let may_create = bridge == crate::DEFAULT_BRIDGE;
-        let known = self.snapshot()?.bridges.remove(bridge);
+        // A state n2d may not read (not root) is reported by the create itself, with its fix.
+        let known = self.snapshot().ok().and_then(|mut s| s.bridges.remove(bridge));
         let kind = links.kind_of(bridge);
         if known.is_none() && kind.is_none() && !may_create {
             return Err(NetError::NoSuchBridge(bridge.into()));
