@@ -1,0 +1,1 @@
+//! Failure paths against the fakes.
