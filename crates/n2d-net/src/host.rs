@@ -287,7 +287,7 @@ impl HostNet {
         keep: Option<&Claim>,
     ) -> Result<Attachment, NetError> {
         self.locked(|state| {
-            forget_stale(state);
+            forget_stale(state, runner);
             let links = Links::new(runner);
             let created = ensure_bridge(state, runner, &self.ip_forward, req)?;
             for claim in req.claims {
@@ -346,7 +346,7 @@ impl HostNet {
         tap: Option<&str>,
     ) -> Result<Vec<String>, NetError> {
         self.locked(|state| {
-            forget_stale(state);
+            forget_stale(state, runner);
             let links = Links::new(runner);
             let mut notes = Vec::new();
             let mut taps: Vec<String> = tap.map(str::to_string).into_iter().collect();
@@ -382,15 +382,28 @@ impl HostNet {
 }
 
 /// Drops the leases of machines whose home directory no longer holds them (a home deleted by
-/// hand, a crash before the lease was given back).
-fn forget_stale(state: &mut HostState) {
+/// hand, a machine directory removed by hand, a crash before the lease was given back), and
+/// deletes their taps unless another lease names them.
+fn forget_stale(state: &mut HostState, runner: &dyn Runner) {
+    let mut dropped = Vec::new();
     for bridge in state.bridges.values_mut() {
         // Only a directory that is surely gone counts: one the caller may not read (another
         // user's home) keeps its leases.
         bridge.leases.retain(|_, l| {
             let dir = l.home.join("machines").join(&l.machine);
-            !matches!(std::fs::metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            let gone = matches!(std::fs::metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            if gone {
+                dropped.push(l.tap.clone());
+            }
+            !gone
         });
+    }
+    let links = Links::new(runner);
+    for tap in dropped {
+        let held = state.bridges.values().flat_map(|b| b.leases.values()).any(|l| l.tap == tap);
+        if !held && links.exists(&tap) {
+            let _ = links.delete(&tap);
+        }
     }
 }
 
@@ -776,10 +789,12 @@ mod tests {
 
         let host = FakeHost::new(Some("eth0"));
         s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
-        // Home 1 deleted by hand: its lease goes, and the address is free again.
+        let stale_tap = s.net.snapshot().unwrap().bridges["n2d0"].leases.values().next().unwrap().tap.clone();
+        // Home 1 deleted by hand: its lease and tap go, and the address is free again.
         std::fs::remove_dir_all(&s.homes[0]).unwrap();
         let got = s.net.attach(&host, &req(&s.homes[1], "a", "n2d0"), None).unwrap();
         assert_eq!(got.ip, Ipv4Addr::new(10, 77, 0, 2));
+        assert!(!host.links().contains(&stale_tap), "the stale lease's tap is left");
     }
 
     #[test]

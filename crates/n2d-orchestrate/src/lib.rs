@@ -25,7 +25,7 @@ pub use rollback::Rollback;
 
 use n2d_net::host::HostNet;
 use n2d_store::{Home, MachineRecord};
-use n2d_swarm::{Endpoint, TlsPaths};
+use n2d_swarm::{Endpoint, RemoveTimeouts, TlsPaths};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -36,11 +36,20 @@ pub struct Timing {
     pub ping_backoff: Duration,
     /// Seconds each Docker API request may take while forming a swarm.
     pub form_request_secs: u64,
+    /// Waits of a scale-down (drain, then Down).
+    pub remove: RemoveTimeouts,
+    /// Waits when a failed scale-up takes its new nodes back out of the swarm.
+    pub evict: RemoveTimeouts,
 }
 
 impl Default for Timing {
     fn default() -> Self {
-        Timing { ping_backoff: Duration::from_millis(500), form_request_secs: 120 }
+        Timing {
+            ping_backoff: Duration::from_millis(500),
+            form_request_secs: 120,
+            remove: RemoveTimeouts::default(),
+            evict: RemoveTimeouts { drain: Duration::from_secs(10), down: Duration::from_secs(30) },
+        }
     }
 }
 

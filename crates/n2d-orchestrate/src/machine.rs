@@ -346,4 +346,14 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         remove_dir_all(&dir)?;
         Ok(())
     }
+
+    /// Gives back what the host still holds for a machine whose directory was removed by hand
+    /// (its lease, its tap, the bridge if it was the last), as `rm` would have.
+    pub fn forget_machine(&self, name: &MachineName) -> Result<()> {
+        let _lock = self.home.lock()?;
+        for note in self.net.detach(&self.runner, &self.home_key(), name.as_str(), None)? {
+            self.progress.say(&note);
+        }
+        Ok(())
+    }
 }

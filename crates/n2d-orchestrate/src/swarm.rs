@@ -12,7 +12,7 @@ use n2d_spec::swarm::{
 use n2d_store::MachineRecord;
 use n2d_swarm::{
     form_swarm, join_external_worker, load_image_everywhere, remove_nodes, swarm_health, Connector,
-    DockerApi, Endpoint, LoadProgress, Manager, NodeInfo, RemoveTimeouts,
+    DockerApi, Endpoint, LoadProgress, Manager, NodeInfo,
 };
 use n2d_vm::qemu::console_tail;
 use n2d_vm::Hypervisor;
@@ -263,6 +263,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             if self.home.machine_exists(node) {
                 self.remove_machine(node, true)?;
                 self.progress.say(&format!("{node} removed"));
+            } else {
+                // Removed by hand: its lease and tap may still be held.
+                self.forget_machine(node)?;
             }
         }
         self.home.remove_swarm(name)?;
@@ -366,10 +369,12 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             }
             let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
             let say = |msg: &str| self.progress.say(&format!("  {msg}"));
-            rt.block_on(remove_nodes(manager, &leaving, RemoveTimeouts::default(), say))?;
+            rt.block_on(remove_nodes(manager, &leaving, self.timing.remove, say))?;
             for r in &plan.remove {
                 if self.home.machine_exists(r) {
                     self.remove_machine(r, true)?;
+                } else {
+                    self.forget_machine(r)?;
                 }
                 record.managers.retain(|n| n != r);
                 record.workers.retain(|n| n != r);
@@ -387,7 +392,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             let rt = runtime()?;
             let (m, api) = self.reachable_manager(record, &rt)?;
             let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
-            let timeouts = RemoveTimeouts { drain: Duration::from_secs(10), down: Duration::from_secs(30) };
+            let timeouts = self.timing.evict;
             for node in made {
                 let api = self.connect(&self.endpoint(node), 30).ok();
                 let one = [(node.spec.name.to_string(), api)];
