@@ -22,9 +22,6 @@ use std::time::Duration;
 
 static SAID_WHY_NOT_KVM: AtomicBool = AtomicBool::new(false);
 
-/// What is undone when a create fails.
-type Undo<'a> = Rollback<'a>;
-
 impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// Tells the user once per run that VMs run under emulation, and why.
     fn report_accel(&self, report: &StartReport) {
@@ -69,7 +66,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         &self,
         spec: &MachineSpec,
         swarm: Option<&str>,
-    ) -> Result<(MachineRecord, Undo<'_>)> {
+    ) -> Result<(MachineRecord, Rollback<'_>)> {
         let _lock = self.home.lock()?;
         self.check_new_machine(spec)?;
         let name = spec.name.to_string();

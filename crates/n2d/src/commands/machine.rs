@@ -5,7 +5,7 @@ use crate::commands::image::resolve_image;
 use crate::context::Ctx;
 use crate::docker_context::{self, ContextSpec};
 use crate::doctor::{preflight, Target};
-use crate::UsageError;
+use crate::error::UsageError;
 use anyhow::{Context as _, Result};
 use n2d_spec::address::IpRange;
 use n2d_spec::machine::{parse_label, truncate_chars, ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE};

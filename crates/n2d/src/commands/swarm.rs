@@ -5,7 +5,7 @@ use crate::args::{AddHostArgs, Shell, SwarmCommand, SwarmCreateArgs};
 use crate::commands::image::resolve_image;
 use crate::context::Ctx;
 use crate::docker_context::{self, ContextSpec};
-use crate::UsageError;
+use crate::error::UsageError;
 use anyhow::{bail, Context as _, Result};
 use n2d_orchestrate::runtime;
 use n2d_spec::machine::{MachineSpec, DEFAULT_BRIDGE};
