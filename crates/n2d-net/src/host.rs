@@ -288,7 +288,7 @@ impl HostNet {
         keep: Option<&Claim>,
     ) -> Result<Attachment, NetError> {
         self.locked(|state| {
-            forget_stale(state);
+            forget_stale(state, runner);
             let links = Links::new(runner);
             let created = ensure_bridge(state, runner, &self.ip_forward, req)?;
             for claim in req.claims {
@@ -347,7 +347,7 @@ impl HostNet {
         tap: Option<&str>,
     ) -> Result<Vec<String>, NetError> {
         self.locked(|state| {
-            forget_stale(state);
+            forget_stale(state, runner);
             let links = Links::new(runner);
             let mut notes = Vec::new();
             let mut taps: Vec<String> = tap.map(str::to_string).into_iter().collect();
@@ -383,15 +383,28 @@ impl HostNet {
 }
 
 /// Drops the leases of machines whose home directory no longer holds them (a home deleted by
-/// hand, a crash before the lease was given back).
-fn forget_stale(state: &mut HostState) {
+/// hand, a machine directory removed by hand, a crash before the lease was given back), and
+/// deletes their taps unless another lease names them.
+fn forget_stale(state: &mut HostState, runner: &dyn Runner) {
+    let mut dropped = Vec::new();
     for bridge in state.bridges.values_mut() {
         // Only a directory that is surely gone counts: one the caller may not read (another
         // user's home) keeps its leases.
         bridge.leases.retain(|_, l| {
             let dir = l.home.join("machines").join(&l.machine);
-            !matches!(std::fs::metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
+            let gone = matches!(std::fs::metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            if gone {
+                dropped.push(l.tap.clone());
+            }
+            !gone
         });
+    }
+    let links = Links::new(runner);
+    for tap in dropped {
+        let held = state.bridges.values().flat_map(|b| b.leases.values()).any(|l| l.tap == tap);
+        if !held && links.exists(&tap) {
+            let _ = links.delete(&tap);
+        }
     }
 }
 
@@ -590,205 +603,7 @@ fn default_route_dev(runner: &dyn Runner) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use n2d_exec::ExecError;
-    use std::collections::BTreeSet;
-    use std::sync::Mutex;
-
-    /// A host's links, routes and iptables chains, changed by the `ip` and `iptables` commands
-    /// n2d runs.
-    #[derive(Default)]
-    struct FakeHost {
-        inner: Mutex<Fake>,
-    }
-
-    /// A link's kind, IPv4 address and master.
-    type FakeLink = (String, Option<(Ipv4Addr, u8)>, Option<String>);
-
-    #[derive(Default)]
-    struct Fake {
-        links: BTreeMap<String, FakeLink>,
-        default_dev: Option<String>,
-        /// "table chain" → rules
-        chains: BTreeMap<String, Vec<String>>,
-        fail: Vec<String>,
-    }
-
-    impl FakeHost {
-        fn new(default_dev: Option<&str>) -> FakeHost {
-            let host = FakeHost::default();
-            {
-                let mut f = host.inner.lock().unwrap();
-                f.default_dev = default_dev.map(str::to_string);
-                for c in ["filter FORWARD", "nat POSTROUTING"] {
-                    f.chains.insert(c.into(), Vec::new());
-                }
-                f.links.insert("lo".into(), ("loopback".into(), Some((Ipv4Addr::LOCALHOST, 8)), None));
-                f.links
-                    .insert("eth0".into(), ("ether".into(), Some((Ipv4Addr::new(192, 168, 1, 9), 24)), None));
-            }
-            host
-        }
-        fn add_link(&self, name: &str, kind: &str, addr: Option<(Ipv4Addr, u8)>) {
-            self.inner.lock().unwrap().links.insert(name.into(), (kind.into(), addr, None));
-        }
-        fn links(&self) -> BTreeSet<String> {
-            self.inner.lock().unwrap().links.keys().cloned().collect()
-        }
-        fn master(&self, dev: &str) -> Option<String> {
-            self.inner.lock().unwrap().links.get(dev).and_then(|l| l.2.clone())
-        }
-        fn chain(&self, table_chain: &str) -> Option<Vec<String>> {
-            self.inner.lock().unwrap().chains.get(table_chain).cloned()
-        }
-        fn fail_on(&self, needle: &str) {
-            self.inner.lock().unwrap().fail.push(needle.into());
-        }
-    }
-
-    impl Runner for FakeHost {
-        fn run(&self, cmd: &Cmd) -> Result<Vec<u8>, ExecError> {
-            let line = cmd.display();
-            let mut f = self.inner.lock().unwrap();
-            let fail = || {
-                Err(ExecError::Failed {
-                    command: line.clone(),
-                    status: "exit status: 1".into(),
-                    stderr_tail: "no".into(),
-                })
-            };
-            if f.fail.iter().any(|n| line.contains(n.as_str())) {
-                return fail();
-            }
-            let words: Vec<&str> = line.split_whitespace().collect();
-            let ok = |s: String| Ok(s.into_bytes());
-            match words.as_slice() {
-                ["ip", "-j", "-d", "link", "show", "dev", d] => match f.links.get(*d) {
-                    Some((kind, ..)) if kind == "ether" || kind == "loopback" => {
-                        ok(format!(r#"[{{"ifname":"{d}","link_type":"{kind}"}}]"#))
-                    }
-                    Some((kind, ..)) => ok(format!(
-                        r#"[{{"ifname":"{d}","link_type":"ether","linkinfo":{{"info_kind":"{kind}"}}}}]"#
-                    )),
-                    None => fail(),
-                },
-                ["ip", "link", "show", "dev", d] => {
-                    if f.links.contains_key(*d) {
-                        ok(String::new())
-                    } else {
-                        fail()
-                    }
-                }
-                ["ip", "-j", "-4", "addr", "show", "dev", d] => match f.links.get(*d) {
-                    Some((_, Some((ip, len)), _)) => {
-                        ok(format!(r#"[{{"addr_info":[{{"local":"{ip}","prefixlen":{len}}}]}}]"#))
-                    }
-                    Some(_) => ok("[{\"addr_info\":[]}]".into()),
-                    None => fail(),
-                },
-                ["ip", "-j", "-4", "route", "show", "default"] => match &f.default_dev {
-                    Some(dev) => {
-                        ok(format!(r#"[{{"dst":"default","gateway":"192.168.1.1","dev":"{dev}"}}]"#))
-                    }
-                    None => ok("[]".into()),
-                },
-                ["ip", "link", "add", "name", d, "type", kind] => {
-                    if f.links.contains_key(*d) {
-                        return fail();
-                    }
-                    f.links.insert(d.to_string(), (kind.to_string(), None, None));
-                    ok(String::new())
-                }
-                ["ip", "addr", "add", cidr, "dev", d] => {
-                    let (ip, len) = cidr.split_once('/').unwrap();
-                    let addr = Some((ip.parse().unwrap(), len.parse().unwrap()));
-                    match f.links.get_mut(*d) {
-                        Some(l) => {
-                            l.1 = addr;
-                            ok(String::new())
-                        }
-                        None => fail(),
-                    }
-                }
-                ["ip", "tuntap", "add", "dev", d, "mode", "tap"] => {
-                    if f.links.contains_key(*d) {
-                        return fail();
-                    }
-                    f.links.insert(d.to_string(), ("tun".into(), None, None));
-                    ok(String::new())
-                }
-                ["ip", "link", "set", "dev", d, "master", b] => {
-                    if !f.links.contains_key(*b) {
-                        return fail();
-                    }
-                    match f.links.get_mut(*d) {
-                        Some(l) => {
-                            l.2 = Some(b.to_string());
-                            ok(String::new())
-                        }
-                        None => fail(),
-                    }
-                }
-                ["ip", "link", "set", "dev", d, "up"] => {
-                    if f.links.contains_key(*d) {
-                        ok(String::new())
-                    } else {
-                        fail()
-                    }
-                }
-                ["ip", "link", "del", "dev", d] => {
-                    if f.links.remove(*d).is_none() {
-                        return fail();
-                    }
-                    // Ports of a deleted bridge lose their master.
-                    for l in f.links.values_mut() {
-                        if l.2.as_deref() == Some(*d) {
-                            l.2 = None
-                        }
-                    }
-                    ok(String::new())
-                }
-                ["iptables", "-w", "5", "-t", table, op, chain, rule @ ..] => {
-                    let key = format!("{table} {chain}");
-                    let rule = rule.join(" ");
-                    let exists = f.chains.contains_key(&key);
-                    match *op {
-                        "-N" if exists => fail(),
-                        "-N" => {
-                            f.chains.insert(key, Vec::new());
-                            ok(String::new())
-                        }
-                        "-F" | "-X" if !exists => fail(),
-                        "-F" => {
-                            f.chains.get_mut(&key).unwrap().clear();
-                            ok(String::new())
-                        }
-                        "-X" => {
-                            f.chains.remove(&key);
-                            ok(String::new())
-                        }
-                        "-A" if exists => {
-                            f.chains.get_mut(&key).unwrap().push(rule);
-                            ok(String::new())
-                        }
-                        "-C" | "-D" => {
-                            let rules = f.chains.get_mut(&key);
-                            match rules.and_then(|r| r.iter().position(|x| *x == rule).map(|i| (r, i))) {
-                                Some((r, i)) => {
-                                    if *op == "-D" {
-                                        r.remove(i);
-                                    }
-                                    ok(String::new())
-                                }
-                                None => fail(),
-                            }
-                        }
-                        _ => fail(),
-                    }
-                }
-                _ => panic!("unexpected command {line}"),
-            }
-        }
-    }
+    use crate::testing::FakeHost;
 
     struct Setup {
         _dir: tempfile::TempDir,
@@ -863,11 +678,7 @@ mod tests {
     fn nat_goes_after_existing_forward_rules_and_only_to_the_uplink() {
         let s = setup();
         let host = FakeHost::new(Some("eth0"));
-        host.inner
-            .lock()
-            .unwrap()
-            .chains
-            .insert("filter FORWARD".into(), vec!["-j DOCKER-USER".into(), "-j DROP".into()]);
+        host.set_chain("filter FORWARD", &["-j DOCKER-USER", "-j DROP"]);
         s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
         assert_eq!(host.chain("filter FORWARD").unwrap(), ["-j DOCKER-USER", "-j DROP", "-j N2D-FWD-n2d0"]);
         assert_eq!(host.chain("nat N2D-NAT-n2d0").unwrap(), ["-s 10.77.0.0/24 -o eth0 -j MASQUERADE"]);
@@ -979,10 +790,12 @@ mod tests {
 
         let host = FakeHost::new(Some("eth0"));
         s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
-        // Home 1 deleted by hand: its lease goes, and the address is free again.
+        let stale_tap = s.net.snapshot().unwrap().bridges["n2d0"].leases.values().next().unwrap().tap.clone();
+        // Home 1 deleted by hand: its lease and tap go, and the address is free again.
         std::fs::remove_dir_all(&s.homes[0]).unwrap();
         let got = s.net.attach(&host, &req(&s.homes[1], "a", "n2d0"), None).unwrap();
         assert_eq!(got.ip, Ipv4Addr::new(10, 77, 0, 2));
+        assert!(!host.links().contains(&stale_tap), "the stale lease's tap is left");
     }
 
     #[test]
@@ -1019,7 +832,7 @@ mod tests {
         let s = setup();
         let host = FakeHost::new(Some("eth0"));
         host.add_link("n2d0", "bridge", Some((Ipv4Addr::new(10, 77, 0, 1), 24)));
-        host.inner.lock().unwrap().chains.insert("filter FORWARD".into(), vec!["-i n2d0 -j ACCEPT".into()]);
+        host.set_chain("filter FORWARD", &["-i n2d0 -j ACCEPT"]);
         s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
         assert_eq!(host.chain("filter FORWARD").unwrap(), ["-j N2D-FWD-n2d0"]);
         s.net.detach(&host, &s.homes[0], "a", None).unwrap();

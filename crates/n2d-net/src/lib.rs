@@ -6,6 +6,8 @@
 
 pub mod host;
 pub mod nat;
+#[cfg(any(test, feature = "fakes"))]
+pub mod testing;
 
 use n2d_exec::{Cmd, ExecError, Runner};
 pub use n2d_spec::machine::DEFAULT_BRIDGE;

@@ -229,3 +229,11 @@ pub trait DockerApi: Send + Sync {
         progress: ByteProgress,
     ) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
 }
+
+/// Gives a client for an engine's endpoint: [`crate::BollardConnector`] for real engines, the
+/// fake swarm (feature `fakes`) in tests.
+pub trait Connector: Send + Sync {
+    type Api: DockerApi;
+    /// `timeout_secs` bounds each request.
+    fn connect(&self, endpoint: &Endpoint, timeout_secs: u64) -> Result<Self::Api, ApiError>;
+}

@@ -395,3 +395,14 @@ mod tests {
         assert_eq!(body, data);
     }
 }
+
+/// Connects [`BollardApi`] clients.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BollardConnector;
+
+impl crate::api::Connector for BollardConnector {
+    type Api = BollardApi;
+    fn connect(&self, endpoint: &Endpoint, timeout_secs: u64) -> Result<BollardApi, ApiError> {
+        BollardApi::connect(endpoint, timeout_secs)
+    }
+}

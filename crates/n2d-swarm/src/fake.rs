@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::api::{
-    ApiError, Availability, ByteProgress, DockerApi, JoinToken, JoinTokens, LocalSwarmState, NodeInfo,
-    NodeRole, NodeState, TaskInfo,
+    ApiError, Availability, ByteProgress, Connector, DockerApi, Endpoint, JoinToken, JoinTokens,
+    LocalSwarmState, NodeInfo, NodeRole, NodeState, TaskInfo,
 };
 
 pub const WORKER_TOKEN: &str = "SWMTKN-1-secret-worker";
@@ -81,6 +81,18 @@ impl Cluster {
 
     pub fn loaded(&self, host: &str) -> Option<u64> {
         self.lock().loaded.get(host).copied()
+    }
+}
+
+/// Engines are known by the endpoint's name (the node's hostname); `fail(host, "connect")`
+/// makes connecting to one fail.
+impl Connector for Cluster {
+    type Api = FakeApi;
+    fn connect(&self, endpoint: &Endpoint, _timeout_secs: u64) -> Result<FakeApi, ApiError> {
+        if self.lock().fail.contains(&(endpoint.name.clone(), "connect".to_string())) {
+            return Err(err(format!("injected connect failure on {}", endpoint.name)));
+        }
+        Ok(self.api(&endpoint.name))
     }
 }
 

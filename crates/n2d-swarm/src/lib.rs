@@ -14,14 +14,14 @@ pub mod load;
 pub mod scale;
 mod wait;
 
-#[cfg(test)]
-mod fake;
+#[cfg(any(test, feature = "fakes"))]
+pub mod fake;
 
 pub use api::{
-    ApiError, Availability, ByteProgress, DockerApi, Endpoint, JoinToken, JoinTokens, LocalSwarmState,
-    NodeInfo, NodeRole, NodeState, TaskInfo, TlsPaths, DOCKER_TLS_PORT, SWARM_PORT,
+    ApiError, Availability, ByteProgress, Connector, DockerApi, Endpoint, JoinToken, JoinTokens,
+    LocalSwarmState, NodeInfo, NodeRole, NodeState, TaskInfo, TlsPaths, DOCKER_TLS_PORT, SWARM_PORT,
 };
-pub use bollard_api::BollardApi;
+pub use bollard_api::{BollardApi, BollardConnector};
 pub use error::{Result, SwarmError};
 pub use form::{form_swarm, join_external_worker, swarm_health, JoinAction, Manager, NodeStatus};
 pub use load::{check_docker_save_archive, load_image_everywhere, LoadProgress};

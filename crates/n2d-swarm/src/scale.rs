@@ -27,11 +27,12 @@ impl Default for RemoveTimeouts {
 
 /// Remove `nodes` (name, its own Docker API) from the swarm one by one, via
 /// `manager`. Managers are demoted first. A node whose daemon cannot be
-/// reached is drained and force-removed from the manager's side. Nodes not
+/// reached, or that has no API (its VM is gone), is drained and
+/// force-removed from the manager's side. Nodes not
 /// in the swarm are skipped. Returns the names actually removed.
 pub async fn remove_nodes<M: DockerApi, A: DockerApi>(
     manager: Manager<'_, M>,
-    nodes: &[(String, A)],
+    nodes: &[(String, Option<A>)],
     timeouts: RemoveTimeouts,
     progress: impl Fn(&str),
 ) -> Result<Vec<String>> {
@@ -45,10 +46,14 @@ pub async fn remove_nodes<M: DockerApi, A: DockerApi>(
         let err_node = || name.clone();
         // The node's own view gives its id without relying on hostnames;
         // if it is unreachable, fall back to the manager's list.
-        let (self_id, reachable) = match api.swarm_state().await {
-            Ok(LocalSwarmState::Active { node_id, .. }) => (Some(node_id), true),
-            Ok(_) => (None, true),
-            Err(_) => (None, false),
+        let state = match api {
+            Some(api) => Some(api.swarm_state().await),
+            None => None,
+        };
+        let (self_id, reachable) = match state {
+            Some(Ok(LocalSwarmState::Active { node_id, .. })) => (Some(node_id), api.as_ref()),
+            Some(Ok(_)) => (None, api.as_ref()),
+            Some(Err(_)) | None => (None, None),
         };
         let listed = list_nodes(manager).await?;
         let Some(node) = find_node(&listed, name, self_id.as_deref()) else {
@@ -79,7 +84,7 @@ pub async fn remove_nodes<M: DockerApi, A: DockerApi>(
             progress(&format!("{name}: tasks still running after {:?}; removing anyway", timeouts.drain));
         }
 
-        if reachable {
+        if let Some(api) = reachable {
             if node.role == NodeRole::Manager {
                 wait_demoted(api, timeouts.down).await;
             }
@@ -208,8 +213,8 @@ mod tests {
         cluster.set_tasks("n2d-wrkr-2", 3);
         let before = cluster.events().len();
         let victims = vec![
-            ("n2d-wrkr-2".to_string(), cluster.api("n2d-wrkr-2")),
-            ("n2d-wrkr-1".to_string(), cluster.api("n2d-wrkr-1")),
+            ("n2d-wrkr-2".to_string(), Some(cluster.api("n2d-wrkr-2"))),
+            ("n2d-wrkr-1".to_string(), Some(cluster.api("n2d-wrkr-1"))),
         ];
         let removed =
             remove_nodes(manager(&nodes), &victims, RemoveTimeouts::default(), |_| {}).await.unwrap();
@@ -237,7 +242,7 @@ mod tests {
     async fn managers_are_demoted_first() {
         let (cluster, nodes) = swarm(3, 1).await;
         let before = cluster.events().len();
-        let victims = vec![("n2d-mngr-2".to_string(), cluster.api("n2d-mngr-2"))];
+        let victims = vec![("n2d-mngr-2".to_string(), Some(cluster.api("n2d-mngr-2")))];
         remove_nodes(manager(&nodes), &victims, RemoveTimeouts::default(), |_| {}).await.unwrap();
         assert_eq!(
             interesting(&cluster, before),
@@ -253,7 +258,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn refuses_to_remove_the_manager_it_talks_to() {
         let (cluster, nodes) = swarm(1, 1).await;
-        let victims = vec![("n2d-mngr-0".to_string(), cluster.api("n2d-mngr-0"))];
+        let victims = vec![("n2d-mngr-0".to_string(), Some(cluster.api("n2d-mngr-0")))];
         let err =
             remove_nodes(manager(&nodes), &victims, RemoveTimeouts::default(), |_| {}).await.unwrap_err();
         assert!(matches!(err, SwarmError::RemoveSelf { ref node } if node == "n2d-mngr-0"));
@@ -264,17 +269,28 @@ mod tests {
         let (cluster, nodes) = swarm(1, 2).await;
         cluster.fail("n2d-wrkr-1", "state");
         let before = cluster.events().len();
-        let victims = vec![("n2d-wrkr-1".to_string(), cluster.api("n2d-wrkr-1"))];
+        let victims = vec![("n2d-wrkr-1".to_string(), Some(cluster.api("n2d-wrkr-1")))];
         let timeouts = RemoveTimeouts { drain: Duration::from_secs(2), down: Duration::from_secs(2) };
         remove_nodes(manager(&nodes), &victims, timeouts, |_| {}).await.unwrap();
         assert_eq!(interesting(&cluster, before), ["drain n2d-wrkr-1", "remove n2d-wrkr-1 force=true"]);
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_node_without_a_vm_is_force_removed() {
+        let (cluster, nodes) = swarm(1, 2).await;
+        let before = cluster.events().len();
+        let victims: Vec<(String, Option<FakeApi>)> = vec![("n2d-wrkr-1".to_string(), None)];
+        let timeouts = RemoveTimeouts { drain: Duration::from_secs(2), down: Duration::from_secs(2) };
+        remove_nodes(manager(&nodes), &victims, timeouts, |_| {}).await.unwrap();
+        assert_eq!(interesting(&cluster, before), ["drain n2d-wrkr-1", "remove n2d-wrkr-1 force=true"]);
+        assert!(cluster.nodes().iter().all(|n| n.hostname != "n2d-wrkr-1"));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn leave_failure_names_the_node() {
         let (cluster, nodes) = swarm(1, 2).await;
         cluster.fail("n2d-wrkr-0", "leave");
-        let victims = vec![("n2d-wrkr-0".to_string(), cluster.api("n2d-wrkr-0"))];
+        let victims = vec![("n2d-wrkr-0".to_string(), Some(cluster.api("n2d-wrkr-0")))];
         let err =
             remove_nodes(manager(&nodes), &victims, RemoveTimeouts::default(), |_| {}).await.unwrap_err();
         assert!(matches!(err, SwarmError::LeaveSwarm { ref node, .. } if node == "n2d-wrkr-0"));

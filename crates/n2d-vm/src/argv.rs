@@ -1,6 +1,6 @@
 //! The QEMU command line, as a pure function of the VM's configuration.
 
-use crate::{Accel, QemuVersion, VmConfig};
+use crate::{Accel, QemuVersion, VmHandle, VmLaunch};
 use n2d_proto::{CONFIG_DISK_SERIAL, CONTROL_PORT_NAME, DATA_DISK_SERIAL, ROOT_DISK_SERIAL};
 
 /// Files QEMU creates in the machine directory (it runs with that directory as its cwd, so the
@@ -102,7 +102,7 @@ pub fn tcg_thread_gated(
     }
 }
 
-pub fn qemu_argv(vm: &VmConfig, accel: Accel, tcg: TcgThread) -> Vec<String> {
+pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: TcgThread) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     // TCG's threading comes from `tcg_thread` (QEMU version, or N2D_TCG_THREAD).
@@ -116,9 +116,9 @@ pub fn qemu_argv(vm: &VmConfig, accel: Accel, tcg: TcgThread) -> Vec<String> {
     };
     push(&["-name", &format!("n2d-{}", vm.name)]);
     push(&["-machine", "q35", "-accel", accel_opt, "-cpu", cpu]);
-    push(&["-smp", &vm.cpus.to_string(), "-m", &format!("{}M", vm.memory_mib)]);
+    push(&["-smp", &launch.cpus.to_string(), "-m", &format!("{}M", launch.memory_mib)]);
     push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
-    push(&["-kernel", &vm.kernel.display().to_string(), "-initrd", &vm.initrd.display().to_string()]);
+    push(&["-kernel", &launch.kernel.display().to_string(), "-initrd", &launch.initrd.display().to_string()]);
     push(&["-append", KERNEL_CMDLINE]);
     push(&[
         "-chardev",
@@ -128,14 +128,14 @@ pub fn qemu_argv(vm: &VmConfig, accel: Accel, tcg: TcgThread) -> Vec<String> {
     ]);
     // The root filesystem is shared read-only by every VM of the image; n2d-init puts a tmpfs
     // overlay on it, so no per-VM copy (or copy-on-write layer) is needed.
-    push(&["-drive", &drive("root", &vm.rootfs, "raw", ",readonly=on")]);
+    push(&["-drive", &drive("root", &launch.rootfs, "raw", ",readonly=on")]);
     push(&["-device", &format!("virtio-blk-pci,drive=root,serial={ROOT_DISK_SERIAL}")]);
     push(&["-drive", &drive("config", &vm.dir.join(CONFIG_DISK_FILE), "raw", ",readonly=on")]);
     push(&["-device", &format!("virtio-blk-pci,drive=config,serial={CONFIG_DISK_SERIAL}")]);
     push(&["-drive", &drive("data", &vm.dir.join(DATA_DISK_FILE), "qcow2", ",discard=unmap")]);
     push(&["-device", &format!("virtio-blk-pci,drive=data,serial={DATA_DISK_SERIAL}")]);
-    push(&["-netdev", &format!("tap,id=net0,ifname={},script=no,downscript=no", vm.tap)]);
-    push(&["-device", &format!("virtio-net-pci,netdev=net0,mac={}", vm.mac)]);
+    push(&["-netdev", &format!("tap,id=net0,ifname={},script=no,downscript=no", launch.tap)]);
+    push(&["-device", &format!("virtio-net-pci,netdev=net0,mac={}", launch.mac)]);
     // Entropy at boot: TLS and swarm's raft start immediately.
     push(&["-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"]);
     // Dynamic memory: the guest hands freed pages back to the host.
@@ -155,10 +155,13 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    fn vm() -> VmConfig {
-        VmConfig {
-            name: "h1".into(),
-            dir: PathBuf::from("/state/machines/h1"),
+    fn argv(accel: Accel, tcg: TcgThread) -> Vec<String> {
+        let vm = VmHandle::new("h1", PathBuf::from("/state/machines/h1"));
+        qemu_argv(&vm, &launch(), accel, tcg)
+    }
+
+    fn launch() -> VmLaunch {
+        VmLaunch {
             cpus: 2,
             memory_mib: 2048,
             kernel: "/img/vmlinuz".into(),
@@ -175,12 +178,12 @@ mod tests {
 
     #[test]
     fn tcg_and_kvm_pick_their_cpu_models() {
-        let tcg = qemu_argv(&vm(), Accel::Tcg, TcgThread::Single);
+        let tcg = argv(Accel::Tcg, TcgThread::Single);
         assert_eq!(after(&tcg, "-accel"), ["tcg,thread=single"]);
         assert_eq!(after(&tcg, "-cpu"), ["max"]);
-        let mttcg = qemu_argv(&vm(), Accel::Tcg, TcgThread::Multi);
+        let mttcg = argv(Accel::Tcg, TcgThread::Multi);
         assert_eq!(after(&mttcg, "-accel"), ["tcg,thread=multi"]);
-        let kvm = qemu_argv(&vm(), Accel::Kvm, TcgThread::Multi);
+        let kvm = argv(Accel::Kvm, TcgThread::Multi);
         assert_eq!(after(&kvm, "-accel"), ["kvm"]);
         assert_eq!(after(&kvm, "-cpu"), ["host"]);
     }
@@ -224,7 +227,7 @@ mod tests {
 
     #[test]
     fn resources_disks_and_nic_come_from_the_config() {
-        let argv = qemu_argv(&vm(), Accel::Tcg, TcgThread::Single);
+        let argv = argv(Accel::Tcg, TcgThread::Single);
         assert_eq!(after(&argv, "-smp"), ["2"]);
         assert_eq!(after(&argv, "-m"), ["2048M"]);
         assert_eq!(
@@ -245,7 +248,7 @@ mod tests {
 
     #[test]
     fn vm_is_daemonized_headless_and_never_reboots() {
-        let argv = qemu_argv(&vm(), Accel::Tcg, TcgThread::Single);
+        let argv = argv(Accel::Tcg, TcgThread::Single);
         for flag in ["-daemonize", "-no-reboot", "-nodefaults"] {
             assert!(argv.iter().any(|a| a == flag), "{flag}");
         }

@@ -1,7 +1,7 @@
 //! `n2d console`: the user's terminal attached to the guest's root shell on /dev/hvc0.
 
 use crate::argv::CONSOLE_SOCKET;
-use crate::{VmConfig, VmError};
+use crate::{VmError, VmHandle};
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 pub const DETACH_BYTE: u8 = 0x1d;
 
 /// Bridges stdin/stdout to the guest console until the user detaches or the VM goes away.
-pub fn attach(vm: &VmConfig) -> Result<(), VmError> {
+pub fn attach(vm: &VmHandle) -> Result<(), VmError> {
     let sock_err = |source| VmError::Socket { name: vm.name.clone(), what: "console", source };
     let stream = UnixStream::connect(vm.dir.join(CONSOLE_SOCKET)).map_err(sock_err)?;
     let mut to_guest = stream.try_clone().map_err(sock_err)?;

@@ -1,7 +1,7 @@
 //! Hypervisor driver. `Hypervisor` is a trait only because a second driver (Hyper-V on Windows)
 //! is planned; [`Qemu`] is the one there is.
 //!
-//! * [`argv`]: the QEMU command line, a pure function of [`VmConfig`].
+//! * [`argv`]: the QEMU command line, a pure function of [`VmHandle`] and [`VmLaunch`].
 //! * [`boot_failure`]: tells the emulator's known boot race (retried) from real faults.
 //! * [`accel`]: KVM when the CPU has vmx/svm and KVM really starts, TCG otherwise.
 //! * [`qmp`]: a small QMP client (status, quit).
@@ -14,6 +14,8 @@ pub mod accel;
 pub mod argv;
 pub mod boot_failure;
 pub mod console;
+#[cfg(any(test, feature = "fakes"))]
+pub mod fake;
 pub mod identity;
 pub mod qemu;
 pub mod qmp;
@@ -28,12 +30,24 @@ pub use version::{detect_qemu_version, QemuVersion};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Everything needed to start one VM.
+/// Which machine: all that state, stop and kill need (they find QEMU by its pid file in the
+/// directory), so they work even when the machine's record is damaged or its image is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmConfig {
+pub struct VmHandle {
     pub name: String,
     /// The machine directory: QEMU's cwd, where its sockets, pid file and serial log live.
     pub dir: PathBuf,
+}
+
+impl VmHandle {
+    pub fn new(name: impl Into<String>, dir: impl Into<PathBuf>) -> VmHandle {
+        VmHandle { name: name.into(), dir: dir.into() }
+    }
+}
+
+/// How to start a machine: its resources, boot files and network card.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmLaunch {
     pub cpus: u32,
     pub memory_mib: u64,
     pub kernel: PathBuf,
@@ -102,11 +116,11 @@ pub enum VmError {
 }
 
 /// What n2d needs from a hypervisor.
-pub trait Hypervisor {
-    fn start(&self, vm: &VmConfig) -> Result<StartReport, VmError>;
-    fn wait_ready(&self, vm: &VmConfig, since: u64, timeout: Duration) -> Result<(), VmError>;
-    fn state(&self, vm: &VmConfig) -> VmState;
-    fn stop(&self, vm: &VmConfig, timeout: Duration) -> Result<StopOutcome, VmError>;
+pub trait Hypervisor: Send + Sync {
+    fn start(&self, vm: &VmHandle, launch: &VmLaunch) -> Result<StartReport, VmError>;
+    fn wait_ready(&self, vm: &VmHandle, since: u64, timeout: Duration) -> Result<(), VmError>;
+    fn state(&self, vm: &VmHandle) -> VmState;
+    fn stop(&self, vm: &VmHandle, timeout: Duration) -> Result<StopOutcome, VmError>;
     /// Ends the VM at once (no guest shutdown).
-    fn kill(&self, vm: &VmConfig) -> Result<(), VmError>;
+    fn kill(&self, vm: &VmHandle) -> Result<(), VmError>;
 }

@@ -7,7 +7,7 @@ use crate::argv::{
 };
 use crate::identity::{is_machine_qemu, ProcFacts, QemuExe};
 use crate::version::{detect_qemu_version, QemuVersion};
-use crate::{Hypervisor, VmConfig, VmError, VmState};
+use crate::{Hypervisor, VmError, VmHandle, VmLaunch, VmState};
 use n2d_proto::{ControlRequest, READY_MARKER};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -80,7 +80,7 @@ impl Qemu {
         Ok(tcg_thread(forced.is_none().then(|| self.version()).flatten(), forced))
     }
 
-    fn launch(&self, vm: &VmConfig, accel: Accel) -> Result<i32, VmError> {
+    fn launch(&self, vm: &VmHandle, launch: &VmLaunch, accel: Accel) -> Result<i32, VmError> {
         // Never clear the files of a QEMU that is still running (e.g. two `start`s at once).
         if self.pid(vm).is_some() {
             return Err(VmError::AlreadyRunning { name: vm.name.clone() });
@@ -92,7 +92,7 @@ impl Qemu {
         // With -daemonize the parent exits once the VM is set up: its status and stderr tell
         // whether QEMU accepted the configuration.
         let output = Command::new(&self.binary)
-            .args(qemu_argv(vm, accel, tcg))
+            .args(qemu_argv(vm, launch, accel, tcg))
             .current_dir(&vm.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -121,7 +121,7 @@ impl Qemu {
     /// the process must be alive, not a zombie, run by our uid, be the QEMU binary
     /// (/proc/PID/exe), and have this machine's data disk on its command line (QEMU's cwd is
     /// `/` once it daemonizes, so that cannot tell). See [`is_machine_qemu`].
-    pub fn pid(&self, vm: &VmConfig) -> Option<i32> {
+    pub fn pid(&self, vm: &VmHandle) -> Option<i32> {
         let pid = read_pid(&vm.dir)?;
         let facts = ProcFacts::read(pid)?;
         let exe = self.exe.get_or_init(|| QemuExe::resolve(&self.binary));
@@ -129,7 +129,7 @@ impl Qemu {
         is_machine_qemu(&facts, exe, uid, &vm.dir.join(crate::argv::DATA_DISK_FILE)).then_some(pid)
     }
 
-    fn wait_gone(&self, vm: &VmConfig, timeout: Duration) -> bool {
+    fn wait_gone(&self, vm: &VmHandle, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self.pid(vm).is_none() {
@@ -142,10 +142,10 @@ impl Qemu {
 }
 
 impl Hypervisor for Qemu {
-    fn start(&self, vm: &VmConfig) -> Result<StartReport, VmError> {
+    fn start(&self, vm: &VmHandle, launch: &VmLaunch) -> Result<StartReport, VmError> {
         let choice = detect_accel();
         if choice.accel == Accel::Kvm {
-            match self.launch(vm, Accel::Kvm) {
+            match self.launch(vm, launch, Accel::Kvm) {
                 // Some hosts accept KVM at setup and fail at the first vCPU run: give it a moment.
                 Ok(pid) => {
                     std::thread::sleep(Duration::from_millis(1500));
@@ -156,18 +156,18 @@ impl Hypervisor for Qemu {
                 Err(VmError::QemuMissing(e)) => return Err(VmError::QemuMissing(e)),
                 Err(_) => {}
             }
-            let pid = self.launch(vm, Accel::Tcg)?;
+            let pid = self.launch(vm, launch, Accel::Tcg)?;
             return Ok(StartReport {
                 pid,
                 accel: Accel::Tcg,
                 why_not_kvm: Some(crate::accel::NoKvm::StartFailed),
             });
         }
-        let pid = self.launch(vm, Accel::Tcg)?;
+        let pid = self.launch(vm, launch, Accel::Tcg)?;
         Ok(StartReport { pid, accel: Accel::Tcg, why_not_kvm: choice.why_not_kvm })
     }
 
-    fn wait_ready(&self, vm: &VmConfig, since: u64, timeout: Duration) -> Result<(), VmError> {
+    fn wait_ready(&self, vm: &VmHandle, since: u64, timeout: Duration) -> Result<(), VmError> {
         let log = vm.dir.join(SERIAL_LOG);
         let deadline = Instant::now() + timeout;
         let mut seen = String::new();
@@ -212,7 +212,7 @@ impl Hypervisor for Qemu {
         }
     }
 
-    fn state(&self, vm: &VmConfig) -> VmState {
+    fn state(&self, vm: &VmHandle) -> VmState {
         if self.pid(vm).is_some() {
             VmState::Running
         } else {
@@ -220,7 +220,7 @@ impl Hypervisor for Qemu {
         }
     }
 
-    fn stop(&self, vm: &VmConfig, timeout: Duration) -> Result<StopOutcome, VmError> {
+    fn stop(&self, vm: &VmHandle, timeout: Duration) -> Result<StopOutcome, VmError> {
         if self.pid(vm).is_none() {
             return Ok(StopOutcome::AlreadyStopped);
         }
@@ -235,7 +235,7 @@ impl Hypervisor for Qemu {
         Ok(StopOutcome::Forced)
     }
 
-    fn kill(&self, vm: &VmConfig) -> Result<(), VmError> {
+    fn kill(&self, vm: &VmHandle) -> Result<(), VmError> {
         if self.pid(vm).is_none() {
             return Ok(());
         }
@@ -276,10 +276,12 @@ pub fn console_tail(dir: &Path, lines: usize) -> String {
 mod tests {
     use super::*;
 
-    fn vm(dir: &Path) -> VmConfig {
-        VmConfig {
-            name: "t".into(),
-            dir: dir.to_path_buf(),
+    fn vm(dir: &Path) -> VmHandle {
+        VmHandle::new("t", dir)
+    }
+
+    fn launch() -> VmLaunch {
+        VmLaunch {
             cpus: 1,
             memory_mib: 512,
             kernel: "k".into(),
@@ -355,7 +357,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bad = "many".parse::<TcgThread>();
         let q = Qemu { binary: "n2d-no-such-qemu".into(), tcg_thread_override: Some(bad), ..Qemu::default() };
-        let err = q.launch(&vm(dir.path()), Accel::Tcg).unwrap_err();
+        let err = q.launch(&vm(dir.path()), &launch(), Accel::Tcg).unwrap_err();
         assert!(matches!(err, VmError::TcgThread(_)), "{err}");
         let forced = Qemu {
             binary: "n2d-no-such-qemu".into(),
@@ -374,7 +376,7 @@ mod tests {
     fn missing_qemu_names_the_package() {
         let dir = tempfile::tempdir().unwrap();
         let q = Qemu { binary: "n2d-no-such-qemu".into(), ..Qemu::default() };
-        let err = q.launch(&vm(dir.path()), Accel::Tcg).unwrap_err().to_string();
+        let err = q.launch(&vm(dir.path()), &launch(), Accel::Tcg).unwrap_err().to_string();
         assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
     }
 }

@@ -1,7 +1,9 @@
-//! The command line (clap derive). Only argument definitions live here.
+//! The command line (clap derive). Every argument definition lives here, and only they: this
+//! module uses nothing else of the crate, so `commands/*` depend on it and never the reverse.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use n2d_spec::machine::MachineName;
+use n2d_spec::swarm::SwarmName;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -63,7 +65,7 @@ pub enum Command {
     Console { name: MachineName },
     /// Create and manage Docker Swarms of n2d machines
     #[command(subcommand)]
-    Swarm(crate::commands::swarm::SwarmCommand),
+    Swarm(SwarmCommand),
     /// Print a shell completion script (e.g. `n2d completions bash > /usr/share/bash-completion/completions/n2d`)
     Completions {
         #[arg(value_enum)]
@@ -76,6 +78,93 @@ pub enum Command {
     },
     /// Check that this host has what `create` needs: one line per check, with the fix
     Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwarmCommand {
+    /// Create a swarm: N managers + M workers, created in parallel, joined and labelled
+    Create(SwarmCreateArgs),
+    /// List swarms and the health of their nodes
+    Ls,
+    /// Print the environment that points the docker CLI at a swarm manager
+    Env {
+        name: SwarmName,
+        #[arg(long, value_enum, default_value_t = Shell::Bash)]
+        shell: Shell,
+    },
+    /// Remove a swarm: its VMs, disks, leases and certificates (external hosts only leave)
+    Rm { name: SwarmName },
+    /// Add or remove nodes (removed nodes are drained first, so services keep running)
+    Scale {
+        name: SwarmName,
+        #[arg(long)]
+        workers: Option<u32>,
+        #[arg(long)]
+        managers: Option<u32>,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Load a `docker save` archive into every node
+    Load { name: SwarmName, archive: PathBuf },
+    /// Join a Docker engine n2d did not create to the swarm as a worker
+    AddHost(AddHostArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SwarmCreateArgs {
+    /// Cluster file (YAML) describing the swarm; replaces the flags below
+    #[arg(short = 'f', long = "file", conflicts_with_all = ["prefix", "managers", "workers", "cpus", "memory", "network", "ip_range", "labels"])]
+    pub file: Option<PathBuf>,
+    /// Name of the swarm and prefix of its node names
+    #[arg(long)]
+    pub prefix: Option<SwarmName>,
+    #[arg(long)]
+    pub managers: Option<u32>,
+    #[arg(long)]
+    pub workers: Option<u32>,
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Memory per node, e.g. 1536M
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Bridge to attach the nodes to [default: n2d0, created if absent]
+    #[arg(long, value_parser = bridge_name)]
+    pub network: Option<String>,
+    /// The addresses the nodes take, FIRST-LAST or a CIDR block (needed on a bridge n2d did
+    /// not create)
+    #[arg(long)]
+    pub ip_range: Option<n2d_spec::address::IpRange>,
+    /// Node label KEY=VALUE@TARGET, TARGET a node name, all, workers or managers (repeatable)
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Seconds to wait for the nodes to boot and become Ready
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+    /// Keep what was created when the command fails (for debugging)
+    #[arg(long)]
+    pub keep_on_failure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddHostArgs {
+    pub name: SwarmName,
+    /// The engine to join, e.g. tcp://192.168.1.20:2376
+    #[arg(long)]
+    pub host: String,
+    /// Name to record the host under [default: from --host]
+    #[arg(long = "as")]
+    pub host_name: Option<String>,
+    #[arg(long)]
+    pub tlscacert: Option<PathBuf>,
+    #[arg(long)]
+    pub tlscert: Option<PathBuf>,
+    #[arg(long)]
+    pub tlskey: Option<PathBuf>,
+    /// Node label KEY=VALUE (repeatable)
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
 }
 
 #[derive(Debug, Args, Clone)]

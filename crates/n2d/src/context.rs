@@ -1,19 +1,22 @@
-//! What every command works with: the state home, the host-wide network state, the tool
-//! runner and the hypervisor.
+//! The real wiring of the orchestration library: the state home, the host-wide network state,
+//! real tools (`SystemRunner`), QEMU and bollard, with progress drawn on the terminal.
 
 use anyhow::Result;
 use n2d_exec::SystemRunner;
 use n2d_net::host::HostNet;
+use n2d_orchestrate::{Orchestrator, Timing};
 use n2d_store::Home;
+use n2d_swarm::BollardConnector;
 use n2d_vm::Qemu;
-use std::path::PathBuf;
 
-pub struct Ctx {
-    pub home: Home,
-    /// Bridges, leases and taps, shared with every other home on the host.
-    pub net: HostNet,
-    pub runner: SystemRunner,
-    pub qemu: Qemu,
+/// What every command works with (see [`Orchestrator`]); derefs to it.
+pub struct Ctx(pub Orchestrator<SystemRunner, Qemu, BollardConnector>);
+
+impl std::ops::Deref for Ctx {
+    type Target = Orchestrator<SystemRunner, Qemu, BollardConnector>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Ctx {
@@ -22,22 +25,24 @@ impl Ctx {
         // Ctrl-C also ends a wait for the state lock held by another n2d.
         let home = Home::from_env()?.with_cancel(qemu.cancel.clone());
         let net = HostNet::system()?.with_cancel(qemu.cancel.clone());
-        Ok(Ctx { home, net, runner: SystemRunner, qemu })
+        Ok(Ctx(Orchestrator {
+            home,
+            net,
+            runner: SystemRunner,
+            hypervisor: qemu,
+            docker: BollardConnector,
+            progress: Box::new(crate::progress::Terminal),
+            timing: Timing::default(),
+        }))
     }
 
-    /// The home as the host-wide state names it: its real path, so two spellings of one home
-    /// are one owner.
-    pub fn home_key(&self) -> PathBuf {
-        std::fs::canonicalize(self.home.root()).unwrap_or_else(|_| self.home.root().to_path_buf())
-    }
-
-    /// The first Ctrl-C (or SIGTERM) stops waiting for VMs (or for the state lock) so that what a create made is rolled
-    /// back; a second one exits at once.
+    /// The first Ctrl-C (or SIGTERM) stops waiting for VMs (or for the state lock) so that
+    /// what a create made is rolled back; a second one exits at once.
     pub fn handle_interrupts(&self) -> Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         for signal in [SIGINT, SIGTERM] {
-            signal_hook::flag::register_conditional_shutdown(signal, 130, self.qemu.cancel.clone())?;
-            signal_hook::flag::register(signal, self.qemu.cancel.clone())?;
+            signal_hook::flag::register_conditional_shutdown(signal, 130, self.hypervisor.cancel.clone())?;
+            signal_hook::flag::register(signal, self.hypervisor.cancel.clone())?;
         }
         Ok(())
     }

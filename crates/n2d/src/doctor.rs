@@ -447,10 +447,10 @@ impl SystemProbe<'_> {
 
 impl HostProbe for SystemProbe<'_> {
     fn qemu_binary(&self) -> String {
-        self.ctx.qemu.binary.clone()
+        self.ctx.hypervisor.binary.clone()
     }
     fn qemu_version_output(&self) -> Option<String> {
-        let cmd = Cmd::new(&self.ctx.qemu.binary, n2d_vm::argv::QEMU_PACKAGE).arg("--version");
+        let cmd = Cmd::new(&self.ctx.hypervisor.binary, n2d_vm::argv::QEMU_PACKAGE).arg("--version");
         self.ctx.runner.run(&cmd).ok().map(|out| String::from_utf8_lossy(&out).into_owned())
     }
     fn installed(&self, program: &str) -> bool {

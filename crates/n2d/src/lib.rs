@@ -6,23 +6,14 @@ pub mod commands;
 pub mod context;
 pub mod docker_context;
 pub mod doctor;
+pub mod error;
 pub mod guest_init;
 pub mod progress;
-pub mod provision;
 
 use clap::Parser;
 use std::ffi::OsString;
 
-/// A mistake in what the user typed: exit status 2, like clap's own usage errors.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct UsageError(pub String);
-
-impl UsageError {
-    pub fn err(msg: impl Into<String>) -> anyhow::Error {
-        anyhow::Error::new(UsageError(msg.into()))
-    }
-}
+pub use error::UsageError;
 
 /// Parses `args`, runs the command, prints the whole error chain on failure and returns the
 /// exit status: 0 ok, 1 runtime failure, 2 usage error (bad input, unknown machine), 130
@@ -51,14 +42,19 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
 }
 
 fn exit_code(err: &anyhow::Error) -> i32 {
+    let orchestration = |c: &(dyn std::error::Error + 'static), test: fn(&n2d_orchestrate::Error) -> bool| {
+        c.downcast_ref::<n2d_orchestrate::Error>().is_some_and(test)
+    };
     if err.chain().any(|c| {
-        matches!(c.downcast_ref(), Some(n2d_vm::VmError::Interrupted { .. }))
+        orchestration(c, n2d_orchestrate::Error::is_interrupted)
+            || matches!(c.downcast_ref(), Some(n2d_vm::VmError::Interrupted { .. }))
             || matches!(c.downcast_ref(), Some(n2d_store::StoreError::LockInterrupted { .. }))
     }) {
         return 130;
     }
     let usage = err.chain().any(|c| {
         c.is::<UsageError>()
+            || orchestration(c, n2d_orchestrate::Error::is_usage)
             || c.is::<n2d_spec::machine::SpecError>()
             || c.is::<n2d_spec::swarm::SpecError>()
             || matches!(c.downcast_ref(), Some(n2d_store::StoreError::NoSuchMachine(_)))

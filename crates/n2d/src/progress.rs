@@ -66,3 +66,24 @@ impl Drop for Step {
         bars().remove(&self.bar);
     }
 }
+
+/// The orchestration's progress on this terminal: spinners, or plain lines in CI logs.
+pub struct Terminal;
+
+impl n2d_orchestrate::Progress for Terminal {
+    fn say(&self, line: &str) {
+        say(line);
+    }
+    fn step(&self, label: &str) -> Box<dyn n2d_orchestrate::Step> {
+        Box::new(Step::start(label))
+    }
+}
+
+impl n2d_orchestrate::Step for Step {
+    fn set(&self, msg: &str) {
+        Step::set(self, msg);
+    }
+    fn done(self: Box<Self>, summary: &str) {
+        Step::done(*self, summary);
+    }
+}

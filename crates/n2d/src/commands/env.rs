@@ -2,7 +2,6 @@
 
 use crate::args::Shell;
 use crate::context::Ctx;
-use crate::provision::load_record;
 use anyhow::Result;
 
 /// Renders DOCKER_HOST / DOCKER_TLS_VERIFY / DOCKER_CERT_PATH for `shell`. `cert_path` is
@@ -39,7 +38,7 @@ pub fn render(shell: Shell, docker_host: &str, cert_path: Option<&str>, eval_hin
 }
 
 pub fn machine_env(ctx: &Ctx, name: &n2d_spec::machine::MachineName, shell: Shell) -> Result<()> {
-    let record = load_record(ctx, name)?;
+    let record = ctx.load_record(name)?;
     let certs = ctx.home.certs_dir();
     let cert_path = (!record.spec.insecure_tcp).then(|| certs.to_string_lossy().into_owned());
     print!("{}", render(shell, &record.docker_host(), cert_path.as_deref(), &format!("n2d env {name}")));

@@ -1,10 +1,10 @@
-//! `n2d image build` and `n2d image ls`.
+//! `n2d image build` and `n2d image ls`, and the image a create boots.
 
-use crate::args::ImageCommand;
+use crate::args::{ImageBuildArgs, ImageCommand};
 use crate::context::Ctx;
-use crate::provision::{build_default_image, mb};
+use crate::progress::Step;
 use anyhow::Result;
-use n2d_image::list_images;
+use n2d_image::{build_image, find_image, list_images, BuildOptions, Image};
 
 pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
     match cmd {
@@ -39,4 +39,44 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The image to boot: the one named, else the newest built, else a fresh build of the default.
+pub fn resolve_image(ctx: &Ctx, id: Option<&str>) -> Result<Image> {
+    if let Some(id) = id {
+        return Ok(find_image(&ctx.home, id)?);
+    }
+    if let Some(image) = list_images(&ctx.home).into_iter().next() {
+        return Ok(image);
+    }
+    eprintln!("No image yet: building the default image first.");
+    build_default_image(ctx, &ImageBuildArgs::default())
+}
+
+pub fn build_default_image(ctx: &Ctx, args: &ImageBuildArgs) -> Result<Image> {
+    let opts = BuildOptions {
+        init: crate::guest_init::guest_init(args.init.clone())?,
+        suite: args.suite.clone(),
+        mirror: args.mirror.clone(),
+    };
+    let step = Step::start("Building image");
+    let total = n2d_image::Stage::ALL.len();
+    let (image, cached) = build_image(&ctx.home, &ctx.runner, &opts, &|stage| {
+        step.set(format!("[{}/{total}] {}", stage.number(), stage.describe()));
+    })?;
+    let m = &image.manifest;
+    step.done(format!(
+        "Image {} {} (kernel {}, initrd {}, root {}; {} unpacked)",
+        m.short_id(),
+        if cached { "already built" } else { "built" },
+        mb(m.kernel_bytes),
+        mb(m.initrd_bytes),
+        mb(m.rootfs_bytes),
+        mb(m.rootfs_unpacked_bytes)
+    ));
+    Ok(image)
+}
+
+pub fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
 }

@@ -1,14 +1,11 @@
 //! Single-machine commands: create, ls, inspect, ip, start, stop, restart, rm, logs, console.
 
 use crate::args::{CreateArgs, MachineArgs};
+use crate::commands::image::resolve_image;
 use crate::context::Ctx;
 use crate::docker_context::{self, ContextSpec};
 use crate::doctor::{preflight, Target};
-use crate::provision::{
-    create_machine, load_record, machine_state, remove_machine, resolve_image, start_machine, stop_machine,
-    vm_config,
-};
-use crate::UsageError;
+use crate::error::UsageError;
 use anyhow::{Context as _, Result};
 use n2d_spec::address::IpRange;
 use n2d_spec::machine::{parse_label, truncate_chars, ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE};
@@ -49,13 +46,13 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     let labels = args.labels.iter().map(|l| parse_label(l)).collect::<Result<BTreeMap<_, _>, _>>()?;
     // Validate everything the user typed before building or creating anything.
     let mut spec = spec_from_args(&args.name, &args.machine, &labels, String::new())?;
-    crate::provision::check_new_machine(ctx, &spec)?;
+    ctx.check_new_machine(&spec)?;
     ctx.net.check_choice(&ctx.runner, &spec.bridge, spec.addresses)?;
     let target = Target { bridge: spec.bridge.clone(), image: args.machine.image.clone() };
     preflight(ctx, &target)?;
     warn_insecure(&args.machine);
     spec.image = resolve_image(ctx, args.machine.image.as_deref())?.manifest.id;
-    let record = create_machine(ctx, &spec, None, Duration::from_secs(args.machine.timeout))?;
+    let record = ctx.create_machine(&spec, None, Duration::from_secs(args.machine.timeout))?;
     let name = &record.spec.name;
     let context = register_context(ctx, &record);
     println!("{}", record.ip);
@@ -70,7 +67,7 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
 /// Registers (or refreshes) the docker context of a lone machine; a failure is only reported.
 fn register_context(ctx: &Ctx, record: &n2d_store::MachineRecord) -> bool {
     let name = record.spec.name.as_str();
-    let spec = ContextSpec::machine(&crate::commands::endpoint(ctx, record));
+    let spec = ContextSpec::machine(&ctx.endpoint(record));
     docker_context::register(&ctx.runner, &spec, &format!("n2d env {name}"))
 }
 
@@ -81,7 +78,7 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
             .iter()
             .map(|(name, rec)| match rec {
                 Ok(r) => serde_json::json!({
-                    "name": name, "state": machine_state(ctx, r).to_string(), "ip": r.ip,
+                    "name": name, "state": ctx.machine_state(&r.spec.name).to_string(), "ip": r.ip,
                     "endpoint": r.docker_host(), "image": r.spec.image, "swarm": r.swarm,
                 }),
                 Err(e) => serde_json::json!({ "name": name, "state": "error", "error": e.to_string() }),
@@ -96,7 +93,7 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
             Ok(r) => println!(
                 "{:<20} {:<8} {:<15} {:<26} {:<12}",
                 name,
-                machine_state(ctx, &r).to_string(),
+                ctx.machine_state(&r.spec.name).to_string(),
                 r.ip.to_string(),
                 r.docker_host(),
                 truncate_chars(&r.spec.image, 12)
@@ -108,9 +105,9 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
 }
 
 pub fn inspect(ctx: &Ctx, name: &MachineName) -> Result<()> {
-    let r = load_record(ctx, name)?;
+    let r = ctx.load_record(name)?;
     let mut v = serde_json::to_value(&r)?;
-    v["state"] = machine_state(ctx, &r).to_string().into();
+    v["state"] = ctx.machine_state(&r.spec.name).to_string().into();
     v["endpoint"] = r.docker_host().into();
     v["dir"] = ctx.home.machine_dir(name).display().to_string().into();
     println!("{}", serde_json::to_string_pretty(&v)?);
@@ -118,7 +115,7 @@ pub fn inspect(ctx: &Ctx, name: &MachineName) -> Result<()> {
 }
 
 pub fn ip(ctx: &Ctx, name: &MachineName) -> Result<()> {
-    println!("{}", load_record(ctx, name)?.ip);
+    println!("{}", ctx.load_record(name)?.ip);
     Ok(())
 }
 
@@ -132,9 +129,11 @@ fn need_names(names: &[MachineName], verb: &str) -> Result<()> {
 pub fn start(ctx: &Ctx, names: &[MachineName]) -> Result<()> {
     need_names(names, "start")?;
     for name in names {
-        start_machine(ctx, name, Duration::from_secs(600))?;
+        if !ctx.start_machine(name, Duration::from_secs(600))? {
+            eprintln!("{name} is already running");
+        }
         // Swarm nodes are reached through the swarm's context.
-        let record = load_record(ctx, name)?;
+        let record = ctx.load_record(name)?;
         if record.swarm.is_none() {
             register_context(ctx, &record);
         }
@@ -145,7 +144,7 @@ pub fn start(ctx: &Ctx, names: &[MachineName]) -> Result<()> {
 pub fn stop(ctx: &Ctx, names: &[MachineName], timeout: u64) -> Result<()> {
     need_names(names, "stop")?;
     for name in names {
-        match stop_machine(ctx, name, Duration::from_secs(timeout))? {
+        match ctx.stop_machine(name, Duration::from_secs(timeout))? {
             StopOutcome::AlreadyStopped => eprintln!("{name} was not running"),
             StopOutcome::Graceful => eprintln!("{name} stopped"),
             StopOutcome::Forced => {
@@ -164,7 +163,7 @@ pub fn restart(ctx: &Ctx, names: &[MachineName], timeout: u64) -> Result<()> {
 pub fn rm(ctx: &Ctx, names: &[MachineName], force: bool) -> Result<()> {
     need_names(names, "rm")?;
     for name in names {
-        remove_machine(ctx, name, force)?;
+        ctx.remove_machine(name, force)?;
         docker_context::unregister(
             &ctx.runner,
             name.as_str(),
@@ -177,7 +176,7 @@ pub fn rm(ctx: &Ctx, names: &[MachineName], force: bool) -> Result<()> {
 
 pub fn logs(ctx: &Ctx, name: &MachineName, follow: bool) -> Result<()> {
     let dir = ctx.home.machine_dir(name);
-    let record = load_record(ctx, name)?;
+    let record = ctx.load_record(name)?;
     let path = dir.join(n2d_vm::argv::SERIAL_LOG);
     let mut out = std::io::stdout();
     let mut offset = 0u64;
@@ -189,10 +188,10 @@ pub fn logs(ctx: &Ctx, name: &MachineName, follow: bool) -> Result<()> {
             out.write_all(&buf)?;
             out.flush()?;
         }
-        if !follow || ctx.qemu.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        if !follow || ctx.hypervisor.cancel.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
         }
-        if machine_state(ctx, &record) == VmState::Stopped {
+        if ctx.machine_state(&record.spec.name) == VmState::Stopped {
             std::thread::sleep(Duration::from_secs(1));
         } else {
             std::thread::sleep(Duration::from_millis(300));
@@ -201,11 +200,10 @@ pub fn logs(ctx: &Ctx, name: &MachineName, follow: bool) -> Result<()> {
 }
 
 pub fn console(ctx: &Ctx, name: &MachineName) -> Result<()> {
-    let record = load_record(ctx, name)?;
-    if machine_state(ctx, &record) != VmState::Running {
+    let record = ctx.load_record(name)?;
+    if ctx.machine_state(&record.spec.name) != VmState::Running {
         return Err(UsageError::err(format!("{name} is not running: start it with `n2d start {name}`")));
     }
-    let image = n2d_image::find_image(&ctx.home, &record.spec.image)?;
-    n2d_vm::console::attach(&vm_config(ctx, &record, &image))?;
+    n2d_vm::console::attach(&ctx.vm_handle(&record.spec.name))?;
     Ok(())
 }

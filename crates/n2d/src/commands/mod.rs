@@ -1,4 +1,4 @@
-//! One module per group of commands; [`run`] dispatches.
+//! One module per group of commands, each clap → library call → print; [`run`] dispatches.
 
 pub mod docs;
 pub mod doctor;
@@ -9,9 +9,7 @@ pub mod swarm;
 
 use crate::args::Command;
 use crate::context::Ctx;
-use anyhow::{Context as _, Result};
-use n2d_store::MachineRecord;
-use n2d_swarm::{BollardApi, Endpoint, TlsPaths};
+use anyhow::Result;
 
 pub fn run(command: Command) -> Result<()> {
     // These need no state home.
@@ -60,22 +58,4 @@ fn permission_target(path: &std::path::Path) -> u32 {
     } else {
         n2d_store::FILE_MODE
     }
-}
-
-/// How to reach a machine's engine: TLS with the user's client certificate, or plain HTTP
-/// for `--insecure-tcp` machines.
-pub fn endpoint(ctx: &Ctx, record: &MachineRecord) -> Endpoint {
-    let certs = ctx.home.certs_dir();
-    let tls = (!record.spec.insecure_tcp).then(|| TlsPaths {
-        ca: certs.join(n2d_pki::CA_CERT),
-        cert: certs.join(n2d_pki::CLIENT_CERT),
-        key: certs.join(n2d_pki::CLIENT_KEY),
-    });
-    Endpoint { name: record.spec.name.to_string(), ip: record.ip, docker_host: record.docker_host(), tls }
-}
-
-/// A Docker API client for `ep`; `timeout_secs` bounds each request.
-pub fn connect(ep: &Endpoint, timeout_secs: u64) -> Result<BollardApi> {
-    BollardApi::connect(ep, timeout_secs)
-        .with_context(|| format!("cannot connect to {} ({})", ep.name, ep.docker_host))
 }

@@ -1,0 +1,356 @@
+//! Creating, starting, stopping and removing machines: the steps `create` and `swarm` share.
+//!
+//! A create that fails midway undoes what it made, in reverse order ([`Rollback`]): VM, tap
+//! and IP lease (host-wide, see `n2d_net::host`), machine directory.
+
+use crate::{Error, Orchestrator, Result, Rollback, Step};
+use n2d_exec::{Cmd, Runner};
+use n2d_image::{find_image, Image};
+use n2d_net::host::{AttachRequest, Claim};
+use n2d_pki::Ca;
+use n2d_proto::{encode_config_disk, DockerConfig, GuestConfig, GuestNetwork, TlsMaterial};
+use n2d_spec::machine::{MachineName, MachineSpec};
+use n2d_store::{remove_dir_all, write_atomic, MachineRecord};
+use n2d_swarm::{Connector, DockerApi};
+use n2d_vm::argv::{CONFIG_DISK_FILE as CONFIG_DISK, DATA_DISK_FILE as DATA_DISK};
+use n2d_vm::qemu::console_log_len;
+use n2d_vm::{Hypervisor, StartReport, StopOutcome, VmHandle, VmLaunch, VmState};
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+static SAID_WHY_NOT_KVM: AtomicBool = AtomicBool::new(false);
+
+impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
+    /// Tells the user once per run that VMs run under emulation, and why.
+    fn report_accel(&self, report: &StartReport) {
+        if let Some(why) = &report.why_not_kvm {
+            if !SAID_WHY_NOT_KVM.swap(true, Ordering::Relaxed) {
+                self.progress.say(&format!("note: KVM is not available ({why}): VMs run under QEMU's software emulation (TCG), which is slower"));
+            }
+        }
+    }
+
+    /// The machine as the hypervisor knows it: its name and directory.
+    pub fn vm_handle(&self, name: &MachineName) -> VmHandle {
+        VmHandle::new(name.as_str(), self.home.machine_dir(name))
+    }
+
+    /// How to start the machine of `record` with `image`.
+    pub fn vm_launch(record: &MachineRecord, image: &Image) -> VmLaunch {
+        VmLaunch {
+            cpus: record.spec.cpus,
+            memory_mib: record.spec.memory.mib(),
+            kernel: image.kernel(),
+            initrd: image.initrd(),
+            rootfs: image.rootfs(),
+            tap: record.tap.clone(),
+            mac: record.mac.clone(),
+        }
+    }
+
+    /// Validates a spec and the name's availability before anything is made.
+    pub fn check_new_machine(&self, spec: &MachineSpec) -> Result<()> {
+        spec.validate()?;
+        if self.home.machine_exists(&spec.name) {
+            return Err(Error::MachineExists { name: spec.name.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Allocates everything a machine needs (IP, tap, certificate, disks) and records it. On
+    /// error nothing is left behind; on success the returned [`Rollback`] undoes it all unless
+    /// committed.
+    pub fn prepare_machine(
+        &self,
+        spec: &MachineSpec,
+        swarm: Option<&str>,
+    ) -> Result<(MachineRecord, Rollback<'_>)> {
+        let _lock = self.home.lock()?;
+        self.check_new_machine(spec)?;
+        let name = spec.name.to_string();
+        let mut rollback = Rollback::default();
+
+        let dir = self.home.machine_dir(&spec.name);
+        // QEMU's sockets are created relative to the machine directory, but clients connect by
+        // full path, which Linux limits to 107 bytes.
+        if dir.join("console.sock").as_os_str().len() > 100 {
+            return Err(Error::StatePathTooLong { dir });
+        }
+        // The directory comes first: a host-wide lease whose machine directory is gone is taken
+        // for stale by every home.
+        n2d_store::ensure_dir(&dir)?;
+        {
+            let dir = dir.clone();
+            rollback.push(move || {
+                let _ = remove_dir_all(&dir);
+            });
+        }
+        let home = self.home_key();
+        let claims = self.home_claims();
+        let request = AttachRequest {
+            home: &home,
+            machine: &name,
+            bridge: &spec.bridge,
+            addresses: spec.addresses,
+            subnet: None,
+            claims: &claims,
+        };
+        let net = self.net.attach(&self.runner, &request, None)?;
+        {
+            let (home, name, tap) = (home.clone(), name.clone(), net.tap.clone());
+            rollback.push(move || {
+                let _ = self.net.detach(&self.runner, &home, &name, Some(&tap));
+            });
+        }
+
+        let record = MachineRecord {
+            spec: spec.clone(),
+            ip: net.ip,
+            prefix_len: net.prefix_len,
+            gateway: net.gateway,
+            mac: net.mac,
+            tap: net.tap,
+            swarm: swarm.map(str::to_string),
+        };
+        self.write_config_disk(&record)?;
+        self.runner
+            .run(
+                &Cmd::new("qemu-img", "qemu-utils")
+                    .args(["create", "-q", "-f", "qcow2"])
+                    .arg(dir.join(DATA_DISK))
+                    .arg(spec.disk.0.to_string()),
+            )
+            .map_err(Error::DataDisk)?;
+        // qemu-img runs under n2d's umask (0077), but the disk holds the node's swarm keys: make
+        // sure it is private whatever the tool did.
+        std::fs::set_permissions(dir.join(DATA_DISK), std::fs::Permissions::from_mode(n2d_store::FILE_MODE))
+            .map_err(Error::DataDiskMode)?;
+        self.home.save_machine(&record)?;
+        Ok((record, rollback))
+    }
+
+    /// The addresses this home's machines hold (from their records), which every attach
+    /// re-asserts host-wide: after a reboot empties `/run`, no other home takes them.
+    fn home_claims(&self) -> Vec<Claim> {
+        self.home
+            .list_machines()
+            .into_iter()
+            .filter_map(|(_, rec)| rec.ok())
+            .map(|r| Claim {
+                machine: r.spec.name.to_string(),
+                bridge: r.spec.bridge,
+                ip: r.ip,
+                tap: r.tap,
+                mac: r.mac,
+            })
+            .collect()
+    }
+
+    /// Writes the config disk: network, TLS material (a fresh server certificate for the
+    /// machine's IP and name), labels.
+    fn write_config_disk(&self, record: &MachineRecord) -> Result<()> {
+        let spec = &record.spec;
+        let tls = if spec.insecure_tcp {
+            None
+        } else {
+            let ca = Ca::load_or_create(&self.home.certs_dir())?;
+            let ips: Vec<IpAddr> = vec![record.ip.into(), IpAddr::from([127, 0, 0, 1])];
+            // No `localhost`: a certificate for every machine's loopback name would let any of
+            // them stand in for another behind a local forward.
+            let server = ca.issue_server(&spec.name, &ips)?;
+            Some(TlsMaterial {
+                ca_pem: ca.cert_pem().to_string(),
+                cert_pem: server.cert_pem,
+                key_pem: server.key_pem,
+            })
+        };
+        let config = GuestConfig {
+            hostname: spec.name.to_string(),
+            network: GuestNetwork {
+                mac: record.mac.clone(),
+                address: record.ip,
+                prefix_len: record.prefix_len,
+                gateway: Some(record.gateway),
+                dns: n2d_net::host_nameservers(),
+            },
+            docker: DockerConfig { tls, tcp_port: spec.docker_port() },
+            labels: spec.labels.clone(),
+        };
+        let path = self.home.machine_dir(&spec.name).join(CONFIG_DISK);
+        // It holds the server's private key.
+        write_atomic(&path, &encode_config_disk(&config)?, 0o600)?;
+        Ok(())
+    }
+
+    /// Starts the VM and waits until its Docker engine answers (ready marker, then a TLS ping).
+    pub fn boot(&self, record: &MachineRecord, timeout: Duration, step: &dyn Step) -> Result<StartReport> {
+        let image = find_image(&self.home, &record.spec.image)?;
+        let vm = self.vm_handle(&record.spec.name);
+        let launch = Self::vm_launch(record, &image);
+        let since = console_log_len(&vm.dir);
+        step.set("starting QEMU");
+        let mut report = self.hypervisor.start(&vm, &launch)?;
+        self.report_accel(&report);
+        step.set(&format!("booting ({})", report.accel));
+        match self.hypervisor.wait_ready(&vm, since, timeout) {
+            // Multi-threaded TCG (QEMU 7.2) occasionally crashes a guest kernel early in boot (an
+            // emulator flaw, not a property of the machine): one more boot is the dependable
+            // answer. Anything else (no init, no root) would fail the same way again.
+            Err(n2d_vm::VmError::ExitedDuringBoot { failure, .. }) if failure.is_retryable() => {
+                self.progress.say(&format!(
+                    "warning: {}'s kernel panicked during boot under emulation; booting it again",
+                    record.spec.name
+                ));
+                let since = console_log_len(&vm.dir);
+                report = self.hypervisor.start(&vm, &launch)?;
+                self.hypervisor.wait_ready(&vm, since, timeout)?;
+            }
+            other => other?,
+        }
+        step.set("checking the Docker API from the host");
+        self.ping_docker(record).map_err(|source| Error::DockerUnreachable {
+            name: record.spec.name.to_string(),
+            endpoint: record.docker_host(),
+            source: Box::new(source),
+        })?;
+        Ok(report)
+    }
+
+    /// One Docker API ping from the host, over TLS with the user's client certificate.
+    pub fn ping_docker(&self, record: &MachineRecord) -> Result<()> {
+        let api = self.connect(&self.endpoint(record), 30)?;
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
+        let mut last = None;
+        for attempt in 0..5 {
+            match rt.block_on(api.ping()) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(self.timing.ping_backoff * (1 << attempt));
+        }
+        Err(last.expect("set on failure").into())
+    }
+
+    /// `n2d create`: allocate, boot, wait; undo everything on failure.
+    pub fn create_machine(
+        &self,
+        spec: &MachineSpec,
+        swarm: Option<&str>,
+        timeout: Duration,
+    ) -> Result<MachineRecord> {
+        let step = self.progress.step(&format!("Creating {}", spec.name));
+        let (record, mut rollback) = self.prepare_machine(spec, swarm)?;
+        {
+            let vm = self.vm_handle(&spec.name);
+            rollback.push(move || {
+                let _ = self.hypervisor.kill(&vm);
+            });
+        }
+        if let Err(e) = self.boot(&record, timeout, &*step) {
+            // Undo under the lock, so a concurrent create of the same name cannot slip in between.
+            let _lock = self.home.lock()?;
+            drop(rollback);
+            return Err(e);
+        }
+        rollback.commit();
+        step.done(&format!(
+            "{} is up at {} (Docker endpoint {})",
+            record.spec.name,
+            record.ip,
+            record.docker_host()
+        ));
+        Ok(record)
+    }
+
+    pub fn load_record(&self, name: &MachineName) -> Result<MachineRecord> {
+        Ok(self.home.load_machine(name)?)
+    }
+
+    pub fn machine_state(&self, name: &MachineName) -> VmState {
+        self.hypervisor.state(&self.vm_handle(name))
+    }
+
+    /// `n2d start`: recreate the bridge and tap if the host lost them, then boot. A boot that
+    /// fails leaves the machine stopped, not half up. `Ok(false)`: it was already running.
+    pub fn start_machine(&self, name: &MachineName, timeout: Duration) -> Result<bool> {
+        let record = self.load_record(name)?;
+        if self.machine_state(name) == VmState::Running {
+            return Ok(false);
+        }
+        {
+            // The bridge and tap are recreated if the host lost them (a reboot), with the
+            // recorded address, tap and MAC: the certificate and the guest's configuration name
+            // them.
+            let _lock = self.home.lock()?;
+            let home = self.home_key();
+            let claims = self.home_claims();
+            let request = AttachRequest {
+                home: &home,
+                machine: name.as_str(),
+                bridge: &record.spec.bridge,
+                addresses: record.spec.addresses,
+                subnet: Some((record.gateway, record.prefix_len)),
+                claims: &claims,
+            };
+            let keep = Claim {
+                machine: name.to_string(),
+                bridge: record.spec.bridge.clone(),
+                ip: record.ip,
+                tap: record.tap.clone(),
+                mac: record.mac.clone(),
+            };
+            self.net.attach(&self.runner, &request, Some(&keep))?;
+        }
+        let step = self.progress.step(&format!("Starting {name}"));
+        if let Err(e) = self.boot(&record, timeout, &*step) {
+            let _ = self.hypervisor.kill(&self.vm_handle(name));
+            return Err(e);
+        }
+        step.done(&format!("{name} is up at {} (Docker endpoint {})", record.ip, record.docker_host()));
+        Ok(true)
+    }
+
+    pub fn stop_machine(&self, name: &MachineName, timeout: Duration) -> Result<StopOutcome> {
+        self.load_record(name)?;
+        Ok(self.hypervisor.stop(&self.vm_handle(name), timeout)?)
+    }
+
+    /// Removes the VM, its disks, tap and IP lease; the bridge too when n2d made it and no
+    /// machine of any home uses it now.
+    pub fn remove_machine(&self, name: &MachineName, force: bool) -> Result<()> {
+        let dir = self.home.machine_dir(name);
+        if !dir.exists() {
+            return Err(n2d_store::StoreError::NoSuchMachine(name.to_string()).into());
+        }
+        // A damaged (or never written) record still leaves enough to clean up: QEMU is found by
+        // its pid file, the tap and lease by the machine's name.
+        let vm = self.vm_handle(name);
+        if self.hypervisor.state(&vm) == VmState::Running {
+            if !force {
+                return Err(Error::MachineRunning { name: name.to_string() });
+            }
+            self.hypervisor.kill(&vm)?;
+        }
+        let _lock = self.home.lock()?;
+        // The record names the tap even when the host-wide state was lost (a reboot).
+        let tap = self.home.load_machine(name).ok().map(|r| r.tap);
+        for note in self.net.detach(&self.runner, &self.home_key(), name.as_str(), tap.as_deref())? {
+            self.progress.say(&note);
+        }
+        remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    /// Gives back what the host still holds for a machine whose directory was removed by hand
+    /// (its lease, its tap, the bridge if it was the last), as `rm` would have.
+    pub fn forget_machine(&self, name: &MachineName) -> Result<()> {
+        let _lock = self.home.lock()?;
+        for note in self.net.detach(&self.runner, &self.home_key(), name.as_str(), None)? {
+            self.progress.say(&note);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,477 @@
+//! Swarms of n2d machines: nodes created in parallel, formed over the Docker API (n2d-swarm),
+//! scaled and removed; a create or scale-up that fails takes back what it made.
+
+use crate::{runtime, ConsoleLines, Error, Orchestrator, Result};
+use n2d_exec::Runner;
+use n2d_spec::machine::{
+    ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE, DEFAULT_CPUS, DEFAULT_DISK, DEFAULT_MEMORY,
+};
+use n2d_spec::swarm::{
+    plan_scale, ExternalHost, NodePlan, NodeRole, ScalePlan, SwarmName, SwarmRecord, SwarmSpec,
+};
+use n2d_store::MachineRecord;
+use n2d_swarm::{
+    form_swarm, join_external_worker, load_image_everywhere, remove_nodes, swarm_health, Connector,
+    DockerApi, Endpoint, LoadProgress, Manager, NodeInfo,
+};
+use n2d_vm::qemu::console_tail;
+use n2d_vm::Hypervisor;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Swarm nodes get less than a lone host by default: four of them share one machine.
+pub const DEFAULT_SWARM_MEMORY: ByteSize = ByteSize(DEFAULT_MEMORY.0 * 3 / 4);
+
+/// The machine spec of one planned node (memory default: [`DEFAULT_SWARM_MEMORY`]).
+pub fn node_spec(spec: &SwarmSpec, node: &NodePlan, image: &str) -> Result<MachineSpec> {
+    let memory = match node.memory.as_ref().or(spec.memory.as_ref()) {
+        Some(m) => {
+            m.parse::<ByteSize>().map_err(|source| Error::NodeMemory { node: node.name.clone(), source })?
+        }
+        None => DEFAULT_SWARM_MEMORY,
+    };
+    let machine = MachineSpec {
+        name: node.name.parse()?,
+        cpus: node.cpus.or(spec.cpus).unwrap_or(DEFAULT_CPUS),
+        memory,
+        disk: DEFAULT_DISK,
+        bridge: spec.network.clone().unwrap_or_else(|| DEFAULT_BRIDGE.to_string()),
+        addresses: spec.ip_range,
+        image: image.to_string(),
+        insecure_tcp: false,
+        labels: node.labels.clone(),
+    };
+    machine.validate()?;
+    Ok(machine)
+}
+
+/// A new swarm's nodes, checked before anything is made.
+#[derive(Debug, Clone)]
+pub struct SwarmPlan {
+    pub nodes: Vec<NodePlan>,
+    /// One per node, in the same order; `image` is empty until the caller resolves it.
+    pub specs: Vec<MachineSpec>,
+}
+
+/// A scale, checked before anything is made.
+#[derive(Debug, Clone)]
+pub struct ScaleWork {
+    pub record: SwarmRecord,
+    pub want_managers: u32,
+    pub want_workers: u32,
+    pub plan: ScalePlan,
+    /// The machine specs of `plan.add`, each like an existing node of its role.
+    pub add: Vec<MachineSpec>,
+    /// The existing nodes: their plans and records (read only when nodes are added).
+    current: Vec<(NodePlan, MachineRecord)>,
+}
+
+impl ScaleWork {
+    pub fn is_empty(&self) -> bool {
+        self.plan.is_empty()
+    }
+}
+
+impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
+    pub fn load_swarm(&self, name: &SwarmName) -> Result<SwarmRecord> {
+        self.home.load_swarm(name)?.ok_or_else(|| Error::NoSuchSwarm(name.to_string()))
+    }
+
+    /// The bridge and addresses are checked (a bridge, a range where one is needed, room for
+    /// every node) before any node is made.
+    pub fn check_network(&self, specs: &[MachineSpec]) -> Result<()> {
+        let Some(first) = specs.first() else { return Ok(()) };
+        self.net.check_choice(&self.runner, &first.bridge, first.addresses)?;
+        let Some((free, within)) = self.net.capacity(&self.runner, &first.bridge, first.addresses)? else {
+            return Ok(());
+        };
+        if specs.len() > free {
+            return Err(Error::BridgeTooSmall {
+                bridge: first.bridge.clone(),
+                free,
+                within,
+                needed: specs.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Plans a new swarm: no node name may clash with a machine, every node's spec must be
+    /// valid and the bridge must have room for them all.
+    pub fn plan_swarm(&self, spec: &SwarmSpec) -> Result<SwarmPlan> {
+        let machines: Vec<String> = self.home.list_machines().into_iter().map(|(n, _)| n).collect();
+        spec.check_no_clash(machines.iter().map(String::as_str))?;
+        let nodes = spec.plan();
+        let specs = nodes.iter().map(|n| node_spec(spec, n, "")).collect::<Result<Vec<_>>>()?;
+        self.check_network(&specs)?;
+        Ok(SwarmPlan { nodes, specs })
+    }
+
+    /// Creates the machines of `specs` in parallel (bounded), returning those made. On error
+    /// the ones that were made are returned too, so the caller can roll back.
+    pub fn create_nodes(
+        &self,
+        specs: &[MachineSpec],
+        swarm: &str,
+        timeout: Duration,
+    ) -> (Vec<MachineRecord>, Result<()>) {
+        // Under TCG every vCPU is a host thread: more parallel boots than this only slow each other.
+        let parallel = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4).max(2);
+        let made = Mutex::new(Vec::new());
+        let first_error = Mutex::new(None);
+        let queue = Mutex::new(specs.iter());
+        std::thread::scope(|s| {
+            for _ in 0..parallel.min(specs.len()) {
+                s.spawn(|| loop {
+                    let Some(spec) = queue.lock().unwrap().next() else { break };
+                    if first_error.lock().unwrap().is_some() {
+                        break;
+                    }
+                    match self.create_machine(spec, Some(swarm), timeout) {
+                        Ok(rec) => made.lock().unwrap().push(rec),
+                        Err(e) => {
+                            first_error.lock().unwrap().get_or_insert(Error::CreateNode {
+                                name: spec.name.to_string(),
+                                source: Box::new(e),
+                            });
+                        }
+                    }
+                });
+            }
+        });
+        let made = made.into_inner().unwrap();
+        (made, first_error.into_inner().unwrap().map_or(Ok(()), Err))
+    }
+
+    /// Joins the machines into a swarm: the first manager inits, the others join, labels land.
+    pub fn form(&self, plan: &[NodePlan], made: &[MachineRecord], timeout: Duration) -> Result<()> {
+        let mut nodes = Vec::new();
+        for node in plan {
+            let m = made
+                .iter()
+                .find(|m| m.spec.name.as_str() == node.name)
+                .ok_or_else(|| Error::NodeVmMissing(node.name.clone()))?;
+            let ep = self.endpoint(m);
+            let api = self.connect(&ep, self.timing.form_request_secs)?;
+            nodes.push((node.clone(), ep, api));
+        }
+        let say = |msg: &str| self.progress.say(&format!("  {msg}"));
+        let result = runtime()?.block_on(form_swarm(&nodes, timeout, say));
+        if let Err(n2d_swarm::SwarmError::NodesNotReady { nodes: late, .. }) = &result {
+            // Say what the late nodes' consoles say: that is where the reason is.
+            let tails: Vec<String> = late
+                .iter()
+                .map(|n| match n.parse::<MachineName>() {
+                    Ok(name) => format!("{n}:\n{}", console_tail(&self.home.machine_dir(&name), 10)),
+                    Err(e) => format!("{n}: {e}"),
+                })
+                .collect();
+            let error = result.unwrap_err();
+            return Err(Error::NodesNotReady { error, consoles: ConsoleLines(tails.join("\n")) });
+        }
+        result?;
+        Ok(())
+    }
+
+    /// Creates the swarm `spec` planned as `plan` (its specs' images resolved): records it,
+    /// creates every node, forms the swarm. On failure every node made and the record are
+    /// removed, unless `keep_on_failure`.
+    pub fn create_swarm(
+        &self,
+        spec: &SwarmSpec,
+        plan: &SwarmPlan,
+        timeout: Duration,
+        keep_on_failure: bool,
+    ) -> Result<SwarmRecord> {
+        let record = SwarmRecord::from_spec(spec)?;
+        self.home.save_swarm(&record)?;
+        let started = std::time::Instant::now();
+        let (made, result) = self.create_nodes(&plan.specs, &spec.prefix, timeout);
+        let result = result.and_then(|()| {
+            self.progress.say(&format!(
+                "All {} VMs are up ({:.1}s); forming the swarm...",
+                made.len(),
+                started.elapsed().as_secs_f64()
+            ));
+            self.form(&plan.nodes, &made, timeout)
+        });
+        if let Err(e) = result {
+            if keep_on_failure {
+                self.progress.say(&format!("--keep-on-failure: leaving the swarm's machines for inspection (remove with `n2d swarm rm {}`)", spec.prefix));
+            } else {
+                self.progress.say("Rolling back: removing the swarm's machines");
+                for m in &made {
+                    let _ = self.remove_machine(&m.spec.name, true);
+                }
+                let _ = self.home.remove_swarm(&record.prefix);
+            }
+            return Err(e);
+        }
+        self.progress.say(&format!(
+            "Swarm {} is ready ({:.1}s)",
+            spec.prefix,
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(record)
+    }
+
+    /// A reachable manager of the swarm: (machine, api).
+    pub fn reachable_manager(
+        &self,
+        record: &SwarmRecord,
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<(MachineRecord, C::Api)> {
+        for name in &record.managers {
+            let Ok(m) = self.home.load_machine(name) else { continue };
+            let Ok(api) = self.connect(&self.endpoint(&m), 10) else { continue };
+            if rt.block_on(api.ping()).is_ok() {
+                return Ok((m, api));
+            }
+        }
+        Err(Error::NoManagerAnswers(record.prefix.to_string()))
+    }
+
+    /// The swarm's nodes as a reachable manager sees them (managers first); and that manager.
+    pub fn swarm_nodes(&self, record: &SwarmRecord) -> Result<(MachineRecord, Vec<NodeInfo>)> {
+        let rt = runtime()?;
+        let (m, api) = self.reachable_manager(record, &rt)?;
+        let nodes = rt.block_on(swarm_health(Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api }))?;
+        Ok((m, nodes))
+    }
+
+    /// Removes a swarm: external hosts leave (their machines are not ours), every node's
+    /// machine is removed, then the record.
+    pub fn remove_swarm(&self, name: &SwarmName) -> Result<()> {
+        let record = self.load_swarm(name)?;
+        if !record.external_hosts.is_empty() {
+            let rt = runtime()?;
+            for host in &record.external_hosts {
+                let ep = external_endpoint(host);
+                let left = self.connect(&ep, 30).and_then(|api| Ok(rt.block_on(api.leave_swarm(true))?));
+                match left {
+                    Ok(()) => self.progress.say(&format!("{} left the swarm", host.name)),
+                    Err(e) => self.progress.say(&format!(
+                        "warning: {} could not be made to leave the swarm: {}",
+                        host.name,
+                        chain(&e)
+                    )),
+                }
+            }
+        }
+        for node in record.managers.iter().chain(&record.workers) {
+            if self.home.machine_exists(node) {
+                self.remove_machine(node, true)?;
+                self.progress.say(&format!("{node} removed"));
+            } else {
+                // Removed by hand: its lease and tap may still be held.
+                self.forget_machine(node)?;
+            }
+        }
+        self.home.remove_swarm(name)?;
+        Ok(())
+    }
+
+    /// Plans a scale of swarm `name` to `managers`/`workers` (unchanged when `None`): the new
+    /// nodes copy the resources, bridge and image of an existing node of their role.
+    pub fn plan_swarm_scale(
+        &self,
+        name: &SwarmName,
+        workers: Option<u32>,
+        managers: Option<u32>,
+    ) -> Result<ScaleWork> {
+        let record = self.load_swarm(name)?;
+        let want_managers = managers.unwrap_or(record.managers.len() as u32);
+        let want_workers = workers.unwrap_or(record.workers.len() as u32);
+        let prefix = record.prefix.to_string();
+        let plan = plan_scale(&record.managers, &record.workers, want_managers, want_workers, &prefix)?;
+        let mut current = Vec::new();
+        let mut add = Vec::new();
+        if !plan.add.is_empty() {
+            for (names, role) in [(&record.managers, NodeRole::Manager), (&record.workers, NodeRole::Worker)]
+            {
+                for n in names {
+                    let index = n2d_spec::swarm::node_index(&prefix, role, n.as_str()).unwrap_or(0);
+                    let machine = self.home.load_machine(n).map_err(|source| Error::SwarmNode {
+                        node: n.to_string(),
+                        swarm: name.to_string(),
+                        source,
+                    })?;
+                    current.push((NodePlan::new(&prefix, role, index), machine));
+                }
+            }
+            for n in &plan.add {
+                let like = current
+                    .iter()
+                    .find(|(p, _)| p.role == n.role)
+                    .or_else(|| current.first())
+                    .map(|(_, m)| m)
+                    .ok_or(Error::NothingToCopy)?;
+                let spec =
+                    MachineSpec { name: n.name.parse()?, labels: n.labels.clone(), ..like.spec.clone() };
+                spec.validate()?;
+                add.push(spec);
+            }
+            self.check_network(&add)?;
+        }
+        Ok(ScaleWork { record, want_managers, want_workers, plan, add, current })
+    }
+
+    /// Carries out a planned scale: new nodes are created and joined (on failure they are
+    /// removed from the swarm and their machines deleted), removed nodes are drained, leave and
+    /// are deleted (a node whose machine is already gone is removed from the manager's side).
+    /// Returns the updated record.
+    pub fn scale_swarm(&self, work: ScaleWork, timeout: Duration) -> Result<SwarmRecord> {
+        let ScaleWork { mut record, plan, add, current, .. } = work;
+        let name = record.prefix.clone();
+        if !add.is_empty() {
+            let (made, result) = self.create_nodes(&add, name.as_str(), timeout);
+            let (mut all_plan, mut all_made): (Vec<NodePlan>, Vec<MachineRecord>) =
+                current.into_iter().unzip();
+            all_plan.extend(plan.add.iter().cloned());
+            all_made.extend(made.iter().cloned());
+            let result = match result {
+                Ok(()) => {
+                    self.form(&all_plan, &all_made, timeout).inspect_err(|_| self.evict(&record, &made))
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                for m in &made {
+                    let _ = self.remove_machine(&m.spec.name, true);
+                }
+                return Err(e);
+            }
+            for (n, spec) in plan.add.iter().zip(&add) {
+                match n.role {
+                    NodeRole::Manager => record.managers.push(spec.name.clone()),
+                    NodeRole::Worker => record.workers.push(spec.name.clone()),
+                }
+            }
+            self.home.save_swarm(&record)?;
+        }
+        if !plan.remove.is_empty() {
+            let rt = runtime()?;
+            let (m, api) = self.reachable_manager(&record, &rt)?;
+            if plan.remove.contains(&m.spec.name) {
+                return Err(Error::RemoveContactManager(m.spec.name.to_string()));
+            }
+            let mut leaving = Vec::new();
+            for r in &plan.remove {
+                // A node whose machine was removed by hand has no engine to ask: the manager
+                // removes it from its side.
+                let api = match self.home.load_machine(r) {
+                    Ok(node) => Some(self.connect(&self.endpoint(&node), 60)?),
+                    Err(n2d_store::StoreError::NoSuchMachine(_)) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                leaving.push((r.to_string(), api));
+            }
+            let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
+            let say = |msg: &str| self.progress.say(&format!("  {msg}"));
+            rt.block_on(remove_nodes(manager, &leaving, self.timing.remove, say))?;
+            for r in &plan.remove {
+                if self.home.machine_exists(r) {
+                    self.remove_machine(r, true)?;
+                } else {
+                    self.forget_machine(r)?;
+                }
+                record.managers.retain(|n| n != r);
+                record.workers.retain(|n| n != r);
+                self.home.save_swarm(&record)?;
+                self.progress.say(&format!("{r} removed"));
+            }
+        }
+        Ok(record)
+    }
+
+    /// Takes nodes that a failed scale-up made back out of the swarm, so they are not left in
+    /// it as Down. Best effort: what fails is said, the machines are removed anyway.
+    fn evict(&self, record: &SwarmRecord, made: &[MachineRecord]) {
+        let evict = || -> Result<()> {
+            let rt = runtime()?;
+            let (m, api) = self.reachable_manager(record, &rt)?;
+            let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
+            let timeouts = self.timing.evict;
+            for node in made {
+                let api = self.connect(&self.endpoint(node), 30).ok();
+                let one = [(node.spec.name.to_string(), api)];
+                if let Err(e) = rt.block_on(remove_nodes(manager, &one, timeouts, |_| {})) {
+                    self.progress.say(&format!(
+                        "warning: {} could not be taken out of the swarm: {}",
+                        node.spec.name,
+                        chain(&e)
+                    ));
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = evict() {
+            self.progress
+                .say(&format!("warning: the new nodes could not be taken out of the swarm: {}", chain(&e)));
+        }
+    }
+
+    /// Joins an engine n2d did not create to the swarm as a worker, and records it.
+    pub fn add_external_host(&self, record: &mut SwarmRecord, host: ExternalHost) -> Result<()> {
+        let ep = external_endpoint(&host);
+        let rt = runtime()?;
+        let worker = self.connect(&ep, 60)?;
+        let (m, api) = self.reachable_manager(record, &rt)?;
+        let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
+        let advertise = (!ep.ip.is_unspecified()).then_some(ep.ip);
+        rt.block_on(join_external_worker(
+            manager,
+            &host.name,
+            &worker,
+            advertise,
+            &host.labels,
+            Duration::from_secs(300),
+        ))?;
+        record.external_hosts.push(host);
+        self.home.save_swarm(record)?;
+        Ok(())
+    }
+
+    /// Streams a `docker save` archive into every node (external hosts too); returns what each
+    /// loaded.
+    pub fn load_archive(
+        &self,
+        record: &SwarmRecord,
+        archive: &Path,
+        on_progress: impl Fn(LoadProgress<'_>) + Send + Sync + 'static,
+    ) -> Result<Vec<(String, Vec<String>)>> {
+        let mut nodes = Vec::new();
+        for n in record.managers.iter().chain(&record.workers) {
+            let m = self.home.load_machine(n)?;
+            nodes.push((n.to_string(), self.connect(&self.endpoint(&m), 3600)?));
+        }
+        for host in &record.external_hosts {
+            nodes.push((host.name.clone(), self.connect(&external_endpoint(host), 3600)?));
+        }
+        Ok(runtime()?.block_on(load_image_everywhere(&nodes, archive, on_progress))?)
+    }
+}
+
+/// How to reach an external host's engine (its address from `tcp://HOST:PORT`).
+pub fn external_endpoint(host: &ExternalHost) -> Endpoint {
+    let ip = host
+        .docker_host
+        .trim_start_matches("tcp://")
+        .split(':')
+        .next()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+    Endpoint { name: host.name.clone(), ip, docker_host: host.docker_host.clone(), tls: host.tls.clone() }
+}
+
+/// An error and its causes on one line, as `{:#}` prints an anyhow error.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s += &format!(": {c}");
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,594 @@
+//! The failure paths of create, start, rm, swarm create and scale, against the fakes: a host
+//! that keeps links and chains (`FakeHost`), a hypervisor that keeps a set of running machines
+//! (`FakeHypervisor`) and an in-memory swarm (`Cluster`). Each failed create must leave nothing
+//! behind: no machine directory, no lease or bridge in the host-wide state, no tap on the host,
+//! no VM running.
+
+use crate::swarm::SwarmPlan;
+use crate::{Error, Orchestrator, Quiet, Timing};
+use n2d_exec::{Cmd, ExecError, Runner};
+use n2d_net::host::HostNet;
+use n2d_net::testing::FakeHost;
+use n2d_spec::machine::{ByteSize, MachineName, MachineSpec};
+use n2d_spec::swarm::{SwarmName, SwarmSpec};
+use n2d_store::Home;
+use n2d_swarm::fake::Cluster;
+use n2d_swarm::RemoveTimeouts;
+use n2d_vm::fake::{BootFault, FakeHypervisor};
+use n2d_vm::{BootFailure, VmError, VmState};
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const IMAGE: &str = "feedface00112233445566778899aabbccddeeff00112233445566778899aabb";
+
+/// The fake host for `ip`/`iptables`, plus `qemu-img`, which makes the disk file (or fails).
+struct TestRunner {
+    host: FakeHost,
+    fail_qemu_img: Mutex<bool>,
+    /// `qemu-img` says it worked but makes nothing.
+    qemu_img_makes_nothing: Mutex<bool>,
+}
+
+impl Runner for TestRunner {
+    fn run(&self, cmd: &Cmd) -> Result<Vec<u8>, ExecError> {
+        if cmd.program != "qemu-img" {
+            return self.host.run(cmd);
+        }
+        if *self.fail_qemu_img.lock().unwrap() {
+            return Err(ExecError::Failed {
+                command: cmd.display(),
+                status: "exit status: 1".into(),
+                stderr_tail: "qemu-img: No space left on device".into(),
+            });
+        }
+        if !*self.qemu_img_makes_nothing.lock().unwrap() {
+            let path = cmd.args.iter().rev().nth(1).expect("qemu-img create ... PATH SIZE");
+            std::fs::write(path, b"QFI\xfb").unwrap();
+        }
+        Ok(Vec::new())
+    }
+}
+
+type TestOrchestrator = Orchestrator<TestRunner, FakeHypervisor, Cluster>;
+
+struct Kit {
+    dir: tempfile::TempDir,
+    orch: TestOrchestrator,
+    cluster: Cluster,
+    said: Arc<Quiet>,
+}
+
+fn kit() -> Kit {
+    let dir = tempfile::tempdir().unwrap();
+    let forward = dir.path().join("ip_forward");
+    std::fs::write(&forward, "0\n").unwrap();
+    let home = Home::at(dir.path().join("home")).with_lock_timeout(Duration::from_secs(5));
+    let net =
+        HostNet::at(dir.path().join("run"), "netns-1", &forward).with_lock_timeout(Duration::from_secs(5));
+    // An image in the store: only its manifest is read (the fake hypervisor boots nothing).
+    let image_dir = home.images_dir().join(IMAGE);
+    std::fs::create_dir_all(&image_dir).unwrap();
+    let manifest = n2d_image::ImageManifest {
+        id: IMAGE.into(),
+        recipe: n2d_image::Recipe::docker_host("0".repeat(64)),
+        kernel_release: "6.12.0".into(),
+        created_unix: 1,
+        kernel_bytes: 1,
+        initrd_bytes: 1,
+        rootfs_bytes: 1,
+        rootfs_unpacked_bytes: 1,
+    };
+    std::fs::write(image_dir.join(n2d_image::MANIFEST_FILE), serde_json::to_vec(&manifest).unwrap()).unwrap();
+    let cluster = Cluster::new();
+    let said = Arc::new(Quiet::default());
+    let fast = RemoveTimeouts { drain: Duration::from_millis(200), down: Duration::from_millis(200) };
+    let orch = Orchestrator {
+        home,
+        net,
+        runner: TestRunner {
+            host: FakeHost::new(Some("eth0")),
+            fail_qemu_img: Mutex::new(false),
+            qemu_img_makes_nothing: Mutex::new(false),
+        },
+        hypervisor: FakeHypervisor::new(),
+        docker: cluster.clone(),
+        progress: Box::new(said.clone()),
+        timing: Timing {
+            ping_backoff: Duration::from_millis(1),
+            form_request_secs: 5,
+            remove: fast,
+            evict: fast,
+        },
+    };
+    Kit { dir, orch, cluster, said }
+}
+
+fn name(n: &str) -> MachineName {
+    n.parse().unwrap()
+}
+
+fn spec(n: &str) -> MachineSpec {
+    MachineSpec {
+        name: name(n),
+        cpus: 1,
+        memory: ByteSize(512 << 20),
+        disk: ByteSize(1 << 30),
+        bridge: "n2d0".into(),
+        addresses: None,
+        image: IMAGE.into(),
+        insecure_tcp: false,
+        labels: Default::default(),
+    }
+}
+
+const BOOT: Duration = Duration::from_secs(5);
+
+impl Kit {
+    fn host(&self) -> &FakeHost {
+        &self.orch.runner.host
+    }
+
+    fn vms(&self) -> &FakeHypervisor {
+        &self.orch.hypervisor
+    }
+
+    /// Nothing of machine `n` is left: directory, lease, tap, VM.
+    fn assert_gone(&self, n: &str) {
+        assert!(!self.orch.home.machine_dir(&name(n)).exists(), "{n}'s directory is left");
+        let state = self.orch.net.snapshot().unwrap();
+        let leases: Vec<_> = state.bridges.values().flat_map(|b| b.leases.values()).collect();
+        assert!(leases.iter().all(|l| l.machine != n), "{n}'s lease is left: {leases:?}");
+        let taps: Vec<String> = self.host().links().into_iter().filter(|l| l.starts_with("n2dt")).collect();
+        let held: BTreeSet<String> = leases.iter().map(|l| l.tap.clone()).collect();
+        assert!(taps.iter().all(|t| held.contains(t)), "a tap no lease holds is left: {taps:?}");
+        assert!(!self.vms().is_running(n), "{n}'s VM is still running");
+    }
+
+    /// The host as it was before n2d: no machine, no bridge, chains, state file or VM.
+    fn assert_host_clean(&self) {
+        assert_eq!(self.host().links(), BTreeSet::from(["eth0".to_string(), "lo".to_string()]));
+        assert_eq!(self.host().chain("filter N2D-FWD-n2d0"), None);
+        assert_eq!(self.host().chain("nat N2D-NAT-n2d0"), None);
+        assert!(!self.orch.net.state_file().exists(), "host-wide state left");
+        assert_eq!(std::fs::read_to_string(self.dir.path().join("ip_forward")).unwrap().trim(), "0");
+        assert!(self.vms().running().is_empty(), "VMs left running: {:?}", self.vms().running());
+        assert!(self.orch.home.list_machines().is_empty(), "machines left");
+    }
+
+    fn create(&self, n: &str) -> Result<n2d_store::MachineRecord, Error> {
+        self.orch.create_machine(&spec(n), None, BOOT)
+    }
+}
+
+/// A create whose step fails leaves nothing, and the error is the step's.
+fn create_fails(k: &Kit, n: &str, check: impl Fn(&Error) -> bool) {
+    let err = k.create(n).unwrap_err();
+    assert!(check(&err), "unexpected error: {err:?}");
+    k.assert_gone(n);
+    k.assert_host_clean();
+}
+
+#[test]
+fn a_create_that_works_leaves_a_running_machine_on_its_lease() {
+    let k = kit();
+    let rec = k.create("h1").unwrap();
+    assert_eq!(rec.ip, Ipv4Addr::new(10, 77, 0, 2));
+    assert!(k.vms().is_running("h1"));
+    assert!(k.host().links().contains(&rec.tap));
+    assert_eq!(k.vms().events(), ["start h1", "wait_ready h1"]);
+    assert_eq!(k.cluster.count_events("ping h1"), 1);
+    // The disk holds the node's swarm keys: private whatever qemu-img did.
+    let mode = std::fs::metadata(k.orch.home.machine_dir(&name("h1")).join("data.qcow2")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    k.orch.remove_machine(&name("h1"), true).unwrap();
+    k.assert_gone("h1");
+    k.assert_host_clean();
+}
+
+#[test]
+fn create_fails_on_the_tap_and_leaves_nothing() {
+    let k = kit();
+    k.host().fail_on("tuntap");
+    create_fails(&k, "h1", |e| matches!(e, Error::Net(n2d_net::NetError::CreateTap { .. })));
+}
+
+#[test]
+fn create_fails_on_a_taken_address_and_leaves_nothing_of_its_own() {
+    let k = kit();
+    k.create("h1").unwrap();
+    let mut s = spec("h2");
+    s.addresses = Some("10.77.0.2".parse().unwrap());
+    let err = k.orch.create_machine(&s, None, BOOT).unwrap_err();
+    assert!(matches!(err, Error::Net(n2d_net::NetError::AddressTaken { .. })) && err.is_usage(), "{err:?}");
+    k.assert_gone("h2");
+    assert!(k.vms().is_running("h1"));
+}
+
+#[test]
+fn create_fails_on_the_config_disk_and_leaves_nothing() {
+    // The CA vouches only for private addresses: a bridge on a public subnet fails the
+    // certificate, after the lease and tap were taken.
+    let k = kit();
+    k.host().add_link("br9", "bridge", Some((Ipv4Addr::new(198, 51, 100, 1), 24)));
+    let mut s = spec("h1");
+    s.bridge = "br9".into();
+    s.addresses = Some("198.51.100.10-198.51.100.20".parse().unwrap());
+    let err = k.orch.create_machine(&s, None, BOOT).unwrap_err();
+    assert!(matches!(err, Error::Pki(_)), "{err:?}");
+    k.assert_gone("h1");
+    // The user's bridge stays; nothing of n2d's is on it.
+    assert!(k.host().links().contains("br9"));
+    assert!(!k.host().links().iter().any(|l| l.starts_with("n2dt")));
+    assert!(
+        !k.orch.net.state_file().exists() || k.orch.net.snapshot().unwrap().bridges["br9"].leases.is_empty()
+    );
+}
+
+#[test]
+fn create_fails_on_the_data_disk_and_leaves_nothing() {
+    let k = kit();
+    *k.orch.runner.fail_qemu_img.lock().unwrap() = true;
+    create_fails(&k, "h1", |e| {
+        matches!(e, Error::DataDisk(_)) && e.to_string() == "cannot create the data disk"
+    });
+}
+
+#[test]
+fn create_fails_when_the_data_disk_cannot_be_made_private_and_leaves_nothing() {
+    let k = kit();
+    *k.orch.runner.qemu_img_makes_nothing.lock().unwrap() = true;
+    create_fails(&k, "h1", |e| matches!(e, Error::DataDiskMode(_)));
+}
+
+#[test]
+fn create_fails_when_the_image_is_gone_and_leaves_nothing() {
+    let k = kit();
+    let mut s = spec("h1");
+    s.image = "0000dead".into();
+    let err = k.orch.create_machine(&s, None, BOOT).unwrap_err();
+    assert!(matches!(err, Error::Image(n2d_image::ImageError::NotFound(_))), "{err:?}");
+    k.assert_gone("h1");
+    k.assert_host_clean();
+}
+
+#[test]
+fn create_fails_when_qemu_refuses_to_start_and_leaves_nothing() {
+    let k = kit();
+    k.vms().fail_start("h1");
+    create_fails(&k, "h1", |e| matches!(e, Error::Vm(VmError::Start { .. })));
+}
+
+#[test]
+fn create_fails_on_a_boot_timeout_and_kills_the_vm() {
+    let k = kit();
+    k.vms().fail_boot("h1", BootFault::Timeout);
+    create_fails(&k, "h1", |e| matches!(e, Error::Vm(VmError::ReadyTimeout { .. })));
+    assert_eq!(k.vms().events(), ["start h1", "wait_ready h1", "kill h1"]);
+}
+
+#[test]
+fn create_fails_at_once_on_a_deterministic_boot_failure() {
+    let k = kit();
+    k.vms().fail_boot("h1", BootFault::Exits(BootFailure::Deterministic("No working init found".into())));
+    create_fails(&k, "h1", |e| matches!(e, Error::Vm(VmError::ExitedDuringBoot { .. })));
+    assert_eq!(k.vms().count("start h1"), 1, "a deterministic failure is not retried");
+}
+
+#[test]
+fn the_emulation_race_is_retried_once_then_reported() {
+    let k = kit();
+    // Once: the second boot works.
+    k.vms().fail_boot("h1", BootFault::Exits(BootFailure::EmulationRace));
+    k.create("h1").unwrap();
+    assert_eq!(k.vms().count("start h1"), 2);
+    assert!(k.said.lines().iter().any(|l| l.contains("booting it again")), "{:?}", k.said.lines());
+    // Twice: reported, nothing left.
+    for _ in 0..2 {
+        k.vms().fail_boot("h2", BootFault::Exits(BootFailure::EmulationRace));
+    }
+    let err = k.create("h2").unwrap_err();
+    assert!(matches!(err, Error::Vm(VmError::ExitedDuringBoot { .. })), "{err:?}");
+    assert_eq!(k.vms().count("start h2"), 2, "retried once only");
+    k.assert_gone("h2");
+}
+
+#[test]
+fn create_interrupted_during_boot_rolls_back_and_exits_130() {
+    let k = kit();
+    k.vms().fail_boot("h1", BootFault::Interrupted);
+    create_fails(&k, "h1", |e| e.is_interrupted());
+}
+
+#[test]
+fn create_fails_when_docker_does_not_answer_and_kills_the_vm() {
+    let k = kit();
+    k.cluster.fail("h1", "ping");
+    create_fails(&k, "h1", |e| {
+        matches!(e, Error::DockerUnreachable { .. })
+            && e.to_string() == "h1's Docker engine is up but does not answer on tcp://10.77.0.2:2376"
+    });
+    assert_eq!(k.cluster.count_events("ping h1"), 5, "five tries");
+    assert!(k.vms().events().contains(&"kill h1".to_string()));
+}
+
+#[test]
+fn create_fails_when_no_docker_client_can_be_made_and_leaves_nothing() {
+    let k = kit();
+    k.cluster.fail("h1", "connect");
+    create_fails(
+        &k,
+        "h1",
+        |e| matches!(e, Error::DockerUnreachable { source, .. } if matches!(**source, Error::Connect { .. })),
+    );
+}
+
+#[test]
+fn a_failed_create_leaves_the_other_machines_and_the_bridge() {
+    let k = kit();
+    let h1 = k.create("h1").unwrap();
+    k.vms().fail_start("h2");
+    k.create("h2").unwrap_err();
+    k.assert_gone("h2");
+    assert!(k.host().links().contains("n2d0") && k.host().links().contains(&h1.tap));
+    assert!(k.vms().is_running("h1"));
+    // The name is free again.
+    assert!(k.orch.check_new_machine(&spec("h2")).is_ok());
+}
+
+#[test]
+fn an_existing_name_is_refused_before_anything_is_made() {
+    let k = kit();
+    k.create("h1").unwrap();
+    let err = k.create("h1").unwrap_err();
+    assert!(matches!(err, Error::MachineExists { .. }) && err.is_usage(), "{err:?}");
+    assert_eq!(k.vms().count("start h1"), 1);
+}
+
+#[test]
+fn a_start_that_fails_to_boot_leaves_the_machine_stopped_not_half_up() {
+    let k = kit();
+    let rec = k.create("h1").unwrap();
+    k.orch.stop_machine(&name("h1"), Duration::from_secs(1)).unwrap();
+    // A reboot: the host lost its links and the host-wide state.
+    std::fs::remove_file(k.orch.net.state_file()).unwrap();
+    for link in k.host().links() {
+        if link != "eth0" && link != "lo" {
+            k.host().run(&Cmd::new("ip", "iproute2").args(["link", "del", "dev", &link])).unwrap();
+        }
+    }
+    k.vms().fail_boot("h1", BootFault::Timeout);
+    let err = k.orch.start_machine(&name("h1"), BOOT).unwrap_err();
+    assert!(matches!(err, Error::Vm(VmError::ReadyTimeout { .. })), "{err:?}");
+    assert_eq!(k.orch.machine_state(&name("h1")), VmState::Stopped);
+    assert!(k.orch.home.machine_exists(&name("h1")));
+    // The tap came back with its recorded name, and the next start works on it.
+    assert!(k.host().links().contains(&rec.tap));
+    assert!(k.orch.start_machine(&name("h1"), BOOT).unwrap());
+    assert!(!k.orch.start_machine(&name("h1"), BOOT).unwrap(), "already running");
+}
+
+#[test]
+fn rm_refuses_a_running_machine_without_force_and_cleans_a_damaged_one() {
+    let k = kit();
+    k.create("h1").unwrap();
+    let err = k.orch.remove_machine(&name("h1"), false).unwrap_err();
+    assert!(matches!(err, Error::MachineRunning { .. }) && err.is_usage(), "{err:?}");
+    // A damaged record: the VM, tap and lease are still found by the machine's name.
+    std::fs::write(k.orch.home.machine_dir(&name("h1")).join("machine.json"), b"{").unwrap();
+    k.orch.remove_machine(&name("h1"), true).unwrap();
+    k.assert_gone("h1");
+    k.assert_host_clean();
+    let err = k.orch.remove_machine(&name("h1"), true).unwrap_err();
+    assert!(err.is_usage() && err.to_string() == "no machine named \"h1\" (see `n2d ls`)", "{err}");
+}
+
+// --- swarms ---------------------------------------------------------------------------------
+
+fn swarm_spec(managers: u32, workers: u32) -> SwarmSpec {
+    SwarmSpec { managers, workers, ..SwarmSpec::default() }
+}
+
+fn plan(k: &Kit, spec: &SwarmSpec) -> SwarmPlan {
+    let mut plan = k.orch.plan_swarm(spec).unwrap();
+    plan.specs.iter_mut().for_each(|s| s.image = IMAGE.into());
+    plan
+}
+
+fn prefix() -> SwarmName {
+    "n2d".parse().unwrap()
+}
+
+fn hostnames(k: &Kit) -> Vec<String> {
+    k.cluster.nodes().into_iter().map(|n| n.hostname).collect()
+}
+
+fn make_swarm(k: &Kit, managers: u32, workers: u32) {
+    let spec = swarm_spec(managers, workers);
+    k.orch.create_swarm(&spec, &plan(k, &spec), BOOT, false).unwrap();
+}
+
+#[test]
+fn a_swarm_is_created_formed_and_removed() {
+    let k = kit();
+    make_swarm(&k, 1, 2);
+    assert_eq!(hostnames(&k), ["n2d-mngr-0", "n2d-wrkr-0", "n2d-wrkr-1"]);
+    let (m, nodes) = k.orch.swarm_nodes(&k.orch.load_swarm(&prefix()).unwrap()).unwrap();
+    assert_eq!((m.spec.name.as_str(), nodes.len()), ("n2d-mngr-0", 3));
+    k.orch.remove_swarm(&prefix()).unwrap();
+    k.assert_host_clean();
+    assert!(k.orch.home.load_swarm(&prefix()).unwrap().is_none());
+}
+
+/// Nothing of the swarm is left: record, machines, leases, taps, bridge, VMs.
+fn assert_swarm_gone(k: &Kit) {
+    assert!(k.orch.home.load_swarm(&prefix()).unwrap().is_none(), "the swarm record is left");
+    for n in ["n2d-mngr-0", "n2d-wrkr-0", "n2d-wrkr-1"] {
+        k.assert_gone(n);
+    }
+    k.assert_host_clean();
+}
+
+#[test]
+fn a_swarm_whose_node_fails_to_boot_is_rolled_back() {
+    let k = kit();
+    k.vms().fail_boot("n2d-wrkr-1", BootFault::Timeout);
+    let spec = swarm_spec(1, 2);
+    let err = k.orch.create_swarm(&spec, &plan(&k, &spec), BOOT, false).unwrap_err();
+    assert!(matches!(&err, Error::CreateNode { name, .. } if name == "n2d-wrkr-1"), "{err:?}");
+    assert_swarm_gone(&k);
+}
+
+#[test]
+fn a_swarm_whose_formation_fails_is_rolled_back() {
+    let k = kit();
+    k.cluster.fail("n2d-wrkr-0", "join");
+    let spec = swarm_spec(1, 2);
+    let err = k.orch.create_swarm(&spec, &plan(&k, &spec), BOOT, false).unwrap_err();
+    assert!(matches!(err, Error::Swarm(n2d_swarm::SwarmError::JoinSwarm { .. })), "{err:?}");
+    assert_swarm_gone(&k);
+    assert!(k.said.lines().iter().any(|l| l.contains("Rolling back")));
+}
+
+#[test]
+fn a_swarm_whose_node_never_gets_ready_says_its_console_and_is_rolled_back() {
+    let k = kit();
+    k.cluster.never_ready("n2d-wrkr-1");
+    let spec = swarm_spec(1, 2);
+    let err = k.orch.create_swarm(&spec, &plan(&k, &spec), Duration::from_secs(1), false).unwrap_err();
+    let Error::NodesNotReady { consoles, .. } = &err else { panic!("{err:?}") };
+    assert!(consoles.0.starts_with("n2d-wrkr-1:\n"), "{consoles}");
+    assert_swarm_gone(&k);
+}
+
+#[test]
+fn a_swarm_create_interrupted_during_formation_is_rolled_back() {
+    let k = kit();
+    k.vms().fail_boot("n2d-mngr-0", BootFault::Interrupted);
+    let spec = swarm_spec(1, 2);
+    let err = k.orch.create_swarm(&spec, &plan(&k, &spec), BOOT, false).unwrap_err();
+    assert!(err.is_interrupted(), "{err:?}");
+    assert_swarm_gone(&k);
+}
+
+#[test]
+fn keep_on_failure_keeps_the_nodes_for_inspection() {
+    let k = kit();
+    k.cluster.fail("n2d-wrkr-1", "join");
+    let spec = swarm_spec(1, 2);
+    k.orch.create_swarm(&spec, &plan(&k, &spec), BOOT, true).unwrap_err();
+    assert!(k.orch.home.load_swarm(&prefix()).unwrap().is_some());
+    assert_eq!(k.orch.home.list_machines().len(), 3);
+    k.orch.remove_swarm(&prefix()).unwrap();
+    k.assert_host_clean();
+}
+
+#[test]
+fn a_swarm_that_does_not_fit_on_the_bridge_is_refused_before_anything_is_made() {
+    let k = kit();
+    let spec = SwarmSpec { ip_range: Some("10.77.0.2-10.77.0.3".parse().unwrap()), ..swarm_spec(1, 2) };
+    let err = k.orch.plan_swarm(&spec).unwrap_err();
+    assert!(matches!(err, Error::BridgeTooSmall { free: 2, needed: 3, .. }) && err.is_usage(), "{err:?}");
+    k.assert_host_clean();
+}
+
+#[test]
+fn a_failed_scale_up_takes_its_joined_nodes_out_of_the_swarm_and_deletes_them() {
+    let k = kit();
+    make_swarm(&k, 1, 1);
+    // Workers join one after the other: n2d-wrkr-1 joins, n2d-wrkr-2's join fails.
+    k.cluster.fail("n2d-wrkr-2", "join");
+    let work = k.orch.plan_swarm_scale(&prefix(), Some(3), None).unwrap();
+    assert_eq!(work.add.len(), 2);
+    let err = k.orch.scale_swarm(work, BOOT).unwrap_err();
+    assert!(matches!(err, Error::Swarm(n2d_swarm::SwarmError::JoinSwarm { .. })), "{err:?}");
+    // Not left in the swarm as Down: removed from it.
+    assert_eq!(hostnames(&k), ["n2d-mngr-0", "n2d-wrkr-0"]);
+    assert_eq!(k.cluster.count_events("leave n2d-wrkr-1"), 1);
+    for n in ["n2d-wrkr-1", "n2d-wrkr-2"] {
+        k.assert_gone(n);
+    }
+    let record = k.orch.load_swarm(&prefix()).unwrap();
+    assert_eq!(record.workers.len(), 1, "the record is unchanged");
+    assert!(k.vms().is_running("n2d-wrkr-0"));
+}
+
+#[test]
+fn a_scale_up_whose_node_fails_to_boot_deletes_the_new_nodes() {
+    let k = kit();
+    make_swarm(&k, 1, 1);
+    k.vms().fail_start("n2d-wrkr-2");
+    let work = k.orch.plan_swarm_scale(&prefix(), Some(3), None).unwrap();
+    let err = k.orch.scale_swarm(work, BOOT).unwrap_err();
+    assert!(matches!(&err, Error::CreateNode { name, .. } if name == "n2d-wrkr-2"), "{err:?}");
+    for n in ["n2d-wrkr-1", "n2d-wrkr-2"] {
+        k.assert_gone(n);
+    }
+    assert_eq!(hostnames(&k), ["n2d-mngr-0", "n2d-wrkr-0"]);
+    assert_eq!(k.orch.load_swarm(&prefix()).unwrap().workers.len(), 1);
+}
+
+#[test]
+fn a_scale_up_adds_and_records_nodes() {
+    let k = kit();
+    make_swarm(&k, 1, 1);
+    let work = k.orch.plan_swarm_scale(&prefix(), Some(2), Some(1)).unwrap();
+    let record = k.orch.scale_swarm(work, BOOT).unwrap();
+    assert_eq!(record.workers.len(), 2);
+    assert_eq!(hostnames(&k), ["n2d-mngr-0", "n2d-wrkr-0", "n2d-wrkr-1"]);
+    let work = k.orch.plan_swarm_scale(&prefix(), Some(2), None).unwrap();
+    assert!(work.is_empty());
+}
+
+#[test]
+fn scale_down_of_a_node_whose_vm_was_removed_by_hand() {
+    let k = kit();
+    make_swarm(&k, 1, 2);
+    // Removed by hand: VM killed, machine directory deleted.
+    k.vms().crash("n2d-wrkr-1");
+    std::fs::remove_dir_all(k.orch.home.machine_dir(&name("n2d-wrkr-1"))).unwrap();
+    let work = k.orch.plan_swarm_scale(&prefix(), Some(1), None).unwrap();
+    let record = k.orch.scale_swarm(work, BOOT).unwrap();
+    assert_eq!(record.workers.iter().map(|n| n.as_str()).collect::<Vec<_>>(), ["n2d-wrkr-0"]);
+    assert_eq!(k.orch.load_swarm(&prefix()).unwrap().workers.len(), 1);
+    // Removed from the manager's side.
+    assert_eq!(hostnames(&k), ["n2d-mngr-0", "n2d-wrkr-0"]);
+    assert_eq!(k.cluster.count_events("remove n2d-wrkr-1 force=true"), 1);
+    k.assert_gone("n2d-wrkr-1");
+}
+
+#[test]
+fn scale_down_drains_leaves_and_deletes() {
+    let k = kit();
+    make_swarm(&k, 1, 2);
+    let work = k.orch.plan_swarm_scale(&prefix(), Some(1), None).unwrap();
+    k.orch.scale_swarm(work, BOOT).unwrap();
+    assert_eq!(hostnames(&k), ["n2d-mngr-0", "n2d-wrkr-0"]);
+    assert_eq!(k.cluster.count_events("leave n2d-wrkr-1 force=false"), 1);
+    k.assert_gone("n2d-wrkr-1");
+}
+
+#[test]
+fn scale_with_no_manager_answering_changes_nothing() {
+    let k = kit();
+    make_swarm(&k, 1, 2);
+    k.cluster.fail("n2d-mngr-0", "ping");
+    let work = k.orch.plan_swarm_scale(&prefix(), Some(1), None).unwrap();
+    let err = k.orch.scale_swarm(work, BOOT).unwrap_err();
+    assert!(matches!(err, Error::NoManagerAnswers(_)), "{err:?}");
+    assert_eq!(k.orch.load_swarm(&prefix()).unwrap().workers.len(), 2);
+    assert!(k.vms().is_running("n2d-wrkr-1"));
+}
+
+#[test]
+fn swarm_rm_skips_a_node_removed_by_hand() {
+    let k = kit();
+    make_swarm(&k, 1, 1);
+    k.vms().crash("n2d-wrkr-0");
+    std::fs::remove_dir_all(k.orch.home.machine_dir(&name("n2d-wrkr-0"))).unwrap();
+    k.orch.remove_swarm(&prefix()).unwrap();
+    k.assert_host_clean();
+    let err = k.orch.remove_swarm(&prefix()).unwrap_err();
+    assert!(matches!(err, Error::NoSuchSwarm(_)) && err.is_usage(), "{err:?}");
+}

@@ -1,0 +1,172 @@
+//! A hypervisor for unit tests (feature `fakes`): no process, just a set of running machines.
+//! It records every call as an event line (`start NAME`, `wait_ready NAME`, `stop NAME`,
+//! `kill NAME`) and can be told to fail a start or a boot.
+
+use crate::{Accel, BootFailure, Hypervisor, StartReport, StopOutcome, VmError, VmHandle, VmLaunch, VmState};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How a machine's boot fails in [`FakeHypervisor::fail_boot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootFault {
+    /// The ready marker never comes: the VM keeps running until killed.
+    Timeout,
+    /// The guest stops during boot with this failure (the VM is gone).
+    Exits(BootFailure),
+    /// The wait is interrupted (Ctrl-C); the VM keeps running.
+    Interrupted,
+}
+
+#[derive(Default)]
+struct State {
+    running: BTreeSet<String>,
+    events: Vec<String>,
+    fail_start: BTreeSet<String>,
+    /// name -> faults for the next boots, in order (one per wait_ready).
+    boot_faults: BTreeMap<String, Vec<BootFault>>,
+}
+
+/// See the module documentation. Machines are known by name.
+#[derive(Default)]
+pub struct FakeHypervisor {
+    state: Mutex<State>,
+}
+
+impl FakeHypervisor {
+    pub fn new() -> FakeHypervisor {
+        FakeHypervisor::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every start of `name` fails as QEMU refusing its configuration.
+    pub fn fail_start(&self, name: &str) {
+        self.lock().fail_start.insert(name.into());
+    }
+
+    /// The next boot of `name` fails this way (call again to queue more).
+    pub fn fail_boot(&self, name: &str, fault: BootFault) {
+        self.lock().boot_faults.entry(name.into()).or_default().push(fault);
+    }
+
+    /// The machine is running, as if started earlier (or by another n2d).
+    pub fn set_running(&self, name: &str) {
+        self.lock().running.insert(name.into());
+    }
+
+    /// The machine's QEMU died (killed by hand, OOM).
+    pub fn crash(&self, name: &str) {
+        self.lock().running.remove(name);
+    }
+
+    pub fn running(&self) -> Vec<String> {
+        self.lock().running.iter().cloned().collect()
+    }
+
+    pub fn is_running(&self, name: &str) -> bool {
+        self.lock().running.contains(name)
+    }
+
+    pub fn events(&self) -> Vec<String> {
+        self.lock().events.clone()
+    }
+
+    /// How many events start with `prefix` (e.g. `"start web-0"`).
+    pub fn count(&self, prefix: &str) -> usize {
+        self.lock().events.iter().filter(|e| e.starts_with(prefix)).count()
+    }
+}
+
+impl Hypervisor for FakeHypervisor {
+    fn start(&self, vm: &VmHandle, _launch: &VmLaunch) -> Result<StartReport, VmError> {
+        let mut s = self.lock();
+        s.events.push(format!("start {}", vm.name));
+        if s.fail_start.contains(&vm.name) {
+            return Err(VmError::Start { name: vm.name.clone(), stderr: "injected start failure".into() });
+        }
+        if !s.running.insert(vm.name.clone()) {
+            return Err(VmError::AlreadyRunning { name: vm.name.clone() });
+        }
+        Ok(StartReport { pid: 4242, accel: Accel::Tcg, why_not_kvm: None })
+    }
+
+    fn wait_ready(&self, vm: &VmHandle, _since: u64, timeout: Duration) -> Result<(), VmError> {
+        let mut s = self.lock();
+        s.events.push(format!("wait_ready {}", vm.name));
+        let fault = s.boot_faults.get_mut(&vm.name).filter(|f| !f.is_empty()).map(|f| f.remove(0));
+        let console_tail = "  | (fake console)".to_string();
+        match fault {
+            None if s.running.contains(&vm.name) => Ok(()),
+            None => Err(VmError::ExitedDuringBoot {
+                name: vm.name.clone(),
+                console_tail,
+                failure: BootFailure::Unknown,
+            }),
+            Some(BootFault::Timeout) => {
+                Err(VmError::ReadyTimeout { name: vm.name.clone(), timeout, console_tail })
+            }
+            Some(BootFault::Interrupted) => Err(VmError::Interrupted { name: vm.name.clone() }),
+            Some(BootFault::Exits(failure)) => {
+                s.running.remove(&vm.name);
+                Err(VmError::ExitedDuringBoot { name: vm.name.clone(), console_tail, failure })
+            }
+        }
+    }
+
+    fn state(&self, vm: &VmHandle) -> VmState {
+        if self.lock().running.contains(&vm.name) {
+            VmState::Running
+        } else {
+            VmState::Stopped
+        }
+    }
+
+    fn stop(&self, vm: &VmHandle, _timeout: Duration) -> Result<StopOutcome, VmError> {
+        let mut s = self.lock();
+        s.events.push(format!("stop {}", vm.name));
+        Ok(if s.running.remove(&vm.name) { StopOutcome::Graceful } else { StopOutcome::AlreadyStopped })
+    }
+
+    fn kill(&self, vm: &VmHandle) -> Result<(), VmError> {
+        let mut s = self.lock();
+        s.events.push(format!("kill {}", vm.name));
+        s.running.remove(&vm.name);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launch() -> VmLaunch {
+        VmLaunch {
+            cpus: 1,
+            memory_mib: 512,
+            kernel: "k".into(),
+            initrd: "i".into(),
+            rootfs: "r".into(),
+            tap: "t".into(),
+            mac: "m".into(),
+        }
+    }
+
+    #[test]
+    fn records_calls_and_injects_faults() {
+        let h = FakeHypervisor::new();
+        let vm = VmHandle::new("a", "/nonexistent/a");
+        h.fail_boot("a", BootFault::Exits(BootFailure::EmulationRace));
+        h.start(&vm, &launch()).unwrap();
+        assert!(matches!(h.wait_ready(&vm, 0, Duration::ZERO), Err(VmError::ExitedDuringBoot { .. })));
+        assert_eq!(h.state(&vm), VmState::Stopped);
+        h.start(&vm, &launch()).unwrap();
+        h.wait_ready(&vm, 0, Duration::ZERO).unwrap();
+        assert_eq!(h.stop(&vm, Duration::ZERO).unwrap(), StopOutcome::Graceful);
+        h.fail_start("a");
+        assert!(matches!(h.start(&vm, &launch()), Err(VmError::Start { .. })));
+        assert_eq!(h.events(), ["start a", "wait_ready a", "start a", "wait_ready a", "stop a", "start a"]);
+    }
+}
