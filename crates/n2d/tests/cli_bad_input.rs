@@ -256,3 +256,37 @@ fn add_host_without_tls_is_refused_before_any_connection() {
     assert!(started.elapsed() < std::time::Duration::from_secs(20), "it tried to connect first");
     assert_eq!(std::fs::read_to_string(home.path().join("swarms/s.json")).unwrap(), record);
 }
+
+#[test]
+fn add_host_refuses_bad_names_and_oversized_labels_before_any_connection() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(home.path().join("swarms")).unwrap();
+    let record = r#"{"prefix":"s","managers":["s-mngr-0"],"workers":[]}"#;
+    std::fs::write(home.path().join("swarms/s.json"), record).unwrap();
+    let tls = [
+        "--tlscacert",
+        "/nonexistent/ca.pem",
+        "--tlscert",
+        "/nonexistent/c.pem",
+        "--tlskey",
+        "/nonexistent/k.pem",
+    ];
+    let big = format!("k={}", "v".repeat(4000));
+    let many: Vec<String> = (0..20).map(|i| format!("--label=k{i}={}", "v".repeat(4000))).collect();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--as", "../x"],
+        vec!["--as", "a\nb"],
+        vec!["--as", "-x"],
+        vec!["--label", &big, "--label", "x"],
+        many.iter().map(String::as_str).collect(),
+    ];
+    for extra in cases {
+        let mut args = vec!["swarm", "add-host", "s", "--host", "tcp://192.0.2.1:2376"];
+        args.extend(tls);
+        args.extend(extra.iter().copied());
+        let started = std::time::Instant::now();
+        assert_eq!(run(home.path(), &args), 2, "{extra:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "it tried to connect first");
+    }
+    assert_eq!(std::fs::read_to_string(home.path().join("swarms/s.json")).unwrap(), record);
+}

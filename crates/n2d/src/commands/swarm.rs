@@ -259,8 +259,25 @@ fn add_host(ctx: &Ctx, args: AddHostArgs) -> Result<()> {
     let host_name = args.host_name.clone().unwrap_or_else(|| {
         args.host.trim_start_matches("tcp://").split(':').next().unwrap_or("host").to_string()
     });
+    check_host_name(&host_name)?;
+    n2d_spec::machine::check_labels_size(&host_name, &labels)?;
     let ext = ExternalHost { name: host_name.clone(), docker_host: args.host.clone(), tls, labels };
     ctx.add_external_host(&mut record, ext)?;
     eprintln!("{host_name} joined swarm {} as a worker", record.prefix);
+    Ok(())
+}
+
+/// The name an external host is recorded (and listed) under: a DNS name, so it can hold no
+/// path or control character.
+fn check_host_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+        && !name.starts_with(['-', '.']);
+    if !ok {
+        bail!(UsageError(format!(
+            "invalid host name {name:?}: use letters, digits, '-' and '.' (at most 253), or name it with --as"
+        )));
+    }
     Ok(())
 }
