@@ -12,12 +12,14 @@ use n2d_net::testing::FakeHost;
 use n2d_spec::machine::{ByteSize, MachineName, MachineSpec};
 use n2d_spec::swarm::{SwarmName, SwarmSpec};
 use n2d_store::Home;
+use n2d_store::KillPoints;
 use n2d_swarm::fake::Cluster;
 use n2d_swarm::RemoveTimeouts;
 use n2d_vm::fake::{BootFault, FakeHypervisor};
 use n2d_vm::{BootFailure, VmError, VmState};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -101,6 +103,8 @@ fn kit() -> Kit {
             remove: fast,
             evict: fast,
         },
+        cancel: Arc::new(AtomicBool::new(false)),
+        kill: KillPoints::none(),
     };
     Kit { dir, orch, cluster, said }
 }

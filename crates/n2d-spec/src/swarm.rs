@@ -194,7 +194,12 @@ impl LabelTarget {
 }
 
 /// Applies `rules` in order (later wins) to the labels of a node named `name` with `role`.
-pub fn apply_label_rules(rules: &[LabelRule], name: &str, role: NodeRole, labels: &mut BTreeMap<String, String>) {
+pub fn apply_label_rules(
+    rules: &[LabelRule],
+    name: &str,
+    role: NodeRole,
+    labels: &mut BTreeMap<String, String>,
+) {
     for rule in rules {
         if rule.target.matches(name, role) {
             labels.insert(rule.key.clone(), rule.value.clone());
@@ -596,6 +601,28 @@ pub struct SwarmRecord {
 }
 
 impl SwarmRecord {
+    /// Records `node` in `role` unless it is there already.
+    pub fn add_node(&mut self, role: NodeRole, node: &MachineName) {
+        let list = match role {
+            NodeRole::Manager => &mut self.managers,
+            NodeRole::Worker => &mut self.workers,
+        };
+        if !list.contains(node) {
+            list.push(node.clone());
+        }
+    }
+
+    /// Takes `node` out of the record.
+    pub fn forget_node(&mut self, node: &MachineName) {
+        self.managers.retain(|n| n != node);
+        self.workers.retain(|n| n != node);
+    }
+
+    /// Every machine of the swarm, managers first.
+    pub fn nodes(&self) -> impl Iterator<Item = &MachineName> {
+        self.managers.iter().chain(&self.workers)
+    }
+
     /// The record of a validated spec (an invalid prefix or node name is refused here too).
     pub fn from_spec(spec: &SwarmSpec) -> Result<SwarmRecord, SpecError> {
         let plan = spec.plan();

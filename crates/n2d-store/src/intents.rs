@@ -74,9 +74,9 @@ impl Operation {
             Operation::Create { machine } | Operation::Rm { machine } | Operation::Start { machine } => {
                 machine.as_str()
             }
-            Operation::SwarmCreate { swarm } | Operation::SwarmRm { swarm } | Operation::Scale { swarm, .. } => {
-                swarm.as_str()
-            }
+            Operation::SwarmCreate { swarm }
+            | Operation::SwarmRm { swarm }
+            | Operation::Scale { swarm, .. } => swarm.as_str(),
             Operation::ImageBuild { staging } => staging.trim_start_matches('.'),
         }
     }
@@ -179,12 +179,8 @@ impl Home {
     /// checks that make the target this change's own (a machine name not yet taken...).
     pub fn begin_intent(&self, op: Operation, kill: &KillPoints) -> Result<Journal, StoreError> {
         let pid = std::process::id();
-        let name = format!(
-            "{}-{}-{pid}-{}.json",
-            op.kind(),
-            op.target(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
+        let name =
+            format!("{}-{}-{pid}-{}.json", op.kind(), op.target(), SEQ.fetch_add(1, Ordering::Relaxed));
         let path = self.intents_dir().join(name);
         let intent = Intent { op, pid, pid_start: process_start(pid), done: Vec::new() };
         write_json(&path, &intent)?;
@@ -297,7 +293,8 @@ impl KillPoints {
         match mode {
             KillMode::Sigkill => {
                 eprintln!("n2d: {KILL_AT_ENV}={point}: killing myself (SIGKILL)");
-                let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+                let _ =
+                    rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
                 // SIGKILL cannot be caught; never go on past the point.
                 std::process::abort();
             }
@@ -318,7 +315,8 @@ mod tests {
     fn a_journal_is_live_while_open_and_left_for_recovery_when_abandoned() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::at(dir.path());
-        let mut j = home.begin_intent(Operation::Create { machine: machine("h1") }, &KillPoints::none()).unwrap();
+        let mut j =
+            home.begin_intent(Operation::Create { machine: machine("h1") }, &KillPoints::none()).unwrap();
         j.step("dir").unwrap();
         let found = home.intents();
         assert_eq!(found.len(), 1);
