@@ -237,10 +237,15 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 self.progress.say(&format!("--keep-on-failure: leaving the swarm's machines for inspection (remove with `n2d swarm rm {}`)", spec.prefix));
             } else {
                 self.progress.say("Rolling back: removing the swarm's machines");
+                let mut undone = true;
                 for m in &made {
-                    let _ = self.remove_machine(&m.spec.name, true);
+                    undone &= self.remove_machine(&m.spec.name, true).is_ok();
                 }
-                let _ = self.home.remove_swarm(&record.prefix);
+                undone &= self.home.remove_swarm(&record.prefix).is_ok();
+                if !undone {
+                    // The journal stays: the next command's recovery finishes the job.
+                    return Err(e);
+                }
             }
             let _ = journal.finish();
             return Err(e);

@@ -20,8 +20,8 @@ use n2d_spec::swarm::SwarmName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The environment variable naming the step at which n2d SIGKILLs itself (test-only).
 pub const KILL_AT_ENV: &str = "N2D_TEST_KILL_AT";
@@ -263,16 +263,19 @@ pub enum KillMode {
 
 /// Test-only: the named step (`create:after-lease`) at which n2d kills itself. Compiled in
 /// always so the fault tests run the binary users run; unset, every kill point is a no-op.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct KillPoints {
     at: Option<(String, KillMode)>,
+    /// Whether the point was reached (a panicking one fires once: the other threads of a
+    /// parallel create go on, as if they had finished just before a kill).
+    fired: Arc<AtomicBool>,
 }
 
 impl KillPoints {
     /// From `$N2D_TEST_KILL_AT` (SIGKILL); none when unset or empty.
     pub fn from_env() -> KillPoints {
         let at = std::env::var(KILL_AT_ENV).ok().filter(|v| !v.trim().is_empty());
-        KillPoints { at: at.map(|a| (a.trim().to_string(), KillMode::Sigkill)) }
+        KillPoints { at: at.map(|a| (a.trim().to_string(), KillMode::Sigkill)), fired: Arc::default() }
     }
 
     pub fn none() -> KillPoints {
@@ -281,13 +284,18 @@ impl KillPoints {
 
     /// Panics at `point` (unit tests).
     pub fn panic_at(point: &str) -> KillPoints {
-        KillPoints { at: Some((point.to_string(), KillMode::Panic)) }
+        KillPoints { at: Some((point.to_string(), KillMode::Panic)), fired: Arc::default() }
+    }
+
+    /// Whether the kill point was reached.
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
     }
 
     /// Ends the process here if `point` is the one named.
     pub fn hit(&self, point: &str) {
         let Some((at, mode)) = &self.at else { return };
-        if at != point {
+        if at != point || self.fired.swap(true, Ordering::SeqCst) {
             return;
         }
         match mode {
