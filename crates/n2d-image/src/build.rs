@@ -6,7 +6,7 @@ use crate::modules::{module_name, ModuleDb};
 use crate::recipe::{ImageManifest, Recipe};
 use crate::{Image, INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
 use n2d_exec::{is_installed_or_in_sbin, Cmd, ExecError, Runner};
-use n2d_store::{write_json, Home, StoreError};
+use n2d_store::{write_json, Home, KillPoints, Operation, StoreError};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io;
@@ -138,10 +138,17 @@ pub fn build_image(
     // the guest. The images directory itself stays private (0700).
     n2d_store::ensure_dir(&home.images_dir()).map_err(BuildError::Store)?;
     let _umask = UmaskGuard::set(0o022);
-    let staging = home.images_dir().join(format!(".build-{}-{}", &id[..12], std::process::id()));
+    let staging_name = format!(".build-{}-{}", &id[..12], std::process::id());
+    let staging = home.images_dir().join(&staging_name);
+    // A kill leaves the journal: the next command removes the staging tree (a whole Debian
+    // userland) instead of keeping it forever.
+    let journal = home
+        .begin_intent(Operation::ImageBuild { staging: staging_name }, &KillPoints::from_env())
+        .map_err(BuildError::Store)?;
     let result = Builder { runner, recipe: &recipe, staging: &staging, init: &opts.init.bytes }
         .run(&id, progress)
         .and_then(|manifest| {
+            journal.kill_point("before-store");
             let final_dir = home.images_dir().join(&id);
             fs::rename(staging.join("out"), &final_dir)
                 .map_err(|source| BuildError::Io { stage: Stage::Store, source })?;
@@ -149,6 +156,7 @@ pub fn build_image(
         });
     // The staging tree (a whole Debian userland) is never kept, built or not.
     let _ = fs::remove_dir_all(&staging);
+    let _ = journal.finish();
     result.map(|image| (image, false))
 }
 

@@ -50,6 +50,11 @@ pub enum Error {
     },
     #[error("no swarm named {0:?} (see `n2d swarm ls`)")]
     NoSuchSwarm(String),
+    #[error("a swarm named {0:?} already exists (see `n2d swarm ls`; remove it with `n2d swarm rm {0}`)")]
+    SwarmExists(String),
+    /// Ctrl-C outside a wait for a VM or the lock (forming a swarm).
+    #[error("interrupted while {what}")]
+    Interrupted { what: &'static str },
     #[error("node {node} of swarm {swarm}")]
     SwarmNode {
         node: String,
@@ -117,6 +122,7 @@ impl Error {
             | Error::StatePathTooLong { .. }
             | Error::MachineRunning { .. }
             | Error::NoSuchSwarm(_)
+            | Error::SwarmExists(_)
             | Error::BridgeTooSmall { .. }
             | Error::NodeMemory { .. }
             | Error::Spec(_)
@@ -132,6 +138,7 @@ impl Error {
     pub fn is_interrupted(&self) -> bool {
         match self {
             Error::Vm(n2d_vm::VmError::Interrupted { .. })
+            | Error::Interrupted { .. }
             | Error::Store(StoreError::LockInterrupted { .. }) => true,
             Error::Net(n2d_net::NetError::HostState {
                 source: StoreError::LockInterrupted { .. }, ..

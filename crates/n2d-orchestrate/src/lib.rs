@@ -13,6 +13,7 @@
 pub mod error;
 pub mod machine;
 pub mod progress;
+pub mod recover;
 pub mod rollback;
 pub mod swarm;
 
@@ -24,9 +25,11 @@ pub use progress::{Progress, Quiet, Step};
 pub use rollback::Rollback;
 
 use n2d_net::host::HostNet;
-use n2d_store::{Home, MachineRecord};
+use n2d_store::{Home, Journal, KillPoints, MachineRecord, Operation};
 use n2d_swarm::{Endpoint, RemoveTimeouts, TlsPaths};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Waits that tests shorten.
@@ -63,9 +66,24 @@ pub struct Orchestrator<R, H, C> {
     pub docker: C,
     pub progress: Box<dyn Progress>,
     pub timing: Timing,
+    /// Set by the first Ctrl-C: waits end and what a create made is rolled back.
+    pub cancel: Arc<AtomicBool>,
+    /// Test-only kill points (`N2D_TEST_KILL_AT`), passed by every journalled step.
+    pub kill: KillPoints,
 }
 
 impl<R, H, C> Orchestrator<R, H, C> {
+    /// Writes the journal of `op` (see `n2d_store::intents`); the caller holds the state lock
+    /// when the target must be checked first.
+    pub fn begin(&self, op: Operation) -> Result<Journal> {
+        Ok(self.home.begin_intent(op, &self.kill)?)
+    }
+
+    /// Ctrl-C was pressed.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
     /// The home as the host-wide state names it: its real path, so two spellings of one home
     /// are one owner.
     pub fn home_key(&self) -> PathBuf {

@@ -7,10 +7,11 @@ use crate::{Error, Orchestrator, Result, Rollback, Step};
 use n2d_exec::{Cmd, Runner};
 use n2d_image::{find_image, Image};
 use n2d_net::host::{AttachRequest, Claim};
+use n2d_net::tap_for;
 use n2d_pki::Ca;
 use n2d_proto::{encode_config_disk, DockerConfig, GuestConfig, GuestNetwork, TlsMaterial};
 use n2d_spec::machine::{MachineName, MachineSpec};
-use n2d_store::{remove_dir_all, write_atomic, MachineRecord};
+use n2d_store::{remove_dir_all, write_atomic, Journal, MachineRecord, Operation};
 use n2d_swarm::{Connector, DockerApi};
 use n2d_vm::argv::{CONFIG_DISK_FILE as CONFIG_DISK, DATA_DISK_FILE as DATA_DISK};
 use n2d_vm::qemu::console_log_len;
@@ -59,25 +60,46 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         Ok(())
     }
 
-    /// Allocates everything a machine needs (IP, tap, certificate, disks) and records it. On
-    /// error nothing is left behind; on success the returned [`Rollback`] undoes it all unless
-    /// committed.
+    /// Allocates everything a machine needs (IP, tap, certificate, disks) and records it, each
+    /// step written to the create's journal (see `n2d_store::intents`). On error nothing is left
+    /// behind; on success the returned [`Rollback`] undoes it all unless committed, and the
+    /// journal is the caller's to finish.
     pub fn prepare_machine(
         &self,
         spec: &MachineSpec,
         swarm: Option<&str>,
-    ) -> Result<(MachineRecord, Rollback<'_>)> {
+    ) -> Result<(MachineRecord, Rollback<'_>, Journal)> {
         let _lock = self.home.lock()?;
         self.check_new_machine(spec)?;
-        let name = spec.name.to_string();
-        let mut rollback = Rollback::default();
-
         let dir = self.home.machine_dir(&spec.name);
         // QEMU's sockets are created relative to the machine directory, but clients connect by
         // full path, which Linux limits to 107 bytes.
         if dir.join("console.sock").as_os_str().len() > 100 {
             return Err(Error::StatePathTooLong { dir });
         }
+        // Under the same lock as the check: whatever is found under this name from here on is
+        // this create's, which is what lets recovery remove it.
+        let mut journal = self.begin(Operation::Create { machine: spec.name.clone() })?;
+        let mut rollback = Rollback::default();
+        match self.prepare_steps(spec, swarm, &mut journal, &mut rollback) {
+            Ok(record) => Ok((record, rollback, journal)),
+            Err(e) => {
+                drop(rollback);
+                let _ = journal.finish();
+                Err(e)
+            }
+        }
+    }
+
+    fn prepare_steps<'a>(
+        &'a self,
+        spec: &MachineSpec,
+        swarm: Option<&str>,
+        journal: &mut Journal,
+        rollback: &mut Rollback<'a>,
+    ) -> Result<MachineRecord> {
+        let name = spec.name.to_string();
+        let dir = self.home.machine_dir(&spec.name);
         // The directory comes first: a host-wide lease whose machine directory is gone is taken
         // for stale by every home.
         n2d_store::ensure_dir(&dir)?;
@@ -87,6 +109,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 let _ = remove_dir_all(&dir);
             });
         }
+        journal.step("dir")?;
         let home = self.home_key();
         let claims = self.home_claims();
         let request = AttachRequest {
@@ -104,6 +127,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 let _ = self.net.detach(&self.runner, &home, &name, Some(&tap));
             });
         }
+        journal.step("lease")?;
 
         let record = MachineRecord {
             spec: spec.clone(),
@@ -115,6 +139,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             swarm: swarm.map(str::to_string),
         };
         self.write_config_disk(&record)?;
+        journal.step("config-disk")?;
         self.runner
             .run(
                 &Cmd::new("qemu-img", "qemu-utils")
@@ -127,8 +152,10 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         // sure it is private whatever the tool did.
         std::fs::set_permissions(dir.join(DATA_DISK), std::fs::Permissions::from_mode(n2d_store::FILE_MODE))
             .map_err(Error::DataDiskMode)?;
+        journal.step("data-disk")?;
         self.home.save_machine(&record)?;
-        Ok((record, rollback))
+        journal.step("record")?;
+        Ok(record)
     }
 
     /// The addresses this home's machines hold (from their records), which every attach
@@ -185,13 +212,23 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     }
 
     /// Starts the VM and waits until its Docker engine answers (ready marker, then a TLS ping).
-    pub fn boot(&self, record: &MachineRecord, timeout: Duration, step: &dyn Step) -> Result<StartReport> {
+    /// `journal`: the change this boot is part of, for its kill point `<op>:after-qemu-start`.
+    pub fn boot(
+        &self,
+        record: &MachineRecord,
+        timeout: Duration,
+        step: &dyn Step,
+        journal: Option<&Journal>,
+    ) -> Result<StartReport> {
         let image = find_image(&self.home, &record.spec.image)?;
         let vm = self.vm_handle(&record.spec.name);
         let launch = Self::vm_launch(record, &image);
         let since = console_log_len(&vm.dir);
         step.set("starting QEMU");
         let mut report = self.hypervisor.start(&vm, &launch)?;
+        if let Some(j) = journal {
+            j.kill_point("after-qemu-start");
+        }
         self.report_accel(&report);
         step.set(&format!("booting ({})", report.accel));
         match self.hypervisor.wait_ready(&vm, since, timeout) {
@@ -234,7 +271,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         Err(last.expect("set on failure").into())
     }
 
-    /// `n2d create`: allocate, boot, wait; undo everything on failure.
+    /// `n2d create`: allocate, boot, wait; undo everything on failure. A kill midway leaves the
+    /// journal: recovery undoes a create that had not yet written the machine's record, and
+    /// keeps one that had (see `recover`).
     pub fn create_machine(
         &self,
         spec: &MachineSpec,
@@ -242,20 +281,24 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         timeout: Duration,
     ) -> Result<MachineRecord> {
         let step = self.progress.step(&format!("Creating {}", spec.name));
-        let (record, mut rollback) = self.prepare_machine(spec, swarm)?;
+        let (record, mut rollback, journal) = self.prepare_machine(spec, swarm)?;
         {
             let vm = self.vm_handle(&spec.name);
             rollback.push(move || {
                 let _ = self.hypervisor.kill(&vm);
             });
         }
-        if let Err(e) = self.boot(&record, timeout, &*step) {
+        if let Err(e) = self.boot(&record, timeout, &*step, Some(&journal)) {
             // Undo under the lock, so a concurrent create of the same name cannot slip in between.
             let _lock = self.home.lock()?;
             drop(rollback);
+            let _ = journal.finish();
             return Err(e);
         }
+        journal.kill_point("after-ready");
         rollback.commit();
+        // The machine is complete: a journal left behind (a full disk) is only kept by recovery.
+        let _ = journal.finish();
         step.done(&format!(
             "{} is up at {} (Docker endpoint {})",
             record.spec.name,
@@ -280,6 +323,19 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         if self.machine_state(name) == VmState::Running {
             return Ok(false);
         }
+        let journal = self.begin(Operation::Start { machine: name.clone() })?;
+        let result = self.start_steps(name, &record, timeout, &journal);
+        let _ = journal.finish();
+        result.map(|()| true)
+    }
+
+    fn start_steps(
+        &self,
+        name: &MachineName,
+        record: &MachineRecord,
+        timeout: Duration,
+        journal: &Journal,
+    ) -> Result<()> {
         {
             // The bridge and tap are recreated if the host lost them (a reboot), with the
             // recorded address, tap and MAC: the certificate and the guest's configuration name
@@ -304,13 +360,14 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             };
             self.net.attach(&self.runner, &request, Some(&keep))?;
         }
+        journal.kill_point("after-attach");
         let step = self.progress.step(&format!("Starting {name}"));
-        if let Err(e) = self.boot(&record, timeout, &*step) {
+        if let Err(e) = self.boot(record, timeout, &*step, Some(journal)) {
             let _ = self.hypervisor.kill(&self.vm_handle(name));
             return Err(e);
         }
         step.done(&format!("{name} is up at {} (Docker endpoint {})", record.ip, record.docker_host()));
-        Ok(true)
+        Ok(())
     }
 
     pub fn stop_machine(&self, name: &MachineName, timeout: Duration) -> Result<StopOutcome> {
@@ -328,19 +385,41 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         // A damaged (or never written) record still leaves enough to clean up: QEMU is found by
         // its pid file, the tap and lease by the machine's name.
         let vm = self.vm_handle(name);
-        if self.hypervisor.state(&vm) == VmState::Running {
-            if !force {
-                return Err(Error::MachineRunning { name: name.to_string() });
-            }
-            self.hypervisor.kill(&vm)?;
+        let running = self.hypervisor.state(&vm) == VmState::Running;
+        if running && !force {
+            return Err(Error::MachineRunning { name: name.to_string() });
+        }
+        // A kill from here on leaves the journal: recovery finishes the removal once the VM is
+        // not running.
+        let mut journal = self.begin(Operation::Rm { machine: name.clone() })?;
+        let result = self.remove_steps(name, running, &mut journal);
+        let _ = journal.finish();
+        result
+    }
+
+    fn remove_steps(&self, name: &MachineName, running: bool, journal: &mut Journal) -> Result<()> {
+        if running {
+            self.hypervisor.kill(&self.vm_handle(name))?;
+            journal.step("vm-killed")?;
         }
         let _lock = self.home.lock()?;
+        self.release_machine(name)?;
+        journal.step("detached")?;
+        remove_dir_all(&self.home.machine_dir(name))?;
+        Ok(())
+    }
+
+    /// Gives back a machine's lease and tap (and the bridge when it was the last): the tap its
+    /// record names, else the one its name derives from, so a tap a kill left without a lease
+    /// goes too. The caller holds the state lock.
+    pub(crate) fn release_machine(&self, name: &MachineName) -> Result<()> {
+        let home = self.home_key();
         // The record names the tap even when the host-wide state was lost (a reboot).
-        let tap = self.home.load_machine(name).ok().map(|r| r.tap);
-        for note in self.net.detach(&self.runner, &self.home_key(), name.as_str(), tap.as_deref())? {
+        let tap =
+            self.home.load_machine(name).map(|r| r.tap).unwrap_or_else(|_| tap_for(&home, name.as_str(), 0));
+        for note in self.net.detach(&self.runner, &home, name.as_str(), Some(&tap))? {
             self.progress.say(&note);
         }
-        remove_dir_all(&dir)?;
         Ok(())
     }
 

@@ -1,6 +1,8 @@
 //! Undo actions for a multi-step change that failed midway.
 
-/// Undo actions, run newest first when dropped unless the operation commits.
+/// Undo actions, run newest first when dropped unless the operation commits. Nothing is undone
+/// while a panic unwinds (a bug, or a simulated kill in the tests): the change's journal stays
+/// and the next command's recovery deals with it, as after a SIGKILL.
 #[derive(Default)]
 pub struct Rollback<'a> {
     undo: Vec<Box<dyn FnOnce() + Send + 'a>>,
@@ -19,6 +21,10 @@ impl<'a> Rollback<'a> {
 
 impl Drop for Rollback<'_> {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.undo.clear();
+            return;
+        }
         while let Some(f) = self.undo.pop() {
             f();
         }

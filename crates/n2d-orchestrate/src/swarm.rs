@@ -7,9 +7,10 @@ use n2d_spec::machine::{
     ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE, DEFAULT_CPUS, DEFAULT_DISK, DEFAULT_MEMORY,
 };
 use n2d_spec::swarm::{
-    plan_scale, ExternalHost, NodePlan, NodeRole, ScalePlan, SwarmName, SwarmRecord, SwarmSpec,
+    apply_label_rules, plan_scale, ExternalHost, NodePlan, NodeRole, ScalePlan, SwarmName, SwarmRecord,
+    SwarmSpec,
 };
-use n2d_store::MachineRecord;
+use n2d_store::{Journal, MachineRecord, Operation};
 use n2d_swarm::{
     form_swarm, join_external_worker, load_image_everywhere, remove_nodes, swarm_health, Connector,
     DockerApi, Endpoint, LoadProgress, Manager, NodeInfo,
@@ -17,6 +18,7 @@ use n2d_swarm::{
 use n2d_vm::qemu::console_tail;
 use n2d_vm::Hypervisor;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -157,7 +159,20 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             nodes.push((node.clone(), ep, api));
         }
         let say = |msg: &str| self.progress.say(&format!("  {msg}"));
-        let result = runtime()?.block_on(form_swarm(&nodes, timeout, say));
+        let interrupted = || Error::Interrupted { what: "forming the swarm" };
+        if self.cancelled() {
+            return Err(interrupted());
+        }
+        // The first Ctrl-C ends the formation wherever it waits (a Docker call, the wait for
+        // Ready): the caller rolls back.
+        let result = runtime()?.block_on(async {
+            tokio::select! {
+                result = form_swarm(&nodes, timeout, say) => Some(result),
+                () = until_set(&self.cancel) => None,
+            }
+        });
+        // Pressed while a step ran that did not wait: the formation is undone all the same.
+        let Some(result) = result.filter(|_| !self.cancelled()) else { return Err(interrupted()) };
         if let Err(n2d_swarm::SwarmError::NodesNotReady { nodes: late, .. }) = &result {
             // Say what the late nodes' consoles say: that is where the reason is.
             let tails: Vec<String> = late
@@ -174,9 +189,12 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         Ok(())
     }
 
-    /// Creates the swarm `spec` planned as `plan` (its specs' images resolved): records it,
-    /// creates every node, forms the swarm. On failure every node made and the record are
-    /// removed, unless `keep_on_failure`.
+    /// Creates the swarm `spec` planned as `plan` (its specs' images resolved): records it
+    /// (refused when a swarm of that name has a record: a second create never overwrites, nor
+    /// on failure deletes, the first's), creates every node, forms the swarm. On failure or
+    /// Ctrl-C every node made and the record are removed, unless `keep_on_failure`. Each step
+    /// is journalled: after a kill, recovery keeps the nodes that exist in the record (so
+    /// `swarm rm` removes them) and drops a record with none.
     pub fn create_swarm(
         &self,
         spec: &SwarmSpec,
@@ -185,29 +203,54 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         keep_on_failure: bool,
     ) -> Result<SwarmRecord> {
         let record = SwarmRecord::from_spec(spec)?;
-        self.home.save_swarm(&record)?;
+        let mut journal = self.begin(Operation::SwarmCreate { swarm: record.prefix.clone() })?;
+        match self.home.create_swarm_record(&record) {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = journal.finish();
+                return Err(Error::SwarmExists(record.prefix.to_string()));
+            }
+            Err(e) => {
+                let _ = journal.finish();
+                return Err(e.into());
+            }
+        }
+        journal.step("record")?;
         let started = std::time::Instant::now();
         let (made, result) = self.create_nodes(&plan.specs, &spec.prefix, timeout);
         let result = result.and_then(|()| {
+            journal.step("nodes")?;
+            if self.cancelled() {
+                return Err(Error::Interrupted { what: "creating the swarm's nodes" });
+            }
             self.progress.say(&format!(
                 "All {} VMs are up ({:.1}s); forming the swarm...",
                 made.len(),
                 started.elapsed().as_secs_f64()
             ));
-            self.form(&plan.nodes, &made, timeout)
+            self.form(&plan.nodes, &made, timeout)?;
+            journal.step("formed")?;
+            Ok(())
         });
         if let Err(e) = result {
             if keep_on_failure {
                 self.progress.say(&format!("--keep-on-failure: leaving the swarm's machines for inspection (remove with `n2d swarm rm {}`)", spec.prefix));
             } else {
                 self.progress.say("Rolling back: removing the swarm's machines");
+                let mut undone = true;
                 for m in &made {
-                    let _ = self.remove_machine(&m.spec.name, true);
+                    undone &= self.remove_machine(&m.spec.name, true).is_ok();
                 }
-                let _ = self.home.remove_swarm(&record.prefix);
+                undone &= self.home.remove_swarm(&record.prefix).is_ok();
+                if !undone {
+                    // The journal stays: the next command's recovery finishes the job.
+                    return Err(e);
+                }
             }
+            let _ = journal.finish();
             return Err(e);
         }
+        let _ = journal.finish();
         self.progress.say(&format!(
             "Swarm {} is ready ({:.1}s)",
             spec.prefix,
@@ -244,6 +287,13 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// machine is removed, then the record.
     pub fn remove_swarm(&self, name: &SwarmName) -> Result<()> {
         let record = self.load_swarm(name)?;
+        let journal = self.begin(Operation::SwarmRm { swarm: name.clone() })?;
+        let result = self.remove_swarm_steps(name, &record, &journal);
+        let _ = journal.finish();
+        result
+    }
+
+    fn remove_swarm_steps(&self, name: &SwarmName, record: &SwarmRecord, journal: &Journal) -> Result<()> {
         if !record.external_hosts.is_empty() {
             let rt = runtime()?;
             for host in &record.external_hosts {
@@ -267,6 +317,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 // Removed by hand: its lease and tap may still be held.
                 self.forget_machine(node)?;
             }
+            // The record lists only what is left, were n2d killed here.
+            self.home.update_swarm(name, |r| r.forget_node(node))?;
+            journal.kill_point("after-node");
         }
         self.home.remove_swarm(name)?;
         Ok(())
@@ -284,7 +337,11 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let want_managers = managers.unwrap_or(record.managers.len() as u32);
         let want_workers = workers.unwrap_or(record.workers.len() as u32);
         let prefix = record.prefix.to_string();
-        let plan = plan_scale(&record.managers, &record.workers, want_managers, want_workers, &prefix)?;
+        let mut plan = plan_scale(&record.managers, &record.workers, want_managers, want_workers, &prefix)?;
+        // New nodes get the swarm's label rules, as the nodes it was created with did.
+        for node in &mut plan.add {
+            apply_label_rules(&record.labels, &node.name, node.role, &mut node.labels);
+        }
         let mut current = Vec::new();
         let mut add = Vec::new();
         if !plan.add.is_empty() {
@@ -320,8 +377,31 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// Carries out a planned scale: new nodes are created and joined (on failure they are
     /// removed from the swarm and their machines deleted), removed nodes are drained, leave and
     /// are deleted (a node whose machine is already gone is removed from the manager's side).
-    /// Returns the updated record.
+    /// Every change of the record happens under the lock on the record as it is then, so a
+    /// concurrent `add-host` is kept. Returns the updated record.
     pub fn scale_swarm(&self, work: ScaleWork, timeout: Duration) -> Result<SwarmRecord> {
+        let role_names = |role: NodeRole| -> Vec<MachineName> {
+            work.plan
+                .add
+                .iter()
+                .zip(&work.add)
+                .filter(|(n, _)| n.role == role)
+                .map(|(_, s)| s.name.clone())
+                .collect()
+        };
+        let op = Operation::Scale {
+            swarm: work.record.prefix.clone(),
+            add_managers: role_names(NodeRole::Manager),
+            add_workers: role_names(NodeRole::Worker),
+            remove: work.plan.remove.clone(),
+        };
+        let mut journal = self.begin(op)?;
+        let result = self.scale_steps(work, timeout, &mut journal);
+        let _ = journal.finish();
+        result
+    }
+
+    fn scale_steps(&self, work: ScaleWork, timeout: Duration, journal: &mut Journal) -> Result<SwarmRecord> {
         let ScaleWork { mut record, plan, add, current, .. } = work;
         let name = record.prefix.clone();
         if !add.is_empty() {
@@ -330,25 +410,32 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 current.into_iter().unzip();
             all_plan.extend(plan.add.iter().cloned());
             all_made.extend(made.iter().cloned());
-            let result = match result {
-                Ok(()) => {
-                    self.form(&all_plan, &all_made, timeout).inspect_err(|_| self.evict(&record, &made))
+            let result = result.and_then(|()| {
+                journal.step("nodes")?;
+                if self.cancelled() {
+                    return Err(Error::Interrupted { what: "creating the new nodes" });
                 }
-                Err(e) => Err(e),
-            };
+                self.form(&all_plan, &all_made, timeout).inspect_err(|_| self.evict(&record, &made))?;
+                journal.step("joined")?;
+                Ok(())
+            });
             if let Err(e) = result {
                 for m in &made {
                     let _ = self.remove_machine(&m.spec.name, true);
                 }
                 return Err(e);
             }
-            for (n, spec) in plan.add.iter().zip(&add) {
-                match n.role {
-                    NodeRole::Manager => record.managers.push(spec.name.clone()),
-                    NodeRole::Worker => record.workers.push(spec.name.clone()),
-                }
-            }
-            self.home.save_swarm(&record)?;
+            let added: Vec<(NodeRole, MachineName)> =
+                plan.add.iter().zip(&add).map(|(n, spec)| (n.role, spec.name.clone())).collect();
+            record = self
+                .home
+                .update_swarm(&name, |r| {
+                    for (role, node) in &added {
+                        r.add_node(*role, node);
+                    }
+                })?
+                .ok_or_else(|| Error::NoSuchSwarm(name.to_string()))?;
+            journal.step("recorded")?;
         }
         if !plan.remove.is_empty() {
             let rt = runtime()?;
@@ -370,16 +457,18 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
             let say = |msg: &str| self.progress.say(&format!("  {msg}"));
             rt.block_on(remove_nodes(manager, &leaving, self.timing.remove, say))?;
+            journal.step("left")?;
             for r in &plan.remove {
                 if self.home.machine_exists(r) {
                     self.remove_machine(r, true)?;
                 } else {
                     self.forget_machine(r)?;
                 }
-                record.managers.retain(|n| n != r);
-                record.workers.retain(|n| n != r);
-                self.home.save_swarm(&record)?;
+                if let Some(updated) = self.home.update_swarm(&name, |rec| rec.forget_node(r))? {
+                    record = updated;
+                }
                 self.progress.say(&format!("{r} removed"));
+                journal.kill_point("after-remove");
             }
         }
         Ok(record)
@@ -428,8 +517,12 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             &host.labels,
             Duration::from_secs(300),
         ))?;
-        record.external_hosts.push(host);
-        self.home.save_swarm(record)?;
+        // On the record as it is now, under the lock: a concurrent scale's nodes are kept.
+        let prefix = record.prefix.clone();
+        *record = self
+            .home
+            .update_swarm(&prefix, |r| r.external_hosts.push(host))?
+            .ok_or_else(|| Error::NoSuchSwarm(prefix.to_string()))?;
         Ok(())
     }
 
@@ -463,6 +556,13 @@ pub fn external_endpoint(host: &ExternalHost) -> Endpoint {
         .and_then(|h| h.parse().ok())
         .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
     Endpoint { name: host.name.clone(), ip, docker_host: host.docker_host.clone(), tls: host.tls.clone() }
+}
+
+/// Returns once `flag` is set (polled: a signal handler sets it).
+async fn until_set(flag: &AtomicBool) {
+    while !flag.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// An error and its causes on one line, as `{:#}` prints an anyhow error.

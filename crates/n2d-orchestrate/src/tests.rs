@@ -12,12 +12,14 @@ use n2d_net::testing::FakeHost;
 use n2d_spec::machine::{ByteSize, MachineName, MachineSpec};
 use n2d_spec::swarm::{SwarmName, SwarmSpec};
 use n2d_store::Home;
+use n2d_store::KillPoints;
 use n2d_swarm::fake::Cluster;
 use n2d_swarm::RemoveTimeouts;
 use n2d_vm::fake::{BootFault, FakeHypervisor};
 use n2d_vm::{BootFailure, VmError, VmState};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -101,6 +103,8 @@ fn kit() -> Kit {
             remove: fast,
             evict: fast,
         },
+        cancel: Arc::new(AtomicBool::new(false)),
+        kill: KillPoints::none(),
     };
     Kit { dir, orch, cluster, said }
 }
@@ -591,4 +595,153 @@ fn swarm_rm_skips_a_node_removed_by_hand() {
     k.assert_host_clean();
     let err = k.orch.remove_swarm(&prefix()).unwrap_err();
     assert!(matches!(err, Error::NoSuchSwarm(_)) && err.is_usage(), "{err:?}");
+}
+
+// --- swarm records under the lock, label rules, Ctrl-C ------------------------------------
+
+mod recovery;
+
+#[test]
+fn a_concurrent_add_host_is_not_lost_by_a_scale() {
+    let k = kit();
+    make_swarm(&k, 1, 1);
+    // The scale reads the record, then an add-host changes it, then the scale records its node.
+    let work = k.orch.plan_swarm_scale(&prefix(), Some(2), None).unwrap();
+    let mut record = k.orch.load_swarm(&prefix()).unwrap();
+    let host = n2d_spec::swarm::ExternalHost {
+        name: "ext1".into(),
+        docker_host: "tcp://10.77.0.200:2376".into(),
+        tls: None,
+        labels: Default::default(),
+    };
+    k.orch.add_external_host(&mut record, host).unwrap();
+    let scaled = k.orch.scale_swarm(work, BOOT).unwrap();
+    let saved = k.orch.load_swarm(&prefix()).unwrap();
+    assert_eq!(saved, scaled);
+    assert_eq!(saved.workers.len(), 2, "the scale's node was lost");
+    assert_eq!(saved.external_hosts.len(), 1, "the add-host was lost");
+    // And the other way round: a scale-down between an add-host's read and its write.
+    let mut stale = k.orch.load_swarm(&prefix()).unwrap();
+    let work = k.orch.plan_swarm_scale(&prefix(), Some(1), None).unwrap();
+    k.orch.scale_swarm(work, BOOT).unwrap();
+    let host = n2d_spec::swarm::ExternalHost {
+        name: "ext2".into(),
+        docker_host: "tcp://10.77.0.201:2376".into(),
+        tls: None,
+        labels: Default::default(),
+    };
+    k.orch.add_external_host(&mut stale, host).unwrap();
+    let saved = k.orch.load_swarm(&prefix()).unwrap();
+    assert_eq!(saved.workers.iter().map(|n| n.as_str()).collect::<Vec<_>>(), ["n2d-wrkr-0"]);
+    assert_eq!(saved.external_hosts.len(), 2);
+    assert_eq!(stale, saved, "the caller's record is the saved one");
+}
+
+#[test]
+fn a_second_swarm_create_with_the_same_prefix_fails_and_keeps_the_first() {
+    let k = kit();
+    // Both were planned before either made anything (two `swarm create` at once).
+    let second = swarm_spec(1, 2);
+    let second_plan = plan(&k, &second);
+    make_swarm(&k, 1, 1);
+    let first = k.orch.load_swarm(&prefix()).unwrap();
+    let err = k.orch.create_swarm(&second, &second_plan, BOOT, false).unwrap_err();
+    assert!(matches!(&err, Error::SwarmExists(p) if p == "n2d") && err.is_usage(), "{err:?}");
+    assert_eq!(k.orch.load_swarm(&prefix()).unwrap(), first, "the first swarm's record changed");
+    assert!(k.vms().is_running("n2d-mngr-0") && k.vms().is_running("n2d-wrkr-0"));
+    k.assert_gone("n2d-wrkr-1");
+    assert!(k.orch.home.intents().is_empty());
+    k.orch.remove_swarm(&prefix()).unwrap();
+    k.assert_host_clean();
+}
+
+#[test]
+fn scale_applies_the_swarms_label_rules_to_new_nodes() {
+    let k = kit();
+    let spec = SwarmSpec {
+        labels: vec!["tier=db@workers".parse().unwrap(), "env=dev".parse().unwrap()],
+        ..swarm_spec(1, 1)
+    };
+    k.orch.create_swarm(&spec, &plan(&k, &spec), BOOT, false).unwrap();
+    let record = k.orch.load_swarm(&prefix()).unwrap();
+    assert_eq!(record.labels, spec.labels, "the record keeps the rules");
+    let work = k.orch.plan_swarm_scale(&prefix(), Some(2), Some(2)).unwrap();
+    k.orch.scale_swarm(work, BOOT).unwrap();
+    let labels = |host: &str| {
+        k.cluster
+            .nodes()
+            .into_iter()
+            .find(|n| n.hostname == host)
+            .unwrap()
+            .labels
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    let both = vec![("env".to_string(), "dev".to_string()), ("tier".to_string(), "db".to_string())];
+    assert_eq!(labels("n2d-wrkr-1"), both, "a new worker");
+    assert_eq!(labels("n2d-mngr-1"), [("env".to_string(), "dev".to_string())], "a new manager");
+    // The engine labels too (the config disk's), as at create.
+    let rec = k.orch.load_record(&name("n2d-wrkr-1")).unwrap();
+    assert_eq!(rec.spec.labels.get("tier").map(String::as_str), Some("db"));
+}
+
+/// Presses Ctrl-C (sets the cancel flag) when `op` is called on `host`.
+fn ctrl_c_on(k: &Kit, host: &str, op: &str) {
+    let cancel = k.orch.cancel.clone();
+    k.cluster.on_call(host, op, move || cancel.store(true, Ordering::Relaxed));
+}
+
+#[test]
+fn ctrl_c_at_each_stage_of_swarm_formation_rolls_the_create_back() {
+    for (host, op) in [
+        ("n2d-mngr-0", "ping"),
+        ("n2d-mngr-0", "init"),
+        ("n2d-mngr-1", "join"),
+        ("n2d-wrkr-1", "join"),
+        ("n2d-mngr-0", "labels"),
+        ("n2d-mngr-0", "list_nodes"),
+    ] {
+        let k = kit();
+        ctrl_c_on(&k, host, op);
+        let spec = SwarmSpec { labels: vec!["env=dev".parse().unwrap()], ..swarm_spec(2, 2) };
+        let err = k.orch.create_swarm(&spec, &plan(&k, &spec), BOOT, false).unwrap_err();
+        assert!(err.is_interrupted(), "{host} {op}: {err:?}");
+        assert!(k.orch.home.load_swarm(&prefix()).unwrap().is_none(), "{host} {op}: the record is left");
+        for n in ["n2d-mngr-0", "n2d-mngr-1", "n2d-wrkr-0", "n2d-wrkr-1"] {
+            k.assert_gone(n);
+        }
+        k.assert_host_clean();
+        assert!(k.orch.home.intents().is_empty(), "{host} {op}");
+    }
+}
+
+#[test]
+fn ctrl_c_while_waiting_for_nodes_to_be_ready_ends_the_wait_at_once() {
+    let k = kit();
+    k.cluster.never_ready("n2d-wrkr-1");
+    let cancel = k.orch.cancel.clone();
+    let presser = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        cancel.store(true, Ordering::Relaxed);
+    });
+    let spec = swarm_spec(1, 2);
+    let started = std::time::Instant::now();
+    let err = k.orch.create_swarm(&spec, &plan(&k, &spec), Duration::from_secs(120), false).unwrap_err();
+    presser.join().unwrap();
+    assert!(matches!(err, Error::Interrupted { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(10), "waited {:?}", started.elapsed());
+    assert_swarm_gone(&k);
+}
+
+#[test]
+fn ctrl_c_during_a_scale_up_takes_the_new_nodes_out_and_deletes_them() {
+    let k = kit();
+    make_swarm(&k, 1, 1);
+    ctrl_c_on(&k, "n2d-wrkr-1", "join");
+    let work = k.orch.plan_swarm_scale(&prefix(), Some(2), None).unwrap();
+    let err = k.orch.scale_swarm(work, BOOT).unwrap_err();
+    assert!(err.is_interrupted(), "{err:?}");
+    k.assert_gone("n2d-wrkr-1");
+    assert_eq!(hostnames(&k), ["n2d-mngr-0", "n2d-wrkr-0"]);
+    assert_eq!(k.orch.load_swarm(&prefix()).unwrap().workers.len(), 1);
 }

@@ -193,6 +193,20 @@ impl LabelTarget {
     }
 }
 
+/// Applies `rules` in order (later wins) to the labels of a node named `name` with `role`.
+pub fn apply_label_rules(
+    rules: &[LabelRule],
+    name: &str,
+    role: NodeRole,
+    labels: &mut BTreeMap<String, String>,
+) {
+    for rule in rules {
+        if rule.target.matches(name, role) {
+            labels.insert(rule.key.clone(), rule.value.clone());
+        }
+    }
+}
+
 /// A node label rule: `key=value@target`; without `@target` it applies to all
 /// nodes. Targets: a node name, `all`, `workers`, `managers`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -482,11 +496,7 @@ impl SwarmSpec {
         roles
             .map(|(role, index)| {
                 let mut p = NodePlan::new(&self.prefix, role, index);
-                for rule in &self.labels {
-                    if rule.target.matches(&p.name, role) {
-                        p.labels.insert(rule.key.clone(), rule.value.clone());
-                    }
-                }
+                apply_label_rules(&self.labels, &p.name, role, &mut p.labels);
                 p.cpus = self.cpus;
                 p.memory = self.memory.clone();
                 if let Some(o) = self.nodes.get(&p.name) {
@@ -584,9 +594,35 @@ pub struct SwarmRecord {
     pub workers: Vec<MachineName>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_hosts: Vec<ExternalHost>,
+    /// The label rules of the flags or cluster file, which `scale` applies to new nodes
+    /// (records written before they were kept have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<LabelRule>,
 }
 
 impl SwarmRecord {
+    /// Records `node` in `role` unless it is there already.
+    pub fn add_node(&mut self, role: NodeRole, node: &MachineName) {
+        let list = match role {
+            NodeRole::Manager => &mut self.managers,
+            NodeRole::Worker => &mut self.workers,
+        };
+        if !list.contains(node) {
+            list.push(node.clone());
+        }
+    }
+
+    /// Takes `node` out of the record.
+    pub fn forget_node(&mut self, node: &MachineName) {
+        self.managers.retain(|n| n != node);
+        self.workers.retain(|n| n != node);
+    }
+
+    /// Every machine of the swarm, managers first.
+    pub fn nodes(&self) -> impl Iterator<Item = &MachineName> {
+        self.managers.iter().chain(&self.workers)
+    }
+
     /// The record of a validated spec (an invalid prefix or node name is refused here too).
     pub fn from_spec(spec: &SwarmSpec) -> Result<SwarmRecord, SpecError> {
         let plan = spec.plan();
@@ -599,6 +635,7 @@ impl SwarmRecord {
             managers: names(NodeRole::Manager)?,
             workers: names(NodeRole::Worker)?,
             external_hosts: Vec::new(),
+            labels: spec.labels.clone(),
         })
     }
 }
@@ -692,6 +729,29 @@ mod tests {
         assert_eq!(node_index("n2d", NodeRole::Worker, "n2d-mngr-1"), None);
         assert_eq!(node_index("n2d", NodeRole::Worker, "n2d-wrkr-01"), None);
         assert_eq!(node_index("n2", NodeRole::Worker, "n2d-wrkr-1"), None);
+    }
+
+    #[test]
+    fn swarm_records_keep_their_label_rules_and_old_ones_still_load() {
+        let spec = SwarmSpec {
+            labels: vec![LabelRule::parse("tier=db@workers").unwrap(), LabelRule::parse("env=dev").unwrap()],
+            ..SwarmSpec::default()
+        };
+        let record = SwarmRecord::from_spec(&spec).unwrap();
+        assert_eq!(record.labels, spec.labels);
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(json.contains(r#""labels":["tier=db@workers","env=dev@all"]"#), "{json}");
+        assert_eq!(serde_json::from_str::<SwarmRecord>(&json).unwrap(), record);
+        // Written before label rules were kept: no field, no rules.
+        let old: SwarmRecord =
+            serde_json::from_str(r#"{"prefix":"n2d","managers":["n2d-mngr-0"],"workers":[]}"#).unwrap();
+        assert!(old.labels.is_empty());
+        let mut labels = BTreeMap::new();
+        apply_label_rules(&spec.labels, "n2d-wrkr-7", NodeRole::Worker, &mut labels);
+        assert_eq!(labels.len(), 2);
+        labels.clear();
+        apply_label_rules(&spec.labels, "n2d-mngr-1", NodeRole::Manager, &mut labels);
+        assert_eq!(labels.keys().collect::<Vec<_>>(), ["env"]);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! lock                    flock(2) taken by every command that changes state
 //! images/<id>/            one directory per built image (see n2d-image)
 //! machines/<name>/        machine.json, disks, serial.log, sockets, qemu.pid, server cert
-//! swarms/<prefix>.json    which machines (and external hosts) form a swarm
+//! swarms/<prefix>.json    which machines (and external hosts) form a swarm, and its label rules
+//! intents/<op>-....json   journals of changes in progress (see [`Journal`]); left by a kill
 //! certs/                  the CA and the user's client certificate (DOCKER_CERT_PATH)
 //! ```
 //!
@@ -29,7 +30,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod intents;
 mod records;
+pub use intents::*;
 pub use records::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -208,7 +211,7 @@ impl Home {
     /// `/tmp`, with its sticky bit) is left alone.
     pub fn tighten(&self) -> Result<Vec<PathBuf>, StoreError> {
         let mut changed = Vec::new();
-        let ours = ["lock", "images", "machines", "swarms", "certs"];
+        let ours = ["lock", "images", "machines", "swarms", "certs", "intents"];
         if !ours.iter().any(|e| fs::symlink_metadata(self.root.join(e)).is_ok()) {
             return Ok(changed);
         }

@@ -86,11 +86,44 @@ impl Home {
         read_json_opt(&self.swarm_file(name))
     }
 
+    /// Writes a swarm's record as it is. Record changes go through [`Home::create_swarm_record`],
+    /// [`Home::update_swarm`] and [`Home::remove_swarm`], which take the state lock and re-read.
     pub fn save_swarm(&self, record: &SwarmRecord) -> Result<(), StoreError> {
         write_json(&self.swarm_file(&record.prefix), record)
     }
 
+    /// Writes the record of a new swarm, under the state lock; `Ok(false)` (nothing written)
+    /// when a swarm of that name already has one, so a second create never overwrites the first.
+    pub fn create_swarm_record(&self, record: &SwarmRecord) -> Result<bool, StoreError> {
+        let _lock = self.lock()?;
+        if self.load_swarm(&record.prefix)?.is_some() {
+            return Ok(false);
+        }
+        self.save_swarm(record)?;
+        Ok(true)
+    }
+
+    /// Changes a swarm's record under the state lock, on the record as it is now (re-read), so
+    /// concurrent changes (a scale and an add-host) do not lose each other's update. Returns the
+    /// record as saved; `None` when there is no such swarm (nothing is written).
+    pub fn update_swarm(
+        &self,
+        name: &SwarmName,
+        change: impl FnOnce(&mut SwarmRecord),
+    ) -> Result<Option<SwarmRecord>, StoreError> {
+        let _lock = self.lock()?;
+        let Some(mut record) = self.load_swarm(name)? else { return Ok(None) };
+        let before = record.clone();
+        change(&mut record);
+        if record != before {
+            self.save_swarm(&record)?;
+        }
+        Ok(Some(record))
+    }
+
+    /// Removes a swarm's record (under the state lock); a missing one is fine.
     pub fn remove_swarm(&self, name: &SwarmName) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
         remove_file(self.swarm_file(name))
     }
 
@@ -123,7 +156,7 @@ fn invalid_name(what: &'static str, name: &str, reason: impl std::fmt::Display) 
 }
 
 /// Removes a file; a missing one is fine.
-fn remove_file(path: PathBuf) -> Result<(), StoreError> {
+pub(crate) fn remove_file(path: PathBuf) -> Result<(), StoreError> {
     match std::fs::remove_file(&path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StoreError::Remove { path, source: e }),
         _ => Ok(()),

@@ -29,7 +29,11 @@ struct State {
     /// hostname -> bytes received by load_image.
     loaded: BTreeMap<String, u64>,
     next_id: u32,
+    /// (host, op) -> what to run when that call is made (a test presses Ctrl-C).
+    hooks: BTreeMap<(String, String), Hook>,
 }
+
+type Hook = Arc<dyn Fn() + Send + Sync>;
 
 #[derive(Clone, Default)]
 pub struct Cluster(Arc<Mutex<State>>);
@@ -50,6 +54,11 @@ impl Cluster {
     /// Make `op` (e.g. "join", "leave", "load") fail on `host`.
     pub fn fail(&self, host: &str, op: &str) {
         self.lock().fail.insert((host.into(), op.into()));
+    }
+
+    /// Runs `f` whenever `op` is called on `host` (before the call's effect).
+    pub fn on_call(&self, host: &str, op: &str, f: impl Fn() + Send + Sync + 'static) {
+        self.lock().hooks.insert((host.into(), op.into()), Arc::new(f));
     }
 
     pub fn never_ready(&self, host: &str) {
@@ -110,6 +119,9 @@ impl FakeApi {
     /// Record the call and apply injected failures.
     fn call(&self, s: &mut State, op: &str, event: String) -> Result<(), ApiError> {
         s.events.push(event);
+        if let Some(hook) = s.hooks.get(&(self.host.clone(), op.to_string())) {
+            hook();
+        }
         if s.fail.contains(&(self.host.clone(), op.to_string())) {
             return Err(err(format!("injected {op} failure on {}", self.host)));
         }

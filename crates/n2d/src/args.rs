@@ -175,6 +175,10 @@ pub struct DoctorArgs {
     /// Print JSON instead of lines
     #[arg(long)]
     pub json: bool,
+    /// Complete or undo what an n2d that was killed left half done (every command that changes
+    /// state also does this first)
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,7 @@ use anyhow::Result;
 use n2d_exec::SystemRunner;
 use n2d_net::host::HostNet;
 use n2d_orchestrate::{Orchestrator, Timing};
-use n2d_store::Home;
+use n2d_store::{Home, KillPoints};
 use n2d_swarm::BollardConnector;
 use n2d_vm::Qemu;
 
@@ -25,6 +25,7 @@ impl Ctx {
         // Ctrl-C also ends a wait for the state lock held by another n2d.
         let home = Home::from_env()?.with_cancel(qemu.cancel.clone());
         let net = HostNet::system()?.with_cancel(qemu.cancel.clone());
+        let cancel = qemu.cancel.clone();
         Ok(Ctx(Orchestrator {
             home,
             net,
@@ -33,6 +34,8 @@ impl Ctx {
             docker: BollardConnector,
             progress: Box::new(crate::progress::Terminal),
             timing: Timing::default(),
+            cancel,
+            kill: KillPoints::from_env(),
         }))
     }
 

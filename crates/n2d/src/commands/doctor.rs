@@ -6,6 +6,16 @@ use crate::doctor::{run_checks, Status, SystemProbe, Target};
 use anyhow::{bail, Result};
 
 pub fn run(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
+    if args.repair {
+        if ctx.recover()?.is_empty() {
+            eprintln!("nothing to repair: no change was left half done");
+        }
+    } else {
+        let pending = ctx.home.intents().iter().filter(|e| !e.live).count();
+        if pending > 0 {
+            eprintln!("note: {pending} change(s) were interrupted (n2d was killed): `n2d doctor --repair` (or any command that changes state) completes or undoes them");
+        }
+    }
     let mut target = Target::default();
     if let Some(bridge) = args.network {
         target.bridge = bridge;

@@ -33,6 +33,10 @@ pub fn run(command: Command) -> Result<()> {
         Err(e) => eprintln!("warning: {e:#}"),
     }
     ctx.handle_interrupts()?;
+    if changes_state(&command) {
+        // What a killed n2d left half done is completed or undone first (one line each).
+        ctx.recover()?;
+    }
     match command {
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Create(args) => machine::create(&ctx, args),
@@ -49,6 +53,28 @@ pub fn run(command: Command) -> Result<()> {
         Command::Swarm(cmd) => swarm::run(&ctx, cmd),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
         Command::Doctor(args) => doctor::run(&ctx, args),
+    }
+}
+
+/// The commands that change the state (machines, swarms, images), which first recover what a
+/// killed n2d left (`n2d_orchestrate::recover`). `doctor --repair` does it on demand.
+fn changes_state(command: &Command) -> bool {
+    use crate::args::{ImageCommand, SwarmCommand};
+    match command {
+        Command::Image(ImageCommand::Build(_))
+        | Command::Create(_)
+        | Command::Start { .. }
+        | Command::Stop(_)
+        | Command::Restart(_)
+        | Command::Rm { .. } => true,
+        Command::Swarm(cmd) => matches!(
+            cmd,
+            SwarmCommand::Create(_)
+                | SwarmCommand::Rm { .. }
+                | SwarmCommand::Scale { .. }
+                | SwarmCommand::AddHost(_)
+        ),
+        _ => false,
     }
 }
 
