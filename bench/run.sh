@@ -46,7 +46,7 @@ Options:
   --settle S         seconds an idle VM waits before its memory is read (default 20)
   --memories LIST    sizes tried, smallest first, for the smallest --memory
                      (default 384M,512M,768M,1G,1536M,2G)
-  --cli-runs N       runs of each `n2d ls` (default 20)
+  --cli-runs N       runs of each `n2d ls`, after one not counted (default 30)
   --work DIR         caches (stock VM image, n2d image home) and results (default /var/tmp/n2d-bench)
   --mirror URL       Debian mirror for both images (default: mmdebstrap's)
   --rebuild-stock    rebuild the cached stock VM image
@@ -64,7 +64,7 @@ ONLY=$(
 PAIRS=5
 SETTLE=20
 MEMORIES=384M,512M,768M,1G,1536M,2G
-CLI_RUNS=20
+CLI_RUNS=30
 WORK=/var/tmp/n2d-bench
 MIRROR=${N2D_IMAGE_MIRROR:-}
 REBUILD_STOCK=0
@@ -257,10 +257,11 @@ accel_words() {
     *) echo "TCG, no usable KVM (-accel $ACCEL)" ;;
     esac
 }
+# run_line [vm]: the table's first line (with the accelerator for sections that boot VMs).
 run_line() {
-    printf 'Run %s: %s, %s cores, %s GiB; QEMU %s; %s; n2d %s; load %s → %s.%s' "$DATE" "$CPU_MODEL" \
-        "$(nproc)" "$MEM_GIB" "$QEMU_VERSION" "$(accel_words)" "$N2D_REV" "$LOAD_START" \
-        "$(cut -d' ' -f1-3 /proc/loadavg)" "${NOTE:+ $NOTE.}"
+    printf 'Run %s: %s, %s cores, %s GiB; QEMU %s%s; n2d %s; load average %s at start, %s at the end.%s' \
+        "$DATE" "$CPU_MODEL" "$(nproc)" "$MEM_GIB" "$QEMU_VERSION" "$([ "${1:-}" = vm ] && echo "; $(accel_words)")" \
+        "$N2D_REV" "$LOAD_START" "$(cut -d' ' -f1-3 /proc/loadavg)" "${NOTE:+ $NOTE.}"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -276,21 +277,21 @@ image_section() {
     SCRATCH+=("$cold")
     log "image: cold build in a fresh N2D_HOME (host namespace: it fetches packages)"
     t0=$(now)
-    if ! N2D_HOME=$cold "$N2D" image build ${MIRROR:+--mirror "$MIRROR"} >"$RESULTS/image-cold.log" 2>&1; then
+    if ! N2D_HOME=$cold "$N2D" image build ${MIRROR:+--mirror "$MIRROR"} >"$RESULTS/image-cold.id" 2>"$RESULTS/image-cold.log"; then
         tail -5 "$RESULTS/image-cold.log" >&2
         section_failed "image (cold build failed)"
         return 1
     fi
     t_cold=$(since "$t0")
-    id1=$(tail -1 "$RESULTS/image-cold.log")
+    id1=$(tail -1 "$RESULTS/image-cold.id")
     log "image: warm build (same inputs again)"
     t0=$(now)
-    N2D_HOME=$cold "$N2D" image build ${MIRROR:+--mirror "$MIRROR"} >"$RESULTS/image-warm.log" 2>&1 || {
+    N2D_HOME=$cold "$N2D" image build ${MIRROR:+--mirror "$MIRROR"} >"$RESULTS/image-warm.id" 2>"$RESULTS/image-warm.log" || {
         section_failed "image (warm build failed)"
         return 1
     }
     t_warm=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
-    id2=$(tail -1 "$RESULTS/image-warm.log")
+    id2=$(tail -1 "$RESULTS/image-warm.id")
     IMG[cold]=$t_cold IMG[warm]=$t_warm IMG[same_id]=$([ "$id1" = "$id2" ] && echo yes || echo "no ($id1 vs $id2)")
     N2D_HOME=$cold "$N2D" image ls --json >"$RESULTS/image-ls.json"
     IMG[id]=$(jq -r '.[0].id[0:12]' "$RESULTS/image-ls.json")
@@ -320,21 +321,19 @@ image_section() {
 }
 
 ensure_images() {
-    # The VMs' image: this run's cold build, or the cached home, rebuilt there when n2d's recipe
-    # changed (a cache hit otherwise).
-    if ! [ -d "$IMAGE_HOME/images" ] || ! wants image; then
-        log "image for the VMs: n2d image build in $IMAGE_HOME (a cache hit when inputs are unchanged)"
-        mkdir -p "$IMAGE_HOME"
-        N2D_HOME=$IMAGE_HOME "$N2D" image build ${MIRROR:+--mirror "$MIRROR"} >"$RESULTS/image-vms.log" 2>&1 || {
-            tail -5 "$RESULTS/image-vms.log" >&2
-            return 1
-        }
-    fi
+    # The VMs' image: built in a home kept under --work (a cache hit when n2d's recipe is
+    # unchanged, e.g. right after the image section's cold build put its image there).
+    local id d
+    log "image for the VMs: n2d image build in $IMAGE_HOME (a cache hit when the inputs are unchanged)"
+    mkdir -p "$IMAGE_HOME"
+    N2D_HOME=$IMAGE_HOME "$N2D" image build ${MIRROR:+--mirror "$MIRROR"} >"$RESULTS/image-vms.id" 2>"$RESULTS/image-vms.log" || {
+        tail -5 "$RESULTS/image-vms.log" >&2
+        return 1
+    }
+    id=$(tail -1 "$RESULTS/image-vms.id")
     rm -rf "$BENCH_HOME/images"
     cp -a "$IMAGE_HOME/images" "$BENCH_HOME/"
-    # Keep only the image that build just named (the cached home may hold older ones).
-    local id
-    id=$(N2D_HOME=$IMAGE_HOME "$N2D" image build ${MIRROR:+--mirror "$MIRROR"} 2>/dev/null | tail -1)
+    # Keep only that image (the cached home may hold older ones).
     for d in "$BENCH_HOME"/images/*/; do
         [ "$(basename "$d")" = "$id" ] || rm -rf "$d"
     done
@@ -367,11 +366,12 @@ EOF
 # Readiness on the serial console (docker.service is active: the engine answers on its socket),
 # then the guest's memory once it has idled.
 echo "STOCK-READY docker $(cut -d' ' -f1 /proc/uptime)" >/dev/ttyS0
-sleep "${1:-20}"
+settle=$(sed -n 's/.*bench\.settle=\([0-9]*\).*/\1/p' /proc/cmdline)
+sleep "${settle:-20}"
 echo "STOCK-MEM $(awk '/^MemTotal:/ { t = $2 } /^MemAvailable:/ { a = $2 } END { print t, a }' /proc/meminfo)" >/dev/ttyS0
 EOF
     chmod 755 "$tree/usr/local/sbin/bench-ready"
-    cat >"$tree/etc/systemd/system/bench-ready.service" <<EOF
+    cat >"$tree/etc/systemd/system/bench-ready.service" <<'EOF'
 [Unit]
 Description=n2d bench: readiness marker on the serial console
 After=docker.service
@@ -379,7 +379,7 @@ Requires=docker.service
 
 [Service]
 Type=simple
-ExecStart=/usr/local/sbin/bench-ready $SETTLE
+ExecStart=/usr/local/sbin/bench-ready
 
 [Install]
 WantedBy=multi-user.target
@@ -400,7 +400,7 @@ EOF
 
 ensure_stock() {
     local key
-    key=$(printf '%s\n' "$SUITE" "$KERNEL_PKG" "$IMAGE_MIRROR" "$SETTLE" "$(declare -f build_stock)" | sha256sum | cut -c1-12)
+    key=$(printf '%s\n' "$SUITE" "$KERNEL_PKG" "$IMAGE_MIRROR" "$(declare -f build_stock)" | sha256sum | cut -c1-12)
     STOCK=$WORK/stock-$SUITE-$key
     if [ "$REBUILD_STOCK" = 1 ] || ! [ -f "$STOCK/built" ]; then
         log "stock VM: building $STOCK ($SUITE minbase + systemd + docker.io + $KERNEL_PKG; host namespace: it fetches packages)"
@@ -449,7 +449,7 @@ stock_start() {
     in_ns qemu-system-x86_64 -name n2d-bench-stock -machine q35 -accel "$accel" -cpu "$cpu" \
         -smp 2 -m 2048M -nodefaults -no-user-config -display none -no-reboot \
         -kernel "$STOCK/vmlinuz" -initrd "$STOCK/initrd.img" \
-        -append "console=ttyS0 root=/dev/vda rw panic=-1 loglevel=4 no_timer_check" \
+        -append "console=ttyS0 root=/dev/vda rw panic=-1 loglevel=4 no_timer_check bench.settle=$SETTLE" \
         -chardev "file,id=serial0,path=$STOCK_RUN/serial.log,append=on" -serial chardev:serial0 \
         -drive "file=$STOCK_RUN/root.qcow2,if=none,id=root,format=qcow2,discard=unmap" \
         -device virtio-blk-pci,drive=root \
@@ -526,7 +526,7 @@ make_busybox_tar() {
     local d bb
     [ -f "$BB_TAR" ] && return 0
     bb=$(command -v busybox) || { log "busybox-static is not installed (apt-get install busybox-static)"; return 1; }
-    file -L "$bb" 2>/dev/null | grep -q 'statically linked' || ldd "$bb" 2>&1 | grep -q 'not a dynamic' || {
+    ldd "$bb" 2>&1 | grep -qE 'not a dynamic|statically linked' || {
         log "$bb is not static (install busybox-static)"
         return 1
     }
@@ -580,16 +580,16 @@ footprint_section() {
     if make_busybox_tar; then
         for m in "${MEMORY_LIST[@]}"; do
             log "footprint: --memory $m"
-            if ! in_ns "$N2D" create fpm --memory "$m" --timeout 300 >"$RESULTS/create-fpm-$m.log" 2>&1; then
-                if grep -qi "out of range\|usage" "$RESULTS/create-fpm-$m.log"; then
-                    echo "$m refused" >>"$RESULTS/memory.txt"
+            if in_ns "$N2D" create fpm --memory "$m" --timeout 300 >"$RESULTS/create-fpm-$m.log" 2>&1; then
+                if runs_container fpm; then
+                    echo "$m ok" >>"$RESULTS/memory.txt"
                 else
-                    echo "$m no-boot" >>"$RESULTS/memory.txt"
+                    echo "$m no-container" >>"$RESULTS/memory.txt"
                 fi
-            elif runs_container fpm; then
-                echo "$m ok" >>"$RESULTS/memory.txt"
+            elif [ $? = 2 ]; then # a usage error: n2d refuses that size
+                echo "$m refused" >>"$RESULTS/memory.txt"
             else
-                echo "$m no-container" >>"$RESULTS/memory.txt"
+                echo "$m no-boot" >>"$RESULTS/memory.txt"
             fi
             n2d_rm fpm
             log "footprint: --memory $m: $(tail -1 "$RESULTS/memory.txt" | cut -d' ' -f2)"
@@ -681,6 +681,7 @@ cli_section() {
     time_ls() { # HOME ARGS...: median milliseconds of CLI_RUNS runs
         local home=$1 t0 t1
         shift
+        N2D_HOME=$home "$N2D" ls "$@" >/dev/null # warms the page cache; not counted
         for _ in $(seq 1 "$CLI_RUNS"); do
             t0=$(date +%s%N)
             N2D_HOME=$home "$N2D" ls "$@" >/dev/null
@@ -700,7 +701,7 @@ cli_section() {
 # Run the sections.
 
 if wants image; then image_section || true; fi
-if wants boot || wants footprint || wants swarm || wants cli || wants image; then
+if wants boot || wants footprint || wants swarm || wants image; then
     ensure_images || { log "could not build n2d's image"; exit 1; }
 fi
 HAVE_STOCK=0
@@ -735,7 +736,7 @@ if wants boot && [ -s "$RESULTS/boot.txt" ]; then
     per_pair=$(awk '$3 != "FAIL" { v[$1, $2] = $3 } END { for (i = 1; i <= '"$PAIRS"'; i++) if ((i, "n2d") in v && (i, "stock") in v) printf "%.2f\n", v[i, "n2d"] / v[i, "stock"] }' "$RESULTS/boot.txt")
     fails=$(awk '$3 == "FAIL" { printf "%s %s; ", $2, $1 }' "$RESULTS/boot.txt")
     {
-        echo "$(run_line) Image ${IMAGE_ID:0:12} ($SUITE, kernel $KERNEL_RELEASE); stock VM kernel ${STOCK_KERNEL:-?}. $PAIRS pair(s), ABBA order$([ "$PAIRS" -lt 5 ] && echo ": a quick run, not a measurement to quote")."
+        echo "$(run_line vm) Image ${IMAGE_ID:0:12} ($SUITE, kernel $KERNEL_RELEASE); stock VM kernel ${STOCK_KERNEL:-?}. $PAIRS pair(s), ABBA order$([ "$PAIRS" -lt 5 ] && echo ": a quick run, not a measurement to quote")."
         echo
         echo "| 2 vCPU, 2 GiB, first boot | n2d: median (runs) | stock VM: median (runs) | n2d/stock: median of per-pair ratios (per pair) |"
         echo "|---|---|---|---|"
@@ -748,7 +749,7 @@ fi
 if wants swarm && [ -n "${SW[create]:-}" ]; then
     one=${SW[one]:-}
     {
-        echo "$(run_line) Image ${IMAGE_ID:0:12}. One run each; the baseline is one node's \`n2d create\` (2 vCPU, 2 GiB) in the same run$(wants boot && echo " (boot's median)")."
+        echo "$(run_line vm) Image ${IMAGE_ID:0:12}. One run each; the baseline is one node's \`n2d create\` (2 vCPU, 2 GiB) in the same run$(wants boot && echo " (boot's median)")."
         echo
         echo "| what | time | one node | ratio |"
         echo "|---|---|---|---|"
@@ -762,7 +763,7 @@ fi
 
 if wants footprint && { [ -n "${FP[n2d_rss]:-}" ] || [ -n "${FP[min_memory]:-}" ]; }; then
     {
-        echo "$(run_line) Image ${IMAGE_ID:0:12}. One idle VM of each (2 vCPU, 2 GiB), read ${SETTLE} s after ready."
+        echo "$(run_line vm) Image ${IMAGE_ID:0:12}. One idle VM of each (2 vCPU, 2 GiB), read ${SETTLE} s after ready."
         echo
         echo "| what | n2d | stock VM | n2d/stock |"
         echo "|---|---|---|---|"
