@@ -463,6 +463,7 @@ stock_start() {
 }
 
 # wait_serial FILE PATTERN TIMEOUT PID: 0 once PATTERN is in FILE; 1 on timeout or when PID ends.
+# (Not anchored: the guest's lines can follow a getty prompt that ends without a newline.)
 wait_serial() {
     local file=$1 pattern=$2 deadline=$(($(date +%s) + $3)) pid=$4
     while [ "$(date +%s)" -lt "$deadline" ]; do
@@ -482,7 +483,7 @@ stock_stop() {
 # Leaves it running (stock_stop).
 stock_boot() {
     stock_start "$1"
-    if wait_serial "$STOCK_RUN/serial.log" "^STOCK-READY" 900 "$STOCK_PID"; then
+    if wait_serial "$STOCK_RUN/serial.log" "STOCK-READY docker" 900 "$STOCK_PID"; then
         T=$(since "$STOCK_T0")
     else
         log "stock VM $1 did not get ready (serial log: $STOCK_RUN/serial.log)"
@@ -569,8 +570,8 @@ footprint_section() {
     if [ "$T" != FAIL ]; then
         sleep "$SETTLE"
         FP[stock_rss]=$(rss_mb "$STOCK_PID")
-        if wait_serial "$STOCK_RUN/serial.log" "^STOCK-MEM" 120 "$STOCK_PID"; then
-            FP[stock_used]=$(awk '/^STOCK-MEM/ { printf "%.0f", ($2 - $3) / 1024 }' "$STOCK_RUN/serial.log" | tail -1)
+        if wait_serial "$STOCK_RUN/serial.log" "STOCK-MEM [0-9]" 120 "$STOCK_PID"; then
+            FP[stock_used]=$(grep -ao 'STOCK-MEM [0-9]* [0-9]*' "$STOCK_RUN/serial.log" | awk '{ printf "%.0f\n", ($2 - $3) / 1024 }' | tail -1)
         fi
         log "footprint: stock QEMU RSS ${FP[stock_rss]} MB, guest in use ${FP[stock_used]:--} MiB"
     fi
