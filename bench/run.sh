@@ -613,7 +613,7 @@ footprint_section() {
             else
                 echo "$m no-boot" >>"$RESULTS/memory.txt"
             fi
-            n2d_rm fpm
+            [ -d "$BENCH_HOME/machines/fpm" ] && n2d_rm fpm
             log "footprint: --memory $m: $(tail -1 "$RESULTS/memory.txt" | cut -d' ' -f2)"
             [ "$(tail -1 "$RESULTS/memory.txt" | cut -d' ' -f2)" = ok ] && break
         done
@@ -772,7 +772,7 @@ fi
 if wants swarm && [ -n "${SW[create]:-}" ]; then
     one=${SW[one]:-}
     {
-        echo "$(run_line vm) Image ${IMAGE_ID:0:12}. One run each; the baseline is one node's \`n2d create\` (2 vCPU, 2 GiB) in the same run$(wants boot && echo " (boot's median)")."
+        echo "$(run_line vm) Image ${IMAGE_ID:0:12}. One run each; the baseline is one node's \`n2d create\` (2 vCPU, 2 GiB) in the same run$(wants boot && echo " (boot's median)" || echo ", after the swarm was removed (so under the host's load of that moment)")."
         echo
         echo "| what | time | one node | ratio |"
         echo "|---|---|---|---|"
@@ -795,7 +795,7 @@ if wants footprint && { [ -n "${FP[n2d_rss]:-}" ] || [ -n "${FP[min_memory]:-}" 
         echo
         # shellcheck disable=SC2016 # backquotes are Markdown here
         printf 'Smallest `--memory` with which a node boots and runs a container (`docker run` of a busybox image made with `docker import`), sizes tried smallest first: **%s** (%s).\n' \
-            "${FP[min_memory]:-none of those tried}" "$(awk '{ sub(/refused/, "refused by n2d"); sub(/no-boot/, "did not boot"); sub(/no-container/, "booted, container failed"); printf "%s%s %s", (NR > 1 ? "; " : ""), $1, $2 }' "$RESULTS/memory.txt")"
+            "${FP[min_memory]:-none of those tried}" "$(awk '{ w = $2 == "refused" ? "refused by n2d" : $2 == "no-boot" ? "did not boot" : $2 == "no-container" ? "booted, container failed" : $2; printf "%s%s %s", (NR > 1 ? "; " : ""), $1, w }' "$RESULTS/memory.txt")"
     } >"$TABLES/footprint.md"
 fi
 
