@@ -274,38 +274,62 @@ fn a_full_home_fails_cleanly_then_parallel_creates_get_their_own_addresses() {
     let shared = e2e_home();
     build_image(&shared);
     let work = tempfile::tempdir().unwrap();
-    // The home on a small tmpfs of its own; the image is the shared home's (a link, not a copy).
-    let tmpfs = Tmpfs::mount(&work.path().join("home"), "1G");
+    // The home on a tmpfs of its own; the image is the shared home's (a link, not a copy).
+    let tmpfs = Tmpfs::mount(&work.path().join("home"), "2G");
     let home = tmpfs.path.clone();
     std::os::unix::fs::symlink(shared.join("images"), home.join("images")).unwrap();
     let ns = Netns::new("n2d-e2e-faults-disk", &home);
 
-    // --- $N2D_HOME on a full filesystem -------------------------------------------------------
+    // What a failed create may leave: the state lock's empty file, and a CA only if whole
+    // (the test's own fillers aside).
+    let files = || {
+        let mut f = files_under(&home);
+        f.retain(|p| p.file_name().is_some_and(|n| n != "filler"));
+        f.remove(Path::new("lock"));
+        let ca: Vec<PathBuf> = f.iter().filter(|p| p.starts_with("certs")).cloned().collect();
+        assert!(ca.is_empty() || ca.len() == 4, "a CA written in part: {ca:?}");
+        f.retain(|p| !p.starts_with("certs"));
+        f
+    };
+    let nothing_left = |before: &BTreeSet<PathBuf>, said: &str| {
+        assert!(!said.contains("panicked"), "{said}");
+        assert_eq!(files(), *before, "the failed create left files behind");
+        assert!(!home.join("machines/full-0").exists(), "the failed create left its machine directory");
+        assert!(ns.qemu_pids().is_empty());
+        assert_eq!(ns.links(), Vec::<String>::new(), "the failed create left a tap or bridge");
+        assert!(!ns.host_state_file().exists(), "the failed create left a lease");
+        assert_eq!(ns.n2d_ok(&["ls", "--json"]).trim(), "[]");
+    };
+
+    // --- $N2D_HOME on a full filesystem: refused before anything is made -----------------------
     let filler = tmpfs.fill();
     // Commands that only read still work.
     ns.n2d_ok(&["ls"]);
     ns.n2d_ok(&["image", "ls"]);
-    // The state lock's (empty) file is the only thing a create may add, lost or not.
-    let files = || {
-        let mut f = files_under(&home);
-        f.remove(Path::new("lock"));
-        f
-    };
     let before = files();
     let out = ns.n2d(&["create", "full-0", "--memory", "1G"]);
     let said = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "create on a full disk: {said}");
-    assert!(said.contains("No space left on device"), "not a clear error: {said}");
-    assert!(!said.contains("panicked"), "{said}");
-    assert_eq!(files(), before, "the failed create left files behind");
-    assert!(!home.join("machines/full-0").exists(), "the failed create left its machine directory");
-    assert!(ns.qemu_pids().is_empty());
-    assert_eq!(ns.links(), Vec::<String>::new(), "the failed create left a tap or bridge");
-    assert!(!ns.host_state_file().exists(), "the failed create left a lease");
-    assert_eq!(ns.n2d_ok(&["ls", "--json"]).trim(), "[]");
+    assert!(said.contains("FAIL disk") && said.contains("free under"), "not a clear error: {said}");
+    nothing_left(&before, &said);
+    std::fs::remove_file(&filler).unwrap();
+
+    // --- A full filesystem the host check cannot see (the machines directory on a small full
+    // tmpfs of its own): the create runs out of space after taking its address and tap, and
+    // gives them back.
+    {
+        let machines = Tmpfs::mount(&home.join("machines"), "16M");
+        machines.fill();
+        let before = files();
+        let out = ns.n2d(&["create", "full-0", "--memory", "1G"]);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "create on a full disk: {said}");
+        assert!(said.contains("No space left on device"), "not a clear error: {said}");
+        std::fs::remove_file(machines.path.join("filler")).unwrap();
+        nothing_left(&before, &said);
+    }
 
     // --- Space back: 4 creates in parallel, 4 processes ----------------------------------------
-    std::fs::remove_file(&filler).unwrap();
     let names = ["par-0", "par-1", "par-2", "par-3"];
     let children: Vec<_> = names
         .iter()
