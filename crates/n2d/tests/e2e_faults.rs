@@ -231,10 +231,16 @@ fn a_swarm_survives_losing_its_leader_a_node_and_the_host() {
     }
     let env_after = env_of(&ns, &["swarm", "env", SWARM]);
     for node in NODES {
-        assert!(wait_ready_node(&ns, &env_after, node, 300), "{node} is not Ready after the reboot");
+        assert!(wait_ready_node(&ns, &env_after, node, 600), "{node} is not Ready after the reboot");
     }
     for ip in &ips {
-        assert!(wait_http(&ns, ip, 8080, 300), "after the reboot, nothing answers on {ip}:8080");
+        if !wait_http(&ns, ip, 8080, 600) {
+            let tasks = ns.docker(&env_after, &["service", "ps", "web"]);
+            panic!(
+                "after the reboot, nothing answers on {ip}:8080; tasks:\n{}",
+                String::from_utf8_lossy(&tasks.stdout)
+            );
+        }
     }
     wait_for("the --restart always container after the reboot", 120, || {
         keeper_up(&ns, &mngr0_env).then_some(())
