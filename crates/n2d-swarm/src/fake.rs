@@ -24,6 +24,8 @@ struct State {
     events: Vec<String>,
     fail: BTreeSet<(String, String)>,
     never_ready: BTreeSet<String>,
+    /// Hosts whose join dockerd times out on (503) but completes in the background.
+    slow_join: BTreeSet<String>,
     /// node id -> tasks still running; drained nodes lose one per poll.
     tasks: BTreeMap<String, usize>,
     /// hostname -> bytes received by load_image.
@@ -50,6 +52,11 @@ impl Cluster {
     /// Make `op` (e.g. "join", "leave", "load") fail on `host`.
     pub fn fail(&self, host: &str, op: &str) {
         self.lock().fail.insert((host.into(), op.into()));
+    }
+
+    /// Joins of `host` answer dockerd's 503 "continue in the background", yet the node joins.
+    pub fn slow_join(&self, host: &str) {
+        self.lock().slow_join.insert(host.into());
     }
 
     pub fn never_ready(&self, host: &str) {
@@ -218,6 +225,9 @@ impl DockerApi for FakeApi {
             return Err(err("This node is already part of a swarm."));
         }
         self.add_node(&mut s, role, adv);
+        if s.slow_join.contains(&self.host) {
+            return Err(err("Docker responded with status code 503: Timeout was reached before node joined. The attempt to join the swarm will continue in the background. Use the \"docker info\" command to see the current swarm status of your node."));
+        }
         Ok(())
     }
 
