@@ -10,6 +10,7 @@
 //! without root, QEMU or Docker. Nothing here prints: what the user should see goes through
 //! [`Progress`].
 
+pub mod batch;
 pub mod error;
 pub mod machine;
 pub mod progress;

@@ -265,7 +265,19 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         record: &SwarmRecord,
         rt: &tokio::runtime::Runtime,
     ) -> Result<(MachineRecord, C::Api)> {
-        for name in &record.managers {
+        self.reachable_manager_from(record, rt, None)
+    }
+
+    /// A reachable manager of the swarm, trying `first` (say, the manager the swarm's docker
+    /// context names) before the others in the record's order.
+    pub fn reachable_manager_from(
+        &self,
+        record: &SwarmRecord,
+        rt: &tokio::runtime::Runtime,
+        first: Option<&MachineName>,
+    ) -> Result<(MachineRecord, C::Api)> {
+        let others = record.managers.iter().filter(|m| Some(*m) != first);
+        for name in first.into_iter().chain(others) {
             let Ok(m) = self.home.load_machine(name) else { continue };
             let Ok(api) = self.connect(&self.endpoint(&m), 10) else { continue };
             if rt.block_on(api.ping()).is_ok() {
@@ -277,8 +289,17 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
 
     /// The swarm's nodes as a reachable manager sees them (managers first); and that manager.
     pub fn swarm_nodes(&self, record: &SwarmRecord) -> Result<(MachineRecord, Vec<NodeInfo>)> {
+        self.swarm_nodes_from(record, None)
+    }
+
+    /// [`Self::swarm_nodes`], asking `first` before the other managers.
+    pub fn swarm_nodes_from(
+        &self,
+        record: &SwarmRecord,
+        first: Option<&MachineName>,
+    ) -> Result<(MachineRecord, Vec<NodeInfo>)> {
         let rt = runtime()?;
-        let (m, api) = self.reachable_manager(record, &rt)?;
+        let (m, api) = self.reachable_manager_from(record, &rt, first)?;
         let nodes = rt.block_on(swarm_health(Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api }))?;
         Ok((m, nodes))
     }

@@ -745,3 +745,69 @@ fn ctrl_c_during_a_scale_up_takes_the_new_nodes_out_and_deletes_them() {
     assert_eq!(hostnames(&k), ["n2d-mngr-0", "n2d-wrkr-0"]);
     assert_eq!(k.orch.load_swarm(&prefix()).unwrap().workers.len(), 1);
 }
+
+#[test]
+fn start_all_after_a_reboot_brings_back_every_machine_on_its_lease_and_reports_each() {
+    let k = kit();
+    let records: Vec<_> = ["h1", "h2", "h3", "h4"].iter().map(|n| k.create(n).unwrap()).collect();
+    // A reboot: every VM gone, the host's links and host-wide state with them.
+    for r in &records {
+        k.vms().crash(r.spec.name.as_str());
+    }
+    std::fs::remove_file(k.orch.net.state_file()).unwrap();
+    for link in k.host().links() {
+        if link != "eth0" && link != "lo" {
+            k.host().run(&Cmd::new("ip", "iproute2").args(["link", "del", "dev", &link])).unwrap();
+        }
+    }
+    // One more machine was never stopped (say, started again by hand), and one cannot boot.
+    k.vms().set_running("h4");
+    k.vms().fail_start("h3");
+    let plan = k.orch.plan_start_all();
+    assert_eq!(plan.stopped, [name("h1"), name("h2"), name("h3")]);
+    assert_eq!(plan.running, [name("h4")]);
+    assert!(plan.unreadable.is_empty());
+
+    let results = k.orch.start_machines(&plan.stopped, BOOT);
+    assert!(matches!(results[0], Ok(true)) && matches!(results[1], Ok(true)), "{results:?}");
+    assert!(matches!(results[2], Err(Error::Vm(VmError::Start { .. }))), "{results:?}");
+    assert_eq!(k.vms().running(), ["h1", "h2", "h4"], "the failed one stays stopped, the others run");
+    // Same addresses and taps as before the reboot; the bridge is back.
+    let state = k.orch.net.snapshot().unwrap();
+    for r in &records[..2] {
+        let lease =
+            state.bridges["n2d0"].leases.values().find(|l| l.machine == r.spec.name.as_str()).unwrap();
+        assert_eq!((lease.tap.as_str(), lease.mac.as_str()), (r.tap.as_str(), r.mac.as_str()));
+        assert!(k.host().links().contains(&r.tap), "{}'s tap is not back", r.spec.name);
+        assert_eq!(k.orch.load_record(&r.spec.name).unwrap(), *r);
+    }
+    assert!(k.host().links().contains("n2d0"));
+}
+
+#[test]
+fn start_all_names_a_machine_whose_record_is_damaged() {
+    let k = kit();
+    k.create("h1").unwrap();
+    k.vms().crash("h1");
+    std::fs::create_dir_all(k.orch.home.machine_dir(&name("half"))).unwrap();
+    let plan = k.orch.plan_start_all();
+    assert_eq!(plan.stopped, [name("h1")]);
+    assert_eq!(plan.unreadable.len(), 1);
+    assert_eq!(plan.unreadable[0].0, "half");
+}
+
+#[test]
+fn the_manager_named_first_is_asked_first_and_a_dead_one_is_skipped() {
+    let k = kit();
+    let spec = swarm_spec(3, 0);
+    let record = k.orch.create_swarm(&spec, &plan(&k, &spec), BOOT, false).unwrap();
+    let rt = crate::runtime().unwrap();
+    let [m0, m1, m2] = [0, 1, 2].map(|i| record.managers[i].clone());
+    assert_eq!(k.orch.reachable_manager(&record, &rt).unwrap().0.spec.name, m0);
+    assert_eq!(k.orch.reachable_manager_from(&record, &rt, Some(&m2)).unwrap().0.spec.name, m2);
+    // The first manager's VM dies: the next one answers.
+    k.vms().crash(m0.as_str());
+    k.cluster.fail(m0.as_str(), "ping");
+    assert_eq!(k.orch.reachable_manager_from(&record, &rt, Some(&m0)).unwrap().0.spec.name, m1);
+    assert_eq!(k.orch.swarm_nodes_from(&record, Some(&m0)).unwrap().0.spec.name, m1);
+}

@@ -129,11 +129,24 @@ impl Ca {
         let cert = params.self_signed(&key).map_err(PkiError::Generate)?;
         let ca = Ca { dir: dir.to_path_buf(), cert_pem: cert.pem(), key };
         let client = ca.issue_client()?;
-        // The CA key is written last: its presence marks a complete certs directory.
-        save(&dir.join(CLIENT_CERT), &client.cert_pem, 0o600)?;
-        save(&dir.join(CLIENT_KEY), &client.key_pem, 0o600)?;
-        save(&dir.join(CA_CERT), &ca.cert_pem, 0o600)?;
-        save(&dir.join(CA_KEY), &ca.key.serialize_pem(), 0o600)?;
+        // The CA key is written last: its presence marks a complete certs directory. A write
+        // that fails (a full disk) takes back the files written before it, so the next try
+        // starts from nothing instead of finding a CA certificate without its key.
+        let ca_key = ca.key.serialize_pem();
+        let files = [
+            (CLIENT_CERT, client.cert_pem.as_str()),
+            (CLIENT_KEY, client.key_pem.as_str()),
+            (CA_CERT, ca.cert_pem.as_str()),
+            (CA_KEY, ca_key.as_str()),
+        ];
+        for (i, (file, text)) in files.iter().enumerate() {
+            if let Err(e) = save(&dir.join(file), text, 0o600) {
+                for (written, _) in &files[..i] {
+                    let _ = std::fs::remove_file(dir.join(written));
+                }
+                return Err(e);
+            }
+        }
         Ok(ca)
     }
 
@@ -434,6 +447,20 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
         assert!(dir.path().join(CLIENT_CERT).exists());
+    }
+
+    #[test]
+    fn a_ca_that_cannot_be_written_whole_leaves_no_part_of_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        // The last file cannot be written (a directory is in its way), as on a disk that fills up.
+        std::fs::create_dir_all(dir.path().join(CA_KEY).join("in-the-way")).unwrap();
+        assert!(matches!(Ca::load_or_create(dir.path()), Err(PkiError::Save(_))));
+        for file in [CLIENT_CERT, CLIENT_KEY, CA_CERT] {
+            assert!(!dir.path().join(file).exists(), "{file} was left behind");
+        }
+        std::fs::remove_dir_all(dir.path().join(CA_KEY)).unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        assert_eq!(Ca::load_or_create(dir.path()).unwrap().cert_pem(), ca.cert_pem());
     }
 
     #[test]

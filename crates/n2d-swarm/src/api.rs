@@ -171,6 +171,15 @@ pub enum ApiError {
     Other(String),
 }
 
+impl ApiError {
+    /// A join that dockerd gave up waiting for but goes on with (`503 Timeout was reached before
+    /// node joined. The attempt to join the swarm will continue in the background.`): on a busy
+    /// host a manager's join can take longer than dockerd's own wait.
+    pub fn join_continues_in_background(&self) -> bool {
+        self.to_string().contains("will continue in the background")
+    }
+}
+
 /// What orchestration needs from one Docker engine. Implementations may use
 /// `async fn`; the futures must be `Send`.
 pub trait DockerApi: Send + Sync {

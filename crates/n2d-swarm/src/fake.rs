@@ -24,6 +24,8 @@ struct State {
     events: Vec<String>,
     fail: BTreeSet<(String, String)>,
     never_ready: BTreeSet<String>,
+    /// Hosts whose join dockerd times out on (503) but completes in the background.
+    slow_join: BTreeSet<String>,
     /// node id -> tasks still running; drained nodes lose one per poll.
     tasks: BTreeMap<String, usize>,
     /// hostname -> bytes received by load_image.
@@ -59,6 +61,11 @@ impl Cluster {
     /// Runs `f` whenever `op` is called on `host` (before the call's effect).
     pub fn on_call(&self, host: &str, op: &str, f: impl Fn() + Send + Sync + 'static) {
         self.lock().hooks.insert((host.into(), op.into()), Arc::new(f));
+    }
+
+    /// Joins of `host` answer dockerd's 503 "continue in the background", yet the node joins.
+    pub fn slow_join(&self, host: &str) {
+        self.lock().slow_join.insert(host.into());
     }
 
     pub fn never_ready(&self, host: &str) {
@@ -230,6 +237,9 @@ impl DockerApi for FakeApi {
             return Err(err("This node is already part of a swarm."));
         }
         self.add_node(&mut s, role, adv);
+        if s.slow_join.contains(&self.host) {
+            return Err(err("Docker responded with status code 503: Timeout was reached before node joined. The attempt to join the swarm will continue in the background. Use the \"docker info\" command to see the current swarm status of your node."));
+        }
         Ok(())
     }
 

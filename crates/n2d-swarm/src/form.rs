@@ -14,6 +14,8 @@ use crate::wait::Backoff;
 
 /// How long a node may take to report Active after its join call returned.
 const JOIN_SETTLE: Duration = Duration::from_secs(30);
+/// How long a join that dockerd timed out on, and goes on with in the background, may take.
+const JOIN_BACKGROUND: Duration = Duration::from_secs(300);
 
 /// A manager n2d talks to for cluster-wide calls.
 #[derive(Debug)]
@@ -210,12 +212,15 @@ async fn join_node<M: DockerApi, A: DockerApi>(
         LocalSwarmState::Inactive => {}
         other => return Err(bad_state(name, &other)),
     }
-    api.join_swarm(manager.ip, tokens.for_role(role), advertise_addr)
-        .await
-        .map_err(|source| SwarmError::JoinSwarm { node: name.to_string(), source })?;
     // The join call returns once the node is accepted; its local state may
-    // lag a moment behind.
-    let mut backoff = Backoff::new(JOIN_SETTLE);
+    // lag a moment behind. A join dockerd timed out on goes on in the
+    // background (a busy host): its state tells when it is done.
+    let settle = match api.join_swarm(manager.ip, tokens.for_role(role), advertise_addr).await {
+        Ok(()) => JOIN_SETTLE,
+        Err(e) if e.join_continues_in_background() => JOIN_BACKGROUND,
+        Err(source) => return Err(SwarmError::JoinSwarm { node: name.to_string(), source }),
+    };
+    let mut backoff = Backoff::new(settle);
     loop {
         match swarm_state(name, api).await? {
             LocalSwarmState::Active { node_id, .. } => return Ok(status(node_id, JoinAction::Joined)),
@@ -383,6 +388,18 @@ mod tests {
         let err = form(&nodes).await.unwrap_err();
         assert!(matches!(&err, SwarmError::JoinSwarm { node, .. } if node == "n2d-wrkr-1"), "{err:?}");
         assert_eq!(err.to_string(), "joining n2d-wrkr-1 to the swarm");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_join_dockerd_times_out_on_and_finishes_in_the_background_is_a_join() {
+        let (cluster, nodes) = setup(&SwarmSpec::default());
+        cluster.slow_join("n2d-wrkr-1");
+        form(&nodes).await.unwrap();
+        assert_eq!(cluster.nodes().len(), 4);
+        // Any other join failure still fails the formation.
+        let (cluster, nodes) = setup(&SwarmSpec::default());
+        cluster.fail("n2d-wrkr-1", "join");
+        assert!(form(&nodes).await.is_err());
     }
 
     #[tokio::test(start_paused = true)]

@@ -42,7 +42,7 @@ pub enum Command {
         shell: Shell,
     },
     /// Start stopped machines
-    Start { names: Vec<MachineName> },
+    Start(StartArgs),
     /// Stop machines (graceful shutdown, forced after --timeout seconds)
     Stop(StopArgs),
     /// Restart machines
@@ -246,6 +246,18 @@ pub struct CreateArgs {
     /// Docker engine label KEY=VALUE (repeatable)
     #[arg(long = "label")]
     pub labels: Vec<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StartArgs {
+    pub names: Vec<MachineName>,
+    /// Start every stopped machine of this home, in parallel (after a host reboot: whole
+    /// swarms); each is reported, and the command fails if any did not start
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
+    /// Seconds to wait for each machine's Docker engine
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -117,13 +117,24 @@ pub fn valid_name(name: &str) -> bool {
         && name != "default"
 }
 
-/// The description of the context `name`, `None` when there is no such context.
-fn existing(runner: &dyn Runner, name: &str) -> Result<Option<String>, ExecError> {
+/// What a context holds now: its description and docker host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Existing {
+    description: String,
+    host: String,
+}
+
+/// The context `name` as it is, `None` when there is no such context.
+fn existing(runner: &dyn Runner, name: &str) -> Result<Option<Existing>, ExecError> {
     match runner.run(&docker(["context", "inspect", name])) {
         Ok(out) => {
             let json: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
             let Some(first) = json.as_array().and_then(|a| a.first()) else { return Ok(None) };
-            Ok(Some(first["Metadata"]["Description"].as_str().unwrap_or_default().to_string()))
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            Ok(Some(Existing {
+                description: text(&first["Metadata"]["Description"]),
+                host: text(&first["Endpoints"]["docker"]["Host"]),
+            }))
         }
         Err(ExecError::Failed { stderr_tail, .. })
             if stderr_tail.contains("not found") || stderr_tail.contains("does not exist") =>
@@ -146,13 +157,25 @@ pub fn ensure(runner: &dyn Runner, spec: &ContextSpec) -> Result<Outcome, ExecEr
             runner.run(&spec.command("create"))?;
             Outcome::Created
         }
-        Ok(Some(description)) if description == spec.description => {
+        Ok(Some(e)) if e.description == spec.description => {
             runner.run(&spec.command("update"))?;
             Outcome::Updated
         }
-        Ok(Some(description)) => Outcome::Foreign { description },
+        Ok(Some(e)) => Outcome::Foreign { description: e.description },
     };
     Ok(outcome)
+}
+
+/// The docker host n2d's context `name` (described `description`) points at now; `None` when
+/// there is no such context, it is someone else's, or the docker CLI cannot tell.
+pub fn current_host(runner: &dyn Runner, name: &str, description: &str) -> Option<String> {
+    if !valid_name(name) {
+        return None;
+    }
+    match existing(runner, name) {
+        Ok(Some(e)) if e.description == description => Some(e.host),
+        _ => None,
+    }
 }
 
 /// Removes the context `name` if n2d made it with `description`.
@@ -164,13 +187,13 @@ pub fn remove(runner: &dyn Runner, name: &str, description: &str) -> Result<Outc
         Err(ExecError::NotInstalled { .. }) => Ok(Outcome::NoDockerCli),
         Err(e) => Err(e),
         Ok(None) => Ok(Outcome::Absent),
-        Ok(Some(d)) if d == description => {
+        Ok(Some(e)) if e.description == description => {
             // -f: n2d's context may be the current one (`docker context use`); the CLI then
             // falls back to the default.
             runner.run(&docker(["context", "rm", "-f", name]))?;
             Ok(Outcome::Removed)
         }
-        Ok(Some(description)) => Ok(Outcome::Foreign { description }),
+        Ok(Some(e)) => Ok(Outcome::Foreign { description: e.description }),
     }
 }
 
@@ -322,6 +345,19 @@ mod tests {
         assert!(matches!(ensure(&r, &spec).unwrap(), Outcome::Foreign { .. }));
         assert!(matches!(remove(&r, "h1", &machine_description("h1")).unwrap(), Outcome::Foreign { .. }));
         assert_eq!(r.calls().len(), 2);
+    }
+
+    #[test]
+    fn current_host_is_read_from_n2d_contexts_only() {
+        let r = RecordingRunner::default();
+        r.answer("context inspect", Ok(&inspect_json("n2d swarm demo")));
+        assert_eq!(current_host(&r, "demo", "n2d swarm demo").as_deref(), Some("tcp://10.77.0.9:2376"));
+        assert_eq!(current_host(&r, "demo", "n2d machine demo"), None, "not this swarm's");
+        let r = RecordingRunner::default();
+        r.answer("context inspect", Err(NOT_FOUND));
+        assert_eq!(current_host(&r, "demo", "n2d swarm demo"), None);
+        assert_eq!(current_host(&r, "a", "n2d swarm a"), None, "a name the CLI refuses is not asked");
+        assert_eq!(r.calls(), ["docker context inspect demo"]);
     }
 
     #[test]

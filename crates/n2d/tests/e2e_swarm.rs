@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 
 #[test]
 #[ignore = "boots five VMs: needs root and QEMU; run with --ignored"]
@@ -147,34 +146,4 @@ networks:
     assert!(ns.qemu_pids().is_empty(), "swarm rm left QEMU running");
     assert_eq!(ns.links(), Vec::<String>::new(), "swarm rm left links behind");
     assert!(ns.n2d_ok(&["ls", "--json"]).trim() == "[]");
-}
-
-/// Waits until `docker node ls` shows `node` Ready.
-fn wait_ready_node(ns: &Netns, env: &[(String, String)], node: &str, secs: u64) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        let out = ns.docker(env, &["node", "inspect", node, "--format", "{{.Status.State}}"]);
-        if String::from_utf8_lossy(&out.stdout).trim() == "ready" {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_secs(3));
-    }
-    false
-}
-
-/// Polls http://ip:port/ from inside the namespace (curl), up to `secs` seconds.
-fn wait_http(ns: &Netns, ip: &str, port: u16, secs: u64) -> bool {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "curl", "-s", "-m", "5"])
-            .arg(format!("http://{ip}:{port}/"))
-            .output()
-            .unwrap();
-        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("hello-from-") {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_secs(3));
-    }
-    false
 }

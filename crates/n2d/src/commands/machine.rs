@@ -1,6 +1,6 @@
 //! Single-machine commands: create, ls, inspect, ip, start, stop, restart, rm, logs, console.
 
-use crate::args::{CreateArgs, MachineArgs};
+use crate::args::{CreateArgs, MachineArgs, StartArgs};
 use crate::commands::image::resolve_image;
 use crate::context::Ctx;
 use crate::docker_context::{self, ContextSpec};
@@ -126,17 +126,67 @@ fn need_names(names: &[MachineName], verb: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn start(ctx: &Ctx, names: &[MachineName]) -> Result<()> {
+pub fn start_cmd(ctx: &Ctx, args: &StartArgs) -> Result<()> {
+    let timeout = Duration::from_secs(args.timeout);
+    if args.all {
+        start_all(ctx, timeout)
+    } else {
+        start(ctx, &args.names, timeout)
+    }
+}
+
+pub fn start(ctx: &Ctx, names: &[MachineName], timeout: Duration) -> Result<()> {
     need_names(names, "start")?;
     for name in names {
-        if !ctx.start_machine(name, Duration::from_secs(600))? {
+        if !ctx.start_machine(name, timeout)? {
             eprintln!("{name} is already running");
         }
-        // Swarm nodes are reached through the swarm's context.
-        let record = ctx.load_record(name)?;
-        if record.swarm.is_none() {
-            register_context(ctx, &record);
+        refresh_context(ctx, name)?;
+    }
+    Ok(())
+}
+
+/// A started machine's docker context (swarm nodes are reached through the swarm's).
+fn refresh_context(ctx: &Ctx, name: &MachineName) -> Result<()> {
+    let record = ctx.load_record(name)?;
+    if record.swarm.is_none() {
+        register_context(ctx, &record);
+    }
+    Ok(())
+}
+
+/// `n2d start --all`: every stopped machine of the home, in parallel (bounded); one line per
+/// machine on stdout; an error naming those that did not start (or cannot be read).
+fn start_all(ctx: &Ctx, timeout: Duration) -> Result<()> {
+    let plan = ctx.plan_start_all();
+    let mut failed: Vec<String> = Vec::new();
+    for (name, why) in &plan.unreadable {
+        println!("{name}: cannot be started: {why} (`n2d rm -f {name}` removes it)");
+        failed.push(name.clone());
+    }
+    for name in &plan.running {
+        println!("{name}: already running");
+    }
+    if !plan.stopped.is_empty() {
+        let names: Vec<&str> = plan.stopped.iter().map(MachineName::as_str).collect();
+        eprintln!("Starting {} machines: {}", names.len(), names.join(", "));
+    }
+    let results = ctx.start_machines(&plan.stopped, timeout);
+    for (name, result) in plan.stopped.iter().zip(results) {
+        match result.map_err(anyhow::Error::new).and_then(|_| refresh_context(ctx, name)) {
+            Ok(()) => println!("{name}: started"),
+            Err(e) => {
+                println!("{name}: failed to start: {e:#}");
+                failed.push(name.to_string());
+            }
         }
+    }
+    if !failed.is_empty() {
+        let total = plan.stopped.len() + plan.unreadable.len();
+        anyhow::bail!("{} of {total} machines did not start: {}", failed.len(), failed.join(", "));
+    }
+    if plan.stopped.is_empty() {
+        eprintln!("No stopped machine to start");
     }
     Ok(())
 }
@@ -157,7 +207,7 @@ pub fn stop(ctx: &Ctx, names: &[MachineName], timeout: u64) -> Result<()> {
 
 pub fn restart(ctx: &Ctx, names: &[MachineName], timeout: u64) -> Result<()> {
     stop(ctx, names, timeout)?;
-    start(ctx, names)
+    start(ctx, names, Duration::from_secs(600))
 }
 
 pub fn rm(ctx: &Ctx, names: &[MachineName], force: bool) -> Result<()> {

@@ -44,7 +44,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Inspect { name } => machine::inspect(&ctx, &name),
         Command::Ip { name } => machine::ip(&ctx, &name),
         Command::Env { name, shell } => env::machine_env(&ctx, &name, shell),
-        Command::Start { names } => machine::start(&ctx, &names),
+        Command::Start(args) => machine::start_cmd(&ctx, &args),
         Command::Stop(args) => machine::stop(&ctx, &args.names, args.timeout),
         Command::Restart(args) => machine::restart(&ctx, &args.names, args.timeout),
         Command::Rm { names, force } => machine::rm(&ctx, &names, force),

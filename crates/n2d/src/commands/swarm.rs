@@ -8,7 +8,7 @@ use crate::docker_context::{self, ContextSpec};
 use crate::error::UsageError;
 use anyhow::{bail, Context as _, Result};
 use n2d_orchestrate::runtime;
-use n2d_spec::machine::{MachineSpec, DEFAULT_BRIDGE};
+use n2d_spec::machine::{MachineName, MachineSpec, DEFAULT_BRIDGE};
 use n2d_spec::swarm::{manager_count_advice, ExternalHost, LabelRule, SwarmName, SwarmRecord, SwarmSpec};
 use n2d_store::MachineRecord;
 use n2d_swarm::{check_docker_save_archive, TlsPaths};
@@ -155,10 +155,14 @@ fn ls(ctx: &Ctx) -> Result<()> {
             }
         };
         let total = record.managers.len() + record.workers.len() + record.external_hosts.len();
+        let context = ContextManager::read(ctx, &record);
         let ready = ctx
-            .swarm_nodes(&record)
+            .swarm_nodes_from(&record, context.manager.as_ref())
             .ok()
-            .map(|(_, nodes)| format!("{}/{total}", nodes.iter().filter(|n| n.ready()).count()))
+            .map(|(m, nodes)| {
+                context.repoint(ctx, &record, &m);
+                format!("{}/{total}", nodes.iter().filter(|n| n.ready()).count())
+            })
             .unwrap_or_else(|| format!("?/{total} (no manager answers)"));
         println!(
             "{:<16} {:<9} {:<8} {:<8}",
@@ -171,9 +175,46 @@ fn ls(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Where the swarm's docker context points (when it is n2d's), and at which manager.
+struct ContextManager {
+    host: Option<String>,
+    manager: Option<MachineName>,
+}
+
+impl ContextManager {
+    fn read(ctx: &Ctx, record: &SwarmRecord) -> ContextManager {
+        let name = record.prefix.as_str();
+        let host = docker_context::current_host(&ctx.runner, name, &docker_context::swarm_description(name));
+        let manager = host.as_ref().and_then(|h| {
+            record
+                .managers
+                .iter()
+                .find(|m| ctx.home.load_machine(m).is_ok_and(|r| &r.docker_host() == h))
+                .cloned()
+        });
+        ContextManager { host, manager }
+    }
+
+    /// Points the context at `live` (a manager that answers) when it names another: a manager
+    /// that does not answer (its VM killed, a leader lost) or is no longer one.
+    fn repoint(&self, ctx: &Ctx, record: &SwarmRecord, live: &MachineRecord) {
+        let Some(host) = &self.host else { return };
+        if *host != live.docker_host() && register_context(ctx, record, live) {
+            eprintln!(
+                "note: docker context {} pointed at {host}, where no manager of the swarm answers; it now points at {} ({})",
+                record.prefix,
+                live.spec.name,
+                live.docker_host()
+            );
+        }
+    }
+}
+
 fn env(ctx: &Ctx, name: &SwarmName, shell: Shell) -> Result<()> {
     let record = ctx.load_swarm(name)?;
-    let (m, _) = ctx.reachable_manager(&record, &runtime()?)?;
+    let context = ContextManager::read(ctx, &record);
+    let (m, _) = ctx.reachable_manager_from(&record, &runtime()?, context.manager.as_ref())?;
+    context.repoint(ctx, &record, &m);
     let certs = ctx.home.certs_dir();
     print!(
         "{}",

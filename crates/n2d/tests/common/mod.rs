@@ -128,6 +128,58 @@ impl Netns {
             .collect()
     }
 
+    /// The pid of machine `name`'s QEMU, which must be one of this namespace's (never any
+    /// other process's: the tests kill it).
+    pub fn machine_qemu_pid(&self, name: &str) -> i32 {
+        let path = self.home.join("machines").join(name).join("qemu.pid");
+        let pid: i32 = std::fs::read_to_string(&path).unwrap().trim().parse().unwrap();
+        assert!(self.qemu_pids().contains(&pid), "{name}'s pid {pid} is not a QEMU of this namespace");
+        pid
+    }
+
+    /// SIGKILLs QEMU processes of this namespace (only those) and waits until they are gone.
+    pub fn kill_qemus(&self, pids: &[i32]) {
+        let ours = self.qemu_pids();
+        for pid in pids {
+            assert!(ours.contains(pid), "{pid} is not a QEMU of this namespace");
+            run_ok(Command::new("kill").args(["-9", &pid.to_string()]));
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while pids.iter().any(|p| self.qemu_pids().contains(p)) {
+            assert!(std::time::Instant::now() < deadline, "QEMU {pids:?} did not die");
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// What a host reboot does to n2d's world in this namespace: every QEMU gone, taps and
+    /// bridges gone, and the host-wide state file in `/run` gone.
+    pub fn simulate_reboot(&self) {
+        self.kill_qemus(&self.qemu_pids());
+        for link in self.links() {
+            if link.starts_with("n2d") {
+                run_ok(&mut self.cmd("ip", &["link", "del", &link]));
+            }
+        }
+        std::fs::remove_file(self.host_state_file()).unwrap();
+    }
+
+    /// `n2d ls --json` as (name, state) pairs.
+    pub fn machine_states(&self) -> Vec<(String, String)> {
+        let rows: serde_json::Value = serde_json::from_str(&self.n2d_ok(&["ls", "--json"])).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["name"].as_str().unwrap().to_string(), r["state"].as_str().unwrap().to_string()))
+            .collect()
+    }
+
+    /// The docker host a docker context points at (empty when there is no such context).
+    pub fn context_host(&self, context: &str) -> String {
+        let out =
+            self.docker(&[], &["context", "inspect", context, "--format", "{{.Endpoints.docker.Host}}"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     /// On failure: the end of every machine's serial console, so CI logs show what the guests saw.
     pub fn dump_consoles(&self) {
         let Ok(dir) = std::fs::read_dir(self.home.join("machines")) else { return };
@@ -200,4 +252,81 @@ pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
     let tar = dir.join("busybox-rootfs.tar");
     run_ok(Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg("."));
     tar
+}
+
+/// Waits until `docker node inspect` shows `node` Ready.
+pub fn wait_ready_node(ns: &Netns, env: &[(String, String)], node: &str, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        let out = ns.docker(env, &["node", "inspect", node, "--format", "{{.Status.State}}"]);
+        if String::from_utf8_lossy(&out.stdout).trim() == "ready" {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+    false
+}
+
+/// Polls http://ip:port/ from inside the namespace (curl), up to `secs` seconds, for a page of
+/// the test's web service (`hello-from-...`).
+pub fn wait_http(ns: &Netns, ip: &str, port: u16, secs: u64) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "curl", "-s", "-m", "5"])
+            .arg(format!("http://{ip}:{port}/"))
+            .output()
+            .unwrap();
+        if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("hello-from-") {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+    false
+}
+
+/// A size-limited tmpfs mounted at a path of the test's (in the host's mount namespace: the
+/// `ip netns exec` of every n2d command sees it), unmounted when dropped, pass or fail.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+                .arg(path),
+        );
+        Tmpfs { path: path.to_path_buf() }
+    }
+
+    /// Fills the filesystem with one file until it has no space left; returns the file.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0xa5u8; 1 << 20];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling {}: {e}", filler.display()),
+            }
+        }
+        // Page by page: not one byte left.
+        while f.write(&chunk[..4096]).is_ok_and(|n| n > 0) {}
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let umount = Command::new("umount").arg(&self.path).status();
+        if !umount.is_ok_and(|s| s.success()) {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
 }
