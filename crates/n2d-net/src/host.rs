@@ -183,10 +183,7 @@ impl HostNet {
     fn locked<T>(&self, change: impl FnOnce(&mut HostState) -> Result<T, NetError>) -> Result<T, NetError> {
         let store = |source| NetError::HostState { path: self.dir.clone(), source };
         n2d_store::ensure_dir(&self.dir).map_err(store)?;
-        let timeout = match self.timeout {
-            Some(t) => t,
-            None => n2d_store::lock_timeout_from_env().map_err(store)?,
-        };
+        let timeout = n2d_store::lock_timeout(self.timeout).map_err(store)?;
         let _lock = n2d_store::flock_exclusive(&self.dir.join("lock"), timeout, self.cancel.as_deref())
             .map_err(store)?;
         let path = self.state_file();
@@ -230,12 +227,9 @@ impl HostNet {
         if let Some(kind) = kind.filter(|k| k != "bridge") {
             return Err(NetError::NotABridge { dev: bridge.into(), kind });
         }
-        let link_subnet = || links.ipv4_of(bridge).ok().flatten();
-        let (subnet, adopted) = match &known {
-            Some(b) => (Some((b.gateway, b.prefix_len)), !b.created_by_n2d),
-            None if may_create => (link_subnet().or(Some((DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN))), false),
-            None => (link_subnet(), true),
-        };
+        let subnet =
+            known.as_ref().map(|b| (b.gateway, b.prefix_len)).or_else(|| unrecorded_subnet(&links, bridge));
+        let adopted = known.as_ref().map_or(!may_create, |b| !b.created_by_n2d);
         let Some(range) = addresses else {
             if adopted {
                 let subnet = subnet.map(|(gw, len)| nat::subnet_text(gw, len)).unwrap_or_default();
@@ -261,11 +255,7 @@ impl HostNet {
         let entry = match self.snapshot()?.bridges.remove(bridge) {
             Some(entry) => entry,
             None => {
-                let subnet = match Links::new(runner).ipv4_of(bridge) {
-                    Ok(Some(subnet)) => subnet,
-                    _ if bridge == crate::DEFAULT_BRIDGE => (DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN),
-                    _ => return Ok(None),
-                };
+                let Some(subnet) = unrecorded_subnet(&Links::new(runner), bridge) else { return Ok(None) };
                 BridgeState {
                     gateway: subnet.0,
                     prefix_len: subnet.1,
@@ -380,6 +370,13 @@ impl HostNet {
             Ok(notes)
         })
     }
+}
+
+/// The subnet of a bridge n2d has no entry for: the link's own address, else, for n2d's
+/// default bridge (made on demand), the default subnet.
+fn unrecorded_subnet(links: &Links, bridge: &str) -> Option<(Ipv4Addr, u8)> {
+    let default = (bridge == crate::DEFAULT_BRIDGE).then_some((DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN));
+    links.ipv4_of(bridge).ok().flatten().or(default)
 }
 
 /// Drops the leases of machines whose home directory no longer holds them (a home deleted by

@@ -108,8 +108,12 @@ pub const LOCK_TIMEOUT_ENV: &str = "N2D_LOCK_TIMEOUT";
 /// How often a held lock is tried again.
 const LOCK_POLL: Duration = Duration::from_millis(150);
 
+/// How long to wait for another process's lock: `explicit` when given (tests), else
 /// `$N2D_LOCK_TIMEOUT` (seconds), else [`DEFAULT_LOCK_TIMEOUT`].
-pub fn lock_timeout_from_env() -> Result<Duration, StoreError> {
+pub fn lock_timeout(explicit: Option<Duration>) -> Result<Duration, StoreError> {
+    if let Some(t) = explicit {
+        return Ok(t);
+    }
     match std::env::var(LOCK_TIMEOUT_ENV) {
         Ok(v) if !v.trim().is_empty() => v
             .trim()
@@ -176,13 +180,6 @@ impl Home {
         self
     }
 
-    fn lock_timeout(&self) -> Result<Duration, StoreError> {
-        if let Some(t) = self.lock_timeout {
-            return Ok(t);
-        }
-        lock_timeout_from_env()
-    }
-
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -245,7 +242,7 @@ impl Home {
             LOCK_DEPTH.with(|d| d.set(d.get() + 1));
             return Ok(StateLock { _held: None });
         }
-        let timeout = self.lock_timeout()?;
+        let timeout = lock_timeout(self.lock_timeout)?;
         let thread_guard = PROCESS_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         ensure_dir(&self.root)?;
         let file = flock_exclusive(&self.root.join("lock"), timeout, self.cancel.as_deref())?;
