@@ -4,7 +4,7 @@ use crate::init::{check_static_x86_64, GuestInit, InitProblem, INIT_FIX};
 use crate::initramfs::{CpioWriter, Entry};
 use crate::modules::{module_name, ModuleDb};
 use crate::recipe::{ImageManifest, Recipe};
-use crate::{Image, INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
+use crate::{Image, DIRECT_KERNEL_FILE, INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
 use n2d_exec::{is_installed_or_in_sbin, Cmd, ExecError, Runner};
 use n2d_store::{write_json, Home, KillPoints, Operation, StoreError};
 use sha2::{Digest, Sha256};
@@ -198,10 +198,13 @@ impl Builder<'_> {
         progress(Stage::Modules);
         let db = kernel.module_db().map_err(|source| BuildError::Io { stage: Stage::Modules, source })?;
         let mut names = self.recipe.boot_modules.clone();
+        names.extend(self.recipe.late_modules.iter().cloned());
         names.extend(self.recipe.initrd_modules.iter().cloned());
         let rootfs_modules =
             db.select(&names, &self.recipe.module_dirs).map_err(BuildError::UnknownModules)?;
         self.install_modules(&kernel, &rootfs, &rootfs_modules, &self.recipe.boot_modules)?;
+        write_module_list(&rootfs, LATE_MODULE_LIST, &self.recipe.late_modules)
+            .map_err(|source| BuildError::Io { stage: Stage::Modules, source })?;
         let initrd_tree = self.staging.join("initrd");
         let initrd_modules =
             db.select(&self.recipe.initrd_modules, &[]).map_err(BuildError::UnknownModules)?;
@@ -244,6 +247,15 @@ impl Builder<'_> {
         let io = |source| BuildError::Io { stage: Stage::Store, source };
         fs::copy(&kernel.vmlinuz, out.join(KERNEL_FILE)).map_err(io)?;
         let size = |p: &Path| fs::metadata(p).map(|m| m.len()).map_err(io);
+        // A kernel that cannot boot directly is not an error: the image boots the bzImage.
+        let direct_kernel_bytes =
+            match crate::kernel::direct_boot_kernel(&fs::read(&kernel.vmlinuz).map_err(io)?) {
+                Ok(vmlinux) => {
+                    fs::write(out.join(DIRECT_KERNEL_FILE), &vmlinux).map_err(io)?;
+                    Some(vmlinux.len() as u64)
+                }
+                Err(_) => None,
+            };
         let manifest = ImageManifest {
             id: id.to_string(),
             recipe: self.recipe.clone(),
@@ -256,6 +268,7 @@ impl Builder<'_> {
             initrd_bytes: size(&initrd)?,
             rootfs_bytes: size(&erofs)?,
             rootfs_unpacked_bytes,
+            direct_kernel_bytes,
         };
         write_json(&out.join(MANIFEST_FILE), &manifest).map_err(BuildError::Store)?;
         Ok(manifest)
@@ -352,9 +365,7 @@ impl Builder<'_> {
         }
         link_lib(tree).map_err(io)?;
         self.tool(Stage::Modules, Cmd::new("depmod", "kmod").arg("-b").arg(tree).arg(&kernel.release))?;
-        fs::create_dir_all(tree.join("etc/n2d")).map_err(io)?;
-        let list: String = load.iter().map(|m| format!("{}\n", module_name(m))).collect();
-        fs::write(tree.join("etc/n2d/modules"), list).map_err(io)
+        write_module_list(tree, MODULE_LIST, load).map_err(io)
     }
 
     /// `/init` (n2d-init), `/dev/console` (so PID 1 has a console before devtmpfs is
@@ -382,6 +393,17 @@ impl Builder<'_> {
         w.finish()?;
         Ok(())
     }
+}
+
+/// n2d-init's lists of modules to load: at boot (in the initramfs, then on the root), and once
+/// Docker answers (on the root).
+const MODULE_LIST: &str = "etc/n2d/modules";
+const LATE_MODULE_LIST: &str = "etc/n2d/modules-late";
+
+fn write_module_list(tree: &Path, list: &str, modules: &[String]) -> io::Result<()> {
+    let path = tree.join(list);
+    fs::create_dir_all(path.parent().expect("list path has a parent"))?;
+    fs::write(path, modules.iter().map(|m| format!("{}\n", module_name(m))).collect::<String>())
 }
 
 struct UnpackedKernel {

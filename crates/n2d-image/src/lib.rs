@@ -2,6 +2,8 @@
 //!
 //! An image is a directory `images/<id>/` in the store holding
 //! * `vmlinuz`      Debian's cloud kernel,
+//! * `vmlinux`      the same kernel decompressed, booted directly through its PVH entry point
+//!   when the bzImage allows it (see [`kernel`]); derived from `vmlinuz`, not a separate input,
 //! * `initrd.img`   a small lz4 initramfs: n2d-init as `/init` plus the few modules needed to
 //!   mount the root disk (virtio_blk, erofs, overlay),
 //! * `rootfs.erofs` the read-only root filesystem (Debian userland with dockerd, containerd, runc,
@@ -17,6 +19,7 @@
 pub mod build;
 pub mod init;
 pub mod initramfs;
+pub mod kernel;
 pub mod modules;
 pub mod recipe;
 
@@ -28,6 +31,8 @@ use n2d_store::{read_json, Home, StoreError};
 use std::path::PathBuf;
 
 pub const KERNEL_FILE: &str = "vmlinuz";
+/// The kernel decompressed, for direct (PVH) boot; absent when the bzImage does not allow it.
+pub const DIRECT_KERNEL_FILE: &str = "vmlinux";
 pub const INITRD_FILE: &str = "initrd.img";
 pub const ROOTFS_FILE: &str = "rootfs.erofs";
 pub const MANIFEST_FILE: &str = "image.json";
@@ -40,8 +45,14 @@ pub struct Image {
 }
 
 impl Image {
-    pub fn kernel(&self) -> PathBuf {
-        self.dir.join(KERNEL_FILE)
+    /// The kernel QEMU boots: the decompressed one when the image has it, else the bzImage.
+    pub fn boot_kernel(&self) -> PathBuf {
+        let direct = self.dir.join(DIRECT_KERNEL_FILE);
+        if self.manifest.direct_kernel_bytes.is_some() && direct.is_file() {
+            direct
+        } else {
+            self.dir.join(KERNEL_FILE)
+        }
     }
     pub fn initrd(&self) -> PathBuf {
         self.dir.join(INITRD_FILE)

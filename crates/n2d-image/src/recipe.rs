@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever the builder changes what it produces from the same inputs.
-const BUILDER_VERSION: u32 = 2;
+const BUILDER_VERSION: u32 = 3;
 
 /// The inputs of an image build. Its hash is the image ID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,8 +19,10 @@ pub struct Recipe {
     pub kernel_package: String,
     /// Modules loaded from the initramfs to reach the root disk.
     pub initrd_modules: Vec<String>,
-    /// Modules n2d-init loads once the root is mounted.
+    /// Modules n2d-init loads once the root is mounted, before dockerd starts.
     pub boot_modules: Vec<String>,
+    /// Modules n2d-init loads once Docker answers (the kernel would also load them on demand).
+    pub late_modules: Vec<String>,
     /// Directories (relative to the module tree) whose modules ship for on-demand loading.
     pub module_dirs: Vec<String>,
     /// sha256 of the n2d-init binary.
@@ -46,6 +48,8 @@ impl Recipe {
             ]),
             kernel_package: "linux-image-cloud-amd64".into(),
             initrd_modules: s(&["virtio_blk", "erofs", "overlay"]),
+            // What dockerd needs to come up: overlay2, the docker0 bridge, iptables-nft's rules.
+            // The legacy iptables tables are not loaded: Debian's iptables is the nft one.
             boot_modules: s(&[
                 "virtio_net",
                 "virtio_rng",
@@ -54,30 +58,29 @@ impl Recipe {
                 "bridge",
                 "br_netfilter",
                 "veth",
+                "nf_tables",
+                "nft_compat",
+                "nft_chain_nat",
+                "nf_nat",
+                "nf_conntrack",
+                "xt_addrtype",
+                "xt_conntrack",
+                "xt_MASQUERADE",
+                "xt_comment",
+                "xt_multiport",
+                "xt_nat",
+            ]),
+            // Swarm's: overlay networks (vxlan, encrypted: xfrm), the routing mesh (IPVS, marks),
+            // loaded once Docker answers, off the path to the API.
+            late_modules: s(&[
                 "vxlan",
                 "ip_vs",
                 "ip_vs_rr",
                 "ip_vs_wrr",
                 "ip_vs_sh",
                 "xt_ipvs",
-                "nf_tables",
-                "nft_compat",
-                "nft_chain_nat",
-                "nf_nat",
-                "nf_conntrack",
-                "nf_conntrack_netlink",
-                "xt_addrtype",
-                "xt_conntrack",
-                "xt_MASQUERADE",
                 "xt_mark",
-                "xt_comment",
-                "xt_multiport",
-                "xt_nat",
-                "iptable_nat",
-                "iptable_filter",
-                "iptable_mangle",
-                "ip6table_filter",
-                "ip6table_nat",
+                "nf_conntrack_netlink",
                 "xfrm_user",
             ]),
             module_dirs: s(&[
@@ -118,6 +121,9 @@ pub struct ImageManifest {
     pub rootfs_bytes: u64,
     /// Size of the root filesystem tree before compression.
     pub rootfs_unpacked_bytes: u64,
+    /// Bytes of the decompressed kernel booted directly (`vmlinux`), if the image has one.
+    #[serde(default)]
+    pub direct_kernel_bytes: Option<u64>,
 }
 
 impl ImageManifest {

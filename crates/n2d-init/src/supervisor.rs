@@ -3,6 +3,7 @@
 
 use crate::docker;
 use crate::log::{self, info};
+use crate::modules;
 use crate::sys::{Exit, ServiceIo, ServiceSpec, System};
 use nix::mount::MntFlags;
 use nix::sys::signal::Signal;
@@ -12,6 +13,10 @@ use std::time::Duration;
 const TICK: Duration = Duration::from_millis(100);
 const PROBE_EVERY: Duration = Duration::from_millis(200);
 const LOG_TAIL_LINES: usize = 15;
+/// Modules loaded once Docker first answers (swarm's), a moment after, so that the host's first
+/// request is not served next to them.
+pub const LATE_MODULE_LIST: &str = "/etc/n2d/modules-late";
+const LATE_MODULES_AFTER: Duration = Duration::from_secs(1);
 
 /// Restart delays 1 s, 2 s, 4 s … capped at 30 s; back to 1 s once a run lasted 60 s.
 #[derive(Debug, Clone)]
@@ -53,6 +58,13 @@ pub enum Restart {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LateModules {
+    Pending,
+    DueAt(Duration),
+    Loaded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Waiting { start_at: Duration },
     Running { pid: i32, since: Duration },
@@ -78,6 +90,8 @@ pub struct Supervisor {
     services: Vec<Service>,
     docker_ready: bool,
     next_probe: Duration,
+    /// When the late modules are due (set when Docker first answers); `None` once loaded.
+    late_modules: LateModules,
     /// How many times the ready marker was printed.
     pub ready_announcements: u32,
 }
@@ -112,7 +126,13 @@ impl Supervisor {
                 gate: None,
             });
         }
-        Supervisor { services, docker_ready: false, next_probe: now, ready_announcements: 0 }
+        Supervisor {
+            services,
+            docker_ready: false,
+            next_probe: now,
+            late_modules: LateModules::Pending,
+            ready_announcements: 0,
+        }
     }
 
     /// Supervises until `stop` is set.
@@ -137,6 +157,23 @@ impl Supervisor {
             }
         }
         self.probe(sys, now);
+        self.load_late_modules(sys, now);
+    }
+
+    fn load_late_modules(&mut self, sys: &dyn System, now: Duration) {
+        match self.late_modules {
+            LateModules::Pending if self.docker_ready => {
+                self.late_modules = LateModules::DueAt(now + LATE_MODULES_AFTER);
+            }
+            LateModules::DueAt(at) if now >= at => {
+                self.late_modules = LateModules::Loaded;
+                match modules::load_listed(sys, LATE_MODULE_LIST, &modules::modules_dir(sys), false) {
+                    Ok(loaded) => info!("{loaded} late modules loaded"),
+                    Err(e) => info!("late modules: {e}"),
+                }
+            }
+            _ => {}
+        }
     }
 
     fn gate_open(&mut self, sys: &dyn System, i: usize, now: Duration) -> bool {
@@ -390,6 +427,42 @@ mod tests {
             sup.tick(&sys);
         }
         assert_eq!(sup.ready_announcements, 2);
+    }
+
+    #[test]
+    fn late_modules_load_once_a_moment_after_docker_first_answers() {
+        let sys = FakeSystem::new();
+        sys.add_file("/proc/sys/kernel/osrelease", "6.12.0\n");
+        sys.add_file(LATE_MODULE_LIST, "ip_vs\n");
+        sys.add_file("/usr/lib/modules/6.12.0/modules.dep", "kernel/net/ip_vs.ko:\n");
+        sys.add_file(docker::CONTAINERD_SOCKET, "");
+        let mut sup = Supervisor::new(&sys, None);
+        let loads = |sys: &FakeSystem| sys.calls().iter().filter(|c| c.starts_with("load ")).count();
+        for _ in 0..5 {
+            sup.tick(&sys);
+            sys.sleep(TICK);
+        }
+        assert_eq!(loads(&sys), 0, "loaded before Docker answered");
+        sys.state.borrow_mut().docker_response = Some(b"HTTP/1.1 200 OK\r\n\r\nOK".to_vec());
+        for _ in 0..3 {
+            sys.sleep(TICK);
+            sup.tick(&sys);
+        }
+        assert_eq!(sup.ready_announcements, 1);
+        assert_eq!(loads(&sys), 0, "loaded next to the host's first request");
+        for _ in 0..12 {
+            sys.sleep(TICK);
+            sup.tick(&sys);
+        }
+        assert_eq!(loads(&sys), 1);
+        // A dockerd restart announces readiness again, but loads nothing twice.
+        sys.exit("dockerd", Exit::Code(2));
+        for _ in 0..40 {
+            sys.sleep(TICK);
+            sup.tick(&sys);
+        }
+        assert_eq!(sup.ready_announcements, 2);
+        assert_eq!(loads(&sys), 1);
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         VmLaunch {
             cpus: record.spec.cpus,
             memory_mib: record.spec.memory.mib(),
-            kernel: image.kernel(),
+            kernel: image.boot_kernel(),
             initrd: image.initrd(),
             rootfs: image.rootfs(),
             tap: record.tap.clone(),
