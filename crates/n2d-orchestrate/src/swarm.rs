@@ -3,9 +3,7 @@
 
 use crate::{runtime, ConsoleLines, Error, Orchestrator, Result};
 use n2d_exec::Runner;
-use n2d_spec::machine::{
-    ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE, DEFAULT_CPUS, DEFAULT_DISK, DEFAULT_MEMORY,
-};
+use n2d_spec::machine::{ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE, DEFAULT_DISK, DEFAULT_MEMORY};
 use n2d_spec::swarm::{
     apply_label_rules, plan_scale, ExternalHost, NodePlan, NodeRole, ScalePlan, SwarmName, SwarmRecord,
     SwarmSpec,
@@ -25,8 +23,9 @@ use std::time::Duration;
 /// Swarm nodes get less than a lone host by default: four of them share one machine.
 pub const DEFAULT_SWARM_MEMORY: ByteSize = ByteSize(DEFAULT_MEMORY.0 * 3 / 4);
 
-/// The machine spec of one planned node (memory default: [`DEFAULT_SWARM_MEMORY`]).
-pub fn node_spec(spec: &SwarmSpec, node: &NodePlan, image: &str) -> Result<MachineSpec> {
+/// The machine spec of one planned node (memory default: [`DEFAULT_SWARM_MEMORY`]; vCPUs:
+/// `default_cpus`, the hypervisor's).
+pub fn node_spec(spec: &SwarmSpec, node: &NodePlan, image: &str, default_cpus: u32) -> Result<MachineSpec> {
     let memory = match node.memory.as_ref().or(spec.memory.as_ref()) {
         Some(m) => {
             m.parse::<ByteSize>().map_err(|source| Error::NodeMemory { node: node.name.clone(), source })?
@@ -35,7 +34,7 @@ pub fn node_spec(spec: &SwarmSpec, node: &NodePlan, image: &str) -> Result<Machi
     };
     let machine = MachineSpec {
         name: node.name.parse()?,
-        cpus: node.cpus.or(spec.cpus).unwrap_or(DEFAULT_CPUS),
+        cpus: node.cpus.or(spec.cpus).unwrap_or(default_cpus),
         memory,
         disk: DEFAULT_DISK,
         bridge: spec.network.clone().unwrap_or_else(|| DEFAULT_BRIDGE.to_string()),
@@ -105,7 +104,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let machines: Vec<String> = self.home.list_machines().into_iter().map(|(n, _)| n).collect();
         spec.check_no_clash(machines.iter().map(String::as_str))?;
         let nodes = spec.plan();
-        let specs = nodes.iter().map(|n| node_spec(spec, n, "")).collect::<Result<Vec<_>>>()?;
+        let default_cpus = self.hypervisor.default_cpus();
+        let specs = nodes.iter().map(|n| node_spec(spec, n, "", default_cpus)).collect::<Result<Vec<_>>>()?;
         self.check_network(&specs)?;
         Ok(SwarmPlan { nodes, specs })
     }

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-pub const DEFAULT_CPUS: u32 = 2;
 pub const DEFAULT_MEMORY: ByteSize = ByteSize(2 * 1024 * 1024 * 1024);
 pub const DEFAULT_DISK: ByteSize = ByteSize(20 * 1024 * 1024 * 1024);
 pub const DEFAULT_BRIDGE: &str = "n2d0";
@@ -271,7 +270,7 @@ pub(crate) mod tests {
     fn spec() -> MachineSpec {
         MachineSpec {
             name: "h1".parse().unwrap(),
-            cpus: DEFAULT_CPUS,
+            cpus: 2,
             memory: DEFAULT_MEMORY,
             disk: DEFAULT_DISK,
             bridge: DEFAULT_BRIDGE.into(),

@@ -102,6 +102,18 @@ pub fn tcg_thread_gated(
     }
 }
 
+/// vCPUs a machine gets when the user does not choose: 1 under single-threaded TCG, where every
+/// vCPU of a VM takes turns on one host thread, so a second adds only the guest's SMP overhead
+/// (IPIs, TLB shootdowns, two Go schedulers' worth of spinning): measured side by side, one vCPU
+/// reached the Docker API in 0.75x the time of two (BENCHMARKS.md, "vCPUs under TCG"). With KVM
+/// or multi-threaded TCG each vCPU is a host thread of its own: 2.
+pub fn default_cpus(accel: Accel, tcg: TcgThread) -> u32 {
+    match (accel, tcg) {
+        (Accel::Tcg, TcgThread::Single) => 1,
+        _ => 2,
+    }
+}
+
 pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: TcgThread) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
@@ -174,6 +186,13 @@ mod tests {
 
     fn after<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
         argv.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect()
+    }
+
+    #[test]
+    fn one_vcpu_by_default_only_where_vcpus_share_a_host_thread() {
+        assert_eq!(default_cpus(Accel::Tcg, TcgThread::Single), 1);
+        assert_eq!(default_cpus(Accel::Tcg, TcgThread::Multi), 2);
+        assert_eq!(default_cpus(Accel::Kvm, TcgThread::Single), 2);
     }
 
     #[test]

@@ -136,6 +136,11 @@ impl Hypervisor for FakeHypervisor {
         s.running.remove(&vm.name);
         Ok(())
     }
+
+    /// What QEMU gives with KVM (2): the fakes' specs spell their vCPUs out anyway.
+    fn default_cpus(&self) -> u32 {
+        2
+    }
 }
 
 #[cfg(test)]

@@ -123,4 +123,6 @@ pub trait Hypervisor: Send + Sync {
     fn stop(&self, vm: &VmHandle, timeout: Duration) -> Result<StopOutcome, VmError>;
     /// Ends the VM at once (no guest shutdown).
     fn kill(&self, vm: &VmHandle) -> Result<(), VmError>;
+    /// vCPUs a machine gets when the user does not choose.
+    fn default_cpus(&self) -> u32;
 }

@@ -250,6 +250,17 @@ impl Hypervisor for Qemu {
         self.wait_gone(vm, Duration::from_secs(5));
         Ok(())
     }
+
+    fn default_cpus(&self) -> u32 {
+        let accel = detect_accel().accel;
+        // An invalid $N2D_TCG_THREAD is reported when a VM starts; here it counts as single.
+        let tcg = if accel == Accel::Tcg {
+            self.tcg_thread().unwrap_or(TcgThread::Single)
+        } else {
+            TcgThread::Single
+        };
+        crate::argv::default_cpus(accel, tcg)
+    }
 }
 
 fn read_pid(dir: &Path) -> Option<i32> {

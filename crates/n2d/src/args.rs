@@ -208,9 +208,9 @@ pub struct ImageBuildArgs {
 /// Machine resources shared by `create` and `swarm create`.
 #[derive(Debug, Args, Clone)]
 pub struct MachineArgs {
-    /// Virtual CPUs
-    #[arg(long, default_value_t = n2d_spec::machine::DEFAULT_CPUS)]
-    pub cpus: u32,
+    /// Virtual CPUs [default: 1 under emulation (single-threaded TCG, where more only cost), 2 with KVM]
+    #[arg(long)]
+    pub cpus: Option<u32>,
     /// Memory, e.g. 1536M or 2G (unused memory goes back to the host)
     #[arg(long, default_value = "2G")]
     pub memory: String,

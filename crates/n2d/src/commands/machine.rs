@@ -9,21 +9,23 @@ use crate::error::UsageError;
 use anyhow::{Context as _, Result};
 use n2d_spec::address::IpRange;
 use n2d_spec::machine::{parse_label, truncate_chars, ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE};
-use n2d_vm::{StopOutcome, VmState};
+use n2d_vm::{Hypervisor as _, StopOutcome, VmState};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
-/// Turns flags into a validated spec (no image resolution yet: `image` stays as typed).
+/// Turns flags into a validated spec (no image resolution yet: `image` stays as typed); vCPUs
+/// not given are `default_cpus` (the hypervisor's).
 pub fn spec_from_args(
     name: &MachineName,
     m: &MachineArgs,
     labels: &BTreeMap<String, String>,
     image: String,
+    default_cpus: u32,
 ) -> Result<MachineSpec> {
     let spec = MachineSpec {
         name: name.clone(),
-        cpus: m.cpus,
+        cpus: m.cpus.unwrap_or(default_cpus),
         memory: m.memory.parse::<ByteSize>().context("--memory")?,
         disk: m.disk.parse::<ByteSize>().context("--disk")?,
         bridge: m.network.clone().unwrap_or_else(|| DEFAULT_BRIDGE.to_string()),
@@ -45,7 +47,8 @@ pub fn warn_insecure(m: &MachineArgs) {
 pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     let labels = args.labels.iter().map(|l| parse_label(l)).collect::<Result<BTreeMap<_, _>, _>>()?;
     // Validate everything the user typed before building or creating anything.
-    let mut spec = spec_from_args(&args.name, &args.machine, &labels, String::new())?;
+    let mut spec =
+        spec_from_args(&args.name, &args.machine, &labels, String::new(), ctx.hypervisor.default_cpus())?;
     ctx.check_new_machine(&spec)?;
     ctx.net.check_choice(&ctx.runner, &spec.bridge, spec.addresses)?;
     let target = Target { bridge: spec.bridge.clone(), image: args.machine.image.clone() };
