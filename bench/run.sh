@@ -64,6 +64,7 @@ ONLY=$(
 PAIRS=5
 SETTLE=20
 MEMORIES=384M,512M,768M,1G,1536M,2G
+TB_SIZES=(1024 256 64 32)
 CLI_RUNS=30
 WORK=/var/tmp/n2d-bench
 MIRROR=${N2D_IMAGE_MIRROR:-}
@@ -232,6 +233,7 @@ N2D_REV=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)
 git -C "$REPO" diff --quiet 2>/dev/null || N2D_REV="$N2D_REV+dirty"
 DATE=$(date -u +%F)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+DEFAULT_CPUS_WORDS="?" # the vCPUs n2d gives a machine by default on this host
 ACCEL=""    # the -accel value n2d's QEMU used (read from its command line), copied by the stock VM
 CPU_OPT=""
 {
@@ -501,6 +503,15 @@ boot_section() {
         log "boot pair $i: n2d $T s"
         echo "$i n2d $T" >>"$RESULTS/boot.txt"
     }
+    # n2d as a user gets it: its default vCPUs (1 under single-threaded TCG), 2 GiB.
+    one_n2d_default() {
+        n2d_create bench2 --memory 2G
+        [ -f "$BENCH_HOME/machines/bench2/machine.json" ] &&
+            DEFAULT_CPUS_WORDS="$(jq -r .spec.cpus "$BENCH_HOME/machines/bench2/machine.json") vCPU here"
+        n2d_rm bench2
+        log "boot pair $i: n2d, default vCPUs, $T s"
+        echo "$i n2ddef $T" >>"$RESULTS/boot.txt"
+    }
     one_stock() {
         stock_boot "boot-$i"
         stock_stop
@@ -508,7 +519,7 @@ boot_section() {
         echo "$i stock $T" >>"$RESULTS/boot.txt"
     }
     for i in $(seq 1 "$PAIRS"); do
-        if [ $((i % 2)) = 1 ]; then one_n2d; one_stock; else one_stock; one_n2d; fi
+        if [ $((i % 2)) = 1 ]; then one_n2d; one_stock; one_n2d_default; else one_n2d_default; one_stock; one_n2d; fi
     done
     [ "$(awk '$3 != "FAIL"' "$RESULTS/boot.txt" | cut -d' ' -f2 | sort -u | wc -l)" = 2 ] || {
         section_failed "boot (no successful boot of n2d or of the stock VM)"
@@ -549,13 +560,17 @@ make_busybox_tar() {
     rm -rf "$d"
 }
 
-# runs_container NAME: imports the busybox image into machine NAME and runs a container there.
+# runs_container NAME [COMMAND...]: imports the busybox image into machine NAME and runs a
+# container there (COMMAND, default `true`).
 runs_container() {
+    local name=$1
+    shift
+    [ $# -gt 0 ] || set -- true
     (
-        eval "$("$N2D" env "$1")"
+        eval "$("$N2D" env "$name")"
         in_ns docker image import - n2d-bench/busybox:latest <"$BB_TAR" >/dev/null &&
-            in_ns docker run --rm n2d-bench/busybox:latest true
-    ) >>"$RESULTS/container-$1.log" 2>&1
+            in_ns docker run --rm n2d-bench/busybox:latest "$@"
+    ) >>"$RESULTS/container-$name.log" 2>&1
 }
 
 declare -A FP=()
@@ -584,6 +599,13 @@ footprint_section() {
         fi
         FP[n2d_used]=${used:--}
         log "footprint: n2d QEMU RSS ${FP[n2d_rss]} MB, guest in use ${FP[n2d_used]} MiB"
+        # Free page reporting: a container touches 500 MB and exits; does QEMU give it back?
+        if make_busybox_tar && runs_container fp dd if=/dev/zero of=/dev/null bs=500M count=1; then
+            FP[fpr_after]=$(rss_mb "$pid")
+            sleep "$SETTLE"
+            FP[fpr_settled]=$(rss_mb "$pid")
+            log "footprint: after a 500 MB container: QEMU RSS ${FP[fpr_after]} MB, ${SETTLE}s later ${FP[fpr_settled]} MB"
+        fi
     fi
     n2d_rm fp
     log "footprint: one idle stock VM"
@@ -597,6 +619,21 @@ footprint_section() {
         log "footprint: stock QEMU RSS ${FP[stock_rss]} MB, guest in use ${FP[stock_used]:--} MiB"
     fi
     stock_stop
+    # TCG's translation cache: n2d create time and idle QEMU RSS per size (n2d's defaults
+    # otherwise), the sizes in a rotated order so none always runs first.
+    : >"$RESULTS/tbsize.txt"
+    if [[ $ACCEL == tcg* ]]; then
+        local tb
+        for tb in "${TB_SIZES[@]}"; do
+            log "footprint: TCG translation cache $tb MiB"
+            N2D_TCG_TB_SIZE=$tb n2d_create fptb --memory 2G
+            if [ "$T" != FAIL ]; then
+                sleep "$SETTLE"
+                echo "$tb $T $(rss_mb "$(cat "$BENCH_HOME/machines/fptb/qemu.pid")")" >>"$RESULTS/tbsize.txt"
+            fi
+            n2d_rm fptb
+        done
+    fi
     # The smallest --memory with which a node boots and runs a container, smallest first.
     : >"$RESULTS/memory.txt"
     if make_busybox_tar; then
@@ -639,6 +676,7 @@ swarm_section() {
         log "swarm: create ${SW[create]}s"
         pid=$(cat "$BENCH_HOME"/machines/*/qemu.pid | head -1)
         learn_accel "$pid"
+        SW[node]=$(jq -r '"\(.spec.cpus) vCPU, \(.spec.memory / 1073741824) GiB"' "$(first "$BENCH_HOME"/machines/*/machine.json)")
         sleep "$SETTLE"
         total=0
         for pidf in "$BENCH_HOME"/machines/*/qemu.pid; do total=$((total + $(rss_mb "$(cat "$pidf")"))); done
@@ -764,6 +802,16 @@ if wants boot && [ -s "$RESULTS/boot.txt" ]; then
         echo "| 2 vCPU, 2 GiB, first boot | n2d: median (runs) | stock VM: median (runs) | n2d/stock: median of per-pair ratios (per pair) |"
         echo "|---|---|---|---|"
         echo "| start → Docker API answering (n2d: \`n2d create\` to the TLS ping; stock: QEMU start to the marker after docker.service) | $(secs "$n_med") ($(awk '$2 == "n2d" { print $3 }' "$RESULTS/boot.txt" | list_of)) | $(secs "$s_med") ($(awk '$2 == "stock" { print $3 }' "$RESULTS/boot.txt" | list_of)) | $(echo "$per_pair" | median) ($(echo "$per_pair" | list_of)) |"
+        d_med=$(awk '$2 == "n2ddef" && $3 != "FAIL" { print $3 }' "$RESULTS/boot.txt" | median)
+        d_pair=$(awk '$3 != "FAIL" { v[$1, $2] = $3 } END { for (i = 1; i <= '"$PAIRS"'; i++) if ((i, "n2ddef") in v && (i, "n2d") in v) printf "%.2f\n", v[i, "n2ddef"] / v[i, "n2d"] }' "$RESULTS/boot.txt")
+        if [ "$d_med" != "-" ]; then
+            echo
+            echo "n2d as users get it, with its default vCPUs ($DEFAULT_CPUS_WORDS), in the same pairs:"
+            echo
+            echo "| 2 GiB, first boot | n2d, default vCPUs: median (runs) | n2d, 2 vCPU: median | default/2 vCPU: median of per-pair ratios (per pair) | default vCPUs/stock |"
+            echo "|---|---|---|---|---|"
+            echo "| \`n2d create\` to the TLS ping | $(secs "$d_med") ($(awk '$2 == "n2ddef" { print $3 }' "$RESULTS/boot.txt" | list_of)) | $(secs "$n_med") | $(echo "$d_pair" | median) ($(echo "$d_pair" | list_of)) | $(ratio "$d_med" "$s_med") (the stock VM with 2 vCPUs) |"
+        fi
         [ -z "$fails" ] || echo "
 Failed runs: $fails(logs in the run's results directory)."
     } >"$TABLES/boot.md"
@@ -776,7 +824,7 @@ if wants swarm && [ -n "${SW[create]:-}" ]; then
         echo
         echo "| what | time | one node | ratio |"
         echo "|---|---|---|---|"
-        echo "| \`n2d swarm create\` (1 manager + 3 workers, 2 vCPU, 1.5 GiB each) to all nodes Ready | ${SW[create]} s | $(secs "$one") | $(ratio "${SW[create]}" "$one") |"
+        echo "| \`n2d swarm create\` (1 manager + 3 workers, ${SW[node]:-?} each: the defaults) to all nodes Ready | ${SW[create]} s | $(secs "$one") | $(ratio "${SW[create]}" "$one") |"
         echo "| \`n2d swarm scale n2d --workers 4\` (+1 worker, joined) | $(secs "${SW[scale]:--}") | $(secs "$one") | $(ratio "${SW[scale]:-0}" "$one") |"
         echo "| \`n2d swarm rm n2d\` (5 nodes) | $(secs "${SW[rm]:--}") | | |"
         echo
@@ -793,6 +841,21 @@ if wants footprint && { [ -n "${FP[n2d_rss]:-}" ] || [ -n "${FP[min_memory]:-}" 
         echo "| guest memory in use (MemTotal − MemAvailable; n2d: ${FP[n2d_used_how]:-}, stock: by the ready unit) | ${FP[n2d_used]:--} MiB | ${FP[stock_used]:--} MiB | $(ratio "${FP[n2d_used]:-}" "${FP[stock_used]:-}") |"
         echo "| QEMU resident memory (VmRSS) | ${FP[n2d_rss]:--} MB | ${FP[stock_rss]:--} MB | $(ratio "${FP[n2d_rss]:-}" "${FP[stock_rss]:-}") |"
         echo
+        if [ -n "${FP[fpr_after]:-}" ]; then
+            echo "Free page reporting: after a container that touched 500 MB (\`dd bs=500M\`) exited, n2d's QEMU RSS was ${FP[fpr_after]} MB, and ${FP[fpr_settled]} MB ${SETTLE} s later (idle before: ${FP[n2d_rss]} MB)."
+            echo
+        fi
+        if [ -s "$RESULTS/tbsize.txt" ]; then
+            echo "TCG translation cache (\`-accel tcg,tb-size=N\`, \`N2D_TCG_TB_SIZE\`), one node each with n2d's defaults, RSS read ${SETTLE} s after ready:"
+            echo
+            echo "| tb-size | \`n2d create\` to the TLS ping | QEMU RSS, idle | RSS vs 1024 MiB (QEMU's default) |"
+            echo "|---|---|---|---|"
+            base=$(awk '$1 == 1024 { print $3 }' "$RESULTS/tbsize.txt")
+            while read -r tb t rss; do
+                echo "| $tb MiB | $t s | $rss MB | $(ratio "$rss" "$base") |"
+            done <"$RESULTS/tbsize.txt"
+            echo
+        fi
         # shellcheck disable=SC2016 # backquotes are Markdown here
         printf 'Smallest `--memory` with which a node boots and runs a container (`docker run` of a busybox image made with `docker import`), sizes tried smallest first: **%s** (%s).\n' \
             "${FP[min_memory]:-none of those tried}" "$(awk '{ w = $2 == "refused" ? "refused by n2d" : $2 == "no-boot" ? "did not boot" : $2 == "no-container" ? "booted, container failed" : $2; printf "%s%s %s", (NR > 1 ? "; " : ""), $1, w }' "$RESULTS/memory.txt")"

@@ -92,6 +92,8 @@ pub enum VmError {
     ReadyTimeout { name: String, timeout: Duration, console_tail: String },
     #[error(transparent)]
     TcgThread(crate::argv::InvalidTcgThread),
+    #[error(transparent)]
+    TbSize(crate::argv::InvalidTbSize),
     #[error("{name} is already running")]
     AlreadyRunning { name: String },
     #[error("interrupted while {name} was booting")]

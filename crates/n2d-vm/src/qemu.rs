@@ -2,8 +2,9 @@
 
 use crate::accel::{detect_accel, Accel};
 use crate::argv::{
-    qemu_argv, tcg_thread, InvalidTcgThread, TcgThread, CONTROL_SOCKET, PID_FILE, QEMU_BINARY, QEMU_PACKAGE,
-    QMP_SOCKET, SERIAL_LOG, TCG_THREAD_ENV,
+    parse_tb_size, qemu_argv, tcg_thread, InvalidTbSize, InvalidTcgThread, Tcg, TcgThread, CONTROL_SOCKET,
+    PID_FILE, QEMU_BINARY, QEMU_PACKAGE, QMP_SOCKET, SERIAL_LOG, TCG_TB_SIZE_ENV, TCG_TB_SIZE_MIB,
+    TCG_THREAD_ENV,
 };
 use crate::identity::{is_machine_qemu, ProcFacts, QemuExe};
 use crate::version::{detect_qemu_version, QemuVersion};
@@ -43,6 +44,8 @@ pub struct Qemu {
     pub cancel: Arc<AtomicBool>,
     /// `$N2D_TCG_THREAD`, read once: forces TCG's threading whatever the QEMU version.
     pub tcg_thread_override: Option<Result<TcgThread, InvalidTcgThread>>,
+    /// `$N2D_TCG_TB_SIZE`, read once: TCG's translation cache in MiB instead of the default.
+    pub tb_size_override: Option<Result<u32, InvalidTbSize>>,
     /// The binary's version, asked once per process (on the first TCG start).
     version: Arc<OnceLock<Option<QemuVersion>>>,
     /// The binary resolved through `$PATH`, to recognise a running QEMU by its executable.
@@ -58,6 +61,10 @@ impl Default for Qemu {
                 .ok()
                 .filter(|v| !v.trim().is_empty())
                 .map(|v| v.parse()),
+            tb_size_override: std::env::var(TCG_TB_SIZE_ENV)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| parse_tb_size(&v)),
             version: Arc::default(),
             exe: Arc::default(),
         }
@@ -80,6 +87,16 @@ impl Qemu {
         Ok(tcg_thread(forced.is_none().then(|| self.version()).flatten(), forced))
     }
 
+    /// How TCG runs this QEMU's VMs: [`Qemu::tcg_thread`] and the translation cache's size.
+    pub fn tcg(&self) -> Result<Tcg, VmError> {
+        let tb_size_mib = match &self.tb_size_override {
+            Some(Ok(mib)) => *mib,
+            Some(Err(e)) => return Err(VmError::TbSize(e.clone())),
+            None => TCG_TB_SIZE_MIB,
+        };
+        Ok(Tcg { thread: self.tcg_thread()?, tb_size_mib })
+    }
+
     fn launch(&self, vm: &VmHandle, launch: &VmLaunch, accel: Accel) -> Result<i32, VmError> {
         // Never clear the files of a QEMU that is still running (e.g. two `start`s at once).
         if self.pid(vm).is_some() {
@@ -88,7 +105,11 @@ impl Qemu {
         for stale in [PID_FILE, QMP_SOCKET, CONTROL_SOCKET, crate::argv::CONSOLE_SOCKET] {
             let _ = std::fs::remove_file(vm.dir.join(stale));
         }
-        let tcg = if accel == Accel::Tcg { self.tcg_thread()? } else { TcgThread::Single };
+        let tcg = if accel == Accel::Tcg {
+            self.tcg()?
+        } else {
+            Tcg { thread: TcgThread::Single, tb_size_mib: TCG_TB_SIZE_MIB }
+        };
         // With -daemonize the parent exits once the VM is set up: its status and stderr tell
         // whether QEMU accepted the configuration.
         let output = Command::new(&self.binary)

@@ -122,9 +122,10 @@ pub struct SwarmCreateArgs {
     pub managers: Option<u32>,
     #[arg(long)]
     pub workers: Option<u32>,
+    /// Virtual CPUs per node [default: 1 under emulation (single-threaded TCG), 2 with KVM]
     #[arg(long)]
     pub cpus: Option<u32>,
-    /// Memory per node, e.g. 1536M
+    /// Memory per node, e.g. 1536M [default: 1G]
     #[arg(long)]
     pub memory: Option<String>,
     /// Bridge to attach the nodes to [default: n2d0, created if absent]
