@@ -434,15 +434,18 @@ const EMPTIED_DIRS: [&str; 5] =
     ["var/cache/apt", "var/lib/apt/lists", "var/log", "usr/share/doc", "usr/share/man"];
 
 /// Files of the installed packages that a Docker host never runs: containerd's debugging
-/// client and its legacy v1 shims (dockerd uses io.containerd.runc.v2), perl (only package
-/// scripts at install time need it), glibc's charset converters.
-const DROPPED_PATHS: [&str; 6] = [
+/// client and its legacy v1 shims (dockerd uses io.containerd.runc.v2), perl and debconf's perl
+/// modules (only package scripts at install time need them), glibc's charset converters.
+const DROPPED_PATHS: [&str; 9] = [
     "usr/bin/ctr",
     "usr/bin/containerd-shim",
     "usr/bin/containerd-shim-runc-v1",
     "usr/lib/x86_64-linux-gnu/gconv",
     "usr/lib/x86_64-linux-gnu/perl-base",
     "usr/bin/perl",
+    "usr/bin/perl5*",
+    "usr/share/perl5",
+    "usr/share/common-licenses",
 ];
 
 /// Drops what a Docker host never reads.
@@ -455,14 +458,31 @@ fn trim_rootfs(rootfs: &Path) -> io::Result<()> {
         }
     }
     for path in DROPPED_PATHS {
-        let p = rootfs.join(path);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&p)?,
-            Ok(_) => fs::remove_file(&p)?,
-            Err(_) => {}
+        for p in matching(rootfs, path)? {
+            match fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => fs::remove_dir_all(&p)?,
+                Ok(_) => fs::remove_file(&p)?,
+                Err(_) => {}
+            }
         }
     }
     Ok(())
+}
+
+/// `path` under `root`; one ending in `*` is every entry of its directory whose name starts
+/// with what precedes the `*` (e.g. `usr/bin/perl5*`, whatever perl's version).
+fn matching(root: &Path, path: &str) -> io::Result<Vec<PathBuf>> {
+    let Some(prefix) = path.strip_suffix('*') else { return Ok(vec![root.join(path)]) };
+    let (dir, stem) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+    let Ok(entries) = fs::read_dir(root.join(dir)) else { return Ok(Vec::new()) };
+    let mut found = Vec::new();
+    for e in entries {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with(stem) {
+            found.push(e.path());
+        }
+    }
+    Ok(found)
 }
 
 fn only_entry(dir: &Path) -> Option<String> {
@@ -523,6 +543,25 @@ mod tests {
     #[test]
     fn shell_quoting_survives_quotes() {
         assert_eq!(shell_quote("/a b/it's"), "'/a b/it'\\''s'");
+    }
+
+    #[test]
+    fn trimming_drops_listed_paths_and_versioned_names_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("usr/bin")).unwrap();
+        fs::create_dir_all(root.join("usr/share/perl5/Debconf")).unwrap();
+        for f in ["usr/bin/perl5.40.1", "usr/bin/perl", "usr/bin/ctr", "usr/bin/dockerd", "usr/bin/perlx"] {
+            fs::write(root.join(f), b"x").unwrap();
+        }
+        trim_rootfs(root).unwrap();
+        let mut left: Vec<String> = fs::read_dir(root.join("usr/bin"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["dockerd", "perlx"]);
+        assert!(!root.join("usr/share/perl5").exists());
     }
 
     #[test]

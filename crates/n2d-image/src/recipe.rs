@@ -83,8 +83,24 @@ impl Recipe {
                 "nf_conntrack_netlink",
                 "xfrm_user",
             ]),
+            // The network stacks a Docker host may load on demand (netfilter, bridge, tc, IPsec
+            // for encrypted overlays, SCTP for `-p 80/sctp`, VLANs for macvlan), not the rest of
+            // net/ (NFS's sunrpc, Ceph, TIPC, RDS, SMC and the InfiniBand core they pull in).
             module_dirs: s(&[
-                "kernel/net/",
+                "kernel/net/netfilter/",
+                "kernel/net/ipv4/",
+                "kernel/net/ipv6/",
+                "kernel/net/bridge/",
+                "kernel/net/sched/",
+                "kernel/net/xfrm/",
+                "kernel/net/key/",
+                "kernel/net/core/",
+                "kernel/net/802/",
+                "kernel/net/8021q/",
+                "kernel/net/llc/",
+                "kernel/net/sctp/",
+                "kernel/net/tls/",
+                "kernel/net/psample/",
                 "kernel/drivers/net/vxlan/",
                 "kernel/drivers/net/veth.ko",
                 "kernel/drivers/net/dummy.ko",
