@@ -521,7 +521,7 @@ boot_section() {
     for i in $(seq 1 "$PAIRS"); do
         if [ $((i % 2)) = 1 ]; then one_n2d; one_stock; one_n2d_default; else one_n2d_default; one_stock; one_n2d; fi
     done
-    [ "$(awk '$3 != "FAIL"' "$RESULTS/boot.txt" | cut -d' ' -f2 | sort -u | wc -l)" = 2 ] || {
+    [ "$(awk '$3 != "FAIL" && ($2 == "n2d" || $2 == "stock")' "$RESULTS/boot.txt" | cut -d' ' -f2 | sort -u | wc -l)" = 2 ] || {
         section_failed "boot (no successful boot of n2d or of the stock VM)"
         return 1
     }
@@ -600,7 +600,7 @@ footprint_section() {
         FP[n2d_used]=${used:--}
         log "footprint: n2d QEMU RSS ${FP[n2d_rss]} MB, guest in use ${FP[n2d_used]} MiB"
         # Free page reporting: a container touches 500 MB and exits; does QEMU give it back?
-        if make_busybox_tar && runs_container fp dd if=/dev/zero of=/dev/null bs=500M count=1; then
+        if make_busybox_tar && runs_container fp busybox dd if=/dev/zero of=/dev/null bs=500M count=1; then
             FP[fpr_after]=$(rss_mb "$pid")
             sleep "$SETTLE"
             FP[fpr_settled]=$(rss_mb "$pid")

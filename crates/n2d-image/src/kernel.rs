@@ -1,7 +1,7 @@
 //! The directly bootable kernel: the ELF `vmlinux` inside Debian's compressed `vmlinuz`.
 //!
 //! A bzImage decompresses itself before Linux starts. Under emulation that costs about 1.5 s of
-//! every boot (BENCHMARKS.md, "Direct kernel boot"), so the build also stores the kernel already
+//! every boot (BENCHMARKS.md, "What was cut"), so the build also stores the kernel already
 //! decompressed, and QEMU boots it through its PVH entry point (an ELF note, `Xen` type 18, which
 //! Debian's kernels carry): no self-decompression, no real-mode setup. Only a zstd payload (what
 //! Debian ships since trixie) is unpacked; any other kernel just boots as the bzImage.

@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const TICK: Duration = Duration::from_millis(100);
+/// The round's period once everything runs and Docker answers: under emulation every wake-up of
+/// an idle guest costs the host CPU, and nothing then needs a tenth of a second (a service that
+/// exits waits a second before its restart anyway; `poweroff` may take a second more).
+const IDLE_TICK: Duration = Duration::from_secs(1);
 const PROBE_EVERY: Duration = Duration::from_millis(200);
 const LOG_TAIL_LINES: usize = 15;
 /// Modules loaded once Docker first answers (swarm's), a moment after, so that the host's first
@@ -139,7 +143,20 @@ impl Supervisor {
     pub fn run(&mut self, sys: &dyn System, stop: &AtomicBool) {
         while !stop.load(Ordering::SeqCst) {
             self.tick(sys);
-            sys.sleep(TICK);
+            sys.sleep(self.period());
+        }
+    }
+
+    /// [`TICK`] while anything is pending (a service waiting to start, Docker not answering yet,
+    /// the late modules not loaded), else [`IDLE_TICK`].
+    pub fn period(&self) -> Duration {
+        let settled = self.docker_ready
+            && self.late_modules == LateModules::Loaded
+            && self.services.iter().all(|s| matches!(s.state, State::Running { .. }));
+        if settled {
+            IDLE_TICK
+        } else {
+            TICK
         }
     }
 
@@ -450,11 +467,13 @@ mod tests {
         }
         assert_eq!(sup.ready_announcements, 1);
         assert_eq!(loads(&sys), 0, "loaded next to the host's first request");
+        assert_eq!(sup.period(), TICK, "idle while the late modules are due");
         for _ in 0..12 {
             sys.sleep(TICK);
             sup.tick(&sys);
         }
         assert_eq!(loads(&sys), 1);
+        assert_eq!(sup.period(), IDLE_TICK, "everything runs: the rounds slow down");
         // A dockerd restart announces readiness again, but loads nothing twice.
         sys.exit("dockerd", Exit::Code(2));
         for _ in 0..40 {
@@ -463,6 +482,9 @@ mod tests {
         }
         assert_eq!(sup.ready_announcements, 2);
         assert_eq!(loads(&sys), 1);
+        sys.exit("dockerd", Exit::Code(2));
+        sup.tick(&sys);
+        assert_eq!(sup.period(), TICK, "a service waits for its restart: quick rounds again");
     }
 
     #[test]

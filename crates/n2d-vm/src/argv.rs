@@ -136,7 +136,7 @@ pub fn tcg_thread_gated(
 /// vCPUs a machine gets when the user does not choose: 1 under single-threaded TCG, where every
 /// vCPU of a VM takes turns on one host thread, so a second adds only the guest's SMP overhead
 /// (IPIs, TLB shootdowns, two Go schedulers' worth of spinning): measured side by side, one vCPU
-/// reached the Docker API in 0.75x the time of two (BENCHMARKS.md, "vCPUs under TCG"). With KVM
+/// reached the Docker API in 0.75x the time of two (BENCHMARKS.md, "What was cut"). With KVM
 /// or multi-threaded TCG each vCPU is a host thread of its own: 2.
 pub fn default_cpus(accel: Accel, tcg: TcgThread) -> u32 {
     match (accel, tcg) {
