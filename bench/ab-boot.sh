@@ -53,7 +53,7 @@ cleanup() {
     local p
     for p in "${PIDS[@]}"; do
         # Only a QEMU whose command line names this run's directory.
-        tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q "qemu-system.*$WORK/" && kill -9 "$p" 2>/dev/null
+        tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -q "qemu-system.*$WORK/" && kill -9 "$p" 2>/dev/null
     done
     ip netns del "$NS" 2>/dev/null || true
     rm -rf "$WORK"
