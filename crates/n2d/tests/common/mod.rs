@@ -42,6 +42,10 @@ impl Netns {
         let _ = Command::new("ip").args(["netns", "del", name]).status();
         run_ok(Command::new("ip").args(["netns", "add", name]));
         let ns = Netns { name: name.to_string(), home: home.to_path_buf() };
+        // n2d keys its host-wide state by the namespace's inode, and the kernel reuses those: a
+        // file already there belongs to a namespace deleted without `n2d rm` (e.g. by hand, or a
+        // test killed before its drop), not to this brand-new one.
+        let _ = std::fs::remove_file(ns.host_state_file());
         run_ok(Command::new("ip").args(["netns", "exec", name, "ip", "link", "set", "lo", "up"]));
         ns
     }
