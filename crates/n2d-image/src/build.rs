@@ -6,6 +6,7 @@ use crate::modules::{module_name, ModuleDb};
 use crate::recipe::{ImageManifest, Recipe};
 use crate::{Image, DIRECT_KERNEL_FILE, INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
 use n2d_exec::{is_installed_or_in_sbin, Cmd, ExecError, Runner};
+use n2d_proto::{LATE_MODULE_LIST, MODULE_LIST};
 use n2d_store::{write_json, Home, KillPoints, Operation, StoreError};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -245,17 +246,17 @@ impl Builder<'_> {
 
         progress(Stage::Store);
         let io = |source| BuildError::Io { stage: Stage::Store, source };
-        fs::copy(&kernel.vmlinuz, out.join(KERNEL_FILE)).map_err(io)?;
+        let bzimage = fs::read(&kernel.vmlinuz).map_err(io)?;
+        fs::write(out.join(KERNEL_FILE), &bzimage).map_err(io)?;
         let size = |p: &Path| fs::metadata(p).map(|m| m.len()).map_err(io);
         // A kernel that cannot boot directly is not an error: the image boots the bzImage.
-        let direct_kernel_bytes =
-            match crate::kernel::direct_boot_kernel(&fs::read(&kernel.vmlinuz).map_err(io)?) {
-                Ok(vmlinux) => {
-                    fs::write(out.join(DIRECT_KERNEL_FILE), &vmlinux).map_err(io)?;
-                    Some(vmlinux.len() as u64)
-                }
-                Err(_) => None,
-            };
+        let direct_kernel_bytes = match crate::kernel::direct_boot_kernel(&bzimage) {
+            Ok(vmlinux) => {
+                fs::write(out.join(DIRECT_KERNEL_FILE), &vmlinux).map_err(io)?;
+                Some(vmlinux.len() as u64)
+            }
+            Err(_) => None,
+        };
         let manifest = ImageManifest {
             id: id.to_string(),
             recipe: self.recipe.clone(),
@@ -335,7 +336,7 @@ impl Builder<'_> {
     }
 
     /// Copies `modules` (decompressed: the guest loads them faster) into `tree`, runs depmod
-    /// there, and lists `load` in `tree/etc/n2d/modules` for n2d-init.
+    /// there, and lists `load` in n2d-init's boot list (`n2d_proto::MODULE_LIST`).
     fn install_modules(
         &self,
         kernel: &UnpackedKernel,
@@ -395,13 +396,10 @@ impl Builder<'_> {
     }
 }
 
-/// n2d-init's lists of modules to load: at boot (in the initramfs, then on the root), and once
-/// Docker answers (on the root).
-const MODULE_LIST: &str = "etc/n2d/modules";
-const LATE_MODULE_LIST: &str = "etc/n2d/modules-late";
-
+/// Writes one of n2d-init's module lists (`n2d_proto::MODULE_LIST`, `LATE_MODULE_LIST`: guest
+/// paths) into `tree`.
 fn write_module_list(tree: &Path, list: &str, modules: &[String]) -> io::Result<()> {
-    let path = tree.join(list);
+    let path = tree.join(list.trim_start_matches('/'));
     fs::create_dir_all(path.parent().expect("list path has a parent"))?;
     fs::write(path, modules.iter().map(|m| format!("{}\n", module_name(m))).collect::<String>())
 }

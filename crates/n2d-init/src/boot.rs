@@ -6,7 +6,7 @@ use crate::supervisor::Supervisor;
 use crate::sys::System;
 use crate::{config, console, datadisk, docker, modules, mounts, net};
 
-const MODULE_LIST: &str = "/etc/n2d/modules";
+use n2d_proto::MODULE_LIST;
 
 /// Stage 1: kernel filesystems, root-disk drivers, erofs + overlay root becomes `/`.
 pub fn stage1(sys: &dyn System) -> Result<()> {

@@ -5,6 +5,7 @@ use crate::docker;
 use crate::log::{self, info};
 use crate::modules;
 use crate::sys::{Exit, ServiceIo, ServiceSpec, System};
+use n2d_proto::LATE_MODULE_LIST;
 use nix::mount::MntFlags;
 use nix::sys::signal::Signal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,9 +18,8 @@ const TICK: Duration = Duration::from_millis(100);
 const IDLE_TICK: Duration = Duration::from_secs(1);
 const PROBE_EVERY: Duration = Duration::from_millis(200);
 const LOG_TAIL_LINES: usize = 15;
-/// Modules loaded once Docker first answers (swarm's), a moment after, so that the host's first
-/// request is not served next to them.
-pub const LATE_MODULE_LIST: &str = "/etc/n2d/modules-late";
+/// The late modules (swarm's, [`LATE_MODULE_LIST`]) load this long after Docker first answers,
+/// so that the host's first request is not served next to them.
 const LATE_MODULES_AFTER: Duration = Duration::from_secs(1);
 
 /// Restart delays 1 s, 2 s, 4 s … capped at 30 s; back to 1 s once a run lasted 60 s.
@@ -94,7 +94,7 @@ pub struct Supervisor {
     services: Vec<Service>,
     docker_ready: bool,
     next_probe: Duration,
-    /// When the late modules are due (set when Docker first answers); `None` once loaded.
+    /// Whether the late modules wait for Docker, are due (from when it first answered), or loaded.
     late_modules: LateModules,
     /// How many times the ready marker was printed.
     pub ready_announcements: u32,

@@ -30,6 +30,11 @@ pub const DATA_DISK_SERIAL: &str = "n2d-data";
 /// Name of the virtio-serial port that carries [`ControlRequest`]s.
 pub const CONTROL_PORT_NAME: &str = "org.n2d.control";
 
+/// The image's lists of kernel modules for n2d-init, one name a line, written by the image
+/// builder: loaded at boot (from the initramfs, then on the root), and once Docker answers.
+pub const MODULE_LIST: &str = "/etc/n2d/modules";
+pub const LATE_MODULE_LIST: &str = "/etc/n2d/modules-late";
+
 /// Printed by n2d-init on the console when the Docker engine answers inside the guest.
 pub const READY_MARKER: &str = "N2D-READY docker";
 
