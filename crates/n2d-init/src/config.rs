@@ -57,6 +57,7 @@ pub mod tests {
                 tcp_port: 2376,
             },
             labels: BTreeMap::from([("role".into(), "worker".into()), ("zone".into(), "a".into())]),
+            uplink: None,
         }
     }
 

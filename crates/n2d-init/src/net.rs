@@ -43,18 +43,35 @@ fn ip(sys: &dyn System, args: &[&str]) -> Result<()> {
     }
 }
 
+/// The interface with `mac`, waited for (virtio-net may still be probing).
+fn wait_interface(sys: &dyn System, mac: &str) -> Result<String> {
+    poll(sys, Duration::from_secs(5), Duration::from_millis(100), || find_interface(sys, mac))
+        .ok_or_else(|| Error::NicNotFound { mac: mac.to_string() })
+}
+
+/// Brings up the machine's NIC (and, under user-mode networking, the uplink that carries the
+/// default route and the host's forwards: `n2d_proto::uplink`). Returns the machine's NIC.
 pub fn configure(sys: &dyn System, config: &GuestConfig) -> Result<String> {
     let net = &config.network;
     ip(sys, &["link", "set", "lo", "up"])?;
-    let ifname =
-        poll(sys, Duration::from_secs(5), Duration::from_millis(100), || find_interface(sys, &net.mac))
-            .ok_or_else(|| Error::NicNotFound { mac: net.mac.clone() })?;
+    let ifname = wait_interface(sys, &net.mac)?;
     ip(sys, &["link", "set", &ifname, "up"])?;
     ip(sys, &["addr", "add", &format!("{}/{}", net.address, net.prefix_len), "dev", &ifname])?;
-    if let Some(gateway) = net.gateway {
+    info!("network: {ifname} {}/{}", net.address, net.prefix_len);
+    let gateway = match &config.uplink {
+        Some(uplink) => {
+            use n2d_proto::uplink::{GATEWAY, GUEST, PREFIX_LEN};
+            let up = wait_interface(sys, &uplink.mac)?;
+            ip(sys, &["link", "set", &up, "up"])?;
+            ip(sys, &["addr", "add", &format!("{GUEST}/{PREFIX_LEN}"), "dev", &up])?;
+            info!("uplink: {up} {GUEST}/{PREFIX_LEN}");
+            Some(GATEWAY)
+        }
+        None => net.gateway,
+    };
+    if let Some(gateway) = gateway {
         ip(sys, &["route", "add", "default", "via", &gateway.to_string()])?;
     }
-    info!("network: {ifname} {}/{}", net.address, net.prefix_len);
     Ok(ifname)
 }
 
@@ -96,6 +113,29 @@ mod tests {
         assert!(!sys.calls().iter().any(|c| c.contains("route")));
 
         config.network.mac = "52:54:00:ff:ff:ff".into();
+        assert!(matches!(configure(&sys, &config), Err(Error::NicNotFound { .. })));
+    }
+
+    #[test]
+    fn the_uplink_carries_the_default_route() {
+        let sys = with_nics();
+        let mut config = sample_config();
+        config.network.mac = "52:54:00:aa:aa:aa".into();
+        config.network.gateway = None;
+        config.uplink = Some(n2d_proto::GuestUplink { mac: "52:54:00:12:34:56".into() });
+        assert_eq!(configure(&sys, &config).unwrap(), "eth0");
+        assert_eq!(
+            sys.calls(),
+            [
+                "run ip link set lo up",
+                "run ip link set eth0 up",
+                "run ip addr add 10.77.0.2/24 dev eth0",
+                "run ip link set eth1 up",
+                "run ip addr add 100.64.77.15/24 dev eth1",
+                "run ip route add default via 100.64.77.2",
+            ]
+        );
+        config.uplink = Some(n2d_proto::GuestUplink { mac: "52:54:00:ff:ff:ff".into() });
         assert!(matches!(configure(&sys, &config), Err(Error::NicNotFound { .. })));
     }
 

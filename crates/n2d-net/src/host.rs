@@ -336,6 +336,11 @@ impl HostNet {
         machine: &str,
         tap: Option<&str>,
     ) -> Result<Vec<String>, NetError> {
+        // Nothing host-wide to give back (a user-mode machine, or one whose create stopped
+        // before its lease): no lock is taken, which an ordinary user could not.
+        if !self.state_file().exists() && tap.is_none_or(|t| !Links::new(runner).exists(t)) {
+            return Ok(Vec::new());
+        }
         self.locked(|state| {
             forget_stale(state, runner);
             let links = Links::new(runner);

@@ -8,6 +8,7 @@ pub mod host;
 pub mod nat;
 #[cfg(any(test, feature = "fakes"))]
 pub mod testing;
+pub mod user;
 
 use n2d_exec::{Cmd, ExecError, Runner};
 pub use n2d_spec::machine::DEFAULT_BRIDGE;

@@ -100,6 +100,20 @@ pub enum Error {
     #[error(transparent)]
     Net(#[from] n2d_net::NetError),
     #[error(transparent)]
+    UserNet(#[from] n2d_net::user::UserNetError),
+    #[error("{name} is on a bridge, where the host reaches its ports at its own address ({ip}): published ports are forwards on 127.0.0.1 for user-mode networking (--network user)")]
+    PortNeedsUserNetwork { name: String, ip: std::net::Ipv4Addr },
+    #[error("host port {port} is already forwarded to {holder}: pick another host port (HOST:GUEST)")]
+    PortHeld { port: u16, holder: String },
+    #[error("something else listens on 127.0.0.1:{port}: pick another host port (HOST:GUEST)")]
+    PortBusy { port: u16 },
+    #[error("{name} publishes nothing on host port {port} (see `n2d port {name}`)")]
+    NoSuchPort { name: String, port: u16 },
+    #[error("no machine or swarm named {0:?} (see `n2d ls` and `n2d swarm ls`)")]
+    NoSuchTarget(String),
+    #[error("an engine outside n2d cannot join a user-mode swarm: its managers' addresses ({ip}) exist only on the home's own switch; use a swarm on a bridge (as root) for add-host")]
+    AddHostNeedsBridge { ip: std::net::Ipv4Addr },
+    #[error(transparent)]
     Image(#[from] n2d_image::ImageError),
     #[error(transparent)]
     Pki(#[from] n2d_pki::PkiError),
@@ -129,6 +143,13 @@ impl Error {
             | Error::SwarmSpec(_)
             | Error::Store(StoreError::NoSuchMachine(_)) => true,
             Error::Net(e) => e.is_usage(),
+            Error::UserNet(e) => e.is_usage(),
+            Error::PortNeedsUserNetwork { .. }
+            | Error::PortHeld { .. }
+            | Error::PortBusy { .. }
+            | Error::NoSuchPort { .. }
+            | Error::NoSuchTarget(_)
+            | Error::AddHostNeedsBridge { .. } => true,
             Error::CreateNode { source, .. } | Error::DockerUnreachable { source, .. } => source.is_usage(),
             _ => false,
         }

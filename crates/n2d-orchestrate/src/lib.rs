@@ -13,6 +13,7 @@
 pub mod batch;
 pub mod error;
 pub mod machine;
+pub mod ports;
 pub mod progress;
 pub mod recover;
 pub mod rollback;

@@ -8,14 +8,15 @@ use n2d_exec::{Cmd, Runner};
 use n2d_image::{find_image, Image};
 use n2d_net::host::{AttachRequest, Claim};
 use n2d_net::tap_for;
+use n2d_net::user::{self, uplink_mac, UserNet};
 use n2d_pki::Ca;
-use n2d_proto::{encode_config_disk, DockerConfig, GuestConfig, GuestNetwork, TlsMaterial};
+use n2d_proto::{encode_config_disk, DockerConfig, GuestConfig, GuestNetwork, GuestUplink, TlsMaterial};
 use n2d_spec::machine::{MachineName, MachineSpec};
 use n2d_store::{remove_dir_all, write_atomic, Journal, MachineRecord, Operation};
 use n2d_swarm::{Connector, DockerApi};
 use n2d_vm::argv::{CONFIG_DISK_FILE as CONFIG_DISK, DATA_DISK_FILE as DATA_DISK};
 use n2d_vm::qemu::console_log_len;
-use n2d_vm::{Hypervisor, StartReport, StopOutcome, VmHandle, VmLaunch, VmState};
+use n2d_vm::{Hypervisor, Nic, StartReport, StopOutcome, VmHandle, VmLaunch, VmState};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,16 +39,28 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         VmHandle::new(name.as_str(), self.home.machine_dir(name))
     }
 
-    /// How to start the machine of `record` with `image`.
-    pub fn vm_launch(record: &MachineRecord, image: &Image) -> VmLaunch {
+    /// How to start the machine of `record` with `image`. A user-mode machine gets its
+    /// forwards: its Docker API, its published ports, and the swarm ports it holds.
+    pub fn vm_launch(&self, record: &MachineRecord, image: &Image) -> VmLaunch {
+        let nic = if record.api_port.is_some() {
+            let mut forwards = record.forwards();
+            forwards.extend(self.swarm_ports_held_by(record));
+            Nic::User {
+                switch: self.user_net().socket_dir(),
+                mac: record.mac.clone(),
+                uplink_mac: uplink_mac(&record.mac),
+                forwards,
+            }
+        } else {
+            Nic::Tap { tap: record.tap.clone(), mac: record.mac.clone() }
+        };
         VmLaunch {
             cpus: record.spec.cpus,
             memory_mib: record.spec.memory.mib(),
             kernel: image.boot_kernel(),
             initrd: image.initrd(),
             rootfs: image.rootfs(),
-            tap: record.tap.clone(),
-            mac: record.mac.clone(),
+            nic,
         }
     }
 
@@ -110,34 +123,44 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             });
         }
         journal.step("dir")?;
-        let home = self.home_key();
-        let claims = self.home_claims();
-        let request = AttachRequest {
-            home: &home,
-            machine: &name,
-            bridge: &spec.bridge,
-            addresses: spec.addresses,
-            subnet: None,
-            claims: &claims,
-        };
-        let net = self.net.attach(&self.runner, &request, None)?;
-        {
-            let (home, name, tap) = (home.clone(), name.clone(), net.tap.clone());
+        let record = if spec.user_network() {
+            // The address and ports are the record itself: nothing host-wide to give back. The
+            // switch starts with the first boot; a failed create stops it when it was the last.
             rollback.push(move || {
-                let _ = self.net.detach(&self.runner, &home, &name, Some(&tap));
+                let _ = self.stop_switch_if_idle();
             });
-        }
+            self.new_user_mode_record(spec, swarm)?
+        } else {
+            let home = self.home_key();
+            let claims = self.home_claims();
+            let request = AttachRequest {
+                home: &home,
+                machine: &name,
+                bridge: &spec.bridge,
+                addresses: spec.addresses,
+                subnet: None,
+                claims: &claims,
+            };
+            let net = self.net.attach(&self.runner, &request, None)?;
+            {
+                let (home, name, tap) = (home.clone(), name.clone(), net.tap.clone());
+                rollback.push(move || {
+                    let _ = self.net.detach(&self.runner, &home, &name, Some(&tap));
+                });
+            }
+            MachineRecord {
+                spec: spec.clone(),
+                ip: net.ip,
+                prefix_len: net.prefix_len,
+                gateway: net.gateway,
+                mac: net.mac,
+                tap: net.tap,
+                swarm: swarm.map(str::to_string),
+                api_port: None,
+            }
+        };
         journal.step("lease")?;
 
-        let record = MachineRecord {
-            spec: spec.clone(),
-            ip: net.ip,
-            prefix_len: net.prefix_len,
-            gateway: net.gateway,
-            mac: net.mac,
-            tap: net.tap,
-            swarm: swarm.map(str::to_string),
-        };
         self.write_config_disk(&record)?;
         journal.step("config-disk")?;
         self.runner
@@ -158,6 +181,55 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         Ok(record)
     }
 
+    /// A user-mode machine's record: the first free address on the home's segment and the first
+    /// free host port for its Docker API (the caller holds the state lock).
+    fn new_user_mode_record(&self, spec: &MachineSpec, swarm: Option<&str>) -> Result<MachineRecord> {
+        let records: Vec<MachineRecord> =
+            self.home.list_machines().into_iter().filter_map(|(_, r)| r.ok()).collect();
+        let held: Vec<_> = records
+            .iter()
+            .filter(|r| r.api_port.is_some())
+            .map(|r| (r.ip, r.spec.name.to_string()))
+            .collect();
+        let ip = user::free_address(&held, spec.addresses)?;
+        let mut ports: Vec<u16> = records.iter().flat_map(|r| r.forwards()).map(|f| f.host).collect();
+        ports.extend(self.all_swarm_ports().iter().map(|p| p.forward.host));
+        ports.extend(spec.publish.iter().map(|f| f.host));
+        let api_port = user::free_api_port(&ports, user::port_is_free)?;
+        Ok(MachineRecord {
+            spec: spec.clone(),
+            ip,
+            prefix_len: n2d_net::DEFAULT_PREFIX_LEN,
+            gateway: n2d_net::DEFAULT_GATEWAY,
+            mac: n2d_net::mac_for(&self.home_key(), spec.name.as_str(), 0),
+            tap: String::new(),
+            swarm: swarm.map(str::to_string),
+            api_port: Some(api_port),
+        })
+    }
+
+    /// The home's user-mode network (its switch).
+    pub fn user_net(&self) -> UserNet {
+        UserNet::new(self.home.user_network_dir())
+    }
+
+    /// Stops the home's switch when none of its user-mode machines runs (the last one stopped
+    /// or was removed). Returns whether it stopped it.
+    pub fn stop_switch_if_idle(&self) -> Result<bool> {
+        let _lock = self.home.lock()?;
+        let running = self
+            .home
+            .list_machines()
+            .into_iter()
+            .filter_map(|(_, r)| r.ok())
+            .filter(|r| r.api_port.is_some())
+            .any(|r| self.machine_state(&r.spec.name) == VmState::Running);
+        if running {
+            return Ok(false);
+        }
+        Ok(self.user_net().stop_switch()?)
+    }
+
     /// The addresses this home's machines hold (from their records), which every attach
     /// re-asserts host-wide: after a reboot empties `/run`, no other home takes them.
     fn home_claims(&self) -> Vec<Claim> {
@@ -165,6 +237,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             .list_machines()
             .into_iter()
             .filter_map(|(_, rec)| rec.ok())
+            .filter(|r| r.api_port.is_none())
             .map(|r| Claim {
                 machine: r.spec.name.to_string(),
                 bridge: r.spec.bridge,
@@ -193,17 +266,21 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 key_pem: server.key_pem,
             })
         };
+        // User-mode: the default route and DNS go through the uplink (slirp's proxy asks the
+        // host's resolvers, loopback ones too); the segment has no gateway.
+        let user_mode = record.api_port.is_some();
         let config = GuestConfig {
             hostname: spec.name.to_string(),
             network: GuestNetwork {
                 mac: record.mac.clone(),
                 address: record.ip,
                 prefix_len: record.prefix_len,
-                gateway: Some(record.gateway),
-                dns: n2d_net::host_nameservers(),
+                gateway: (!user_mode).then_some(record.gateway),
+                dns: if user_mode { vec![n2d_proto::uplink::DNS] } else { n2d_net::host_nameservers() },
             },
             docker: DockerConfig { tls, tcp_port: spec.docker_port() },
             labels: spec.labels.clone(),
+            uplink: user_mode.then(|| GuestUplink { mac: uplink_mac(&record.mac) }),
         };
         let path = self.home.machine_dir(&spec.name).join(CONFIG_DISK);
         // It holds the server's private key.
@@ -222,7 +299,12 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     ) -> Result<StartReport> {
         let image = find_image(&self.home, &record.spec.image)?;
         let vm = self.vm_handle(&record.spec.name);
-        let launch = Self::vm_launch(record, &image);
+        if record.api_port.is_some() {
+            // Under the lock: the nodes of a swarm boot in parallel, and one switch serves them.
+            let _lock = self.home.lock()?;
+            self.user_net().ensure_switch(&self.runner)?;
+        }
+        let launch = self.vm_launch(record, &image);
         let since = console_log_len(&vm.dir);
         step.set("starting QEMU");
         let mut report = self.hypervisor.start(&vm, &launch)?;
@@ -336,7 +418,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         timeout: Duration,
         journal: &Journal,
     ) -> Result<()> {
-        {
+        if record.api_port.is_none() {
             // The bridge and tap are recreated if the host lost them (a reboot), with the
             // recorded address, tap and MAC: the certificate and the guest's configuration name
             // them.
@@ -367,12 +449,38 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             return Err(e);
         }
         step.done(&format!("{name} is up at {} (Docker endpoint {})", record.ip, record.docker_host()));
+        // A swarm port whose node is down comes to this one.
+        if let Some(swarm) = record.swarm.as_deref().filter(|_| record.api_port.is_some()) {
+            if let Ok(swarm) = swarm.parse() {
+                for note in self.place_swarm_ports(&swarm)? {
+                    self.progress.say(&note);
+                }
+            }
+        }
         Ok(())
     }
 
+    /// Stops the VM; the home's switch goes with its last user-mode machine, and the swarm
+    /// ports the machine held move to another running node.
     pub fn stop_machine(&self, name: &MachineName, timeout: Duration) -> Result<StopOutcome> {
-        self.load_record(name)?;
-        Ok(self.hypervisor.stop(&self.vm_handle(name), timeout)?)
+        let record = self.load_record(name)?;
+        let outcome = self.hypervisor.stop(&self.vm_handle(name), timeout)?;
+        if record.api_port.is_some() {
+            self.after_user_machine_left(&record)?;
+        }
+        Ok(outcome)
+    }
+
+    /// What a user-mode machine that stopped or went away leaves to do: its swarm's ports
+    /// move to a running node, and the switch stops when no machine uses it.
+    pub(crate) fn after_user_machine_left(&self, record: &MachineRecord) -> Result<()> {
+        if let Some(swarm) = record.swarm.as_deref().and_then(|s| s.parse().ok()) {
+            for note in self.place_swarm_ports(&swarm)? {
+                self.progress.say(&note);
+            }
+        }
+        self.stop_switch_if_idle()?;
+        Ok(())
     }
 
     /// Removes the VM, its disks, tap and IP lease; the bridge too when n2d made it and no
@@ -402,10 +510,16 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             self.hypervisor.kill(&self.vm_handle(name))?;
             journal.step("vm-killed")?;
         }
-        let _lock = self.home.lock()?;
-        self.release_machine(name)?;
-        journal.step("detached")?;
-        remove_dir_all(&self.home.machine_dir(name))?;
+        let record = self.home.load_machine(name).ok();
+        {
+            let _lock = self.home.lock()?;
+            self.release_machine(name)?;
+            journal.step("detached")?;
+            remove_dir_all(&self.home.machine_dir(name))?;
+        }
+        if let Some(record) = record.filter(|r| r.api_port.is_some()) {
+            self.after_user_machine_left(&record)?;
+        }
         Ok(())
     }
 
@@ -414,9 +528,13 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// goes too. The caller holds the state lock.
     pub(crate) fn release_machine(&self, name: &MachineName) -> Result<()> {
         let home = self.home_key();
+        let record = self.home.load_machine(name);
+        // A user-mode machine holds nothing host-wide.
+        if record.as_ref().is_ok_and(|r| r.api_port.is_some()) {
+            return Ok(());
+        }
         // The record names the tap even when the host-wide state was lost (a reboot).
-        let tap =
-            self.home.load_machine(name).map(|r| r.tap).unwrap_or_else(|_| tap_for(&home, name.as_str(), 0));
+        let tap = record.map(|r| r.tap).unwrap_or_else(|_| tap_for(&home, name.as_str(), 0));
         for note in self.net.detach(&self.runner, &home, name.as_str(), Some(&tap))? {
             self.progress.say(&note);
         }

@@ -45,6 +45,8 @@ pub fn node_spec(spec: &SwarmSpec, node: &NodePlan, image: &str, default_cpus: u
         image: image.to_string(),
         insecure_tcp: false,
         labels: node.labels.clone(),
+        // A swarm publishes on its record (any live node), not per node.
+        publish: Vec::new(),
     };
     machine.validate()?;
     Ok(machine)
@@ -86,6 +88,26 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// every node) before any node is made.
     pub fn check_network(&self, specs: &[MachineSpec]) -> Result<()> {
         let Some(first) = specs.first() else { return Ok(()) };
+        if first.user_network() {
+            let held: Vec<_> = self
+                .home
+                .list_machines()
+                .into_iter()
+                .filter_map(|(_, r)| r.ok())
+                .filter(|r| r.api_port.is_some())
+                .map(|r| r.ip)
+                .collect();
+            let free = n2d_net::user::capacity(&held, first.addresses);
+            if specs.len() > free {
+                return Err(Error::BridgeTooSmall {
+                    bridge: first.bridge.clone(),
+                    free,
+                    within: first.addresses.map_or_else(n2d_net::user::subnet, |r| r.to_string()),
+                    needed: specs.len(),
+                });
+            }
+            return Ok(());
+        }
         self.net.check_choice(&self.runner, &first.bridge, first.addresses)?;
         let Some((free, within)) = self.net.capacity(&self.runner, &first.bridge, first.addresses)? else {
             return Ok(());
@@ -110,6 +132,14 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let default_cpus = self.hypervisor.default_cpus();
         let specs = nodes.iter().map(|n| node_spec(spec, n, "", default_cpus)).collect::<Result<Vec<_>>>()?;
         self.check_network(&specs)?;
+        if !spec.publish.is_empty() {
+            if !specs.first().is_some_and(MachineSpec::user_network) {
+                return Err(n2d_spec::machine::SpecError::PublishNeedsUserNetwork.into());
+            }
+            for f in &spec.publish {
+                self.check_host_port(f.host)?;
+            }
+        }
         Ok(SwarmPlan { nodes, specs })
     }
 
@@ -333,6 +363,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 }
             }
         }
+        // Its published ports go with it: none is moved from node to node as they go.
+        self.home.update_swarm(name, |r| r.ports.clear())?;
         for node in record.managers.iter().chain(&record.workers) {
             if self.home.machine_exists(node) {
                 self.remove_machine(node, true)?;
@@ -388,8 +420,12 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                     .or_else(|| current.first())
                     .map(|(_, m)| m)
                     .ok_or(Error::NothingToCopy)?;
-                let spec =
-                    MachineSpec { name: n.name.parse()?, labels: n.labels.clone(), ..like.spec.clone() };
+                let spec = MachineSpec {
+                    name: n.name.parse()?,
+                    labels: n.labels.clone(),
+                    publish: Vec::new(),
+                    ..like.spec.clone()
+                };
                 spec.validate()?;
                 add.push(spec);
             }
@@ -531,6 +567,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let rt = runtime()?;
         let worker = self.connect(&ep, 60)?;
         let (m, api) = self.reachable_manager(record, &rt)?;
+        if m.api_port.is_some() {
+            return Err(Error::AddHostNeedsBridge { ip: m.ip });
+        }
         let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
         let advertise = (!ep.ip.is_unspecified()).then_some(ep.ip);
         rt.block_on(join_external_worker(

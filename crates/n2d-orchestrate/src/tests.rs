@@ -31,10 +31,20 @@ struct TestRunner {
     fail_qemu_img: Mutex<bool>,
     /// `qemu-img` says it worked but makes nothing.
     qemu_img_makes_nothing: Mutex<bool>,
+    /// How many times `vde_switch` was started.
+    switch_starts: Mutex<usize>,
 }
 
 impl Runner for TestRunner {
     fn run(&self, cmd: &Cmd) -> Result<Vec<u8>, ExecError> {
+        if cmd.program == "vde_switch" {
+            // The switch opens its control socket in the directory it is given.
+            let dir = cmd.args.iter().skip_while(|a| *a != "--sock").nth(1).expect("--sock DIR");
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(std::path::Path::new(dir).join("ctl"), b"").unwrap();
+            *self.switch_starts.lock().unwrap() += 1;
+            return Ok(Vec::new());
+        }
         if cmd.program != "qemu-img" {
             return self.host.run(cmd);
         }
@@ -94,6 +104,7 @@ fn kit() -> Kit {
             host: FakeHost::new(Some("eth0")),
             fail_qemu_img: Mutex::new(false),
             qemu_img_makes_nothing: Mutex::new(false),
+            switch_starts: Mutex::new(0),
         },
         hypervisor: FakeHypervisor::new(),
         docker: cluster.clone(),
@@ -125,6 +136,7 @@ fn spec(n: &str) -> MachineSpec {
         image: IMAGE.into(),
         insecure_tcp: false,
         labels: Default::default(),
+        publish: Vec::new(),
     }
 }
 
@@ -601,6 +613,7 @@ fn swarm_rm_skips_a_node_removed_by_hand() {
 // --- swarm records under the lock, label rules, Ctrl-C ------------------------------------
 
 mod recovery;
+mod user_mode;
 
 #[test]
 fn a_concurrent_add_host_is_not_lost_by_a_scale() {

@@ -48,6 +48,33 @@ pub struct GuestConfig {
     /// Node labels (also written as engine labels in daemon.json).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// User-mode networking's second NIC: outbound traffic and the host's forwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<GuestUplink>,
+}
+
+/// The NIC on QEMU's user-mode network stack (slirp): the default route goes through it, and
+/// the host's forwards on 127.0.0.1 arrive on it. Its addresses are the same on every VM
+/// ([`uplink`]); `network` stays the NIC that other VMs reach (swarm traffic).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestUplink {
+    pub mac: String,
+}
+
+/// The user-mode network's addresses, which the host's QEMU (`-netdev user,net=...`) and the
+/// guest share. Not 10.0.2.0/24 (QEMU's default): Docker's default pool for overlay networks is
+/// 10.0.0.0/8 in /24s, and a stack's third overlay would take 10.0.2.0/24. Carrier-grade NAT
+/// space is used by neither Docker nor a typical LAN.
+pub mod uplink {
+    use std::net::Ipv4Addr;
+    pub const NETWORK: Ipv4Addr = Ipv4Addr::new(100, 64, 77, 0);
+    pub const PREFIX_LEN: u8 = 24;
+    /// The host, as slirp shows it to the guest.
+    pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(100, 64, 77, 2);
+    /// slirp's DNS proxy, which asks the host's own resolvers (loopback ones included).
+    pub const DNS: Ipv4Addr = Ipv4Addr::new(100, 64, 77, 3);
+    pub const GUEST: Ipv4Addr = Ipv4Addr::new(100, 64, 77, 15);
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -183,6 +210,7 @@ mod tests {
                 tcp_port: 2376,
             },
             labels: BTreeMap::from([("zone".into(), "a".into())]),
+            uplink: None,
         }
     }
 

@@ -31,11 +31,14 @@ fn config() -> impl Strategy<Value = GuestConfig> {
         prop::collection::btree_map(".{1,20}", ".{0,40}", 0..8),
     )
         .prop_map(|(hostname, (mac, address, prefix_len, gateway, dns), (tls, tcp_port), labels)| {
+            // Half the configs have a user-mode uplink.
+            let uplink = (tcp_port % 2 == 0).then(|| GuestUplink { mac: mac.clone() });
             GuestConfig {
                 hostname,
                 network: GuestNetwork { mac, address, prefix_len, gateway, dns },
                 docker: DockerConfig { tls, tcp_port },
                 labels,
+                uplink,
             }
         })
 }
@@ -122,6 +125,7 @@ fn the_label_caps_fit_the_guest_limit() {
             tcp_port: 2376,
         },
         labels,
+        uplink: None,
     };
     let disk = encode_config_disk(&c).expect("the label caps must fit the config disk");
     assert_eq!(decode_config_disk(&disk).unwrap(), c);

@@ -2,5 +2,6 @@
 
 pub mod address;
 pub mod machine;
+pub mod ports;
 pub mod swarm;
 mod yaml_scan;

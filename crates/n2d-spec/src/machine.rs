@@ -8,6 +8,10 @@ use std::str::FromStr;
 pub const DEFAULT_MEMORY: ByteSize = ByteSize(2 * 1024 * 1024 * 1024);
 pub const DEFAULT_DISK: ByteSize = ByteSize(20 * 1024 * 1024 * 1024);
 pub const DEFAULT_BRIDGE: &str = "n2d0";
+/// The network name (`--network user`) of user-mode networking: no bridge, no root. The
+/// machines of a home on it share one user-space switch in the home, and the host reaches
+/// them through forwards on 127.0.0.1 (see n2d-net's `user` module).
+pub const USER_NETWORK: &str = "user";
 
 pub const MIN_MEMORY: ByteSize = ByteSize(512 * 1024 * 1024);
 pub const MAX_MEMORY: ByteSize = ByteSize(1024 * 1024 * 1024 * 1024);
@@ -35,6 +39,10 @@ pub enum SpecError {
     LabelsTooLarge { what: String, bytes: usize, max: usize },
     #[error("invalid bridge name {name:?}: use 1-15 characters of letters, digits, '-', '_' or '.'")]
     InvalidBridge { name: String },
+    #[error("host port {port} is published twice: each host port forwards to one guest port")]
+    PublishedTwice { port: u16 },
+    #[error("published ports are forwards on 127.0.0.1 for user-mode networking (--network user); on a bridge, reach the machine's ports at its own address")]
+    PublishNeedsUserNetwork,
 }
 
 /// A machine name, which is also the guest's hostname and the swarm node name: a DNS label.
@@ -214,7 +222,7 @@ pub struct MachineSpec {
     pub cpus: u32,
     pub memory: ByteSize,
     pub disk: ByteSize,
-    /// The bridge ("virtual switch") the machine's NIC is attached to.
+    /// The bridge ("virtual switch") the machine's NIC is attached to, or [`USER_NETWORK`].
     pub bridge: String,
     /// The addresses it may take there (`--ip`, `--ip-range`); none: any free one, which only
     /// a bridge n2d created allows.
@@ -228,6 +236,10 @@ pub struct MachineSpec {
     /// Docker engine labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Ports forwarded from the host's 127.0.0.1 (user-mode networking: `--publish`,
+    /// `n2d port`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<crate::ports::PortForward>,
 }
 
 impl MachineSpec {
@@ -237,7 +249,16 @@ impl MachineSpec {
         check_range("--memory", self.memory.0, MIN_MEMORY.0, MAX_MEMORY.0, |v| ByteSize(v).to_string())?;
         check_range("--disk", self.disk.0, MIN_DISK.0, MAX_DISK.0, |v| ByteSize(v).to_string())?;
         check_labels_size(self.name.as_str(), &self.labels)?;
+        crate::ports::check_distinct(&self.publish).map_err(|port| SpecError::PublishedTwice { port })?;
+        if !self.publish.is_empty() && !self.user_network() {
+            return Err(SpecError::PublishNeedsUserNetwork);
+        }
         validate_bridge_name(&self.bridge)
+    }
+
+    /// On user-mode networking ([`USER_NETWORK`]) rather than a bridge.
+    pub fn user_network(&self) -> bool {
+        self.bridge == USER_NETWORK
     }
 
     pub fn docker_port(&self) -> u16 {
@@ -278,6 +299,7 @@ pub(crate) mod tests {
             image: "abc".into(),
             insecure_tcp: false,
             labels: BTreeMap::new(),
+            publish: Vec::new(),
         }
     }
 

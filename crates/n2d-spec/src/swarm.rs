@@ -346,9 +346,12 @@ pub struct SwarmSpec {
     /// e.g. "2G"; parsed by the caller.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<String>,
-    /// Bridge name.
+    /// Bridge name, or `user` (user-mode networking).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// Ports published on the host's 127.0.0.1, to the routing mesh (user-mode networking).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub publish: Vec<crate::ports::PortForward>,
     /// The addresses the nodes take on the bridge (needed on a bridge n2d did not create).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_range: Option<crate::address::IpRange>,
@@ -368,6 +371,7 @@ impl Default for SwarmSpec {
             cpus: None,
             memory: None,
             network: None,
+            publish: Vec::new(),
             ip_range: None,
             labels: Vec::new(),
             nodes: BTreeMap::new(),
@@ -448,6 +452,8 @@ impl SwarmSpec {
             }
         }
         check_resources("the swarm", self.cpus, self.memory.as_deref())?;
+        crate::ports::check_distinct(&self.publish)
+            .map_err(|port| crate::machine::SpecError::PublishedTwice { port })?;
 
         let names = self.node_names();
         let known: BTreeSet<&str> = names.iter().map(String::as_str).collect();
@@ -598,6 +604,20 @@ pub struct SwarmRecord {
     /// (records written before they were kept have none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<LabelRule>,
+    /// Published ports of a user-mode swarm: each forwarded to the routing mesh of one live
+    /// node at a time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<SwarmPort>,
+}
+
+/// A swarm's published port and the node whose QEMU holds its forward now (`None`: no node
+/// was running when it was last placed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmPort {
+    pub forward: crate::ports::PortForward,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<MachineName>,
 }
 
 impl SwarmRecord {
@@ -636,6 +656,11 @@ impl SwarmRecord {
             workers: names(NodeRole::Worker)?,
             external_hosts: Vec::new(),
             labels: spec.labels.clone(),
+            // Held first by the first manager, which boots with them.
+            ports: {
+                let first = names(NodeRole::Manager)?.into_iter().next();
+                spec.publish.iter().map(|f| SwarmPort { forward: *f, node: first.clone() }).collect()
+            },
         })
     }
 }

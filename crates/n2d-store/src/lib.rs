@@ -200,6 +200,10 @@ impl Home {
     pub fn certs_dir(&self) -> PathBuf {
         self.root.join("certs")
     }
+    /// The home's user-mode network: its switch's sockets and pid file (n2d-net's `user`).
+    pub fn user_network_dir(&self) -> PathBuf {
+        self.root.join("network")
+    }
 
     /// Makes an existing home private again: the home, its top-level directories and the lock
     /// file lose every group and other permission bit. Returns what it changed (empty once the

@@ -2,6 +2,7 @@
 
 use crate::{read_json, read_json_opt, write_json, Home, StoreError};
 use n2d_spec::machine::{MachineName, MachineSpec};
+use n2d_spec::ports::PortForward;
 use n2d_spec::swarm::{SwarmName, SwarmRecord};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -21,11 +22,27 @@ pub struct MachineRecord {
     /// The swarm (prefix) this machine was created for, if any.
     #[serde(default)]
     pub swarm: Option<String>,
+    /// User-mode networking: the port on the host's 127.0.0.1 that reaches its Docker API (its
+    /// `tap` is empty then). Kept across restarts, like its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_port: Option<u16>,
 }
 
 impl MachineRecord {
+    /// Where the host reaches its Docker engine: the forward on 127.0.0.1 under user-mode
+    /// networking, its address on the bridge otherwise.
     pub fn docker_host(&self) -> String {
-        format!("tcp://{}:{}", self.ip, self.spec.docker_port())
+        match self.api_port {
+            Some(port) => format!("tcp://127.0.0.1:{port}"),
+            None => format!("tcp://{}:{}", self.ip, self.spec.docker_port()),
+        }
+    }
+
+    /// The host's forwards to it (user-mode networking): its Docker API, then its published
+    /// ports.
+    pub fn forwards(&self) -> Vec<PortForward> {
+        let api = self.api_port.map(|host| PortForward { host, guest: self.spec.docker_port() });
+        api.into_iter().chain(self.spec.publish.iter().copied()).collect()
     }
 }
 
@@ -180,6 +197,7 @@ mod tests {
                 image: "img".into(),
                 insecure_tcp: false,
                 labels: Default::default(),
+                publish: Vec::new(),
             },
             ip: Ipv4Addr::new(10, 77, 0, 2),
             prefix_len: 24,
@@ -187,6 +205,7 @@ mod tests {
             mac: "52:54:00:00:00:01".into(),
             tap: "n2dt0".into(),
             swarm: None,
+            api_port: None,
         }
     }
 

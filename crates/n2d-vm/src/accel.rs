@@ -22,8 +22,10 @@ pub enum NoKvm {
     Disabled,
     /// The CPU has no vmx/svm flag (or it is hidden from this VM).
     NoCpuFlag,
-    /// /dev/kvm is missing or not accessible.
+    /// /dev/kvm is missing.
     NoDevice,
+    /// /dev/kvm exists but this user may not open it (not in the `kvm` group).
+    NoAccess,
     /// Everything looked right, but QEMU could not start with KVM.
     StartFailed,
 }
@@ -37,6 +39,9 @@ impl NoKvm {
             NoKvm::NoDevice | NoKvm::StartFailed => {
                 "load kvm_intel or kvm_amd (modprobe) and run n2d as root or in the kvm group"
             }
+            NoKvm::NoAccess => {
+                "ask an administrator to add you to the kvm group (usermod -aG kvm $USER), then log in again"
+            }
         }
     }
 }
@@ -46,7 +51,8 @@ impl std::fmt::Display for NoKvm {
         f.write_str(match self {
             NoKvm::Disabled => "N2D_NO_KVM is set",
             NoKvm::NoCpuFlag => "the CPU has no vmx/svm flag",
-            NoKvm::NoDevice => "/dev/kvm is missing or not accessible",
+            NoKvm::NoDevice => "/dev/kvm is missing",
+            NoKvm::NoAccess => "this user may not open /dev/kvm",
             NoKvm::StartFailed => "QEMU could not start with KVM on this host",
         })
     }
@@ -59,9 +65,28 @@ pub struct AccelChoice {
     pub why_not_kvm: Option<NoKvm>,
 }
 
+/// How /dev/kvm stands for this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvmDevice {
+    Missing,
+    /// It exists, but opening it read-write is refused (the `kvm` group).
+    NoAccess,
+    Usable,
+}
+
+impl KvmDevice {
+    pub fn probe() -> KvmDevice {
+        match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+            Ok(_) => KvmDevice::Usable,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => KvmDevice::NoAccess,
+            Err(_) => KvmDevice::Missing,
+        }
+    }
+}
+
 /// KVM needs both the CPU flag (vmx/svm) and a usable /dev/kvm. Some hosts expose /dev/kvm
 /// without the flag (paravirtual KVM, on which stock kernels do not boot): those get TCG.
-pub fn choose_accel(cpuinfo: &str, dev_kvm_usable: bool) -> AccelChoice {
+pub fn choose_accel(cpuinfo: &str, device: KvmDevice) -> AccelChoice {
     let has_flag = cpuinfo
         .lines()
         .filter(|l| l.starts_with("flags"))
@@ -70,8 +95,10 @@ pub fn choose_accel(cpuinfo: &str, dev_kvm_usable: bool) -> AccelChoice {
         Some(NoKvm::Disabled)
     } else if !has_flag {
         Some(NoKvm::NoCpuFlag)
-    } else if !dev_kvm_usable {
+    } else if device == KvmDevice::Missing {
         Some(NoKvm::NoDevice)
+    } else if device == KvmDevice::NoAccess {
+        Some(NoKvm::NoAccess)
     } else {
         None
     };
@@ -80,8 +107,7 @@ pub fn choose_accel(cpuinfo: &str, dev_kvm_usable: bool) -> AccelChoice {
 
 pub fn detect_accel() -> AccelChoice {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let usable = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
-    choose_accel(&cpuinfo, usable)
+    choose_accel(&cpuinfo, KvmDevice::probe())
 }
 
 #[cfg(test)]
@@ -92,11 +118,14 @@ mod tests {
     fn kvm_needs_flag_and_device() {
         let vmx = "processor: 0\nflags\t\t: fpu vme vmx sse\n";
         let none = "processor: 0\nflags\t\t: fpu vme sse\n";
-        assert_eq!(choose_accel(vmx, true).accel, Accel::Kvm);
-        let no_flag = choose_accel(none, true);
+        assert_eq!(choose_accel(vmx, KvmDevice::Usable).accel, Accel::Kvm);
+        let no_flag = choose_accel(none, KvmDevice::Usable);
         assert_eq!(no_flag.accel, Accel::Tcg);
         assert_eq!(no_flag.why_not_kvm, Some(NoKvm::NoCpuFlag));
         assert!(NoKvm::NoCpuFlag.to_string().contains("vmx/svm"));
-        assert_eq!(choose_accel(vmx, false).accel, Accel::Tcg);
+        assert_eq!(choose_accel(vmx, KvmDevice::Missing).why_not_kvm, Some(NoKvm::NoDevice));
+        let no_access = choose_accel(vmx, KvmDevice::NoAccess);
+        assert_eq!((no_access.accel, no_access.why_not_kvm), (Accel::Tcg, Some(NoKvm::NoAccess)));
+        assert!(NoKvm::NoAccess.fix().contains("kvm group"));
     }
 }

@@ -1,6 +1,6 @@
 //! The QEMU command line, as a pure function of the VM's configuration.
 
-use crate::{Accel, QemuVersion, VmHandle, VmLaunch};
+use crate::{Accel, Nic, PortForward, QemuVersion, VmHandle, VmLaunch};
 use n2d_proto::{CONFIG_DISK_SERIAL, CONTROL_PORT_NAME, DATA_DISK_SERIAL, ROOT_DISK_SERIAL};
 
 /// Files QEMU creates in the machine directory (it runs with that directory as its cwd, so the
@@ -146,6 +146,27 @@ pub fn default_cpus(accel: Accel, tcg: TcgThread) -> u32 {
     }
 }
 
+/// The id of the user-mode NIC's netdev, which `hostfwd_add` names.
+pub const UPLINK_NETDEV: &str = "uplink";
+
+/// QEMU's user-mode network (slirp) on `n2d_proto::uplink`'s addresses, with the host's
+/// forwards on 127.0.0.1 only (never on the host's other addresses).
+pub fn user_netdev(forwards: &[PortForward]) -> String {
+    use n2d_proto::uplink::{DNS, GATEWAY, GUEST, NETWORK, PREFIX_LEN};
+    let mut opt = format!(
+        "user,id={UPLINK_NETDEV},ipv6=off,net={NETWORK}/{PREFIX_LEN},host={GATEWAY},dns={DNS},dhcpstart={GUEST}"
+    );
+    for f in forwards {
+        opt.push_str(&format!(",hostfwd={}", hostfwd_rule(*f)));
+    }
+    opt
+}
+
+/// `tcp:127.0.0.1:HOST-GUESTADDR:GUEST`, as `-netdev user,hostfwd=` and `hostfwd_add` take it.
+pub fn hostfwd_rule(f: PortForward) -> String {
+    format!("tcp:127.0.0.1:{}-{}:{}", f.host, n2d_proto::uplink::GUEST, f.guest)
+}
+
 pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: Tcg) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
@@ -178,8 +199,19 @@ pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: Tcg) -> Ve
     push(&["-device", &format!("virtio-blk-pci,drive=config,serial={CONFIG_DISK_SERIAL}")]);
     push(&["-drive", &drive("data", &vm.dir.join(DATA_DISK_FILE), "qcow2", ",discard=unmap")]);
     push(&["-device", &format!("virtio-blk-pci,drive=data,serial={DATA_DISK_SERIAL}")]);
-    push(&["-netdev", &format!("tap,id=net0,ifname={},script=no,downscript=no", launch.tap)]);
-    push(&["-device", &format!("virtio-net-pci,netdev=net0,mac={}", launch.mac)]);
+    match &launch.nic {
+        Nic::Tap { tap, mac } => {
+            push(&["-netdev", &format!("tap,id=net0,ifname={tap},script=no,downscript=no")]);
+            push(&["-device", &format!("virtio-net-pci,netdev=net0,mac={mac}")]);
+        }
+        Nic::User { switch, mac, uplink_mac, forwards } => {
+            // First, so that the guest sees it as eth0.
+            push(&["-netdev", &format!("vde,id=net0,sock={}", switch.display())]);
+            push(&["-device", &format!("virtio-net-pci,netdev=net0,mac={mac}")]);
+            push(&["-netdev", &user_netdev(forwards)]);
+            push(&["-device", &format!("virtio-net-pci,netdev={UPLINK_NETDEV},mac={uplink_mac}")]);
+        }
+    }
     // Entropy at boot: TLS and swarm's raft start immediately.
     push(&["-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"]);
     // Dynamic memory: the guest hands freed pages back to the host.
@@ -211,8 +243,7 @@ mod tests {
             kernel: "/img/vmlinuz".into(),
             initrd: "/img/initrd.img".into(),
             rootfs: "/img/rootfs.erofs".into(),
-            tap: "n2dt1234".into(),
-            mac: "52:54:00:aa:bb:cc".into(),
+            nic: Nic::Tap { tap: "n2dt1234".into(), mac: "52:54:00:aa:bb:cc".into() },
         }
     }
 
@@ -305,6 +336,36 @@ mod tests {
         assert!(devices.contains(&"virtio-balloon-pci,free-page-reporting=on"));
         assert!(devices.contains(&"virtserialport,chardev=control,name=org.n2d.control"));
         assert_eq!(after(&argv, "-netdev"), ["tap,id=net0,ifname=n2dt1234,script=no,downscript=no"]);
+    }
+
+    #[test]
+    fn user_mode_has_the_switch_first_and_forwards_only_on_loopback() {
+        let vm = VmHandle::new("h1", "/state/machines/h1");
+        let mut launch = launch();
+        launch.nic = Nic::User {
+            switch: "/home/u/n2d/network/switch".into(),
+            mac: "52:54:00:aa:bb:cc".into(),
+            uplink_mac: "52:54:01:aa:bb:cc".into(),
+            forwards: vec![PortForward { host: 12376, guest: 2376 }, PortForward { host: 8080, guest: 80 }],
+        };
+        let argv = qemu_argv(&vm, &launch, Accel::Tcg, Tcg { thread: TcgThread::Single, tb_size_mib: 128 });
+        assert_eq!(
+            after(&argv, "-netdev"),
+            [
+                "vde,id=net0,sock=/home/u/n2d/network/switch",
+                "user,id=uplink,ipv6=off,net=100.64.77.0/24,host=100.64.77.2,dns=100.64.77.3,dhcpstart=100.64.77.15,\
+                 hostfwd=tcp:127.0.0.1:12376-100.64.77.15:2376,hostfwd=tcp:127.0.0.1:8080-100.64.77.15:80",
+            ]
+        );
+        let nics: Vec<_> =
+            after(&argv, "-device").into_iter().filter(|d| d.starts_with("virtio-net")).collect();
+        assert_eq!(
+            nics,
+            [
+                "virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc",
+                "virtio-net-pci,netdev=uplink,mac=52:54:01:aa:bb:cc"
+            ]
+        );
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! It records every call as an event line (`start NAME`, `wait_ready NAME`, `stop NAME`,
 //! `kill NAME`) and can be told to fail a start or a boot.
 
-use crate::{Accel, BootFailure, Hypervisor, StartReport, StopOutcome, VmError, VmHandle, VmLaunch, VmState};
+use crate::{
+    Accel, BootFailure, Hypervisor, PortForward, StartReport, StopOutcome, VmError, VmHandle, VmLaunch,
+    VmState,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,6 +28,10 @@ struct State {
     fail_start: BTreeSet<String>,
     /// name -> faults for the next boots, in order (one per wait_ready).
     boot_faults: BTreeMap<String, Vec<BootFault>>,
+    /// Host ports whose forwards fail (as when the port is taken).
+    fail_forward: BTreeSet<u16>,
+    /// name -> the launch of its last start.
+    launches: BTreeMap<String, VmLaunch>,
 }
 
 /// See the module documentation. Machines are known by name.
@@ -50,6 +57,16 @@ impl FakeHypervisor {
     /// The next boot of `name` fails this way (call again to queue more).
     pub fn fail_boot(&self, name: &str, fault: BootFault) {
         self.lock().boot_faults.entry(name.into()).or_default().push(fault);
+    }
+
+    /// Forwards of host port `port` fail, as when something else listens there.
+    pub fn fail_forward(&self, port: u16) {
+        self.lock().fail_forward.insert(port);
+    }
+
+    /// How `name` was last started.
+    pub fn last_launch(&self, name: &str) -> Option<VmLaunch> {
+        self.lock().launches.get(name).cloned()
     }
 
     /// The machine is running, as if started earlier (or by another n2d).
@@ -81,9 +98,10 @@ impl FakeHypervisor {
 }
 
 impl Hypervisor for FakeHypervisor {
-    fn start(&self, vm: &VmHandle, _launch: &VmLaunch) -> Result<StartReport, VmError> {
+    fn start(&self, vm: &VmHandle, launch: &VmLaunch) -> Result<StartReport, VmError> {
         let mut s = self.lock();
         s.events.push(format!("start {}", vm.name));
+        s.launches.insert(vm.name.clone(), launch.clone());
         if s.fail_start.contains(&vm.name) {
             return Err(VmError::Start { name: vm.name.clone(), stderr: "injected start failure".into() });
         }
@@ -141,23 +159,45 @@ impl Hypervisor for FakeHypervisor {
     fn default_cpus(&self) -> u32 {
         2
     }
+
+    fn add_forward(&self, vm: &VmHandle, forward: PortForward) -> Result<(), VmError> {
+        let mut s = self.lock();
+        s.events.push(format!("forward {} {}:{}", vm.name, forward.host, forward.guest));
+        if !s.running.contains(&vm.name) {
+            return Err(VmError::NotRunning { name: vm.name.clone() });
+        }
+        if s.fail_forward.contains(&forward.host) {
+            return Err(VmError::Forward { name: vm.name.clone(), forward, message: "injected".into() });
+        }
+        Ok(())
+    }
+
+    fn remove_forward(&self, vm: &VmHandle, host_port: u16) -> Result<(), VmError> {
+        let mut s = self.lock();
+        s.events.push(format!("unforward {} {host_port}", vm.name));
+        if !s.running.contains(&vm.name) {
+            return Err(VmError::NotRunning { name: vm.name.clone() });
+        }
+        Ok(())
+    }
+}
+
+/// A launch for tests that never read it.
+pub fn sample_launch() -> VmLaunch {
+    VmLaunch {
+        cpus: 1,
+        memory_mib: 512,
+        kernel: "k".into(),
+        initrd: "i".into(),
+        rootfs: "r".into(),
+        nic: crate::Nic::Tap { tap: "tap".into(), mac: "52:54:00:00:00:00".into() },
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn launch() -> VmLaunch {
-        VmLaunch {
-            cpus: 1,
-            memory_mib: 512,
-            kernel: "k".into(),
-            initrd: "i".into(),
-            rootfs: "r".into(),
-            tap: "t".into(),
-            mac: "m".into(),
-        }
-    }
+    use sample_launch as launch;
 
     #[test]
     fn records_calls_and_injects_faults() {

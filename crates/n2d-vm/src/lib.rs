@@ -21,7 +21,8 @@ pub mod qemu;
 pub mod qmp;
 pub mod version;
 
-pub use accel::{detect_accel, Accel, AccelChoice, NoKvm};
+pub use accel::{detect_accel, Accel, AccelChoice, KvmDevice, NoKvm};
+pub use argv::UPLINK_NETDEV;
 pub use argv::{tcg_thread, TcgThread};
 pub use boot_failure::{classify_boot_failure, BootFailure};
 pub use qemu::{Qemu, StartReport, StopOutcome};
@@ -45,7 +46,7 @@ impl VmHandle {
     }
 }
 
-/// How to start a machine: its resources, boot files and network card.
+/// How to start a machine: its resources, boot files and network cards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmLaunch {
     pub cpus: u32,
@@ -53,9 +54,21 @@ pub struct VmLaunch {
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub rootfs: PathBuf,
-    pub tap: String,
-    pub mac: String,
+    pub nic: Nic,
 }
+
+/// A machine's network: a tap on a bridge, or user-mode networking (no root).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nic {
+    /// One NIC on a tap that n2d-net attached to a bridge.
+    Tap { tap: String, mac: String },
+    /// Two NICs: `mac` on the home's VDE switch (the segment the machines share; `switch` is
+    /// its socket directory), and `uplink_mac` on QEMU's user-mode stack (outbound traffic and
+    /// `forwards` from the host's 127.0.0.1; addresses in `n2d_proto::uplink`).
+    User { switch: PathBuf, mac: String, uplink_mac: String, forwards: Vec<PortForward> },
+}
+
+pub use n2d_spec::ports::PortForward;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmState {
@@ -109,6 +122,10 @@ pub enum VmError {
     },
     #[error("QMP command {command} failed: {message}")]
     Qmp { command: String, message: String },
+    #[error("cannot forward {forward} to {name}: {message} (is the host port in use? pick another with HOST:GUEST)")]
+    Forward { name: String, forward: PortForward, message: String },
+    #[error("cannot remove the forward of 127.0.0.1:{port} from {name}: {message}")]
+    Unforward { name: String, port: u16, message: String },
     #[error("I/O error on {path}")]
     Io {
         path: PathBuf,
@@ -127,4 +144,8 @@ pub trait Hypervisor: Send + Sync {
     fn kill(&self, vm: &VmHandle) -> Result<(), VmError>;
     /// vCPUs a machine gets when the user does not choose.
     fn default_cpus(&self) -> u32;
+    /// Adds a forward from the host's 127.0.0.1 to a running user-mode machine.
+    fn add_forward(&self, vm: &VmHandle, forward: PortForward) -> Result<(), VmError>;
+    /// Takes the forward of a host port away from a running user-mode machine.
+    fn remove_forward(&self, vm: &VmHandle, host_port: u16) -> Result<(), VmError>;
 }

@@ -4,11 +4,11 @@ use crate::accel::{detect_accel, Accel};
 use crate::argv::{
     parse_tb_size, qemu_argv, tcg_thread, InvalidTbSize, InvalidTcgThread, Tcg, TcgThread, CONTROL_SOCKET,
     PID_FILE, QEMU_BINARY, QEMU_PACKAGE, QMP_SOCKET, SERIAL_LOG, TCG_TB_SIZE_ENV, TCG_TB_SIZE_MIB,
-    TCG_THREAD_ENV,
+    TCG_THREAD_ENV, UPLINK_NETDEV,
 };
 use crate::identity::{is_machine_qemu, ProcFacts, QemuExe};
 use crate::version::{detect_qemu_version, QemuVersion};
-use crate::{Hypervisor, VmError, VmHandle, VmLaunch, VmState};
+use crate::{Hypervisor, PortForward, VmError, VmHandle, VmLaunch, VmState};
 use n2d_proto::{ControlRequest, READY_MARKER};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -150,6 +150,14 @@ impl Qemu {
         is_machine_qemu(&facts, exe, uid, &vm.dir.join(crate::argv::DATA_DISK_FILE)).then_some(pid)
     }
 
+    /// A monitor command for a running machine.
+    fn monitor(&self, vm: &VmHandle, command_line: &str) -> Result<String, VmError> {
+        if self.pid(vm).is_none() {
+            return Err(VmError::NotRunning { name: vm.name.clone() });
+        }
+        crate::qmp::human(&vm.dir.join(QMP_SOCKET), &vm.name, command_line)
+    }
+
     fn wait_gone(&self, vm: &VmHandle, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
@@ -282,6 +290,26 @@ impl Hypervisor for Qemu {
         };
         crate::argv::default_cpus(accel, tcg)
     }
+
+    fn add_forward(&self, vm: &VmHandle, forward: PortForward) -> Result<(), VmError> {
+        let rule = crate::argv::hostfwd_rule(forward);
+        let out = self.monitor(vm, &format!("hostfwd_add {UPLINK_NETDEV} {rule}"))?;
+        if out.is_empty() {
+            Ok(())
+        } else {
+            Err(VmError::Forward { name: vm.name.clone(), forward, message: out })
+        }
+    }
+
+    fn remove_forward(&self, vm: &VmHandle, host_port: u16) -> Result<(), VmError> {
+        let out = self.monitor(vm, &format!("hostfwd_remove {UPLINK_NETDEV} tcp:127.0.0.1:{host_port}"))?;
+        // QEMU says "host forwarding rule for ... removed" when it was there.
+        if out.is_empty() || out.contains("removed") {
+            Ok(())
+        } else {
+            Err(VmError::Unforward { name: vm.name.clone(), port: host_port, message: out })
+        }
+    }
 }
 
 fn read_pid(dir: &Path) -> Option<i32> {
@@ -313,17 +341,7 @@ mod tests {
         VmHandle::new("t", dir)
     }
 
-    fn launch() -> VmLaunch {
-        VmLaunch {
-            cpus: 1,
-            memory_mib: 512,
-            kernel: "k".into(),
-            initrd: "i".into(),
-            rootfs: "r".into(),
-            tap: "tap".into(),
-            mac: "52:54:00:00:00:00".into(),
-        }
-    }
+    use crate::fake::sample_launch as launch;
 
     #[test]
     fn a_pid_file_of_another_process_is_not_trusted() {

@@ -9,6 +9,18 @@ use std::time::Duration;
 
 /// Connects, negotiates capabilities, runs `command`, returns its `return` value.
 pub fn execute(socket: &Path, name: &str, command: &str) -> Result<Value, VmError> {
+    execute_with(socket, name, command, Value::Null)
+}
+
+/// A monitor (HMP) command line through QMP's `human-monitor-command`: its text output, which
+/// is empty when the command succeeded (HMP reports failures as text, not as QMP errors).
+pub fn human(socket: &Path, name: &str, command_line: &str) -> Result<String, VmError> {
+    let ret = execute_with(socket, name, "human-monitor-command", json!({ "command-line": command_line }))?;
+    Ok(ret.as_str().unwrap_or_default().trim().to_string())
+}
+
+/// [`execute`] with `arguments` (`Value::Null`: none).
+pub fn execute_with(socket: &Path, name: &str, command: &str, arguments: Value) -> Result<Value, VmError> {
     let sock_err = |source| VmError::Socket { name: name.to_string(), what: "QMP", source };
     let stream = UnixStream::connect(socket).map_err(sock_err)?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(sock_err)?;
@@ -16,7 +28,12 @@ pub fn execute(socket: &Path, name: &str, command: &str) -> Result<Value, VmErro
     let mut reader = BufReader::new(stream);
     read_reply(&mut reader, name, "greeting", true)?;
     for cmd in ["qmp_capabilities", command] {
-        writeln!(writer, "{}", json!({ "execute": cmd })).map_err(sock_err)?;
+        let message = match &arguments {
+            Value::Null => json!({ "execute": cmd }),
+            args if cmd == command => json!({ "execute": cmd, "arguments": args }),
+            _ => json!({ "execute": cmd }),
+        };
+        writeln!(writer, "{message}").map_err(sock_err)?;
         let reply = read_reply(&mut reader, name, cmd, false)?;
         if cmd == command {
             return Ok(reply);

@@ -63,6 +63,9 @@ pub enum Command {
     },
     /// Open a root shell in the guest (Ctrl-] detaches)
     Console { name: MachineName },
+    /// Forward a port on the host's 127.0.0.1 to a machine, or to a swarm's routing mesh
+    /// (user-mode networking); with only NAME, list the forwards
+    Port(PortArgs),
     /// Create and manage Docker Swarms of n2d machines
     #[command(subcommand)]
     Swarm(SwarmCommand),
@@ -113,7 +116,7 @@ pub enum SwarmCommand {
 #[derive(Debug, Args)]
 pub struct SwarmCreateArgs {
     /// Cluster file (YAML) describing the swarm; replaces the flags below
-    #[arg(short = 'f', long = "file", conflicts_with_all = ["prefix", "managers", "workers", "cpus", "memory", "network", "ip_range", "labels"])]
+    #[arg(short = 'f', long = "file", conflicts_with_all = ["prefix", "managers", "workers", "cpus", "memory", "network", "ip_range", "labels", "publish"])]
     pub file: Option<PathBuf>,
     /// Name of the swarm and prefix of its node names
     #[arg(long)]
@@ -128,9 +131,14 @@ pub struct SwarmCreateArgs {
     /// Memory per node, e.g. 1536M [default: 1G]
     #[arg(long)]
     pub memory: Option<String>,
-    /// Bridge to attach the nodes to [default: n2d0, created if absent]
+    /// Bridge to attach the nodes to, or `user` for user-mode networking [default: n2d0 as
+    /// root, created if absent; user otherwise]
     #[arg(long, value_parser = bridge_name)]
     pub network: Option<String>,
+    /// Publish a port on the host's 127.0.0.1 to the routing mesh, [HOST:]GUEST (user-mode
+    /// networking; repeatable)
+    #[arg(long, short = 'p')]
+    pub publish: Vec<n2d_spec::ports::PortForward>,
     /// The addresses the nodes take, FIRST-LAST or a CIDR block (needed on a bridge n2d did
     /// not create)
     #[arg(long)]
@@ -146,6 +154,18 @@ pub struct SwarmCreateArgs {
     /// Keep what was created when the command fails (for debugging)
     #[arg(long)]
     pub keep_on_failure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// A machine, or a swarm (its port then reaches the routing mesh through one running node)
+    pub name: String,
+    /// GUEST (the same port on the host) or HOST:GUEST, TCP
+    #[arg(conflicts_with = "remove")]
+    pub forward: Option<n2d_spec::ports::PortForward>,
+    /// Remove the forward of this host port
+    #[arg(long = "rm", value_name = "HOST_PORT")]
+    pub remove: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -218,7 +238,8 @@ pub struct MachineArgs {
     /// Size of the data disk (/var/lib/docker); grows on demand
     #[arg(long, default_value = "20G")]
     pub disk: String,
-    /// Bridge to attach to [default: n2d0, created if absent]
+    /// Bridge to attach to, or `user` for user-mode networking (no root: Docker API and
+    /// published ports on 127.0.0.1) [default: n2d0 as root, created if absent; user otherwise]
     #[arg(long, value_parser = bridge_name)]
     pub network: Option<String>,
     /// The address to give the machine on its bridge [default: the first free one]
@@ -247,6 +268,9 @@ pub struct CreateArgs {
     /// Docker engine label KEY=VALUE (repeatable)
     #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// Publish a port on the host's 127.0.0.1, [HOST:]GUEST (user-mode networking; repeatable)
+    #[arg(long, short = 'p')]
+    pub publish: Vec<n2d_spec::ports::PortForward>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -6,8 +6,8 @@
 
 use crate::context::Ctx;
 use n2d_exec::{Cmd, ExecError, Runner};
-use n2d_spec::machine::DEFAULT_BRIDGE;
-use n2d_vm::accel::choose_accel;
+use n2d_spec::machine::{DEFAULT_BRIDGE, USER_NETWORK};
+use n2d_vm::accel::{choose_accel, KvmDevice};
 use n2d_vm::QemuVersion;
 use serde::Serialize;
 use std::fmt;
@@ -102,8 +102,8 @@ pub trait HostProbe {
     /// Whether `program` is on PATH (or in /usr/sbin, /sbin).
     fn installed(&self, program: &str) -> bool;
     fn cpuinfo(&self) -> String;
-    /// Whether /dev/kvm opens read-write.
-    fn dev_kvm_usable(&self) -> bool;
+    /// Whether /dev/kvm exists and opens read-write.
+    fn dev_kvm(&self) -> KvmDevice;
     fn euid(&self) -> u32;
     /// /proc/self/status (capability masks).
     fn proc_status(&self) -> String;
@@ -142,6 +142,20 @@ impl Default for Target {
 
 /// Every check, in the order `n2d doctor` prints them.
 pub fn run_checks(probe: &dyn HostProbe, target: &Target) -> Vec<Check> {
+    if target.bridge == USER_NETWORK {
+        return vec![
+            check_qemu(probe),
+            check_kvm(probe),
+            Check::ok(
+                "privileges",
+                format!("uid {}: user-mode networking needs no privileges", probe.euid()),
+            ),
+            check_switch(probe),
+            check_disk(probe),
+            check_image(probe, target.image.as_deref()),
+            check_docker(probe),
+        ];
+    }
     vec![
         check_qemu(probe),
         check_kvm(probe),
@@ -184,7 +198,7 @@ fn check_qemu(probe: &dyn HostProbe) -> Check {
 }
 
 fn check_kvm(probe: &dyn HostProbe) -> Check {
-    let choice = choose_accel(&probe.cpuinfo(), probe.dev_kvm_usable());
+    let choice = choose_accel(&probe.cpuinfo(), probe.dev_kvm());
     let Some(why) = choice.why_not_kvm else {
         return Check::ok("kvm", "KVM usable: VMs run at native speed");
     };
@@ -209,8 +223,25 @@ fn check_privileges(probe: &dyn HostProbe) -> Check {
     Check::fail(
         "privileges",
         format!("running as uid {euid} without CAP_NET_ADMIN: cannot create bridges and taps"),
-        "run n2d as root (e.g. with sudo)",
+        "use user-mode networking (--network user, the default when not root), or run n2d as root",
     )
+}
+
+/// User-mode networking's switch (the machines' shared segment).
+fn check_switch(probe: &dyn HostProbe) -> Check {
+    use n2d_net::user::{SWITCH_PACKAGE, SWITCH_PROGRAM};
+    if probe.installed(SWITCH_PROGRAM) {
+        Check::ok(
+            "network",
+            "user mode: vde_switch joins the VMs, QEMU's own stack forwards 127.0.0.1 to them",
+        )
+    } else {
+        Check::fail(
+            "network",
+            format!("{SWITCH_PROGRAM} is not installed: user-mode networking joins the VMs with it"),
+            format!("apt-get install {SWITCH_PACKAGE} (as root: ask an administrator), or run n2d as root for bridge networking"),
+        )
+    }
 }
 
 fn check_iptables(probe: &dyn HostProbe) -> Check {
@@ -459,8 +490,8 @@ impl HostProbe for SystemProbe<'_> {
     fn cpuinfo(&self) -> String {
         std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()
     }
-    fn dev_kvm_usable(&self) -> bool {
-        std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+    fn dev_kvm(&self) -> KvmDevice {
+        KvmDevice::probe()
     }
     fn euid(&self) -> u32 {
         rustix::process::geteuid().as_raw()
@@ -553,7 +584,7 @@ mod tests {
         qemu: Option<&'static str>,
         missing: Vec<&'static str>,
         cpuinfo: &'static str,
-        dev_kvm: bool,
+        dev_kvm: KvmDevice,
         euid: u32,
         status: &'static str,
         iptables: ToolState,
@@ -574,7 +605,7 @@ mod tests {
                 qemu: Some("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)\n"),
                 missing: vec![],
                 cpuinfo: "processor\t: 0\nflags\t\t: fpu vme vmx sse\n",
-                dev_kvm: true,
+                dev_kvm: KvmDevice::Usable,
                 euid: 0,
                 status: "CapEff:\t000001ffffffffff\nCapAmb:\t0000000000000000\n",
                 iptables: ToolState::Works("iptables v1.8.9 (nf_tables)".into()),
@@ -611,7 +642,7 @@ mod tests {
         fn cpuinfo(&self) -> String {
             self.cpuinfo.into()
         }
-        fn dev_kvm_usable(&self) -> bool {
+        fn dev_kvm(&self) -> KvmDevice {
             self.dev_kvm
         }
         fn euid(&self) -> u32 {
@@ -726,8 +757,23 @@ mod tests {
 
     #[test]
     fn unusable_dev_kvm_warns_with_the_reason() {
-        let host = FakeHost { dev_kvm: false, ..Default::default() };
-        assert_finding(&only(&host, "kvm"), Status::Warn, "/dev/kvm", "kvm group");
+        let host = FakeHost { dev_kvm: KvmDevice::Missing, ..Default::default() };
+        assert_finding(&only(&host, "kvm"), Status::Warn, "/dev/kvm is missing", "modprobe");
+        // An ordinary user outside the kvm group is told to ask for it.
+        let host = FakeHost { dev_kvm: KvmDevice::NoAccess, ..Default::default() };
+        assert_finding(&only(&host, "kvm"), Status::Warn, "may not open /dev/kvm", "usermod -aG kvm");
+    }
+
+    #[test]
+    fn user_mode_needs_the_switch_but_no_privileges_or_iptables() {
+        let target = Target { bridge: USER_NETWORK.into(), image: None };
+        let host = FakeHost { euid: 1000, iptables: ToolState::Missing, ..Default::default() };
+        let checks = run_checks(&host, &target);
+        assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:?}");
+        assert!(checks.iter().all(|c| c.name != "bridge" && c.name != "iptables"), "{checks:?}");
+        let host = FakeHost { euid: 1000, missing: vec!["vde_switch"], ..Default::default() };
+        let check = run_checks(&host, &target).into_iter().find(|c| c.name == "network").unwrap();
+        assert_finding(&check, Status::Fail, "vde_switch is not installed", "apt-get install vde2");
     }
 
     #[test]

@@ -16,10 +16,8 @@ pub fn run(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
             eprintln!("note: {pending} change(s) were interrupted (n2d was killed): `n2d doctor --repair` (or any command that changes state) completes or undoes them");
         }
     }
-    let mut target = Target::default();
-    if let Some(bridge) = args.network {
-        target.bridge = bridge;
-    }
+    let target =
+        Target { bridge: args.network.unwrap_or_else(crate::commands::default_network), image: None };
     let checks = run_checks(&SystemProbe { ctx }, &target);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&checks)?);

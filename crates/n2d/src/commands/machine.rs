@@ -1,6 +1,6 @@
 //! Single-machine commands: create, ls, inspect, ip, start, stop, restart, rm, logs, console.
 
-use crate::args::{CreateArgs, MachineArgs, StartArgs};
+use crate::args::{CreateArgs, MachineArgs, PortArgs, StartArgs};
 use crate::commands::image::resolve_image;
 use crate::context::Ctx;
 use crate::docker_context::{self, ContextSpec};
@@ -8,7 +8,9 @@ use crate::doctor::{preflight, Target};
 use crate::error::UsageError;
 use anyhow::{Context as _, Result};
 use n2d_spec::address::IpRange;
-use n2d_spec::machine::{parse_label, truncate_chars, ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE};
+use n2d_spec::machine::{parse_label, truncate_chars, ByteSize, MachineName, MachineSpec};
+use n2d_spec::ports::PortForward;
+use n2d_spec::swarm::SwarmName;
 use n2d_vm::{Hypervisor as _, StopOutcome, VmState};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -20,6 +22,7 @@ pub fn spec_from_args(
     name: &MachineName,
     m: &MachineArgs,
     labels: &BTreeMap<String, String>,
+    publish: &[PortForward],
     image: String,
     default_cpus: u32,
 ) -> Result<MachineSpec> {
@@ -28,11 +31,12 @@ pub fn spec_from_args(
         cpus: m.cpus.unwrap_or(default_cpus),
         memory: m.memory.parse::<ByteSize>().context("--memory")?,
         disk: m.disk.parse::<ByteSize>().context("--disk")?,
-        bridge: m.network.clone().unwrap_or_else(|| DEFAULT_BRIDGE.to_string()),
+        bridge: m.network.clone().unwrap_or_else(crate::commands::default_network),
         addresses: m.ip.map(IpRange::single).or(m.ip_range),
         image,
         insecure_tcp: m.insecure_tcp,
         labels: labels.clone(),
+        publish: publish.to_vec(),
     };
     spec.validate()?;
     Ok(spec)
@@ -47,10 +51,13 @@ pub fn warn_insecure(m: &MachineArgs) {
 pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     let labels = args.labels.iter().map(|l| parse_label(l)).collect::<Result<BTreeMap<_, _>, _>>()?;
     // Validate everything the user typed before building or creating anything.
+    let default_cpus = ctx.hypervisor.default_cpus();
     let mut spec =
-        spec_from_args(&args.name, &args.machine, &labels, String::new(), ctx.hypervisor.default_cpus())?;
+        spec_from_args(&args.name, &args.machine, &labels, &args.publish, String::new(), default_cpus)?;
     ctx.check_new_machine(&spec)?;
-    ctx.net.check_choice(&ctx.runner, &spec.bridge, spec.addresses)?;
+    if !spec.user_network() {
+        ctx.net.check_choice(&ctx.runner, &spec.bridge, spec.addresses)?;
+    }
     let target = Target { bridge: spec.bridge.clone(), image: args.machine.image.clone() };
     preflight(ctx, &target)?;
     warn_insecure(&args.machine);
@@ -64,6 +71,9 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
         println!("Point the docker CLI at it: docker --context {name} info (or `docker context use {name}`)");
     }
     println!("Or set the environment: eval \"$(n2d env {name})\"");
+    for f in &record.spec.publish {
+        println!("Published: {f}");
+    }
     Ok(())
 }
 
@@ -82,7 +92,8 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
             .map(|(name, rec)| match rec {
                 Ok(r) => serde_json::json!({
                     "name": name, "state": ctx.machine_state(&r.spec.name).to_string(), "ip": r.ip,
-                    "endpoint": r.docker_host(), "image": r.spec.image, "swarm": r.swarm,
+                    "network": r.spec.bridge, "endpoint": r.docker_host(), "image": r.spec.image,
+                    "swarm": r.swarm, "ports": r.spec.publish,
                 }),
                 Err(e) => serde_json::json!({ "name": name, "state": "error", "error": e.to_string() }),
             })
@@ -90,16 +101,22 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
-    println!("{:<20} {:<8} {:<15} {:<26} {:<12}", "NAME", "STATE", "IP", "ENDPOINT", "IMAGE");
+    println!("{:<20} {:<8} {:<15} {:<26} {:<12} PORTS", "NAME", "STATE", "IP", "ENDPOINT", "IMAGE");
     for (name, rec) in entries {
         match rec {
             Ok(r) => println!(
-                "{:<20} {:<8} {:<15} {:<26} {:<12}",
+                "{:<20} {:<8} {:<15} {:<26} {:<12} {}",
                 name,
                 ctx.machine_state(&r.spec.name).to_string(),
                 r.ip.to_string(),
                 r.docker_host(),
-                truncate_chars(&r.spec.image, 12)
+                truncate_chars(&r.spec.image, 12),
+                r.spec
+                    .publish
+                    .iter()
+                    .map(|f| format!("{}->{}", f.host, f.guest))
+                    .collect::<Vec<_>>()
+                    .join(",")
             ),
             Err(e) => println!("{name:<20} error    {e}"),
         }
@@ -250,6 +267,61 @@ pub fn logs(ctx: &Ctx, name: &MachineName, follow: bool) -> Result<()> {
             std::thread::sleep(Duration::from_millis(300));
         }
     }
+}
+
+/// `n2d port NAME [[HOST:]GUEST | --rm HOST]`: NAME is a machine, else a swarm.
+pub fn port(ctx: &Ctx, args: PortArgs) -> Result<()> {
+    let machine = args.name.parse::<MachineName>().ok().filter(|m| ctx.home.machine_exists(m));
+    if let Some(name) = machine {
+        match (args.forward, args.remove) {
+            (Some(f), _) => {
+                ctx.publish_machine_port(&name, f)?;
+                println!("{f} -> {name}");
+            }
+            (None, Some(host)) => ctx.unpublish_machine_port(&name, host)?,
+            (None, None) => {
+                let r = ctx.load_record(&name)?;
+                let Some(api) = r.api_port else {
+                    return Err(UsageError::err(format!(
+                        "{name} is on bridge {}: reach its ports at {} (forwards are for user-mode networking)",
+                        r.spec.bridge, r.ip
+                    )));
+                };
+                println!("127.0.0.1:{api}->{}/tcp (Docker API)", r.spec.docker_port());
+                for f in &r.spec.publish {
+                    println!("{f}");
+                }
+            }
+        }
+        return Ok(());
+    }
+    let Ok(swarm) = args.name.parse::<SwarmName>() else {
+        return Err(n2d_orchestrate::Error::NoSuchTarget(args.name).into());
+    };
+    if ctx.home.load_swarm(&swarm)?.is_none() {
+        return Err(n2d_orchestrate::Error::NoSuchTarget(args.name).into());
+    }
+    match (args.forward, args.remove) {
+        (Some(f), _) => {
+            for note in ctx.publish_swarm_port(&swarm, f)? {
+                eprintln!("{note}");
+            }
+        }
+        (None, Some(host)) => ctx.unpublish_swarm_port(&swarm, host)?,
+        (None, None) => {
+            for note in ctx.place_swarm_ports(&swarm)? {
+                eprintln!("{note}");
+            }
+            for p in ctx.load_swarm(&swarm)?.ports {
+                let via = match &p.node {
+                    Some(n) if ctx.machine_state(n) == VmState::Running => format!("through {n}"),
+                    _ => "no node running".to_string(),
+                };
+                println!("{} (routing mesh, {via})", p.forward);
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn console(ctx: &Ctx, name: &MachineName) -> Result<()> {

@@ -50,10 +50,25 @@ pub fn run(command: Command) -> Result<()> {
         Command::Rm { names, force } => machine::rm(&ctx, &names, force),
         Command::Logs { name, follow } => machine::logs(&ctx, &name, follow),
         Command::Console { name } => machine::console(&ctx, &name),
+        Command::Port(args) => machine::port(&ctx, args),
         Command::Swarm(cmd) => swarm::run(&ctx, cmd),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
         Command::Doctor(args) => doctor::run(&ctx, args),
     }
+}
+
+/// The network a machine gets without `--network`: n2d's bridge as root (or with
+/// CAP_NET_ADMIN in the ambient set), user-mode networking otherwise, said once per run.
+pub fn default_network() -> String {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if n2d_net::require_root().is_ok() {
+        return n2d_spec::machine::DEFAULT_BRIDGE.to_string();
+    }
+    if !SAID.swap(true, Ordering::Relaxed) {
+        eprintln!("note: not running as root: VMs use user-mode networking (a switch in $N2D_HOME, Docker APIs and published ports on 127.0.0.1); run as root for a bridge");
+    }
+    n2d_spec::machine::USER_NETWORK.to_string()
 }
 
 /// The commands that change the state (machines, swarms, images), which first recover what a
@@ -66,6 +81,7 @@ fn changes_state(command: &Command) -> bool {
         | Command::Start { .. }
         | Command::Stop(_)
         | Command::Restart(_)
+        | Command::Port(_)
         | Command::Rm { .. } => true,
         Command::Swarm(cmd) => matches!(
             cmd,

@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx, cmd: SwarmCommand) -> Result<()> {
 
 /// The swarm spec from the cluster file or the flags.
 fn spec_from_args(args: &SwarmCreateArgs) -> Result<SwarmSpec> {
-    let spec = if let Some(file) = &args.file {
+    let mut spec = if let Some(file) = &args.file {
         // One byte past the cap is enough to refuse it: never read a huge file (or /dev/zero).
         let mut bytes = Vec::new();
         std::fs::File::open(file)
@@ -50,9 +50,13 @@ fn spec_from_args(args: &SwarmCreateArgs) -> Result<SwarmSpec> {
         spec.memory = args.memory.clone();
         spec.network = args.network.clone();
         spec.ip_range = args.ip_range;
+        spec.publish = args.publish.clone();
         spec.labels = args.labels.iter().map(|l| LabelRule::parse(l)).collect::<Result<_, _>>()?;
         spec
     };
+    if spec.network.is_none() {
+        spec.network = Some(crate::commands::default_network());
+    }
     spec.validate()?;
     Ok(spec)
 }
@@ -75,6 +79,13 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
     let manager = print_summary(ctx, &record)?;
     let context = register_context(ctx, &record, &manager);
     print_hint(&spec.prefix, context);
+    for p in &record.ports {
+        println!(
+            "Published: {} (the routing mesh, through {})",
+            p.forward,
+            p.node.as_ref().map_or("no node", |n| n.as_str())
+        );
+    }
     Ok(())
 }
 
