@@ -94,7 +94,7 @@ main() {
     apt-get install -y -qq --no-install-recommends "${target[@]}" \
         "qemu-system-x86=$qemu_version" "qemu-system-common=$qemu_version" "qemu-utils=$qemu_version" >/dev/null
 
-    packages=(mmdebstrap erofs-utils lz4 xz-utils kmod iproute2 iptables dpkg ca-certificates)
+    packages=(mmdebstrap erofs-utils lz4 xz-utils kmod iproute2 iptables vde2 uidmap dpkg ca-certificates)
     command -v docker >/dev/null || packages+=(docker.io)
     [ "${1:-}" = --tests ] && packages+=(busybox-static curl tar)
     echo "installing ${packages[*]}..."

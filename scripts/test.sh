@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # What the tests need (QEMU, image tools, docker CLI, busybox, curl, the musl target): installed
 # by scripts/deps.sh when anything is missing, so this works on a fresh Debian machine.
 missing=()
-for tool in qemu-system-x86_64 qemu-img mmdebstrap mkfs.erofs lz4 depmod ip iptables docker busybox curl; do
+for tool in qemu-system-x86_64 qemu-img mmdebstrap mkfs.erofs lz4 depmod ip iptables vde_switch docker busybox curl; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl || missing+=(musl-target)
@@ -24,4 +24,4 @@ cargo test --locked --workspace
 # A plain release build of the workspace, as a contributor makes it: it also leaves a
 # glibc-linked n2d-init in target/release/, which n2d must not pick up (it embeds its own).
 cargo build --release --locked
-cargo test --release --locked -p n2d --test e2e_host --test e2e_homes --test e2e_kill --test e2e_swarm --test e2e_faults -- --ignored --nocapture --test-threads=1
+cargo test --release --locked -p n2d --test e2e_host --test e2e_homes --test e2e_kill --test e2e_swarm --test e2e_rootless --test e2e_faults -- --ignored --nocapture --test-threads=1

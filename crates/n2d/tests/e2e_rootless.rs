@@ -1,0 +1,230 @@
+//! End to end, without root: an ordinary user the test creates runs n2d inside a network
+//! namespace that has only loopback. The default swarm comes up on user-mode networking (a
+//! VDE switch in the user's home, QEMU's user stack), the docker CLI reaches it through
+//! 127.0.0.1, a stack's published port answers through a forward to every node (routing mesh),
+//! a restart keeps a node's forwards (and moves the swarm's port while its node is down), and
+//! `swarm rm` leaves no process, socket or listening port behind.
+//! Ignored by default, like the other e2e tests: run it with `-- --ignored`.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const USER: &str = "n2d-e2e-user";
+
+/// An unprivileged user of the test's own, with a directory it owns (home, n2d binary, image).
+/// Dropped: its processes (all started by this test) are killed, the user and its files go.
+struct User {
+    dir: PathBuf,
+    uid: u32,
+}
+
+impl User {
+    fn create() -> User {
+        let _ = Command::new("userdel").arg(USER).status();
+        run_ok(Command::new("useradd").args(["--no-create-home", "--shell", "/usr/sbin/nologin", USER]));
+        let uid: u32 = run_ok(Command::new("id").args(["-u", USER])).trim().parse().unwrap();
+        let dir = PathBuf::from(format!("/tmp/n2d-e2e-rootless-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("home")).unwrap();
+        // The test's target directory may not be readable by others: the user gets its own copy.
+        std::fs::copy(n2d_bin(), dir.join("n2d")).unwrap();
+        User { dir, uid }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.join("home")
+    }
+
+    /// The image the root tests built, given to the user (the build needs the network, which
+    /// the user's namespace does not have).
+    fn give_image(&self, from: &Path) {
+        let images = from.join("images");
+        std::fs::create_dir_all(self.home().join("images")).unwrap();
+        for entry in std::fs::read_dir(&images).unwrap().flatten() {
+            if !entry.file_name().to_string_lossy().starts_with('.') {
+                run_ok(Command::new("cp").arg("-a").arg(entry.path()).arg(self.home().join("images")));
+            }
+        }
+        run_ok(Command::new("chown").args(["-R", &format!("{USER}:{USER}")]).arg(&self.dir));
+    }
+
+    /// `program args` as the user, inside `ns`, with no capability and the user's own state.
+    fn cmd(&self, ns: &str, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, "setpriv", "--reuid", USER, "--regid", USER, "--clear-groups"])
+            .args(["--inh-caps=-all", "--bounding-set=-all", "--"])
+            .arg(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", self.home())
+            .env("N2D_HOME", self.home())
+            .env("DOCKER_CONFIG", self.home().join("docker-config"));
+        c
+    }
+
+    fn n2d(&self, ns: &str, args: &[&str]) -> Output {
+        let n2d = self.dir.join("n2d");
+        let out = self.cmd(ns, n2d.to_str().unwrap(), args).output().unwrap();
+        eprintln!(
+            "$ n2d {} (as {USER})\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
+        out
+    }
+
+    fn n2d_ok(&self, ns: &str, args: &[&str]) -> String {
+        let out = self.n2d(ns, args);
+        assert!(out.status.success(), "n2d {} failed", args.join(" "));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn docker_ok(&self, ns: &str, args: &[&str]) -> String {
+        let out = self.cmd(ns, "docker", args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "docker {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Pids of the user's processes (every one of them was started by this test).
+    fn pids(&self) -> Vec<u32> {
+        let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+        dir.flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                use std::os::unix::fs::MetadataExt;
+                std::fs::metadata(format!("/proc/{pid}")).is_ok_and(|m| m.uid() == self.uid)
+            })
+            .collect()
+    }
+
+    fn process_names(&self) -> Vec<String> {
+        self.pids()
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
+            .map(|c| c.trim().to_string())
+            .collect()
+    }
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let _ = Command::new("userdel").arg(USER).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The TCP ports something listens on in the namespace.
+fn listening(ns: &Netns) -> Vec<String> {
+    let out = run_ok(&mut ns.cmd("ss", &["-Hltn"]));
+    out.lines().filter_map(|l| l.split_whitespace().nth(3).map(str::to_string)).collect()
+}
+
+#[test]
+#[ignore = "boots four VMs as an unprivileged user: needs root (to make the user) and QEMU; run with --ignored"]
+fn an_ordinary_user_runs_the_default_swarm_on_user_mode_networking() {
+    let root_home = e2e_home();
+    build_image(&root_home);
+    let work = tempfile::tempdir().unwrap();
+    let user = User::create();
+    user.give_image(&root_home);
+    // The namespace only loopback (Netns kills no QEMU of the user's home: User's drop does).
+    let ns = Netns::new("n2d-e2e-rootless", &user.home());
+    let n = ns.name.as_str();
+
+    let doctor = user.n2d_ok(n, &["doctor"]);
+    assert!(doctor.contains("user-mode networking needs no privileges"), "{doctor}");
+    // A published port on a bridge is refused before anything starts.
+    assert_eq!(user.n2d(n, &["create", "x", "--network", "n2d0", "-p", "80"]).status.code(), Some(2));
+
+    let started = std::time::Instant::now();
+    let out = user.n2d(n, &["swarm", "create", "--publish", "18080:8080"]);
+    assert!(out.status.success(), "swarm create failed");
+    eprintln!("rootless swarm create took {:.1}s", started.elapsed().as_secs_f64());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user-mode networking"));
+
+    // The docker CLI reaches the manager through 127.0.0.1, with TLS.
+    let host = user.docker_ok(n, &["context", "inspect", "n2d", "--format", "{{.Endpoints.docker.Host}}"]);
+    assert!(host.trim().starts_with("tcp://127.0.0.1:"), "{host}");
+    let nodes =
+        user.docker_ok(n, &["--context", "n2d", "node", "ls", "--format", "{{.Hostname}} {{.Status}}"]);
+    let mut lines: Vec<&str> = nodes.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        ["n2d-mngr-0 Ready", "n2d-wrkr-0 Ready", "n2d-wrkr-1 Ready", "n2d-wrkr-2 Ready"],
+        "{nodes}"
+    );
+
+    // An image made locally, loaded onto every node.
+    let tar = busybox_rootfs_tar(work.path());
+    let shared = user.dir.join("web-rootfs.tar");
+    std::fs::copy(&tar, &shared).unwrap();
+    run_ok(Command::new("chown").arg(format!("{USER}:{USER}")).arg(&shared));
+    let saved = user.dir.join("web.tar");
+    user.docker_ok(n, &["--context", "n2d", "import", shared.to_str().unwrap(), "n2d-test/web:1"]);
+    user.docker_ok(n, &["--context", "n2d", "save", "-o", saved.to_str().unwrap(), "n2d-test/web:1"]);
+    user.n2d_ok(n, &["swarm", "load", "n2d", saved.to_str().unwrap()]);
+
+    // One replica on an overlay network, published on 8080: every node answers (routing mesh).
+    let compose = user.dir.join("stack.yml");
+    std::fs::write(
+        &compose,
+        r#"version: "3.8"
+services:
+  web:
+    image: n2d-test/web:1
+    command: ["/bin/sh", "-c", "echo hello-from-$$(hostname) > /index.html && exec /bin/httpd -f -p 80 -h /"]
+    ports: ["8080:80"]
+    networks: [front]
+    deploy:
+      replicas: 1
+networks:
+  front:
+    driver: overlay
+"#,
+    )
+    .unwrap();
+    run_ok(Command::new("chmod").arg("644").arg(&compose));
+    user.docker_ok(n, &["--context", "n2d", "stack", "deploy", "-c", compose.to_str().unwrap(), "demo"]);
+    let nodes = ["n2d-mngr-0", "n2d-wrkr-0", "n2d-wrkr-1", "n2d-wrkr-2"];
+    for (i, node) in nodes.iter().enumerate() {
+        user.n2d_ok(n, &["port", node, &format!("{}:8080", 18081 + i)]);
+    }
+    for port in 18080..=18084 {
+        assert!(wait_http(&ns, "127.0.0.1", port, 300), "routing mesh: nothing answers on 127.0.0.1:{port}");
+    }
+    let ls: serde_json::Value = serde_json::from_str(&user.n2d_ok(n, &["ls", "--json"])).unwrap();
+    let mngr = ls.as_array().unwrap().iter().find(|r| r["name"] == "n2d-mngr-0").unwrap();
+    assert_eq!(mngr["ports"], serde_json::json!(["18081:8080"]), "{mngr}");
+    assert!(mngr["endpoint"].as_str().unwrap().starts_with("tcp://127.0.0.1:"), "{mngr}");
+
+    // The manager restarts: it keeps its Docker API port and its forward; the swarm's port
+    // moves to a running node while it is down, and stays there.
+    let env_before = user.n2d_ok(n, &["env", "n2d-mngr-0"]);
+    user.n2d_ok(n, &["restart", "n2d-mngr-0"]);
+    assert_eq!(user.n2d_ok(n, &["env", "n2d-mngr-0"]), env_before);
+    let ports = user.n2d_ok(n, &["port", "n2d"]);
+    assert!(ports.contains("127.0.0.1:18080->8080/tcp (routing mesh, through n2d-wrkr-0)"), "{ports}");
+    for port in [18080, 18081] {
+        assert!(wait_http(&ns, "127.0.0.1", port, 300), "127.0.0.1:{port} lost across the restart");
+    }
+
+    // Everything goes with the swarm: VMs, the switch, its sockets, every forward.
+    user.n2d_ok(n, &["swarm", "rm", "n2d"]);
+    assert_eq!(user.process_names(), Vec::<String>::new(), "swarm rm left processes");
+    assert!(!user.home().join("network").exists(), "swarm rm left the switch's sockets");
+    assert_eq!(listening(&ns), Vec::<String>::new(), "swarm rm left ports open");
+    assert_eq!(user.n2d_ok(n, &["ls", "--json"]).trim(), "[]");
+}
