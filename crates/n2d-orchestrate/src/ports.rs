@@ -154,6 +154,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// Gives each port of the swarm whose node is not running to the first running node that
     /// takes it (managers first). Returns what moved, or why a port has no node now.
     pub fn place_swarm_ports(&self, swarm: &SwarmName) -> Result<Vec<String>> {
+        // Under the lock: parallel starts (`start --all`) would each try to place a port.
+        let _lock = self.home.lock()?;
         let Some(record) = self.home.load_swarm(swarm)? else { return Ok(Vec::new()) };
         let running = |n: &MachineName| self.machine_state(n) == VmState::Running;
         let mut notes = Vec::new();

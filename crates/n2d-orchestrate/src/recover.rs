@@ -63,6 +63,14 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 )),
             }
         }
+        // A user-mode create killed after its switch started leaves the switch with no VM.
+        if self.user_net().switch_pid().is_some() {
+            match self.stop_switch_if_idle() {
+                Ok(true) => said.push("recovered: stopped the user-mode switch no VM uses".into()),
+                Ok(false) => {}
+                Err(e) => said.push(format!("warning: {}", chain(&e))),
+            }
+        }
         for tree in self.stale_build_trees() {
             let path = self.home.images_dir().join(&tree);
             match remove_dir_all(&path) {

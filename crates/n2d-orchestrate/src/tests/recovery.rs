@@ -367,3 +367,19 @@ fn a_damaged_journal_is_reported_and_kept() {
     assert!(said[0].starts_with("warning: ") && said[0].contains("fix or remove it"), "{said:?}");
     assert!(path.exists());
 }
+
+#[test]
+fn a_user_mode_create_killed_before_its_record_is_undone_without_host_wide_state() {
+    for point in BEFORE_RECORD {
+        let mut k = kit();
+        let user = MachineSpec { bridge: n2d_spec::machine::USER_NETWORK.into(), ..spec("u1") };
+        killed_at(&mut k, point, |o| o.create_machine(&user, None, BOOT));
+        let said = recover(&k);
+        assert!(said[0].contains("undid the interrupted create of u1"), "{point}: {said:?}");
+        k.assert_gone("u1");
+        // No lock or file under the host-wide run directory: an ordinary user could take neither.
+        assert!(!k.dir.path().join("run").exists(), "{point}: recovery touched host-wide state");
+        let rec = k.orch.create_machine(&user, None, BOOT).unwrap();
+        assert_eq!(rec.ip, Ipv4Addr::new(10, 77, 0, 2), "{point}");
+    }
+}

@@ -163,3 +163,23 @@ fn publishing_on_a_bridge_swarm_is_refused_before_anything_is_made() {
     assert!(err.is_usage(), "{err}");
     k.assert_host_clean();
 }
+
+#[test]
+fn a_user_mode_swarm_scales_up_and_down_on_its_switch() {
+    let k = kit();
+    let spec = SwarmSpec { network: Some(n2d_spec::machine::USER_NETWORK.into()), ..swarm_spec(1, 1) };
+    k.orch.create_swarm(&spec, &plan(&k, &spec), BOOT, false).unwrap();
+    let work = k.orch.plan_swarm_scale(&prefix(), Some(2), None).unwrap();
+    k.orch.scale_swarm(work, BOOT).unwrap();
+    let new = k.orch.load_record(&name("n2d-wrkr-1")).unwrap();
+    assert!(new.spec.user_network() && new.api_port.is_some() && new.spec.publish.is_empty(), "{new:?}");
+    assert_eq!(new.ip, Ipv4Addr::new(10, 77, 0, 4));
+    assert_eq!(hostnames(&k), ["n2d-mngr-0", "n2d-wrkr-0", "n2d-wrkr-1"]);
+    let work = k.orch.plan_swarm_scale(&prefix(), Some(0), None).unwrap();
+    k.orch.scale_swarm(work, BOOT).unwrap();
+    assert_eq!(hostnames(&k), ["n2d-mngr-0"]);
+    assert!(network_dir(&k).exists(), "the switch went while the manager runs");
+    assert!(!k.orch.net.state_file().exists());
+    k.orch.remove_swarm(&prefix()).unwrap();
+    k.assert_host_clean();
+}
