@@ -105,9 +105,17 @@ impl User {
             .collect()
     }
 
+    /// The names of the user's live processes (a zombie, dead and waiting for init to reap
+    /// it, is not one).
     fn process_names(&self) -> Vec<String> {
+        let live = |p: &u32| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            state.is_some_and(|s| s != "Z" && s != "X")
+        };
         self.pids()
             .iter()
+            .filter(|p| live(p))
             .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
             .map(|c| c.trim().to_string())
             .collect()
@@ -215,6 +223,9 @@ networks:
     let env_before = user.n2d_ok(n, &["env", "n2d-mngr-0"]);
     user.n2d_ok(n, &["restart", "n2d-mngr-0"]);
     assert_eq!(user.n2d_ok(n, &["env", "n2d-mngr-0"]), env_before);
+    // Its swarm state is on its data disk: it is the leader again.
+    let state = user.docker_ok(n, &["--context", "n2d", "info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    assert_eq!(state.trim(), "active", "the manager lost its swarm state across a restart");
     let ports = user.n2d_ok(n, &["port", "n2d"]);
     assert!(ports.contains("127.0.0.1:18080->8080/tcp (routing mesh, through n2d-wrkr-0)"), "{ports}");
     for port in [18080, 18081] {
