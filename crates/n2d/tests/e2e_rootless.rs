@@ -228,8 +228,23 @@ networks:
     assert_eq!(state.trim(), "active", "the manager lost its swarm state across a restart");
     let ports = user.n2d_ok(n, &["port", "n2d"]);
     assert!(ports.contains("127.0.0.1:18080->8080/tcp (routing mesh, through n2d-wrkr-0)"), "{ports}");
+    // The workers reconnect to the manager, then the routing mesh comes back on it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let out =
+            user.cmd(n, "docker", &["--context", "n2d", "node", "ls", "--format", "{{.Status}}"]).output();
+        let ready = out.map(|o| String::from_utf8_lossy(&o.stdout).lines().filter(|l| *l == "Ready").count());
+        if ready.is_ok_and(|r| r == 4) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the nodes are not all Ready after the manager's restart"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
     for port in [18080, 18081] {
-        assert!(wait_http(&ns, "127.0.0.1", port, 300), "127.0.0.1:{port} lost across the restart");
+        assert!(wait_http(&ns, "127.0.0.1", port, 600), "127.0.0.1:{port} lost across the restart");
     }
 
     // Everything goes with the swarm: VMs, the switch, its sockets, every forward.
