@@ -61,7 +61,7 @@ main() {
         exit 1
     fi
     if ! command -v apt-get >/dev/null; then
-        echo "scripts/deps.sh needs a Debian host (apt-get); install QEMU >= 7.2, mmdebstrap, erofs-utils, lz4, xz, kmod, iproute2, iptables and the docker CLI by hand" >&2
+        echo "scripts/deps.sh needs a Debian host (apt-get); install QEMU >= 7.2, mmdebstrap, uidmap, erofs-utils, lz4, xz, kmod, iproute2, iptables and the docker CLI by hand" >&2
         exit 1
     fi
 
@@ -94,7 +94,7 @@ main() {
     apt-get install -y -qq --no-install-recommends "${target[@]}" \
         "qemu-system-x86=$qemu_version" "qemu-system-common=$qemu_version" "qemu-utils=$qemu_version" >/dev/null
 
-    packages=(mmdebstrap erofs-utils lz4 xz-utils kmod iproute2 iptables dpkg ca-certificates)
+    packages=(mmdebstrap uidmap erofs-utils lz4 xz-utils kmod iproute2 iptables dpkg ca-certificates)
     command -v docker >/dev/null || packages+=(docker.io)
     [ "${1:-}" = --tests ] && packages+=(busybox-static curl tar)
     echo "installing ${packages[*]}..."
