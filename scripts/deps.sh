@@ -61,7 +61,7 @@ main() {
         exit 1
     fi
     if ! command -v apt-get >/dev/null; then
-        echo "scripts/deps.sh needs a Debian host (apt-get); install QEMU >= 7.2, mmdebstrap, erofs-utils, lz4, xz, kmod, iproute2, iptables and the docker CLI by hand" >&2
+        echo "scripts/deps.sh needs a Debian host (apt-get); install QEMU >= 7.2, mmdebstrap, uidmap, vde2, erofs-utils, lz4, xz, kmod, iproute2, iptables and the docker CLI by hand" >&2
         exit 1
     fi
 

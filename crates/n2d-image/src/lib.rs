@@ -22,6 +22,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod modules;
 pub mod recipe;
+pub mod unshare;
 
 pub use build::{build_image, BuildError, BuildOptions, Stage};
 pub use init::{check_static_x86_64, GuestInit, InitProblem};

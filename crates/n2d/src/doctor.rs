@@ -6,6 +6,8 @@
 
 use crate::context::Ctx;
 use n2d_exec::{Cmd, ExecError, Runner};
+use n2d_image::unshare::{check_unshare, BuildUser, UIDMAP_PACKAGE};
+use n2d_image::BuildError;
 use n2d_spec::machine::{DEFAULT_BRIDGE, USER_NETWORK};
 use n2d_vm::accel::{choose_accel, KvmDevice};
 use n2d_vm::QemuVersion;
@@ -124,6 +126,9 @@ pub trait HostProbe {
     /// The guest init an image build would use (built into n2d, or `$N2D_INIT`): `Err` says
     /// why it cannot be a VM's PID 1.
     fn guest_init(&self) -> Result<String, String>;
+    /// The user's name and subordinate id ranges (/etc/subuid, /etc/subgid): an ordinary user
+    /// builds images in mmdebstrap's unshare mode on them.
+    fn build_user(&self) -> BuildUser;
 }
 
 /// What `create` is about to use.
@@ -419,14 +424,38 @@ fn check_image(probe: &dyn HostProbe, wanted: Option<&str>) -> Check {
             n2d_image::init::INIT_FIX,
         );
     }
-    if probe.euid() != 0 {
-        return Check::fail(
+    if probe.euid() == 0 {
+        return Check::ok(
             "image",
-            "no image is built and building one needs root (mmdebstrap runs in root mode)",
-            "run `n2d image build` as root once",
+            "no image yet: create builds one first (the build tools and n2d-init are there)",
         );
     }
-    Check::ok("image", "no image yet: create builds one first (the build tools and n2d-init are there)")
+    // An ordinary user builds in mmdebstrap's unshare mode.
+    let user = probe.build_user();
+    let as_root = "or run `n2d image build` as root once";
+    match check_unshare(&user, &|program| probe.installed(program)) {
+        Ok(()) => Check::ok(
+            "image",
+            format!(
+                "no image yet: create builds one first (the build tools, n2d-init, uidmap and subordinate ids for {} are there)",
+                user.display_name()
+            ),
+        ),
+        Err(BuildError::UidmapMissing { program }) => Check::fail(
+            "image",
+            format!("no image is built and building one as an ordinary user needs {program}, which is not installed"),
+            format!("ask an administrator to install {UIDMAP_PACKAGE} (apt-get install {UIDMAP_PACKAGE}), {as_root}"),
+        ),
+        Err(BuildError::NoSubordinateIds { user, file }) => Check::fail(
+            "image",
+            format!(
+                "no image is built and building one as an ordinary user needs subordinate ids: {file} gives {user} no range of at least {}",
+                n2d_image::unshare::MIN_SUBORDINATE_IDS
+            ),
+            format!("ask an administrator for ranges (usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}, with ranges no other user has), {as_root}"),
+        ),
+        Err(other) => Check::fail("image", format!("no image is built and building one fails: {other}"), as_root),
+    }
 }
 
 fn check_docker(probe: &dyn HostProbe) -> Check {
@@ -550,6 +579,9 @@ impl HostProbe for SystemProbe<'_> {
             .map_err(|problem| format!("{}: {problem}", init.source))?;
         Ok(init.source)
     }
+    fn build_user(&self) -> BuildUser {
+        BuildUser::of_this_process()
+    }
 }
 
 /// `create` cannot work here: the failing checks, one line each.
@@ -597,6 +629,7 @@ mod tests {
         free: Result<u64, String>,
         images: Vec<String>,
         init: Result<String, String>,
+        user: BuildUser,
     }
 
     impl Default for FakeHost {
@@ -621,6 +654,12 @@ mod tests {
                 free: Ok(80 << 30),
                 images: vec!["0123456789abcdef0123".into()],
                 init: Ok("built into n2d".into()),
+                user: BuildUser {
+                    uid: 1000,
+                    name: Some("ann".into()),
+                    subuid: "ann:100000:65536\n".into(),
+                    subgid: "ann:100000:65536\n".into(),
+                },
             }
         }
     }
@@ -678,6 +717,9 @@ mod tests {
         }
         fn guest_init(&self) -> Result<String, String> {
             self.init.clone()
+        }
+        fn build_user(&self) -> BuildUser {
+            self.user.clone()
         }
     }
 
@@ -932,15 +974,52 @@ mod tests {
         assert_finding(&only(&host, "image"), Status::Fail, "dynamically linked", "N2D_INIT");
     }
 
+    /// An ordinary user on bridge networking (ambient CAP_NET_ADMIN), with no image yet.
+    fn user_without_image() -> FakeHost {
+        FakeHost { images: vec![], euid: 1000, status: "CapAmb:\t0000000000001000\n", ..Default::default() }
+    }
+
     #[test]
-    fn no_image_and_not_root_fails() {
-        let host = FakeHost {
-            images: vec![],
-            euid: 1000,
-            status: "CapAmb:\t0000000000001000\n",
-            ..Default::default()
-        };
-        assert_finding(&only(&host, "image"), Status::Fail, "needs root", "n2d image build");
+    fn no_image_and_not_root_builds_with_uidmap_and_subordinate_ids() {
+        let c = only(&user_without_image(), "image");
+        assert_eq!(c.status, Status::Ok, "{c}");
+        assert!(c.finding.contains("uidmap and subordinate ids for ann"), "{c}");
+    }
+
+    #[test]
+    fn no_image_and_not_root_without_uidmap_fails() {
+        let host = FakeHost { missing: vec!["newuidmap"], ..user_without_image() };
+        assert_finding(
+            &only(&host, "image"),
+            Status::Fail,
+            "as an ordinary user needs newuidmap, which is not installed",
+            "ask an administrator to install uidmap (apt-get install uidmap)",
+        );
+    }
+
+    #[test]
+    fn no_image_and_not_root_without_subordinate_ids_fails() {
+        let mut host = user_without_image();
+        host.user.subgid = "bob:100000:65536\n".into();
+        let c = only(&host, "image");
+        assert_finding(
+            &c,
+            Status::Fail,
+            "/etc/subgid gives ann no range of at least 65536",
+            "ask an administrator",
+        );
+        assert!(c
+            .fix
+            .unwrap()
+            .contains("usermod --add-subuids 100000-165535 --add-subgids 100000-165535 ann"));
+    }
+
+    #[test]
+    fn an_image_built_needs_no_build_checks() {
+        let host =
+            FakeHost { missing: vec!["newuidmap"], user: BuildUser::default(), ..user_without_image() };
+        let host = FakeHost { images: vec!["0123456789abcdef0123".into()], ..host };
+        assert_eq!(only(&host, "image").status, Status::Ok);
     }
 
     #[test]
