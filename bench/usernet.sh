@@ -208,6 +208,21 @@ fresh_home() {
     cp -al "$IMAGES/images/." "$1/images/"
 }
 
+load1() { cut -d' ' -f1 /proc/loadavg; }
+# cpu_secs HOME: CPU seconds (user + system) used so far by this run's processes of HOME
+# (QEMUs and the switch): the work done, which other load on the host does not inflate the
+# way it inflates wall time.
+cpu_secs() {
+    local pid tck total=0 t
+    tck=$(getconf CLK_TCK)
+    for pid in $(own_processes); do
+        tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$1/" || continue
+        t=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || continue
+        total=$((total + ${t:-0}))
+    done
+    awk -v t="$total" -v k="$tck" 'BEGIN { printf "%.1f", t / k }'
+}
+
 # Checks that every QEMU of HOME has its first NIC on the switch (user) or a tap (bridge).
 check_nics() {
     local home=$1 mode=$2 want pid n=0
@@ -266,22 +281,24 @@ swarm_tput() {
     dk "$home" n2d-wrkr-0 run -d --rm --name nettput-srv --network host nettput:bench \
         /nettput server "$SRV_PORT" 3 >/dev/null || return 1
     wait_listening "$home" n2d-wrkr-0 || return 1
-    log "  $mode swarm: n2d-mngr-0 -> n2d-wrkr-0 ($wip:$SRV_PORT)"
+    log "  $mode swarm: n2d-mngr-0 -> n2d-wrkr-0 ($wip:$SRV_PORT), load $(load1)"
     transfers vm2vm "$mode" "$i" dk "$home" n2d-mngr-0 run --rm --network host nettput:bench \
         /nettput client "$wip" "$SRV_PORT"
 }
 
 swarm_run() {
-    local mode=$1 i=$2 home=$WORK/s$2$1 args=() t0 t log
+    local mode=$1 i=$2 home=$WORK/s$2$1 args=() t0 t log cpu
     [ "$mode" = user ] && args=(--network user)
     fresh_home "$home"
     log="$RESULTS/swarm-create-$i-$mode.log"
-    log "pair $i: n2d swarm create ${args[*]} (1 manager + 3 workers)"
+    log "pair $i: n2d swarm create ${args[*]} (1 manager + 3 workers), load $(load1)"
     t0=$(now)
-    if n2d_in "$home" swarm create "${args[@]}" >"$log" 2>&1 && check_nics "$home" "$mode"; then
-        t=$(since "$t0")
+    if n2d_in "$home" swarm create "${args[@]}" >"$log" 2>&1; then t=$(since "$t0"); else t=FAIL; fi
+    if [ "$t" != FAIL ] && check_nics "$home" "$mode"; then
+        cpu=$(cpu_secs "$home")
         record create "$mode" "$i" "$t"
-        log "  create $mode: ${t}s"
+        record create-cpu "$mode" "$i" "$cpu"
+        log "  create $mode: ${t}s, QEMUs and switch used ${cpu} CPU-s; load $(load1)"
         if [ "$ONLY" != create ]; then
             swarm_tput "$home" "$mode" "$i" || { log "  throughput in the $mode swarm FAILED"; record vm2vm "$mode" "$i" FAIL; }
         fi
@@ -304,6 +321,15 @@ fi
 
 # --- part 3: the uplink, slirp vs passt ---------------------------------------------------
 
+# pid_ticks PID...: their CPU time (user + system) in clock ticks.
+pid_ticks() {
+    local pid sum=0 t
+    for pid in "$@"; do
+        t=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{ print $12 + $13 }') || t=0
+        sum=$((sum + ${t:-0}))
+    done
+    echo "$sum"
+}
 rss_mb() { awk '/^VmRSS:/ { printf "%.0f", $2 * 1024 / 1e6 }' "/proc/$1/status"; }
 
 # passt with the forwards n2d would give (the Docker API and the bench's port) on 127.0.0.1.
@@ -338,13 +364,15 @@ stop_vm() {
 
 # uplink_run VARIANT PAIR: boots the VM by hand with its uplink on VARIANT, measures, stops it.
 uplink_run() {
-    local variant=$1 i=$2 argv=() k t0 t qpid ppid="" api=FAIL
-    log "pair $i: uplink on $variant"
+    local variant=$1 i=$2 argv=() k t0 qpid ppid="" api=FAIL gapi c0 cpu
+    log "pair $i: uplink on $variant, load $(load1)"
     ensure_switch || return 1
     mapfile -d '' argv <"$WORK/up-argv"
     if [ "$variant" = passt ]; then
         rm -f "$PSOCK"
-        in_ns "${PASST[@]}" >>"$RESULTS/passt-$i.log" 2>&1 &
+        # Not through in_ns: $! must be passt itself (ip netns exec execs it; passt -f stays
+        # in the foreground, in this pid namespace).
+        ip netns exec "$NS" "${PASST[@]}" >>"$RESULTS/passt-$i.log" 2>&1 &
         ppid=$!
         PASST_PIDS+=("$ppid")
         for _ in $(seq 1 100); do [ -S "$PSOCK" ] && break; sleep 0.05; done
@@ -363,13 +391,22 @@ uplink_run() {
         sleep 2
     done
     record api "$variant" "$i" "$api"
-    log "  $variant: Docker API through the forward after ${api}s"
+    # The guest's own clock for the same boot (serial.log is appended to by every boot).
+    gapi=$(grep -a 'n2d-init.*docker engine answers' "$UHOME/machines/up/serial.log" | tail -1 | grep -o '\[ *[0-9.]*s\]' | tr -d '[]s ' || true)
+    [ -n "$gapi" ] && record api-guest "$variant" "$i" "$gapi"
+    log "  $variant: Docker API through the forward after ${api}s (in the guest: dockerd answered ${gapi:-?}s after boot)"
     if [ "$api" != FAIL ]; then
         record rss-boot "$variant" "$i" "$(rss_mb "$qpid")"
         dk "$UHOME" up rm -f nettput-srv >/dev/null 2>&1 || true
         if dk "$UHOME" up run -d --rm --name nettput-srv --network host nettput:bench \
             /nettput server "$FWD_GUEST" 3 >/dev/null && wait_listening "$UHOME" up; then
+            # shellcheck disable=SC2086 # $ppid is empty or one pid
+            c0=$(pid_ticks "$qpid" $ppid)
             transfers h2g "$variant" "$i" in_ns timeout 900 "$NETTPUT" client 127.0.0.1 "$FWD_HOST" || true
+            # shellcheck disable=SC2086
+            cpu=$(awk -v a="$c0" -v b="$(pid_ticks "$qpid" $ppid)" -v k="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", (b - a) / k }')
+            record h2g-cpu "$variant" "$i" "$cpu"
+            log "  $variant: QEMU${ppid:+ + passt} used $cpu CPU-s for the 3 transfers"
         else
             log "  $variant: the nettput server did not start"
             record h2g "$variant" "$i" FAIL
@@ -454,20 +491,25 @@ row() {
     mb=$(vals "$kind" "$b" | median)
     ratios=$(awk -v k="$kind" -v a="$a" -v b="$b" '$1 == k && $4 != "FAIL" { v[$3, $2] = $4; p[$3] = 1 }
         END { for (i in p) if ((i, a) in v && (i, b) in v && v[i, b] > 0) printf "%.2f\n", v[i, a] / v[i, b] }' "$RUNS")
-    printf '| %-44s | %-7s %8s | %-7s %8s | %5s | %s |\n' "$label" "$a" "$ma" "$b" "$mb" \
-        "$(echo "$ratios" | median)" "$(echo "$ratios" | sort -g | tr '\n' ' ')"
+    printf '| %-48s | %-7s %8s | %-7s %8s | %5s | %s |\n' "$label" "$a" "$(fmt 1 "$ma")" "$b" "$(fmt 1 "$mb")" \
+        "$(fmt 2 "$(echo "$ratios" | median)")" "$(echo "$ratios" | sort -g | tr '\n' ' ')"
 }
 has() { grep -q "^$1 " "$RUNS"; }
+# fmt DECIMALS VALUE: a fraction rounded, anything else (integers, "-") as it is.
+fmt() { awk -v d="$1" -v v="$2" 'BEGIN { if (v ~ /^[0-9]+$/) printf "%s", v; else if (v ~ /^[0-9.]+$/) printf "%.*f", d, v; else printf "%s", v }'; }
 {
     echo
     echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg); bench took $(($(date +%s) - START)) s"
     echo "medians over $PAIRS pair(s); throughput per run is the median of 3 transfers of $MIB MiB; MB = 10^6 bytes"
-    printf '| %-44s | %-16s | %-16s | %5s | %s |\n' measurement "measured" "baseline" ratio "per-pair ratios"
-    printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..46})" "$(printf -- '-%.0s' {1..18})" "$(printf -- '-%.0s' {1..18})" "-------" "---"
+    printf '| %-48s | %-16s | %-16s | %5s | %s |\n' measurement "measured" "baseline" ratio "per-pair ratios"
+    printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..50})" "$(printf -- '-%.0s' {1..18})" "$(printf -- '-%.0s' {1..18})" "-------" "---"
     has create && row "swarm create, 1 manager + 3 workers (s)" create user bridge
+    has create-cpu && row "  CPU-s of its QEMUs (+ switch) to ready" create-cpu user bridge
     has vm2vm && row "VM-to-VM TCP, mngr-0 -> wrkr-0 (MB/s)" vm2vm user bridge
     has h2g && row "host -> guest TCP via 127.0.0.1 forward (MB/s)" h2g passt slirp
+    has h2g-cpu && row "  CPU-s of QEMU (+ passt) for the 3 transfers" h2g-cpu passt slirp
     has api && row "hand-started VM to Docker API via fwd (s)" api passt slirp
+    has api-guest && row "  same boot, guest clock: dockerd answers (s)" api-guest passt slirp
     has rss-total && row "RSS after transfers: QEMU (+ passt) (MB)" rss-total passt slirp
     has rss-qemu && row "RSS after transfers: QEMU alone (MB)" rss-qemu passt slirp
     has rss-passt && echo "passt's own RSS after transfers: $(vals rss-passt passt | median) MB"
