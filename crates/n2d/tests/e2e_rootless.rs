@@ -187,23 +187,7 @@ fn an_ordinary_user_runs_the_default_swarm_on_user_mode_networking() {
 
     // One replica on an overlay network, published on 8080: every node answers (routing mesh).
     let compose = user.dir.join("stack.yml");
-    std::fs::write(
-        &compose,
-        r#"version: "3.8"
-services:
-  web:
-    image: n2d-test/web:1
-    command: ["/bin/sh", "-c", "echo hello-from-$$(hostname) > /index.html && exec /bin/httpd -f -p 80 -h /"]
-    ports: ["8080:80"]
-    networks: [front]
-    deploy:
-      replicas: 1
-networks:
-  front:
-    driver: overlay
-"#,
-    )
-    .unwrap();
+    std::fs::write(&compose, web_stack(1)).unwrap();
     run_ok(Command::new("chmod").arg("644").arg(&compose));
     user.docker_ok(n, &["--context", "n2d", "stack", "deploy", "-c", compose.to_str().unwrap(), "demo"]);
     let nodes = ["n2d-mngr-0", "n2d-wrkr-0", "n2d-wrkr-1", "n2d-wrkr-2"];

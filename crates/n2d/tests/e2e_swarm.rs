@@ -55,23 +55,7 @@ fn default_swarm_runs_a_stack() {
 
     // A stack: 3 replicas behind the routing mesh on 8080, on an overlay network.
     let compose = work.path().join("stack.yml");
-    std::fs::write(
-        &compose,
-        r#"version: "3.8"
-services:
-  web:
-    image: n2d-test/web:1
-    command: ["/bin/sh", "-c", "echo hello-from-$$(hostname) > /index.html && exec /bin/httpd -f -p 80 -h /"]
-    ports: ["8080:80"]
-    networks: [front]
-    deploy:
-      replicas: 3
-networks:
-  front:
-    driver: overlay
-"#,
-    )
-    .unwrap();
+    std::fs::write(&compose, web_stack(3)).unwrap();
     ns.docker_ok(&env, &["stack", "deploy", "-c", compose.to_str().unwrap(), "demo"]);
     let ips: Vec<String> = ["n2d-mngr-0", "n2d-wrkr-0", "n2d-wrkr-1"]
         .iter()

@@ -258,6 +258,27 @@ pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
     tar
 }
 
+/// A stack file: the busybox web image (`busybox_rootfs_tar`, imported as n2d-test/web:1) with
+/// `replicas` tasks, published on 8080 behind the routing mesh, on an overlay network. Each task
+/// answers `hello-from-<its hostname>` (what `wait_http` looks for).
+pub fn web_stack(replicas: u32) -> String {
+    format!(
+        r#"version: "3.8"
+services:
+  web:
+    image: n2d-test/web:1
+    command: ["/bin/sh", "-c", "echo hello-from-$$(hostname) > /index.html && exec /bin/httpd -f -p 80 -h /"]
+    ports: ["8080:80"]
+    networks: [front]
+    deploy:
+      replicas: {replicas}
+networks:
+  front:
+    driver: overlay
+"#
+    )
+}
+
 /// Waits until `docker node inspect` shows `node` Ready.
 pub fn wait_ready_node(ns: &Netns, env: &[(String, String)], node: &str, secs: u64) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
