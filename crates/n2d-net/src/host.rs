@@ -65,11 +65,8 @@ impl BridgeState {
 
     /// The addresses a machine may be given: the subnet's hosts (less the gateway), within
     /// `range` when given.
-    fn candidates(&self, range: Option<IpRange>) -> impl Iterator<Item = Ipv4Addr> + '_ {
-        let (first, last) = crate::host_range(self.gateway, self.prefix_len).unwrap_or((1, 0));
-        (first..=last)
-            .map(Ipv4Addr::from)
-            .filter(move |ip| *ip != self.gateway && range.is_none_or(|r| r.contains(*ip)))
+    fn candidates(&self, range: Option<IpRange>) -> impl Iterator<Item = Ipv4Addr> {
+        crate::candidates(self.gateway, self.prefix_len, range)
     }
 
     /// How many more machines fit (in `range` when given).

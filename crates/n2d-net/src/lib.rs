@@ -11,6 +11,7 @@ pub mod testing;
 pub mod user;
 
 use n2d_exec::{Cmd, ExecError, Runner};
+use n2d_spec::address::IpRange;
 pub use n2d_spec::machine::DEFAULT_BRIDGE;
 use n2d_store::StoreError;
 use std::net::Ipv4Addr;
@@ -96,6 +97,19 @@ pub(crate) fn host_range(gateway: Ipv4Addr, prefix_len: u8) -> Option<(u32, u32)
     let mask = u32::MAX << (32 - prefix_len);
     let network = u32::from(gateway) & mask;
     Some((network + 1, (network | !mask) - 1))
+}
+
+/// The addresses a machine may be given in the subnet of `gateway`/`prefix_len`: its hosts less
+/// the gateway, within `range` when given. Bridges and the user-mode segment share it.
+pub(crate) fn candidates(
+    gateway: Ipv4Addr,
+    prefix_len: u8,
+    range: Option<IpRange>,
+) -> impl Iterator<Item = Ipv4Addr> {
+    let (first, last) = host_range(gateway, prefix_len).unwrap_or((1, 0));
+    (first..=last)
+        .map(Ipv4Addr::from)
+        .filter(move |ip| *ip != gateway && range.is_none_or(|r| r.contains(*ip)))
 }
 
 /// A locally administered MAC (QEMU's 52:54:00 prefix) derived from the home, the machine

@@ -12,7 +12,7 @@
 //! again by its pid file (checked against `/proc/PID/cmdline`, so no other process is ever
 //! signalled), and is stopped with the last VM.
 
-use crate::{host_range, DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN};
+use crate::{candidates, host_range, DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN};
 use n2d_exec::{Cmd, ExecError, Runner};
 use n2d_spec::address::IpRange;
 use std::net::{Ipv4Addr, TcpListener};
@@ -225,9 +225,7 @@ pub fn free_address(held: &[(Ipv4Addr, String)], range: Option<IpRange>) -> Resu
             }
         }
     }
-    (first..=last)
-        .map(Ipv4Addr::from)
-        .filter(|ip| usable(*ip) && range.is_none_or(|r| r.contains(*ip)))
+    candidates(DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN, range)
         .find(|ip| !held.iter().any(|(h, _)| h == ip))
         .ok_or_else(|| UserNetError::SubnetFull {
             range: range.map_or_else(subnet, |r| r.to_string()),
@@ -237,11 +235,7 @@ pub fn free_address(held: &[(Ipv4Addr, String)], range: Option<IpRange>) -> Resu
 
 /// How many more machines fit on the segment (within `range` when given).
 pub fn capacity(held: &[Ipv4Addr], range: Option<IpRange>) -> usize {
-    let (first, last) = host_range(DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN).expect("a /24");
-    (first..=last)
-        .map(Ipv4Addr::from)
-        .filter(|ip| *ip != DEFAULT_GATEWAY && range.is_none_or(|r| r.contains(*ip)) && !held.contains(ip))
-        .count()
+    candidates(DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN, range).filter(|ip| !held.contains(ip)).count()
 }
 
 /// Whether nothing listens on `127.0.0.1:port` now.
