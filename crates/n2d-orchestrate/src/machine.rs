@@ -42,7 +42,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// How to start the machine of `record` with `image`. A user-mode machine gets its
     /// forwards: its Docker API, its published ports, and the swarm ports it holds.
     pub fn vm_launch(&self, record: &MachineRecord, image: &Image) -> VmLaunch {
-        let nic = if record.api_port.is_some() {
+        let nic = if record.user_mode() {
             let mut forwards = record.forwards();
             forwards.extend(self.swarm_ports_held_by(record));
             Nic::User {
@@ -184,13 +184,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// A user-mode machine's record: the first free address on the home's segment and the first
     /// free host port for its Docker API (the caller holds the state lock).
     fn new_user_mode_record(&self, spec: &MachineSpec, swarm: Option<&str>) -> Result<MachineRecord> {
-        let records: Vec<MachineRecord> =
-            self.home.list_machines().into_iter().filter_map(|(_, r)| r.ok()).collect();
-        let held: Vec<_> = records
-            .iter()
-            .filter(|r| r.api_port.is_some())
-            .map(|r| (r.ip, r.spec.name.to_string()))
-            .collect();
+        let records = self.all_records();
+        let held: Vec<_> =
+            records.iter().filter(|r| r.user_mode()).map(|r| (r.ip, r.spec.name.to_string())).collect();
         let ip = user::free_address(&held, spec.addresses)?;
         let mut ports: Vec<u16> = records.iter().flat_map(|r| r.forwards()).map(|f| f.host).collect();
         ports.extend(self.all_swarm_ports().iter().map(|p| p.forward.host));
@@ -217,13 +213,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// or was removed). Returns whether it stopped it.
     pub fn stop_switch_if_idle(&self) -> Result<bool> {
         let _lock = self.home.lock()?;
-        let running = self
-            .home
-            .list_machines()
-            .into_iter()
-            .filter_map(|(_, r)| r.ok())
-            .filter(|r| r.api_port.is_some())
-            .any(|r| self.machine_state(&r.spec.name) == VmState::Running);
+        let running =
+            self.user_mode_records().iter().any(|r| self.machine_state(&r.spec.name) == VmState::Running);
         if running {
             return Ok(false);
         }
@@ -233,11 +224,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// The addresses this home's machines hold (from their records), which every attach
     /// re-asserts host-wide: after a reboot empties `/run`, no other home takes them.
     fn home_claims(&self) -> Vec<Claim> {
-        self.home
-            .list_machines()
+        self.all_records()
             .into_iter()
-            .filter_map(|(_, rec)| rec.ok())
-            .filter(|r| r.api_port.is_none())
+            .filter(|r| !r.user_mode())
             .map(|r| Claim {
                 machine: r.spec.name.to_string(),
                 bridge: r.spec.bridge,
@@ -268,7 +257,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         };
         // User-mode: the default route and DNS go through the uplink (slirp's proxy asks the
         // host's resolvers, loopback ones too); the segment has no gateway.
-        let user_mode = record.api_port.is_some();
+        let user_mode = record.user_mode();
         let config = GuestConfig {
             hostname: spec.name.to_string(),
             network: GuestNetwork {
@@ -299,7 +288,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     ) -> Result<StartReport> {
         let image = find_image(&self.home, &record.spec.image)?;
         let vm = self.vm_handle(&record.spec.name);
-        if record.api_port.is_some() {
+        if record.user_mode() {
             // Under the lock: the nodes of a swarm boot in parallel, and one switch serves them.
             let _lock = self.home.lock()?;
             self.user_net().ensure_switch(&self.runner)?;
@@ -418,7 +407,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         timeout: Duration,
         journal: &Journal,
     ) -> Result<()> {
-        if record.api_port.is_none() {
+        if !record.user_mode() {
             // The bridge and tap are recreated if the host lost them (a reboot), with the
             // recorded address, tap and MAC: the certificate and the guest's configuration name
             // them.
@@ -450,14 +439,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         }
         step.done(&format!("{name} is up at {} (Docker endpoint {})", record.ip, record.docker_host()));
         // A swarm port whose node is down comes to this one.
-        if let Some(swarm) = record.swarm.as_deref().filter(|_| record.api_port.is_some()) {
-            if let Ok(swarm) = swarm.parse() {
-                for note in self.place_swarm_ports(&swarm)? {
-                    self.progress.say(&note);
-                }
-            }
-        }
-        Ok(())
+        self.place_ports_of_swarm_of(record)
     }
 
     /// Stops the VM; the home's switch goes with its last user-mode machine, and the swarm
@@ -465,7 +447,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     pub fn stop_machine(&self, name: &MachineName, timeout: Duration) -> Result<StopOutcome> {
         let record = self.load_record(name)?;
         let outcome = self.hypervisor.stop(&self.vm_handle(name), timeout)?;
-        if record.api_port.is_some() {
+        if record.user_mode() {
             self.after_user_machine_left(&record)?;
         }
         Ok(outcome)
@@ -474,11 +456,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// What a user-mode machine that stopped or went away leaves to do: its swarm's ports
     /// move to a running node, and the switch stops when no machine uses it.
     pub(crate) fn after_user_machine_left(&self, record: &MachineRecord) -> Result<()> {
-        if let Some(swarm) = record.swarm.as_deref().and_then(|s| s.parse().ok()) {
-            for note in self.place_swarm_ports(&swarm)? {
-                self.progress.say(&note);
-            }
-        }
+        self.place_ports_of_swarm_of(record)?;
         self.stop_switch_if_idle()?;
         Ok(())
     }
@@ -517,7 +495,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             journal.step("detached")?;
             remove_dir_all(&self.home.machine_dir(name))?;
         }
-        if let Some(record) = record.filter(|r| r.api_port.is_some()) {
+        if let Some(record) = record.filter(MachineRecord::user_mode) {
             self.after_user_machine_left(&record)?;
         }
         Ok(())
@@ -530,7 +508,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let home = self.home_key();
         let record = self.home.load_machine(name);
         // A user-mode machine holds nothing host-wide.
-        if record.as_ref().is_ok_and(|r| r.api_port.is_some()) {
+        if record.as_ref().is_ok_and(MachineRecord::user_mode) {
             return Ok(());
         }
         // The record names the tap even when the host-wide state was lost (a reboot).

@@ -35,8 +35,14 @@ fn holder_of(records: &[MachineRecord], swarms: &[SwarmRecord], port: u16) -> Op
 }
 
 impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
-    fn all_records(&self) -> Vec<MachineRecord> {
+    /// The home's machine records that can be read.
+    pub(crate) fn all_records(&self) -> Vec<MachineRecord> {
         self.home.list_machines().into_iter().filter_map(|(_, r)| r.ok()).collect()
+    }
+
+    /// The home's user-mode machines.
+    pub(crate) fn user_mode_records(&self) -> Vec<MachineRecord> {
+        self.all_records().into_iter().filter(MachineRecord::user_mode).collect()
     }
 
     fn all_swarms(&self) -> Vec<SwarmRecord> {
@@ -76,7 +82,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
 
     fn published_record(&self, name: &MachineName) -> Result<MachineRecord> {
         let record = self.load_record(name)?;
-        if record.api_port.is_none() {
+        if !record.user_mode() {
             return Err(Error::PortNeedsUserNetwork { name: name.to_string(), ip: record.ip });
         }
         Ok(record)
@@ -148,6 +154,18 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             }
         }
         self.home.update_swarm(swarm, |r| r.ports.retain(|p| p.forward.host != host))?;
+        Ok(())
+    }
+
+    /// [`Self::place_swarm_ports`] for the swarm of a user-mode machine that started, stopped or
+    /// went, saying what moved.
+    pub(crate) fn place_ports_of_swarm_of(&self, record: &MachineRecord) -> Result<()> {
+        let Some(swarm) = record.swarm.as_deref().filter(|_| record.user_mode()) else { return Ok(()) };
+        if let Ok(swarm) = swarm.parse() {
+            for note in self.place_swarm_ports(&swarm)? {
+                self.progress.say(&note);
+            }
+        }
         Ok(())
     }
 

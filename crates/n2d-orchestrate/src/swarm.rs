@@ -89,14 +89,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     pub fn check_network(&self, specs: &[MachineSpec]) -> Result<()> {
         let Some(first) = specs.first() else { return Ok(()) };
         if first.user_network() {
-            let held: Vec<_> = self
-                .home
-                .list_machines()
-                .into_iter()
-                .filter_map(|(_, r)| r.ok())
-                .filter(|r| r.api_port.is_some())
-                .map(|r| r.ip)
-                .collect();
+            let held: Vec<_> = self.user_mode_records().iter().map(|r| r.ip).collect();
             let free = n2d_net::user::capacity(&held, first.addresses);
             if specs.len() > free {
                 return Err(Error::BridgeTooSmall {
@@ -567,7 +560,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let rt = runtime()?;
         let worker = self.connect(&ep, 60)?;
         let (m, api) = self.reachable_manager(record, &rt)?;
-        if m.api_port.is_some() {
+        if m.user_mode() {
             return Err(Error::AddHostNeedsBridge { ip: m.ip });
         }
         let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };

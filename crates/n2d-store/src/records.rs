@@ -29,6 +29,12 @@ pub struct MachineRecord {
 }
 
 impl MachineRecord {
+    /// On user-mode networking: reached through forwards on 127.0.0.1 (`api_port`), holding
+    /// nothing host-wide.
+    pub fn user_mode(&self) -> bool {
+        self.api_port.is_some()
+    }
+
     /// Where the host reaches its Docker engine: the forward on 127.0.0.1 under user-mode
     /// networking, its address on the bridge otherwise.
     pub fn docker_host(&self) -> String {
