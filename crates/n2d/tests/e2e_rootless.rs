@@ -83,14 +83,7 @@ impl User {
     }
 
     fn docker_ok(&self, ns: &str, args: &[&str]) -> String {
-        let out = self.cmd(ns, "docker", args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "docker {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        run_ok(&mut self.cmd(ns, "docker", args))
     }
 
     /// Pids of the user's processes (every one of them was started by this test).
