@@ -28,11 +28,10 @@ pub fn execute_with(socket: &Path, name: &str, command: &str, arguments: Value) 
     let mut reader = BufReader::new(stream);
     read_reply(&mut reader, name, "greeting", true)?;
     for cmd in ["qmp_capabilities", command] {
-        let message = match &arguments {
-            Value::Null => json!({ "execute": cmd }),
-            args if cmd == command => json!({ "execute": cmd, "arguments": args }),
-            _ => json!({ "execute": cmd }),
-        };
+        let mut message = json!({ "execute": cmd });
+        if cmd == command && !arguments.is_null() {
+            message["arguments"] = arguments.clone();
+        }
         writeln!(writer, "{message}").map_err(sock_err)?;
         let reply = read_reply(&mut reader, name, cmd, false)?;
         if cmd == command {
@@ -103,6 +102,32 @@ mod tests {
         });
         let ret = execute(&path, "h1", "query-status").unwrap();
         assert_eq!(ret["status"], "running");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_monitor_command_carries_its_line_and_returns_its_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            writeln!(w, r#"{{"QMP": {{"version": {{}}}}}}"#).unwrap();
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            assert!(!line.contains("arguments"), "{line}");
+            writeln!(w, r#"{{"return": {{}}}}"#).unwrap();
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["execute"], "human-monitor-command");
+            assert_eq!(v["arguments"]["command-line"], "hostfwd_add uplink tcp:127.0.0.1:1-100.64.77.15:2");
+            writeln!(w, r#"{{"return": "Could not set up host forwarding rule\r\n"}}"#).unwrap();
+        });
+        let out = human(&path, "h1", "hostfwd_add uplink tcp:127.0.0.1:1-100.64.77.15:2").unwrap();
+        assert_eq!(out, "Could not set up host forwarding rule");
         server.join().unwrap();
     }
 }
