@@ -22,7 +22,6 @@ pub mod qmp;
 pub mod version;
 
 pub use accel::{detect_accel, Accel, AccelChoice, KvmDevice, NoKvm};
-pub use argv::UPLINK_NETDEV;
 pub use argv::{tcg_thread, TcgThread};
 pub use boot_failure::{classify_boot_failure, BootFailure};
 pub use qemu::{Qemu, StartReport, StopOutcome};
