@@ -35,7 +35,7 @@ pub fn read_config(sys: &dyn System) -> Result<GuestConfig> {
 pub mod tests {
     use super::*;
     use crate::sys::fake::FakeSystem;
-    use n2d_proto::{encode_config_disk, DockerConfig, GuestNetwork, TlsMaterial};
+    use n2d_proto::{encode_config_disk, Addressing, DockerConfig, GuestNetwork, TlsMaterial};
     use std::collections::BTreeMap;
 
     pub fn sample_config() -> GuestConfig {
@@ -43,9 +43,11 @@ pub mod tests {
             hostname: "node-1".into(),
             network: GuestNetwork {
                 mac: "52:54:00:12:34:56".into(),
-                address: "10.77.0.2".parse().unwrap(),
-                prefix_len: 24,
-                gateway: Some("10.77.0.1".parse().unwrap()),
+                addressing: Addressing::Static {
+                    address: "10.77.0.2".parse().unwrap(),
+                    prefix_len: 24,
+                    gateway: Some("10.77.0.1".parse().unwrap()),
+                },
                 dns: vec!["10.77.0.1".parse().unwrap(), "1.1.1.1".parse().unwrap()],
             },
             docker: DockerConfig {

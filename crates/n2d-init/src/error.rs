@@ -29,6 +29,8 @@ pub enum Error {
     },
     #[error("no disk with serial {serial} appeared within {waited_s} s")]
     DiskNotFound { serial: String, waited_s: u64 },
+    #[error("the config asks for DHCP, which this n2d-init does not do yet")]
+    DhcpUnsupported,
     #[error("mounting the root filesystem ({step})")]
     MountRoot {
         step: String,

@@ -3,7 +3,7 @@
 use crate::error::{write_err, Error, Result};
 use crate::log::info;
 use crate::sys::{poll, System};
-use n2d_proto::GuestConfig;
+use n2d_proto::{Addressing, GuestConfig};
 use std::time::Duration;
 
 pub fn write_identity(sys: &dyn System, config: &GuestConfig) -> Result<()> {
@@ -15,7 +15,8 @@ pub fn write_identity(sys: &dyn System, config: &GuestConfig) -> Result<()> {
             "/etc/hosts",
             format!(
                 "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{name}\n",
-                config.network.address
+                // A DHCP guest does not know its address yet: Debian's convention.
+                config.network.static_address().unwrap_or(std::net::Ipv4Addr::new(127, 0, 1, 1))
             ),
         ),
         ("/etc/resolv.conf", config.network.dns.iter().map(|ip| format!("nameserver {ip}\n")).collect()),
@@ -56,8 +57,11 @@ pub fn configure(sys: &dyn System, config: &GuestConfig) -> Result<String> {
     ip(sys, &["link", "set", "lo", "up"])?;
     let ifname = wait_interface(sys, &net.mac)?;
     ip(sys, &["link", "set", &ifname, "up"])?;
-    ip(sys, &["addr", "add", &format!("{}/{}", net.address, net.prefix_len), "dev", &ifname])?;
-    info!("network: {ifname} {}/{}", net.address, net.prefix_len);
+    let Addressing::Static { address, prefix_len, gateway } = net.addressing else {
+        return Err(Error::DhcpUnsupported);
+    };
+    ip(sys, &["addr", "add", &format!("{address}/{prefix_len}"), "dev", &ifname])?;
+    info!("network: {ifname} {address}/{prefix_len}");
     let gateway = match &config.uplink {
         Some(uplink) => {
             use n2d_proto::uplink::{GATEWAY, GUEST, PREFIX_LEN};
@@ -67,7 +71,7 @@ pub fn configure(sys: &dyn System, config: &GuestConfig) -> Result<String> {
             info!("uplink: {up} {GUEST}/{PREFIX_LEN}");
             Some(GATEWAY)
         }
-        None => net.gateway,
+        None => gateway,
     };
     if let Some(gateway) = gateway {
         ip(sys, &["route", "add", "default", "via", &gateway.to_string()])?;
@@ -80,6 +84,11 @@ mod tests {
     use super::*;
     use crate::config::tests::sample_config;
     use crate::sys::fake::FakeSystem;
+
+    fn set_gateway(config: &mut GuestConfig, to: Option<std::net::Ipv4Addr>) {
+        let Addressing::Static { gateway, .. } = &mut config.network.addressing else { panic!("static") };
+        *gateway = to;
+    }
 
     fn with_nics() -> FakeSystem {
         let sys = FakeSystem::new();
@@ -108,7 +117,7 @@ mod tests {
     fn no_gateway_means_no_default_route_and_missing_nic_is_fatal() {
         let sys = with_nics();
         let mut config = sample_config();
-        config.network.gateway = None;
+        set_gateway(&mut config, None);
         configure(&sys, &config).unwrap();
         assert!(!sys.calls().iter().any(|c| c.contains("route")));
 
@@ -121,7 +130,7 @@ mod tests {
         let sys = with_nics();
         let mut config = sample_config();
         config.network.mac = "52:54:00:aa:aa:aa".into();
-        config.network.gateway = None;
+        set_gateway(&mut config, None);
         config.uplink = Some(n2d_proto::GuestUplink { mac: "52:54:00:12:34:56".into() });
         assert_eq!(configure(&sys, &config).unwrap(), "eth0");
         assert_eq!(

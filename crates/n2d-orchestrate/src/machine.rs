@@ -10,7 +10,9 @@ use n2d_net::host::{AttachRequest, Claim};
 use n2d_net::tap_for;
 use n2d_net::user::{self, uplink_mac, UserNet};
 use n2d_pki::Ca;
-use n2d_proto::{encode_config_disk, DockerConfig, GuestConfig, GuestNetwork, GuestUplink, TlsMaterial};
+use n2d_proto::{
+    encode_config_disk, Addressing, DockerConfig, GuestConfig, GuestNetwork, GuestUplink, TlsMaterial,
+};
 use n2d_spec::machine::{MachineName, MachineSpec};
 use n2d_store::{remove_dir_all, write_atomic, Journal, MachineRecord, Operation};
 use n2d_swarm::{Connector, DockerApi};
@@ -262,9 +264,11 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             hostname: spec.name.to_string(),
             network: GuestNetwork {
                 mac: record.mac.clone(),
-                address: record.ip,
-                prefix_len: record.prefix_len,
-                gateway: (!user_mode).then_some(record.gateway),
+                addressing: Addressing::Static {
+                    address: record.ip,
+                    prefix_len: record.prefix_len,
+                    gateway: (!user_mode).then_some(record.gateway),
+                },
                 dns: if user_mode { vec![n2d_proto::uplink::DNS] } else { n2d_net::host_nameservers() },
             },
             docker: DockerConfig { tls, tcp_port: spec.docker_port() },

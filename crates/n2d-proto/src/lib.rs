@@ -22,10 +22,16 @@ pub const PAYLOAD_OFFSET: usize = 512;
 /// guest allocate gigabytes.
 pub const MAX_PAYLOAD: usize = 1024 * 1024;
 
-/// virtio-blk serial numbers by which the guest finds its disks (`/sys/block/vdX/serial`).
+/// virtio-blk serial numbers by which the guest finds its disks (`/sys/block/vdX/serial`) in
+/// n2d's own VMs, and the GPT partition names by which it finds them on an exported disk.
 pub const ROOT_DISK_SERIAL: &str = "n2d-root";
 pub const CONFIG_DISK_SERIAL: &str = "n2d-config";
 pub const DATA_DISK_SERIAL: &str = "n2d-data";
+
+/// Where an ISO export keeps the root filesystem and, made for one machine, its config disk's
+/// bytes (both as files on the ISO 9660 filesystem).
+pub const ISO_ROOTFS_PATH: &str = "n2d/rootfs.erofs";
+pub const ISO_CONFIG_PATH: &str = "n2d/config";
 
 /// Name of the virtio-serial port that carries [`ControlRequest`]s.
 pub const CONTROL_PORT_NAME: &str = "org.n2d.control";
@@ -80,13 +86,35 @@ pub mod uplink {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuestNetwork {
-    /// MAC address of the NIC to configure, lower-case `aa:bb:cc:dd:ee:ff`.
+    /// MAC address of the NIC to configure, lower-case `aa:bb:cc:dd:ee:ff`; empty: the first
+    /// Ethernet NIC (an exported disk, whose hypervisor picks the MAC).
+    #[serde(default)]
     pub mac: String,
-    pub address: Ipv4Addr,
-    pub prefix_len: u8,
-    pub gateway: Option<Ipv4Addr>,
+    pub addressing: Addressing,
+    /// Name servers; with DHCP, empty means the ones the lease names.
     #[serde(default)]
     pub dns: Vec<Ipv4Addr>,
+}
+
+/// How the guest's NIC gets its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", tag = "mode")]
+pub enum Addressing {
+    /// Fixed: n2d's own VMs (the address n2d allocated), or an export given `--ip`.
+    Static { address: Ipv4Addr, prefix_len: u8, gateway: Option<Ipv4Addr> },
+    /// Leased from a DHCP server on the NIC's network (an export given `--dhcp`, or an exported
+    /// disk booted without any config); the guest prints the leased address on its console.
+    Dhcp,
+}
+
+impl GuestNetwork {
+    /// The static address, if the NIC has one.
+    pub fn static_address(&self) -> Option<Ipv4Addr> {
+        match self.addressing {
+            Addressing::Static { address, .. } => Some(address),
+            Addressing::Dhcp => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,9 +224,11 @@ mod tests {
             hostname: "h1".into(),
             network: GuestNetwork {
                 mac: "52:54:00:12:34:56".into(),
-                address: Ipv4Addr::new(10, 77, 0, 2),
-                prefix_len: 24,
-                gateway: Some(Ipv4Addr::new(10, 77, 0, 1)),
+                addressing: Addressing::Static {
+                    address: Ipv4Addr::new(10, 77, 0, 2),
+                    prefix_len: 24,
+                    gateway: Some(Ipv4Addr::new(10, 77, 0, 1)),
+                },
                 dns: vec![],
             },
             docker: DockerConfig {

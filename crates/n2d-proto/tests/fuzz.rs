@@ -33,9 +33,15 @@ fn config() -> impl Strategy<Value = GuestConfig> {
         .prop_map(|(hostname, (mac, address, prefix_len, gateway, dns), (tls, tcp_port), labels)| {
             // Half the configs have a user-mode uplink.
             let uplink = (tcp_port % 2 == 0).then(|| GuestUplink { mac: mac.clone() });
+            // A quarter ask for DHCP.
+            let addressing = if tcp_port % 4 == 1 {
+                Addressing::Dhcp
+            } else {
+                Addressing::Static { address, prefix_len, gateway }
+            };
             GuestConfig {
                 hostname,
-                network: GuestNetwork { mac, address, prefix_len, gateway, dns },
+                network: GuestNetwork { mac, addressing, dns },
                 docker: DockerConfig { tls, tcp_port },
                 labels,
                 uplink,
@@ -115,9 +121,7 @@ fn the_label_caps_fit_the_guest_limit() {
         hostname: "a".repeat(63),
         network: GuestNetwork {
             mac: "52:54:00:12:34:56".into(),
-            address: Ipv4Addr::LOCALHOST,
-            prefix_len: 24,
-            gateway: None,
+            addressing: Addressing::Static { address: Ipv4Addr::LOCALHOST, prefix_len: 24, gateway: None },
             dns: vec![Ipv4Addr::LOCALHOST; 8],
         },
         docker: DockerConfig {
