@@ -69,6 +69,12 @@ pub enum ImageError {
     NotFound(String),
     #[error("image ID prefix {0:?} matches several images: give more characters")]
     Ambiguous(String),
+    #[error("cannot remove the image at {}", dir.display())]
+    Remove {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -86,6 +92,39 @@ pub fn list_images(home: &Home) -> Vec<Image> {
         .collect();
     images.sort_by_key(|i| std::cmp::Reverse(i.manifest.created_unix));
     images
+}
+
+/// Directories of the images directory that are not images n2d can read (an older n2d's, or
+/// damaged): nothing boots them, so `image prune` removes them.
+pub fn unreadable_images(home: &Home) -> Vec<PathBuf> {
+    let Ok(dir) = std::fs::read_dir(home.images_dir()) else { return Vec::new() };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.path().is_dir())
+        .filter(|e| read_json::<ImageManifest>(&e.path().join(MANIFEST_FILE)).is_err())
+        .map(|e| e.path())
+        .collect()
+}
+
+/// Removes an image from the store. It is renamed to a hidden name first, so that a removal
+/// cut short leaves no half image that lists or boots (the next build's sweep, or a second `rm`,
+/// finishes it).
+pub fn remove_image(home: &Home, dir: &std::path::Path) -> Result<(), ImageError> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let hidden = home.images_dir().join(format!(".rm-{name}"));
+    std::fs::rename(dir, &hidden).map_err(|source| ImageError::Remove { dir: dir.to_path_buf(), source })?;
+    n2d_store::remove_dir_all(&hidden)?;
+    Ok(())
+}
+
+/// Bytes of every file of an image on disk, by file name.
+pub fn image_files(image: &Image) -> Vec<(String, u64)> {
+    let Ok(dir) = std::fs::read_dir(&image.dir) else { return Vec::new() };
+    let mut files: Vec<(String, u64)> = dir
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), e.metadata().ok()?.len())))
+        .collect();
+    files.sort();
+    files
 }
 
 /// Finds an image by ID or unique ID prefix.

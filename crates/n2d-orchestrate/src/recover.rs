@@ -241,7 +241,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     }
 
     /// `.build-<id>-<pid>` trees in the images directory whose n2d is gone and whose journal
-    /// (if any) is not live: what a killed build (of this or an older n2d) left.
+    /// (if any) is not live: what a killed build (of this or an older n2d) left; and `.rm-<id>`
+    /// trees, what a killed `image rm` left.
     fn stale_build_trees(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.home.images_dir()) else { return Vec::new() };
         let live: Vec<String> = self
@@ -257,13 +258,24 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| is_build_tree(name) && !live.contains(name))
             .filter(|name| {
+                // An image `image rm` renamed away, cut short: removed under the home lock, which
+                // recovery holds too, so nobody is removing it now.
+                if is_removed_image(name) {
+                    return true;
+                }
                 let pid = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
-                pid.is_some_and(|pid| pid != std::process::id() && process_start(pid).is_none())
+                is_build_tree(name)
+                    && !live.contains(name)
+                    && pid.is_some_and(|pid| pid != std::process::id() && process_start(pid).is_none())
             })
             .collect()
     }
+}
+
+/// What `n2d_image::remove_image` renames an image to: `.rm-` and no path.
+fn is_removed_image(name: &str) -> bool {
+    name.starts_with(".rm-") && !name.contains('/') && !name.contains("..")
 }
 
 /// A staging tree's name: `.build-` and no path.

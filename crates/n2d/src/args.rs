@@ -211,6 +211,22 @@ pub enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show what an image is made of (its inputs) and the size of each part
+    Inspect {
+        /// Image ID or unique prefix
+        id: String,
+        /// The whole manifest as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove images no machine uses
+    Rm {
+        /// Image IDs or unique prefixes
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove every image no machine of this home uses
+    Prune,
 }
 
 #[derive(Debug, Args, Clone, Default)]

@@ -59,6 +59,10 @@ fn exit_code(err: &anyhow::Error) -> i32 {
             || c.is::<n2d_spec::swarm::SpecError>()
             || matches!(c.downcast_ref(), Some(n2d_store::StoreError::NoSuchMachine(_)))
             || matches!(c.downcast_ref(), Some(n2d_image::BuildError::UnusableInit { .. }))
+            || matches!(
+                c.downcast_ref(),
+                Some(n2d_image::ImageError::NotFound(_) | n2d_image::ImageError::Ambiguous(_))
+            )
             || c.downcast_ref::<n2d_net::NetError>().is_some_and(n2d_net::NetError::is_usage)
     });
     if usage {

@@ -302,3 +302,51 @@ fn add_host_refuses_bad_names_and_oversized_labels_before_any_connection() {
     }
     assert_eq!(std::fs::read_to_string(home.path().join("swarms/s.json")).unwrap(), record);
 }
+
+#[test]
+fn image_rm_and_prune_keep_what_a_machine_boots() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    let manifest = |id: &str| {
+        serde_json::json!({
+            "id": id, "kernel_release": "6.12", "created_unix": 1, "kernel_bytes": 1,
+            "initrd_bytes": 1, "rootfs_bytes": 1, "rootfs_unpacked_bytes": 1,
+            "recipe": { "suite": "trixie", "mirror": "", "packages": [], "kernel_package": "k",
+                        "initrd_modules": [], "boot_modules": [], "late_modules": [],
+                        "module_dirs": [], "init_sha256": "x" }
+        })
+    };
+    for id in ["aaaa1111", "bbbb2222"] {
+        let dir = home.join("images").join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("image.json"), manifest(id).to_string()).unwrap();
+        std::fs::write(dir.join("rootfs.erofs"), b"root").unwrap();
+    }
+    // Not an image this n2d can read: prune takes it too.
+    std::fs::create_dir_all(home.join("images/cccc3333")).unwrap();
+    let dir = home.join("machines/h1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = serde_json::json!({
+        "spec": { "name": "h1", "cpus": 1, "memory": 2147483648u64, "disk": 21474836480u64,
+                  "bridge": "n2d0", "image": "aaaa1111", "insecure_tcp": false, "labels": {} },
+        "ip": "10.77.0.2", "prefix_len": 24, "gateway": "10.77.0.1",
+        "mac": "52:54:00:00:00:01", "tap": "n2dt0", "swarm": null
+    });
+    std::fs::write(dir.join("machine.json"), record.to_string()).unwrap();
+
+    assert_eq!(run(&home, &["image", "inspect", "aaaa"]), 0);
+    assert_eq!(run(&home, &["image", "inspect", "zzzz"]), 2, "no such image");
+    assert_eq!(run(&home, &["image", "rm", "bbbb", "aaaa"]), 2, "aaaa is h1's");
+    assert!(home.join("images/bbbb2222").exists(), "nothing is removed when one ID is refused");
+    assert_eq!(run(&home, &["image", "prune"]), 0);
+    let mut left: Vec<String> = std::fs::read_dir(home.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["aaaa1111"]);
+    assert_eq!(run(&home, &["image", "rm", "aaaa"]), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(run(&home, &["image", "rm", "aaaa"]), 0);
+    assert_eq!(std::fs::read_dir(home.join("images")).unwrap().count(), 0);
+}

@@ -1,10 +1,14 @@
-//! `n2d image build` and `n2d image ls`, and the image a create boots.
+//! `n2d image build|ls|inspect|rm|prune`, and the image a create boots.
 
 use crate::args::{ImageBuildArgs, ImageCommand};
 use crate::context::Ctx;
+use crate::error::UsageError;
 use crate::progress::Step;
 use anyhow::Result;
-use n2d_image::{build_image, find_image, list_images, BuildOptions, Image};
+use n2d_image::{
+    build_image, find_image, image_files, list_images, remove_image, unreadable_images, BuildOptions, Image,
+};
+use std::collections::BTreeMap;
 
 pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
     match cmd {
@@ -38,7 +42,105 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
             }
             Ok(())
         }
+        ImageCommand::Inspect { id, json } => inspect(ctx, &id, json),
+        ImageCommand::Rm { ids } => {
+            let _lock = ctx.home.lock()?;
+            let users = image_users(ctx)?;
+            // Every ID is checked before anything is removed.
+            let images = ids.iter().map(|id| find_image(&ctx.home, id)).collect::<Result<Vec<_>, _>>()?;
+            for image in &images {
+                if let Some(machines) = users.get(&image.manifest.id) {
+                    return Err(UsageError::err(format!(
+                        "image {} is used by {}: remove those machines first (n2d rm NAME)",
+                        image.manifest.short_id(),
+                        machines.join(", ")
+                    )));
+                }
+            }
+            for image in &images {
+                remove_image(&ctx.home, &image.dir)?;
+                println!("removed {}", image.manifest.short_id());
+            }
+            Ok(())
+        }
+        ImageCommand::Prune => {
+            let _lock = ctx.home.lock()?;
+            let users = image_users(ctx)?;
+            let mut freed = 0;
+            for image in list_images(&ctx.home).iter().filter(|i| !users.contains_key(&i.manifest.id)) {
+                freed += image_files(image).iter().map(|(_, bytes)| bytes).sum::<u64>();
+                remove_image(&ctx.home, &image.dir)?;
+                println!("removed {}", image.manifest.short_id());
+            }
+            for dir in unreadable_images(&ctx.home) {
+                let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if users.contains_key(&name) {
+                    continue;
+                }
+                freed += dir_bytes(&dir);
+                remove_image(&ctx.home, &dir)?;
+                println!("removed {name} (not an image this n2d can read)");
+            }
+            println!("{} freed", mb(freed));
+            Ok(())
+        }
     }
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+/// Which machines of the home boot each image (by ID). A machine whose record cannot be read
+/// might use any image, so nothing may be removed until it is mended or removed.
+fn image_users(ctx: &Ctx) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut users: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, record) in ctx.home.list_machines() {
+        match record {
+            Ok(record) => users.entry(record.spec.image.clone()).or_default().push(name),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "cannot tell which image machine {name} uses: mend its record or remove it (n2d rm -f {name}) first"
+                )))
+            }
+        }
+    }
+    Ok(users)
+}
+
+fn inspect(ctx: &Ctx, id: &str, json: bool) -> Result<()> {
+    let image = find_image(&ctx.home, id)?;
+    let m = &image.manifest;
+    let users = image_users(ctx).unwrap_or_default();
+    let used_by = users.get(&m.id).cloned().unwrap_or_default();
+    if json {
+        let mut value = serde_json::to_value(m)?;
+        value["used_by"] = serde_json::json!(used_by);
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    let r = &m.recipe;
+    println!("Image:     {}", m.id);
+    println!(
+        "Suite:     {}{}",
+        r.suite,
+        if r.mirror.is_empty() { String::new() } else { format!(" from {}", r.mirror) }
+    );
+    println!("Kernel:    {} ({})", m.kernel_release, r.kernel_package);
+    println!("Packages:  {}", r.packages.join(" "));
+    println!("Init:      sha256 {}", r.init_sha256);
+    println!("Built:     {} (unix time)", m.created_unix);
+    println!("Used by:   {}", if used_by.is_empty() { "no machine".to_string() } else { used_by.join(", ") });
+    println!("Files:");
+    let files = image_files(&image);
+    for (name, bytes) in &files {
+        println!("  {name:<14} {:>10}", mb(*bytes));
+    }
+    println!("  {:<14} {:>10}", "total", mb(files.iter().map(|(_, b)| b).sum()));
+    println!("Root filesystem: {} unpacked, {} as erofs", mb(m.rootfs_unpacked_bytes), mb(m.rootfs_bytes));
+    Ok(())
 }
 
 /// The image to boot: the one named, else the newest built, else a fresh build of the default.

@@ -76,7 +76,7 @@ pub fn default_network() -> String {
 fn changes_state(command: &Command) -> bool {
     use crate::args::{ImageCommand, SwarmCommand};
     match command {
-        Command::Image(ImageCommand::Build(_))
+        Command::Image(ImageCommand::Build(_) | ImageCommand::Rm { .. } | ImageCommand::Prune)
         | Command::Create(_)
         | Command::Start { .. }
         | Command::Stop(_)
