@@ -24,4 +24,4 @@ cargo test --locked --workspace
 # A plain release build of the workspace, as a contributor makes it: it also leaves a
 # glibc-linked n2d-init in target/release/, which n2d must not pick up (it embeds its own).
 cargo build --release --locked
-cargo test --release --locked -p n2d --test e2e_host --test e2e_homes --test e2e_kill --test e2e_swarm --test e2e_rootless --test e2e_faults -- --ignored --nocapture --test-threads=1
+cargo test --release --locked -p n2d --test e2e_host --test e2e_homes --test e2e_kill --test e2e_rootless --test e2e_faults -- --ignored --nocapture --test-threads=1

@@ -4,13 +4,16 @@
 //! build happens in network namespaces of the test's own (`n2d-e2e-faults-*`), deleted with
 //! every QEMU, tap and mount the test made, pass or fail.
 //!
-//! 1. One swarm (3 managers + 1 worker, 1 GiB each) for two faults in turn: its leader's QEMU
+//! 1. One swarm (3 managers + 1 worker, 1 GiB each; bad input refused first, a label rule, an
+//!    image loaded without a registry, a stack with an overlay network behind the routing mesh,
+//!    create re-run changing nothing) for two faults in turn: its leader's QEMU
 //!    SIGKILLed (a new leader, `swarm ls`/`swarm env` and the docker context move to a live
 //!    manager, the service answers through the routing mesh on the survivors), then, with the
 //!    leader still down, a host reboot (every QEMU killed, taps, bridge and the host-wide state
 //!    file gone: `start --all` brings the whole swarm back, Ready, its service answering on
 //!    every node, and the killed leader with its images, its `--restart always` container and
-//!    its swarm membership).
+//!    its swarm membership). Then an engine n2d did not make joins it (`swarm add-host`), it
+//!    scales down, and `swarm rm` leaves nothing but that host, out of the swarm.
 //! 2. `$N2D_HOME` on a full tmpfs: `create` fails with a clear error and leaves nothing; once
 //!    space is back, 3 `n2d create` processes in parallel in that home get distinct addresses
 //!    and taps and are all reachable.
@@ -77,7 +80,15 @@ fn a_swarm_survives_losing_its_leader_a_node_and_the_host() {
     let work = tempfile::tempdir().unwrap();
     let ns = Netns::new("n2d-e2e-faults-swarm", &home);
 
-    ns.n2d_ok(&["swarm", "create", "--prefix", SWARM, "--managers", "3", "--workers", "1", "--memory", "1G"]);
+    // Bad input is refused before any VM starts.
+    assert_eq!(ns.n2d(&["swarm", "create", "--managers", "0"]).status.code(), Some(2));
+    assert_eq!(ns.n2d(&["swarm", "create", "--label", "zone=a@n2d-wrkr-9"]).status.code(), Some(2));
+    assert!(ns.qemu_pids().is_empty());
+
+    let create = ["swarm", "create", "--prefix", SWARM, "--managers", "3", "--workers", "1"];
+    let started = std::time::Instant::now();
+    ns.n2d_ok(&[&create[..], &["--memory", "1G", "--label", "zone=a@flt-wrkr-0"]].concat());
+    eprintln!("swarm create took {:.1}s", started.elapsed().as_secs_f64());
     let ips: Vec<String> = NODES.iter().map(|n| ns.n2d_ok(&["ip", n]).trim().to_string()).collect();
     let host_of = |node: &str| format!("tcp://{}:2376", ips[NODES.iter().position(|n| *n == node).unwrap()]);
     let taps: Vec<String> = NODES
@@ -96,26 +107,19 @@ fn a_swarm_survives_losing_its_leader_a_node_and_the_host() {
     let saved = work.path().join("web.tar");
     ns.docker_ok(&mngr0_env, &["save", "-o", saved.to_str().unwrap(), "n2d-test/web:1"]);
     ns.n2d_ok(&["swarm", "load", SWARM, saved.to_str().unwrap()]);
+    let not_an_archive = work.path().join("junk.tar");
+    std::fs::write(&not_an_archive, b"not a tar").unwrap();
+    assert_eq!(ns.n2d(&["swarm", "load", SWARM, not_an_archive.to_str().unwrap()]).status.code(), Some(2));
     let swarm_env = env_of(&ns, &["swarm", "env", SWARM]);
-    ns.docker_ok(
+    let zone = ns.docker_ok(
         &swarm_env,
-        &[
-            "service",
-            "create",
-            "--detach",
-            "--no-resolve-image",
-            "--name",
-            "web",
-            "--replicas",
-            "3",
-            "--publish",
-            "8080:80",
-            "n2d-test/web:1",
-            "/bin/sh",
-            "-c",
-            "echo hello-from-$(hostname) > /index.html && exec /bin/httpd -f -p 80 -h /",
-        ],
+        &["node", "inspect", "flt-wrkr-0", "--format", "{{index .Spec.Labels \"zone\"}}"],
     );
+    assert_eq!(zone.trim(), "a");
+    // A stack: 3 replicas behind the routing mesh on 8080, on an overlay network of its own.
+    let compose = work.path().join("stack.yml");
+    std::fs::write(&compose, web_stack(3)).unwrap();
+    ns.docker_ok(&swarm_env, &["stack", "deploy", "-c", compose.to_str().unwrap(), "demo"]);
     ns.docker_ok(
         &mngr0_env,
         &[
@@ -137,6 +141,11 @@ fn a_swarm_survives_losing_its_leader_a_node_and_the_host() {
     for ip in &ips {
         assert!(wait_http(&ns, ip, 8080, 300), "routing mesh: nothing answers on {ip}:8080");
     }
+    // Re-running create on the healthy swarm changes nothing; ls reports it healthy.
+    ns.n2d_ok(&create);
+    assert_eq!(ns.qemu_pids().len(), 4);
+    let ls = ns.n2d_ok(&["swarm", "ls"]);
+    assert!(ls.lines().any(|l| l.starts_with("flt ") && l.contains("4/4")), "{ls}");
 
     // --- The leader's QEMU is SIGKILLed -------------------------------------------------------
     // The first manager inited the swarm: it leads, and the swarm's docker context names it.
@@ -219,7 +228,7 @@ fn a_swarm_survives_losing_its_leader_a_node_and_the_host() {
     }
     for ip in &ips {
         if !wait_http(&ns, ip, 8080, 600) {
-            let tasks = ns.docker(&env_after, &["service", "ps", "web"]);
+            let tasks = ns.docker(&env_after, &["service", "ps", "demo_web"]);
             panic!(
                 "after the reboot, nothing answers on {ip}:8080; tasks:\n{}",
                 String::from_utf8_lossy(&tasks.stdout)
@@ -239,7 +248,45 @@ fn a_swarm_survives_losing_its_leader_a_node_and_the_host() {
     let again = ns.n2d_ok(&["start", "--all"]);
     assert_eq!(again.lines().filter(|l| l.ends_with(": already running")).count(), 4, "{again}");
 
+    // Hybrid: an engine n2d did not make part of this swarm (a lone n2d host) joins as a worker.
+    ns.n2d_ok(&["create", "ext1", "--memory", "1G"]);
+    let ext_ip = ns.n2d_ok(&["ip", "ext1"]).trim().to_string();
+    let cert = |f: &str| certs.join(f).to_string_lossy().into_owned();
+    ns.n2d_ok(&[
+        "swarm",
+        "add-host",
+        SWARM,
+        "--host",
+        &format!("tcp://{ext_ip}:2376"),
+        "--as",
+        "ext1",
+        "--tlscacert",
+        &cert("ca.pem"),
+        "--tlscert",
+        &cert("cert.pem"),
+        "--tlskey",
+        &cert("key.pem"),
+        "--label",
+        "origin=external",
+    ]);
+    let origin = ns.docker_ok(
+        &env_after,
+        &["node", "inspect", "ext1", "--format", "{{index .Spec.Labels \"origin\"}} {{.Status.State}}"],
+    );
+    assert_eq!(origin.trim(), "external ready");
+
+    // Scale down: the worker drained and removed; the service keeps answering.
+    ns.n2d_ok(&["swarm", "scale", SWARM, "--workers", "0"]);
+    let nodes = ns.docker_ok(&env_after, &["node", "ls", "--format", "{{.Hostname}}"]);
+    assert!(!nodes.contains("flt-wrkr-0") && nodes.lines().count() == 4, "{nodes}");
+    assert!(wait_http(&ns, &ips[0], 8080, 300), "service lost after scale down");
+
     ns.n2d_ok(&["swarm", "rm", SWARM]);
+    // The external host left the swarm but was not touched otherwise.
+    let ext_env = env_of(&ns, &["env", "ext1"]);
+    let state = ns.docker_ok(&ext_env, &["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+    assert_eq!(state.trim(), "inactive");
+    ns.n2d_ok(&["rm", "-f", "ext1"]);
     assert!(ns.qemu_pids().is_empty(), "swarm rm left QEMU running");
     assert_eq!(ns.links(), Vec::<String>::new(), "swarm rm left links behind");
     assert!(!ns.host_state_file().exists(), "swarm rm left host-wide network state");
