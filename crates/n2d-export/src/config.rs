@@ -58,6 +58,16 @@ pub enum ConfigError {
     Pki(#[from] PkiError),
 }
 
+impl ConfigError {
+    /// A mistake in the command line (`--gateway`, an `--ip` the CA cannot vouch for).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ConfigError::GatewayOffNetwork { .. } | ConfigError::Pki(PkiError::AddressNotPermitted { .. })
+        )
+    }
+}
+
 impl ExportNetwork {
     /// Checks that the gateway is on the address's network.
     pub fn check(&self) -> Result<(), ConfigError> {

@@ -117,6 +117,17 @@ pub fn parse_formats(input: &str) -> Result<Vec<Format>, ExportError> {
     Ok(formats)
 }
 
+/// The value of `--format`: one or more formats (see [`parse_formats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormatList(pub Vec<Format>);
+
+impl std::str::FromStr for FormatList {
+    type Err = ExportError;
+    fn from_str(s: &str) -> Result<Self, ExportError> {
+        parse_formats(s).map(FormatList)
+    }
+}
+
 /// The file name of an export: `n2d-<short id>[-<machine>].<ext>`.
 pub fn file_name(short_id: &str, machine: Option<&str>, extension: &str) -> String {
     match machine {
@@ -178,6 +189,10 @@ impl ExportError {
                 | ExportError::HyperVNeedsVhdx
                 | ExportError::Layout(_)
         )
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, ExportError::Interrupted)
     }
 }
 
@@ -296,6 +311,19 @@ pub fn preflight(req: &ExportRequest<'_>) -> Result<(), ExportError> {
             "plan",
         )?;
     }
+    Ok(())
+}
+
+/// The output directory exists, is a directory, and a file can be made in it.
+pub fn check_output_dir(out: &Path) -> Result<(), ExportError> {
+    let fail = |source| ExportError::OutputDir { dir: out.to_path_buf(), source };
+    let meta = std::fs::metadata(out).map_err(fail)?;
+    if !meta.is_dir() {
+        return Err(fail(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory")));
+    }
+    let probe = out.join(format!(".n2d-export-probe-{}", std::process::id()));
+    std::fs::File::create(&probe).map_err(fail)?;
+    let _ = std::fs::remove_file(&probe);
     Ok(())
 }
 
