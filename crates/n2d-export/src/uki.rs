@@ -115,12 +115,33 @@ pub fn objcopy_command(stub_path: &Path, stub: &StubLayout, sections: &[Section]
     cmd.arg(stub_path).arg(out)
 }
 
-/// Sets the PE timestamp (COFF TimeDateStamp) of an image in place: objcopy may write the
-/// time of the run. The PE checksum is left as it is (UEFI firmware does not check it).
+/// Sets the PE timestamp (COFF TimeDateStamp) of an image in place, and its checksum again:
+/// objcopy writes the time of the run there, so two runs would differ in both.
 pub fn set_pe_timestamp(pe: &mut [u8], unix: u32) -> Result<(), NotPe> {
     let coff = coff_offset(pe)?;
     pe.get_mut(coff + 4..coff + 8).ok_or(NotPe("truncated"))?.copy_from_slice(&unix.to_le_bytes());
+    let checksum_at = coff + 20 + 64;
+    pe.get_mut(checksum_at..checksum_at + 4).ok_or(NotPe("truncated"))?.fill(0);
+    let sum = pe_checksum(pe, checksum_at);
+    pe[checksum_at..checksum_at + 4].copy_from_slice(&sum.to_le_bytes());
     Ok(())
+}
+
+/// The PE image checksum (as `imagehlp`'s CheckSumMappedFile): 16-bit one's-complement-style
+/// sum of the file with the checksum field skipped, folded, plus the file's length.
+pub fn pe_checksum(pe: &[u8], checksum_at: usize) -> u32 {
+    let mut sum: u64 = 0;
+    for (i, chunk) in pe.chunks(2).enumerate() {
+        let at = i * 2;
+        if at >= checksum_at && at < checksum_at + 4 {
+            continue;
+        }
+        let word = u64::from(chunk[0]) | u64::from(*chunk.get(1).unwrap_or(&0)) << 8;
+        sum += word;
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    (sum as u32).wrapping_add(pe.len() as u32)
 }
 
 /// The `.osrel` section: what the stub and boot menus show.
@@ -190,6 +211,9 @@ pub(crate) mod tests {
         let mut pe = fake_pe();
         set_pe_timestamp(&mut pe, 7).unwrap();
         assert_eq!(&pe[0x88..0x8C], &7u32.to_le_bytes());
+        let checksum = u32::from_le_bytes(pe[0xD8..0xDC].try_into().unwrap());
+        assert_eq!(checksum, pe_checksum(&pe, 0xD8));
+        assert_ne!(checksum, 0);
     }
 
     #[test]
