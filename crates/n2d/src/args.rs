@@ -236,7 +236,7 @@ the rest. Without --for the machine runs DHCP and serves Docker on its local con
 --for NAME it gets a TLS endpoint on port 2376 with a certificate for NAME.internal, NAME.local, \
 NAME.mshome.net and the --ip, and `n2d adopt NAME --host tcp://ADDRESS:2376` records it.")]
 pub struct ImageExportArgs {
-    /// Image ID (or prefix) [default: the newest image, built if there is none]
+    /// Image ID (or prefix) [default: the newest image; none is built]
     pub id: Option<String>,
     /// One or more of raw, qcow2, vhdx, vmdk, iso, separated by commas
     #[arg(long, short = 'f', value_name = "FORMAT[,FORMAT...]")]
