@@ -95,8 +95,12 @@ main() {
         "qemu-system-x86=$qemu_version" "qemu-system-common=$qemu_version" "qemu-utils=$qemu_version" >/dev/null
 
     packages=(mmdebstrap erofs-utils lz4 xz-utils kmod iproute2 iptables vde2 uidmap dpkg ca-certificates)
+    # `n2d image export`: objcopy and systemd's EFI stub for the unified kernel image, xorriso
+    # and ISOLINUX for the hybrid ISO.
+    packages+=(binutils systemd-boot-efi xorriso isolinux syslinux-common)
     command -v docker >/dev/null || packages+=(docker.io)
-    [ "${1:-}" = --tests ] && packages+=(busybox-static curl tar)
+    # Tests: sgdisk reads exported disks back, OVMF boots them under UEFI.
+    [ "${1:-}" = --tests ] && packages+=(busybox-static curl tar gdisk ovmf)
     echo "installing ${packages[*]}..."
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 

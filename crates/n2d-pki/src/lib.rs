@@ -167,10 +167,28 @@ impl Ca {
     /// Its DNS names are `MACHINE.internal` and `MACHINE.local`, which the CA's name
     /// constraints permit; an address outside [`PERMITTED_IPV4`] is refused.
     pub fn issue_server(&self, machine: &MachineName, ips: &[IpAddr]) -> Result<CertAndKey, PkiError> {
+        self.issue_server_in(machine, &SERVER_DOMAINS, ips)
+    }
+
+    /// A server certificate for an exported disk made for `machine` (`n2d image export --for`):
+    /// as [`Ca::issue_server`], plus `MACHINE.mshome.net`, the name Hyper-V's default switch
+    /// gives it. The bare machine name is not added: the CA's name constraints permit no name
+    /// without one of their domains, and a verifier (Go's, the docker CLI's) refuses the whole
+    /// certificate for one such name.
+    pub fn issue_export_server(&self, machine: &MachineName, ips: &[IpAddr]) -> Result<CertAndKey, PkiError> {
+        self.issue_server_in(machine, &PERMITTED_DNS, ips)
+    }
+
+    fn issue_server_in(
+        &self,
+        machine: &MachineName,
+        domains: &[&str],
+        ips: &[IpAddr],
+    ) -> Result<CertAndKey, PkiError> {
         if let Some(&ip) = ips.iter().find(|ip| !is_permitted(**ip)) {
             return Err(PkiError::AddressNotPermitted { ip });
         }
-        let dns: Vec<String> = SERVER_DOMAINS.iter().map(|d| format!("{}.{d}", machine.as_str())).collect();
+        let dns: Vec<String> = domains.iter().map(|d| format!("{}.{d}", machine.as_str())).collect();
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(PkiError::Generate)?;
         // A DNS name, not the bare machine name: a verifier that reads the subject's CN checks it
         // against the name constraints too.
@@ -345,6 +363,30 @@ mod tests {
         // The user's client certificate (no SANs) passes the same CA, for client use.
         let client = std::fs::read_to_string(dir.path().join(CLIENT_CERT)).unwrap();
         verify(ca.cert_pem(), &client, KeyUsage::client_auth()).unwrap();
+    }
+
+    #[test]
+    fn an_export_certificate_adds_mshome_net_and_verifies_under_the_constraints() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let server =
+            ca.issue_export_server(&machine("web1"), &[ip("127.0.0.1"), ip("192.168.1.50")]).unwrap();
+        assert_eq!(
+            sans(&server.cert_pem),
+            ["web1.internal", "web1.local", "web1.mshome.net", "127.0.0.1", "192.168.1.50"]
+        );
+        for name in [
+            ServerName::try_from("web1.mshome.net").unwrap(),
+            ServerName::try_from("web1.local").unwrap(),
+            ServerName::from(ip("192.168.1.50")),
+        ] {
+            verify_server_for(ca.cert_pem(), &server.cert_pem, name.clone())
+                .unwrap_or_else(|e| panic!("{name:?}: {e}"));
+        }
+        assert!(matches!(
+            ca.issue_export_server(&machine("web1"), &[ip("8.8.8.8")]),
+            Err(PkiError::AddressNotPermitted { .. })
+        ));
     }
 
     #[test]

@@ -303,3 +303,44 @@ mod tests {
         assert!(matches!(home.load_machine(&b), Err(StoreError::InvalidName { .. })));
     }
 }
+
+/// A machine n2d did not boot: a disk exported with `n2d image export --for NAME`, booted by
+/// another hypervisor and recorded by `n2d adopt NAME --host tcp://…` (`hosts/NAME.json`). Its
+/// engine answers with a certificate from this home's CA, so the home's client certificate
+/// reaches it, as it reaches a machine n2d runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptedHost {
+    pub name: MachineName,
+    /// `tcp://HOST:2376`
+    pub docker_host: String,
+}
+
+impl Home {
+    /// `hosts/`: the adopted machines.
+    pub fn hosts_dir(&self) -> PathBuf {
+        self.root().join("hosts")
+    }
+
+    fn adopted_file(&self, name: &MachineName) -> PathBuf {
+        self.hosts_dir().join(format!("{name}.json"))
+    }
+
+    /// The adopted machine of that name, if any.
+    pub fn load_adopted(&self, name: &MachineName) -> Result<Option<AdoptedHost>, StoreError> {
+        let host: Option<AdoptedHost> = read_json_opt(&self.adopted_file(name))?;
+        match host {
+            Some(h) if &h.name != name => Err(invalid_name(
+                "machine",
+                h.name.as_str(),
+                format!("{} holds the record of another machine", self.adopted_file(name).display()),
+            )),
+            other => Ok(other),
+        }
+    }
+
+    pub fn save_adopted(&self, host: &AdoptedHost) -> Result<(), StoreError> {
+        crate::ensure_dir(&self.hosts_dir())?;
+        write_json(&self.adopted_file(&host.name), host)
+    }
+}

@@ -81,6 +81,18 @@ pub enum Command {
     },
     /// Check that this host has what `create` needs: one line per check, with the fix
     Doctor(DoctorArgs),
+    /// Record a machine booted elsewhere from `n2d image export --for NAME` (its Docker
+    /// endpoint is checked first), so that `env`, docker contexts and `swarm add-host` work
+    Adopt(AdoptArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AdoptArgs {
+    /// The name given to `image export --for`
+    pub name: MachineName,
+    /// Its Docker endpoint, e.g. tcp://192.168.1.50:2376 or tcp://NAME.mshome.net:2376
+    #[arg(long)]
+    pub host: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,7 +183,8 @@ pub struct PortArgs {
 #[derive(Debug, Args)]
 pub struct AddHostArgs {
     pub name: SwarmName,
-    /// The engine to join, e.g. tcp://192.168.1.20:2376
+    /// The engine to join, e.g. tcp://192.168.1.20:2376, or the name of a machine recorded by
+    /// `n2d adopt` (its endpoint and this home's certificates are used)
     #[arg(long)]
     pub host: String,
     /// Name to record the host under [default: from --host]
@@ -227,6 +240,52 @@ pub enum ImageCommand {
     },
     /// Remove every image no machine of this home uses
     Prune,
+    /// Write an image as bootable disks (GPT, UEFI) or a hybrid ISO (BIOS and UEFI) for other
+    /// hypervisors: files named n2d-<short id>[-<machine>].<img|qcow2|vhdx|vmdk|iso>
+    Export(ImageExportArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+#[command(after_help = "Disks: an EFI system partition with a unified kernel image, the read-only root \
+(n2d-root), a config partition (n2d-config) and a data partition (n2d-data, /var/lib/docker) filling \
+the rest. Without --for the machine runs DHCP and serves Docker on its local console only; with \
+--for NAME it gets a TLS endpoint on port 2376 with a certificate for NAME.internal, NAME.local, \
+NAME.mshome.net and the --ip, and `n2d adopt NAME --host tcp://ADDRESS:2376` records it.")]
+pub struct ImageExportArgs {
+    /// Image ID (or prefix) [default: the newest image; none is built]
+    pub id: Option<String>,
+    /// One or more of raw, qcow2, vhdx, vmdk, iso, separated by commas
+    #[arg(long, short = 'f', value_name = "FORMAT[,FORMAT...]")]
+    pub format: n2d_export::FormatList,
+    /// Directory to write the files to (it must exist)
+    #[arg(long, short = 'o', default_value = ".")]
+    pub output: PathBuf,
+    /// Size of the disk formats (sparse: the data partition takes what the rest leaves)
+    #[arg(long, default_value = n2d_export::DEFAULT_DISK_SIZE)]
+    pub disk_size: n2d_spec::machine::ByteSize,
+    /// Make the export for one machine: its hostname, TLS certificate and network settings
+    /// go into the config partition (the ISO's n2d/config)
+    #[arg(long = "for", value_name = "NAME")]
+    pub for_name: Option<MachineName>,
+    /// Static address with prefix length, e.g. 192.168.1.50/24 (needs --for and --gateway)
+    #[arg(long, value_name = "CIDR", requires_all = ["for_name", "gateway"], conflicts_with = "dhcp")]
+    pub ip: Option<n2d_export::config::HostCidr>,
+    /// Default gateway of a static address (needs --ip)
+    #[arg(long, value_name = "IP", requires = "ip")]
+    pub gateway: Option<std::net::Ipv4Addr>,
+    /// Name server of a static address (repeatable) [default: the gateway]
+    #[arg(long, value_name = "IP", requires = "ip")]
+    pub dns: Vec<std::net::Ipv4Addr>,
+    /// Lease the address by DHCP (the default for --for)
+    #[arg(long, requires = "for_name")]
+    pub dhcp: bool,
+    /// Docker engine label KEY=VALUE (repeatable; needs --for)
+    #[arg(long = "label", requires = "for_name")]
+    pub labels: Vec<String>,
+    /// Also write a PowerShell script that creates and starts a Generation 2 Hyper-V VM from
+    /// the VHDX (needs vhdx in --format)
+    #[arg(long)]
+    pub hyperv: bool,
 }
 
 #[derive(Debug, Args, Clone, Default)]

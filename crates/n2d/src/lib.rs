@@ -49,6 +49,8 @@ fn exit_code(err: &anyhow::Error) -> i32 {
         orchestration(c, n2d_orchestrate::Error::is_interrupted)
             || matches!(c.downcast_ref(), Some(n2d_vm::VmError::Interrupted { .. }))
             || matches!(c.downcast_ref(), Some(n2d_store::StoreError::LockInterrupted { .. }))
+            || c.downcast_ref::<n2d_export::ExportError>()
+                .is_some_and(n2d_export::ExportError::is_interrupted)
     }) {
         return 130;
     }

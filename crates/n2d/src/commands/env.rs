@@ -38,6 +38,14 @@ pub fn render(shell: Shell, docker_host: &str, cert_path: Option<&str>, eval_hin
 }
 
 pub fn machine_env(ctx: &Ctx, name: &n2d_spec::machine::MachineName, shell: Shell) -> Result<()> {
+    // A machine booted elsewhere from an export (`n2d adopt`) is reached with the same certs.
+    if !ctx.home.machine_exists(name) {
+        if let Some(host) = ctx.home.load_adopted(name)? {
+            let certs = ctx.home.certs_dir().to_string_lossy().into_owned();
+            print!("{}", render(shell, &host.docker_host, Some(&certs), &format!("n2d env {name}")));
+            return Ok(());
+        }
+    }
     let record = ctx.load_record(name)?;
     let certs = ctx.home.certs_dir();
     let cert_path = (!record.spec.insecure_tcp).then(|| certs.to_string_lossy().into_owned());

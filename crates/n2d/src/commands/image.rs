@@ -1,10 +1,12 @@
-//! `n2d image build|ls|inspect|rm|prune`, and the image a create boots.
+//! `n2d image build|ls|inspect|rm|prune|export`, and the image a create boots.
 
-use crate::args::{ImageBuildArgs, ImageCommand};
+use crate::args::{ImageBuildArgs, ImageCommand, ImageExportArgs};
 use crate::context::Ctx;
 use crate::error::UsageError;
 use crate::progress::Step;
 use anyhow::Result;
+use n2d_export::config::{machine_config, ExportNetwork};
+use n2d_export::{ExportRequest, ForMachine, Format};
 use n2d_image::{
     build_image, find_image, image_files, list_images, remove_image, unreadable_images, BuildOptions, Image,
 };
@@ -17,6 +19,7 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
             println!("{}", image.manifest.id);
             Ok(())
         }
+        ImageCommand::Export(args) => export(ctx, &args),
         ImageCommand::Ls { json } => {
             let images = list_images(&ctx.home);
             if json {
@@ -181,4 +184,89 @@ pub fn build_default_image(ctx: &Ctx, args: &ImageBuildArgs) -> Result<Image> {
 
 pub fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// `n2d image export`: checks the flags, makes the config of `--for NAME`, writes the files.
+fn export(ctx: &Ctx, args: &ImageExportArgs) -> Result<()> {
+    let formats = args.format.0.clone();
+    if args.hyperv && !formats.contains(&Format::Vhdx) {
+        return Err(UsageError::err(n2d_export::ExportError::HyperVNeedsVhdx.to_string()));
+    }
+    let network = match (args.ip, args.gateway) {
+        (Some(cidr), Some(gateway)) => ExportNetwork::Static { cidr, gateway, dns: args.dns.clone() },
+        _ => ExportNetwork::Dhcp,
+    };
+    network.check().map_err(|e| UsageError::err(e.to_string()))?;
+    let labels = args
+        .labels
+        .iter()
+        .map(|l| n2d_spec::machine::parse_label(l))
+        .collect::<Result<std::collections::BTreeMap<_, _>, _>>()?;
+    n2d_export::check_output_dir(&args.output).map_err(export_error)?;
+    // An export never builds: it writes what was built.
+    let image = match args.id.as_deref() {
+        Some(id) => find_image(&ctx.home, id)?,
+        None => list_images(&ctx.home)
+            .into_iter()
+            .next()
+            .ok_or_else(|| UsageError::err("no image to export: build one first with `n2d image build`"))?,
+    };
+    let machine = match &args.for_name {
+        Some(name) => {
+            // The CA is made under the state lock, as a create makes it.
+            let _lock = ctx.home.lock()?;
+            let ca = n2d_pki::Ca::load_or_create(&ctx.home.certs_dir())?;
+            let config = machine_config(&ca, name, &network, labels).map_err(|e| {
+                if e.is_usage() {
+                    UsageError::err(format!("{:#}", anyhow::Error::new(e)))
+                } else {
+                    anyhow::Error::new(e)
+                }
+            })?;
+            let config_disk = n2d_proto::encode_config_disk(&config)?;
+            Some(ForMachine { name: name.to_string(), config_disk })
+        }
+        None => None,
+    };
+    let hyperv = args
+        .hyperv
+        .then(|| n2d_export::hyperv::HyperV { static_ip: network.static_address(), ..Default::default() });
+    let req = ExportRequest {
+        image: &image,
+        formats: formats.clone(),
+        output_dir: args.output.clone(),
+        disk_size: args.disk_size.0,
+        machine,
+        hyperv,
+        cancel: Some(&ctx.cancel),
+    };
+    n2d_export::preflight(&req).map_err(export_error)?;
+    let names: Vec<&str> = formats.iter().map(|f| f.name()).collect();
+    let step = Step::start(format!("Exporting image {} as {}", image.manifest.short_id(), names.join(", ")));
+    let files =
+        n2d_export::export(&ctx.runner, &req, &|stage| step.set(stage.describe())).map_err(export_error)?;
+    step.done(format!("Exported image {}", image.manifest.short_id()));
+    for f in &files {
+        let on_disk =
+            if f.allocated < f.bytes { format!(" ({} on disk)", mb(f.allocated)) } else { String::new() };
+        println!("{}  {}{on_disk}", f.path.display(), mb(f.bytes));
+    }
+    if let (Some(name), true) = (&args.for_name, args.hyperv) {
+        eprintln!(
+            "Run the .ps1 script on the Hyper-V host, then: n2d adopt {name} --host tcp://ADDRESS:2376"
+        );
+    } else if let Some(name) = &args.for_name {
+        let host = network.static_address().map_or_else(|| format!("{name}.mshome.net"), |ip| ip.to_string());
+        eprintln!("Once it runs: n2d adopt {name} --host tcp://{host}:2376");
+    }
+    Ok(())
+}
+
+/// An export's usage errors exit 2; the rest keep their chain.
+fn export_error(e: n2d_export::ExportError) -> anyhow::Error {
+    if e.is_usage() {
+        UsageError::err(e.to_string())
+    } else {
+        anyhow::Error::new(e)
+    }
 }

@@ -1,5 +1,6 @@
 //! One module per group of commands, each clap → library call → print; [`run`] dispatches.
 
+pub mod adopt;
 pub mod docs;
 pub mod doctor;
 pub mod env;
@@ -54,6 +55,7 @@ pub fn run(command: Command) -> Result<()> {
         Command::Swarm(cmd) => swarm::run(&ctx, cmd),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
         Command::Doctor(args) => doctor::run(&ctx, args),
+        Command::Adopt(args) => adopt::adopt(&ctx, &args),
     }
 }
 
@@ -82,7 +84,8 @@ fn changes_state(command: &Command) -> bool {
         | Command::Stop(_)
         | Command::Restart(_)
         | Command::Port(_)
-        | Command::Rm { .. } => true,
+        | Command::Rm { .. }
+        | Command::Adopt(_) => true,
         Command::Swarm(cmd) => matches!(
             cmd,
             SwarmCommand::Create(_)

@@ -296,6 +296,23 @@ fn add_host(ctx: &Ctx, args: AddHostArgs) -> Result<()> {
         .iter()
         .map(|l| n2d_spec::machine::parse_label(l))
         .collect::<Result<std::collections::BTreeMap<_, _>, _>>()?;
+    // `--host NAME` of a machine recorded by `n2d adopt`: its endpoint and the home's certs.
+    let adopted = match args.host.parse::<MachineName>() {
+        Ok(name) if !args.host.contains("://") => ctx.home.load_adopted(&name)?,
+        _ => None,
+    };
+    if let Some(host) = adopted {
+        let ep = crate::commands::adopt::adopted_endpoint(ctx, &host);
+        let args = AddHostArgs {
+            host: host.docker_host.clone(),
+            host_name: args.host_name.clone().or_else(|| Some(host.name.to_string())),
+            tlscacert: ep.tls.as_ref().map(|t| t.ca.clone()),
+            tlscert: ep.tls.as_ref().map(|t| t.cert.clone()),
+            tlskey: ep.tls.as_ref().map(|t| t.key.clone()),
+            ..args
+        };
+        return add_host(ctx, args);
+    }
     let tls = match (&args.tlscacert, &args.tlscert, &args.tlskey) {
         (Some(ca), Some(cert), Some(key)) => {
             Some(TlsPaths { ca: ca.clone(), cert: cert.clone(), key: key.clone() })

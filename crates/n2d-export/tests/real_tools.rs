@@ -1,0 +1,134 @@
+//! Exports of a small fake image with the real tools (objcopy, qemu-img, xorriso, sgdisk),
+//! skipped where one is missing: the disk's GPT as sgdisk reads it, the ISO's files as xorriso
+//! lists them, byte-identical repeats, and nothing left behind by a failure.
+
+use n2d_exec::SystemRunner;
+use n2d_export::{export, ExportRequest, ForMachine, Format};
+use n2d_image::{Image, ImageManifest, Recipe};
+use std::path::Path;
+use std::process::Command;
+
+fn tools_present() -> bool {
+    let tools = ["objcopy", "qemu-img", "xorriso", "sgdisk"];
+    let ok = tools.iter().all(|t| n2d_exec::is_installed_or_in_sbin(t))
+        && Path::new(n2d_export::uki::STUB_PATH).exists()
+        && n2d_export::iso::BIOS_FILES.iter().all(|(p, _)| Path::new(p).exists());
+    if !ok {
+        eprintln!("skipped: needs {tools:?}, systemd-boot-efi, isolinux and syslinux-common");
+    }
+    ok
+}
+
+fn fake_image(dir: &Path) -> Image {
+    let write = |name: &str, len: usize, seed: u8| {
+        let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+        std::fs::write(dir.join(name), bytes).unwrap();
+        len as u64
+    };
+    let manifest = ImageManifest {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        recipe: Recipe::docker_host("init".into()),
+        kernel_release: "6.12.0-test".into(),
+        created_unix: 1_700_000_000,
+        kernel_bytes: write("vmlinuz", 300_000, 1),
+        initrd_bytes: write("initrd.img", 200_000, 2),
+        rootfs_bytes: write("rootfs.erofs", 3 << 20, 3),
+        rootfs_unpacked_bytes: 0,
+        direct_kernel_bytes: None,
+    };
+    Image { dir: dir.to_path_buf(), manifest }
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap();
+    assert!(out.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn request<'a>(image: &'a Image, out: &Path, formats: Vec<Format>) -> ExportRequest<'a> {
+    ExportRequest {
+        image,
+        formats,
+        output_dir: out.to_path_buf(),
+        disk_size: 1 << 30,
+        machine: Some(ForMachine { name: "web1".into(), config_disk: b"N2DCONF1-test".to_vec() }),
+        hyperv: None,
+        cancel: None,
+    }
+}
+
+#[test]
+fn disks_and_iso_are_laid_out_as_agreed_and_reproducible() {
+    if !tools_present() {
+        return;
+    }
+    let img_dir = tempfile::tempdir().unwrap();
+    let image = fake_image(img_dir.path());
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let formats = vec![Format::Raw, Format::Qcow2, Format::Iso];
+    let files = export(&SystemRunner, &request(&image, a.path(), formats.clone()), &|_| {}).unwrap();
+    let names: Vec<String> =
+        files.iter().map(|f| f.path.file_name().unwrap().to_string_lossy().into()).collect();
+    assert_eq!(
+        names,
+        ["n2d-0123456789ab-web1.img", "n2d-0123456789ab-web1.iso", "n2d-0123456789ab-web1.qcow2"]
+    );
+    // Only the exports: the work directory is gone.
+    assert_eq!(std::fs::read_dir(a.path()).unwrap().count(), 3);
+
+    let raw = a.path().join(&names[0]);
+    let table = run("sgdisk", &["-p", raw.to_str().unwrap()]);
+    for part in ["EF00", "n2d-root", "n2d-config", "n2d-data"] {
+        assert!(table.contains(part), "{part} missing:\n{table}");
+    }
+    let verify = run("sgdisk", &["-v", raw.to_str().unwrap()]);
+    assert!(verify.contains("No problems found"), "{verify}");
+    // The config partition starts with the config bytes.
+    let info = run("sgdisk", &["-i", "3", raw.to_str().unwrap()]);
+    let first: u64 = info
+        .lines()
+        .find(|l| l.starts_with("First sector"))
+        .unwrap()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let disk = std::fs::read(&raw).unwrap();
+    assert_eq!(&disk[(first * 512) as usize..(first * 512) as usize + 13], b"N2DCONF1-test");
+    let qinfo = run("qemu-img", &["info", a.path().join(&names[2]).to_str().unwrap()]);
+    assert!(qinfo.contains("file format: qcow2") && qinfo.contains("virtual size: 1 GiB"), "{qinfo}");
+
+    let iso = a.path().join(&names[1]);
+    let listing = run("xorriso", &["-indev", iso.to_str().unwrap(), "-find", "/", "-type", "f"]);
+    for path in
+        ["/n2d/rootfs.erofs", "/n2d/config", "/boot/vmlinuz", "/boot/initrd.img", "/isolinux/isolinux.bin"]
+    {
+        assert!(listing.contains(path), "{path} missing:\n{listing}");
+    }
+    let boot = run("xorriso", &["-indev", iso.to_str().unwrap(), "-report_el_torito", "plain"]);
+    assert!(boot.contains("BIOS") && boot.contains("UEFI"), "{boot}");
+
+    // The same inputs, again: byte-identical.
+    export(&SystemRunner, &request(&image, b.path(), formats), &|_| {}).unwrap();
+    for name in &names {
+        let same = Command::new("cmp").arg(a.path().join(name)).arg(b.path().join(name)).status().unwrap();
+        assert!(same.success(), "{name} differs between two exports");
+    }
+}
+
+#[test]
+fn a_failed_export_leaves_nothing() {
+    if !tools_present() {
+        return;
+    }
+    let img_dir = tempfile::tempdir().unwrap();
+    let mut image = fake_image(img_dir.path());
+    // The root goes missing after planning: the raw disk fails midway.
+    std::fs::remove_file(img_dir.path().join("rootfs.erofs")).unwrap();
+    image.manifest.rootfs_bytes = 1 << 20;
+    let out = tempfile::tempdir().unwrap();
+    let err = export(&SystemRunner, &request(&image, out.path(), vec![Format::Raw, Format::Iso]), &|_| {});
+    assert!(err.is_err());
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "partial files left");
+}
