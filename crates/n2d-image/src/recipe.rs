@@ -47,7 +47,29 @@ impl Recipe {
                 "kmod",
             ]),
             kernel_package: "linux-image-cloud-amd64".into(),
-            initrd_modules: s(&["virtio_blk", "erofs", "overlay"]),
+            // n2d's own VMs need the first three (n2d-init loads them first); the others, for
+            // an exported image on another hypervisor or a CD, load only when no serial root
+            // disk appears: SCSI (virtio, Hyper-V, VMware), SATA/IDE and CDs (q35's AHCI, pc's
+            // PIIX), the ISO's filesystem and the loop device its root file is attached to, and
+            // the NICs of Hyper-V and VMware. NVMe is built into the cloud kernel; it has no
+            // e1000/e1000e (VirtualBox, VMware's default NIC): choose virtio-net or vmxnet3 there.
+            initrd_modules: s(&[
+                "virtio_blk",
+                "erofs",
+                "overlay",
+                "virtio_scsi",
+                "sd_mod",
+                "sr_mod",
+                "ahci",
+                "ata_piix",
+                "isofs",
+                "loop",
+                "hv_vmbus",
+                "hv_storvsc",
+                "vmw_pvscsi",
+                "hv_netvsc",
+                "vmxnet3",
+            ]),
             // What dockerd needs to come up: overlay2, the docker0 bridge, iptables-nft's rules.
             // The legacy iptables tables are not loaded: Debian's iptables is the nft one.
             boot_modules: s(&[

@@ -19,8 +19,12 @@ const KEY: &str = "/etc/docker/tls/server-key.pem";
 
 pub fn daemon_json(config: &GuestConfig) -> serde_json::Value {
     let labels: Vec<String> = config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut hosts = vec![format!("unix://{DOCKER_SOCKET}")];
+    if config.docker.tcp_port != 0 {
+        hosts.push(format!("tcp://0.0.0.0:{}", config.docker.tcp_port));
+    }
     let mut doc = json!({
-        "hosts": [format!("unix://{DOCKER_SOCKET}"), format!("tcp://0.0.0.0:{}", config.docker.tcp_port)],
+        "hosts": hosts,
         "containerd": CONTAINERD_SOCKET,
         "labels": labels,
     });
@@ -142,6 +146,10 @@ mod tests {
         assert_eq!(keys, ["containerd", "hosts", "labels"]);
         assert_eq!(doc["hosts"][1], json!("tcp://0.0.0.0:2375"));
         assert!(sys.file(KEY).is_none());
+
+        // Port 0: the local socket only.
+        config.docker.tcp_port = 0;
+        assert_eq!(daemon_json(&config)["hosts"], json!(["unix:///run/docker.sock"]));
     }
 
     #[test]

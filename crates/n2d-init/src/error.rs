@@ -29,8 +29,21 @@ pub enum Error {
     },
     #[error("no disk with serial {serial} appeared within {waited_s} s")]
     DiskNotFound { serial: String, waited_s: u64 },
-    #[error("the config asks for DHCP, which this n2d-init does not do yet")]
-    DhcpUnsupported,
+    #[error(
+        "no root filesystem within {waited_s} s: no disk with serial n2d-root, no partition named \
+         n2d-root, no ISO 9660 filesystem holding n2d/rootfs.erofs"
+    )]
+    RootNotFound { waited_s: u64 },
+    #[error("opening a DHCP socket on {ifname}")]
+    DhcpSocket {
+        ifname: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no DHCP lease on {ifname} within {waited_s} s")]
+    NoDhcpLease { ifname: String, waited_s: u64 },
+    #[error("no Ethernet interface appeared")]
+    NoEthernet,
     #[error("mounting the root filesystem ({step})")]
     MountRoot {
         step: String,

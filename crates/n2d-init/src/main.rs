@@ -6,8 +6,11 @@ mod config;
 mod console;
 mod control;
 mod datadisk;
+mod dhcp;
+mod disks;
 mod docker;
 mod error;
+mod gpt;
 mod log;
 mod modules;
 mod mounts;
@@ -32,7 +35,7 @@ fn main() {
     }));
     control::install_signal_handlers();
     let sys = RealSystem;
-    let booted = boot::stage1(&sys).and_then(|()| boot::stage2(&sys));
+    let booted = boot::stage1(&sys).and_then(|medium| boot::stage2(&sys, &medium));
     match booted {
         Ok(mut supervisor) => {
             match control::find_control_port(&sys) {

@@ -1,17 +1,97 @@
 //! Stage 1: kernel filesystems and the switch from the initramfs to erofs + overlay.
 //! Stage 2: the mounts a Docker host needs on the real root.
 
-use crate::config::wait_for_disk;
+use crate::disks::{find_by_serial, find_partition, iso_candidates};
 use crate::error::{Error, Result};
 use crate::log::info;
-use crate::sys::System;
-use n2d_proto::ROOT_DISK_SERIAL;
-use nix::mount::MsFlags;
+use crate::sys::{poll, System};
+use n2d_proto::{ISO_CONFIG_PATH, ISO_ROOTFS_PATH, MAX_PAYLOAD, PAYLOAD_OFFSET, ROOT_DISK_SERIAL};
+use nix::mount::{MntFlags, MsFlags};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 const LOWER: &str = "/sysroot/lower";
 const RW: &str = "/sysroot/rw";
 const NEW_ROOT: &str = "/sysroot/root";
+/// Where stage 1 mounts an exported ISO's filesystem (it stays mounted, hidden, under the root).
+const ISO_MOUNT: &str = "/sysroot/iso";
+
+/// How long n2d's own root disk (virtio serial `n2d-root`, there from the first probe of
+/// virtio_blk) is waited for before the boot looks for an exported disk or ISO.
+pub const SERIAL_GRACE: Duration = Duration::from_secs(1);
+/// How long, then, for a partition `n2d-root` or an ISO (SCSI and ATA scans are asynchronous).
+pub const EXPORT_WAIT: Duration = Duration::from_secs(20);
+
+/// What the machine booted from, which tells stage 2 where its config and data are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Medium {
+    /// n2d's own VM: every disk by virtio serial.
+    Serial,
+    /// An exported disk (`disk`, e.g. `vda`): partitions by GPT name.
+    Disk { disk: String },
+    /// An exported ISO (`device`, a CD or a disk), with its config file's bytes if it has one.
+    Iso { device: String, config: Option<Vec<u8>> },
+}
+
+/// The root filesystem's block device and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Root {
+    pub device: String,
+    pub medium: Medium,
+}
+
+/// Finds the root: the serial disk `n2d-root` (n2d's own VMs, within [`SERIAL_GRACE`]); else,
+/// once `load_more` has loaded the drivers of other hypervisors and CDs, a partition named
+/// `n2d-root` or an ISO 9660 filesystem holding [`ISO_ROOTFS_PATH`] (attached to a loop device).
+pub fn find_root(sys: &dyn System, load_more: &mut dyn FnMut()) -> Result<Root> {
+    let serial = || find_by_serial(sys, ROOT_DISK_SERIAL);
+    if let Some(device) = poll(sys, SERIAL_GRACE, Duration::from_millis(20), serial) {
+        return Ok(Root { device, medium: Medium::Serial });
+    }
+    info!("no disk with serial {ROOT_DISK_SERIAL}: looking for an exported disk or ISO");
+    load_more();
+    let mut rejected = BTreeSet::new();
+    poll(sys, EXPORT_WAIT, Duration::from_millis(100), || probe_export(sys, &mut rejected))
+        .ok_or(Error::RootNotFound { waited_s: (SERIAL_GRACE + EXPORT_WAIT).as_secs() })
+}
+
+fn probe_export(sys: &dyn System, rejected: &mut BTreeSet<String>) -> Option<Root> {
+    if let Some(device) = find_by_serial(sys, ROOT_DISK_SERIAL) {
+        return Some(Root { device, medium: Medium::Serial });
+    }
+    if let Some(part) = find_partition(sys, ROOT_DISK_SERIAL) {
+        info!("root: partition {ROOT_DISK_SERIAL} ({}) of {}", part.device, part.disk);
+        return Some(Root { device: part.device, medium: Medium::Disk { disk: part.disk } });
+    }
+    for device in iso_candidates(sys) {
+        if rejected.contains(&device) {
+            continue;
+        }
+        match mount_iso(sys, &device) {
+            Ok(Some(root)) => return Some(root),
+            Ok(None) => info!("{device}: an ISO 9660 filesystem without {ISO_ROOTFS_PATH}; not ours"),
+            Err(e) => info!("{device}: cannot use its ISO 9660 filesystem: {e}"),
+        }
+        rejected.insert(device);
+    }
+    None
+}
+
+/// Mounts `device`'s ISO 9660 filesystem; with the root file on it, attaches that to a loop
+/// device and reads the config file, else unmounts it again.
+fn mount_iso(sys: &dyn System, device: &str) -> std::io::Result<Option<Root>> {
+    sys.mkdir_all(ISO_MOUNT, 0o755)?;
+    sys.mount(Some(device), ISO_MOUNT, Some("iso9660"), MsFlags::MS_RDONLY, None)?;
+    let rootfs = format!("{ISO_MOUNT}/{ISO_ROOTFS_PATH}");
+    if !sys.exists(&rootfs) {
+        let _ = sys.umount(ISO_MOUNT, MntFlags::empty());
+        return Ok(None);
+    }
+    let loop_dev = sys.loop_attach(&rootfs)?;
+    let config = sys.read_head(&format!("{ISO_MOUNT}/{ISO_CONFIG_PATH}"), PAYLOAD_OFFSET + MAX_PAYLOAD).ok();
+    info!("root: {ISO_ROOTFS_PATH} on the ISO {device} ({loop_dev}); config file: {}", config.is_some());
+    Ok(Some(Root { device: loop_dev, medium: Medium::Iso { device: device.into(), config } }))
+}
 
 struct Fs {
     fstype: &'static str,
@@ -48,8 +128,7 @@ pub fn mount_kernel_filesystems(sys: &dyn System) -> Result<()> {
 
 /// Mounts the root disk (erofs) under a tmpfs-backed overlay and makes that overlay `/`,
 /// the way busybox switch_root does: runc cannot pivot_root out of an initramfs.
-pub fn switch_root(sys: &dyn System) -> Result<()> {
-    let device = wait_for_disk(sys, ROOT_DISK_SERIAL, Duration::from_secs(10))?;
+pub fn switch_root(sys: &dyn System, device: &str) -> Result<()> {
     let root_err = |step: &str| {
         let step = step.to_string();
         move |source| Error::MountRoot { step, source }
@@ -57,7 +136,7 @@ pub fn switch_root(sys: &dyn System) -> Result<()> {
     for dir in [LOWER, RW, NEW_ROOT] {
         sys.mkdir_all(dir, 0o755).map_err(root_err(dir))?;
     }
-    sys.mount(Some(&device), LOWER, Some("erofs"), MsFlags::MS_RDONLY, None)
+    sys.mount(Some(device), LOWER, Some("erofs"), MsFlags::MS_RDONLY, None)
         .map_err(root_err(&format!("erofs {device} on {LOWER}")))?;
     sys.mount(Some("tmpfs"), RW, Some("tmpfs"), MsFlags::empty(), Some("mode=0755"))
         .map_err(root_err("tmpfs for the writable layer"))?;
@@ -133,8 +212,7 @@ mod tests {
     #[test]
     fn switch_root_mounts_overlay_then_moves_it_onto_slash() {
         let sys = FakeSystem::new();
-        sys.add_disk("vda", "n2d-root", "");
-        switch_root(&sys).unwrap();
+        switch_root(&sys, "/dev/vda").unwrap();
         assert_eq!(
             sys.calls(),
             [
@@ -153,14 +231,77 @@ mod tests {
         );
     }
 
+    fn no_more(loaded: &mut u32) -> impl FnMut() + '_ {
+        move || *loaded += 1
+    }
+
     #[test]
-    fn missing_root_disk_is_reported_after_waiting() {
+    fn the_serial_root_is_taken_at_once_without_loading_more_drivers() {
         let sys = FakeSystem::new();
-        sys.add_disk("vda", "n2d-data", "");
-        let err = switch_root(&sys).unwrap_err();
-        assert!(matches!(err, Error::DiskNotFound { ref serial, .. } if serial == "n2d-root"));
-        assert!(sys.now() >= Duration::from_secs(10));
-        assert!(sys.calls().is_empty());
+        sys.add_disk("vdb", "n2d-root", "");
+        // An exported disk attached too: n2d's own disk wins.
+        sys.add_plain_disk("vda", vec![0u8; 4096]);
+        sys.add_partition("vda", 2, "n2d-root", 2048, "");
+        let mut loaded = 0;
+        let root = find_root(&sys, &mut no_more(&mut loaded)).unwrap();
+        assert_eq!(root, Root { device: "/dev/vdb".into(), medium: Medium::Serial });
+        assert_eq!(loaded, 0);
+        assert_eq!(sys.now(), Duration::ZERO);
+    }
+
+    #[test]
+    fn an_exported_disk_is_found_by_partition_name_after_the_grace() {
+        let sys = FakeSystem::new();
+        sys.add_plain_disk("sda", vec![0u8; 40 * 1024]);
+        sys.add_partition("sda", 1, "ESP", 2048, "");
+        sys.add_partition("sda", 2, "n2d-root", 4096, "");
+        let mut loaded = 0;
+        let root = find_root(&sys, &mut no_more(&mut loaded)).unwrap();
+        assert_eq!(root, Root { device: "/dev/sda2".into(), medium: Medium::Disk { disk: "sda".into() } });
+        assert_eq!(loaded, 1);
+        assert!(sys.now() >= SERIAL_GRACE && sys.now() < SERIAL_GRACE + Duration::from_millis(200));
+        assert!(sys.calls().is_empty(), "{:?}", sys.calls());
+    }
+
+    #[test]
+    fn an_iso_is_mounted_and_its_root_file_loop_attached_with_the_config() {
+        let sys = FakeSystem::new();
+        let mut iso = vec![0u8; 40 * 1024];
+        iso[32769..32774].copy_from_slice(b"CD001");
+        sys.add_plain_disk("sr0", &iso);
+        sys.add_plain_disk("vda", &iso);
+        // What the ISO's filesystem shows once mounted.
+        sys.add_file("/sysroot/iso/n2d/rootfs.erofs", "EROFS");
+        sys.add_file("/sysroot/iso/n2d/config", "N2DCONF1");
+        let mut loaded = 0;
+        let root = find_root(&sys, &mut no_more(&mut loaded)).unwrap();
+        assert_eq!(
+            root,
+            Root {
+                device: "/dev/loop0".into(),
+                medium: Medium::Iso { device: "/dev/sr0".into(), config: Some(b"N2DCONF1".to_vec()) }
+            }
+        );
+        assert_eq!(loaded, 1);
+        assert_eq!(
+            sys.calls(),
+            ["mount /dev/sr0 /sysroot/iso -t iso9660 ro", "loop /dev/loop0 /sysroot/iso/n2d/rootfs.erofs"]
+        );
+        assert_eq!(sys.file_text("/dev/loop0"), "EROFS");
+    }
+
+    #[test]
+    fn a_foreign_iso_is_unmounted_and_skipped_and_no_root_is_reported_after_waiting() {
+        let sys = FakeSystem::new();
+        let mut iso = vec![0u8; 40 * 1024];
+        iso[32769..32774].copy_from_slice(b"CD001");
+        sys.add_plain_disk("sr0", &iso);
+        sys.add_disk("vdb", "n2d-data", "");
+        let err = find_root(&sys, &mut || {}).unwrap_err();
+        assert!(matches!(err, Error::RootNotFound { waited_s: 21 }), "{err}");
+        assert!(sys.now() >= SERIAL_GRACE + EXPORT_WAIT);
+        // Mounted and unmounted once, not every 100 ms.
+        assert_eq!(sys.calls(), ["mount /dev/sr0 /sysroot/iso -t iso9660 ro", "umount /sysroot/iso"]);
     }
 
     #[test]

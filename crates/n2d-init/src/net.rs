@@ -1,10 +1,16 @@
 //! Host identity (hostname, /etc/hosts, resolv.conf) and the NIC configuration.
 
+use crate::console;
+use crate::dhcp;
 use crate::error::{write_err, Error, Result};
 use crate::log::info;
 use crate::sys::{poll, System};
 use n2d_proto::{Addressing, GuestConfig};
 use std::time::Duration;
+
+/// How long the boot waits for a first DHCP lease before it goes on without an address (the
+/// supervisor keeps asking).
+pub const DHCP_AT_BOOT: Duration = Duration::from_secs(20);
 
 pub fn write_identity(sys: &dyn System, config: &GuestConfig) -> Result<()> {
     let name = &config.hostname;
@@ -35,7 +41,28 @@ pub fn find_interface(sys: &dyn System, mac: &str) -> Option<String> {
     })
 }
 
-fn ip(sys: &dyn System, args: &[&str]) -> Result<()> {
+/// The MAC address of `ifname`, lower-case.
+pub fn mac_of(sys: &dyn System, ifname: &str) -> Option<String> {
+    let mac = sys.read_file(&format!("/sys/class/net/{ifname}/address")).ok()?;
+    Some(String::from_utf8_lossy(&mac).trim().to_ascii_lowercase())
+}
+
+/// The first Ethernet NIC by name: ARP type 1 with a device behind it (not lo, not a bridge,
+/// veth or tunnel someone made).
+pub fn first_ethernet(sys: &dyn System) -> Option<String> {
+    sys.read_dir("/sys/class/net").ok()?.into_iter().find(|ifname| {
+        sys.read_file(&format!("/sys/class/net/{ifname}/type"))
+            .is_ok_and(|t| String::from_utf8_lossy(&t).trim() == "1")
+            && sys.exists(&format!("/sys/class/net/{ifname}/device"))
+    })
+}
+
+/// [`first_ethernet`], waited for (a NIC driver may still be probing).
+pub fn wait_first_ethernet(sys: &dyn System) -> Option<String> {
+    poll(sys, Duration::from_secs(10), Duration::from_millis(100), || first_ethernet(sys))
+}
+
+pub fn ip(sys: &dyn System, args: &[&str]) -> Result<()> {
     let command = format!("ip {}", args.join(" "));
     match sys.run("ip", args) {
         Ok(exit) if exit.success() => Ok(()),
@@ -50,18 +77,41 @@ fn wait_interface(sys: &dyn System, mac: &str) -> Result<String> {
         .ok_or_else(|| Error::NicNotFound { mac: mac.to_string() })
 }
 
-/// Brings up the machine's NIC (and, under user-mode networking, the uplink that carries the
-/// default route and the host's forwards: `n2d_proto::uplink`). Returns the machine's NIC.
-pub fn configure(sys: &dyn System, config: &GuestConfig) -> Result<String> {
+/// The configured NIC, and its DHCP client when it leases its address.
+#[derive(Debug)]
+pub struct Configured {
+    pub ifname: String,
+    pub dhcp: Option<dhcp::Session>,
+}
+
+impl Configured {
+    /// The NIC's address now, if it has one.
+    pub fn address(&self, config: &GuestConfig) -> Option<std::net::Ipv4Addr> {
+        match &self.dhcp {
+            Some(session) => session.lease.as_ref().map(|l| l.address),
+            None => config.network.static_address(),
+        }
+    }
+}
+
+/// Brings up the machine's NIC (the one with the config's MAC, or the first Ethernet NIC when
+/// it names none) with its static address or a DHCP lease, and, under user-mode networking, the
+/// uplink that carries the default route and the host's forwards (`n2d_proto::uplink`).
+pub fn configure(sys: &dyn System, config: &GuestConfig) -> Result<Configured> {
     let net = &config.network;
     ip(sys, &["link", "set", "lo", "up"])?;
-    let ifname = wait_interface(sys, &net.mac)?;
+    let ifname = if net.mac.is_empty() {
+        wait_first_ethernet(sys).ok_or(Error::NoEthernet)?
+    } else {
+        wait_interface(sys, &net.mac)?
+    };
     ip(sys, &["link", "set", &ifname, "up"])?;
     let Addressing::Static { address, prefix_len, gateway } = net.addressing else {
-        return Err(Error::DhcpUnsupported);
+        return Ok(Configured { dhcp: Some(lease(sys, config, &ifname)), ifname });
     };
     ip(sys, &["addr", "add", &format!("{address}/{prefix_len}"), "dev", &ifname])?;
     info!("network: {ifname} {address}/{prefix_len}");
+    console::announce(sys, &format!("{} {address}", n2d_proto::ADDRESS_MARKER));
     let gateway = match &config.uplink {
         Some(uplink) => {
             use n2d_proto::uplink::{GATEWAY, GUEST, PREFIX_LEN};
@@ -76,7 +126,40 @@ pub fn configure(sys: &dyn System, config: &GuestConfig) -> Result<String> {
     if let Some(gateway) = gateway {
         ip(sys, &["route", "add", "default", "via", &gateway.to_string()])?;
     }
-    Ok(ifname)
+    Ok(Configured { ifname, dhcp: None })
+}
+
+/// The first lease, within [`DHCP_AT_BOOT`]; without one the boot goes on (Docker still serves
+/// its local socket) and the session asks again from the supervisor's loop.
+fn lease(sys: &dyn System, config: &GuestConfig, ifname: &str) -> dhcp::Session {
+    let mac = mac_of(sys, ifname).as_deref().and_then(dhcp::parse_mac).unwrap_or_default();
+    let client = dhcp::Client { ifname: ifname.into(), mac, hostname: config.hostname.clone() };
+    let fixed_dns = !config.network.dns.is_empty();
+    let lease = match dhcp::obtain(sys, &client, DHCP_AT_BOOT) {
+        Ok(lease) => match dhcp::apply(sys, ifname, &lease, None, fixed_dns) {
+            Ok(()) => {
+                info!(
+                    "network: {ifname} {}/{} (DHCP from {})",
+                    lease.address, lease.prefix_len, lease.server
+                );
+                dhcp::announce(sys, ifname, &lease);
+                Some(lease)
+            }
+            Err(e) => {
+                info!("network: applying the DHCP lease on {ifname}: {}", crate::error::chain(&e));
+                None
+            }
+        },
+        Err(e) => {
+            info!("network: {e}; going on without an address, asking again every 30 s");
+            console::announce(
+                sys,
+                &format!("n2d: no DHCP lease on {ifname} yet; Docker serves its local socket meanwhile"),
+            );
+            None
+        }
+    };
+    dhcp::Session::new(client, lease, sys.now(), fixed_dns)
 }
 
 #[cfg(test)]
@@ -101,7 +184,7 @@ mod tests {
     #[test]
     fn configures_the_nic_with_the_configured_mac() {
         let sys = with_nics();
-        assert_eq!(configure(&sys, &sample_config()).unwrap(), "eth1");
+        assert_eq!(configure(&sys, &sample_config()).unwrap().ifname, "eth1");
         assert_eq!(
             sys.calls(),
             [
@@ -132,7 +215,7 @@ mod tests {
         config.network.mac = "52:54:00:aa:aa:aa".into();
         set_gateway(&mut config, None);
         config.uplink = Some(n2d_proto::GuestUplink { mac: "52:54:00:12:34:56".into() });
-        assert_eq!(configure(&sys, &config).unwrap(), "eth0");
+        assert_eq!(configure(&sys, &config).unwrap().ifname, "eth0");
         assert_eq!(
             sys.calls(),
             [
@@ -146,6 +229,54 @@ mod tests {
         );
         config.uplink = Some(n2d_proto::GuestUplink { mac: "52:54:00:ff:ff:ff".into() });
         assert!(matches!(configure(&sys, &config), Err(Error::NicNotFound { .. })));
+    }
+
+    #[test]
+    fn dhcp_on_the_first_ethernet_nic_when_no_mac_is_named() {
+        let sys = FakeSystem::new();
+        sys.add_file("/sys/class/net/docker0/type", "1\n");
+        sys.add_file("/sys/class/net/lo/type", "772\n");
+        sys.add_dir("/sys/class/net/lo/device");
+        sys.add_file("/sys/class/net/ens3/type", "1\n");
+        sys.add_file("/sys/class/net/ens3/address", "52:54:00:AB:CD:EF\n");
+        sys.add_dir("/sys/class/net/ens3/device");
+        sys.state.borrow_mut().dhcp_server = Some(Box::new(crate::dhcp::tests::server(3600)));
+        let mut config = sample_config();
+        config.network =
+            n2d_proto::GuestNetwork { mac: String::new(), addressing: Addressing::Dhcp, dns: vec![] };
+        let net = configure(&sys, &config).unwrap();
+        assert_eq!(net.ifname, "ens3");
+        let session = net.dhcp.as_ref().unwrap();
+        assert_eq!(session.client.mac, crate::dhcp::tests::MAC);
+        assert_eq!(net.address(&config), Some("10.9.0.50".parse().unwrap()));
+        assert_eq!(
+            sys.calls(),
+            [
+                "run ip link set lo up",
+                "run ip link set ens3 up",
+                "dhcp socket ens3",
+                "run ip addr replace 10.9.0.50/24 dev ens3",
+                "run ip route replace default via 10.9.0.1 dev ens3",
+                "write /etc/resolv.conf",
+            ]
+        );
+    }
+
+    #[test]
+    fn no_lease_is_not_fatal_and_config_dns_wins_over_the_lease() {
+        let sys = with_nics();
+        sys.state.borrow_mut().dhcp_server = Some(Box::new(|_: &[u8]| vec![]));
+        let mut config = sample_config();
+        config.network.addressing = Addressing::Dhcp;
+        let net = configure(&sys, &config).unwrap();
+        assert!(net.dhcp.as_ref().unwrap().lease.is_none());
+        assert_eq!(net.address(&config), None);
+        assert!(sys.now() >= DHCP_AT_BOOT);
+
+        let sys = with_nics();
+        sys.state.borrow_mut().dhcp_server = Some(Box::new(crate::dhcp::tests::server(3600)));
+        configure(&sys, &config).unwrap();
+        assert!(!sys.calls().iter().any(|c| c.contains("resolv.conf")), "{:?}", sys.calls());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! PID 1's main loop: reaps every child (orphans included), restarts services with backoff,
 //! announces Docker readiness, and stops everything in order on shutdown.
 
+use crate::console;
 use crate::docker;
 use crate::log::{self, info};
 use crate::modules;
@@ -98,11 +99,15 @@ pub struct Supervisor {
     late_modules: LateModules,
     /// How many times the ready marker was printed.
     pub ready_announcements: u32,
+    /// Lines printed after the ready marker (how to reach Docker on an exported image).
+    pub ready_notes: Vec<String>,
+    /// The DHCP client of a NIC that leases its address: renewed from this loop.
+    pub dhcp: Option<crate::dhcp::Session>,
 }
 
 impl Supervisor {
-    /// containerd, then dockerd once containerd's socket exists (≤ 30 s), then the console shell.
-    pub fn new(sys: &dyn System, console: Option<ServiceSpec>) -> Self {
+    /// containerd, then dockerd once containerd's socket exists (≤ 30 s), then the console shells.
+    pub fn new(sys: &dyn System, consoles: Vec<ServiceSpec>) -> Self {
         let now = sys.now();
         let waiting = State::Waiting { start_at: now };
         let mut services = vec![
@@ -122,7 +127,7 @@ impl Supervisor {
                 }),
             },
         ];
-        if let Some(spec) = console {
+        for spec in consoles {
             services.push(Service {
                 spec,
                 restart: Restart::After(Duration::from_secs(1)),
@@ -136,6 +141,8 @@ impl Supervisor {
             next_probe: now,
             late_modules: LateModules::Pending,
             ready_announcements: 0,
+            ready_notes: Vec::new(),
+            dhcp: None,
         }
     }
 
@@ -175,6 +182,9 @@ impl Supervisor {
         }
         self.probe(sys, now);
         self.load_late_modules(sys, now);
+        if let Some(session) = &mut self.dhcp {
+            session.tick(sys, now);
+        }
     }
 
     fn load_late_modules(&mut self, sys: &dyn System, now: Duration) {
@@ -274,7 +284,10 @@ impl Supervisor {
             self.docker_ready = true;
             self.ready_announcements += 1;
             info!("docker engine answers on {}", docker::DOCKER_SOCKET);
-            log::raw(n2d_proto::READY_MARKER);
+            console::announce(sys, n2d_proto::READY_MARKER);
+            for note in &self.ready_notes {
+                console::announce(sys, note);
+            }
         }
     }
 
@@ -371,7 +384,7 @@ mod tests {
     #[test]
     fn dockerd_waits_for_containerd_socket() {
         let sys = FakeSystem::new();
-        let mut sup = Supervisor::new(&sys, Some(shell()));
+        let mut sup = Supervisor::new(&sys, vec![shell()]);
         sup.tick(&sys);
         assert_eq!(sys.calls(), ["spawn containerd", "spawn console"]);
         sys.sleep(secs(1));
@@ -385,7 +398,7 @@ mod tests {
     #[test]
     fn dockerd_starts_anyway_after_30s_without_containerd_socket() {
         let sys = FakeSystem::new();
-        let mut sup = Supervisor::new(&sys, None);
+        let mut sup = Supervisor::new(&sys, vec![]);
         sup.tick(&sys);
         sys.sleep(secs(29));
         sup.tick(&sys);
@@ -400,7 +413,7 @@ mod tests {
         let sys = FakeSystem::new();
         sys.add_file(docker::CONTAINERD_SOCKET, "");
         sys.add_file(docker::DOCKERD_LOG, "a\nb\nfailed to start daemon\n");
-        let mut sup = Supervisor::new(&sys, None);
+        let mut sup = Supervisor::new(&sys, vec![]);
         sup.tick(&sys);
         // An adopted orphan exits: reaped, nothing restarted.
         sys.state.borrow_mut().exits.push_back((4242, Exit::Code(0)));
@@ -430,7 +443,7 @@ mod tests {
     fn ready_marker_announced_once_per_dockerd_life() {
         let sys = FakeSystem::new();
         sys.add_file(docker::CONTAINERD_SOCKET, "");
-        let mut sup = Supervisor::new(&sys, None);
+        let mut sup = Supervisor::new(&sys, vec![]);
         sup.tick(&sys);
         sys.state.borrow_mut().docker_response = Some(b"HTTP/1.1 200 OK\r\n\r\nOK".to_vec());
         for _ in 0..5 {
@@ -453,7 +466,7 @@ mod tests {
         sys.add_file(LATE_MODULE_LIST, "ip_vs\n");
         sys.add_file("/usr/lib/modules/6.12.0/modules.dep", "kernel/net/ip_vs.ko:\n");
         sys.add_file(docker::CONTAINERD_SOCKET, "");
-        let mut sup = Supervisor::new(&sys, None);
+        let mut sup = Supervisor::new(&sys, vec![]);
         let loads = |sys: &FakeSystem| sys.calls().iter().filter(|c| c.starts_with("load ")).count();
         for _ in 0..5 {
             sup.tick(&sys);
@@ -491,7 +504,7 @@ mod tests {
     fn shutdown_stops_dockerd_then_containerd_then_everything_and_powers_off() {
         let sys = FakeSystem::new();
         sys.add_file(docker::CONTAINERD_SOCKET, "");
-        let mut sup = Supervisor::new(&sys, Some(shell()));
+        let mut sup = Supervisor::new(&sys, vec![shell()]);
         sup.tick(&sys);
         sys.state.borrow_mut().stubborn.insert("dockerd".into());
         let before = sys.calls().len();

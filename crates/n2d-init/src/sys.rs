@@ -58,6 +58,14 @@ pub fn base_env() -> Vec<(String, String)> {
     vec![("PATH".into(), PATH.into()), ("HOME".into(), "/root".into())]
 }
 
+/// A UDP socket on port 68 bound to one interface, broadcasting to port 67 (a DHCP client's).
+pub trait DhcpSocket {
+    /// Sends one message to the limited broadcast address, port 67.
+    fn send(&self, message: &[u8]) -> io::Result<()>;
+    /// The next datagram that arrives within `timeout`, if any.
+    fn recv(&self, timeout: Duration) -> io::Result<Option<Vec<u8>>>;
+}
+
 pub trait System {
     fn mount(
         &self,
@@ -103,6 +111,17 @@ pub trait System {
     fn power_off(&self);
     /// Makes sure fds 0-2 are the console (needs /dev).
     fn attach_console(&self) {}
+    /// Attaches `file` read-only to a free loop device; returns the device (`/dev/loopN`).
+    fn loop_attach(&self, file: &str) -> io::Result<String>;
+    /// Writes `data` at byte `offset` of `path` (a block device), then flushes it.
+    fn write_at(&self, path: &str, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Tells the kernel that partition `partno` of `disk` now spans `length` bytes from `start`
+    /// (BLKPG_RESIZE_PARTITION: works while other partitions of the disk are mounted).
+    fn resize_partition(&self, disk: &str, partno: u32, start: u64, length: u64) -> io::Result<()>;
+    /// A DHCP client's socket on `ifname`.
+    fn dhcp_socket(&self, ifname: &str) -> io::Result<Box<dyn DhcpSocket + '_>>;
+    /// Writes a line to a terminal device that is not PID 1's console (e.g. /dev/tty0).
+    fn write_tty(&self, path: &str, line: &str) -> io::Result<()>;
 }
 
 /// Polls `probe` every `every` until it returns `Some` or `timeout` passes.
@@ -333,6 +352,30 @@ pub mod real {
             }
         }
 
+        fn loop_attach(&self, file: &str) -> io::Result<String> {
+            loopdev::attach_read_only(file)
+        }
+
+        fn write_at(&self, path: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+            use std::os::unix::fs::FileExt;
+            let file = OpenOptions::new().write(true).open(path)?;
+            file.write_all_at(data, offset)?;
+            file.sync_all()
+        }
+
+        fn resize_partition(&self, disk: &str, partno: u32, start: u64, length: u64) -> io::Result<()> {
+            loopdev::blkpg_resize(disk, partno, start, length)
+        }
+
+        fn dhcp_socket(&self, ifname: &str) -> io::Result<Box<dyn DhcpSocket + '_>> {
+            Ok(Box::new(udp::Dhcp68::bind(ifname)?))
+        }
+
+        fn write_tty(&self, path: &str, line: &str) -> io::Result<()> {
+            let mut tty = OpenOptions::new().write(true).custom_flags(nix::libc::O_NOCTTY).open(path)?;
+            tty.write_all(format!("{line}\r\n").as_bytes())
+        }
+
         /// The kernel gives PID 1 the console as fds 0-2 only if the initramfs has
         /// /dev/console; once devtmpfs is mounted, make sure they are there.
         fn attach_console(&self) {
@@ -344,6 +387,191 @@ pub mod real {
                 let _ = nix::unistd::dup2_stdin(&console);
                 let _ = nix::unistd::dup2_stdout(&console);
                 let _ = nix::unistd::dup2_stderr(&console);
+            }
+        }
+    }
+}
+
+/// Loop devices and partition resizing, by ioctl (the initramfs has no losetup or partx).
+mod loopdev {
+    use std::fs::{File, OpenOptions};
+    use std::io;
+    use std::os::fd::AsRawFd;
+
+    const LOOP_CTL_GET_FREE: nix::libc::c_ulong = 0x4C82;
+    const LOOP_CONFIGURE: nix::libc::c_ulong = 0x4C0A;
+    const LO_FLAGS_READ_ONLY: u32 = 1;
+    const BLKPG: nix::libc::c_ulong = 0x1269;
+    const BLKPG_RESIZE_PARTITION: i32 = 3;
+
+    #[repr(C)]
+    struct LoopInfo64 {
+        lo_device: u64,
+        lo_inode: u64,
+        lo_rdevice: u64,
+        lo_offset: u64,
+        lo_sizelimit: u64,
+        lo_number: u32,
+        lo_encrypt_type: u32,
+        lo_encrypt_key_size: u32,
+        lo_flags: u32,
+        lo_file_name: [u8; 64],
+        lo_crypt_name: [u8; 64],
+        lo_encrypt_key: [u8; 32],
+        lo_init: [u64; 2],
+    }
+
+    #[repr(C)]
+    struct LoopConfig {
+        fd: u32,
+        block_size: u32,
+        info: LoopInfo64,
+        reserved: [u64; 8],
+    }
+
+    #[repr(C)]
+    struct BlkpgPartition {
+        start: i64,
+        length: i64,
+        pno: i32,
+        devname: [u8; 64],
+        volname: [u8; 64],
+    }
+
+    #[repr(C)]
+    struct BlkpgIoctlArg {
+        op: i32,
+        flags: i32,
+        datalen: i32,
+        data: *mut nix::libc::c_void,
+    }
+
+    fn check(ret: i32) -> io::Result<i32> {
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(ret)
+        }
+    }
+
+    pub fn attach_read_only(file: &str) -> io::Result<String> {
+        let backing = File::open(file)?;
+        let control = OpenOptions::new().read(true).write(true).open("/dev/loop-control")?;
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+        let n = check(unsafe { nix::libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) })?;
+        let device = format!("/dev/loop{n}");
+        let dev = OpenOptions::new().read(true).open(&device)?;
+        let mut config = LoopConfig {
+            fd: backing.as_raw_fd() as u32,
+            block_size: 0,
+            // SAFETY: all-zero is a valid loop_info64.
+            info: unsafe { std::mem::zeroed() },
+            reserved: [0; 8],
+        };
+        config.info.lo_flags = LO_FLAGS_READ_ONLY;
+        let name = file.as_bytes();
+        let len = name.len().min(63);
+        config.info.lo_file_name[..len].copy_from_slice(&name[..len]);
+        // SAFETY: LOOP_CONFIGURE reads a loop_config, which `config` is laid out as.
+        check(unsafe { nix::libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE as _, &config) })?;
+        Ok(device)
+    }
+
+    pub fn blkpg_resize(disk: &str, partno: u32, start: u64, length: u64) -> io::Result<()> {
+        let dev = File::open(disk)?;
+        let mut part = BlkpgPartition {
+            start: start as i64,
+            length: length as i64,
+            pno: partno as i32,
+            devname: [0; 64],
+            volname: [0; 64],
+        };
+        let mut arg = BlkpgIoctlArg {
+            op: BLKPG_RESIZE_PARTITION,
+            flags: 0,
+            datalen: std::mem::size_of::<BlkpgPartition>() as i32,
+            data: (&mut part as *mut BlkpgPartition).cast(),
+        };
+        // SAFETY: BLKPG reads a blkpg_ioctl_arg pointing at a blkpg_partition, both alive here.
+        check(unsafe { nix::libc::ioctl(dev.as_raw_fd(), BLKPG as _, &mut arg) })?;
+        Ok(())
+    }
+}
+
+/// The DHCP client's UDP socket: 0.0.0.0:68, bound to one interface, allowed to broadcast.
+mod udp {
+    use super::DhcpSocket;
+    use std::io;
+    use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::time::Duration;
+
+    pub struct Dhcp68(UdpSocket);
+
+    fn setsockopt(fd: i32, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+        // SAFETY: `value` is a live buffer of the given length.
+        let ret = unsafe {
+            nix::libc::setsockopt(fd, level, name, value.as_ptr().cast(), value.len() as nix::libc::socklen_t)
+        };
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    impl Dhcp68 {
+        pub fn bind(ifname: &str) -> io::Result<Self> {
+            use nix::libc::{
+                AF_INET, SOCK_CLOEXEC, SOCK_DGRAM, SOL_SOCKET, SO_BINDTODEVICE, SO_BROADCAST, SO_REUSEADDR,
+            };
+            // SAFETY: socket(2) with constant arguments; the fd is owned right away.
+            let fd = unsafe { nix::libc::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a fresh fd nobody else owns.
+            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            let one = 1i32.to_ne_bytes();
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one)?;
+            setsockopt(fd, SOL_SOCKET, SO_BROADCAST, &one)?;
+            setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, ifname.as_bytes())?;
+            let socket = UdpSocket::from(owned);
+            // bind(2) on 0.0.0.0:68 (std's UdpSocket::bind would not take the options first).
+            // SAFETY: all-zero is a valid sockaddr_in.
+            let mut addr: nix::libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            addr.sin_family = AF_INET as nix::libc::sa_family_t;
+            addr.sin_port = 68u16.to_be();
+            // SAFETY: `addr` is a sockaddr_in of the length given.
+            let ret = unsafe {
+                nix::libc::bind(
+                    socket.as_raw_fd(),
+                    (&addr as *const nix::libc::sockaddr_in).cast(),
+                    std::mem::size_of::<nix::libc::sockaddr_in>() as nix::libc::socklen_t,
+                )
+            };
+            if ret < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(Dhcp68(socket))
+        }
+    }
+
+    impl DhcpSocket for Dhcp68 {
+        fn send(&self, message: &[u8]) -> io::Result<()> {
+            self.0.send_to(message, SocketAddrV4::new(Ipv4Addr::BROADCAST, 67)).map(|_| ())
+        }
+
+        fn recv(&self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
+            self.0.set_read_timeout(Some(timeout.max(Duration::from_millis(1))))?;
+            let mut buf = vec![0u8; 1500];
+            match self.0.recv(&mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(Some(buf))
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => Ok(None),
+                Err(e) => Err(e),
             }
         }
     }
@@ -373,7 +601,15 @@ pub mod fake {
         pub run_exits: BTreeMap<String, Exit>,
         pub docker_response: Option<Vec<u8>>,
         pub failing_modules: BTreeSet<String>,
+        /// Loop devices attached so far.
+        pub loops: u32,
+        /// The DHCP server on the wire: each message the client sends, and the answers it gets.
+        pub dhcp_server: Option<DhcpServer>,
+        pub dhcp_inbox: VecDeque<Vec<u8>>,
     }
+
+    /// A scripted DHCP server: the client's message in, the server's replies out.
+    pub type DhcpServer = Box<dyn FnMut(&[u8]) -> Vec<Vec<u8>>>;
 
     /// A recording in-memory machine.
     #[derive(Default)]
@@ -399,8 +635,44 @@ pub mod fake {
 
         /// A virtio disk `name` (e.g. "vdb") with a serial and contents.
         pub fn add_disk(&self, name: &str, serial: &str, contents: impl AsRef<[u8]>) {
-            self.add_dir(&format!("/sys/block/{name}"));
+            self.add_plain_disk(name, contents);
             self.add_file(&format!("/sys/block/{name}/serial"), serial);
+        }
+
+        /// A whole disk without a serial (an exported disk, a CD, a hypervisor's blank disk).
+        pub fn add_plain_disk(&self, name: &str, contents: impl AsRef<[u8]>) {
+            let contents = contents.as_ref();
+            self.add_dir(&format!("/sys/block/{name}"));
+            self.add_file(&format!("/sys/block/{name}/size"), format!("{}\n", contents.len() / 512));
+            self.add_file(
+                &format!("/sys/class/block/{name}/uevent"),
+                format!("DEVNAME={name}\nDEVTYPE=disk\n"),
+            );
+            self.add_file(&format!("/dev/{name}"), contents);
+        }
+
+        /// Partition `partn` of `disk` named `label` (its GPT name), from sector `start`.
+        pub fn add_partition(
+            &self,
+            disk: &str,
+            partn: u32,
+            label: &str,
+            start: u64,
+            contents: impl AsRef<[u8]>,
+        ) {
+            let contents = contents.as_ref();
+            let name = if disk.ends_with(|c: char| c.is_ascii_digit()) {
+                format!("{disk}p{partn}")
+            } else {
+                format!("{disk}{partn}")
+            };
+            self.add_file(
+                &format!("/sys/class/block/{name}/uevent"),
+                format!("MAJOR=254\nMINOR={partn}\nDEVNAME={name}\nDEVTYPE=partition\nPARTN={partn}\nPARTNAME={label}\n"),
+            );
+            self.add_file(&format!("/sys/block/{disk}/{name}/partition"), format!("{partn}\n"));
+            self.add_file(&format!("/sys/block/{disk}/{name}/start"), format!("{start}\n"));
+            self.add_file(&format!("/sys/block/{disk}/{name}/size"), format!("{}\n", contents.len() / 512));
             self.add_file(&format!("/dev/{name}"), contents);
         }
 
@@ -606,6 +878,75 @@ pub mod fake {
 
         fn power_off(&self) {
             self.record("power_off".into());
+        }
+
+        fn loop_attach(&self, file: &str) -> io::Result<String> {
+            let data = self.read_file(file)?;
+            let mut st = self.state.borrow_mut();
+            let device = format!("/dev/loop{}", st.loops);
+            st.loops += 1;
+            st.calls.push(format!("loop {device} {file}"));
+            st.files.insert(device.clone(), (data, 0o600));
+            Ok(device)
+        }
+
+        fn write_at(&self, path: &str, offset: u64, data: &[u8]) -> io::Result<()> {
+            let mut st = self.state.borrow_mut();
+            st.calls.push(format!("write_at {path} {offset} {}", data.len()));
+            let (file, _) = st.files.get_mut(path).ok_or_else(|| not_found(path))?;
+            let end = offset as usize + data.len();
+            if file.len() < end {
+                return Err(io::Error::other(format!("{path}: write past the end")));
+            }
+            file[offset as usize..end].copy_from_slice(data);
+            Ok(())
+        }
+
+        fn resize_partition(&self, disk: &str, partno: u32, start: u64, length: u64) -> io::Result<()> {
+            self.record(format!("resize {disk} {partno} {start} {length}"));
+            Ok(())
+        }
+
+        fn dhcp_socket(&self, ifname: &str) -> io::Result<Box<dyn DhcpSocket + '_>> {
+            if self.state.borrow().dhcp_server.is_none() {
+                return Err(io::Error::from_raw_os_error(nix::libc::ENODEV));
+            }
+            self.record(format!("dhcp socket {ifname}"));
+            Ok(Box::new(FakeDhcpSocket { sys: self }))
+        }
+
+        fn write_tty(&self, path: &str, line: &str) -> io::Result<()> {
+            if !self.exists(path) {
+                return Err(not_found(path));
+            }
+            self.record(format!("tty {path} {line}"));
+            Ok(())
+        }
+    }
+
+    struct FakeDhcpSocket<'a> {
+        sys: &'a FakeSystem,
+    }
+
+    impl DhcpSocket for FakeDhcpSocket<'_> {
+        fn send(&self, message: &[u8]) -> io::Result<()> {
+            let mut server = self.sys.state.borrow_mut().dhcp_server.take().expect("a server");
+            let replies = server(message);
+            let mut st = self.sys.state.borrow_mut();
+            st.dhcp_server = Some(server);
+            st.dhcp_inbox.extend(replies);
+            Ok(())
+        }
+
+        fn recv(&self, timeout: Duration) -> io::Result<Option<Vec<u8>>> {
+            let mut st = self.sys.state.borrow_mut();
+            match st.dhcp_inbox.pop_front() {
+                Some(reply) => Ok(Some(reply)),
+                None => {
+                    st.now += timeout;
+                    Ok(None)
+                }
+            }
         }
     }
 }

@@ -44,6 +44,11 @@ pub const LATE_MODULE_LIST: &str = "/etc/n2d/modules-late";
 /// Printed by n2d-init on the console when the Docker engine answers inside the guest.
 pub const READY_MARKER: &str = "N2D-READY docker";
 
+/// Printed by n2d-init, followed by a space and the address, once its NIC has an address
+/// (static, or leased by DHCP: the line is printed again when a renewal changes it), e.g.
+/// `N2D-ADDRESS 192.168.1.40`.
+pub const ADDRESS_MARKER: &str = "N2D-ADDRESS";
+
 /// Everything a guest needs to become a Docker host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,7 +127,8 @@ impl GuestNetwork {
 pub struct DockerConfig {
     /// TLS material for the engine's TCP endpoint; `None` means plain TCP (`--insecure-tcp`).
     pub tls: Option<TlsMaterial>,
-    /// TCP port the engine listens on (2376 with TLS, 2375 without).
+    /// TCP port the engine listens on (2376 with TLS, 2375 without); 0: no TCP endpoint, the
+    /// local socket only (the guest's default config, on an export made for no machine).
     pub tcp_port: u16,
 }
 
