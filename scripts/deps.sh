@@ -99,8 +99,9 @@ main() {
     # and ISOLINUX for the hybrid ISO.
     packages+=(binutils systemd-boot-efi xorriso isolinux syslinux-common)
     command -v docker >/dev/null || packages+=(docker.io)
-    # Tests: sgdisk reads exported disks back, OVMF boots them under UEFI.
-    [ "${1:-}" = --tests ] && packages+=(busybox-static curl tar gdisk ovmf)
+    # Tests: sgdisk reads exported disks back, OVMF boots them under UEFI, dnsmasq leases a
+    # DHCP export its address.
+    [ "${1:-}" = --tests ] && packages+=(busybox-static curl tar gdisk ovmf dnsmasq-base)
     echo "installing ${packages[*]}..."
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 

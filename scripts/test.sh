@@ -7,8 +7,13 @@ cd "$(dirname "$0")/.."
 # What the tests need (QEMU, image tools, docker CLI, busybox, curl, the musl target): installed
 # by scripts/deps.sh when anything is missing, so this works on a fresh Debian machine.
 missing=()
-for tool in qemu-system-x86_64 qemu-img mmdebstrap mkfs.erofs lz4 depmod ip iptables vde_switch docker busybox curl; do
-    command -v "$tool" >/dev/null || missing+=("$tool")
+for tool in qemu-system-x86_64 qemu-img mmdebstrap mkfs.erofs lz4 depmod ip iptables vde_switch docker busybox curl \
+    objcopy xorriso sgdisk dnsmasq; do
+    command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
+done
+# Files of packages the exports and their tests use: systemd's EFI stub, ISOLINUX, OVMF.
+for file in /usr/lib/systemd/boot/efi/linuxx64.efi.stub /usr/lib/ISOLINUX/isohdpfx.bin /usr/share/OVMF/OVMF_CODE_4M.fd; do
+    [ -e "$file" ] || missing+=("$file")
 done
 rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl || missing+=(musl-target)
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -24,4 +29,4 @@ cargo test --locked --workspace
 # A plain release build of the workspace, as a contributor makes it: it also leaves a
 # glibc-linked n2d-init in target/release/, which n2d must not pick up (it embeds its own).
 cargo build --release --locked
-cargo test --release --locked -p n2d --test e2e_host --test e2e_homes --test e2e_kill --test e2e_rootless --test e2e_faults -- --ignored --nocapture --test-threads=1
+cargo test --release --locked -p n2d --test e2e_host --test e2e_homes --test e2e_kill --test e2e_rootless --test e2e_faults --test e2e_export -- --ignored --nocapture --test-threads=1

@@ -1,16 +1,16 @@
-//! End to end: the image exported to every format with `--for` (static address), each booted
-//! under QEMU the way another hypervisor would boot it (OVMF for the GPT disks and the ISO, also
-//! SeaBIOS for the ISO: no `-kernel`, no n2d config disk, one NIC on a tap), and judged by the
-//! host's docker CLI over TLS with the home's client certificate; then `n2d adopt` and `n2d env`.
+//! End to end: the image exported to every format with `--for` (static addresses, and one DHCP
+//! export), each booted under QEMU the way another hypervisor would boot it (OVMF for the GPT
+//! disks and the ISO, also SeaBIOS for the ISO as a CD and as a disk: no `-kernel`, no n2d
+//! config disk, one NIC on a tap), and judged by the host's docker CLI over TLS with the home's
+//! client certificate; then `n2d adopt` and `n2d env`. The DHCP export leases its address from
+//! a dnsmasq the test runs, prints it on the console, and is reached by its certificate's name.
 //!
-//! Ignored by default (root, QEMU, OVMF, Debian's mirror for the image):
+//! Ignored by default (root, QEMU, OVMF, dnsmasq, Debian's mirror for the image):
 //! `cargo test --release -p n2d --test e2e_export -- --ignored --nocapture`.
-//! It cannot pass before the guest side of the export contract is merged (n2d-init finding
-//! `n2d-root`/`n2d-config`/`n2d-data` by GPT partition name, or the root and config as files on
-//! the ISO 9660 filesystem; a static address on the first Ethernet NIC with an empty MAC).
 //!
-//! Each boot runs alone (the machines have 2 cores), in a network namespace the test makes: a
-//! bridge with the gateway's address and one tap, no route out. Add a boot by adding a [`Boot`].
+//! Everything runs in a network namespace the test makes: a bridge with the gateway's address,
+//! a tap per VM, no route out. Boots run two at a time (the machines have 2 cores; each VM is
+//! one TCG thread), each pair on two machines' exports. Add a boot by adding a [`Boot`].
 
 mod common;
 use common::*;
@@ -19,12 +19,23 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NS: &str = "n2d-e2e-export";
-const MACHINE: &str = "exp1";
 const GATEWAY: &str = "10.98.0.1";
-const ADDRESS: &str = "10.98.0.10";
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(420);
+
+/// A machine an export is made for (`--for NAME`).
+struct Machine {
+    name: &'static str,
+    /// Its address: static (`--ip`), or leased by DHCP for its NIC's MAC.
+    address: &'static str,
+    dhcp_mac: Option<&'static str>,
+}
+
+const EXP1: Machine = Machine { name: "exp1", address: "10.98.0.10", dhcp_mac: None };
+const EXP2: Machine = Machine { name: "exp2", address: "10.98.0.11", dhcp_mac: None };
+/// dnsmasq hands this MAC this address; the export does not know it.
+const EXP3: Machine = Machine { name: "exp3", address: "10.98.0.123", dhcp_mac: Some("52:54:00:98:00:03") };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Firmware {
@@ -35,6 +46,7 @@ enum Firmware {
 /// One way of booting one exported file.
 struct Boot {
     label: &'static str,
+    machine: &'static Machine,
     /// The file's extension (`img`, `qcow2`, `vhdx`, `vmdk`, `iso`).
     ext: &'static str,
     firmware: Firmware,
@@ -42,15 +54,16 @@ struct Boot {
     cdrom: bool,
 }
 
+/// Run in pairs, in this order: the two boots of a pair are for different machines.
 const BOOTS: &[Boot] = &[
-    Boot { label: "qcow2-uefi", ext: "qcow2", firmware: Firmware::Uefi, cdrom: false },
-    Boot { label: "raw-uefi", ext: "img", firmware: Firmware::Uefi, cdrom: false },
-    Boot { label: "vhdx-uefi", ext: "vhdx", firmware: Firmware::Uefi, cdrom: false },
-    Boot { label: "vmdk-uefi", ext: "vmdk", firmware: Firmware::Uefi, cdrom: false },
-    Boot { label: "iso-uefi", ext: "iso", firmware: Firmware::Uefi, cdrom: true },
-    Boot { label: "iso-bios", ext: "iso", firmware: Firmware::Bios, cdrom: true },
+    Boot { label: "qcow2-uefi", machine: &EXP1, ext: "qcow2", firmware: Firmware::Uefi, cdrom: false },
+    Boot { label: "vhdx-uefi", machine: &EXP2, ext: "vhdx", firmware: Firmware::Uefi, cdrom: false },
+    Boot { label: "vmdk-uefi", machine: &EXP1, ext: "vmdk", firmware: Firmware::Uefi, cdrom: false },
+    Boot { label: "raw-uefi-dhcp", machine: &EXP3, ext: "img", firmware: Firmware::Uefi, cdrom: false },
+    Boot { label: "iso-uefi", machine: &EXP1, ext: "iso", firmware: Firmware::Uefi, cdrom: true },
+    Boot { label: "iso-bios", machine: &EXP2, ext: "iso", firmware: Firmware::Bios, cdrom: true },
     // The hybrid ISO written to a disk (a USB stick): its isohybrid MBR under BIOS.
-    Boot { label: "iso-as-disk-bios", ext: "iso", firmware: Firmware::Bios, cdrom: false },
+    Boot { label: "iso-as-disk-bios", machine: &EXP1, ext: "iso", firmware: Firmware::Bios, cdrom: false },
 ];
 
 fn qemu_format(ext: &str) -> &str {
@@ -60,35 +73,93 @@ fn qemu_format(ext: &str) -> &str {
     }
 }
 
-/// The namespace's network: a bridge holding the gateway's address, and one tap on it.
+/// The namespace's network: a bridge holding the gateway's address, and a tap per VM slot.
 fn make_network(ns: &Netns) {
-    for args in [
-        &["link", "add", "br0", "type", "bridge"][..],
-        &["addr", "add", &format!("{GATEWAY}/24"), "dev", "br0"],
-        &["link", "set", "br0", "up"],
-        &["tuntap", "add", "tap0", "mode", "tap"],
-        &["link", "set", "tap0", "master", "br0"],
-        &["link", "set", "tap0", "up"],
-    ] {
-        run_ok(&mut ns.cmd("ip", args));
+    let mut steps: Vec<Vec<String>> = vec![
+        vec!["link".into(), "add".into(), "br0".into(), "type".into(), "bridge".into()],
+        vec!["addr".into(), "add".into(), format!("{GATEWAY}/24"), "dev".into(), "br0".into()],
+        vec!["link".into(), "set".into(), "br0".into(), "up".into()],
+    ];
+    for tap in ["tap0", "tap1"] {
+        steps.push(vec!["tuntap".into(), "add".into(), tap.into(), "mode".into(), "tap".into()]);
+        steps.push(vec!["link".into(), "set".into(), tap.into(), "master".into(), "br0".into()]);
+        steps.push(vec!["link".into(), "set".into(), tap.into(), "up".into()]);
+    }
+    for args in steps {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_ok(&mut ns.cmd("ip", &args));
     }
 }
 
-/// A QEMU started in the namespace, killed (by its pid) when dropped.
+/// A process started in the namespace (QEMU, dnsmasq), killed by its pid when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `ip netns exec` bind-mounts `/etc/netns/NS/hosts` over `/etc/hosts`: the DHCP machine's name
+/// resolves there (its certificate names it, not the address it will lease). Removed on drop.
+struct NetnsHosts(PathBuf);
+
+impl NetnsHosts {
+    fn new(lines: &str) -> NetnsHosts {
+        let dir = PathBuf::from("/etc/netns").join(NS);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n{lines}")).unwrap();
+        NetnsHosts(dir)
+    }
+}
+
+impl Drop for NetnsHosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir(self.0.parent().unwrap());
+    }
+}
+
+/// dnsmasq on the bridge: DHCP only (no DNS), EXP3's MAC gets EXP3's address.
+fn start_dnsmasq(ns: &Netns, work: &Path) -> Process {
+    let leases = work.join("dnsmasq.leases");
+    let child = ns
+        .cmd(
+            "dnsmasq",
+            &[
+                "--keep-in-foreground",
+                "--user=root",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=br0",
+                "--bind-interfaces",
+                "--dhcp-range=10.98.0.100,10.98.0.150,255.255.255.0,1h",
+                &format!("--dhcp-host={},{}", EXP3.dhcp_mac.unwrap(), EXP3.address),
+                &format!("--dhcp-leasefile={}", leases.display()),
+                "--log-dhcp",
+            ],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Process(child)
+}
+
 struct Vm {
-    child: Child,
+    qemu: Process,
     log: PathBuf,
 }
 
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(ns: &Netns, boot: &Boot, file: &Path, work: &Path) -> Vm {
+fn start(ns: &Netns, boot: &Boot, tap: &str, file: &Path, work: &Path) -> Vm {
     let log = work.join(format!("{}.log", boot.label));
+    let mac = boot.machine.dhcp_mac.unwrap_or(if tap == "tap0" {
+        "52:54:00:98:00:f0"
+    } else {
+        "52:54:00:98:00:f1"
+    });
     let mut args: Vec<String> = [
         "-machine",
         "q35",
@@ -101,14 +172,12 @@ fn start(ns: &Netns, boot: &Boot, file: &Path, work: &Path) -> Vm {
         "-no-reboot",
         "-device",
         "virtio-rng-pci",
-        "-netdev",
-        "tap,id=n0,ifname=tap0,script=no,downscript=no",
-        "-device",
-        "virtio-net-pci,netdev=n0",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(["-netdev".into(), format!("tap,id=n0,ifname={tap},script=no,downscript=no")]);
+    args.extend(["-device".into(), format!("virtio-net-pci,netdev=n0,mac={mac}")]);
     args.extend(["-serial".into(), format!("file:{}", log.display())]);
     if boot.firmware == Firmware::Uefi {
         let vars = work.join(format!("{}-vars.fd", boot.label));
@@ -133,20 +202,23 @@ fn start(ns: &Netns, boot: &Boot, file: &Path, work: &Path) -> Vm {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Vm { child, log }
+    Vm { qemu: Process(child), log }
+}
+
+fn console(vm: &Vm) -> String {
+    String::from_utf8_lossy(&std::fs::read(&vm.log).unwrap_or_default()).into_owned()
 }
 
 /// Waits for the ready marker on the console; false on timeout or if QEMU exits.
-fn wait_ready(vm: &mut Vm) -> bool {
+fn wait_ready(vm: &mut Vm, label: &str) -> bool {
     let started = Instant::now();
     while started.elapsed() < BOOT_TIMEOUT {
-        let text = std::fs::read(&vm.log).unwrap_or_default();
-        if String::from_utf8_lossy(&text).contains(n2d_proto::READY_MARKER) {
-            eprintln!("ready after {:.1}s", started.elapsed().as_secs_f64());
+        if console(vm).contains(n2d_proto::READY_MARKER) {
+            eprintln!("{label}: ready after {:.1}s", started.elapsed().as_secs_f64());
             return true;
         }
-        if let Ok(Some(status)) = vm.child.try_wait() {
-            eprintln!("QEMU exited: {status}");
+        if let Ok(Some(status)) = vm.qemu.0.try_wait() {
+            eprintln!("{label}: QEMU exited: {status}");
             return false;
         }
         std::thread::sleep(Duration::from_secs(2));
@@ -154,9 +226,13 @@ fn wait_ready(vm: &mut Vm) -> bool {
     false
 }
 
-fn tls_env(home: &Path) -> Vec<(String, String)> {
+/// The docker CLI's environment for a machine: by address, or, for a DHCP machine (whose
+/// certificate cannot hold an address it did not know), by its `.local` name.
+fn tls_env(home: &Path, machine: &Machine) -> Vec<(String, String)> {
+    let host =
+        if machine.dhcp_mac.is_some() { format!("{}.local", machine.name) } else { machine.address.into() };
     vec![
-        ("DOCKER_HOST".into(), format!("tcp://{ADDRESS}:2376")),
+        ("DOCKER_HOST".into(), format!("tcp://{host}:2376")),
         ("DOCKER_TLS_VERIFY".into(), "1".into()),
         ("DOCKER_CERT_PATH".into(), home.join("certs").display().to_string()),
     ]
@@ -175,83 +251,101 @@ fn docker_info(ns: &Netns, env: &[(String, String)]) -> Option<String> {
     None
 }
 
+/// Exports `formats` for `machine`; the files written, from the listing on stdout.
+fn export(home: &Path, out_dir: &Path, machine: &Machine, formats: &str) -> String {
+    let mut cmd = Command::new(n2d_bin());
+    cmd.args(["image", "export", "--format", formats, "--disk-size", "4G", "--for", machine.name]);
+    match machine.dhcp_mac {
+        Some(_) => cmd.arg("--dhcp"),
+        None => cmd.args(["--ip", &format!("{}/24", machine.address), "--gateway", GATEWAY]),
+    };
+    let out =
+        cmd.args(["--label", "zone=e2e", "--output"]).arg(out_dir).env("N2D_HOME", home).output().unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "export for {} failed", machine.name);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
-#[ignore = "boots VMs from exported images: needs root, QEMU, OVMF and the guest side of the export contract; run with --ignored"]
+#[ignore = "boots VMs from exported images: needs root, QEMU, OVMF and dnsmasq; run with --ignored"]
 fn every_export_boots_to_docker_over_tls() {
     let home = e2e_home();
     build_image(&home);
     let out_dir = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let export = Command::new(n2d_bin())
-        .args(["image", "export", "--format", "raw,qcow2,vhdx,vmdk,iso", "--disk-size", "4G"])
-        .args([
-            "--for",
-            MACHINE,
-            "--ip",
-            &format!("{ADDRESS}/24"),
-            "--gateway",
-            GATEWAY,
-            "--label",
-            "zone=e2e",
-        ])
-        .arg("--output")
-        .arg(out_dir.path())
-        .env("N2D_HOME", &home)
-        .output()
-        .unwrap();
-    eprintln!("{}", String::from_utf8_lossy(&export.stderr));
-    assert!(export.status.success(), "export failed");
-    let listing = String::from_utf8_lossy(&export.stdout).into_owned();
-    let file = |ext: &str| -> PathBuf {
-        let line = listing
-            .lines()
-            .find(|l| l.split_whitespace().next().is_some_and(|p| p.ends_with(&format!("-{MACHINE}.{ext}"))));
+    let listing = [
+        export(&home, out_dir.path(), &EXP1, "raw,qcow2,vhdx,vmdk,iso"),
+        export(&home, out_dir.path(), &EXP2, "vhdx,iso"),
+        export(&home, out_dir.path(), &EXP3, "raw"),
+    ]
+    .concat();
+    let file = |machine: &Machine, ext: &str| -> PathBuf {
+        let suffix = format!("-{}.{ext}", machine.name);
+        let line =
+            listing.lines().find(|l| l.split_whitespace().next().is_some_and(|p| p.ends_with(&suffix)));
         PathBuf::from(
-            line.unwrap_or_else(|| panic!("no .{ext} in {listing}")).split_whitespace().next().unwrap(),
+            line.unwrap_or_else(|| panic!("no {suffix} in {listing}")).split_whitespace().next().unwrap(),
         )
     };
 
     let ns = Netns::new(NS, &home);
     make_network(&ns);
-    let _ = std::fs::remove_file(home.join("hosts").join(format!("{MACHINE}.json")));
-    let env = tls_env(&home);
-    let mut failed = Vec::new();
-    for (i, boot) in BOOTS.iter().enumerate() {
-        eprintln!("== {}", boot.label);
-        let mut vm = start(&ns, boot, &file(boot.ext), work.path());
-        let ok = wait_ready(&mut vm) && {
-            match docker_info(&ns, &env) {
-                Some(info) => {
-                    eprintln!("docker info: {info}");
-                    info.starts_with(MACHINE)
-                }
-                None => false,
-            }
-        };
-        if ok && i == 0 {
-            // Adopted once: env and the docker context reach it like a machine n2d runs.
-            ns.n2d_ok(&["adopt", MACHINE, "--host", &format!("tcp://{ADDRESS}:2376")]);
-            let adopted = parse_env(&ns.n2d_ok(&["env", MACHINE]));
-            assert!(docker_info(&ns, &adopted).is_some(), "n2d env {MACHINE} does not reach it");
-            let ctx = ns.docker(&[], &["--context", MACHINE, "info", "--format", "{{.Name}}"]);
-            assert!(ctx.status.success(), "docker --context {MACHINE}");
-            // A second adopt of the same name is refused.
-            let again = ns.n2d(&["adopt", MACHINE, "--host", &format!("tcp://{ADDRESS}:2376")]);
-            assert_eq!(again.status.code(), Some(2));
-        }
-        if !ok {
-            let console = std::fs::read(&vm.log).unwrap_or_default();
-            let text = String::from_utf8_lossy(&console);
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
-            eprintln!(
-                "{} failed; console tail:\n{}",
-                boot.label,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-            failed.push(boot.label);
-        }
-        drop(vm);
+    let _dnsmasq = start_dnsmasq(&ns, work.path());
+    let _hosts = NetnsHosts::new(&format!("{} {}.local\n", EXP3.address, EXP3.name));
+    for m in [&EXP1, &EXP2, &EXP3] {
+        let _ = std::fs::remove_file(home.join("hosts").join(format!("{}.json", m.name)));
     }
-    let _ = std::fs::remove_file(home.join("hosts").join(format!("{MACHINE}.json")));
+    let mut failed = Vec::new();
+    let mut adopted = false;
+    for pair in BOOTS.chunks(2) {
+        let mut vms: Vec<(&Boot, Vm)> = pair
+            .iter()
+            .zip(["tap0", "tap1"])
+            .map(|(boot, tap)| (boot, start(&ns, boot, tap, &file(boot.machine, boot.ext), work.path())))
+            .collect();
+        for (boot, vm) in vms.iter_mut() {
+            let m = boot.machine;
+            let mut ok = wait_ready(vm, boot.label);
+            // The console names the address, leased or static, as the 2017 tool printed it.
+            let marker = format!("{} {}", n2d_proto::ADDRESS_MARKER, m.address);
+            if ok && !console(vm).contains(&marker) {
+                eprintln!("{}: no {marker:?} on the console", boot.label);
+                ok = false;
+            }
+            ok = ok
+                && match docker_info(&ns, &tls_env(&home, m)) {
+                    Some(info) => {
+                        eprintln!("{}: docker info: {info}", boot.label);
+                        info.starts_with(m.name)
+                    }
+                    None => false,
+                };
+            if ok && !adopted && m.dhcp_mac.is_none() {
+                // Adopted once: env and the docker context reach it like a machine n2d runs.
+                adopted = true;
+                let host = format!("tcp://{}:2376", m.address);
+                ns.n2d_ok(&["adopt", m.name, "--host", &host]);
+                let env = parse_env(&ns.n2d_ok(&["env", m.name]));
+                assert!(docker_info(&ns, &env).is_some(), "n2d env {} does not reach it", m.name);
+                let ctx = ns.docker(&[], &["--context", m.name, "info", "--format", "{{.Name}}"]);
+                assert!(ctx.status.success(), "docker --context {}", m.name);
+                // A second adopt of the same name is refused.
+                assert_eq!(ns.n2d(&["adopt", m.name, "--host", &host]).status.code(), Some(2));
+            }
+            if !ok {
+                let text = console(vm);
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!(
+                    "{} failed; console tail:\n{}",
+                    boot.label,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+                failed.push(boot.label);
+            }
+        }
+    }
+    for m in [&EXP1, &EXP2, &EXP3] {
+        let _ = std::fs::remove_file(home.join("hosts").join(format!("{}.json", m.name)));
+    }
     assert!(failed.is_empty(), "these boots did not reach Docker over TLS: {failed:?}");
 }
