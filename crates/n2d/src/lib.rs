@@ -58,7 +58,7 @@ fn exit_code(err: &anyhow::Error) -> i32 {
             || c.is::<n2d_spec::machine::SpecError>()
             || c.is::<n2d_spec::swarm::SpecError>()
             || matches!(c.downcast_ref(), Some(n2d_store::StoreError::NoSuchMachine(_)))
-            || matches!(c.downcast_ref(), Some(n2d_image::BuildError::UnusableInit { .. }))
+            || c.downcast_ref::<n2d_image::BuildError>().is_some_and(n2d_image::BuildError::is_usage)
             || c.downcast_ref::<n2d_net::NetError>().is_some_and(n2d_net::NetError::is_usage)
     });
     if usage {
