@@ -382,6 +382,10 @@ pub fn build_image(
             None => Outcome::Built,
         };
         let final_dir = home.images_dir().join(&manifest.id);
+        // A refresh back to bytes an older build of the recipe already has: that one is kept.
+        if let (Outcome::Refreshed, Ok(image)) = (outcome, crate::find_image(home, &manifest.id)) {
+            return Ok((image, Outcome::UpToDate));
+        }
         fs::rename(staging.join("out"), &final_dir)
             .map_err(|source| BuildError::Io { stage: Stage::Store, source })?;
         Ok((Image { dir: final_dir, manifest }, outcome))
