@@ -770,8 +770,9 @@ impl MmdebstrapArgs<'_> {
         );
         let mut cmd = Cmd::new("env", "coreutils")
             .arg(format!("SOURCE_DATE_EPOCH={SOURCE_DATE_EPOCH}"))
+            // Not --quiet: apt's "Unable to locate package" is said only at the default verbosity,
+            // and the error names the package from it.
             .arg("mmdebstrap")
-            .arg("--quiet")
             .arg(match self.mode {
                 Mode::Root => "--mode=root",
                 Mode::Unshare => "--mode=unshare",
@@ -1079,7 +1080,7 @@ mod tests {
         let cmd = mmdebstrap(&r, Mode::Unshare, &mirror_lines(&r), &[], "/s/rootfs.tar").display();
         assert!(
             cmd.starts_with(&format!(
-                "env SOURCE_DATE_EPOCH={SOURCE_DATE_EPOCH} mmdebstrap --quiet --mode=unshare --variant=essential --include=docker.io,"
+                "env SOURCE_DATE_EPOCH={SOURCE_DATE_EPOCH} mmdebstrap --mode=unshare --variant=essential --include=docker.io,"
             )),
             "{cmd}"
         );
