@@ -56,8 +56,13 @@ pub fn check_static_x86_64(bytes: &[u8]) -> Result<(), InitProblem> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A static x86-64 ELF header, as other modules' tests need one.
+    pub(crate) fn minimal_static_elf() -> Vec<u8> {
+        elf(62, None)
+    }
 
     /// A minimal ELF64 header + program headers, as the linker would write them.
     fn elf(machine: u16, interp: Option<&str>) -> Vec<u8> {

@@ -17,14 +17,18 @@
 //! stages over the same staging tree.
 
 pub mod build;
+pub mod cache;
 pub mod init;
 pub mod initramfs;
+pub mod inputs;
 pub mod kernel;
 pub mod modules;
 pub mod recipe;
 pub mod unshare;
 
-pub use build::{build_image, BuildError, BuildOptions, Stage};
+pub use build::{
+    build_image, newest_of_recipe, BuildError, BuildOptions, Built, Outcome, PackageSource, Stage,
+};
 pub use init::{check_static_x86_64, GuestInit, InitProblem};
 pub use recipe::{ImageManifest, Recipe};
 

@@ -4,7 +4,25 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever the builder changes what it produces from the same inputs.
-const BUILDER_VERSION: u32 = 3;
+const BUILDER_VERSION: u32 = 4;
+
+/// `SOURCE_DATE_EPOCH` of every build, and the timestamp of every file in the root filesystem:
+/// Debian 13's release day (2025-08-09 00:00 UTC). A constant rather than the build's time or
+/// the archive's Release date, so that a rebuild from the same packages gives the same bytes
+/// whenever and wherever it runs, online or from the package cache (which keeps no Release
+/// file of the mirror). What it stamps (`/etc/shadow`'s last-change day, mtimes) says nothing
+/// about the packages, which the manifest lists with their versions. Not 0: a shadow last-change
+/// day of 0 means "must change the password".
+pub const SOURCE_DATE_EPOCH: u64 = 1_754_697_600;
+
+/// The Debian archive used when the user names no mirror.
+pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+/// Where Debian's security updates are published (the `<suite>-security` pocket).
+pub const SECURITY_MIRROR: &str = "http://deb.debian.org/debian-security";
+
+/// The Debian packages that make up the engine; left out of the recipe when the image takes
+/// Docker's static binaries instead (`--docker-archive`).
+pub const ENGINE_PACKAGES: [&str; 3] = ["docker.io", "containerd", "runc"];
 
 /// The inputs of an image build. Its hash is the image ID.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +45,52 @@ pub struct Recipe {
     pub module_dirs: Vec<String>,
     /// sha256 of the n2d-init binary.
     pub init_sha256: String,
+    /// The apt sources, `URI SUITE` (component main): the suite, its `-updates` and `-security`
+    /// pockets. Written to the image's `/etc/apt/sources.list` whatever the build read from.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Local .deb files installed into the userland (`--deb`), by file name and digest.
+    #[serde(default)]
+    pub local_debs: Vec<DebDigest>,
+    /// sha256 of Docker's static binaries tarball (`--docker-archive`) replacing Debian's engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_archive_sha256: Option<String>,
+}
+
+/// A .deb and its sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebDigest {
+    pub file: String,
+    pub sha256: String,
+}
+
+/// One installed package of the userland, as dpkg records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+}
+
+/// `apt sources` lines of a recipe: the suite and its pockets from `mirror`, security from
+/// Debian's security archive, or from a local mirror when it holds them (`has_dist` says which
+/// `dists/<name>` a `file://` mirror holds).
+pub fn default_sources(mirror: &str, suite: &str, has_dist: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let mirror = if mirror.is_empty() { DEFAULT_MIRROR } else { mirror.trim_end_matches('/') };
+    let mut out = vec![format!("{mirror} {suite}")];
+    let updates = format!("{suite}-updates");
+    let security = format!("{suite}-security");
+    if mirror.starts_with("file://") {
+        for pocket in [updates, security] {
+            if has_dist(&pocket) {
+                out.push(format!("{mirror} {pocket}"));
+            }
+        }
+    } else {
+        out.push(format!("{mirror} {updates}"));
+        out.push(format!("{SECURITY_MIRROR} {security}"));
+    }
+    out
 }
 
 impl Recipe {
@@ -134,7 +198,20 @@ impl Recipe {
                 "kernel/fs/nls/",
             ]),
             init_sha256,
+            sources: default_sources("", "trixie", &|_| false),
+            local_debs: Vec::new(),
+            docker_archive_sha256: None,
         }
+    }
+
+    /// The image's `/etc/apt/sources.list`.
+    pub fn sources_list(&self) -> String {
+        self.sources.iter().map(|s| format!("deb {s} main\n")).collect()
+    }
+
+    /// The erofs filesystem UUID: from the recipe's ID, so rebuilds give the same bytes.
+    pub fn erofs_uuid(&self) -> String {
+        uuid_from_hex(&self.id())
     }
 
     /// The content address: sha256 of the canonical JSON of the recipe and builder version.
@@ -146,10 +223,45 @@ impl Recipe {
     }
 }
 
+/// A UUID written out of the first 32 hex digits of `hex`.
+fn uuid_from_hex(hex: &str) -> String {
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// The image artifacts covered by [`ImageManifest::artifacts_sha256`], in digest order
+/// (`vmlinux` is derived from `vmlinuz`; `image.json` describes them).
+pub const DIGESTED_ARTIFACTS: [&str; 3] = [crate::KERNEL_FILE, crate::INITRD_FILE, crate::ROOTFS_FILE];
+
+/// sha256 over `(name, bytes)` pairs in the given order: each name, a NUL, the length as 8
+/// little-endian bytes, then the bytes, so no two different sets of files hash alike.
+pub fn artifacts_digest<'a>(files: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut h = Sha256::new();
+    for (name, bytes) in files {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The ID of a `--refresh` build whose artifacts differ from the stored image's: the recipe's
+/// ID and the artifacts' digest, hashed.
+pub fn refreshed_id(recipe_id: &str, artifacts_sha256: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(recipe_id.as_bytes());
+    h.update(artifacts_sha256.as_bytes());
+    hex::encode(h.finalize())
+}
+
 /// Stored as `image.json` beside the image files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageManifest {
     pub id: String,
+    /// The recipe's ID: the image's ID, except for a `--refresh` build that picked up updates
+    /// (see [`refreshed_id`]). Empty in images made before it was recorded.
+    #[serde(default)]
+    pub recipe_id: String,
     pub recipe: Recipe,
     pub kernel_release: String,
     pub created_unix: u64,
@@ -162,9 +274,33 @@ pub struct ImageManifest {
     /// Bytes of the decompressed kernel booted directly (`vmlinux`), if the image has one.
     #[serde(default)]
     pub direct_kernel_bytes: Option<u64>,
+    /// Every package installed in the userland (dpkg's database), sorted by name.
+    #[serde(default)]
+    pub packages: Vec<Package>,
+    /// `SOURCE_DATE_EPOCH` of the build: the time stamped in the userland and the erofs root.
+    #[serde(default)]
+    pub source_date_epoch: u64,
+    /// Every .deb that went in (the kernel's too), by file name, with its sha256.
+    #[serde(default)]
+    pub debs: Vec<DebDigest>,
+    /// sha256 of the n2d-init binary (`/init` of the initramfs).
+    #[serde(default)]
+    pub init_sha256: String,
+    /// [`artifacts_digest`] of [`DIGESTED_ARTIFACTS`].
+    #[serde(default)]
+    pub artifacts_sha256: String,
 }
 
 impl ImageManifest {
+    /// The recipe's ID, for images recorded before `recipe_id` was.
+    pub fn recipe_id(&self) -> String {
+        if self.recipe_id.is_empty() {
+            self.recipe.id()
+        } else {
+            self.recipe_id.clone()
+        }
+    }
+
     /// The first 12 characters of the ID (cut on a character boundary: a manifest on disk may
     /// hold anything).
     pub fn short_id(&self) -> &str {
@@ -185,5 +321,77 @@ mod tests {
         let mut b = a.clone();
         b.packages.push("strace".into());
         assert_ne!(a.id(), b.id());
+        let mut c = a.clone();
+        c.docker_archive_sha256 = Some("ff".into());
+        assert_ne!(a.id(), c.id());
+    }
+
+    #[test]
+    fn the_default_sources_are_the_suite_its_updates_and_security() {
+        let r = Recipe::docker_host("abc".into());
+        assert_eq!(
+            r.sources_list(),
+            "deb http://deb.debian.org/debian trixie main\n\
+             deb http://deb.debian.org/debian trixie-updates main\n\
+             deb http://deb.debian.org/debian-security trixie-security main\n"
+        );
+        let own = default_sources("https://m.example/debian/", "trixie", &|_| false);
+        assert_eq!(own[..2], ["https://m.example/debian trixie", "https://m.example/debian trixie-updates"]);
+        assert_eq!(own[2], "http://deb.debian.org/debian-security trixie-security");
+        // A local mirror brings only the pockets it holds.
+        let local = default_sources("file:///srv/m", "trixie", &|d| d == "trixie-updates");
+        assert_eq!(local, ["file:///srv/m trixie", "file:///srv/m trixie-updates"]);
+    }
+
+    #[test]
+    fn the_erofs_uuid_follows_the_recipe() {
+        let a = Recipe::docker_host("abc".into());
+        let uuid = a.erofs_uuid();
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(uuid.replace('-', ""), a.id()[..32]);
+        assert_eq!(uuid, Recipe::docker_host("abc".into()).erofs_uuid());
+    }
+
+    #[test]
+    fn the_artifacts_digest_covers_names_and_bytes_in_order() {
+        let d = artifacts_digest([("a", &b"xy"[..]), ("b", &b""[..])]);
+        assert_eq!(d.len(), 64);
+        assert_eq!(d, artifacts_digest([("a", &b"xy"[..]), ("b", &b""[..])]));
+        assert_ne!(d, artifacts_digest([("a", &b"x"[..]), ("b", &b"y"[..])]));
+        assert_ne!(d, artifacts_digest([("b", &b""[..]), ("a", &b"xy"[..])]));
+        assert_ne!(refreshed_id("r", &d), refreshed_id("r2", &d));
+    }
+
+    #[test]
+    fn an_old_manifest_still_loads() {
+        let mut recipe = Recipe::docker_host("abc".into());
+        recipe.sources.clear();
+        let m = ImageManifest {
+            id: "i".into(),
+            recipe_id: String::new(),
+            recipe,
+            kernel_release: "6.12".into(),
+            created_unix: 1,
+            kernel_bytes: 1,
+            initrd_bytes: 1,
+            rootfs_bytes: 1,
+            rootfs_unpacked_bytes: 1,
+            direct_kernel_bytes: None,
+            packages: vec![],
+            source_date_epoch: 0,
+            debs: vec![],
+            init_sha256: String::new(),
+            artifacts_sha256: String::new(),
+        };
+        let mut v = serde_json::to_value(&m).unwrap();
+        for key in ["recipe_id", "packages", "source_date_epoch", "debs", "init_sha256", "artifacts_sha256"] {
+            v.as_object_mut().unwrap().remove(key);
+        }
+        for key in ["sources", "local_debs"] {
+            v["recipe"].as_object_mut().unwrap().remove(key);
+        }
+        let back: ImageManifest = serde_json::from_value(v).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.recipe_id(), m.recipe.id());
     }
 }

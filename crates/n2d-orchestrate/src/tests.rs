@@ -92,6 +92,12 @@ fn kit() -> Kit {
         direct_kernel_bytes: None,
         rootfs_bytes: 1,
         rootfs_unpacked_bytes: 1,
+        recipe_id: String::new(),
+        packages: Vec::new(),
+        source_date_epoch: 0,
+        debs: Vec::new(),
+        init_sha256: String::new(),
+        artifacts_sha256: String::new(),
     };
     std::fs::write(image_dir.join(n2d_image::MANIFEST_FILE), serde_json::to_vec(&manifest).unwrap()).unwrap();
     let cluster = Cluster::new();

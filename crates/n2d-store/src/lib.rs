@@ -189,6 +189,11 @@ impl Home {
     pub fn machines_dir(&self) -> PathBuf {
         self.root.join("machines")
     }
+    /// The package cache of image builds: every .deb a build downloaded, with the index that
+    /// makes it a flat apt repository, so a rebuild needs no network (n2d-image's `cache`).
+    pub fn deb_cache_dir(&self) -> PathBuf {
+        self.root.join("cache").join("debs")
+    }
     /// A machine's directory: only a validated name makes one, so it is always a child of
     /// `machines/`.
     pub fn machine_dir(&self, name: &MachineName) -> PathBuf {

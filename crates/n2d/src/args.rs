@@ -293,12 +293,31 @@ pub struct ImageBuildArgs {
     /// Debian suite for the guest [default: trixie]
     #[arg(long)]
     pub suite: Option<String>,
-    /// Debian mirror URL [default: mmdebstrap's]
+    /// Debian mirror: http(s)://… or a local mirror file:///PATH (holding dists/SUITE)
+    /// [default: http://deb.debian.org/debian; security updates from deb.debian.org/debian-security]
     #[arg(long)]
     pub mirror: Option<String>,
     /// A static n2d-init binary to use instead of the one built into n2d [default: $N2D_INIT]
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Another Debian package for the userland (repeatable)
+    #[arg(long = "include", value_name = "PKG")]
+    pub include: Vec<String>,
+    /// A local .deb file to install into the userland, e.g. an update (repeatable)
+    #[arg(long = "deb", value_name = "FILE")]
+    pub debs: Vec<PathBuf>,
+    /// Docker's static binaries tarball (docker-VERSION.tgz: docker/dockerd, docker/containerd,
+    /// docker/runc, …) to run instead of Debian's engine
+    #[arg(long, value_name = "PATH")]
+    pub docker_archive: Option<PathBuf>,
+    /// Never reach the network: take packages from the package cache ($N2D_HOME/cache/debs) or a
+    /// file:// mirror
+    #[arg(long)]
+    pub offline: bool,
+    /// Build even if the image exists, to pick up package updates (a new image when anything
+    /// changed; machines keep the one they run)
+    #[arg(long)]
+    pub refresh: bool,
 }
 
 /// Machine resources shared by `create` and `swarm create`.

@@ -65,6 +65,7 @@ fn exit_code(err: &anyhow::Error) -> i32 {
                 c.downcast_ref(),
                 Some(n2d_image::ImageError::NotFound(_) | n2d_image::ImageError::Ambiguous(_))
             )
+            || c.downcast_ref::<n2d_image::BuildError>().is_some_and(n2d_image::BuildError::is_usage)
             || c.downcast_ref::<n2d_net::NetError>().is_some_and(n2d_net::NetError::is_usage)
     });
     if usage {

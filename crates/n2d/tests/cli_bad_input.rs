@@ -163,6 +163,14 @@ fn bad_input_is_refused_with_the_right_status_and_nothing_is_created() {
         (&["adopt", "web1", "--host", "tcp://192.0.2.1:2376"], 2),
         (&["adopt", "../web1", "--host", "tcp://192.0.2.1:2376"], 2),
         (&["swarm", "add-host", "nope", "--host", "web1"], 2),
+        // Build inputs are checked before any work, each naming the input.
+        (&["image", "build", "--deb", "/nonexistent/pkg_1_amd64.deb"], 2),
+        (&["image", "build", "--deb", &this_binary], 2),
+        (&["image", "build", "--docker-archive", &this_binary], 2),
+        (&["image", "build", "--docker-archive", "/nonexistent/docker-28.tgz"], 2),
+        (&["image", "build", "--mirror", "ftp://deb.example/debian"], 2),
+        (&["image", "build", "--mirror", "file:///nonexistent/mirror"], 2),
+        (&["image", "build", "--include", "Not A Package"], 2),
     ];
     for (args, want) in cases {
         let got = run(home.path(), args);

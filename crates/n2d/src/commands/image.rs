@@ -9,6 +9,7 @@ use n2d_export::config::{machine_config, ExportNetwork};
 use n2d_export::{ExportRequest, ForMachine, Format};
 use n2d_image::{
     build_image, find_image, image_files, list_images, remove_image, unreadable_images, BuildOptions, Image,
+    Outcome, PackageSource,
 };
 use std::collections::BTreeMap;
 
@@ -163,17 +164,35 @@ pub fn build_default_image(ctx: &Ctx, args: &ImageBuildArgs) -> Result<Image> {
         init: crate::guest_init::guest_init(args.init.clone())?,
         suite: args.suite.clone(),
         mirror: args.mirror.clone(),
+        include: args.include.clone(),
+        debs: args.debs.clone(),
+        docker_archive: args.docker_archive.clone(),
+        offline: args.offline,
+        refresh: args.refresh,
     };
     let step = Step::start("Building image");
     let total = n2d_image::Stage::ALL.len();
-    let (image, cached) = build_image(&ctx.home, &ctx.runner, &opts, &|stage| {
+    let built = build_image(&ctx.home, &ctx.runner, &opts, &|stage| {
         step.set(format!("[{}/{total}] {}", stage.number(), stage.describe()));
     })?;
+    let image = built.image;
     let m = &image.manifest;
+    let source = match &built.source {
+        Some(PackageSource::Cache { no_network: Some(host) }) => {
+            format!(", from the package cache: {host} cannot be reached")
+        }
+        Some(PackageSource::Cache { no_network: None }) => ", from the package cache".to_string(),
+        _ => String::new(),
+    };
     step.done(format!(
-        "Image {} {} (kernel {}, initrd {}, root {}; {} unpacked)",
+        "Image {} {}{source} (kernel {}, initrd {}, root {}; {} unpacked)",
         m.short_id(),
-        if cached { "already built" } else { "built" },
+        match built.outcome {
+            Outcome::AlreadyBuilt => "already built",
+            Outcome::Built => "built",
+            Outcome::UpToDate => "up to date (the rebuild gave the same bytes)",
+            Outcome::Refreshed => "built with updates (machines keep the image they run)",
+        },
         mb(m.kernel_bytes),
         mb(m.initrd_bytes),
         mb(m.rootfs_bytes),
