@@ -29,4 +29,4 @@ cargo test --locked --workspace
 # A plain release build of the workspace, as a contributor makes it: it also leaves a
 # glibc-linked n2d-init in target/release/, which n2d must not pick up (it embeds its own).
 cargo build --release --locked
-cargo test --release --locked -p n2d --test e2e_host --test e2e_homes --test e2e_kill --test e2e_rootless --test e2e_faults --test e2e_export -- --ignored --nocapture --test-threads=1
+cargo test --release --locked -p n2d --test e2e_host --test e2e_homes --test e2e_kill --test e2e_rootless --test e2e_faults --test e2e_export --test e2e_image_build -- --ignored --nocapture --test-threads=1

@@ -357,7 +357,9 @@ pub fn export(
     let m = &image.manifest;
     let machine = req.machine.as_ref().map(|f| f.name.as_str());
     let seed = seed(&m.id, machine);
-    let time = m.created_unix;
+    // The image's own fixed epoch, so an image rebuilt byte for byte exports byte for byte
+    // (images from before it was recorded: their build time).
+    let time = if m.source_date_epoch != 0 { m.source_date_epoch } else { m.created_unix };
     let work_path = req.output_dir.join(format!(".n2d-export-{}-{}", std::process::id(), m.short_id()));
     let _ = std::fs::remove_dir_all(&work_path);
     std::fs::create_dir(&work_path)

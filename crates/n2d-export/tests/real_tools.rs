@@ -35,6 +35,12 @@ fn fake_image(dir: &Path) -> Image {
         rootfs_bytes: write("rootfs.erofs", 3 << 20, 3),
         rootfs_unpacked_bytes: 0,
         direct_kernel_bytes: None,
+        recipe_id: String::new(),
+        packages: Vec::new(),
+        source_date_epoch: 1_700_000_000,
+        debs: Vec::new(),
+        init_sha256: String::new(),
+        artifacts_sha256: String::new(),
     };
     Image { dir: dir.to_path_buf(), manifest }
 }

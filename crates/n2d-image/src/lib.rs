@@ -98,6 +98,30 @@ pub fn list_images(home: &Home) -> Vec<Image> {
     images
 }
 
+/// For each image ID in the store, the ID of a newer build of the same recipe (`image build
+/// --refresh` stores one beside the old): the machines booting the old one run older packages.
+pub fn newer_builds(home: &Home) -> std::collections::BTreeMap<String, String> {
+    newer_builds_of(&list_images(home))
+}
+
+fn newer_builds_of(images: &[Image]) -> std::collections::BTreeMap<String, String> {
+    let mut newest: std::collections::BTreeMap<String, &ImageManifest> = Default::default();
+    for m in images.iter().map(|i| &i.manifest) {
+        let slot = newest.entry(m.recipe_id()).or_insert(m);
+        if m.created_unix > slot.created_unix {
+            *slot = m;
+        }
+    }
+    images
+        .iter()
+        .map(|i| &i.manifest)
+        .filter_map(|m| {
+            let top = newest[&m.recipe_id()];
+            (top.id != m.id).then(|| (m.id.clone(), top.id.clone()))
+        })
+        .collect()
+}
+
 /// Directories of the images directory that are not images n2d can read (an older n2d's, or
 /// damaged): nothing boots them, so `image prune` removes them.
 pub fn unreadable_images(home: &Home) -> Vec<PathBuf> {
@@ -139,5 +163,29 @@ pub fn find_image(home: &Home, id: &str) -> Result<Image, ImageError> {
         0 => Err(ImageError::NotFound(id.to_string())),
         1 => Ok(matches.into_iter().next().expect("one")),
         _ => Err(ImageError::Ambiguous(id.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(id: &str, recipe_id: &str, created_unix: u64) -> Image {
+        let json = serde_json::json!({
+            "id": id, "recipe_id": recipe_id, "kernel_release": "6.12", "created_unix": created_unix,
+            "kernel_bytes": 1, "initrd_bytes": 1, "rootfs_bytes": 1, "rootfs_unpacked_bytes": 1,
+            "recipe": serde_json::to_value(Recipe::docker_host("x".into())).unwrap(),
+        });
+        Image { dir: PathBuf::from(id), manifest: serde_json::from_value(json).unwrap() }
+    }
+
+    #[test]
+    fn an_older_build_of_a_recipe_points_at_the_newest() {
+        let images =
+            [image("old", "r1", 10), image("new", "r1", 30), image("mid", "r1", 20), image("other", "r2", 5)];
+        let newer = newer_builds_of(&images);
+        assert_eq!(newer.get("old").map(String::as_str), Some("new"));
+        assert_eq!(newer.get("mid").map(String::as_str), Some("new"));
+        assert!(!newer.contains_key("new") && !newer.contains_key("other"), "{newer:?}");
     }
 }

@@ -2,12 +2,13 @@
 //! Docker's static binaries tarball instead of Debian's engine. Ignored by default (root,
 //! Debian's mirror once, QEMU): `cargo test --release -p n2d --test e2e_image_build -- --ignored`.
 //!
-//! 1. The default image, built online: its artifacts' sha256 recorded, its directory removed.
+//! 1. The default image of the e2e tests' shared home, built online (by the first e2e test to
+//!    run): its artifacts' sha256 recorded, its directory removed.
 //! 2. Rebuilt in a network namespace with only loopback: from the package cache, byte for byte
 //!    the same artifacts and `artifacts_sha256`.
 //! 3. A docker archive in the official layout (`docker/dockerd`, …), repacked from the cached
 //!    Debian packages of the first build; an `--offline` build from it; a machine booted from it
-//!    in that namespace answers the host's docker CLI with that engine.
+//!    in that namespace answers the host's docker CLI with that engine; then `image rm`.
 
 mod common;
 use common::*;
@@ -79,11 +80,12 @@ fn docker_archive(home: &Path, work: &Path) -> PathBuf {
 #[test]
 #[ignore = "builds images and boots a VM: needs root, Debian's mirror and QEMU; run with --ignored"]
 fn offline_rebuild_is_byte_identical_and_a_docker_archive_image_runs_that_engine() {
-    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-image-home");
-    let _ = std::fs::remove_dir_all(&home);
-    std::fs::create_dir_all(&home).unwrap();
+    // The e2e tests' shared home: its image is built (online) by whichever test runs first, and
+    // rebuilt here byte for byte, so the other tests find it as it was.
+    let home = e2e_home();
+    build_image(&home);
 
-    // 1. Online.
+    // 1. Online (or built already: the same image, and its packages in the cache).
     let (id, _) = n2d_build(&home, None, &[]);
     let first = manifest(&home, &id);
     let sums = sha256s(&home.join("images").join(&id));
@@ -119,6 +121,8 @@ fn offline_rebuild_is_byte_identical_and_a_docker_archive_image_runs_that_engine
         "libsystemd0",
     ];
     let (arch_id, _) = n2d_build(&home, Some(&ns), &args);
+    // Removed however the test ends: the other tests boot the newest image of the shared home.
+    let _arch_image = RemoveImage { home: home.clone(), id: arch_id.clone() };
     assert_ne!(arch_id, id);
     let m = manifest(&home, &arch_id);
     let names: Vec<&str> =
@@ -140,4 +144,19 @@ fn offline_rebuild_is_byte_identical_and_a_docker_archive_image_runs_that_engine
     // The archive's engine: the version of the Debian binaries repacked into it (26.1.5+dfsg1-…).
     assert!(!version.trim().is_empty() && debian.starts_with(version.trim()), "{version} vs {debian}");
     ns.n2d_ok(&["rm", "-f", "arch-0"]);
+    ns.n2d_ok(&["image", "rm", &arch_id]);
+    assert!(!home.join("images").join(&arch_id).exists());
+}
+
+/// `n2d image rm ID` when dropped (after the machine that booted it is gone).
+struct RemoveImage {
+    home: PathBuf,
+    id: String,
+}
+
+impl Drop for RemoveImage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.home.join("machines/arch-0"));
+        let _ = Command::new(n2d_bin()).args(["image", "rm", &self.id]).env("N2D_HOME", &self.home).output();
+    }
 }

@@ -86,6 +86,9 @@ fn register_context(ctx: &Ctx, record: &n2d_store::MachineRecord) -> bool {
 
 pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
     let entries = ctx.home.list_machines();
+    // Machines booting an image that `image build --refresh` has since rebuilt with newer packages.
+    let newer = n2d_image::newer_builds(&ctx.home);
+    let newer_of = |image: &str| newer.get(image).map(|id| truncate_chars(id, 12));
     if json {
         let rows: Vec<serde_json::Value> = entries
             .iter()
@@ -93,7 +96,7 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
                 Ok(r) => serde_json::json!({
                     "name": name, "state": ctx.machine_state(&r.spec.name).to_string(), "ip": r.ip,
                     "network": r.spec.bridge, "endpoint": r.docker_host(), "image": r.spec.image,
-                    "swarm": r.swarm, "ports": r.spec.publish,
+                    "swarm": r.swarm, "ports": r.spec.publish, "newer_image": newer.get(&r.spec.image),
                 }),
                 Err(e) => serde_json::json!({ "name": name, "state": "error", "error": e.to_string() }),
             })
@@ -110,7 +113,10 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
                 ctx.machine_state(&r.spec.name).to_string(),
                 r.ip.to_string(),
                 r.docker_host(),
-                truncate_chars(&r.spec.image, 12),
+                match newer_of(&r.spec.image) {
+                    Some(_) => format!("{}*", truncate_chars(&r.spec.image, 11)),
+                    None => truncate_chars(&r.spec.image, 12).to_string(),
+                },
                 r.spec
                     .publish
                     .iter()
@@ -120,6 +126,15 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
             ),
             Err(e) => println!("{name:<20} error    {e}"),
         }
+    }
+    let outdated: Vec<_> = ctx
+        .home
+        .list_machines()
+        .into_iter()
+        .filter_map(|(name, r)| Some((name, newer_of(&r.ok()?.spec.image)?)))
+        .collect();
+    for (name, newest) in outdated {
+        eprintln!("* {name} runs an older build of its image than {newest} (`n2d image build --refresh` made it): recreate it to pick up the updates");
     }
     Ok(())
 }
