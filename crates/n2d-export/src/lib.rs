@@ -11,7 +11,8 @@
 //! Everything is made in a work directory inside the output directory and renamed into place
 //! only when every format is done, so a failure (or Ctrl-C) leaves no partial file. GUIDs,
 //! volume IDs and dates come from the image ID (and the machine name), never from the clock or
-//! a random source: the same inputs give the same files (see [`Format::deterministic`]).
+//! a random source: the same inputs give the same files (qemu-img's random VHDX and VMDK
+//! identifiers are pinned afterwards: [`pin`]).
 
 pub mod config;
 pub mod esp;
@@ -19,6 +20,7 @@ pub mod gpt;
 pub mod guid;
 pub mod hyperv;
 pub mod iso;
+pub mod pin;
 pub mod uki;
 
 use n2d_exec::{Cmd, ExecError, Runner};
@@ -81,14 +83,6 @@ impl Format {
 
     pub fn is_disk(self) -> bool {
         self != Format::Iso
-    }
-
-    /// Whether two exports of the same inputs are byte-identical. qemu-img writes random
-    /// identifiers into VHDX headers (file, data-write and log GUIDs) and VMDK descriptors (CID),
-    /// with no option to fix them; raw, qcow2 and iso are identical (checked by `cmp`, see
-    /// BENCHMARKS.md).
-    pub fn deterministic(self) -> bool {
-        !matches!(self, Format::Vhdx | Format::Vmdk)
     }
 }
 
@@ -395,13 +389,20 @@ pub fn export(
         for format in req.formats.iter().copied() {
             let Some(options) = format.qemu_img() else { continue };
             progress(Stage::Convert(format));
-            let out = w(&format!("disk.{}", format.extension()));
+            // Under its final name: a VMDK's descriptor names its own file.
+            let out = w(&final_name(format.extension()));
             let cmd = Cmd::new("qemu-img", "qemu-utils")
                 .args(["convert", "-q", "-f", "raw"])
                 .args(options.iter().copied())
                 .arg(&raw)
                 .arg(&out);
             runner.run(&cmd).map_err(|source| ExportError::Tool { what: "disk image", source })?;
+            let pinned = match format {
+                Format::Vhdx => pin::pin_vhdx(&out, &seed),
+                Format::Vmdk => pin::pin_vmdk(&out, &seed),
+                _ => Ok(()),
+            };
+            pinned.map_err(io_err("pin the identifiers of", &out))?;
             made.push((out, final_name(format.extension())));
             check()?;
         }

@@ -71,16 +71,29 @@ fn disks_and_iso_are_laid_out_as_agreed_and_reproducible() {
     let img_dir = tempfile::tempdir().unwrap();
     let image = fake_image(img_dir.path());
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let formats = vec![Format::Raw, Format::Qcow2, Format::Iso];
+    let formats = vec![Format::Raw, Format::Qcow2, Format::Vhdx, Format::Vmdk, Format::Iso];
     let files = export(&SystemRunner, &request(&image, a.path(), formats.clone()), &|_| {}).unwrap();
     let names: Vec<String> =
         files.iter().map(|f| f.path.file_name().unwrap().to_string_lossy().into()).collect();
     assert_eq!(
         names,
-        ["n2d-0123456789ab-web1.img", "n2d-0123456789ab-web1.iso", "n2d-0123456789ab-web1.qcow2"]
+        [
+            "n2d-0123456789ab-web1.img",
+            "n2d-0123456789ab-web1.iso",
+            "n2d-0123456789ab-web1.qcow2",
+            "n2d-0123456789ab-web1.vhdx",
+            "n2d-0123456789ab-web1.vmdk"
+        ]
     );
     // Only the exports: the work directory is gone.
-    assert_eq!(std::fs::read_dir(a.path()).unwrap().count(), 3);
+    assert_eq!(std::fs::read_dir(a.path()).unwrap().count(), 5);
+    // The VHDX and VMDK, their identifiers pinned, are sound and hold the raw disk's bytes.
+    for name in &names[3..] {
+        let path = a.path().join(name);
+        run("qemu-img", &["check", path.to_str().unwrap()]);
+        let raw = a.path().join(&names[0]);
+        run("qemu-img", &["compare", "-f", "raw", raw.to_str().unwrap(), path.to_str().unwrap()]);
+    }
 
     let raw = a.path().join(&names[0]);
     let table = run("sgdisk", &["-p", raw.to_str().unwrap()]);
