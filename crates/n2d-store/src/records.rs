@@ -302,6 +302,23 @@ mod tests {
             .unwrap();
         assert!(matches!(home.load_machine(&b), Err(StoreError::InvalidName { .. })));
     }
+
+    #[test]
+    fn adopted_hosts_are_listed_and_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        assert!(home.list_adopted().is_empty());
+        for name in ["web2", "web1"] {
+            let host = AdoptedHost { name: name.parse().unwrap(), docker_host: "tcp://10.0.0.5:2376".into() };
+            home.save_adopted(&host).unwrap();
+        }
+        std::fs::write(home.hosts_dir().join("Bad.json"), "{}").unwrap();
+        let names: Vec<String> = home.list_adopted().iter().map(|h| h.name.to_string()).collect();
+        assert_eq!(names, ["web1", "web2"]);
+        home.remove_adopted(&"web1".parse().unwrap()).unwrap();
+        assert_eq!(home.list_adopted().len(), 1);
+        assert!(home.remove_adopted(&"web1".parse().unwrap()).is_err());
+    }
 }
 
 /// A machine n2d did not boot: a disk exported with `n2d image export --for NAME`, booted by
@@ -342,5 +359,23 @@ impl Home {
     pub fn save_adopted(&self, host: &AdoptedHost) -> Result<(), StoreError> {
         crate::ensure_dir(&self.hosts_dir())?;
         write_json(&self.adopted_file(&host.name), host)
+    }
+
+    /// Forgets an adopted machine (its VM, wherever it runs, is not touched).
+    pub fn remove_adopted(&self, name: &MachineName) -> Result<(), StoreError> {
+        let path = self.adopted_file(name);
+        std::fs::remove_file(&path).map_err(|source| StoreError::Remove { path, source })
+    }
+
+    /// Every adopted machine whose record reads, sorted by name.
+    pub fn list_adopted(&self) -> Vec<AdoptedHost> {
+        let names = sorted_names(&self.hosts_dir(), |e| {
+            e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string)
+        });
+        names
+            .into_iter()
+            .filter_map(|n| n.parse::<MachineName>().ok())
+            .filter_map(|n| self.load_adopted(&n).ok().flatten())
+            .collect()
     }
 }

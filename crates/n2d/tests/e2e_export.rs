@@ -331,6 +331,13 @@ fn every_export_boots_to_docker_over_tls() {
                 assert!(ctx.status.success(), "docker --context {}", m.name);
                 // A second adopt of the same name is refused.
                 assert_eq!(ns.n2d(&["adopt", m.name, "--host", &host]).status.code(), Some(2));
+                // `ls` lists it; `rm` forgets it (and its context), leaving its VM alone.
+                let ls = ns.n2d_ok(&["ls"]);
+                assert!(ls.lines().any(|l| l.starts_with(m.name) && l.contains("adopted")), "{ls}");
+                ns.n2d_ok(&["rm", m.name]);
+                assert!(!home.join("hosts").join(format!("{}.json", m.name)).exists());
+                assert!(!ns.docker(&[], &["context", "inspect", m.name]).status.success());
+                assert!(docker_info(&ns, &tls_env(&home, m)).is_some(), "rm touched the adopted VM");
             }
             if !ok {
                 let text = console(vm);

@@ -132,10 +132,33 @@ fn inspect(ctx: &Ctx, id: &str, json: bool) -> Result<()> {
         r.suite,
         if r.mirror.is_empty() { String::new() } else { format!(" from {}", r.mirror) }
     );
+    for source in &r.sources {
+        println!("Source:    {source}");
+    }
     println!("Kernel:    {} ({})", m.kernel_release, r.kernel_package);
-    println!("Packages:  {}", r.packages.join(" "));
+    println!("Asked for: {}", r.packages.join(" "));
+    for deb in &r.local_debs {
+        println!("Local deb: {} (sha256 {})", deb.file, deb.sha256);
+    }
+    if let Some(sha) = &r.docker_archive_sha256 {
+        println!("Engine:    Docker's static binaries, archive sha256 {sha}");
+    }
     println!("Init:      sha256 {}", r.init_sha256);
-    println!("Built:     {} (unix time)", m.created_unix);
+    println!("Recipe:    {}", m.recipe_id());
+    if !m.artifacts_sha256.is_empty() {
+        println!("Artifacts: sha256 {}", m.artifacts_sha256);
+    }
+    println!("Built:     {} (unix time; file times {})", m.created_unix, m.source_date_epoch);
+    if !m.packages.is_empty() {
+        // Every package that went in, with its version (`--json` has them all, and each .deb's sha256).
+        let listed: Vec<String> = m.packages.iter().map(|p| format!("{}={}", p.name, p.version)).collect();
+        println!(
+            "Installed: {} packages from {} .debs: {}",
+            m.packages.len(),
+            m.debs.len(),
+            listed.join(" ")
+        );
+    }
     println!("Used by:   {}", if used_by.is_empty() { "no machine".to_string() } else { used_by.join(", ") });
     println!("Files:");
     let files = image_files(&image);

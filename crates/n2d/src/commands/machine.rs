@@ -100,6 +100,9 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
                 }),
                 Err(e) => serde_json::json!({ "name": name, "state": "error", "error": e.to_string() }),
             })
+            .chain(ctx.home.list_adopted().iter().map(
+                |h| serde_json::json!({ "name": h.name, "state": "adopted", "endpoint": h.docker_host }),
+            ))
             .collect();
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
@@ -126,6 +129,10 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
             ),
             Err(e) => println!("{name:<20} error    {e}"),
         }
+    }
+    // Machines booted elsewhere from an export (`n2d adopt`): n2d knows only their endpoint.
+    for h in ctx.home.list_adopted() {
+        println!("{:<20} {:<8} {:<15} {:<26} {:<12}", h.name.as_str(), "adopted", "-", h.docker_host, "-");
     }
     let outdated: Vec<_> = ctx
         .home
@@ -248,6 +255,16 @@ pub fn restart(ctx: &Ctx, names: &[MachineName], timeout: u64) -> Result<()> {
 pub fn rm(ctx: &Ctx, names: &[MachineName], force: bool) -> Result<()> {
     need_names(names, "rm")?;
     for name in names {
+        if !ctx.home.machine_exists(name) && ctx.home.load_adopted(name)?.is_some() {
+            ctx.home.remove_adopted(name)?;
+            docker_context::unregister(
+                &ctx.runner,
+                name.as_str(),
+                &docker_context::machine_description(name.as_str()),
+            );
+            eprintln!("{name} forgotten (adopted: its VM, wherever it runs, is not touched)");
+            continue;
+        }
         ctx.remove_machine(name, force)?;
         docker_context::unregister(
             &ctx.runner,
