@@ -117,11 +117,17 @@ pub fn layout(
 
 /// CRC-32 (IEEE, reflected), as GPT uses it.
 pub fn crc32(bytes: &[u8]) -> u32 {
+    reflected_crc32(0xEDB8_8320, bytes)
+}
+
+/// A reflected CRC-32 with the given (reversed) polynomial: IEEE's for GPT, Castagnoli's for
+/// VHDX ([`crate::pin`]). Bitwise: it runs over a few KiB of headers.
+pub fn reflected_crc32(poly: u32, bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in bytes {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 { (crc >> 1) ^ poly } else { crc >> 1 };
         }
     }
     !crc

@@ -49,14 +49,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 /// CRC-32C (Castagnoli), as VHDX checksums its headers.
 fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-        }
-    }
-    !crc
+    crate::gpt::reflected_crc32(0x82F6_3B78, bytes)
 }
 
 /// Rewrites the CID of a monolithicSparse VMDK's embedded descriptor.

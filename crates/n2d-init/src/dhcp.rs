@@ -275,70 +275,86 @@ fn await_reply(
     None
 }
 
-/// DISCOVER → OFFER → REQUEST → ACK, retried with backoff for at most `budget`.
-pub fn obtain(sys: &dyn System, client: &Client, budget: Duration) -> Result<Lease> {
+/// How one exchange of [`with_retries`] ended.
+enum Attempt {
+    Leased(Lease),
+    /// Nothing usable came back: again, with the next backoff.
+    Again,
+    /// The server said no (NAK to a renewal): no point asking again now.
+    Refused,
+}
+
+/// Runs `attempt` (one exchange, with a fresh xid and how long to wait for each reply: this
+/// round's backoff and the next's) on the client's socket until it leases, is refused, or
+/// `budget` is spent.
+fn with_retries(
+    sys: &dyn System,
+    client: &Client,
+    budget: Duration,
+    mut attempt: impl FnMut(&dyn DhcpSocket, u32, Duration, Duration) -> Attempt,
+) -> Result<Lease> {
     let socket = sys
         .dhcp_socket(&client.ifname)
         .map_err(|source| Error::DhcpSocket { ifname: client.ifname.clone(), source })?;
     let deadline = sys.now() + budget;
-    let mut attempt = 0;
+    let mut round = 0;
     while sys.now() < deadline {
-        let wait = attempt_wait(attempt).min(deadline - sys.now());
-        attempt += 1;
+        let wait = attempt_wait(round).min(deadline - sys.now());
+        round += 1;
         let xid = new_xid(sys, &client.mac);
-        if let Err(e) = socket.send(&client.discover(xid).encode()) {
-            info!("dhcp: sending DISCOVER on {}: {e}", client.ifname);
-            sys.sleep(wait);
-            continue;
-        }
-        let Some(offer) = await_reply(sys, &*socket, xid, &client.mac, &[MessageType::Offer], wait) else {
-            continue;
-        };
-        let Some(offered) = Lease::from_message(&offer) else { continue };
-        if socket.send(&client.select(xid, &offered).encode()).is_err() {
-            continue;
-        }
-        let kinds = [MessageType::Ack, MessageType::Nak];
-        match await_reply(sys, &*socket, xid, &client.mac, &kinds, attempt_wait(attempt)) {
-            Some(m) if m.message_type() == Some(MessageType::Ack) => {
-                if let Some(lease) = Lease::from_message(&m) {
-                    return Ok(lease);
-                }
-            }
-            Some(_) => info!("dhcp: {} refused {} (NAK); starting over", offered.server, offered.address),
-            None => {}
+        match attempt(&*socket, xid, wait, attempt_wait(round)) {
+            Attempt::Leased(lease) => return Ok(lease),
+            Attempt::Refused => break,
+            Attempt::Again => {}
         }
     }
     Err(Error::NoDhcpLease { ifname: client.ifname.clone(), waited_s: budget.as_secs() })
 }
 
+/// The ACK among `kinds` replies, as a lease; a NAK is `Refused` when `nak_refuses`.
+fn acked(reply: Option<Message>, nak_refuses: bool) -> Attempt {
+    match reply {
+        Some(m) if m.message_type() == Some(MessageType::Ack) => {
+            Lease::from_message(&m).map_or(Attempt::Again, Attempt::Leased)
+        }
+        Some(_) if nak_refuses => Attempt::Refused,
+        _ => Attempt::Again,
+    }
+}
+
+/// DISCOVER → OFFER → REQUEST → ACK, retried with backoff for at most `budget`.
+pub fn obtain(sys: &dyn System, client: &Client, budget: Duration) -> Result<Lease> {
+    with_retries(sys, client, budget, |socket, xid, wait, next_wait| {
+        if let Err(e) = socket.send(&client.discover(xid).encode()) {
+            info!("dhcp: sending DISCOVER on {}: {e}", client.ifname);
+            sys.sleep(wait);
+            return Attempt::Again;
+        }
+        let Some(offer) = await_reply(sys, socket, xid, &client.mac, &[MessageType::Offer], wait) else {
+            return Attempt::Again;
+        };
+        let Some(offered) = Lease::from_message(&offer) else { return Attempt::Again };
+        if socket.send(&client.select(xid, &offered).encode()).is_err() {
+            return Attempt::Again;
+        }
+        let reply =
+            await_reply(sys, socket, xid, &client.mac, &[MessageType::Ack, MessageType::Nak], next_wait);
+        if reply.as_ref().is_some_and(|m| m.message_type() == Some(MessageType::Nak)) {
+            info!("dhcp: {} refused {} (NAK); starting over", offered.server, offered.address);
+        }
+        acked(reply, false)
+    })
+}
+
 /// Extends `lease` (a REQUEST with its address); a NAK or silence is an error.
 pub fn renew(sys: &dyn System, client: &Client, lease: &Lease, budget: Duration) -> Result<Lease> {
-    let socket = sys
-        .dhcp_socket(&client.ifname)
-        .map_err(|source| Error::DhcpSocket { ifname: client.ifname.clone(), source })?;
-    let deadline = sys.now() + budget;
-    let mut attempt = 0;
-    while sys.now() < deadline {
-        let wait = attempt_wait(attempt).min(deadline - sys.now());
-        attempt += 1;
-        let xid = new_xid(sys, &client.mac);
+    with_retries(sys, client, budget, |socket, xid, wait, _| {
         if socket.send(&client.renewal(xid, lease).encode()).is_err() {
             sys.sleep(wait);
-            continue;
+            return Attempt::Again;
         }
-        let kinds = [MessageType::Ack, MessageType::Nak];
-        match await_reply(sys, &*socket, xid, &client.mac, &kinds, wait) {
-            Some(m) if m.message_type() == Some(MessageType::Ack) => {
-                if let Some(renewed) = Lease::from_message(&m) {
-                    return Ok(renewed);
-                }
-            }
-            Some(_) => break,
-            None => {}
-        }
-    }
-    Err(Error::NoDhcpLease { ifname: client.ifname.clone(), waited_s: budget.as_secs() })
+        acked(await_reply(sys, socket, xid, &client.mac, &[MessageType::Ack, MessageType::Nak], wait), true)
+    })
 }
 
 /// Puts `lease` on the interface: address (replacing `old`'s if it changed), default route,
