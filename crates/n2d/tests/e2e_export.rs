@@ -1,6 +1,6 @@
 //! End to end: the image exported to every format with `--for` (static addresses, and one DHCP
 //! export), each booted under QEMU the way another hypervisor would boot it (OVMF for the GPT
-//! disks and the ISO, also SeaBIOS for the ISO as a CD and as a disk: no `-kernel`, no n2d
+//! disks and the ISO, also SeaBIOS for the ISO as a CD: no `-kernel`, no n2d
 //! config disk, one NIC on a tap), and judged by the host's docker CLI over TLS with the home's
 //! client certificate; then `n2d adopt` and `n2d env`. The DHCP export leases its address from
 //! a dnsmasq the test runs, prints it on the console, and is reached by its certificate's name.
@@ -62,8 +62,9 @@ const BOOTS: &[Boot] = &[
     Boot { label: "raw-uefi-dhcp", machine: &EXP3, ext: "img", firmware: Firmware::Uefi, cdrom: false },
     Boot { label: "iso-uefi", machine: &EXP1, ext: "iso", firmware: Firmware::Uefi, cdrom: true },
     Boot { label: "iso-bios", machine: &EXP2, ext: "iso", firmware: Firmware::Bios, cdrom: true },
-    // The hybrid ISO written to a disk (a USB stick): its isohybrid MBR under BIOS.
-    Boot { label: "iso-as-disk-bios", machine: &EXP1, ext: "iso", firmware: Firmware::Bios, cdrom: false },
+    // Not in CI's run, for its length (it passed, 30 s): the hybrid ISO written to a disk (a USB
+    // stick), booted by its isohybrid MBR under BIOS. Add it back to check that path:
+    // Boot { label: "iso-as-disk-bios", machine: &EXP1, ext: "iso", firmware: Firmware::Bios, cdrom: false },
 ];
 
 fn qemu_format(ext: &str) -> &str {
