@@ -67,15 +67,15 @@ now() { date +%s.%N; }
 # The TLS engine at $1 answering the home's client certificate.
 answers() {
     in_ns env DOCKER_HOST="tcp://$1:2376" DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$N2D_HOME/certs" \
-        docker info --format '{{.Name}}' >/dev/null 2>&1
+        docker version --format '{{.Server.Version}}' >/dev/null 2>&1
 }
 
 run_a() {
     local t0 t1
     t0=$(now)
-    in_ns "$N2D" create bench-a --memory 1536M >/dev/null
+    in_ns "$N2D" create bench-a --memory 1536M >/dev/null 2>&1
     t1=$(now)
-    in_ns "$N2D" rm -f bench-a >/dev/null
+    in_ns "$N2D" rm -f bench-a >/dev/null 2>&1
     echo "$t1 - $t0" | bc
 }
 
@@ -83,14 +83,16 @@ run_b() {
     local t0 t1 vars=$WORK/vars.fd
     cp "$OVMF_VARS" "$vars"
     t0=$(now)
-    in_ns qemu-system-x86_64 -machine q35 -m 1536 -smp 1 -display none -no-reboot \
+    # `ip netns exec` itself (not the in_ns function, which would fork a subshell): it execs
+    # QEMU, so $! is QEMU's pid.
+    ip netns exec "$NS" qemu-system-x86_64 -machine q35 -m 1536 -smp 1 -display none -no-reboot \
         -device virtio-rng-pci -netdev tap,id=n0,ifname=tapb,script=no,downscript=no \
         -device virtio-net-pci,netdev=n0 -serial "file:$WORK/b.log" \
         -drive "if=pflash,format=raw,readonly=on,file=$OVMF_CODE" -drive "if=pflash,format=raw,file=$vars" \
-        -drive "file=$DISK,if=virtio,format=qcow2,snapshot=on" >/dev/null 2>&1 &
+        -drive "file=$DISK,if=virtio,format=qcow2,snapshot=on" >"$WORK/b.qemu" 2>&1 &
     QEMU_PID=$!
     until answers 10.97.0.10; do
-        kill -0 "$QEMU_PID" 2>/dev/null || { echo "export-boot: the export's QEMU exited; console: $WORK/b.log" >&2; exit 1; }
+        kill -0 "$QEMU_PID" 2>/dev/null || { echo "export-boot: the export's QEMU exited: $(cat "$WORK/b.qemu")" >&2; exit 1; }
         sleep 0.5
     done
     t1=$(now)
