@@ -144,12 +144,15 @@ pub fn remove_image(home: &Home, dir: &std::path::Path) -> Result<(), ImageError
     Ok(())
 }
 
-/// Bytes of every file of an image on disk, by file name.
-pub fn image_files(image: &Image) -> Vec<(String, u64)> {
-    let Ok(dir) = std::fs::read_dir(&image.dir) else { return Vec::new() };
+/// Bytes of every file of an image directory (readable or not), by file name.
+pub fn image_files(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let Ok(dir) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut files: Vec<(String, u64)> = dir
         .filter_map(|e| e.ok())
-        .filter_map(|e| Some((e.file_name().to_string_lossy().into_owned(), e.metadata().ok()?.len())))
+        .filter_map(|e| {
+            let meta = e.metadata().ok().filter(|m| m.is_file())?;
+            Some((e.file_name().to_string_lossy().into_owned(), meta.len()))
+        })
         .collect();
     files.sort();
     files

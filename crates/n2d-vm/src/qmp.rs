@@ -80,25 +80,40 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
 
-    #[test]
-    fn talks_qmp_and_skips_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("qmp.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let server = std::thread::spawn(move || {
+    /// A one-connection QMP server at `path`: greets, checks the capabilities negotiation (no
+    /// arguments), then hands the client's command to `answer` and writes the lines it returns.
+    fn fake_qmp(
+        path: &Path,
+        answer: impl FnOnce(Value) -> Vec<String> + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
+        let listener = UnixListener::bind(path).unwrap();
+        std::thread::spawn(move || {
             let (s, _) = listener.accept().unwrap();
             let mut w = s.try_clone().unwrap();
             let mut r = BufReader::new(s);
             writeln!(w, r#"{{"QMP": {{"version": {{}}}}}}"#).unwrap();
             let mut line = String::new();
             r.read_line(&mut line).unwrap();
-            assert!(line.contains("qmp_capabilities"));
+            assert!(line.contains("qmp_capabilities") && !line.contains("arguments"), "{line}");
             writeln!(w, r#"{{"return": {{}}}}"#).unwrap();
             line.clear();
             r.read_line(&mut line).unwrap();
-            assert!(line.contains("query-status"));
-            writeln!(w, r#"{{"event": "RESUME"}}"#).unwrap();
-            writeln!(w, r#"{{"return": {{"status": "running", "running": true}}}}"#).unwrap();
+            for reply in answer(serde_json::from_str(&line).unwrap()) {
+                writeln!(w, "{reply}").unwrap();
+            }
+        })
+    }
+
+    #[test]
+    fn talks_qmp_and_skips_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let server = fake_qmp(&path, |command| {
+            assert_eq!(command["execute"], "query-status");
+            vec![
+                r#"{"event": "RESUME"}"#.into(),
+                r#"{"return": {"status": "running", "running": true}}"#.into(),
+            ]
         });
         let ret = execute(&path, "h1", "query-status").unwrap();
         assert_eq!(ret["status"], "running");
@@ -109,22 +124,13 @@ mod tests {
     fn a_monitor_command_carries_its_line_and_returns_its_text() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("qmp.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let server = std::thread::spawn(move || {
-            let (s, _) = listener.accept().unwrap();
-            let mut w = s.try_clone().unwrap();
-            let mut r = BufReader::new(s);
-            writeln!(w, r#"{{"QMP": {{"version": {{}}}}}}"#).unwrap();
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            assert!(!line.contains("arguments"), "{line}");
-            writeln!(w, r#"{{"return": {{}}}}"#).unwrap();
-            line.clear();
-            r.read_line(&mut line).unwrap();
-            let v: Value = serde_json::from_str(&line).unwrap();
-            assert_eq!(v["execute"], "human-monitor-command");
-            assert_eq!(v["arguments"]["command-line"], "hostfwd_add uplink tcp:127.0.0.1:1-100.64.77.15:2");
-            writeln!(w, r#"{{"return": "Could not set up host forwarding rule\r\n"}}"#).unwrap();
+        let server = fake_qmp(&path, |command| {
+            assert_eq!(command["execute"], "human-monitor-command");
+            assert_eq!(
+                command["arguments"]["command-line"],
+                "hostfwd_add uplink tcp:127.0.0.1:1-100.64.77.15:2"
+            );
+            vec![r#"{"return": "Could not set up host forwarding rule\r\n"}"#.into()]
         });
         let out = human(&path, "h1", "hostfwd_add uplink tcp:127.0.0.1:1-100.64.77.15:2").unwrap();
         assert_eq!(out, "Could not set up host forwarding rule");

@@ -72,7 +72,7 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
             let users = image_users(ctx)?;
             let mut freed = 0;
             for image in list_images(&ctx.home).iter().filter(|i| !users.contains_key(&i.manifest.id)) {
-                freed += image_files(image).iter().map(|(_, bytes)| bytes).sum::<u64>();
+                freed += total_bytes(&image.dir);
                 remove_image(&ctx.home, &image.dir)?;
                 println!("removed {}", image.manifest.short_id());
             }
@@ -81,7 +81,7 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
                 if users.contains_key(&name) {
                     continue;
                 }
-                freed += dir_bytes(&dir);
+                freed += total_bytes(&dir);
                 remove_image(&ctx.home, &dir)?;
                 println!("removed {name} (not an image this n2d can read)");
             }
@@ -91,10 +91,8 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
     }
 }
 
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
-        .unwrap_or(0)
+fn total_bytes(dir: &std::path::Path) -> u64 {
+    image_files(dir).iter().map(|(_, bytes)| bytes).sum()
 }
 
 /// Which machines of the home boot each image (by ID). A machine whose record cannot be read
@@ -161,7 +159,7 @@ fn inspect(ctx: &Ctx, id: &str, json: bool) -> Result<()> {
     }
     println!("Used by:   {}", if used_by.is_empty() { "no machine".to_string() } else { used_by.join(", ") });
     println!("Files:");
-    let files = image_files(&image);
+    let files = image_files(&image.dir);
     for (name, bytes) in &files {
         println!("  {name:<14} {:>10}", mb(*bytes));
     }

@@ -108,6 +108,7 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
         return Ok(());
     }
     println!("{:<20} {:<8} {:<15} {:<26} {:<12} PORTS", "NAME", "STATE", "IP", "ENDPOINT", "IMAGE");
+    let mut outdated = Vec::new();
     for (name, rec) in entries {
         match rec {
             Ok(r) => println!(
@@ -117,7 +118,10 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
                 r.ip.to_string(),
                 r.docker_host(),
                 match newer_of(&r.spec.image) {
-                    Some(_) => format!("{}*", truncate_chars(&r.spec.image, 11)),
+                    Some(newest) => {
+                        outdated.push((name.clone(), newest));
+                        format!("{}*", truncate_chars(&r.spec.image, 11))
+                    }
                     None => truncate_chars(&r.spec.image, 12).to_string(),
                 },
                 r.spec
@@ -134,12 +138,6 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
     for h in ctx.home.list_adopted() {
         println!("{:<20} {:<8} {:<15} {:<26} {:<12}", h.name.as_str(), "adopted", "-", h.docker_host, "-");
     }
-    let outdated: Vec<_> = ctx
-        .home
-        .list_machines()
-        .into_iter()
-        .filter_map(|(name, r)| Some((name, newer_of(&r.ok()?.spec.image)?)))
-        .collect();
     for (name, newest) in outdated {
         eprintln!("* {name} runs an older build of its image than {newest} (`n2d image build --refresh` made it): recreate it to pick up the updates");
     }
