@@ -2,7 +2,7 @@
 # Installs what n2d needs on a Debian host (as root): QEMU from the newest Debian source the host
 # has, the image build tools, the docker CLI and the Rust musl target for the guest init.
 # Called by scripts/install.sh, and by scripts/test.sh with `--tests` (which adds what only the
-# tests use: busybox-static for a locally made test image, curl), so users and CI install the
+# tests use: busybox-static for a locally made test image, curl, openssl to read the certificate an engine presents), so users and CI install the
 # same way.
 #
 # QEMU: on Debian 12 from bookworm-backports (QEMU 10.x; the suite is added from the Debian
@@ -101,7 +101,7 @@ main() {
     command -v docker >/dev/null || packages+=(docker.io)
     # Tests: sgdisk reads exported disks back, OVMF boots them under UEFI, dnsmasq leases a
     # DHCP export its address.
-    [ "${1:-}" = --tests ] && packages+=(busybox-static curl tar gdisk ovmf dnsmasq-base)
+    [ "${1:-}" = --tests ] && packages+=(busybox-static curl openssl tar gdisk ovmf dnsmasq-base)
     echo "installing ${packages[*]}..."
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # What the tests need (QEMU, image tools, docker CLI, busybox, curl, the musl target): installed
 # by scripts/deps.sh when anything is missing, so this works on a fresh Debian machine.
 missing=()
-for tool in qemu-system-x86_64 qemu-img mmdebstrap mkfs.erofs lz4 depmod ip iptables vde_switch docker busybox curl \
+for tool in qemu-system-x86_64 qemu-img mmdebstrap mkfs.erofs lz4 depmod ip iptables vde_switch docker busybox curl openssl \
     objcopy xorriso sgdisk dnsmasq; do
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
 done

@@ -1,7 +1,9 @@
 //! The configuration an export made for one machine carries (`--for NAME`): the same
 //! [`GuestConfig`] n2d's own VMs get on their config disk, with a NIC addressed statically
 //! (`--ip CIDR --gateway IP [--dns IP]`) or by DHCP, and the home CA's server certificate for
-//! `NAME.internal`, `NAME.local`, `NAME.mshome.net`, 127.0.0.1 and the static address.
+//! `NAME.internal`, `NAME.local`, `NAME.mshome.net` and the static address. Not 127.0.0.1:
+//! n2d reaches an export at its own address or name, and a certificate for the loopback address
+//! would let this machine's key stand in for any other behind a local forward.
 
 use n2d_pki::{Ca, PkiError};
 use n2d_proto::{Addressing, DockerConfig, GuestConfig, GuestNetwork, TlsMaterial};
@@ -118,8 +120,7 @@ pub fn machine_config(
     labels: BTreeMap<String, String>,
 ) -> Result<GuestConfig, ConfigError> {
     network.check()?;
-    let mut ips: Vec<IpAddr> = vec![IpAddr::from([127, 0, 0, 1])];
-    ips.extend(network.static_address().map(IpAddr::from));
+    let ips: Vec<IpAddr> = network.static_address().map(IpAddr::from).into_iter().collect();
     let server = ca.issue_export_server(name, &ips)?;
     Ok(GuestConfig {
         hostname: name.to_string(),
@@ -191,5 +192,14 @@ mod tests {
         let dhcp = machine_config(&ca, &name, &ExportNetwork::Dhcp, BTreeMap::new()).unwrap();
         assert_eq!(dhcp.network.addressing, Addressing::Dhcp);
         assert!(dhcp.network.dns.is_empty());
+
+        // The certificates name the machine and its static address only: no 127.0.0.1.
+        let info =
+            |c: &GuestConfig| n2d_pki::CertInfo::from_pem(&c.docker.tls.as_ref().unwrap().cert_pem).unwrap();
+        let names = ["web1.internal", "web1.local", "web1.mshome.net"];
+        assert_eq!(info(&config).dns_names, names);
+        assert_eq!(info(&config).ips, [IpAddr::from([192, 168, 1, 50])]);
+        assert_eq!(info(&dhcp).dns_names, names);
+        assert!(info(&dhcp).ips.is_empty(), "{:?}", info(&dhcp).ips);
     }
 }

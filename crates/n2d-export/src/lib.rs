@@ -8,8 +8,9 @@
 //! * `iso`: hybrid BIOS + UEFI ([`iso`]), the root and config as files.
 //! * `--hyperv`: a PowerShell script beside the VHDX ([`hyperv`]).
 //!
-//! Everything is made in a work directory inside the output directory and renamed into place
-//! only when every format is done, so a failure (or Ctrl-C) leaves no partial file. GUIDs,
+//! Everything is made in a private work directory inside the output directory and renamed into
+//! place only when every format is done, so a failure (or Ctrl-C) leaves no partial file; the
+//! output directory must be one no other user can change ([`outdir`]). GUIDs,
 //! volume IDs and dates come from the image ID (and the machine name), never from the clock or
 //! a random source: the same inputs give the same files (qemu-img's random VHDX and VMDK
 //! identifiers are pinned afterwards: [`pin`]).
@@ -20,15 +21,19 @@ pub mod gpt;
 pub mod guid;
 pub mod hyperv;
 pub mod iso;
+pub mod outdir;
 pub mod pin;
 pub mod uki;
 
 use n2d_exec::{Cmd, ExecError, Runner};
 use n2d_image::Image;
+use n2d_store::safe_fs::create_new_private;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use outdir::check_output_dir;
 
 /// The kernel command line of an exported image (n2d's own VMs use
 /// `n2d_vm::argv::KERNEL_CMDLINE`): the console on the screen and on COM1 (the Hyper-V script
@@ -142,6 +147,12 @@ pub enum ExportError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{dir} is not safe to export into: {problem}; {fix}")]
+    UnsafeOutputDir { dir: PathBuf, problem: String, fix: String },
+    #[error("{path} already exists and is {kind}: n2d replaces only a file of its own there; remove it or give another --output")]
+    Exists { path: PathBuf, kind: String },
+    #[error("{0:?} cannot be an export's file name")]
+    BadFileName(String),
     #[error("--hyperv writes a Hyper-V script for the VHDX disk: add vhdx to --format (e.g. --format vhdx)")]
     HyperVNeedsVhdx,
     #[error(
@@ -180,6 +191,8 @@ impl ExportError {
             self,
             ExportError::UnknownFormat { .. }
                 | ExportError::OutputDir { .. }
+                | ExportError::UnsafeOutputDir { .. }
+                | ExportError::Exists { .. }
                 | ExportError::HyperVNeedsVhdx
                 | ExportError::Layout(_)
         )
@@ -190,7 +203,7 @@ impl ExportError {
     }
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExportError {
+pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ExportError {
     let path = path.to_path_buf();
     move |source| ExportError::Io { action, path, source }
 }
@@ -257,15 +270,8 @@ pub fn preflight(req: &ExportRequest<'_>) -> Result<(), ExportError> {
     if req.hyperv.is_some() && !req.formats.contains(&Format::Vhdx) {
         return Err(ExportError::HyperVNeedsVhdx);
     }
-    let out = &req.output_dir;
-    let meta =
-        std::fs::metadata(out).map_err(|source| ExportError::OutputDir { dir: out.clone(), source })?;
-    if !meta.is_dir() {
-        return Err(ExportError::OutputDir {
-            dir: out.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory"),
-        });
-    }
+    let out = check_output_dir(&req.output_dir)?;
+    outdir::check_final_names(&out, final_names(req).iter().map(String::as_str))?;
     let mut needed: Vec<(&'static str, PathBuf, &'static str)> =
         vec![("systemd's EFI stub", uki::STUB_PATH.into(), uki::STUB_PACKAGE)];
     if req.formats.contains(&Format::Iso) {
@@ -296,7 +302,7 @@ pub fn preflight(req: &ExportRequest<'_>) -> Result<(), ExportError> {
     // Planning the disk catches a --disk-size too small before minutes of work.
     if req.formats.iter().any(|f| f.is_disk()) {
         let m = &req.image.manifest;
-        let uki_estimate = m.kernel_bytes + m.initrd_bytes + 64 * 1024;
+        let uki_estimate = m.kernel_bytes.saturating_add(m.initrd_bytes).saturating_add(64 * 1024);
         gpt::layout(
             req.disk_size,
             esp::image_size(uki_estimate, true),
@@ -308,17 +314,25 @@ pub fn preflight(req: &ExportRequest<'_>) -> Result<(), ExportError> {
     Ok(())
 }
 
-/// The output directory exists, is a directory, and a file can be made in it.
-pub fn check_output_dir(out: &Path) -> Result<(), ExportError> {
-    let fail = |source| ExportError::OutputDir { dir: out.to_path_buf(), source };
-    let meta = std::fs::metadata(out).map_err(fail)?;
-    if !meta.is_dir() {
-        return Err(fail(std::io::Error::new(std::io::ErrorKind::NotADirectory, "not a directory")));
+/// The names of the files an export writes into the output directory.
+pub fn final_names(req: &ExportRequest<'_>) -> Vec<String> {
+    let machine = req.machine.as_ref().map(|f| f.name.as_str());
+    let name = |ext: &str| file_name(req.image.manifest.short_id(), machine, ext);
+    let mut names: Vec<String> = req.formats.iter().map(|f| name(f.extension())).collect();
+    if req.hyperv.is_some() {
+        names.push(name("ps1"));
     }
-    let probe = out.join(format!(".n2d-export-probe-{}", std::process::id()));
-    std::fs::File::create(&probe).map_err(fail)?;
-    let _ = std::fs::remove_file(&probe);
-    Ok(())
+    names
+}
+
+/// The mode of the exported files: a `--for NAME` export holds the machine's TLS private key,
+/// so only its owner may read it.
+pub fn file_mode(req: &ExportRequest<'_>) -> u32 {
+    if req.machine.is_some() {
+        0o600
+    } else {
+        0o644
+    }
 }
 
 fn config_size(req: &ExportRequest<'_>) -> u64 {
@@ -328,16 +342,6 @@ fn config_size(req: &ExportRequest<'_>) -> u64 {
 /// The seed of every GUID and volume ID of an export.
 pub fn seed(image_id: &str, machine: Option<&str>) -> String {
     format!("n2d-export:{image_id}:{}", machine.unwrap_or(""))
-}
-
-/// The work directory: inside the output directory (so the final renames stay on one
-/// filesystem), removed on drop whatever happened.
-struct WorkDir(PathBuf);
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Makes every requested file. On any error nothing is left in the output directory.
@@ -354,12 +358,10 @@ pub fn export(
     // The image's own fixed epoch, so an image rebuilt byte for byte exports byte for byte
     // (images from before it was recorded: their build time).
     let time = if m.source_date_epoch != 0 { m.source_date_epoch } else { m.created_unix };
-    let work_path = req.output_dir.join(format!(".n2d-export-{}-{}", std::process::id(), m.short_id()));
-    let _ = std::fs::remove_dir_all(&work_path);
-    std::fs::create_dir(&work_path)
-        .map_err(|source| ExportError::OutputDir { dir: req.output_dir.clone(), source })?;
-    let work = WorkDir(work_path);
-    let w = |name: &str| work.0.join(name);
+    // Resolved once: every later step uses this path, whose directories no other user can change.
+    let out_dir = check_output_dir(&req.output_dir)?;
+    let work = outdir::WorkDir::create(&out_dir)?;
+    let w = |name: &str| work.join(name);
     let check = || match req.cancel {
         Some(flag) if flag.load(Ordering::Relaxed) => Err(ExportError::Interrupted),
         _ => Ok(()),
@@ -370,8 +372,7 @@ pub fn export(
 
     progress(Stage::Uki);
     let uki_path = w("BOOTX64.EFI");
-    make_uki(runner, image, &work.0, &uki_path, time)?;
-    let uki = std::fs::read(&uki_path).map_err(io_err("read", &uki_path))?;
+    let uki = make_uki(runner, image, work.path(), &uki_path, time)?;
     check()?;
 
     if req.formats.iter().any(|f| f.is_disk()) {
@@ -416,13 +417,13 @@ pub fn export(
         let efi_path = w("efi.img");
         let efi = esp::fat_with_uki(&uki, esp::image_size(uki.len() as u64, false), false, &seed)
             .map_err(io_err("write the EFI image for", &efi_path))?;
-        std::fs::write(&efi_path, efi).map_err(io_err("write", &efi_path))?;
+        write_new(&efi_path, &efi)?;
         let cfg = w("isolinux.cfg");
-        std::fs::write(&cfg, iso::isolinux_cfg(EXPORT_CMDLINE)).map_err(io_err("write", &cfg))?;
+        write_new(&cfg, iso::isolinux_cfg(EXPORT_CMDLINE).as_bytes())?;
         let config = match &req.machine {
             Some(f) => {
                 let path = w("config");
-                std::fs::write(&path, &f.config_disk).map_err(io_err("write", &path))?;
+                write_new(&path, &f.config_disk)?;
                 Some(path)
             }
             None => None,
@@ -451,46 +452,58 @@ pub fn export(
         let vhdx = final_name(Format::Vhdx.extension());
         let text = hyperv::script(hv, &vhdx, machine);
         let out = w("hyperv.ps1");
-        std::fs::write(&out, text).map_err(io_err("write", &out))?;
+        write_new(&out, text.as_bytes())?;
         made.push((out, final_name("ps1")));
     }
 
     check()?;
-    // Everything is made: move it into place. A failure here takes back what was moved.
+    // Everything is made: move it into place (never over what someone else put there). A
+    // failure here takes back what was moved.
+    let mode = file_mode(req);
     let mut done: Vec<Exported> = Vec::new();
     for (from, name) in &made {
-        let to = req.output_dir.join(name);
-        if let Err(source) = std::fs::rename(from, &to) {
-            for e in &done {
-                let _ = std::fs::remove_file(&e.path);
+        let placed = outdir::place(&out_dir, from, name, mode).and_then(|to| {
+            let meta = std::fs::symlink_metadata(&to).map_err(io_err("read", &to))?;
+            Ok(Exported { path: to, bytes: meta.len(), allocated: meta.blocks() * 512 })
+        });
+        match placed {
+            Ok(e) => done.push(e),
+            Err(e) => {
+                for e in &done {
+                    let _ = std::fs::remove_file(&e.path);
+                }
+                return Err(e);
             }
-            return Err(ExportError::Io { action: "move into place", path: to, source });
         }
-        let meta = std::fs::metadata(&to).map_err(io_err("read", &to))?;
-        done.push(Exported { path: to, bytes: meta.len(), allocated: meta.blocks() * 512 });
     }
     done.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(done)
 }
 
-/// Writes the UKI: the export's command line, an os-release, the image's `vmlinuz` (never the
-/// derived `vmlinux`: the stub boots a bzImage) and `initrd.img` added to systemd's stub.
+/// Writes `bytes` to a new file of the work directory (exclusively, never through a symlink).
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
+    create_new_private(path, 0o600).and_then(|mut f| f.write_all(bytes)).map_err(io_err("write", path))
+}
+
+/// Makes the UKI: the export's command line, an os-release, the image's `vmlinuz` (never the
+/// derived `vmlinux`: the stub boots a bzImage) and `initrd.img` added to systemd's stub, by
+/// objcopy into `out`. Returns its bytes with the PE timestamp fixed.
 fn make_uki(
     runner: &dyn Runner,
     image: &Image,
     work: &Path,
     out: &Path,
     time: u64,
-) -> Result<(), ExportError> {
+) -> Result<Vec<u8>, ExportError> {
     let stub_path = Path::new(uki::STUB_PATH);
     let stub_bytes = std::fs::read(stub_path).map_err(io_err("read", stub_path))?;
     let stub = uki::stub_layout(&stub_bytes)
         .map_err(|source| ExportError::BadStub { path: stub_path.into(), source })?;
     let osrel = work.join("osrel");
     let m = &image.manifest;
-    std::fs::write(&osrel, uki::os_release(&m.id, &m.kernel_release)).map_err(io_err("write", &osrel))?;
+    write_new(&osrel, uki::os_release(&m.id, &m.kernel_release).as_bytes())?;
     let cmdline = work.join("cmdline");
-    std::fs::write(&cmdline, EXPORT_CMDLINE).map_err(io_err("write", &cmdline))?;
+    write_new(&cmdline, EXPORT_CMDLINE.as_bytes())?;
     let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).map_err(io_err("read", p));
     let kernel = image.dir.join(n2d_image::KERNEL_FILE);
     let initrd = image.initrd();
@@ -506,7 +519,7 @@ fn make_uki(
     let mut bytes = std::fs::read(out).map_err(io_err("read", out))?;
     uki::set_pe_timestamp(&mut bytes, u32::try_from(time).unwrap_or(u32::MAX))
         .map_err(|source| ExportError::BadStub { path: out.into(), source })?;
-    std::fs::write(out, bytes).map_err(io_err("write", out))
+    Ok(bytes)
 }
 
 /// Writes the raw disk, sparse: the GPT, the ESP, the root and the config; the data partition
@@ -520,7 +533,7 @@ fn write_raw_disk(
 ) -> Result<(), ExportError> {
     let err = io_err("write", path);
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(path)?;
+        let mut f = create_new_private(path, 0o600)?;
         f.set_len(layout.disk_size)?;
         f.write_all(&layout.primary())?;
         let at = |name: &str| layout.partition(name).expect("every export partition is laid out").offset;

@@ -151,3 +151,108 @@ fn a_failed_export_leaves_nothing() {
     assert!(err.is_err());
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "partial files left");
 }
+
+/// Runs the real tools, and before each looks at the output directory: all it may hold then is
+/// n2d's private work directory (and what the test planted).
+struct Watching<'a> {
+    out: &'a Path,
+    planted: Vec<String>,
+    runs: std::sync::Mutex<usize>,
+}
+
+impl n2d_exec::Runner for Watching<'_> {
+    fn run(&self, cmd: &n2d_exec::Cmd) -> Result<Vec<u8>, n2d_exec::ExecError> {
+        use std::os::unix::fs::MetadataExt;
+        let entries: Vec<_> = std::fs::read_dir(self.out)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| !self.planted.contains(&e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(entries.len(), 1, "during {}: {entries:?}", cmd.program);
+        let name = entries[0].file_name().to_string_lossy().into_owned();
+        let suffix = name.strip_prefix(n2d_export::outdir::WORK_PREFIX).unwrap_or_else(|| panic!("{name}"));
+        assert!(suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit()), "{name}");
+        let meta = std::fs::symlink_metadata(entries[0].path()).unwrap();
+        assert!(meta.is_dir() && meta.mode() & 0o7777 == 0o700, "{name}: {:o}", meta.mode());
+        *self.runs.lock().unwrap() += 1;
+        SystemRunner.run(cmd)
+    }
+}
+
+#[test]
+fn a_for_export_keeps_the_key_in_a_private_work_dir_and_its_files_are_0600() {
+    use std::os::unix::fs::MetadataExt;
+    if !tools_present() {
+        return;
+    }
+    let img_dir = tempfile::tempdir().unwrap();
+    let image = fake_image(img_dir.path());
+    let out = tempfile::tempdir().unwrap();
+    // A directory at the old predictable work-directory name changes nothing and is left alone.
+    let old = format!(".n2d-export-{}-0123456789ab", std::process::id());
+    std::fs::create_dir(out.path().join(&old)).unwrap();
+    std::fs::write(out.path().join(&old).join("theirs"), b"x").unwrap();
+    let watch = Watching { out: out.path(), planted: vec![old.clone()], runs: Default::default() };
+    let formats = vec![Format::Raw, Format::Qcow2, Format::Iso];
+    let files = export(&watch, &request(&image, out.path(), formats), &|_| {}).unwrap();
+    assert!(*watch.runs.lock().unwrap() >= 3, "objcopy, qemu-img and xorriso ran");
+    assert_eq!(files.len(), 3);
+    for f in &files {
+        let meta = std::fs::symlink_metadata(&f.path).unwrap();
+        assert!(meta.is_file() && meta.mode() & 0o7777 == 0o600, "{}: {:o}", f.path.display(), meta.mode());
+    }
+    assert_eq!(std::fs::read(out.path().join(&old).join("theirs")).unwrap(), b"x");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 4, "the exports and the planted directory");
+
+    // Without --for nothing secret is in it: readable by all, as any build artifact.
+    let out = tempfile::tempdir().unwrap();
+    let mut req = request(&image, out.path(), vec![Format::Raw]);
+    req.machine = None;
+    let files = export(&SystemRunner, &req, &|_| {}).unwrap();
+    assert_eq!(std::fs::metadata(&files[0].path).unwrap().mode() & 0o7777, 0o644);
+}
+
+#[test]
+fn a_symlink_at_a_final_name_is_not_followed_and_nothing_is_left() {
+    if !tools_present() {
+        return;
+    }
+    let img_dir = tempfile::tempdir().unwrap();
+    let image = fake_image(img_dir.path());
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let target = root.path().join("precious");
+    std::fs::write(&target, b"keep me").unwrap();
+    std::os::unix::fs::symlink(&target, out.join("n2d-0123456789ab-web1.iso")).unwrap();
+    let err =
+        export(&SystemRunner, &request(&image, &out, vec![Format::Raw, Format::Iso]), &|_| {}).unwrap_err();
+    assert!(err.is_usage(), "{err:?}");
+    assert!(
+        err.to_string().contains("n2d-0123456789ab-web1.iso already exists and is a symbolic link"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep me");
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["n2d-0123456789ab-web1.iso"], "nothing but the planted link");
+    assert!(std::fs::symlink_metadata(out.join("n2d-0123456789ab-web1.iso"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn a_directory_others_can_write_is_refused_before_any_work() {
+    use std::os::unix::fs::PermissionsExt;
+    let img_dir = tempfile::tempdir().unwrap();
+    let image = fake_image(img_dir.path());
+    let out = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let runner = n2d_exec::RecordingRunner::default();
+    let err = export(&runner, &request(&image, out.path(), vec![Format::Raw]), &|_| {}).unwrap_err();
+    assert!(err.is_usage(), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("is not safe to export into") && msg.contains("chmod go-w"), "{msg}");
+    assert!(runner.calls().is_empty(), "a tool ran");
+    assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+}

@@ -116,6 +116,8 @@ pub enum BuildError {
     Store(#[source] StoreError),
     #[error("the mirror {url:?} cannot be used: {problem}")]
     BadMirror { url: String, problem: String },
+    #[error("{0:?} is not a Debian suite: give a suite or codename such as trixie, stable or bookworm-backports (lower case letters, digits and '-', starting with a letter, at most {max} characters)", max = crate::inputs::MAX_SUITE_LEN)]
+    BadSuite(String),
     #[error("{0:?} is not a Debian package name (lower case letters, digits, '+', '-', '.'; give a local file with --deb)")]
     BadPackageName(String),
     #[error("the package file {path} (--deb) cannot be used: {problem}")]
@@ -146,6 +148,7 @@ impl BuildError {
             self,
             BuildError::UnusableInit { .. }
                 | BuildError::BadMirror { .. }
+                | BuildError::BadSuite(_)
                 | BuildError::BadPackageName(_)
                 | BuildError::BadDeb { .. }
                 | BuildError::BadDockerArchive { .. }
@@ -198,6 +201,7 @@ pub fn plan(opts: &BuildOptions) -> Result<Plan, BuildError> {
         .map_err(|problem| BuildError::UnusableInit { source_desc: opts.init.source.clone(), problem })?;
     let mut recipe = Recipe::docker_host(hex::encode(Sha256::digest(&opts.init.bytes)));
     if let Some(suite) = &opts.suite {
+        inputs::check_suite(suite)?;
         recipe.suite = suite.clone();
     }
     let mut local_mirror = None;
@@ -575,7 +579,7 @@ impl Builder<'_> {
             fs::create_dir_all(&dir).map_err(io)?;
             for (deb, digest) in self.plan.local_debs.iter().zip(&self.recipe.local_debs) {
                 let copy = dir.join(&digest.file);
-                fs::copy(deb, &copy).map_err(io)?;
+                inputs::copy_deb(deb, &copy, &digest.sha256)?;
                 local.push(copy);
             }
         }

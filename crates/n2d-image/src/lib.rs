@@ -30,10 +30,10 @@ pub use build::{
     build_image, newest_of_recipe, BuildError, BuildOptions, Built, Outcome, PackageSource, Stage,
 };
 pub use init::{check_static_x86_64, GuestInit, InitProblem};
-pub use recipe::{ImageManifest, Recipe};
+pub use recipe::{BadManifest, ImageManifest, Recipe};
 
-use n2d_store::{read_json, Home, StoreError};
-use std::path::PathBuf;
+use n2d_store::{Home, StoreError};
+use std::path::{Path, PathBuf};
 
 pub const KERNEL_FILE: &str = "vmlinuz";
 /// The kernel decompressed, for direct (PVH) boot; absent when the bzImage does not allow it.
@@ -41,6 +41,9 @@ pub const DIRECT_KERNEL_FILE: &str = "vmlinux";
 pub const INITRD_FILE: &str = "initrd.img";
 pub const ROOTFS_FILE: &str = "rootfs.erofs";
 pub const MANIFEST_FILE: &str = "image.json";
+/// The largest `image.json` read: a real one (a few hundred packages and their digests) is
+/// under 200 KiB.
+pub const MAX_MANIFEST_BYTES: u64 = 8 << 20;
 
 /// A built image in the store.
 #[derive(Debug, Clone)]
@@ -71,8 +74,12 @@ impl Image {
 pub enum ImageError {
     #[error("no image {0:?} in the store (see `n2d image ls`, or build one with `n2d image build`)")]
     NotFound(String),
-    #[error("image ID prefix {0:?} matches several images: give more characters")]
-    Ambiguous(String),
+    #[error("an empty image ID matches every image: give an ID or a prefix of one (see `n2d image ls`)")]
+    EmptyId,
+    #[error("image ID prefix {id:?} matches several images ({}): give more characters", candidates.join(", "))]
+    Ambiguous { id: String, candidates: Vec<String> },
+    #[error("cannot read the image record {path}: {problem}")]
+    BadManifest { path: PathBuf, problem: String },
     #[error("cannot remove the image at {}", dir.display())]
     Remove {
         dir: PathBuf,
@@ -83,6 +90,28 @@ pub enum ImageError {
     Store(#[from] StoreError),
 }
 
+impl ImageError {
+    /// A mistake in what the user asked for (exit status 2).
+    pub fn is_usage(&self) -> bool {
+        matches!(self, ImageError::NotFound(_) | ImageError::EmptyId | ImageError::Ambiguous { .. })
+    }
+}
+
+/// Reads the `image.json` of an image directory like any input: a regular file within
+/// [`MAX_MANIFEST_BYTES`], whose fields check out ([`ImageManifest::from_json`]) and whose ID
+/// is the directory's name (a record copied or planted elsewhere cannot pose as another image).
+pub fn read_manifest(dir: &Path) -> Result<ImageManifest, ImageError> {
+    let path = dir.join(MANIFEST_FILE);
+    let bad = |problem: String| ImageError::BadManifest { path: path.clone(), problem };
+    let bytes = n2d_store::safe_fs::read_input(&path, MAX_MANIFEST_BYTES, "an image record")
+        .map_err(|e| bad(e.to_string()))?;
+    let manifest = ImageManifest::from_json(&bytes).map_err(|e| bad(e.to_string()))?;
+    if dir.file_name().is_none_or(|n| n != manifest.id.as_str()) {
+        return Err(bad(format!("it names the image {}, not its directory", manifest.id)));
+    }
+    Ok(manifest)
+}
+
 /// All complete images, newest first.
 pub fn list_images(home: &Home) -> Vec<Image> {
     let Ok(dir) = std::fs::read_dir(home.images_dir()) else { return Vec::new() };
@@ -90,7 +119,7 @@ pub fn list_images(home: &Home) -> Vec<Image> {
         .filter_map(|e| e.ok())
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .filter_map(|e| {
-            let manifest = read_json(&e.path().join(MANIFEST_FILE)).ok()?;
+            let manifest = read_manifest(&e.path()).ok()?;
             Some(Image { dir: e.path(), manifest })
         })
         .collect();
@@ -128,7 +157,7 @@ pub fn unreadable_images(home: &Home) -> Vec<PathBuf> {
     let Ok(dir) = std::fs::read_dir(home.images_dir()) else { return Vec::new() };
     dir.filter_map(|e| e.ok())
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.') && e.path().is_dir())
-        .filter(|e| read_json::<ImageManifest>(&e.path().join(MANIFEST_FILE)).is_err())
+        .filter(|e| read_manifest(&e.path()).is_err())
         .map(|e| e.path())
         .collect()
 }
@@ -158,14 +187,24 @@ pub fn image_files(dir: &std::path::Path) -> Vec<(String, u64)> {
     files
 }
 
-/// Finds an image by ID or unique ID prefix.
+/// Finds an image by ID or unique ID prefix. An empty ID, which every image starts with, is
+/// refused; so is a prefix several images start with, naming them.
 pub fn find_image(home: &Home, id: &str) -> Result<Image, ImageError> {
-    let matches: Vec<Image> =
-        list_images(home).into_iter().filter(|i| i.manifest.id.starts_with(id)).collect();
+    pick_image(list_images(home), id)
+}
+
+fn pick_image(images: Vec<Image>, id: &str) -> Result<Image, ImageError> {
+    if id.is_empty() {
+        return Err(ImageError::EmptyId);
+    }
+    let mut matches: Vec<Image> = images.into_iter().filter(|i| i.manifest.id.starts_with(id)).collect();
     match matches.len() {
         0 => Err(ImageError::NotFound(id.to_string())),
-        1 => Ok(matches.into_iter().next().expect("one")),
-        _ => Err(ImageError::Ambiguous(id.to_string())),
+        1 => Ok(matches.remove(0)),
+        _ => Err(ImageError::Ambiguous {
+            id: id.to_string(),
+            candidates: matches.iter().map(|i| i.manifest.short_id().to_string()).collect(),
+        }),
     }
 }
 
@@ -180,6 +219,54 @@ mod tests {
             "recipe": serde_json::to_value(Recipe::docker_host("x".into())).unwrap(),
         });
         Image { dir: PathBuf::from(id), manifest: serde_json::from_value(json).unwrap() }
+    }
+
+    #[test]
+    fn empty_and_ambiguous_ids_are_refused_naming_the_candidates() {
+        let images = || {
+            vec![
+                image("aaaa11112222333344445555", "r", 1),
+                image("aaaa99998888777766665555", "r", 2),
+                image("bbbb", "r", 3),
+            ]
+        };
+        let err = pick_image(images(), "").unwrap_err();
+        assert!(matches!(err, ImageError::EmptyId) && err.is_usage(), "{err:?}");
+        let err = pick_image(images(), "aaaa").unwrap_err();
+        assert!(err.is_usage());
+        assert_eq!(
+            err.to_string(),
+            "image ID prefix \"aaaa\" matches several images (aaaa11112222, aaaa99998888): give more characters"
+        );
+        assert_eq!(pick_image(images(), "aaaa1").unwrap().manifest.id, "aaaa11112222333344445555");
+        assert_eq!(pick_image(images(), "bbbb").unwrap().manifest.id, "bbbb");
+        assert!(matches!(pick_image(images(), "c"), Err(ImageError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_manifest_is_read_like_input() {
+        let root = tempfile::tempdir().unwrap();
+        let good = serde_json::to_vec(&image("abcd", "12ab", 1).manifest).unwrap();
+        let dir = root.path().join("abcd");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join(MANIFEST_FILE), &good).unwrap();
+        assert_eq!(read_manifest(&dir).unwrap().id, "abcd");
+        // Posing as another image: the ID is not the directory's name.
+        let other = root.path().join("ffff");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join(MANIFEST_FILE), &good).unwrap();
+        let msg = read_manifest(&other).unwrap_err().to_string();
+        assert!(msg.contains("names the image abcd, not its directory"), "{msg}");
+        // A FIFO in its place does not hang; a huge file is not read.
+        let fifo = root.path().join("eeee");
+        std::fs::create_dir(&fifo).unwrap();
+        n2d_store::safe_fs::make_fifo(&fifo.join(MANIFEST_FILE)).unwrap();
+        assert!(read_manifest(&fifo).unwrap_err().to_string().contains("FIFO"));
+        let big = root.path().join("dddd");
+        std::fs::create_dir(&big).unwrap();
+        let f = std::fs::File::create(big.join(MANIFEST_FILE)).unwrap();
+        f.set_len(MAX_MANIFEST_BYTES + 1).unwrap();
+        assert!(read_manifest(&big).unwrap_err().to_string().contains("more than"));
     }
 
     #[test]

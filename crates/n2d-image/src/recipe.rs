@@ -291,7 +291,54 @@ pub struct ImageManifest {
     pub artifacts_sha256: String,
 }
 
+/// Why an `image.json` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BadManifest {
+    #[error("not an image record ({0})")]
+    Json(#[from] serde_json::Error),
+    #[error("its {field} {value:?} is not {what}")]
+    Field { field: &'static str, value: String, what: &'static str },
+}
+
+/// The largest size an image's files can claim (bigger is no image n2d built).
+pub const MAX_ARTIFACT_BYTES: u64 = 1 << 40;
+
 impl ImageManifest {
+    /// Parses an `image.json` and checks what later steps trust: the ID (a directory and file
+    /// name) is lower case hex of at most 64 digits, the suite is a suite name, the kernel
+    /// release has no quotes or spaces (it goes into the exported UKI's os-release), and every
+    /// size is below [`MAX_ARTIFACT_BYTES`] (sums of them never overflow).
+    pub fn from_json(bytes: &[u8]) -> Result<ImageManifest, BadManifest> {
+        let m: ImageManifest = serde_json::from_slice(bytes)?;
+        let bad =
+            |field, value: &str, what| Err(BadManifest::Field { field, value: value.to_string(), what });
+        let hex = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        if !hex(&m.id) {
+            return bad("id", &m.id, "at most 64 lower case hex digits");
+        }
+        if !m.recipe_id.is_empty() && !hex(&m.recipe_id) {
+            return bad("recipe_id", &m.recipe_id, "at most 64 lower case hex digits");
+        }
+        if crate::inputs::check_suite(&m.recipe.suite).is_err() {
+            return bad("suite", &m.recipe.suite, "a Debian suite name");
+        }
+        let release_ok = !m.kernel_release.is_empty()
+            && m.kernel_release.len() <= 128
+            && m.kernel_release.bytes().all(|b| b.is_ascii_alphanumeric() || b".+-_~".contains(&b));
+        if !release_ok {
+            return bad("kernel_release", &m.kernel_release, "a kernel release (letters, digits, . + - _ ~)");
+        }
+        let sizes = [m.kernel_bytes, m.initrd_bytes, m.rootfs_bytes, m.rootfs_unpacked_bytes];
+        if sizes.iter().chain(m.direct_kernel_bytes.iter()).any(|&n| n > MAX_ARTIFACT_BYTES) {
+            return bad("sizes", &format!("{sizes:?}"), "the sizes of an image's files");
+        }
+        Ok(m)
+    }
+
     /// The recipe's ID, for images recorded before `recipe_id` was.
     pub fn recipe_id(&self) -> String {
         if self.recipe_id.is_empty() {

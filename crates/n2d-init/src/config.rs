@@ -35,6 +35,19 @@ pub fn read_config(sys: &dyn System) -> Result<GuestConfig> {
     decode_config_disk(&bytes).map_err(|source| Error::DecodeConfigDisk { device, source })
 }
 
+/// The config disk read again while the machine runs (the host's `reload-tls`): found by
+/// serial, read past the kernel's cache of it, since the host rewrote it after boot.
+pub fn reread_config(sys: &dyn System) -> Result<(GuestConfig, String)> {
+    let device = find_by_serial(sys, CONFIG_DISK_SERIAL)
+        .ok_or_else(|| Error::DiskNotFound { serial: CONFIG_DISK_SERIAL.into(), waited_s: 0 })?;
+    let bytes = sys
+        .read_head_uncached(&device, PAYLOAD_OFFSET + MAX_PAYLOAD)
+        .map_err(|source| Error::ReadConfigDisk { device: device.clone(), source })?;
+    let config = decode_config_disk(&bytes)
+        .map_err(|source| Error::DecodeConfigDisk { device: device.clone(), source })?;
+    Ok((config, device))
+}
+
 /// An export's config: serial `n2d-config` → partition `n2d-config` → the ISO's config file →
 /// the default config. A config area of zeros is "made for no machine"; a damaged one is
 /// reported and the default config used (it opens nothing to the network).

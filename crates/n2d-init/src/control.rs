@@ -10,6 +10,8 @@ use std::time::Duration;
 
 /// Set once a power-off was requested; the supervisor loop polls it.
 pub static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+/// Set when the host asks for the TLS material to be reloaded; the supervisor loop clears it.
+pub static RELOAD_TLS: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: nix::libc::c_int) {
     SHUTDOWN.store(true, Ordering::SeqCst);
@@ -39,13 +41,19 @@ pub fn find_control_port(sys: &dyn System) -> Option<String> {
         .map(|port| format!("/dev/{port}"))
 }
 
-/// Acts on one line from the host; returns whether it asked for a shutdown.
-pub fn handle_line(line: &str, shutdown: &AtomicBool) -> bool {
+/// Acts on one line from the host by raising a flag the supervisor loop acts on (`shutdown`,
+/// `reload_tls`); returns whether it asked for a shutdown.
+pub fn handle_line(line: &str, shutdown: &AtomicBool, reload_tls: &AtomicBool) -> bool {
     match ControlRequest::parse(line) {
         Some(ControlRequest::PowerOff) => {
             info!("power-off requested by the host");
             shutdown.store(true, Ordering::SeqCst);
             true
+        }
+        Some(ControlRequest::ReloadTls) => {
+            info!("TLS reload requested by the host");
+            reload_tls.store(true, Ordering::SeqCst);
+            false
         }
         None => {
             if !line.trim().is_empty() {
@@ -111,7 +119,7 @@ pub fn listen(port: String) {
             }
         };
         let _ = for_each_bounded_line(BufReader::new(file), |line| {
-            handle_line(line, &SHUTDOWN);
+            handle_line(line, &SHUTDOWN, &RELOAD_TLS);
         });
         // EOF: the host side is not connected (yet); look again shortly.
         std::thread::sleep(Duration::from_secs(1));
@@ -148,10 +156,13 @@ mod tests {
         sys.add_file("/sys/class/virtio-ports/vport1p1/name", "org.n2d.control\n");
         assert_eq!(find_control_port(&sys).as_deref(), Some("/dev/vport1p1"));
 
-        let flag = AtomicBool::new(false);
-        assert!(!handle_line("reboot", &flag));
-        assert!(!flag.load(Ordering::SeqCst));
-        assert!(handle_line("poweroff\r", &flag));
+        let (flag, reload) = (AtomicBool::new(false), AtomicBool::new(false));
+        assert!(!handle_line("reboot", &flag, &reload));
+        assert!(!handle_line("reload-tls please", &flag, &reload));
+        assert!(!flag.load(Ordering::SeqCst) && !reload.load(Ordering::SeqCst));
+        assert!(!handle_line("reload-tls\r", &flag, &reload));
+        assert!(reload.load(Ordering::SeqCst) && !flag.load(Ordering::SeqCst));
+        assert!(handle_line("poweroff\r", &flag, &reload));
         assert!(flag.load(Ordering::SeqCst));
     }
 }

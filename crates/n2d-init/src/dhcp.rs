@@ -120,7 +120,7 @@ impl Message {
             return None;
         }
         let ip = |at: usize| Ipv4Addr::new(bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]);
-        let mut options = Vec::new();
+        let mut options: Vec<(u8, Vec<u8>)> = Vec::new();
         let mut rest = &bytes[FIXED_LEN + 4..];
         while let Some((&code, tail)) = rest.split_first() {
             match code {
@@ -129,7 +129,12 @@ impl Message {
                 _ => {
                     let (&len, tail) = tail.split_first()?;
                     let value = tail.get(..len as usize)?;
-                    options.push((code, value.to_vec()));
+                    // A repeated option continues the first (RFC 3396), as `encode` splits
+                    // values longer than 255 bytes.
+                    match options.iter_mut().find(|(c, _)| *c == code) {
+                        Some((_, first)) => first.extend_from_slice(value),
+                        None => options.push((code, value.to_vec())),
+                    }
                     rest = &tail[len as usize..];
                 }
             }
@@ -212,23 +217,61 @@ pub struct Lease {
     pub renew_after: Duration,
 }
 
+/// Name servers a lease may set: resolvers read only the first three (glibc's MAXNS).
+pub const MAX_LEASE_DNS: usize = 3;
+
+/// An address a host may have or talk to: not 0.0.0.0/8, loopback, multicast, or 240.0.0.0/4
+/// (reserved, and the broadcast address).
+pub fn is_host_address(ip: Ipv4Addr) -> bool {
+    let first = ip.octets()[0];
+    first != 0 && !ip.is_loopback() && !ip.is_multicast() && first < 240
+}
+
+/// Whether `ip` is a host of `subnet`/`prefix_len`: in it, and, below /31, neither its network
+/// nor its broadcast address.
+fn is_host_of(ip: Ipv4Addr, subnet: Ipv4Addr, prefix_len: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0);
+    let (ip, subnet) = (u32::from(ip), u32::from(subnet));
+    let host = ip & !mask;
+    is_host_address(ip.into())
+        && ip & mask == subnet & mask
+        && (prefix_len >= 31 || (host != 0 && host != !mask))
+}
+
+fn addrs(value: &[u8]) -> impl Iterator<Item = Ipv4Addr> + '_ {
+    value.chunks_exact(4).map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]))
+}
+
 impl Lease {
-    /// The lease an OFFER or ACK describes; `None` without an address or server id.
+    /// The lease an OFFER or ACK describes. What a server sends is input like any other:
+    /// `None` unless the address is a host of a subnet with a contiguous mask (/1 to /32) and
+    /// the server id a host address; the router is the first one listed that is another host
+    /// of the subnet (else no default route), the name servers the host addresses listed.
     pub fn from_message(m: &Message) -> Option<Lease> {
-        if m.yiaddr.is_unspecified() {
+        let mask = match m.option(OPT_SUBNET_MASK) {
+            Some(v) => u32::from_be_bytes(v.try_into().ok()?),
+            None => 0xFFFF_FF00,
+        };
+        let prefix_len = mask.leading_ones() as u8;
+        if prefix_len == 0 || mask.count_ones() != u32::from(prefix_len) {
             return None;
         }
-        let mask = m.addr(OPT_SUBNET_MASK).map(u32::from).unwrap_or(0xFFFF_FF00);
+        let address = m.yiaddr;
+        if !is_host_of(address, address, prefix_len) {
+            return None;
+        }
+        let server = m.addr(OPT_SERVER_ID).filter(|&s| is_host_address(s))?;
+        let router = addrs(m.option(OPT_ROUTER).unwrap_or(&[]))
+            .find(|&r| r != address && is_host_of(r, address, prefix_len));
+        let dns = addrs(m.option(OPT_DNS).unwrap_or(&[])).filter(|&ip| is_host_address(ip));
         let lease_secs = m.secs(OPT_LEASE_TIME).unwrap_or(3600);
         let t1 = m.secs(OPT_RENEWAL_TIME).filter(|&t| t > 0 && t < lease_secs).unwrap_or(lease_secs / 2);
-        let dns =
-            m.option(OPT_DNS).unwrap_or(&[]).chunks_exact(4).map(|c| Ipv4Addr::new(c[0], c[1], c[2], c[3]));
         Some(Lease {
-            address: m.yiaddr,
-            prefix_len: mask.leading_ones() as u8,
-            router: m.addr(OPT_ROUTER),
-            dns: dns.collect(),
-            server: m.addr(OPT_SERVER_ID)?,
+            address,
+            prefix_len,
+            router,
+            dns: dns.take(MAX_LEASE_DNS).collect(),
+            server,
             lease_time: Duration::from_secs(lease_secs.into()),
             renew_after: Duration::from_secs(t1.max(10).into()),
         })
@@ -302,10 +345,13 @@ fn with_retries(
         let wait = attempt_wait(round).min(deadline - sys.now());
         round += 1;
         let xid = new_xid(sys, &client.mac);
+        let started = sys.now();
         match attempt(&*socket, xid, wait, attempt_wait(round)) {
             Attempt::Leased(lease) => return Ok(lease),
             Attempt::Refused => break,
-            Attempt::Again => {}
+            // A server that answers at once with nothing usable (a NAK, an offer that is no
+            // lease) is asked again after the backoff, not in a tight loop.
+            Attempt::Again => sys.sleep(wait.saturating_sub(sys.now() - started)),
         }
     }
     Err(Error::NoDhcpLease { ifname: client.ifname.clone(), waited_s: budget.as_secs() })
@@ -611,6 +657,24 @@ pub mod tests {
         }));
         let lease = obtain(&sys, &client(), Duration::from_secs(20)).unwrap();
         assert_eq!(lease.address, Ipv4Addr::new(10, 9, 0, 50));
+    }
+
+    #[test]
+    fn a_server_with_only_unusable_offers_is_asked_at_the_backoff_pace() {
+        let sys = FakeSystem::new();
+        let sent = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counter = sent.clone();
+        let mut real = server(600);
+        sys.state.borrow_mut().dhcp_server = Some(Box::new(move |bytes: &[u8]| {
+            counter.set(counter.get() + 1);
+            // At once, and the subnet's broadcast address: no lease.
+            let mut offer = Message::decode(&real(bytes)[0]).unwrap();
+            offer.yiaddr = Ipv4Addr::new(10, 9, 0, 255);
+            vec![offer.encode()]
+        }));
+        assert!(obtain(&sys, &client(), Duration::from_secs(15)).is_err());
+        // As with a silent network: 1 + 2 + 4 + 4 + 4 s, five DISCOVERs, not a flood.
+        assert_eq!(sent.get(), 5);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The Docker engine: TLS files, daemon.json, the containerd/dockerd services, readiness probe.
 
-use crate::error::{mkdir_err, write_err, Result};
+use crate::error::{mkdir_err, write_err, Error, Result};
 use crate::sys::{base_env, ServiceIo, ServiceSpec, System};
-use n2d_proto::GuestConfig;
+use n2d_proto::{GuestConfig, TlsMaterial};
 use serde_json::json;
 
 pub const DAEMON_JSON: &str = "/etc/docker/daemon.json";
@@ -67,16 +67,40 @@ pub fn write_config(sys: &dyn System, config: &GuestConfig) -> Result<()> {
     sys.mkdir_all("/etc/docker", 0o755).map_err(mkdir_err("/etc/docker"))?;
     sys.mkdir_all("/var/log", 0o755).map_err(mkdir_err("/var/log"))?;
     if let Some(tls) = &config.docker.tls {
-        sys.mkdir_all(TLS_DIR, 0o700).map_err(mkdir_err(TLS_DIR))?;
-        for (path, pem, mode) in
-            [(CA, &tls.ca_pem, 0o644), (CERT, &tls.cert_pem, 0o644), (KEY, &tls.key_pem, 0o600)]
-        {
-            sys.write_file(path, pem.as_bytes(), mode).map_err(write_err(path))?;
-        }
+        write_tls(sys, tls)?;
     }
     let mut text = serde_json::to_vec_pretty(&daemon_json(config)).expect("json serialises");
     text.push(b'\n');
     sys.write_file(DAEMON_JSON, &text, 0o644).map_err(write_err(DAEMON_JSON))
+}
+
+/// Writes dockerd's CA, certificate and key (the key 0600).
+pub fn write_tls(sys: &dyn System, tls: &TlsMaterial) -> Result<()> {
+    sys.mkdir_all(TLS_DIR, 0o700).map_err(mkdir_err(TLS_DIR))?;
+    for (path, pem, mode) in
+        [(CA, &tls.ca_pem, 0o644), (CERT, &tls.cert_pem, 0o644), (KEY, &tls.key_pem, 0o600)]
+    {
+        sys.write_file(path, pem.as_bytes(), mode).map_err(write_err(path))?;
+    }
+    Ok(())
+}
+
+/// `reload-tls`: dockerd's TLS files rewritten from the config disk the host rewrote. Material
+/// that is missing or not PEM changes nothing (the engine keeps serving its old certificate,
+/// rather than failing to start on a bad one). The caller restarts dockerd.
+pub fn reload_tls(sys: &dyn System) -> Result<()> {
+    let (config, device) = crate::config::reread_config(sys)?;
+    let tls = config.docker.tls.ok_or_else(|| Error::NoTlsMaterial { device: device.clone() })?;
+    for (pem, marker, what) in [
+        (&tls.ca_pem, "-----BEGIN CERTIFICATE-----", "CA certificate"),
+        (&tls.cert_pem, "-----BEGIN CERTIFICATE-----", "server certificate"),
+        (&tls.key_pem, "PRIVATE KEY-----", "private key"),
+    ] {
+        if !pem.contains(marker) {
+            return Err(Error::BadTlsMaterial { device, what });
+        }
+    }
+    write_tls(sys, &tls)
 }
 
 pub fn containerd_service() -> ServiceSpec {

@@ -68,6 +68,10 @@ pub enum Error {
         #[source]
         source: ConfigDiskError,
     },
+    #[error("the config disk {device} holds no TLS material to reload (an --insecure-tcp machine)")]
+    NoTlsMaterial { device: String },
+    #[error("the config disk {device} holds no PEM {what}; the engine keeps its certificate")]
+    BadTlsMaterial { device: String, what: &'static str },
     #[error("setting the hostname to {name:?}")]
     SetHostname {
         name: String,

@@ -11,6 +11,9 @@ const SECTOR: usize = 512;
 const SIGNATURE: &[u8; 8] = b"EFI PART";
 /// Not worth a rewrite: what alignment leaves at the end of a disk made to measure.
 const MIN_GAIN_SECTORS: u64 = 2048;
+/// The most of a disk's head read for its GPT, and so the largest entry table (UEFI's minimum
+/// is 16 KiB, which sgdisk and n2d write).
+const MAX_TABLE: usize = 1024 * 1024;
 
 /// CRC-32 (IEEE, reflected), as GPT uses.
 pub fn crc32(data: &[u8]) -> u32 {
@@ -60,8 +63,11 @@ pub fn head_len(header_sector: &[u8]) -> Option<usize> {
     if &h[..8] != SIGNATURE {
         return None;
     }
-    let entries_bytes = u32_at(h, 80) as usize * u32_at(h, 84) as usize;
-    Some(u64_at(h, 72) as usize * SECTOR + entries_bytes.div_ceil(SECTOR) * SECTOR)
+    let entries_bytes = u64::from(u32_at(h, 80)).checked_mul(u64::from(u32_at(h, 84)))?;
+    let end = u64_at(h, 72)
+        .checked_mul(SECTOR as u64)?
+        .checked_add(entries_bytes.div_ceil(SECTOR as u64) * SECTOR as u64)?;
+    usize::try_from(end).ok()
 }
 
 /// Plans growing partition `partn` (1-based) of a disk of `disk_sectors` whose first bytes are
@@ -82,28 +88,48 @@ pub fn plan(head: &[u8], disk_sectors: u64, partn: u32) -> io::Result<Option<Pla
     }
     let entries_lba = u64_at(&header, 72);
     let (count, size) = (u32_at(&header, 80) as usize, u32_at(&header, 84) as usize);
-    if size < 128 || count == 0 || partn == 0 || partn as usize > count {
+    // Entries are 128 × 2^n bytes (UEFI); a table larger than `head_len`'s cap is not read.
+    if size < 128 || !size.is_power_of_two() || count == 0 || count * size > MAX_TABLE {
         return Err(bad("GPT entry table"));
     }
-    let start = entries_lba as usize * SECTOR;
-    let mut entries =
-        head.get(start..start + count * size).ok_or_else(|| bad("GPT entries cut short"))?.to_vec();
+    if partn == 0 || partn as usize > count {
+        return Err(bad("no such GPT entry"));
+    }
+    let entry_sectors = (count * size).div_ceil(SECTOR) as u64;
+    let (first_usable, last_usable) = (u64_at(&header, 40), u64_at(&header, 48));
+    // The primary header at LBA 1, its entries after it and before the first usable sector.
+    let table_end = entries_lba.checked_add(entry_sectors).filter(|&end| end <= first_usable);
+    if u64_at(&header, 24) != 1 || entries_lba < 2 || table_end.is_none() || first_usable > last_usable {
+        return Err(bad("GPT header layout"));
+    }
+    let start = usize::try_from(entries_lba).ok().and_then(|lba| lba.checked_mul(SECTOR));
+    let mut entries = start
+        .and_then(|start| head.get(start..start.checked_add(count * size)?))
+        .ok_or_else(|| bad("GPT entries cut short"))?
+        .to_vec();
     if crc32(&entries) != u32_at(&header, 88) {
         return Err(bad("GPT entries CRC"));
     }
-    let entry_sectors = (count * size).div_ceil(SECTOR) as u64;
-    let new_alternate = disk_sectors - 1;
-    let new_last_usable = new_alternate - entry_sectors - 1;
     let at = (partn as usize - 1) * size;
     let (first, last) = (u64_at(&entries, at + 32), u64_at(&entries, at + 40));
     let used = |i: usize| entries[i * size..i * size + 16].iter().any(|&b| b != 0);
     if !used(partn as usize - 1) {
         return Err(bad("the partition's GPT entry is empty"));
     }
-    if (0..count).any(|i| used(i) && u64_at(&entries, i * size + 32) > last) {
+    if first < first_usable || first > last || last > last_usable {
+        return Err(bad("the partition lies outside the GPT's usable sectors"));
+    }
+    // Only the last partition grows: every other one ends before it starts.
+    if (0..count).any(|i| i != partn as usize - 1 && used(i) && u64_at(&entries, i * size + 40) >= first) {
         return Err(bad("a partition follows it"));
     }
-    if new_last_usable < last + MIN_GAIN_SECTORS {
+    // The new backup: its header in the last sector, its entries just before.
+    if disk_sectors.checked_mul(SECTOR as u64).is_none() {
+        return Err(bad("disk size"));
+    }
+    let Some(new_last_usable) = disk_sectors.checked_sub(entry_sectors + 2) else { return Ok(None) };
+    let new_alternate = disk_sectors - 1;
+    if new_last_usable < last.saturating_add(MIN_GAIN_SECTORS) {
         return Ok(None);
     }
     put_u64(&mut entries, at + 40, new_last_usable);
@@ -157,7 +183,7 @@ pub fn grow_partition(sys: &dyn System, part: &Partition) -> io::Result<Option<u
     }
     let first = sys.read_head(&disk, 2 * SECTOR)?;
     let len = head_len(&first).ok_or_else(|| bad("no GPT header"))?;
-    if len > 1024 * 1024 {
+    if len > MAX_TABLE {
         return Err(bad("GPT entry table too large"));
     }
     let head = sys.read_head(&disk, len)?;

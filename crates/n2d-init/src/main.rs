@@ -10,6 +10,8 @@ mod dhcp;
 mod disks;
 mod docker;
 mod error;
+#[cfg(test)]
+mod fuzz_tests;
 mod gpt;
 mod log;
 mod modules;
@@ -42,7 +44,7 @@ fn main() {
                 Some(port) => control::listen(port),
                 None => info!("no control port; power-off only by signal"),
             }
-            supervisor.run(&sys, &control::SHUTDOWN);
+            supervisor.run(&sys, &control::SHUTDOWN, &control::RELOAD_TLS);
             supervisor.shutdown(&sys, &[datadisk::DOCKER_ROOT]);
         }
         Err(e) => {

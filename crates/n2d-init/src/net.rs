@@ -116,6 +116,8 @@ pub fn configure(sys: &dyn System, config: &GuestConfig) -> Result<Configured> {
         Some(uplink) => {
             use n2d_proto::uplink::{GATEWAY, GUEST, PREFIX_LEN};
             let up = wait_interface(sys, &uplink.mac)?;
+            // Before the link is up: no moment where the host's loopback is open.
+            guard_uplink(sys)?;
             ip(sys, &["link", "set", &up, "up"])?;
             ip(sys, &["addr", "add", &format!("{GUEST}/{PREFIX_LEN}"), "dev", &up])?;
             info!("uplink: {up} {GUEST}/{PREFIX_LEN}");
@@ -127,6 +129,59 @@ pub fn configure(sys: &dyn System, config: &GuestConfig) -> Result<Configured> {
         ip(sys, &["route", "add", "default", "via", &gateway.to_string()])?;
     }
     Ok(Configured { ifname, dhcp: None })
+}
+
+/// The iptables chain (raw table) that keeps the guest off the host's loopback.
+pub const UPLINK_GUARD_CHAIN: &str = "N2D-UPLINK";
+
+/// The `iptables` argument lists of the uplink's guard, in order. slirp hands every TCP
+/// connection and UDP datagram addressed to its network (`n2d_proto::uplink`) to the host's
+/// 127.0.0.1 (its DNS address to the host's resolvers), so a guest could reach every service
+/// listening on the host's loopback; QEMU does not expose libslirp's `disable_host_loopback`
+/// and `restrict=on` also cuts the internet. So the guest drops, before they reach slirp,
+/// TCP connection openings (SYN without ACK) and UDP datagrams to that network, except DNS on
+/// its DNS address. Stateless (no conntrack): the host's forwards come in to the guest's own
+/// address (exempt), their replies (SYN-ACK and after) pass, and so does the internet (not in
+/// that network). In the raw table, which
+/// dockerd neither flushes nor rewrites; PREROUTING covers containers' routed traffic,
+/// OUTPUT the guest's own (and `--network host` containers').
+pub fn uplink_guard_rules() -> Vec<Vec<String>> {
+    use n2d_proto::uplink::{DNS, GUEST, NETWORK, PREFIX_LEN};
+    let chain = UPLINK_GUARD_CHAIN;
+    let net = format!("{NETWORK}/{PREFIX_LEN}");
+    let dns = format!("{DNS}/32");
+    let guest = format!("{GUEST}/32");
+    let rules: Vec<Vec<&str>> = vec![
+        vec!["-N", chain],
+        // The guest's own address: where the host's forwards come in.
+        vec!["-A", chain, "-d", &guest, "-j", "RETURN"],
+        vec!["-A", chain, "-d", &dns, "-p", "udp", "--dport", "53", "-j", "RETURN"],
+        vec!["-A", chain, "-d", &dns, "-p", "tcp", "--dport", "53", "-j", "RETURN"],
+        vec!["-A", chain, "-p", "tcp", "--syn", "-j", "DROP"],
+        vec!["-A", chain, "-p", "udp", "-j", "DROP"],
+        vec!["-I", "OUTPUT", "1", "-d", &net, "-j", chain],
+        vec!["-I", "PREROUTING", "1", "-d", &net, "-j", chain],
+    ];
+    rules
+        .into_iter()
+        .map(|r| ["-w", "-t", "raw"].into_iter().chain(r).map(str::to_string).collect())
+        .collect()
+}
+
+/// Installs [`uplink_guard_rules`]; a failure is fatal (the boot stops rather than run a guest
+/// that reaches the host's loopback).
+fn guard_uplink(sys: &dyn System) -> Result<()> {
+    for rule in uplink_guard_rules() {
+        let args: Vec<&str> = rule.iter().map(String::as_str).collect();
+        let command = format!("iptables {}", rule.join(" "));
+        match sys.run("iptables", &args) {
+            Ok(exit) if exit.success() => {}
+            Ok(exit) => return Err(Error::CommandFailed { command, exit }),
+            Err(source) => return Err(Error::RunCommand { command, source }),
+        }
+    }
+    info!("uplink: new connections to {} dropped but DNS", n2d_proto::uplink::NETWORK);
+    Ok(())
 }
 
 /// The first lease, within [`DHCP_AT_BOOT`]; without one the boot goes on (Docker still serves
@@ -222,6 +277,14 @@ mod tests {
                 "run ip link set lo up",
                 "run ip link set eth0 up",
                 "run ip addr add 10.77.0.2/24 dev eth0",
+                "run iptables -w -t raw -N N2D-UPLINK",
+                "run iptables -w -t raw -A N2D-UPLINK -d 100.64.77.15/32 -j RETURN",
+                "run iptables -w -t raw -A N2D-UPLINK -d 100.64.77.3/32 -p udp --dport 53 -j RETURN",
+                "run iptables -w -t raw -A N2D-UPLINK -d 100.64.77.3/32 -p tcp --dport 53 -j RETURN",
+                "run iptables -w -t raw -A N2D-UPLINK -p tcp --syn -j DROP",
+                "run iptables -w -t raw -A N2D-UPLINK -p udp -j DROP",
+                "run iptables -w -t raw -I OUTPUT 1 -d 100.64.77.0/24 -j N2D-UPLINK",
+                "run iptables -w -t raw -I PREROUTING 1 -d 100.64.77.0/24 -j N2D-UPLINK",
                 "run ip link set eth1 up",
                 "run ip addr add 100.64.77.15/24 dev eth1",
                 "run ip route add default via 100.64.77.2",
@@ -229,6 +292,114 @@ mod tests {
         );
         config.uplink = Some(n2d_proto::GuestUplink { mac: "52:54:00:ff:ff:ff".into() });
         assert!(matches!(configure(&sys, &config), Err(Error::NicNotFound { .. })));
+    }
+
+    #[test]
+    fn an_uplink_whose_guard_cannot_be_set_stops_the_boot_before_the_link_is_up() {
+        let sys = with_nics();
+        sys.state.borrow_mut().run_exits.insert("iptables".into(), crate::sys::Exit::Code(4));
+        let mut config = sample_config();
+        config.network.mac = "52:54:00:aa:aa:aa".into();
+        config.uplink = Some(n2d_proto::GuestUplink { mac: "52:54:00:12:34:56".into() });
+        let err = configure(&sys, &config).unwrap_err();
+        assert!(
+            matches!(&err, Error::CommandFailed { command, .. } if command.contains("N2D-UPLINK")),
+            "{err}"
+        );
+        assert!(!sys.calls().iter().any(|c| c.contains("eth1 up")), "{:?}", sys.calls());
+    }
+
+    /// A packet as the guard's rules see it.
+    struct Packet {
+        dst: std::net::Ipv4Addr,
+        proto: &'static str,
+        dport: u16,
+        /// TCP: SYN without ACK (a connection's opening).
+        syn: bool,
+    }
+
+    /// What [`uplink_guard_rules`] do with `p` (through OUTPUT or PREROUTING, the same jump):
+    /// a small interpreter of exactly the options they use, so the test checks behaviour.
+    fn verdict(p: &Packet) -> &'static str {
+        let in_net = |cidr: &str, ip: std::net::Ipv4Addr| {
+            let (net, len) = cidr.split_once('/').unwrap();
+            let (net, len): (std::net::Ipv4Addr, u32) = (net.parse().unwrap(), len.parse().unwrap());
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+            u32::from(ip) & mask == u32::from(net) & mask
+        };
+        let rules = uplink_guard_rules();
+        let matches = |rule: &[String]| {
+            let mut i = 0;
+            while i < rule.len() {
+                let ok = match rule[i].as_str() {
+                    "-d" => in_net(&rule[i + 1], p.dst),
+                    "-p" => rule[i + 1] == p.proto,
+                    "--dport" => rule[i + 1].parse::<u16>().unwrap() == p.dport,
+                    "--syn" => p.syn,
+                    _ => true,
+                };
+                if !ok {
+                    return false;
+                }
+                i += if rule[i] == "--syn" { 1 } else { 2 };
+            }
+            true
+        };
+        let rule_of = |rule: &Vec<String>, op: &str, chain: &str| {
+            let at = rule.iter().position(|a| a == op)?;
+            (rule[at + 1] == chain).then(|| rule[at + 2..].to_vec())
+        };
+        for hook in ["OUTPUT", "PREROUTING"] {
+            let jump = rules.iter().find_map(|r| rule_of(r, "-I", hook)).unwrap();
+            // `-I CHAIN 1 ...`: the position first.
+            if !matches(&jump[1..]) {
+                continue;
+            }
+            for rule in rules.iter().filter_map(|r| rule_of(r, "-A", UPLINK_GUARD_CHAIN)) {
+                if matches(&rule) {
+                    match rule.last().unwrap().as_str() {
+                        "DROP" => return "drop",
+                        "RETURN" => break,
+                        other => panic!("unexpected target {other}"),
+                    }
+                }
+            }
+        }
+        "pass"
+    }
+
+    #[test]
+    fn the_uplink_guard_drops_new_connections_to_the_host_but_not_dns_replies_or_the_internet() {
+        let ip = |s: &str| s.parse().unwrap();
+        let tcp = |dst: &str, dport: u16, syn: bool| Packet { dst: ip(dst), proto: "tcp", dport, syn };
+        let udp = |dst: &str, dport: u16| Packet { dst: ip(dst), proto: "udp", dport, syn: false };
+        // Hostile: every address of slirp's network is the host's 127.0.0.1.
+        for hostile in [
+            tcp("100.64.77.2", 22, true),     // the host's address: its sshd on loopback
+            tcp("100.64.77.2", 12376, true),  // another machine's Docker API forward
+            tcp("100.64.77.1", 5432, true),   // any other address of the network
+            tcp("100.64.77.254", 6379, true), // the top of it
+            tcp("100.64.77.0", 80, true),     // its network address
+            tcp("100.64.77.3", 8080, true),   // the DNS address, another port: the resolver's host
+            udp("100.64.77.2", 53),           // DNS, but to the host's address
+            udp("100.64.77.3", 123),          // the DNS address, another UDP port
+            udp("100.64.77.255", 161),        // broadcast
+            udp("100.64.77.2", 67),           // slirp's own DHCP server
+        ] {
+            assert_eq!(verdict(&hostile), "drop", "{} {}:{}", hostile.proto, hostile.dst, hostile.dport);
+        }
+        for fine in [
+            udp("100.64.77.3", 53),           // DNS
+            tcp("100.64.77.3", 53, true),     // DNS over TCP
+            tcp("100.64.77.2", 40000, false), // a forward's reply (SYN-ACK, then ACKs)
+            tcp("100.64.77.15", 2376, true),  // a forward's opening, coming in to the guest
+            tcp("1.1.1.1", 443, true),        // the internet
+            udp("9.9.9.9", 53),               // another resolver
+            tcp("10.77.0.3", 2377, true),     // the switch's network: swarm
+            tcp("100.64.78.2", 80, true),     // just outside the uplink's network
+        ] {
+            assert_eq!(verdict(&fine), "pass", "{} {}:{}", fine.proto, fine.dst, fine.dport);
+        }
     }
 
     #[test]

@@ -146,11 +146,68 @@ impl Supervisor {
         }
     }
 
-    /// Supervises until `stop` is set.
-    pub fn run(&mut self, sys: &dyn System, stop: &AtomicBool) {
+    /// Supervises until `stop` is set; reloads dockerd's TLS material whenever `reload_tls` is.
+    pub fn run(&mut self, sys: &dyn System, stop: &AtomicBool, reload_tls: &AtomicBool) {
         while !stop.load(Ordering::SeqCst) {
+            if reload_tls.swap(false, Ordering::SeqCst) {
+                self.reload_tls(sys);
+            }
             self.tick(sys);
             sys.sleep(self.period());
+        }
+    }
+
+    /// The host's `reload-tls`: dockerd's TLS files from the config disk it rewrote, then
+    /// dockerd restarted (its containers stop with it; swarm tasks are started again). The
+    /// ready marker follows once the engine answers, which is what the host waits for. When the
+    /// new material cannot be read, nothing changes and the console says why.
+    pub fn reload_tls(&mut self, sys: &dyn System) {
+        match docker::reload_tls(sys) {
+            Ok(()) => {
+                info!("tls reload: new server certificate written; restarting dockerd");
+                self.restart(sys, "dockerd", Duration::from_secs(20));
+            }
+            Err(e) => info!("tls reload: {}; nothing changed", crate::error::chain(&e)),
+        }
+    }
+
+    /// Stops service `name` (SIGTERM, SIGKILL after `grace`) and starts it again at once. Other
+    /// children that exit meanwhile are handled as in [`Supervisor::tick`].
+    fn restart(&mut self, sys: &dyn System, name: &str, grace: Duration) {
+        let Some(i) = self.services.iter().position(|s| s.spec.name == name) else { return };
+        if let State::Running { pid, .. } = self.services[i].state {
+            let _ = sys.kill(pid, Signal::SIGTERM);
+            let mut gone = self.reap_until(sys, pid, grace);
+            if !gone {
+                info!("{name} did not stop within {}s; killing it", grace.as_secs());
+                let _ = sys.kill(pid, Signal::SIGKILL);
+                gone = self.reap_until(sys, pid, Duration::from_secs(1));
+            }
+            if !gone {
+                // Still there: leave it to the supervision loop, which restarts it when it exits.
+                return;
+            }
+        }
+        self.services[i].state = State::Waiting { start_at: sys.now() };
+        if name == "dockerd" {
+            self.docker_ready = false;
+        }
+    }
+
+    /// Reaps children for up to `limit` until `pid` exits; any other exit goes to `on_exit`.
+    fn reap_until(&mut self, sys: &dyn System, pid: i32, limit: Duration) -> bool {
+        let deadline = sys.now() + limit;
+        loop {
+            while let Some((p, exit)) = sys.reap() {
+                if p == pid {
+                    return true;
+                }
+                self.on_exit(sys, p, exit);
+            }
+            if sys.now() >= deadline {
+                return false;
+            }
+            sys.sleep(TICK);
         }
     }
 
@@ -498,6 +555,126 @@ mod tests {
         sys.exit("dockerd", Exit::Code(2));
         sup.tick(&sys);
         assert_eq!(sup.period(), TICK, "a service waits for its restart: quick rounds again");
+    }
+
+    fn tls_config(cert: &str) -> n2d_proto::GuestConfig {
+        let mut config = crate::config::tests::sample_config();
+        config.docker.tls = Some(n2d_proto::TlsMaterial {
+            ca_pem: "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".into(),
+            cert_pem: format!("-----BEGIN CERTIFICATE-----\n{cert}\n-----END CERTIFICATE-----\n"),
+            key_pem: format!("-----BEGIN PRIVATE KEY-----\nKEY-{cert}\n-----END PRIVATE KEY-----\n"),
+        });
+        config
+    }
+
+    /// A machine whose dockerd runs and answers, booted with certificate `OLD`.
+    fn running_guest() -> (FakeSystem, Supervisor) {
+        let sys = FakeSystem::new();
+        sys.add_disk("vdb", "n2d-config\n", n2d_proto::encode_config_disk(&tls_config("OLD")).unwrap());
+        docker::write_config(&sys, &tls_config("OLD")).unwrap();
+        sys.add_file(docker::CONTAINERD_SOCKET, "");
+        sys.state.borrow_mut().docker_response = Some(b"HTTP/1.1 200 OK\r\n\r\nOK".to_vec());
+        let mut sup = Supervisor::new(&sys, vec![]);
+        for _ in 0..3 {
+            sup.tick(&sys);
+            sys.sleep(TICK);
+        }
+        assert_eq!(sup.ready_announcements, 1);
+        (sys, sup)
+    }
+
+    const CERT: &str = "/etc/docker/tls/server-cert.pem";
+    const KEY: &str = "/etc/docker/tls/server-key.pem";
+
+    #[test]
+    fn reload_tls_rereads_the_config_disk_past_the_cache_and_restarts_dockerd() {
+        let (sys, mut sup) = running_guest();
+        let old_dockerd = sys.pid_of("dockerd").unwrap();
+        let containerd = sys.pid_of("containerd").unwrap();
+        // The host rewrote the config disk in place with a new certificate.
+        sys.add_disk("vdb", "n2d-config\n", n2d_proto::encode_config_disk(&tls_config("NEW")).unwrap());
+        let before = sys.calls().len();
+        sup.reload_tls(&sys);
+        assert_eq!(
+            sys.calls()[before..],
+            [
+                "read uncached /dev/vdb",
+                "write /etc/docker/tls/ca.pem",
+                "write /etc/docker/tls/server-cert.pem",
+                "write /etc/docker/tls/server-key.pem",
+                "kill dockerd SIGTERM",
+            ]
+        );
+        assert!(sys.file_text(CERT).contains("NEW"));
+        assert_eq!(sys.file(KEY).unwrap().1, 0o600);
+        // dockerd starts again at once, not after a crash's backoff, and is announced again.
+        sup.tick(&sys);
+        let new_dockerd = sys.pid_of("dockerd").expect("dockerd started again");
+        assert_ne!(new_dockerd, old_dockerd);
+        assert_eq!(sys.pid_of("containerd"), Some(containerd), "containerd is left alone");
+        for _ in 0..3 {
+            sys.sleep(TICK);
+            sup.tick(&sys);
+        }
+        assert_eq!(sup.ready_announcements, 2, "the host waits for this marker");
+    }
+
+    #[test]
+    fn reload_tls_kills_a_dockerd_that_does_not_stop_and_handles_other_exits_meanwhile() {
+        let (sys, mut sup) = running_guest();
+        sys.add_disk("vdb", "n2d-config\n", n2d_proto::encode_config_disk(&tls_config("NEW")).unwrap());
+        sys.state.borrow_mut().stubborn.insert("dockerd".into());
+        sys.exit("containerd", Exit::Code(1));
+        let t0 = sys.now();
+        sup.reload_tls(&sys);
+        assert!(sys.now() - t0 >= secs(20), "dockerd had its grace period");
+        assert!(sys.calls().contains(&"kill dockerd SIGKILL".to_string()));
+        // containerd's exit during the wait was not lost: it is restarted after its backoff.
+        sys.sleep(secs(1));
+        sup.tick(&sys);
+        assert!(sys.pid_of("containerd").is_some(), "containerd's exit was lost");
+        assert!(sys.pid_of("dockerd").is_some());
+    }
+
+    #[test]
+    fn a_config_disk_without_good_tls_material_changes_nothing() {
+        let mut no_tls = tls_config("NEW");
+        no_tls.docker.tls = None;
+        let mut bad_key = tls_config("NEW");
+        bad_key.docker.tls.as_mut().unwrap().key_pem = "not a key".into();
+        let mut bad_cert = tls_config("NEW");
+        bad_cert.docker.tls.as_mut().unwrap().cert_pem = String::new();
+        let mut bad_ca = tls_config("NEW");
+        bad_ca.docker.tls.as_mut().unwrap().ca_pem = "-----BEGIN PRIVATE KEY-----".into();
+        let disks: Vec<Option<Vec<u8>>> = vec![
+            Some(n2d_proto::encode_config_disk(&no_tls).unwrap()),
+            Some(n2d_proto::encode_config_disk(&bad_key).unwrap()),
+            Some(n2d_proto::encode_config_disk(&bad_cert).unwrap()),
+            Some(n2d_proto::encode_config_disk(&bad_ca).unwrap()),
+            Some(vec![0u8; 4096]),
+            Some(b"N2DCONF1\xff\xff\xff\xff".to_vec()),
+            None,
+        ];
+        for (i, disk) in disks.into_iter().enumerate() {
+            let (sys, mut sup) = running_guest();
+            match disk {
+                Some(bytes) => sys.add_disk("vdb", "n2d-config\n", bytes),
+                None => {
+                    sys.state.borrow_mut().files.remove("/sys/block/vdb/serial");
+                }
+            }
+            let dockerd = sys.pid_of("dockerd");
+            let before = sys.calls().len();
+            sup.reload_tls(&sys);
+            let after = sys.calls()[before..].to_vec();
+            assert!(
+                after.iter().all(|c| !c.starts_with("write") && !c.starts_with("kill")),
+                "case {i}: {after:?}"
+            );
+            assert!(sys.file_text(CERT).contains("OLD"), "case {i}");
+            sup.tick(&sys);
+            assert_eq!(sys.pid_of("dockerd"), dockerd, "case {i}: dockerd was restarted");
+        }
     }
 
     #[test]

@@ -87,6 +87,9 @@ pub trait System {
     fn read_file(&self, path: &str) -> io::Result<Vec<u8>>;
     /// Reads at most `max` bytes from the start of `path` (block devices).
     fn read_head(&self, path: &str, max: usize) -> io::Result<Vec<u8>>;
+    /// As [`System::read_head`] on a block device, past the kernel's cache of it (BLKFLSBUF
+    /// first): what the host wrote to the disk since it was last read, not the cached blocks.
+    fn read_head_uncached(&self, path: &str, max: usize) -> io::Result<Vec<u8>>;
     /// Entry names of a directory, sorted.
     fn read_dir(&self, path: &str) -> io::Result<Vec<String>>;
     fn exists(&self, path: &str) -> bool;
@@ -226,6 +229,19 @@ pub mod real {
         fn read_head(&self, path: &str, max: usize) -> io::Result<Vec<u8>> {
             let mut buf = Vec::new();
             File::open(path)?.take(max as u64).read_to_end(&mut buf)?;
+            Ok(buf)
+        }
+
+        fn read_head_uncached(&self, path: &str, max: usize) -> io::Result<Vec<u8>> {
+            // BLKFLSBUF (_IO(0x12, 97)): writes back and drops the device's cached blocks.
+            const BLKFLSBUF: nix::libc::c_ulong = 0x1261;
+            let file = File::open(path)?;
+            // SAFETY: BLKFLSBUF takes no argument.
+            if unsafe { nix::libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&file), BLKFLSBUF as _) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut buf = Vec::new();
+            file.take(max as u64).read_to_end(&mut buf)?;
             Ok(buf)
         }
 
@@ -777,6 +793,11 @@ pub mod fake {
             let mut data = self.read_file(path)?;
             data.truncate(max);
             Ok(data)
+        }
+
+        fn read_head_uncached(&self, path: &str, max: usize) -> io::Result<Vec<u8>> {
+            self.record(format!("read uncached {path}"));
+            self.read_head(path, max)
         }
 
         fn read_dir(&self, path: &str) -> io::Result<Vec<String>> {

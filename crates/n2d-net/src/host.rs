@@ -7,10 +7,20 @@
 //! `/run` is emptied by a reboot, like the bridges and taps it describes; each home's machine
 //! records keep their addresses, and every attach re-asserts the calling home's claims
 //! ([`Claim`]) before it chooses a new address.
+//!
+//! The state is input, not trusted: its directory must belong to the caller or root and be
+//! writable by no one else ([`check_run_dir`]), its files are opened without following
+//! symlinks, and every entry is checked like user input before it reaches `ip` or iptables
+//! ([`BridgeState::problem`], [`Lease::problem`]). A damaged or hostile entry is reported and
+//! left alone: its address stays taken, its tap and bridge are never touched. n2d deletes or
+//! re-attaches only taps of its own naming scheme that its own records name, and only when the
+//! link is a tap.
 
 use crate::{mac_for, nat, tap_for, Links, NetError, DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN};
 use n2d_exec::{Cmd, Runner};
 use n2d_spec::address::IpRange;
+use n2d_spec::link::{parse_bridge_name, parse_interface_name, parse_n2d_mac, parse_tap_name};
+use n2d_spec::machine::MachineName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -32,11 +42,36 @@ pub struct Lease {
     pub machine: String,
     pub tap: String,
     pub mac: String,
+    /// New connections from outside the bridge may reach the machine (`--expose`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exposed: bool,
 }
 
 impl Lease {
     fn owned_by(&self, home: &Path, machine: &str) -> bool {
         self.home == home && self.machine == machine
+    }
+
+    /// Why n2d may not act on this lease (it is not one n2d writes), if so: a tap outside n2d's
+    /// naming scheme, a MAC that is not n2d's kind, a machine name or home that is no name or
+    /// path n2d uses.
+    pub fn problem(&self) -> Option<String> {
+        if let Err(e) = parse_tap_name(&self.tap) {
+            return Some(e.to_string());
+        }
+        if let Err(e) = parse_n2d_mac(&self.mac) {
+            return Some(e.to_string());
+        }
+        if let Err(e) = self.machine.parse::<MachineName>() {
+            return Some(e.to_string());
+        }
+        let plain = self.home.is_absolute()
+            && self.home.components().skip(1).all(|c| matches!(c, std::path::Component::Normal(_)))
+            && !self.home.as_os_str().as_encoded_bytes().iter().any(u8::is_ascii_control);
+        if !plain {
+            return Some(format!("home {:?} is not an absolute, normalized path", self.home));
+        }
+        None
     }
     fn describe(&self) -> String {
         format!("machine {} of {}", self.machine, self.home.display())
@@ -61,6 +96,49 @@ pub struct BridgeState {
 impl BridgeState {
     pub fn subnet(&self) -> String {
         nat::subnet_text(self.gateway, self.prefix_len)
+    }
+
+    /// Why n2d may not act on the bridge named `name` with this entry, if so: a name that is no
+    /// interface name, a gateway that is no host address of a usable subnet, an uplink that is
+    /// no interface name.
+    pub fn problem(&self, name: &str) -> Option<String> {
+        if let Err(e) = parse_bridge_name(name) {
+            return Some(e.to_string());
+        }
+        let host = crate::host_range(self.gateway, self.prefix_len)
+            .is_some_and(|(first, last)| (first..=last).contains(&u32::from(self.gateway)));
+        let odd = self.gateway.is_loopback() || self.gateway.is_multicast() || self.gateway.is_unspecified();
+        if !host || odd {
+            return Some(format!(
+                "gateway {}/{} is not a host address of a usable subnet",
+                self.gateway, self.prefix_len
+            ));
+        }
+        if let Some(Err(e)) = self.uplink.as_deref().map(parse_interface_name) {
+            return Some(format!("uplink: {e}"));
+        }
+        None
+    }
+
+    /// Why n2d may not act on the lease of `ip` on this (sound) bridge, if so.
+    fn lease_problem(&self, ip: Ipv4Addr, lease: &Lease) -> Option<String> {
+        if !self.candidates(None).any(|c| c == ip) {
+            return Some(format!(
+                "address {ip} is not a host address of {} other than its gateway",
+                self.subnet()
+            ));
+        }
+        lease.problem()
+    }
+
+    /// Whether n2d may act on the lease of `ip` (see [`Lease::problem`]).
+    fn trusted(&self, ip: Ipv4Addr, lease: &Lease) -> bool {
+        self.lease_problem(ip, lease).is_none()
+    }
+
+    /// The addresses of the trusted leases that accept new connections from outside.
+    fn exposed(&self) -> Vec<Ipv4Addr> {
+        self.leases.iter().filter(|(ip, l)| l.exposed && self.trusted(**ip, l)).map(|(ip, _)| *ip).collect()
     }
 
     /// The addresses a machine may be given: the subnet's hosts (less the gateway), within
@@ -89,6 +167,23 @@ impl HostState {
     fn is_empty(&self) -> bool {
         !self.forwarding_turned_on && self.bridges.is_empty()
     }
+
+    /// Every entry n2d leaves alone, one line each (for warnings and `doctor`).
+    pub fn problems(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for (name, bridge) in &self.bridges {
+            if let Some(p) = bridge.problem(name) {
+                found.push(format!("bridge {name:?}: {p}"));
+                continue;
+            }
+            for (ip, lease) in &bridge.leases {
+                if let Some(p) = bridge.lease_problem(*ip, lease) {
+                    found.push(format!("lease of {ip} on {name}: {p}"));
+                }
+            }
+        }
+        found
+    }
 }
 
 /// An address a home's machine already has (from its record), kept for it.
@@ -99,6 +194,16 @@ pub struct Claim {
     pub ip: Ipv4Addr,
     pub tap: String,
     pub mac: String,
+}
+
+impl Claim {
+    /// Whether the claim's names are ones n2d makes (records are checked when read; this keeps
+    /// a damaged one from reaching `ip`).
+    fn sound(&self) -> bool {
+        parse_tap_name(&self.tap).is_ok()
+            && parse_n2d_mac(&self.mac).is_ok()
+            && parse_bridge_name(&self.bridge).is_ok()
+    }
 }
 
 /// What a machine asks for on a bridge.
@@ -115,6 +220,9 @@ pub struct AttachRequest<'a> {
     pub subnet: Option<(Ipv4Addr, u8)>,
     /// The home's machines and their addresses (its own records), re-asserted first.
     pub claims: &'a [Claim],
+    /// Accept new connections from outside the bridge to the machine (`--expose`); otherwise
+    /// n2d's chain drops them.
+    pub expose: bool,
 }
 
 /// What a machine got.
@@ -180,11 +288,15 @@ impl HostNet {
     fn locked<T>(&self, change: impl FnOnce(&mut HostState) -> Result<T, NetError>) -> Result<T, NetError> {
         let store = |source| NetError::HostState { path: self.dir.clone(), source };
         n2d_store::ensure_dir(&self.dir).map_err(store)?;
+        check_run_dir(&self.dir)?;
         let timeout = n2d_store::lock_timeout(self.timeout).map_err(store)?;
         let _lock = n2d_store::flock_exclusive(&self.dir.join("lock"), timeout, self.cancel.as_deref())
             .map_err(store)?;
         let path = self.state_file();
-        let mut state: HostState = n2d_store::read_json_opt(&path).map_err(store)?.unwrap_or_default();
+        let mut state = read_state(&path)?;
+        for problem in state.problems() {
+            eprintln!("warning: {}: {problem}; n2d leaves this entry alone", path.display());
+        }
         let before = state.clone();
         let result = change(&mut state);
         if state != before {
@@ -200,8 +312,16 @@ impl HostNet {
 
     /// The state as it is now (for `doctor` and capacity checks).
     pub fn snapshot(&self) -> Result<HostState, NetError> {
-        let store = |source| NetError::HostState { path: self.dir.clone(), source };
-        Ok(n2d_store::read_json_opt(&self.state_file()).map_err(store)?.unwrap_or_default())
+        if std::fs::symlink_metadata(&self.dir).is_err() {
+            return Ok(HostState::default());
+        }
+        check_run_dir(&self.dir)?;
+        read_state(&self.state_file())
+    }
+
+    /// The directory of the host-wide state (`$N2D_RUN_DIR`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Checks a choice of bridge and addresses before anything is made: `bridge` must be a
@@ -266,52 +386,73 @@ impl HostNet {
     }
 
     /// Gives `req.machine` an address, tap and MAC on `req.bridge` (its recorded ones when
-    /// `keep` is given), creating n2d's bridge with its NAT chains when missing. On error
-    /// nothing of it is left.
+    /// `keep` is given), creating n2d's bridge with its chains when missing, and lets new
+    /// connections from outside reach it when `req.expose` (n2d's own bridges only: a bridge n2d
+    /// did not make gets no rules). On error nothing of it is left.
     pub fn attach(
         &self,
         runner: &dyn Runner,
         req: &AttachRequest,
         keep: Option<&Claim>,
     ) -> Result<Attachment, NetError> {
+        let refuse = |what: String, source| NetError::UnsafeName { what, source };
+        parse_bridge_name(req.bridge).map_err(|e| refuse(format!("bridge {:?}", req.bridge), e))?;
+        if let Some(k) = keep {
+            let what = |field: &str| format!("the {field} of machine {}'s record", req.machine);
+            parse_tap_name(&k.tap).map_err(|e| refuse(what("tap"), e))?;
+            parse_n2d_mac(&k.mac).map_err(|e| refuse(what("MAC"), e))?;
+        }
         self.locked(|state| {
             forget_stale(state, runner);
             let links = Links::new(runner);
             let created = ensure_bridge(state, runner, &self.ip_forward, req)?;
-            for claim in req.claims {
+            for claim in req.claims.iter().filter(|c| c.sound()) {
                 reassert(state, req.home, claim);
             }
             let result = (|| {
                 let bridge = state.bridges.get_mut(req.bridge).expect("ensured above");
                 let ip = choose_address(req, bridge, keep)?;
-                let (tap, mac) = match keep {
-                    Some(k) => (k.tap.clone(), k.mac.clone()),
-                    None => match bridge.leases.get(&ip) {
-                        Some(l) => (l.tap.clone(), l.mac.clone()),
-                        None => fresh_names(state, req.home, req.machine),
-                    },
+                let previous = bridge.leases.get(&ip).filter(|l| bridge.trusted(ip, l)).cloned();
+                let (tap, mac) = match (keep, &previous) {
+                    (Some(k), _) => (k.tap.clone(), k.mac.clone()),
+                    (None, Some(l)) => (l.tap.clone(), l.mac.clone()),
+                    (None, None) => fresh_names(state, req.home, req.machine),
                 };
                 let bridge = state.bridges.get_mut(req.bridge).expect("ensured above");
-                if links.exists(&tap) {
+                let tap_err =
+                    |source| NetError::CreateTap { tap: tap.clone(), bridge: req.bridge.into(), source };
+                match links.kind_of(&tap).as_deref() {
                     // Ours (the name derives from this home and machine): a crash left it, or
                     // the bridge was recreated and it lost its port.
-                    links.attach(&tap, req.bridge).map_err(|source| NetError::CreateTap {
-                        tap: tap.clone(),
-                        bridge: req.bridge.into(),
-                        source,
-                    })?;
-                } else {
-                    links.create_tap(&tap, req.bridge).map_err(|source| NetError::CreateTap {
-                        tap: tap.clone(),
-                        bridge: req.bridge.into(),
-                        source,
-                    })?;
+                    Some("tun") => links.attach(&tap, req.bridge).map_err(tap_err)?,
+                    None => links.create_tap(&tap, req.bridge).map_err(tap_err)?,
+                    Some(kind) => {
+                        let why = format!("a link named {tap} exists and is a {kind} link, not a tap");
+                        return Err(tap_err(n2d_exec::ExecError::Failed {
+                            command: format!("ip link show dev {tap}"),
+                            status: why,
+                            stderr_tail: String::new(),
+                        }));
+                    }
+                }
+                if bridge.created_by_n2d {
+                    if req.expose {
+                        if let Err(e) = nat::expose(runner, req.bridge, ip) {
+                            eprintln!(
+                                "warning: cannot let connections from other networks reach {ip} on {}: {e}",
+                                req.bridge
+                            );
+                        }
+                    } else if previous.as_ref().is_some_and(|l| l.exposed) {
+                        nat::unexpose(runner, req.bridge, ip);
+                    }
                 }
                 let lease = Lease {
                     home: req.home.to_path_buf(),
                     machine: req.machine.into(),
                     tap: tap.clone(),
                     mac: mac.clone(),
+                    exposed: req.expose,
                 };
                 bridge.leases.insert(ip, lease);
                 Ok(Attachment { ip, gateway: bridge.gateway, prefix_len: bridge.prefix_len, tap, mac })
@@ -325,7 +466,8 @@ impl HostNet {
 
     /// Gives back every address of `machine` of `home`, deletes its taps (and `tap`, the one
     /// its record names, when no lease knows it), and removes each bridge n2d made that no
-    /// machine of any home uses any more. Returns what it said it did, for the user.
+    /// machine of any home uses any more. Returns what it said it did, for the user. Only taps of
+    /// n2d's naming scheme that are taps are deleted; a damaged lease is left as it is.
     pub fn detach(
         &self,
         runner: &dyn Runner,
@@ -333,23 +475,39 @@ impl HostNet {
         machine: &str,
         tap: Option<&str>,
     ) -> Result<Vec<String>, NetError> {
+        let mut notes = Vec::new();
+        let tap = match tap.map(parse_tap_name) {
+            Some(Err(e)) => {
+                notes.push(format!("left {:?} alone: {e}", tap.unwrap_or_default()));
+                None
+            }
+            Some(Ok(t)) => Some(t),
+            None => None,
+        };
         // Nothing host-wide to give back (a user-mode machine, or one whose create stopped
         // before its lease): no lock is taken, which an ordinary user could not.
         if !self.state_file().exists() && tap.is_none_or(|t| !Links::new(runner).exists(t)) {
-            return Ok(Vec::new());
+            return Ok(notes);
         }
         self.locked(|state| {
             forget_stale(state, runner);
             let links = Links::new(runner);
-            let mut notes = Vec::new();
             let mut taps: Vec<String> = tap.map(str::to_string).into_iter().collect();
             let mut emptied = Vec::new();
+            let mut unexpose = Vec::new();
             for (name, bridge) in state.bridges.iter_mut() {
+                if bridge.problem(name).is_some() {
+                    continue;
+                }
                 let before = bridge.leases.len();
-                bridge.leases.retain(|_, l| {
-                    let mine = l.owned_by(home, machine);
+                let sound = bridge.clone();
+                bridge.leases.retain(|ip, l| {
+                    let mine = l.owned_by(home, machine) && sound.trusted(*ip, l);
                     if mine {
                         taps.push(l.tap.clone());
+                        if l.exposed {
+                            unexpose.push((name.clone(), *ip));
+                        }
                     }
                     !mine
                 });
@@ -357,14 +515,28 @@ impl HostNet {
                     emptied.push(name.clone());
                 }
             }
+            for (bridge, ip) in unexpose {
+                if state.bridges.get(&bridge).is_some_and(|b| b.created_by_n2d) && !emptied.contains(&bridge)
+                {
+                    nat::unexpose(runner, &bridge, ip);
+                }
+            }
             taps.sort();
             taps.dedup();
             let others: Vec<&Lease> = state.bridges.values().flat_map(|b| b.leases.values()).collect();
             for t in taps {
-                if others.iter().any(|l| l.tap == t) || !links.exists(&t) {
+                if others.iter().any(|l| l.tap == t) {
                     continue;
                 }
-                links.delete(&t).map_err(|source| NetError::DeleteTap { tap: t.clone(), source })?;
+                match links.kind_of(&t).as_deref() {
+                    None => {}
+                    Some("tun") => {
+                        links.delete(&t).map_err(|source| NetError::DeleteTap { tap: t.clone(), source })?
+                    }
+                    Some(kind) => {
+                        notes.push(format!("left {t} alone: it is a {kind} link, not a tap n2d made"))
+                    }
+                }
             }
             for name in emptied {
                 notes.extend(remove_bridge(state, runner, &self.ip_forward, &name));
@@ -372,6 +544,40 @@ impl HostNet {
             Ok(notes)
         })
     }
+}
+
+/// Refuses a state directory someone other than the caller or root could change: it must be a
+/// real directory (not a symlink), owned by the caller or root, and writable by neither group
+/// nor others, or another user could swap in leases that name any interface.
+pub fn check_run_dir(dir: &Path) -> Result<(), NetError> {
+    use std::os::unix::fs::MetadataExt;
+    let unsafe_dir = |reason: String| NetError::UnsafeRunDir { path: dir.to_path_buf(), reason };
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| unsafe_dir(format!("unreadable ({e})")))?;
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_dir("a symbolic link".into()));
+    }
+    if !meta.is_dir() {
+        return Err(unsafe_dir("not a directory".into()));
+    }
+    let euid = rustix::process::geteuid().as_raw();
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Err(unsafe_dir(format!("owned by uid {}, neither you (uid {euid}) nor root", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "writable by {} (mode {:o})",
+            if meta.mode() & 0o002 != 0 { "others" } else { "its group" },
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Reads a state file (n2d-store's reader: no symlink followed, regular files of bounded size
+/// only); a missing file is the empty state.
+fn read_state(path: &Path) -> Result<HostState, NetError> {
+    let store = |source| NetError::HostState { path: path.to_path_buf(), source };
+    Ok(n2d_store::read_json_opt(path).map_err(store)?.unwrap_or_default())
 }
 
 /// The subnet of a bridge n2d has no entry for: the link's own address, else, for n2d's
@@ -386,10 +592,17 @@ fn unrecorded_subnet(links: &Links, bridge: &str) -> Option<(Ipv4Addr, u8)> {
 /// deletes their taps unless another lease names them.
 fn forget_stale(state: &mut HostState, runner: &dyn Runner) {
     let mut dropped = Vec::new();
-    for bridge in state.bridges.values_mut() {
+    for (name, bridge) in state.bridges.iter_mut() {
+        if bridge.problem(name).is_some() {
+            continue;
+        }
+        let sound = bridge.clone();
         // Only a directory that is surely gone counts: one the caller may not read (another
-        // user's home) keeps its leases.
-        bridge.leases.retain(|_, l| {
+        // user's home) keeps its leases. A damaged lease is never taken for stale.
+        bridge.leases.retain(|ip, l| {
+            if !sound.trusted(*ip, l) {
+                return true;
+            }
             let dir = l.home.join("machines").join(&l.machine);
             let gone = matches!(std::fs::metadata(dir), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
             if gone {
@@ -401,7 +614,7 @@ fn forget_stale(state: &mut HostState, runner: &dyn Runner) {
     let links = Links::new(runner);
     for tap in dropped {
         let held = state.bridges.values().flat_map(|b| b.leases.values()).any(|l| l.tap == tap);
-        if !held && links.exists(&tap) {
+        if !held && links.kind_of(&tap).as_deref() == Some("tun") {
             let _ = links.delete(&tap);
         }
     }
@@ -418,6 +631,8 @@ fn reassert(state: &mut HostState, home: &Path, claim: &Claim) {
                 machine: claim.machine.clone(),
                 tap: claim.tap.clone(),
                 mac: claim.mac.clone(),
+                // Its start exposes it again: a stopped machine needs no open door.
+                exposed: false,
             };
             bridge.leases.insert(claim.ip, lease);
         }
@@ -436,7 +651,18 @@ fn ensure_bridge(
     match links.kind_of(req.bridge) {
         Some(kind) if kind != "bridge" => Err(NetError::NotABridge { dev: req.bridge.into(), kind }),
         Some(_) => {
-            if state.bridges.contains_key(req.bridge) {
+            if let Some(entry) = state.bridges.get(req.bridge) {
+                if let Some(problem) = entry.problem(req.bridge) {
+                    return Err(NetError::DamagedState { bridge: req.bridge.into(), problem });
+                }
+                // Chains flushed by hand or a firewall reload, or made by an older n2d without
+                // their DROP rules, are filled again.
+                if entry.created_by_n2d && !nat::intact(runner, req.bridge) {
+                    let (subnet, uplink, exposed) = (entry.subnet(), entry.uplink.clone(), entry.exposed());
+                    if let Err(e) = nat::install(runner, req.bridge, &subnet, uplink.as_deref(), &exposed) {
+                        eprintln!("warning: cannot set up the firewall chains of {}: {e}", req.bridge);
+                    }
+                }
                 return Ok(false);
             }
             let (gateway, prefix_len) = links
@@ -450,12 +676,15 @@ fn ensure_bridge(
                 BridgeState { gateway, prefix_len, created_by_n2d, uplink: None, leases: BTreeMap::new() };
             if created_by_n2d {
                 nat::remove_legacy(runner, req.bridge, &entry.subnet());
-                entry.uplink = enable_outbound(state, runner, ip_forward, req.bridge, &entry.subnet());
+                entry.uplink = enable_outbound(state, runner, ip_forward, req.bridge, &entry.subnet(), &[]);
             }
             state.bridges.insert(req.bridge.into(), entry);
             Ok(false)
         }
         None => {
+            if let Some(problem) = state.bridges.get(req.bridge).and_then(|b| b.problem(req.bridge)) {
+                return Err(NetError::DamagedState { bridge: req.bridge.into(), problem });
+            }
             let recorded =
                 state.bridges.get(req.bridge).filter(|b| b.created_by_n2d).map(|b| (b.gateway, b.prefix_len));
             if !may_create && recorded.is_none() {
@@ -468,7 +697,8 @@ fn ensure_bridge(
                 .create_bridge(req.bridge, gateway, prefix_len)
                 .map_err(|source| NetError::CreateBridge { bridge: req.bridge.into(), source })?;
             let subnet = nat::subnet_text(gateway, prefix_len);
-            let uplink = enable_outbound(state, runner, ip_forward, req.bridge, &subnet);
+            let exposed = state.bridges.get(req.bridge).map(BridgeState::exposed).unwrap_or_default();
+            let uplink = enable_outbound(state, runner, ip_forward, req.bridge, &subnet, &exposed);
             let leases = state.bridges.remove(req.bridge).map(|b| b.leases).unwrap_or_default();
             state.bridges.insert(
                 req.bridge.into(),
@@ -479,7 +709,7 @@ fn ensure_bridge(
     }
 }
 
-/// NAT chains and forwarding for a bridge n2d made, when the host has a default route.
+/// The chains of a bridge n2d made (NAT and forwarding when the host has a default route).
 /// Problems are warnings: the VMs still reach each other and the host.
 fn enable_outbound(
     state: &mut HostState,
@@ -487,9 +717,10 @@ fn enable_outbound(
     ip_forward: &Path,
     bridge: &str,
     subnet: &str,
+    exposed: &[Ipv4Addr],
 ) -> Option<String> {
     let uplink = default_route_dev(runner);
-    if let Err(e) = nat::install(runner, bridge, subnet, uplink.as_deref()) {
+    if let Err(e) = nat::install(runner, bridge, subnet, uplink.as_deref(), exposed) {
         eprintln!("warning: cannot set up NAT for {bridge}: VMs will not reach the internet ({e})");
         return uplink;
     }
@@ -537,7 +768,10 @@ fn choose_address(
     if let Some(range) = req.addresses {
         check_range(req.bridge, bridge.gateway, bridge.prefix_len, range)?;
     }
-    let taken = |ip: &Ipv4Addr| bridge.leases.get(ip).filter(|l| !l.owned_by(req.home, req.machine));
+    // A damaged lease holds its address whoever it names.
+    let taken = |ip: &Ipv4Addr| {
+        bridge.leases.get(ip).filter(|l| !l.owned_by(req.home, req.machine) || !bridge.trusted(*ip, l))
+    };
     if let Some(k) = keep {
         if let Some(other) = taken(&k.ip) {
             return Err(NetError::AddressTaken {
@@ -548,7 +782,9 @@ fn choose_address(
         }
         return Ok(k.ip);
     }
-    if let Some((ip, _)) = bridge.leases.iter().find(|(_, l)| l.owned_by(req.home, req.machine)) {
+    if let Some((ip, _)) =
+        bridge.leases.iter().find(|(ip, l)| l.owned_by(req.home, req.machine) && bridge.trusted(**ip, l))
+    {
         return Ok(*ip);
     }
     if let Some(r) = req.addresses.filter(|r| r.first == r.last) {
@@ -595,8 +831,15 @@ fn fresh_names(state: &HostState, home: &Path, machine: &str) -> (String, String
 /// The interface of the default route, if any.
 fn default_route_dev(runner: &dyn Runner) -> Option<String> {
     let out = runner.run(&Cmd::new("ip", "iproute2").args(["-j", "-4", "route", "show", "default"])).ok()?;
-    let json: serde_json::Value = serde_json::from_slice(&out).ok()?;
-    json.get(0)?.get("dev")?.as_str().map(str::to_string)
+    match crate::ipjson::default_route_dev(&out)? {
+        Ok(dev) => Some(dev),
+        Err(e) => {
+            eprintln!(
+                "warning: the default route's interface is not used for the VMs' outbound traffic: {e}"
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]
@@ -629,7 +872,7 @@ mod tests {
     }
 
     fn req<'a>(home: &'a Path, machine: &'a str, bridge: &'a str) -> AttachRequest<'a> {
-        AttachRequest { home, machine, bridge, addresses: None, subnet: None, claims: &[] }
+        AttachRequest { home, machine, bridge, addresses: None, subnet: None, claims: &[], expose: false }
     }
 
     fn forwarding(s: &Setup) -> String {
@@ -697,7 +940,17 @@ mod tests {
         s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
         assert_eq!(forwarding(&s), "0");
         assert_eq!(host.chain("nat N2D-NAT-n2d0"), None);
-        assert_eq!(host.chain("filter N2D-FWD-n2d0").unwrap(), ["-i n2d0 -o n2d0 -j ACCEPT"]);
+        // No uplink: the VMs reach each other and the host, and nothing else.
+        assert_eq!(
+            host.chain("filter N2D-FWD-n2d0").unwrap(),
+            [
+                "-i n2d0 -o n2d0 -j ACCEPT",
+                "-o n2d0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                "-i n2d0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                "-o n2d0 -j DROP",
+                "-i n2d0 -j DROP"
+            ]
+        );
     }
 
     #[test]
@@ -847,5 +1100,246 @@ mod tests {
         let range: IpRange = "10.77.0.2-10.77.0.5".parse().unwrap();
         assert_eq!(s.net.capacity(&host, "n2d0", Some(range)).unwrap(), Some((3, range.to_string())));
         assert_eq!(s.net.capacity(&host, "br7", None).unwrap(), None);
+    }
+
+    /// Rewrites the state file with `edit` applied (what a hostile or careless writer could do).
+    fn tamper(s: &Setup, edit: impl FnOnce(&mut HostState)) {
+        let mut state = s.net.snapshot().unwrap();
+        edit(&mut state);
+        std::fs::write(s.net.state_file(), serde_json::to_vec(&state).unwrap()).unwrap();
+    }
+
+    fn lease(home: &Path, machine: &str, tap: &str, mac: &str) -> Lease {
+        Lease { home: home.into(), machine: machine.into(), tap: tap.into(), mac: mac.into(), exposed: false }
+    }
+
+    #[test]
+    fn a_lease_naming_the_uplink_never_deletes_it() {
+        let s = setup();
+        let host = FakeHost::new(Some("eth0"));
+        let h1 = &s.homes[0];
+        s.net.attach(&host, &req(h1, "a", "n2d0"), None).unwrap();
+        host.add_link("n2dt00000bad", "veth", None);
+        // Hostile: leases of machine b naming the uplink, the bridge, loopback and a link of n2d's
+        // naming scheme that is no tap; a stale lease (its home gone) naming the uplink too.
+        tamper(&s, |st| {
+            let b = st.bridges.get_mut("n2d0").unwrap();
+            b.leases.insert(Ipv4Addr::new(10, 77, 0, 20), lease(h1, "b", "eth0", "52:54:00:00:00:20"));
+            b.leases.insert(Ipv4Addr::new(10, 77, 0, 21), lease(h1, "b", "n2d0", "52:54:00:00:00:21"));
+            b.leases.insert(Ipv4Addr::new(10, 77, 0, 22), lease(h1, "b", "lo", "52:54:00:00:00:22"));
+            b.leases
+                .insert(Ipv4Addr::new(10, 77, 0, 23), lease(h1, "b", "n2dt00000bad", "52:54:00:00:00:23"));
+            b.leases.insert(
+                Ipv4Addr::new(10, 77, 0, 24),
+                lease(Path::new("/gone"), "x", "eth0", "52:54:00:00:00:24"),
+            );
+        });
+        let problems = s.net.snapshot().unwrap().problems();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("\"eth0\" is not a tap n2d made")), "{problems:?}");
+        // rm of b, with a damaged record naming the uplink as its tap too.
+        let notes = s.net.detach(&host, h1, "b", Some("eth0")).unwrap();
+        assert!(notes.iter().any(|n| n.contains("left \"eth0\" alone")), "{notes:?}");
+        for link in ["eth0", "lo", "n2d0", "n2dt00000bad"] {
+            assert!(host.links().contains(link), "{link} was deleted");
+        }
+        // The damaged entries are left as they are, their addresses still taken (b's sound lease,
+        // whose "tap" is a veth, was given back without touching that link).
+        let left = s.net.snapshot().unwrap().bridges["n2d0"].leases.len();
+        assert_eq!(left, 5);
+        // A record naming a link of n2d's scheme that is no tap: left alone too.
+        let notes = s.net.detach(&host, h1, "b", Some("n2dt00000bad")).unwrap();
+        assert!(notes.iter().any(|n| n.contains("veth link, not a tap")), "{notes:?}");
+        assert!(host.links().contains("n2dt00000bad"));
+        // The last sound machine goes: the bridge stays, since damaged leases still name it.
+        s.net.detach(&host, h1, "a", None).unwrap();
+        assert!(host.links().contains("eth0") && host.links().contains("n2d0"));
+    }
+
+    #[test]
+    fn damaged_leases_are_reported_and_never_reused() {
+        let s = setup();
+        let host = FakeHost::new(Some("eth0"));
+        let h1 = &s.homes[0];
+        let a = s.net.attach(&host, &req(h1, "a", "n2d0"), None).unwrap();
+        // Hostile: machine a's own lease rewritten with a MAC carrying QEMU options, and leases
+        // with a bad machine name, relative and unnormalized homes, an address outside the subnet.
+        tamper(&s, |st| {
+            let b = st.bridges.get_mut("n2d0").unwrap();
+            b.leases.get_mut(&a.ip).unwrap().mac = "52:54:00:12:34:56,romfile=/tmp/x".into();
+            b.leases.insert(
+                Ipv4Addr::new(10, 77, 0, 30),
+                lease(h1, "../../etc", "n2dt00000030", "52:54:00:00:00:30"),
+            );
+            b.leases.insert(
+                Ipv4Addr::new(10, 77, 0, 31),
+                lease(Path::new("rel"), "c", "n2dt00000031", "52:54:00:00:00:31"),
+            );
+            b.leases.insert(
+                Ipv4Addr::new(10, 77, 0, 32),
+                lease(Path::new("/a/../b"), "c", "n2dt00000032", "52:54:00:00:00:32"),
+            );
+            b.leases
+                .insert(Ipv4Addr::new(10, 78, 0, 33), lease(h1, "c", "n2dt00000033", "52:54:00:00:00:33"));
+            b.leases
+                .insert(Ipv4Addr::new(10, 77, 0, 255), lease(h1, "c", "n2dt000000ff", "52:54:00:00:00:ff"));
+            b.leases
+                .insert(Ipv4Addr::new(10, 77, 0, 34), lease(h1, "c", "n2dt00000034", "01:00:5e:00:00:34"));
+        });
+        assert_eq!(s.net.snapshot().unwrap().problems().len(), 7);
+        // Attaching a again never hands out the damaged MAC: a gets a fresh, sound lease, and the
+        // damaged one keeps its address.
+        let again = s.net.attach(&host, &req(h1, "a", "n2d0"), None).unwrap();
+        assert_ne!(again.ip, a.ip);
+        assert!(n2d_spec::link::parse_n2d_mac(&again.mac).is_ok(), "{}", again.mac);
+        for ip in [30, 31, 32, 34] {
+            assert_ne!(again.ip, Ipv4Addr::new(10, 77, 0, ip));
+        }
+        // A record whose tap or MAC is not n2d's is refused before anything is made.
+        let claim = |tap: &str, mac: &str| Claim {
+            machine: "b".into(),
+            bridge: "n2d0".into(),
+            ip: Ipv4Addr::new(10, 77, 0, 40),
+            tap: tap.into(),
+            mac: mac.into(),
+        };
+        for bad in [claim("eth0", "52:54:00:00:00:40"), claim("n2dt00000040", "52:54:00:00:00:40,romfile=/x")]
+        {
+            let err = s.net.attach(&host, &req(h1, "b", "n2d0"), Some(&bad)).unwrap_err();
+            assert!(matches!(err, NetError::UnsafeName { .. }), "{err}");
+        }
+        assert!(!host.links().contains("n2dt00000040"));
+    }
+
+    #[test]
+    fn a_damaged_bridge_entry_is_never_acted_on() {
+        let s = setup();
+        let host = FakeHost::new(Some("eth0"));
+        let h1 = &s.homes[0];
+        s.net.attach(&host, &req(h1, "a", "n2d0"), None).unwrap();
+        let entry = s.net.snapshot().unwrap().bridges["n2d0"].clone();
+        // Hostile: an entry named like an option or with a path, and n2d0's entry with a
+        // non-host gateway, then with an uplink carrying an iptables wildcard.
+        tamper(&s, |st| {
+            for name in ["-h", "eth0/x"] {
+                let mut bad = entry.clone();
+                bad.leases.clear();
+                st.bridges.insert(name.into(), bad);
+            }
+        });
+        assert_eq!(s.net.snapshot().unwrap().problems().len(), 2);
+        s.net.detach(&host, h1, "a", None).unwrap();
+        assert!(host.links().contains("eth0"));
+        assert_eq!(s.net.snapshot().unwrap().bridges.len(), 2, "the damaged entries are left");
+        for (gateway, prefix_len, uplink) in [
+            (Ipv4Addr::new(10, 77, 0, 0), 24, None),
+            (Ipv4Addr::new(127, 0, 0, 1), 8, None),
+            (entry.gateway, 0, None),
+            (entry.gateway, 24, Some("eth+")),
+        ] {
+            tamper(&s, |st| {
+                let mut bad = entry.clone();
+                bad.leases.clear();
+                (bad.gateway, bad.prefix_len, bad.uplink) = (gateway, prefix_len, uplink.map(str::to_string));
+                st.bridges.insert("n2d0".into(), bad);
+            });
+            let err = s.net.attach(&host, &req(h1, "a", "n2d0"), None).unwrap_err();
+            assert!(matches!(err, NetError::DamagedState { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn an_exposed_machine_is_opened_in_n2ds_chain_and_closed_again() {
+        let s = setup();
+        let host = FakeHost::new(Some("eth0"));
+        let h1 = &s.homes[0];
+        let mut r = req(h1, "a", "n2d0");
+        r.expose = true;
+        let a = s.net.attach(&host, &r, None).unwrap();
+        let b = s.net.attach(&host, &req(h1, "b", "n2d0"), None).unwrap();
+        let open = format!("-d {}/32 -o n2d0 -j ACCEPT", a.ip);
+        let chain = host.chain("filter N2D-FWD-n2d0").unwrap();
+        assert_eq!(chain[0], open, "{chain:?}");
+        assert!(!chain.iter().any(|r| r.contains(&b.ip.to_string())), "{chain:?}");
+        assert_eq!(chain.last().unwrap(), "-i n2d0 -j DROP");
+        assert!(s.net.snapshot().unwrap().bridges["n2d0"].leases[&a.ip].exposed);
+        // Attaching again (start) keeps one rule; a flushed chain is refilled with it.
+        s.net.attach(&host, &r, None).unwrap();
+        assert_eq!(host.chain("filter N2D-FWD-n2d0").unwrap().iter().filter(|x| **x == open).count(), 1);
+        host.set_chain("filter N2D-FWD-n2d0", &[]);
+        s.net.attach(&host, &req(h1, "b", "n2d0"), None).unwrap();
+        let chain = host.chain("filter N2D-FWD-n2d0").unwrap();
+        assert!(chain.contains(&open) && chain.last().unwrap() == "-i n2d0 -j DROP", "{chain:?}");
+        // Started without --expose: closed. rm of an exposed machine closes it too.
+        s.net.attach(&host, &req(h1, "a", "n2d0"), None).unwrap();
+        assert!(!host.chain("filter N2D-FWD-n2d0").unwrap().contains(&open));
+        s.net.attach(&host, &r, None).unwrap();
+        s.net.detach(&host, h1, "a", None).unwrap();
+        let chain = host.chain("filter N2D-FWD-n2d0").unwrap();
+        assert!(!chain.contains(&open) && chain.contains(&"-o n2d0 -j DROP".to_string()), "{chain:?}");
+    }
+
+    #[test]
+    fn an_older_n2ds_chain_without_drops_is_completed() {
+        let s = setup();
+        let host = FakeHost::new(Some("eth0"));
+        s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
+        host.set_chain(
+            "filter N2D-FWD-n2d0",
+            &["-i n2d0 -o n2d0 -j ACCEPT", "-i n2d0 -o eth0 -s 10.77.0.0/24 -j ACCEPT"],
+        );
+        s.net.attach(&host, &req(&s.homes[0], "b", "n2d0"), None).unwrap();
+        let chain = host.chain("filter N2D-FWD-n2d0").unwrap();
+        assert_eq!(&chain[chain.len() - 2..], ["-o n2d0 -j DROP", "-i n2d0 -j DROP"]);
+        assert_eq!(host.chain("filter FORWARD").unwrap(), ["-j N2D-FWD-n2d0"]);
+    }
+
+    #[test]
+    fn a_run_dir_others_could_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let s = setup();
+        let host = FakeHost::new(Some("eth0"));
+        let run = s._dir.path().join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        // Hostile: writable by others, by the group, a symlink to a directory, a file.
+        for mode in [0o777, 0o1777, 0o770] {
+            std::fs::set_permissions(&run, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap_err();
+            assert!(matches!(err, NetError::UnsafeRunDir { .. }), "{mode:o}: {err}");
+            assert!(err.to_string().contains("chmod go-w"), "{err}");
+            assert!(s.net.snapshot().is_err());
+        }
+        assert!(!host.links().contains("n2d0"), "nothing was made");
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
+
+        let real = s._dir.path().join("elsewhere");
+        std::fs::create_dir(&real).unwrap();
+        let linked = s._dir.path().join("linked");
+        std::os::unix::fs::symlink(&real, &linked).unwrap();
+        let file = s._dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        for dir in [linked, file] {
+            let net = HostNet::at(&dir, "netns-1", &s.forward).with_lock_timeout(Duration::from_secs(5));
+            let err = net.attach(&host, &req(&s.homes[0], "b", "n2d0"), None).unwrap_err();
+            assert!(
+                matches!(err, NetError::UnsafeRunDir { .. }) || matches!(err, NetError::HostState { .. }),
+                "{err}"
+            );
+        }
+        // Another user's directory (needs root to make one).
+        if rustix::process::geteuid().is_root() {
+            let theirs = s._dir.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let err = check_run_dir(&theirs).unwrap_err();
+            assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+        }
+        // A state file replaced by a symlink is not followed.
+        let state = s.net.state_file();
+        let target = s._dir.path().join("target.json");
+        std::fs::rename(&state, &target).unwrap();
+        std::os::unix::fs::symlink(&target, &state).unwrap();
+        assert!(s.net.attach(&host, &req(&s.homes[0], "b", "n2d0"), None).is_err());
     }
 }

@@ -5,6 +5,7 @@
 //! lives in n2d's own iptables chains ([`nat`]).
 
 pub mod host;
+pub mod ipjson;
 pub mod nat;
 #[cfg(any(test, feature = "fakes"))]
 pub mod testing;
@@ -68,6 +69,16 @@ pub enum NetError {
         #[source]
         source: ExecError,
     },
+    #[error("{path} is {reason}: n2d keeps the host-wide network state there, so it must be a directory owned by you or root that no one else may write (chown/chmod go-w it, or point $N2D_RUN_DIR elsewhere)")]
+    UnsafeRunDir { path: std::path::PathBuf, reason: String },
+    #[error("n2d's host-wide state for bridge {bridge} is damaged ({problem}): n2d does not act on it; remove the bridge's entry from the state file in $N2D_RUN_DIR (/run/n2d) if nothing uses it")]
+    DamagedState { bridge: String, problem: String },
+    #[error("refusing {what}")]
+    UnsafeName {
+        what: String,
+        #[source]
+        source: n2d_spec::link::LinkNameError,
+    },
     #[error("cannot delete tap {tap}")]
     DeleteTap {
         tap: String,
@@ -121,7 +132,7 @@ pub fn mac_for(home: &Path, name: &str, salt: u32) -> String {
 
 /// A tap name for the machine of a home: at most 15 bytes, as Linux requires.
 pub fn tap_for(home: &Path, name: &str, salt: u32) -> String {
-    format!("n2dt{:08x}", identity_hash(home, name, salt) as u32)
+    n2d_spec::link::n2d_tap_name(identity_hash(home, name, salt) as u32)
 }
 
 fn identity_hash(home: &Path, name: &str, salt: u32) -> u64 {
@@ -152,22 +163,13 @@ impl<'a> Links<'a> {
     /// device), or `None` when it does not exist.
     pub fn kind_of(&self, dev: &str) -> Option<String> {
         let out = self.ip(&["-j", "-d", "link", "show", "dev", dev]).ok()?;
-        let json: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
-        let link = json.get(0);
-        let kind =
-            link.and_then(|l| l.get("linkinfo")).and_then(|i| i.get("info_kind")).and_then(|k| k.as_str());
-        let link_type = link.and_then(|l| l.get("link_type")).and_then(|k| k.as_str());
-        Some(kind.or(link_type).unwrap_or("unknown").to_string())
+        Some(ipjson::link_kind(&out))
     }
 
     /// The first IPv4 address and prefix length on `dev`.
     pub fn ipv4_of(&self, dev: &str) -> Result<Option<(Ipv4Addr, u8)>, ExecError> {
         let out = self.ip(&["-j", "-4", "addr", "show", "dev", dev])?;
-        let json: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
-        let addr = json.get(0).and_then(|l| l.get("addr_info")).and_then(|a| a.get(0)).and_then(|a| {
-            Some((a.get("local")?.as_str()?.parse().ok()?, a.get("prefixlen")?.as_u64()? as u8))
-        });
-        Ok(addr)
+        Ok(ipjson::first_ipv4(&out))
     }
 
     pub fn create_bridge(&self, bridge: &str, gateway: Ipv4Addr, prefix_len: u8) -> Result<(), ExecError> {

@@ -189,6 +189,18 @@ impl Runner for FakeHost {
                         f.chains.get_mut(&key).unwrap().push(rule);
                         ok(String::new())
                     }
+                    // -I CHAIN POS RULE: POS counts from 1.
+                    "-I" if exists => {
+                        let (pos, rule) = rule.split_once(' ').unwrap_or_default();
+                        let rules = f.chains.get_mut(&key).unwrap();
+                        match pos.parse::<usize>() {
+                            Ok(p) if (1..=rules.len() + 1).contains(&p) => {
+                                rules.insert(p - 1, rule.to_string());
+                                ok(String::new())
+                            }
+                            _ => fail(),
+                        }
+                    }
                     "-C" | "-D" => {
                         let rules = f.chains.get_mut(&key);
                         match rules.and_then(|r| r.iter().position(|x| *x == rule).map(|i| (r, i))) {

@@ -121,6 +121,12 @@ pub enum Error {
     ConfigDisk(#[from] n2d_proto::ConfigDiskError),
     #[error(transparent)]
     Vm(#[from] n2d_vm::VmError),
+    #[error("{}: {message}", .path.display())]
+    CertificateFile { path: PathBuf, message: String },
+    #[error("{name}'s config disk has no room for the new certificate while it runs: stop it (`n2d stop {name}`), rotate again and start it")]
+    ConfigDiskFull { name: String },
+    #[error("{name}'s engine restarted but still presents certificate {presented}, not the new {expected}: restart it (`n2d restart {name}`) to load it from its config disk")]
+    CertificateNotReloaded { name: String, presented: String, expected: String },
 }
 
 /// The last console lines of nodes that did not become Ready.
@@ -140,8 +146,9 @@ impl Error {
             | Error::BridgeTooSmall { .. }
             | Error::NodeMemory { .. }
             | Error::Spec(_)
-            | Error::SwarmSpec(_)
-            | Error::Store(StoreError::NoSuchMachine(_)) => true,
+            | Error::SwarmSpec(_) => true,
+            // A missing machine, a bad $N2D_LOCK_TIMEOUT, a home that is not the caller's.
+            Error::Store(e) => e.is_usage(),
             Error::Net(e) => e.is_usage(),
             Error::UserNet(e) => e.is_usage(),
             Error::PortNeedsUserNetwork { .. }

@@ -11,6 +11,7 @@
 //! [`Progress`].
 
 pub mod batch;
+pub mod certs;
 pub mod error;
 pub mod machine;
 pub mod ports;

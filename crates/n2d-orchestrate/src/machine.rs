@@ -142,6 +142,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 addresses: spec.addresses,
                 subnet: None,
                 claims: &claims,
+                expose: spec.expose,
             };
             let net = self.net.attach(&self.runner, &request, None)?;
             {
@@ -239,28 +240,41 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             .collect()
     }
 
+    /// A fresh server certificate for the machine's Docker engine (`None`: `--insecure-tcp`),
+    /// for the names of [`server_ips`].
+    pub(crate) fn server_tls(&self, record: &MachineRecord) -> Result<Option<TlsMaterial>> {
+        if record.spec.insecure_tcp {
+            return Ok(None);
+        }
+        let ca = Ca::load_or_create(&self.home.certs_dir())?;
+        let server = ca.issue_server(&record.spec.name, &server_ips(record))?;
+        Ok(Some(TlsMaterial {
+            ca_pem: ca.cert_pem().to_string(),
+            cert_pem: server.cert_pem,
+            key_pem: server.key_pem,
+        }))
+    }
+
     /// Writes the config disk: network, TLS material (a fresh server certificate for the
     /// machine's IP and name), labels.
     fn write_config_disk(&self, record: &MachineRecord) -> Result<()> {
+        let config = self.guest_config(record, self.server_tls(record)?);
+        let path = self.home.machine_dir(&record.spec.name).join(CONFIG_DISK);
+        // It holds the server's private key. Room to spare: `certs rotate` rewrites it in place
+        // while QEMU has it open, and a new certificate may be a few bytes longer.
+        let mut bytes = encode_config_disk(&config)?;
+        bytes.resize(bytes.len().max(crate::certs::CONFIG_DISK_ROOM), 0);
+        write_atomic(&path, &bytes, 0o600)?;
+        Ok(())
+    }
+
+    /// The guest's configuration, from the machine's record and its TLS material.
+    pub(crate) fn guest_config(&self, record: &MachineRecord, tls: Option<TlsMaterial>) -> GuestConfig {
         let spec = &record.spec;
-        let tls = if spec.insecure_tcp {
-            None
-        } else {
-            let ca = Ca::load_or_create(&self.home.certs_dir())?;
-            let ips: Vec<IpAddr> = vec![record.ip.into(), IpAddr::from([127, 0, 0, 1])];
-            // No `localhost`: a certificate for every machine's loopback name would let any of
-            // them stand in for another behind a local forward.
-            let server = ca.issue_server(&spec.name, &ips)?;
-            Some(TlsMaterial {
-                ca_pem: ca.cert_pem().to_string(),
-                cert_pem: server.cert_pem,
-                key_pem: server.key_pem,
-            })
-        };
         // User-mode: the default route and DNS go through the uplink (slirp's proxy asks the
         // host's resolvers, loopback ones too); the segment has no gateway.
         let user_mode = record.user_mode();
-        let config = GuestConfig {
+        GuestConfig {
             hostname: spec.name.to_string(),
             network: GuestNetwork {
                 mac: record.mac.clone(),
@@ -274,11 +288,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             docker: DockerConfig { tls, tcp_port: spec.docker_port() },
             labels: spec.labels.clone(),
             uplink: user_mode.then(|| GuestUplink { mac: uplink_mac(&record.mac) }),
-        };
-        let path = self.home.machine_dir(&spec.name).join(CONFIG_DISK);
-        // It holds the server's private key.
-        write_atomic(&path, &encode_config_disk(&config)?, 0o600)?;
-        Ok(())
+        }
     }
 
     /// Starts the VM and waits until its Docker engine answers (ready marker, then a TLS ping).
@@ -425,6 +435,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 addresses: record.spec.addresses,
                 subnet: Some((record.gateway, record.prefix_len)),
                 claims: &claims,
+                expose: record.spec.expose,
             };
             let keep = Claim {
                 machine: name.to_string(),
@@ -532,4 +543,16 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         }
         Ok(())
     }
+}
+
+/// The addresses a machine's server certificate names: its own, and 127.0.0.1 only for a
+/// user-mode machine, whose API the host reaches through a forward on 127.0.0.1. A bridge
+/// machine's certificate does not name 127.0.0.1: whatever answers on the host's loopback is not
+/// that machine. No `localhost` either, for the same reason.
+pub fn server_ips(record: &MachineRecord) -> Vec<IpAddr> {
+    let mut ips = vec![IpAddr::from(record.ip)];
+    if record.user_mode() {
+        ips.push(IpAddr::from([127, 0, 0, 1]));
+    }
+    ips
 }

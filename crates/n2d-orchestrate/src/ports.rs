@@ -230,6 +230,7 @@ mod tests {
                 insecure_tcp: false,
                 labels: Default::default(),
                 publish: publish.iter().map(|&(host, guest)| PortForward { host, guest }).collect(),
+                expose: false,
             },
             ip: Ipv4Addr::new(10, 77, 0, 2),
             prefix_len: 24,

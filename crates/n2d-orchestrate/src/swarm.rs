@@ -47,6 +47,7 @@ pub fn node_spec(spec: &SwarmSpec, node: &NodePlan, image: &str, default_cpus: u
         labels: node.labels.clone(),
         // A swarm publishes on its record (any live node), not per node.
         publish: Vec::new(),
+        expose: spec.expose,
     };
     machine.validate()?;
     Ok(machine)

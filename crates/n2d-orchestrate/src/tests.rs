@@ -143,6 +143,7 @@ fn spec(n: &str) -> MachineSpec {
         insecure_tcp: false,
         labels: Default::default(),
         publish: Vec::new(),
+        expose: false,
     }
 }
 
@@ -208,6 +209,28 @@ fn a_create_that_works_leaves_a_running_machine_on_its_lease() {
     k.orch.remove_machine(&name("h1"), true).unwrap();
     k.assert_gone("h1");
     k.assert_host_clean();
+}
+
+#[test]
+fn an_exposed_machine_is_open_while_it_lives_and_closed_by_rm() {
+    let k = kit();
+    let mut s = spec("h1");
+    s.expose = true;
+    let rec = k.orch.create_machine(&s, None, BOOT).unwrap();
+    assert!(rec.spec.expose);
+    let open = format!("-d {}/32 -o n2d0 -j ACCEPT", rec.ip);
+    let chain = || k.host().chain("filter N2D-FWD-n2d0").unwrap_or_default();
+    assert!(chain().contains(&open), "{:?}", chain());
+    let closed = k.create("h2").unwrap();
+    assert!(!chain().iter().any(|r| r.contains(&format!("{}/32", closed.ip))), "{:?}", chain());
+    // A start after the host lost its links and chains (a reboot) opens it again.
+    k.orch.stop_machine(&name("h1"), Duration::from_secs(1)).unwrap();
+    k.host().set_chain("filter N2D-FWD-n2d0", &[]);
+    assert!(k.orch.start_machine(&name("h1"), BOOT).unwrap());
+    assert!(chain().contains(&open) && chain().contains(&"-i n2d0 -j DROP".to_string()), "{:?}", chain());
+    k.orch.remove_machine(&name("h1"), true).unwrap();
+    assert!(!chain().contains(&open), "{:?}", chain());
+    assert!(chain().contains(&"-o n2d0 -j DROP".to_string()));
 }
 
 #[test]
@@ -444,6 +467,24 @@ fn a_swarm_is_created_formed_and_removed() {
     assert!(k.orch.home.load_swarm(&prefix()).unwrap().is_none());
 }
 
+#[test]
+fn an_exposed_swarm_opens_every_node_and_a_user_mode_one_is_refused() {
+    let k = kit();
+    let spec = SwarmSpec { expose: true, ..swarm_spec(1, 1) };
+    k.orch.create_swarm(&spec, &plan(&k, &spec), BOOT, false).unwrap();
+    let chain = k.host().chain("filter N2D-FWD-n2d0").unwrap();
+    for node in ["n2d-mngr-0", "n2d-wrkr-0"] {
+        let rec = k.orch.load_record(&name(node)).unwrap();
+        assert!(rec.spec.expose, "{node}");
+        assert!(chain.contains(&format!("-d {}/32 -o n2d0 -j ACCEPT", rec.ip)), "{node}: {chain:?}");
+    }
+    k.orch.remove_swarm(&prefix()).unwrap();
+    k.assert_host_clean();
+    let user = SwarmSpec { network: Some(n2d_spec::machine::USER_NETWORK.into()), ..spec };
+    let err = k.orch.plan_swarm(&user).unwrap_err();
+    assert!(err.is_usage() && err.to_string().contains("--expose"), "{err}");
+}
+
 /// Nothing of the swarm is left: record, machines, leases, taps, bridge, VMs.
 fn assert_swarm_gone(k: &Kit) {
     assert!(k.orch.home.load_swarm(&prefix()).unwrap().is_none(), "the swarm record is left");
@@ -618,6 +659,7 @@ fn swarm_rm_skips_a_node_removed_by_hand() {
 
 // --- swarm records under the lock, label rules, Ctrl-C ------------------------------------
 
+mod certs;
 mod recovery;
 mod user_mode;
 
@@ -830,4 +872,41 @@ fn the_manager_named_first_is_asked_first_and_a_dead_one_is_skipped() {
     k.cluster.fail(m0.as_str(), "ping");
     assert_eq!(k.orch.reachable_manager_from(&record, &rt, Some(&m0)).unwrap().0.spec.name, m1);
     assert_eq!(k.orch.swarm_nodes_from(&record, Some(&m0)).unwrap().0.spec.name, m1);
+}
+
+/// State is input: a record whose tap names another interface, or whose MAC carries a QEMU
+/// option, is refused as it is read: `start` boots nothing and touches no link, and `rm -f`
+/// removes the machine's own tap (derived from its name), never the one the record names.
+#[test]
+fn a_crafted_record_is_never_acted_on() {
+    let k = kit();
+    let rec = k.create("h1").unwrap();
+    k.orch.stop_machine(&name("h1"), BOOT).unwrap();
+    let file = k.orch.home.machine_dir(&name("h1")).join("machine.json");
+    let good: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let crafted = [
+        ("tap", serde_json::json!("eth0")),
+        ("tap", serde_json::json!("n2d0")),
+        ("mac", serde_json::json!("52:54:00:00:00:01,romfile=/tmp/x")),
+        ("ip", serde_json::json!("10.99.0.2")),
+    ];
+    for (field, value) in crafted {
+        let mut bad = good.clone();
+        bad[field] = value.clone();
+        std::fs::write(&file, bad.to_string()).unwrap();
+        let links = k.host().links();
+        let err = k.orch.start_machine(&name("h1"), BOOT).unwrap_err();
+        assert!(err.to_string().contains("holds a value n2d refuses"), "{field}={value}: {err}");
+        assert_eq!(k.vms().count("start h1"), 1, "{field}={value}: it was booted");
+        assert_eq!(k.host().links(), links, "{field}={value}: links changed");
+    }
+    // Removed with its record naming the uplink: the uplink stays, the machine's tap goes.
+    let mut bad = good.clone();
+    bad["tap"] = serde_json::json!("eth0");
+    std::fs::write(&file, bad.to_string()).unwrap();
+    k.orch.remove_machine(&name("h1"), true).unwrap();
+    assert!(k.host().links().contains("eth0"));
+    assert!(!k.host().links().contains(&rec.tap));
+    k.assert_gone("h1");
+    k.assert_host_clean();
 }

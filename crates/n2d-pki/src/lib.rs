@@ -9,6 +9,12 @@
 //! `NAME` can satisfy no DNS constraint: only labels added on the left match) plus its IPs,
 //! and [`Ca::issue_server`] refuses an address outside those ranges, since a certificate
 //! for it would fail verification. A CA made before the constraints existed is loaded as it is.
+//!
+//! Lifetimes: the CA lives [`CA_LIFETIME_DAYS`] (10 years), server and client certificates
+//! [`LEAF_LIFETIME_DAYS`] (825 days: the longest a TLS server certificate may live for Apple's
+//! and the browsers' verifiers, and longer than most machines do; `n2d certs rotate` renews
+//! them). Every certificate starts a day in the past, so a guest whose clock lags still accepts
+//! it.
 
 use n2d_spec::machine::MachineName;
 use n2d_store::{write_atomic, StoreError};
@@ -31,8 +37,25 @@ pub enum PkiError {
     },
     #[error("cannot save certificates")]
     Save(#[source] StoreError),
+    #[error("cannot read a certificate: {0}")]
+    Parse(String),
     #[error("n2d's CA can vouch only for private IPv4 addresses ({ranges}), not {ip}: use a bridge with a private IPv4 subnet (e.g. `ip addr add 10.78.0.1/24 dev BRIDGE`)", ranges = permitted_ipv4_text())]
     AddressNotPermitted { ip: IpAddr },
+}
+
+/// How long the CA is valid (10 years): the longest anything n2d made lives. Rotating it means
+/// new certificates for every machine (see the README).
+pub const CA_LIFETIME_DAYS: i64 = 3650;
+/// How long server and client certificates are valid: 825 days.
+pub const LEAF_LIFETIME_DAYS: i64 = 825;
+/// How far in the past a certificate's validity starts (clock skew between host and guest).
+const BACKDATE: time::Duration = time::Duration::days(1);
+
+/// The validity of a certificate issued now for `days`.
+fn validity(params: &mut CertificateParams, days: i64) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - BACKDATE;
+    params.not_after = now + time::Duration::days(days);
 }
 
 /// The IPv4 ranges the CA may vouch for (its permitted iPAddress subtrees): RFC 1918 private,
@@ -125,7 +148,7 @@ impl Ca {
         // Trusted system-wide by mistake, it still vouches only for n2d's private names.
         params.name_constraints = Some(name_constraints());
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        validity(&mut params, CA_LIFETIME_DAYS);
         let cert = params.self_signed(&key).map_err(PkiError::Generate)?;
         let ca = Ca { dir: dir.to_path_buf(), cert_pem: cert.pem(), key };
         let client = ca.issue_client()?;
@@ -205,6 +228,28 @@ impl Ca {
         self.sign(params)
     }
 
+    /// Issues a new client certificate for the user and writes it over `cert.pem`/`key.pem`
+    /// (`n2d certs rotate --client`). The old one stays valid until it expires: nothing revokes
+    /// it, so a leaked key calls for a new CA (see the README).
+    pub fn rotate_client(&self) -> Result<CertAndKey, PkiError> {
+        let client = self.issue_client()?;
+        // Both files are made in full beside their places first, then renamed: a failure leaves
+        // the old pair.
+        let suffix = n2d_store::safe_fs::random_suffix();
+        let staged = [(CLIENT_KEY, &client.key_pem), (CLIENT_CERT, &client.cert_pem)]
+            .map(|(file, text)| (self.dir.join(file), self.dir.join(format!(".{file}.{suffix}")), text));
+        let result = staged.iter().try_for_each(|(_, tmp, text)| save(tmp, text, 0o600)).and_then(|()| {
+            staged.iter().try_for_each(|(path, tmp, _)| {
+                std::fs::rename(tmp, path)
+                    .map_err(|source| PkiError::Save(StoreError::Write { path: path.clone(), source }))
+            })
+        });
+        for (_, tmp, _) in &staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+        result.map(|()| client)
+    }
+
     fn issue_client(&self) -> Result<CertAndKey, PkiError> {
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(PkiError::Generate)?;
         params.distinguished_name = name("n2d client");
@@ -214,12 +259,91 @@ impl Ca {
     }
 
     fn sign(&self, mut params: CertificateParams) -> Result<CertAndKey, PkiError> {
-        params.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        validity(&mut params, LEAF_LIFETIME_DAYS);
         let key = KeyPair::generate().map_err(PkiError::Generate)?;
         let issuer = self.issuer().map_err(PkiError::Generate)?;
         let cert = params.signed_by(&key, &issuer).map_err(PkiError::Generate)?;
         Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
+}
+
+/// What n2d reads back from a certificate: to tell one from another (`serial`), when it
+/// expires, and which names it vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// The serial number, lower-case hex.
+    pub serial: String,
+    /// When it stops being valid, in seconds since the Unix epoch.
+    pub not_after: i64,
+    pub dns_names: Vec<String>,
+    pub ips: Vec<IpAddr>,
+}
+
+impl CertInfo {
+    /// The first certificate of a PEM text.
+    pub fn from_pem(pem_text: &str) -> Result<CertInfo, PkiError> {
+        let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes())
+            .map_err(|e| PkiError::Parse(format!("not a PEM certificate: {e}")))?;
+        CertInfo::from_der(&pem.contents)
+    }
+
+    pub fn from_der(der: &[u8]) -> Result<CertInfo, PkiError> {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let (_, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::Parse(e.to_string()))?;
+        let serial = cert.raw_serial().iter().map(|b| format!("{b:02x}")).collect();
+        let not_after = cert.validity().not_after.timestamp();
+        let (mut dns_names, mut ips) = (Vec::new(), Vec::new());
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) => dns_names.push(d.to_string()),
+                    GeneralName::IPAddress(b) => match b.len() {
+                        4 => ips.push(IpAddr::from(<[u8; 4]>::try_from(*b).expect("4 bytes"))),
+                        16 => ips.push(IpAddr::from(<[u8; 16]>::try_from(*b).expect("16 bytes"))),
+                        _ => {}
+                    },
+                    _ => {}
+                }
+            }
+        }
+        Ok(CertInfo { serial, not_after, dns_names, ips })
+    }
+
+    /// The UTC day it expires, `YYYY-MM-DD`.
+    pub fn expiry_date(&self) -> String {
+        time::OffsetDateTime::from_unix_timestamp(self.not_after)
+            .map(|t| t.date().to_string())
+            .unwrap_or_else(|_| "?".into())
+    }
+
+    /// Whole days left before it expires at `now` (seconds since the epoch); negative once expired.
+    pub fn days_left(&self, now: i64) -> i64 {
+        (self.not_after - now).div_euclid(86_400)
+    }
+
+    /// Whether it names `machine` as n2d's server certificates do (`MACHINE.internal`).
+    pub fn names_machine(&self, machine: &MachineName) -> bool {
+        let own = format!("{}.{}", machine.as_str(), SERVER_DOMAINS[0]);
+        self.dns_names.iter().any(|d| d.eq_ignore_ascii_case(&own))
+    }
+
+    /// Its names, DNS then IP, for messages.
+    pub fn names(&self) -> String {
+        let ips = self.ips.iter().map(IpAddr::to_string);
+        self.dns_names.iter().cloned().chain(ips).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// The DER bytes of the first certificate of a PEM text.
+pub fn der_of(pem_text: &str) -> Result<Vec<u8>, PkiError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem_text.as_bytes())
+        .map_err(|e| PkiError::Parse(format!("not a PEM certificate: {e}")))?;
+    Ok(pem.contents)
+}
+
+/// Seconds since the Unix epoch now.
+pub fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -237,6 +361,15 @@ mod tests {
     use super::*;
     use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn expiry_dates_are_civil_utc() {
+        let at = |not_after| CertInfo { serial: String::new(), not_after, dns_names: vec![], ips: vec![] };
+        assert_eq!(at(0).expiry_date(), "1970-01-01");
+        assert_eq!(at(951_782_400).expiry_date(), "2000-02-29");
+        assert_eq!(at(2_208_988_800).expiry_date(), "2040-01-01");
+        assert_eq!(at(-86_400).expiry_date(), "1969-12-31");
+    }
     use webpki::{anchor_from_trusted_cert, EndEntityCert, KeyUsage};
     use x509_parser::prelude::{parse_x509_pem, GeneralName};
 
@@ -513,6 +646,83 @@ mod tests {
         let err = Ca::load_or_create(dir.path()).err().unwrap();
         assert!(matches!(err, PkiError::LoadCa { .. }));
         assert_eq!(std::fs::read_to_string(dir.path().join(CA_KEY)).unwrap(), "garbage");
+    }
+
+    fn validity_days(pem_text: &str) -> (i64, i64) {
+        let (_, pem) = parse_x509_pem(pem_text.as_bytes()).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        let now = unix_now();
+        let v = cert.validity();
+        ((now - v.not_before.timestamp()) / 3600, (v.not_after.timestamp() - now + 3600) / 86_400)
+    }
+
+    #[test]
+    fn the_ca_lives_ten_years_and_leaves_825_days_from_a_day_ago() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        // Not 2040 (some 65 years after rcgen's 1975 start) any more.
+        assert_eq!(validity_days(ca.cert_pem()), (24, CA_LIFETIME_DAYS));
+        let server = ca.issue_server(&machine("h1"), &[ip("10.77.0.2")]).unwrap();
+        assert_eq!(validity_days(&server.cert_pem), (24, LEAF_LIFETIME_DAYS));
+        let client = std::fs::read_to_string(dir.path().join(CLIENT_CERT)).unwrap();
+        assert_eq!(validity_days(&client), (24, LEAF_LIFETIME_DAYS));
+        let info = CertInfo::from_pem(&server.cert_pem).unwrap();
+        assert!((LEAF_LIFETIME_DAYS - 1..=LEAF_LIFETIME_DAYS).contains(&info.days_left(unix_now())));
+        assert_eq!(info.days_left(info.not_after + 1), -1);
+    }
+
+    #[test]
+    fn rotating_the_client_certificate_replaces_the_pair_with_one_the_ca_vouches_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let old_cert = std::fs::read_to_string(dir.path().join(CLIENT_CERT)).unwrap();
+        let old_key = std::fs::read_to_string(dir.path().join(CLIENT_KEY)).unwrap();
+        let new = ca.rotate_client().unwrap();
+        let cert = std::fs::read_to_string(dir.path().join(CLIENT_CERT)).unwrap();
+        let key = std::fs::read_to_string(dir.path().join(CLIENT_KEY)).unwrap();
+        assert_eq!((cert.as_str(), key.as_str()), (new.cert_pem.as_str(), new.key_pem.as_str()));
+        assert_ne!(cert, old_cert);
+        assert_ne!(key, old_key);
+        assert_ne!(CertInfo::from_pem(&cert).unwrap().serial, CertInfo::from_pem(&old_cert).unwrap().serial);
+        verify(ca.cert_pem(), &cert, KeyUsage::client_auth()).unwrap();
+        // The key matches the certificate: rcgen reads the public key back from the pair.
+        let pair = KeyPair::from_pem(&key).unwrap();
+        let (_, pem) = parse_x509_pem(cert.as_bytes()).unwrap();
+        assert_eq!(
+            pem.parse_x509().unwrap().public_key().subject_public_key.data.as_ref(),
+            pair.public_key_raw()
+        );
+        for file in [CLIENT_KEY, CLIENT_CERT] {
+            let mode = std::fs::metadata(dir.path().join(file)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [CA_KEY, CA_CERT, CLIENT_CERT, CLIENT_KEY], "nothing staged is left");
+    }
+
+    #[test]
+    fn cert_info_reads_serial_names_and_the_machine_and_refuses_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::load_or_create(dir.path()).unwrap();
+        let a = ca.issue_server(&machine("web1"), &[ip("10.77.0.2")]).unwrap();
+        let b = ca.issue_server(&machine("web1"), &[ip("10.77.0.2")]).unwrap();
+        let (ia, ib) = (CertInfo::from_pem(&a.cert_pem).unwrap(), CertInfo::from_pem(&b.cert_pem).unwrap());
+        assert_eq!(ia.dns_names, ["web1.internal", "web1.local"]);
+        assert_eq!(ia.ips, [ip("10.77.0.2")]);
+        assert_eq!(ia.names(), "web1.internal, web1.local, 10.77.0.2");
+        assert_ne!(ia.serial, ib.serial, "a re-issued certificate has a serial of its own");
+        assert!(ia.serial.len() >= 16 && ia.serial.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(ia.names_machine(&machine("web1")));
+        assert!(!ia.names_machine(&machine("web2")));
+        assert!(!ia.names_machine(&machine("web")), "a prefix of the name is another machine");
+        for bad in ["", "garbage", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"] {
+            assert!(matches!(CertInfo::from_pem(bad), Err(PkiError::Parse(_))), "{bad:?}");
+        }
+        assert!(matches!(CertInfo::from_der(&[0x30, 0x03, 1, 2, 3]), Err(PkiError::Parse(_))));
     }
 
     #[test]

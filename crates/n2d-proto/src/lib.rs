@@ -204,18 +204,24 @@ pub fn decode_config_disk(disk: &[u8]) -> Result<GuestConfig, ConfigDiskError> {
 pub enum ControlRequest {
     /// Stop dockerd and containerd cleanly, sync, unmount, power off.
     PowerOff,
+    /// Read the config disk again (the host rewrote it with a new server certificate), write
+    /// dockerd's TLS files from it and restart dockerd; the guest prints [`READY_MARKER`] again
+    /// once the engine answers. Nothing else of the config is applied.
+    ReloadTls,
 }
 
 impl ControlRequest {
     pub fn as_line(self) -> &'static str {
         match self {
             ControlRequest::PowerOff => "poweroff\n",
+            ControlRequest::ReloadTls => "reload-tls\n",
         }
     }
 
     pub fn parse(line: &str) -> Option<Self> {
         match line.trim() {
             "poweroff" => Some(ControlRequest::PowerOff),
+            "reload-tls" => Some(ControlRequest::ReloadTls),
             _ => None,
         }
     }
@@ -295,8 +301,12 @@ mod tests {
 
     #[test]
     fn control_requests_round_trip() {
-        let req = ControlRequest::PowerOff;
-        assert_eq!(ControlRequest::parse(req.as_line()), Some(req));
+        for req in [ControlRequest::PowerOff, ControlRequest::ReloadTls] {
+            assert_eq!(ControlRequest::parse(req.as_line()), Some(req));
+        }
         assert_eq!(ControlRequest::parse("reboot now"), None);
+        for near in ["reload-tls now", "reload", "reload_tls", "RELOAD-TLS", "reload-tls\0"] {
+            assert_eq!(ControlRequest::parse(near), None, "{near:?}");
+        }
     }
 }

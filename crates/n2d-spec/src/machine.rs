@@ -37,12 +37,14 @@ pub enum SpecError {
     InvalidLabel { input: String, reason: &'static str },
     #[error("the labels of {what} take {bytes} bytes; at most {max} are allowed (the guest's config disk must hold them): use fewer or shorter labels")]
     LabelsTooLarge { what: String, bytes: usize, max: usize },
-    #[error("invalid bridge name {name:?}: use 1-15 characters of letters, digits, '-', '_' or '.'")]
+    #[error("invalid bridge name {name:?}: use 1-15 characters of letters, digits, '-', '_' or '.', not starting with '-'")]
     InvalidBridge { name: String },
     #[error("host port {port} is published twice: each host port forwards to one guest port")]
     PublishedTwice { port: u16 },
     #[error("published ports are forwards on 127.0.0.1 for user-mode networking (--network user); on a bridge, reach the machine's ports at its own address")]
     PublishNeedsUserNetwork,
+    #[error("--expose opens a bridge machine's address to other networks; a user-mode machine is reached only through forwards on the host's 127.0.0.1: use --publish instead")]
+    ExposeNeedsBridge,
 }
 
 /// A machine name, which is also the guest's hostname and the swarm node name: a DNS label.
@@ -202,15 +204,9 @@ pub fn truncate_chars(s: &str, max: usize) -> &str {
 
 /// Checks a Linux interface name (bridges are at most 15 bytes).
 pub fn validate_bridge_name(name: &str) -> Result<(), SpecError> {
-    let ok = !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name.len() <= 15
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(SpecError::InvalidBridge { name: name.to_string() })
+    match crate::link::parse_bridge_name(name) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(SpecError::InvalidBridge { name: name.to_string() }),
     }
 }
 
@@ -240,6 +236,11 @@ pub struct MachineSpec {
     /// `n2d port`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub publish: Vec<crate::ports::PortForward>,
+    /// New connections from other networks (the LAN, other bridges) may reach the machine's
+    /// address (`--expose`); otherwise n2d's firewall chain drops them. Only on a bridge n2d
+    /// made: n2d adds no rules to a bridge it did not create.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expose: bool,
 }
 
 impl MachineSpec {
@@ -252,6 +253,9 @@ impl MachineSpec {
         crate::ports::check_distinct(&self.publish).map_err(|port| SpecError::PublishedTwice { port })?;
         if !self.publish.is_empty() && !self.user_network() {
             return Err(SpecError::PublishNeedsUserNetwork);
+        }
+        if self.expose && self.user_network() {
+            return Err(SpecError::ExposeNeedsBridge);
         }
         validate_bridge_name(&self.bridge)
     }
@@ -300,6 +304,7 @@ pub(crate) mod tests {
             insecure_tcp: false,
             labels: BTreeMap::new(),
             publish: Vec::new(),
+            expose: false,
         }
     }
 
@@ -396,5 +401,18 @@ pub(crate) mod tests {
         assert_eq!(serde_json::from_str::<MachineSpec>(&json).unwrap(), spec());
         let bad = json.replace("\"h1\"", "\"H1\"");
         assert!(serde_json::from_str::<MachineSpec>(&bad).is_err());
+    }
+
+    #[test]
+    fn expose_is_for_bridge_machines_and_off_by_default() {
+        let mut s = spec();
+        s.expose = true;
+        s.validate().unwrap();
+        s.bridge = USER_NETWORK.into();
+        assert_eq!(s.validate(), Err(SpecError::ExposeNeedsBridge));
+        // Records written before --expose read as not exposed, and a closed spec writes no key.
+        let old = serde_json::to_value(spec()).unwrap();
+        assert!(old.get("expose").is_none(), "{old}");
+        assert!(!serde_json::from_value::<MachineSpec>(old).unwrap().expose);
     }
 }

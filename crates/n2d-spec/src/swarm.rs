@@ -355,6 +355,10 @@ pub struct SwarmSpec {
     /// The addresses the nodes take on the bridge (needed on a bridge n2d did not create).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_range: Option<crate::address::IpRange>,
+    /// Every node accepts new connections from other networks (`--expose`, see
+    /// [`crate::machine::MachineSpec::expose`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub expose: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<LabelRule>,
     /// Keyed by node name; a name given twice is an error, not a silent merge.
@@ -373,6 +377,7 @@ impl Default for SwarmSpec {
             network: None,
             publish: Vec::new(),
             ip_range: None,
+            expose: false,
             labels: Vec::new(),
             nodes: BTreeMap::new(),
         }
@@ -857,6 +862,16 @@ mod tests {
             SwarmSpec::from_yaml("workers: 5").unwrap(),
             SwarmSpec { workers: 5, ..Default::default() }
         );
+    }
+
+    #[test]
+    fn yaml_expose_is_opt_in() {
+        assert!(!SwarmSpec::from_yaml("workers: 1").unwrap().expose);
+        let spec = SwarmSpec::from_yaml("workers: 1\nexpose: true\n").unwrap();
+        assert!(spec.expose);
+        assert_eq!(SwarmSpec::from_yaml(&spec.to_yaml()).unwrap(), spec);
+        assert!(!SwarmSpec::default().to_yaml().contains("expose"));
+        assert!(SwarmSpec::from_yaml("expose: yes please\n").is_err());
     }
 
     #[test]

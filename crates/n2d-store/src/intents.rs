@@ -50,8 +50,28 @@ pub enum Operation {
         #[serde(default)]
         remove: Vec<MachineName>,
     },
-    /// `n2d image build`: the staging tree under `images/` (a `.build-*` name, never a path).
-    ImageBuild { staging: String },
+    /// `n2d image build`: the staging tree under `images/` (a `.build-*` name, never a path:
+    /// anything else is refused as the journal is read).
+    ImageBuild {
+        #[serde(deserialize_with = "build_tree_name")]
+        staging: String,
+    },
+}
+
+/// A staging tree's name as a journal may hold it: `.build-` then 1-128 letters, digits, '-'
+/// and '_' (no '/', no '.', so never a path out of `images/`).
+fn build_tree_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    let ok = name.strip_prefix(".build-").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.len() <= 128
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+    });
+    if ok {
+        Ok(name)
+    } else {
+        Err(serde::de::Error::custom(format!("{name:?} is not the name of a build tree (.build-ID-PID)")))
+    }
 }
 
 impl Operation {
@@ -389,6 +409,14 @@ mod tests {
         // A name that is not a machine name is refused as the journal is read.
         let bad = serde_json::json!({"op": "create", "machine": "../x", "pid": 1});
         assert!(serde_json::from_value::<Intent>(bad).is_err());
+        // So is a build tree that is a path, or not a build tree.
+        for staging in ["../../x", "/etc", ".build-../x", ".build-", ".rm-x", "x", ".build-a/b", ".build-a,b"]
+        {
+            let bad = serde_json::json!({"op": "image-build", "staging": staging, "pid": 1});
+            assert!(serde_json::from_value::<Intent>(bad).is_err(), "{staging}");
+        }
+        let good = serde_json::json!({"op": "image-build", "staging": ".build-feedface0011-4242", "pid": 1});
+        assert!(serde_json::from_value::<Intent>(good).is_ok());
     }
 
     #[test]

@@ -14,8 +14,16 @@
 //! no longer read.
 //!
 //! Every file is written atomically (temp file + fsync + rename), so a crash leaves either the
-//! old or the new version, never half of one. Everything is private: directories 0700, files
-//! 0600, whatever the umask ([`Home::tighten`] fixes a home made looser by older versions).
+//! old or the new version, never half of one; the temp file has an unpredictable name and is
+//! created exclusively (`O_EXCL|O_NOFOLLOW`), so nothing planted at its name is followed or
+//! truncated. Everything is private: directories 0700, files 0600, whatever the umask
+//! ([`Home::tighten`] fixes a home of the caller's made looser by older versions).
+//!
+//! The home must be the caller's ([`Home::check_owner`], run by [`Home::from_env`]): owned by
+//! the caller or root, writable by no other user; another user's home is refused, never
+//! changed. The lock is opened with `O_NOFOLLOW` (a regular file only), and state files are read
+//! as input ([`read_json`]): never through a symlink, regular files of at most
+//! [`MAX_STATE_FILE`] bytes, and every record validated like user input before use (`records`).
 //!
 //! Paths are made from validated names only ([`MachineName`], `SwarmName`), so no name typed by a user or read from a record can lead outside the home.
 
@@ -32,6 +40,7 @@ use std::time::{Duration, Instant};
 
 mod intents;
 mod records;
+pub mod safe_fs;
 pub use intents::*;
 pub use records::*;
 
@@ -57,12 +66,14 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
-    #[error("{path} is damaged (not valid JSON for its kind): fix or remove it")]
+    #[error("{path} is damaged (not valid JSON for its kind, or a value n2d refuses): fix or remove it")]
     Corrupt {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
     },
+    #[error("{path} holds a value n2d refuses: {reason}: fix or remove it")]
+    InvalidRecord { path: PathBuf, reason: String },
     #[error("cannot take the state lock {path}")]
     Lock {
         path: PathBuf,
@@ -76,8 +87,29 @@ pub enum StoreError {
     LockTimeout { path: PathBuf, holder: Option<u32>, waited: Duration },
     #[error("interrupted while waiting for the state lock {path}")]
     LockInterrupted { path: PathBuf },
-    #[error("{LOCK_TIMEOUT_ENV}={0:?} is not a number of seconds")]
+    #[error(
+        "{LOCK_TIMEOUT_ENV}={0:?} is not valid: use a number of seconds from 0 to {max} (default {default})",
+        max = MAX_LOCK_TIMEOUT.as_secs(), default = DEFAULT_LOCK_TIMEOUT.as_secs()
+    )]
     BadLockTimeout(String),
+    #[error(
+        "{path} is owned by uid {owner}, not by you (uid {you}) or root: n2d keeps its keys and \
+         state there, so it must be yours: set N2D_HOME to a directory of your own"
+    )]
+    HomeNotOwned { path: PathBuf, owner: u32, you: u32 },
+    #[error(
+        "{path} is writable by other users (mode {mode:04o}): anyone could have changed n2d's \
+         state there: check what it holds, then `chmod 700 {path}`"
+    )]
+    HomeWritable { path: PathBuf, mode: u32 },
+    #[error("{path} is not a directory: set N2D_HOME to a directory")]
+    HomeNotDirectory { path: PathBuf },
+    #[error("{path} is a symbolic link: n2d never follows links in its state; remove it")]
+    Symlink { path: PathBuf },
+    #[error("{path} is not a regular file: n2d's state holds files only; remove it")]
+    NotRegular { path: PathBuf },
+    #[error("{path} is larger than the {max} bytes a state file may hold: it is not n2d's; remove it")]
+    TooLarge { path: PathBuf, max: u64 },
     #[error("cannot remove {path}")]
     Remove {
         path: PathBuf,
@@ -105,6 +137,12 @@ pub const FILE_MODE: u32 = 0o600;
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
 /// Overrides [`DEFAULT_LOCK_TIMEOUT`], in seconds.
 pub const LOCK_TIMEOUT_ENV: &str = "N2D_LOCK_TIMEOUT";
+/// The longest `$N2D_LOCK_TIMEOUT` accepted: a day (a larger number, `1e300`, is refused rather
+/// than overflowing a `Duration`).
+pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+/// The most bytes n2d reads from one of its state files (records, journals, manifests,
+/// host-wide state): they are a few KiB; anything larger is not n2d's.
+pub const MAX_STATE_FILE: u64 = 1 << 20;
 /// How often a held lock is tried again.
 const LOCK_POLL: Duration = Duration::from_millis(150);
 
@@ -115,14 +153,38 @@ pub fn lock_timeout(explicit: Option<Duration>) -> Result<Duration, StoreError> 
         return Ok(t);
     }
     match std::env::var(LOCK_TIMEOUT_ENV) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64)
-            .ok_or(StoreError::BadLockTimeout(v)),
+        Ok(v) if !v.trim().is_empty() => parse_lock_timeout(&v),
+        Err(std::env::VarError::NotUnicode(v)) => {
+            Err(StoreError::BadLockTimeout(v.to_string_lossy().into_owned()))
+        }
         _ => Ok(DEFAULT_LOCK_TIMEOUT),
+    }
+}
+
+/// `$N2D_LOCK_TIMEOUT`'s value: seconds (fractions allowed) from 0 to [`MAX_LOCK_TIMEOUT`].
+pub fn parse_lock_timeout(value: &str) -> Result<Duration, StoreError> {
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        // NaN, infinities and negatives fail this too.
+        .filter(|s| (0.0..=MAX_LOCK_TIMEOUT.as_secs_f64()).contains(s))
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| StoreError::BadLockTimeout(value.to_string()))
+}
+
+impl StoreError {
+    /// A mistake in what the user set (an environment value, a home that is not theirs): the
+    /// CLI exits 2 for these.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::BadLockTimeout(_)
+                | StoreError::HomeNotOwned { .. }
+                | StoreError::HomeWritable { .. }
+                | StoreError::HomeNotDirectory { .. }
+                | StoreError::NoSuchMachine(_)
+        )
     }
 }
 
@@ -161,7 +223,53 @@ impl Home {
         // QEMU runs in the machine's directory: every path it is given must be absolute.
         let root = std::path::absolute(&root)
             .map_err(|source| StoreError::CreateDir { path: root.clone(), source })?;
-        Ok(Home::at(root))
+        let home = Home::at(root);
+        home.check_owner()?;
+        Ok(home)
+    }
+
+    /// Refuses a home that is not the caller's: one owned by another user (only the caller and
+    /// root may own it, and the link, when `$N2D_HOME` is a symlink), one every user may write
+    /// (mode `o+w`, sticky or not: anyone could have planted records, links or keys there), or
+    /// one a group may write that the caller cannot fix (owned by root). A home of the
+    /// caller's that is only group-writable or readable by others is what older versions made
+    /// under a loose umask: [`Home::tighten`] fixes it. A home not made yet is fine (n2d makes
+    /// it 0700).
+    pub fn check_owner(&self) -> Result<(), StoreError> {
+        let you = rustix::process::geteuid().as_raw();
+        self.check_owner_as(you)
+    }
+
+    fn check_owner_as(&self, you: u32) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let path = &self.root;
+        let read_err = |source| StoreError::Read { path: path.clone(), source };
+        let link = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(read_err(e)),
+        };
+        let not_ours = |owner: u32| owner != you && owner != 0;
+        if link.file_type().is_symlink() && not_ours(link.uid()) {
+            return Err(StoreError::HomeNotOwned { path: path.clone(), owner: link.uid(), you });
+        }
+        let meta = match fs::metadata(path) {
+            Ok(meta) => meta,
+            // A dangling link: the directory it names is made by n2d.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(read_err(e)),
+        };
+        if !meta.is_dir() {
+            return Err(StoreError::HomeNotDirectory { path: path.clone() });
+        }
+        if not_ours(meta.uid()) {
+            return Err(StoreError::HomeNotOwned { path: path.clone(), owner: meta.uid(), you });
+        }
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o002 != 0 || (mode & 0o020 != 0 && meta.uid() != you) {
+            return Err(StoreError::HomeWritable { path: path.clone(), mode });
+        }
+        Ok(())
     }
 
     pub fn at(root: impl Into<PathBuf>) -> Self {
@@ -214,9 +322,15 @@ impl Home {
     /// file lose every group and other permission bit. Returns what it changed (empty once the
     /// home is private), so the caller can say so once.
     /// A directory that is not n2d's (nothing of n2d's in it yet, or a shared one such as
-    /// `/tmp`, with its sticky bit) is left alone.
+    /// `/tmp`, with its sticky bit) is left alone, and so is anything the caller does not own
+    /// (a home of another user is refused by [`Home::check_owner`], never changed).
     pub fn tighten(&self) -> Result<Vec<PathBuf>, StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let you = rustix::process::geteuid().as_raw();
         let mut changed = Vec::new();
+        if fs::metadata(&self.root).map_or(true, |m| m.uid() != you) {
+            return Ok(changed);
+        }
         let ours = ["lock", "images", "machines", "swarms", "certs", "intents"];
         if !ours.iter().any(|e| fs::symlink_metadata(self.root.join(e)).is_ok()) {
             return Ok(changed);
@@ -228,7 +342,11 @@ impl Home {
             // Never follow a link: a home is n2d's own directories.
             let Ok(meta) = fs::symlink_metadata(&path) else { continue };
             let mode_now = meta.permissions().mode();
-            if meta.file_type().is_symlink() || mode_now & 0o077 == 0 || mode_now & 0o1000 != 0 {
+            if meta.file_type().is_symlink()
+                || meta.uid() != you
+                || mode_now & 0o077 == 0
+                || mode_now & 0o1000 != 0
+            {
                 continue;
             }
             let tight = meta.permissions().mode() & mode & 0o7777;
@@ -269,14 +387,27 @@ pub fn flock_exclusive(
     timeout: Duration,
     cancel: Option<&AtomicBool>,
 ) -> Result<File, StoreError> {
-    let file = OpenOptions::new()
+    // Never through a symlink (it would have n2d write its pid into the file it names), and a
+    // FIFO or device in its place is refused rather than waited on.
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let opened = OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
         .mode(FILE_MODE)
-        .open(path)
-        .map_err(|source| StoreError::Lock { path: path.to_path_buf(), source })?;
+        .custom_flags(flags.bits() as i32)
+        .open(path);
+    let file = match opened {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(StoreError::Symlink { path: path.to_path_buf() })
+        }
+        other => other.map_err(|source| StoreError::Lock { path: path.to_path_buf(), source })?,
+    };
+    let meta = file.metadata().map_err(|source| StoreError::Lock { path: path.to_path_buf(), source })?;
+    if !meta.is_file() {
+        return Err(StoreError::NotRegular { path: path.to_path_buf() });
+    }
     let start = Instant::now();
     let mut said = false;
     loop {
@@ -378,15 +509,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreErr
     let err = |source| StoreError::Write { path: path.to_path_buf(), source };
     let dir = path.parent().unwrap_or(Path::new("."));
     ensure_dir(dir)?;
+    // An unpredictable name, created exclusively (never through a symlink, never an existing
+    // file), with exactly `mode` whatever the umask.
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
+        safe_fs::random_suffix()
     ));
+    let mut f = match safe_fs::create_new_private(&tmp, mode) {
+        Ok(f) => f,
+        // Not ours to remove: the name was taken (or is a link) before we came.
+        Err(source) => return Err(err(source)),
+    };
     let result = (|| {
-        let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(mode).open(&tmp)?;
-        // The umask may take bits off `mode`: set it exactly.
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -405,9 +540,39 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError
     write_atomic(path, &bytes, FILE_MODE)
 }
 
+/// Reads and parses one of n2d's state files. The file must be a regular file of at most
+/// [`MAX_STATE_FILE`] bytes, not a symlink (n2d writes none in its state): a link, FIFO, device
+/// or huge file is refused, never followed, waited on or read whole.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, StoreError> {
-    let bytes = fs::read(path).map_err(|source| StoreError::Read { path: path.to_path_buf(), source })?;
+    let bytes = read_state_file(path)?;
     serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt { path: path.to_path_buf(), source })
+}
+
+/// The bytes of a state file (see [`read_json`]).
+pub fn read_state_file(path: &Path) -> Result<Vec<u8>, StoreError> {
+    use std::io::Read;
+    let read_err = |source| StoreError::Read { path: path.to_path_buf(), source };
+    let file = match safe_fs::open_nofollow(path) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) => {
+            return Err(StoreError::Symlink { path: path.to_path_buf() })
+        }
+        other => other.map_err(read_err)?,
+    };
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(StoreError::NotRegular { path: path.to_path_buf() });
+    }
+    let too_large = || StoreError::TooLarge { path: path.to_path_buf(), max: MAX_STATE_FILE };
+    if meta.len() > MAX_STATE_FILE {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // Capped again while reading: a file that grows meanwhile is refused too.
+    file.take(MAX_STATE_FILE + 1).read_to_end(&mut bytes).map_err(read_err)?;
+    if bytes.len() as u64 > MAX_STATE_FILE {
+        return Err(too_large());
+    }
+    Ok(bytes)
 }
 
 /// Like [`read_json`], but a missing file is `None`.
@@ -481,6 +646,201 @@ mod tests {
         fs::set_permissions(&other, fs::Permissions::from_mode(0o1777)).unwrap();
         assert_eq!(Home::at(&other).tighten().unwrap(), [other.join("machines")]);
         assert_eq!(mode(&other), 0o777);
+    }
+
+    #[test]
+    fn a_home_of_another_user_or_writable_by_all_is_refused_and_not_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = rustix::process::geteuid().as_raw();
+        let home = Home::at(dir.path().join("home"));
+        // Not made yet: n2d makes it, 0700.
+        home.check_owner().unwrap();
+        drop(home.lock().unwrap());
+        home.check_owner().unwrap();
+
+        // Writable by every user, even with the sticky bit: refused, whoever owns it.
+        for m in [0o777, 0o1777, 0o703] {
+            fs::set_permissions(home.root(), fs::Permissions::from_mode(m)).unwrap();
+            let err = home.check_owner().unwrap_err();
+            assert!(matches!(err, StoreError::HomeWritable { mode, .. } if mode == m), "{m:o}: {err:?}");
+            let msg = err.to_string();
+            assert!(msg.contains(&home.root().display().to_string()), "{msg}");
+            assert!(msg.contains("writable by other users") && msg.contains("chmod 700"), "{msg}");
+            assert!(err.is_usage());
+        }
+        // Group-writable or readable by others, and the caller's: tighten's job, not refused.
+        for m in [0o770, 0o755, 0o750] {
+            fs::set_permissions(home.root(), fs::Permissions::from_mode(m)).unwrap();
+            home.check_owner().unwrap();
+        }
+        // Group-writable and owned by root, the caller being someone else: the caller cannot
+        // fix it, so it is refused.
+        fs::set_permissions(home.root(), fs::Permissions::from_mode(0o770)).unwrap();
+        if me == 0 {
+            assert!(matches!(home.check_owner_as(1000), Err(StoreError::HomeWritable { mode: 0o770, .. })));
+        }
+        fs::set_permissions(home.root(), fs::Permissions::from_mode(0o700)).unwrap();
+        // Owned by someone else (as seen by another uid): refused, naming both; a home of
+        // root's is fine for anyone (it is root's to keep safe).
+        let other = me + 1;
+        if me == 0 {
+            home.check_owner_as(other).unwrap();
+        } else {
+            let err = home.check_owner_as(other).unwrap_err();
+            assert!(
+                matches!(err, StoreError::HomeNotOwned { owner, you, .. } if owner == me && you == other)
+            );
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("owned by uid {me}, not by you (uid {other})")), "{msg}");
+            assert!(msg.contains("set N2D_HOME"), "{msg}");
+        }
+        // A file is not a home.
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        assert!(matches!(Home::at(&file).check_owner(), Err(StoreError::HomeNotDirectory { .. })));
+    }
+
+    #[test]
+    fn a_home_owned_by_another_uid_is_refused_never_chmodded() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: giving a directory to another user (uid 65534) needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("home"));
+        drop(home.lock().unwrap());
+        fs::create_dir(home.machines_dir()).unwrap();
+        let nobody = Some(rustix::process::Uid::from_raw(65534));
+        for m in [0o755, 0o700] {
+            fs::set_permissions(home.root(), fs::Permissions::from_mode(m)).unwrap();
+            rustix::fs::chown(home.root(), nobody, None).unwrap();
+            let err = home.check_owner().unwrap_err();
+            assert!(matches!(err, StoreError::HomeNotOwned { owner: 65534, you: 0, .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(
+                msg.contains(&format!("{} is owned by uid 65534, not by you (uid 0)", home.root().display())),
+                "{msg}"
+            );
+            assert!(err.is_usage());
+            // tighten never changes what is not the caller's.
+            assert!(home.tighten().unwrap().is_empty());
+            assert_eq!(mode(home.root()), m);
+        }
+        // A link to it, made by another user, is refused too (whatever it names).
+        rustix::fs::chown(home.root(), Some(rustix::process::Uid::ROOT), None).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(home.root(), &link).unwrap();
+        Home::at(&link).check_owner().unwrap();
+        std::os::unix::fs::lchown(&link, Some(65534), None).unwrap();
+        let err = Home::at(&link).check_owner().unwrap_err();
+        assert!(matches!(err, StoreError::HomeNotOwned { owner: 65534, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_the_lock_is_refused_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("home"));
+        ensure_dir(home.root()).unwrap();
+        let target = dir.path().join("precious");
+        fs::write(&target, b"keep me").unwrap();
+        std::os::unix::fs::symlink(&target, home.root().join("lock")).unwrap();
+        let err = home.with_lock_timeout(Duration::ZERO).lock().err().unwrap();
+        assert!(matches!(err, StoreError::Symlink { .. }), "{err:?}");
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
+        assert_eq!(fs::read(&target).unwrap(), b"keep me");
+        // A dangling one is not created through either.
+        let home2 = Home::at(dir.path().join("home2"));
+        ensure_dir(home2.root()).unwrap();
+        let absent = dir.path().join("absent");
+        std::os::unix::fs::symlink(&absent, home2.root().join("lock")).unwrap();
+        assert!(matches!(home2.lock().err().unwrap(), StoreError::Symlink { .. }));
+        assert!(!absent.exists());
+        // A FIFO in its place is refused at once, not waited on.
+        let home3 = Home::at(dir.path().join("home3"));
+        ensure_dir(home3.root()).unwrap();
+        mkfifo(&home3.root().join("lock"));
+        assert!(matches!(home3.lock().err().unwrap(), StoreError::NotRegular { .. }));
+    }
+
+    fn mkfifo(path: &Path) {
+        crate::safe_fs::make_fifo(path).unwrap();
+    }
+
+    #[test]
+    fn atomic_writes_never_follow_a_link_planted_at_a_temporary_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        fs::write(&target, b"keep me").unwrap();
+        let state = dir.path().join("state");
+        fs::create_dir(&state).unwrap();
+        // The names the old code used (`.NAME.tmp-PID`) and a few others: none is followed.
+        let pid = std::process::id();
+        for name in [format!(".x.json.tmp-{pid}"), ".x.json.tmp-0".into(), ".x.json.tmp".into()] {
+            std::os::unix::fs::symlink(&target, state.join(name)).unwrap();
+        }
+        let p = state.join("x.json");
+        write_json(&p, &serde_json::json!({"a": 1})).unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"keep me");
+        assert_eq!(read_json::<serde_json::Value>(&p).unwrap()["a"], 1);
+        // The temporary names differ every time and none is left behind.
+        let names = || -> Vec<String> {
+            let mut v: Vec<_> = fs::read_dir(&state)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        let before = names();
+        write_json(&p, &serde_json::json!({"a": 2})).unwrap();
+        assert_eq!(names(), before);
+        assert_eq!(before.len(), 4, "{before:?}");
+    }
+
+    #[test]
+    fn state_files_that_are_links_fifos_or_huge_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target.json");
+        fs::write(&target, b"{}").unwrap();
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = read_json::<serde_json::Value>(&link).unwrap_err();
+        assert!(matches!(err, StoreError::Symlink { .. }), "{err:?}");
+        // A dangling link is refused too, not taken for a missing file.
+        let dangling = dir.path().join("dangling.json");
+        std::os::unix::fs::symlink(dir.path().join("nothing"), &dangling).unwrap();
+        assert!(matches!(read_json_opt::<serde_json::Value>(&dangling), Err(StoreError::Symlink { .. })));
+        let fifo = dir.path().join("fifo.json");
+        mkfifo(&fifo);
+        let started = Instant::now();
+        assert!(matches!(read_json::<serde_json::Value>(&fifo), Err(StoreError::NotRegular { .. })));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(matches!(read_json::<serde_json::Value>(dir.path()), Err(StoreError::NotRegular { .. })));
+        let huge = dir.path().join("huge.json");
+        let f = File::create(&huge).unwrap();
+        f.set_len(MAX_STATE_FILE + 1).unwrap();
+        let err = read_json::<serde_json::Value>(&huge).unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge { .. }), "{err:?}");
+        f.set_len(MAX_STATE_FILE).unwrap();
+        assert!(matches!(read_json::<serde_json::Value>(&huge), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn lock_timeouts_out_of_range_are_refused_with_the_range() {
+        assert_eq!(parse_lock_timeout(" 0.5 ").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_lock_timeout("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_lock_timeout("86400").unwrap(), MAX_LOCK_TIMEOUT);
+        for bad in ["1e300", "86401", "-1", "NaN", "inf", "-inf", "1e-400x", "", "ten", "1.8e19"] {
+            let err = parse_lock_timeout(bad).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains("N2D_LOCK_TIMEOUT")
+                    && msg.contains("from 0 to 86400")
+                    && msg.contains("default 120"),
+                "{bad}: {msg}"
+            );
+            assert!(err.is_usage());
+        }
     }
 
     #[test]

@@ -1,12 +1,35 @@
 //! The records n2d keeps: machines and swarms (network leases are host-wide: n2d-net).
+//!
+//! State is input: every record is validated as it is read, like what a user types, before any
+//! of its values reaches `ip`, iptables, QEMU or a path ([`MachineRecord::from_json`],
+//! [`AdoptedHost::from_json`], [`check_swarm_record`]). A record holding a value n2d would
+//! refuse from the user (a tap that is not n2d's, a MAC with a QEMU option after it, an address
+//! outside its subnet) is reported for that machine only ([`StoreError::InvalidRecord`]), like a
+//! damaged one, and never acted on.
 
-use crate::{read_json, read_json_opt, write_json, Home, StoreError};
-use n2d_spec::machine::{MachineName, MachineSpec};
+use crate::{read_state_file, write_json, Home, StoreError};
+use n2d_spec::link::{parse_bridge_name, parse_n2d_mac, parse_tap_name};
+use n2d_spec::machine::{split_label, MachineName, MachineSpec, USER_NETWORK};
 use n2d_spec::ports::PortForward;
 use n2d_spec::swarm::{SwarmName, SwarmRecord};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+
+/// Why a record read back was refused: the field and what is wrong with its value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("its {field}: {reason}")]
+pub struct RecordError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn refuse(field: &'static str, reason: impl std::fmt::Display) -> RecordError {
+    RecordError { field, reason: reason.to_string() }
+}
+
+/// Longest image ID (a sha256 in hex).
+const MAX_IMAGE_ID: usize = 64;
 
 /// A created machine: its spec plus what n2d allocated for it. Fixed for the machine's life,
 /// so its IP (and the IP in its TLS certificate) never changes across restarts.
@@ -29,6 +52,77 @@ pub struct MachineRecord {
 }
 
 impl MachineRecord {
+    /// Parses a `machine.json` and validates it ([`MachineRecord::validate`]): the one way a
+    /// record is read.
+    pub fn from_json(bytes: &[u8]) -> Result<Result<MachineRecord, RecordError>, serde_json::Error> {
+        let record: MachineRecord = serde_json::from_slice(bytes)?;
+        Ok(record.validate().map(|()| record))
+    }
+
+    /// Checks every field as user input is checked, so that nothing read back from a record can
+    /// name an interface n2d did not make, add an option to QEMU's command line, or lead outside
+    /// the home: the spec's ranges, bridge and labels, the image ID, the swarm's name, the tap
+    /// (n2d's naming scheme), the MAC (unicast, locally administered), the address (a host of its
+    /// subnet, not the gateway) and, for user-mode networking, the API port.
+    pub fn validate(&self) -> Result<(), RecordError> {
+        let spec = &self.spec;
+        spec.validate().map_err(|e| refuse("spec", e))?;
+        for (key, value) in &spec.labels {
+            split_label(&format!("{key}={value}"))
+                .ok()
+                .filter(|(k, _)| k == key)
+                .ok_or_else(|| refuse("label", format!("{key:?} is not a valid KEY=VALUE label")))?;
+        }
+        let image = &spec.image;
+        if image.is_empty()
+            || image.len() > MAX_IMAGE_ID
+            || !image.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        {
+            return Err(refuse(
+                "image",
+                format!("{image:?} is not an image ID (1-64 lowercase letters and digits)"),
+            ));
+        }
+        if let Some(swarm) = &self.swarm {
+            swarm.parse::<SwarmName>().map_err(|e| refuse("swarm", e))?;
+        }
+        parse_n2d_mac(&self.mac).map_err(|e| refuse("mac", e))?;
+        check_address(self.ip, self.prefix_len, self.gateway)?;
+        if let Some(range) = spec.addresses {
+            if !range.contains(self.ip) {
+                return Err(refuse(
+                    "ip",
+                    format!("{} is outside the addresses it may take ({range})", self.ip),
+                ));
+            }
+        }
+        match self.api_port {
+            // User-mode networking: nothing host-wide, no tap.
+            Some(port) => {
+                if spec.bridge != USER_NETWORK {
+                    return Err(refuse(
+                        "api_port",
+                        format!("{port} is set on a machine of bridge {:?}", spec.bridge),
+                    ));
+                }
+                if port == 0 {
+                    return Err(refuse("api_port", "0 is not a port"));
+                }
+                if !self.tap.is_empty() {
+                    return Err(refuse("tap", format!("{:?} is set on a user-mode machine", self.tap)));
+                }
+            }
+            None => {
+                if spec.bridge == USER_NETWORK {
+                    return Err(refuse("api_port", "none is recorded for a user-mode machine"));
+                }
+                parse_bridge_name(&spec.bridge).map_err(|e| refuse("bridge", e))?;
+                parse_tap_name(&self.tap).map_err(|e| refuse("tap", e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// On user-mode networking: reached through forwards on 127.0.0.1 (`api_port`), holding
     /// nothing host-wide.
     pub fn user_mode(&self) -> bool {
@@ -52,6 +146,32 @@ impl MachineRecord {
     }
 }
 
+/// A machine's address on its subnet: `prefix_len` 1-30, `ip` and `gateway` hosts of one subnet
+/// (not its network or broadcast address), distinct, none of them an address no machine can
+/// have (unspecified, loopback, multicast, broadcast).
+fn check_address(ip: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr) -> Result<(), RecordError> {
+    if !(1..=30).contains(&prefix_len) {
+        return Err(refuse("prefix_len", format!("{prefix_len} is not 1 to 30")));
+    }
+    let mask = u32::MAX << (32 - prefix_len);
+    let host = |a: Ipv4Addr| {
+        let n = u32::from(a);
+        !(a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.is_broadcast())
+            && n & !mask != 0
+            && n & !mask != !mask
+    };
+    if !host(gateway) {
+        return Err(refuse("gateway", format!("{gateway} is not a host address of a /{prefix_len}")));
+    }
+    if !host(ip) || u32::from(ip) & mask != u32::from(gateway) & mask {
+        return Err(refuse("ip", format!("{ip} is not a host of {gateway}/{prefix_len}")));
+    }
+    if ip == gateway {
+        return Err(refuse("ip", format!("{ip} is its gateway")));
+    }
+    Ok(())
+}
+
 /// The outcome of reading one machine directory: a damaged one does not hide the others.
 pub type MachineEntry = (String, Result<MachineRecord, StoreError>);
 
@@ -68,7 +188,11 @@ impl Home {
         if !self.machine_file(name).exists() {
             return Err(StoreError::NoSuchMachine(name.to_string()));
         }
-        let record: MachineRecord = read_json(&self.machine_file(name))?;
+        let path = self.machine_file(name);
+        let bytes = read_state_file(&path)?;
+        let record = MachineRecord::from_json(&bytes)
+            .map_err(|source| StoreError::Corrupt { path: path.clone(), source })?
+            .map_err(|e| StoreError::InvalidRecord { path: path.clone(), reason: e.to_string() })?;
         if &record.spec.name != name {
             let reason = format!("{} holds the record of another machine", self.machine_file(name).display());
             return Err(invalid_name("machine", record.spec.name.as_str(), reason));
@@ -104,9 +228,15 @@ impl Home {
         self.swarms_dir().join(format!("{name}.json"))
     }
 
-    /// A swarm's record; `None` when there is none. Its names are validated as it is read.
+    /// A swarm's record; `None` when there is none. Its names are validated as it is read, and
+    /// its external hosts ([`check_swarm_record`]).
     pub fn load_swarm(&self, name: &SwarmName) -> Result<Option<SwarmRecord>, StoreError> {
-        read_json_opt(&self.swarm_file(name))
+        let path = self.swarm_file(name);
+        let record: Option<SwarmRecord> = crate::read_json_opt(&path)?;
+        if let Some(r) = &record {
+            check_swarm_record(r).map_err(|e| StoreError::InvalidRecord { path, reason: e.to_string() })?;
+        }
+        Ok(record)
     }
 
     /// Writes a swarm's record as it is. Record changes go through [`Home::create_swarm_record`],
@@ -161,6 +291,61 @@ impl Home {
     }
 }
 
+/// Checks what a swarm record holds beyond its names (validated by their types): each external
+/// host's endpoint (`tcp://HOST:PORT` or `unix:///PATH`), its name and labels.
+pub fn check_swarm_record(record: &SwarmRecord) -> Result<(), RecordError> {
+    for host in &record.external_hosts {
+        if let Some(path) = host.docker_host.strip_prefix("unix://") {
+            if !path.starts_with('/') || path.len() > 4096 || path.chars().any(char::is_control) {
+                return Err(refuse("external host", format!("{:?} is not unix:///PATH", host.docker_host)));
+            }
+        } else {
+            check_docker_host(&host.docker_host).map_err(|e| refuse("external host", e))?;
+        }
+        check_host_name(&host.name).map_err(|e| refuse("external host", e))?;
+        for (key, value) in &host.labels {
+            split_label(&format!("{key}={value}")).ok().filter(|(k, _)| k == key).ok_or_else(|| {
+                refuse("external host label", format!("{key:?} is not a valid KEY=VALUE label"))
+            })?;
+        }
+    }
+    if record.created_at.as_deref().is_some_and(|t| t.len() > 64 || t.chars().any(char::is_control)) {
+        return Err(refuse("created_at", "not a time"));
+    }
+    Ok(())
+}
+
+/// A host name or IPv4 address: 1-253 letters, digits, '-' and '.', not starting with '-' or '.'.
+fn check_host_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+        && !name.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a host name or IPv4 address"))
+    }
+}
+
+/// Checks a Docker endpoint `tcp://HOST:PORT`: HOST a name or an IPv4 address, PORT 1-65535.
+/// The one check of `adopt --host`, adopted machines' records and swarms' external hosts.
+pub fn check_docker_host(host: &str) -> Result<(String, u16), String> {
+    let rest = host
+        .strip_prefix("tcp://")
+        .ok_or_else(|| format!("--host {host:?} is not tcp://HOST:PORT (e.g. tcp://192.168.1.50:2376)"))?;
+    let (name, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--host {host:?} has no port (e.g. tcp://{rest}:2376)"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("--host {host:?}: {port:?} is not a port number"))?;
+    check_host_name(name).map_err(|e| format!("--host {host:?}: {e}"))?;
+    Ok((name.to_string(), port))
+}
+
 /// The names `pick` takes from the entries of `dir`, sorted; none when `dir` cannot be read.
 fn sorted_names(dir: &Path, pick: impl Fn(&std::fs::DirEntry) -> Option<String>) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
@@ -204,12 +389,13 @@ mod tests {
                 insecure_tcp: false,
                 labels: Default::default(),
                 publish: Vec::new(),
+                expose: false,
             },
             ip: Ipv4Addr::new(10, 77, 0, 2),
             prefix_len: 24,
             gateway: Ipv4Addr::new(10, 77, 0, 1),
             mac: "52:54:00:00:00:01".into(),
-            tap: "n2dt0".into(),
+            tap: "n2dt00000000".into(),
             swarm: None,
             api_port: None,
         }
@@ -303,6 +489,168 @@ mod tests {
         assert!(matches!(home.load_machine(&b), Err(StoreError::InvalidName { .. })));
     }
 
+    /// Sets `pointer` (a JSON pointer) of a record to `value`.
+    fn patched(record: &MachineRecord, edits: &[(&str, serde_json::Value)]) -> serde_json::Value {
+        let mut json = serde_json::to_value(record).unwrap();
+        for (pointer, value) in edits {
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            json.pointer_mut(parent).unwrap().as_object_mut().unwrap().insert(key.into(), value.clone());
+        }
+        json
+    }
+
+    fn user_record(name: &str) -> MachineRecord {
+        let mut r = record(name);
+        r.spec.bridge = "user".into();
+        r.tap = String::new();
+        r.api_port = Some(12376);
+        r
+    }
+
+    /// Hostile values of every field: (what, the record's edits, the field named).
+    pub(crate) fn hostile_machine_records() -> Vec<(&'static str, serde_json::Value, &'static str)> {
+        use serde_json::json;
+        let b = record("h1");
+        let u = user_record("h1");
+        vec![
+            (
+                "QEMU option after the MAC",
+                patched(&b, &[("/mac", json!("52:54:00:00:00:01,romfile=/x"))]),
+                "mac",
+            ),
+            ("multicast MAC", patched(&b, &[("/mac", json!("01:00:5e:00:00:01"))]), "mac"),
+            ("vendor MAC", patched(&b, &[("/mac", json!("00:16:3e:00:00:01"))]), "mac"),
+            ("empty MAC", patched(&b, &[("/mac", json!(""))]), "mac"),
+            ("uplink as tap", patched(&b, &[("/tap", json!("eth0"))]), "tap"),
+            ("bridge as tap", patched(&b, &[("/tap", json!("n2d0"))]), "tap"),
+            ("tap option", patched(&b, &[("/tap", json!("n2dt00000000,script=/x"))]), "tap"),
+            ("tap as ip option", patched(&b, &[("/tap", json!("-h"))]), "tap"),
+            ("no tap on a bridge", patched(&b, &[("/tap", json!(""))]), "tap"),
+            ("bridge with a comma", patched(&b, &[("/spec/bridge", json!("n2d0,x"))]), "spec"),
+            ("bridge as an option", patched(&b, &[("/spec/bridge", json!("-all"))]), "spec"),
+            ("bridge wildcard", patched(&b, &[("/spec/bridge", json!("br+"))]), "spec"),
+            ("bridge path", patched(&b, &[("/spec/bridge", json!("../x"))]), "spec"),
+            ("ip off its subnet", patched(&b, &[("/ip", json!("10.78.0.2"))]), "ip"),
+            ("ip is the gateway", patched(&b, &[("/ip", json!("10.77.0.1"))]), "ip"),
+            ("ip is the broadcast", patched(&b, &[("/ip", json!("10.77.0.255"))]), "ip"),
+            ("ip is the network", patched(&b, &[("/ip", json!("10.77.0.0"))]), "ip"),
+            ("prefix 0", patched(&b, &[("/prefix_len", json!(0))]), "prefix_len"),
+            ("prefix 32", patched(&b, &[("/prefix_len", json!(32))]), "prefix_len"),
+            (
+                "loopback gateway",
+                patched(&b, &[("/gateway", json!("127.0.0.1")), ("/ip", json!("127.0.0.2"))]),
+                "gateway",
+            ),
+            (
+                "ip outside --ip-range",
+                patched(&b, &[("/spec/addresses", json!("10.77.0.50-10.77.0.60"))]),
+                "ip",
+            ),
+            ("empty image", patched(&b, &[("/spec/image", json!(""))]), "image"),
+            ("image path", patched(&b, &[("/spec/image", json!("../../x"))]), "image"),
+            ("image option", patched(&b, &[("/spec/image", json!("abc,x"))]), "image"),
+            ("long image", patched(&b, &[("/spec/image", json!("a".repeat(65)))]), "image"),
+            ("swarm path", patched(&b, &[("/swarm", json!("../x"))]), "swarm"),
+            ("label newline", patched(&b, &[("/spec/labels", json!({"a": "b\nc=d"}))]), "label"),
+            ("label key space", patched(&b, &[("/spec/labels", json!({"a b": "c"}))]), "label"),
+            ("label key equals", patched(&b, &[("/spec/labels", json!({"a=b": "c"}))]), "label"),
+            ("no cpus", patched(&b, &[("/spec/cpus", json!(0))]), "spec"),
+            ("API port on a bridge", patched(&b, &[("/api_port", json!(12376))]), "api_port"),
+            ("API port 0", patched(&u, &[("/api_port", json!(0))]), "api_port"),
+            (
+                "user mode without API port",
+                patched(&u, &[("/api_port", serde_json::Value::Null)]),
+                "api_port",
+            ),
+            ("user mode with a tap", patched(&u, &[("/tap", json!("n2dt00000000"))]), "tap"),
+            ("published port on a bridge", patched(&b, &[("/spec/publish", json!(["8080:80"]))]), "spec"),
+        ]
+    }
+
+    #[test]
+    fn hostile_machine_records_are_refused_for_that_machine_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        home.save_machine(&record("a")).unwrap();
+        home.save_machine(&user_record("c")).unwrap();
+        assert!(home.load_machine(&"a".parse().unwrap()).is_ok());
+        assert!(home.load_machine(&"c".parse().unwrap()).is_ok());
+        let b: MachineName = "h1".parse().unwrap();
+        std::fs::create_dir_all(home.machine_dir(&b)).unwrap();
+        let cases = hostile_machine_records();
+        for (what, json, field) in &cases {
+            std::fs::write(home.machine_dir(&b).join("machine.json"), json.to_string()).unwrap();
+            let list = home.list_machines();
+            let names: Vec<_> = list.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, ["a", "c", "h1"], "{what}");
+            assert!(list[0].1.is_ok() && list[1].1.is_ok(), "{what}");
+            match &list[2].1 {
+                Err(StoreError::InvalidRecord { reason, .. }) => {
+                    assert!(reason.starts_with(&format!("its {field}: ")), "{what}: {reason}");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+            let msg = home.load_machine(&b).unwrap_err().to_string();
+            assert!(
+                msg.contains("machine.json holds a value n2d refuses") && msg.ends_with("fix or remove it"),
+                "{msg}"
+            );
+        }
+        assert!(cases.len() >= 30);
+    }
+
+    #[test]
+    fn hostile_adopted_hosts_and_external_hosts_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path());
+        let name: MachineName = "web1".parse().unwrap();
+        let bad_hosts = [
+            "http://10.0.0.5:2376",
+            "tcp://10.0.0.5",
+            "tcp://10.0.0.5:0",
+            "tcp://10.0.0.5:70000",
+            "tcp://-oProxyCommand=x:2376",
+            "tcp://a b:2376",
+            "tcp://a,b:2376",
+            "tcp://:2376",
+            "tcp://host\n:2376",
+            "",
+        ];
+        for bad in bad_hosts {
+            let json = serde_json::json!({"name": "web1", "docker_host": bad});
+            crate::write_atomic(&home.adopted_file(&name), json.to_string().as_bytes(), 0o600).unwrap();
+            let err = home.load_adopted(&name).unwrap_err();
+            assert!(matches!(err, StoreError::InvalidRecord { .. }), "{bad}: {err:?}");
+            assert!(home.list_adopted().is_empty(), "{bad}");
+        }
+        let good = serde_json::json!({"name": "web1", "docker_host": "tcp://web1.mshome.net:2376"});
+        crate::write_atomic(&home.adopted_file(&name), good.to_string().as_bytes(), 0o600).unwrap();
+        assert_eq!(home.list_adopted().len(), 1);
+
+        let swarm: SwarmName = "s".parse().unwrap();
+        let external = |docker_host: &str, host_name: &str| {
+            serde_json::json!({"prefix": "s", "managers": ["s-mngr-0"],
+                "external_hosts": [{"name": host_name, "docker_host": docker_host}]})
+        };
+        for (docker_host, host_name) in [
+            ("ssh://x", "ext"),
+            ("tcp://x:2376,y", "ext"),
+            ("unix://relative/sock", "ext"),
+            ("tcp://10.0.0.9:2376", "-ext"),
+            ("tcp://10.0.0.9:2376", "ext\nforged"),
+        ] {
+            let json = external(docker_host, host_name);
+            crate::write_atomic(&home.swarm_file(&swarm), json.to_string().as_bytes(), 0o600).unwrap();
+            let err = home.load_swarm(&swarm).unwrap_err();
+            assert!(matches!(err, StoreError::InvalidRecord { .. }), "{docker_host} {host_name}: {err:?}");
+        }
+        for docker_host in ["tcp://10.0.0.9:2376", "unix:///var/run/docker.sock"] {
+            let json = external(docker_host, "ext");
+            crate::write_atomic(&home.swarm_file(&swarm), json.to_string().as_bytes(), 0o600).unwrap();
+            assert!(home.load_swarm(&swarm).unwrap().is_some());
+        }
+    }
+
     #[test]
     fn adopted_hosts_are_listed_and_forgotten() {
         let dir = tempfile::tempdir().unwrap();
@@ -333,6 +681,14 @@ pub struct AdoptedHost {
     pub docker_host: String,
 }
 
+impl AdoptedHost {
+    /// Parses a `hosts/NAME.json` and validates its endpoint ([`check_docker_host`]).
+    pub fn from_json(bytes: &[u8]) -> Result<Result<AdoptedHost, RecordError>, serde_json::Error> {
+        let host: AdoptedHost = serde_json::from_slice(bytes)?;
+        Ok(check_docker_host(&host.docker_host).map(|_| host).map_err(|e| refuse("docker_host", e)))
+    }
+}
+
 impl Home {
     /// `hosts/`: the adopted machines.
     pub fn hosts_dir(&self) -> PathBuf {
@@ -345,8 +701,17 @@ impl Home {
 
     /// The adopted machine of that name, if any.
     pub fn load_adopted(&self, name: &MachineName) -> Result<Option<AdoptedHost>, StoreError> {
-        let host: Option<AdoptedHost> = read_json_opt(&self.adopted_file(name))?;
-        match host {
+        let path = self.adopted_file(name);
+        let bytes = match read_state_file(&path) {
+            Err(StoreError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            other => other?,
+        };
+        let host = AdoptedHost::from_json(&bytes)
+            .map_err(|source| StoreError::Corrupt { path: path.clone(), source })?
+            .map_err(|e| StoreError::InvalidRecord { path: path.clone(), reason: e.to_string() })?;
+        match Some(host) {
             Some(h) if &h.name != name => Err(invalid_name(
                 "machine",
                 h.name.as_str(),

@@ -185,6 +185,10 @@ impl ApiError {
 pub trait DockerApi: Send + Sync {
     fn ping(&self) -> impl Future<Output = Result<(), ApiError>> + Send;
 
+    /// The certificate (DER) the engine presents, checked as every request's is; `None` for
+    /// an engine reached without TLS.
+    fn server_certificate(&self) -> impl Future<Output = Result<Option<Vec<u8>>, ApiError>> + Send;
+
     fn swarm_state(&self) -> impl Future<Output = Result<LocalSwarmState, ApiError>> + Send;
 
     /// `docker swarm init --advertise-addr IP`; returns the new node id.

@@ -16,14 +16,14 @@ use bollard::models::{
 use bollard::query_parameters::{
     DeleteNodeOptions, ImportImageOptions, LeaveSwarmOptions, ListTasksOptions, UpdateNodeOptions,
 };
-use bollard::{Docker, API_DEFAULT_VERSION};
+use bollard::{BollardRequest, Docker, API_DEFAULT_VERSION};
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
 use tokio::io::AsyncReadExt;
 
 use crate::api::{
     ApiError, Availability, ByteProgress, DockerApi, Endpoint, JoinToken, JoinTokens, LocalSwarmState,
-    NodeInfo, NodeRole, NodeState, TaskInfo, SWARM_PORT,
+    NodeInfo, NodeRole, NodeState, TaskInfo, TlsPaths, SWARM_PORT,
 };
 
 /// Chunk size when streaming image archives.
@@ -33,6 +33,9 @@ const CHUNK: usize = 256 * 1024;
 #[derive(Debug, Clone)]
 pub struct BollardApi {
     docker: Docker,
+    /// How to look at the certificate the engine presents: its `tcp://` address, its TLS files
+    /// and the time a handshake may take.
+    tls: Option<(String, TlsPaths, u64)>,
 }
 
 impl BollardApi {
@@ -40,21 +43,15 @@ impl BollardApi {
     /// request, so keep it large enough for image loads.
     pub fn connect(endpoint: &Endpoint, timeout_secs: u64) -> Result<BollardApi, ApiError> {
         let docker = match &endpoint.tls {
-            Some(tls) => Docker::connect_with_ssl(
-                &endpoint.docker_host,
-                &tls.key,
-                &tls.cert,
-                &tls.ca,
-                timeout_secs,
-                API_DEFAULT_VERSION,
-            )?,
+            Some(tls) => connect_tls(&endpoint.docker_host, tls, timeout_secs)?,
             None => Docker::connect_with_http(&endpoint.docker_host, timeout_secs, API_DEFAULT_VERSION)?,
         };
-        Ok(BollardApi { docker })
+        let tls = endpoint.tls.clone().map(|t| (endpoint.docker_host.clone(), t, timeout_secs));
+        Ok(BollardApi { docker, tls })
     }
 
     pub fn from_docker(docker: Docker) -> BollardApi {
-        BollardApi { docker }
+        BollardApi { docker, tls: None }
     }
 
     pub fn docker(&self) -> &Docker {
@@ -88,6 +85,27 @@ impl BollardApi {
     }
 }
 
+/// bollard over n2d's own TLS client ([`crate::tls::client_config`]): bollard's
+/// `connect_with_ssl` would add the system's root CAs to the endpoint's CA, so any certificate a
+/// public CA issued for the address would be accepted.
+fn connect_tls(docker_host: &str, tls: &TlsPaths, timeout_secs: u64) -> Result<Docker, ApiError> {
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    let config = crate::tls::client_config(tls)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnector::from((http, config));
+    let mut builder = Client::builder(hyper_util::rt::TokioExecutor::new());
+    // As bollard's own TLS client: a fresh connection per request.
+    builder.pool_max_idle_per_host(0);
+    let client = std::sync::Arc::new(builder.build(https));
+    let addr = format!("https://{}", docker_host.strip_prefix("tcp://").unwrap_or(docker_host));
+    let transport = move |req: BollardRequest| {
+        let client = client.clone();
+        async move { client.request(req).await.map_err(bollard::errors::Error::from) }
+    };
+    Ok(Docker::connect_with_custom_transport(transport, Some(addr), timeout_secs, API_DEFAULT_VERSION)?)
+}
+
 fn node_info(n: Node) -> NodeInfo {
     let spec = n.spec.unwrap_or_default();
     let status = n.status.unwrap_or_default();
@@ -119,6 +137,11 @@ impl DockerApi for BollardApi {
     async fn ping(&self) -> Result<(), ApiError> {
         self.docker.ping().await?;
         Ok(())
+    }
+
+    async fn server_certificate(&self) -> Result<Option<Vec<u8>>, ApiError> {
+        let Some((host, tls, secs)) = &self.tls else { return Ok(None) };
+        crate::tls::presented_certificate(host, tls, std::time::Duration::from_secs(*secs)).await.map(Some)
     }
 
     async fn swarm_state(&self) -> Result<LocalSwarmState, ApiError> {

@@ -33,6 +33,8 @@ struct State {
     next_id: u32,
     /// (host, op) -> what to run when that call is made (a test presses Ctrl-C).
     hooks: BTreeMap<(String, String), Hook>,
+    /// hostname -> the certificate its engine presents (DER); none set: `None`.
+    certificates: BTreeMap<String, Vec<u8>>,
 }
 
 type Hook = Arc<dyn Fn() + Send + Sync>;
@@ -66,6 +68,11 @@ impl Cluster {
     /// Joins of `host` answer dockerd's 503 "continue in the background", yet the node joins.
     pub fn slow_join(&self, host: &str) {
         self.lock().slow_join.insert(host.into());
+    }
+
+    /// The engine on `host` presents this certificate (DER) from now on.
+    pub fn present_certificate(&self, host: &str, der: Vec<u8>) {
+        self.lock().certificates.insert(host.into(), der);
     }
 
     pub fn never_ready(&self, host: &str) {
@@ -174,6 +181,12 @@ impl DockerApi for FakeApi {
     async fn ping(&self) -> Result<(), ApiError> {
         let mut s = self.cluster.lock();
         self.call(&mut s, "ping", format!("ping {}", self.host))
+    }
+
+    async fn server_certificate(&self) -> Result<Option<Vec<u8>>, ApiError> {
+        let mut s = self.cluster.lock();
+        self.call(&mut s, "certificate", format!("certificate {}", self.host))?;
+        Ok(s.certificates.get(&self.host).cloned())
     }
 
     async fn swarm_state(&self) -> Result<LocalSwarmState, ApiError> {

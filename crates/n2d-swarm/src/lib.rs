@@ -12,10 +12,13 @@ pub mod error;
 pub mod form;
 pub mod load;
 pub mod scale;
+pub mod tls;
 mod wait;
 
 #[cfg(any(test, feature = "fakes"))]
 pub mod fake;
+#[cfg(any(test, feature = "fakes"))]
+pub mod testing;
 
 pub use api::{
     ApiError, Availability, ByteProgress, Connector, DockerApi, Endpoint, JoinToken, JoinTokens,

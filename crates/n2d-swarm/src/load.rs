@@ -26,10 +26,15 @@ const COMPRESSED: &[(&[u8], &str)] = &[
 pub fn check_docker_save_archive(path: &Path) -> Result<()> {
     let io = |source| SwarmError::ArchiveIo { path: path.to_path_buf(), source };
     let bad = |reason: String| SwarmError::BadArchive { path: path.to_path_buf(), reason };
-    let mut file = File::open(path).map_err(io)?;
-    if !file.metadata().map_err(io)?.is_file() {
-        return Err(bad("not a regular file".into()));
-    }
+    // Opened without blocking and checked to be a regular file: a FIFO must not hang n2d.
+    let mut file = match n2d_store::safe_fs::check_input(path, u64::MAX, "a docker save archive") {
+        Ok((file, _)) => file,
+        Err(n2d_store::safe_fs::InputFileError::Open { source, .. }) => return Err(io(source)),
+        Err(n2d_store::safe_fs::InputFileError::NotRegular { kind, .. }) => {
+            return Err(bad(format!("{kind}, not a regular file")))
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    };
     let mut magic = [0u8; 6];
     let n = read_up_to(&mut file, &mut magic).map_err(io)?;
     if COMPRESSED.iter().any(|(m, _)| magic[..n].starts_with(m)) {

@@ -53,23 +53,34 @@ impl std::fmt::Display for TcgThread {
 /// (the cache flushes), and 256 MiB saved nothing.
 pub const TCG_TB_SIZE_MIB: u32 = 128;
 
-/// Overrides [`TCG_TB_SIZE_MIB`] (a number of MiB, 16 or more), e.g. to measure another size.
+/// Overrides [`TCG_TB_SIZE_MIB`] (a number of MiB, 16 to [`MAX_TCG_TB_SIZE_MIB`]), e.g. to
+/// measure another size.
 pub const TCG_TB_SIZE_ENV: &str = "N2D_TCG_TB_SIZE";
+/// The largest translation cache accepted: QEMU's own limit for an x86-64 host (2 GiB).
+pub const MAX_TCG_TB_SIZE_MIB: u32 = 2048;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{TCG_TB_SIZE_ENV}={value:?} is not valid: use a size in MiB, 16 or more (default {TCG_TB_SIZE_MIB})"
+    "{TCG_TB_SIZE_ENV}={value:?} is not valid: use a size in MiB from 16 to {MAX_TCG_TB_SIZE_MIB} (default {TCG_TB_SIZE_MIB})"
 )]
 pub struct InvalidTbSize {
     pub value: String,
 }
 
-/// `$N2D_TCG_TB_SIZE`'s value: MiB, at least 16.
+/// `$N2D_TCG_TB_SIZE`'s value: MiB, 16 to [`MAX_TCG_TB_SIZE_MIB`].
 pub fn parse_tb_size(value: &str) -> Result<u32, InvalidTbSize> {
     match value.trim().parse::<u32>() {
-        Ok(mib) if mib >= 16 => Ok(mib),
+        Ok(mib) if (16..=MAX_TCG_TB_SIZE_MIB).contains(&mib) => Ok(mib),
         _ => Err(InvalidTbSize { value: value.to_string() }),
     }
+}
+
+/// A value inside one of QEMU's option lists (`key=value,key=value`): QEMU reads `,,` as a
+/// literal comma, so doubling every comma keeps a value (a path under a home named `a,b`, or a
+/// MAC read from a record) from ending early and adding options of its own
+/// (`mac=…,romfile=/x`). Every value n2d puts in an option list goes through this.
+pub fn opt_value(value: &str) -> String {
+    value.replace(',', ",,")
 }
 
 /// How TCG runs a VM: its threading and the size of its translation cache.
@@ -177,9 +188,9 @@ pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: Tcg) -> Ve
         Accel::Tcg => (tcg_opt.as_str(), "max"),
     };
     let drive = |id: &str, path: &std::path::Path, format: &str, extra: &str| {
-        format!("file={},if=none,id={id},format={format}{extra}", path.display())
+        format!("file={},if=none,id={id},format={format}{extra}", opt_value(&path.display().to_string()))
     };
-    push(&["-name", &format!("n2d-{}", vm.name)]);
+    push(&["-name", &opt_value(&format!("n2d-{}", vm.name))]);
     push(&["-machine", "q35", "-accel", accel_opt, "-cpu", cpu]);
     push(&["-smp", &launch.cpus.to_string(), "-m", &format!("{}M", launch.memory_mib)]);
     push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
@@ -201,12 +212,14 @@ pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: Tcg) -> Ve
     push(&["-device", &format!("virtio-blk-pci,drive=data,serial={DATA_DISK_SERIAL}")]);
     match &launch.nic {
         Nic::Tap { tap, mac } => {
+            let (tap, mac) = (opt_value(tap), opt_value(mac));
             push(&["-netdev", &format!("tap,id=net0,ifname={tap},script=no,downscript=no")]);
             push(&["-device", &format!("virtio-net-pci,netdev=net0,mac={mac}")]);
         }
         Nic::User { switch, mac, uplink_mac, forwards } => {
             // First, so that the guest sees it as eth0.
-            push(&["-netdev", &format!("vde,id=net0,sock={}", switch.display())]);
+            let (mac, uplink_mac) = (opt_value(mac), opt_value(uplink_mac));
+            push(&["-netdev", &format!("vde,id=net0,sock={}", opt_value(&switch.display().to_string()))]);
             push(&["-device", &format!("virtio-net-pci,netdev=net0,mac={mac}")]);
             push(&["-netdev", &user_netdev(forwards)]);
             push(&["-device", &format!("virtio-net-pci,netdev={UPLINK_NETDEV},mac={uplink_mac}")]);
@@ -255,9 +268,10 @@ mod tests {
     fn translation_cache_sizes_below_16_mib_or_not_numbers_are_refused() {
         assert_eq!(parse_tb_size(" 128 "), Ok(128));
         assert_eq!(parse_tb_size("16"), Ok(16));
-        for bad in ["8", "0", "-1", "64M", ""] {
+        assert_eq!(parse_tb_size("2048"), Ok(2048));
+        for bad in ["8", "0", "-1", "64M", "", "2049", "4294967295", "99999999999", "1e300", "NaN"] {
             let e = parse_tb_size(bad).unwrap_err().to_string();
-            assert!(e.contains("N2D_TCG_TB_SIZE") && e.contains("16 or more"), "{e}");
+            assert!(e.contains("N2D_TCG_TB_SIZE") && e.contains("from 16 to 2048"), "{e}");
         }
     }
 
@@ -366,6 +380,82 @@ mod tests {
                 "virtio-net-pci,netdev=uplink,mac=52:54:01:aa:bb:cc"
             ]
         );
+    }
+
+    /// Splits one of QEMU's option lists as QEMU does: `,` ends an option, `,,` is a comma.
+    fn qemu_opts(list: &str) -> Vec<String> {
+        let mut opts = vec![String::new()];
+        let mut chars = list.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                ',' if chars.peek() == Some(&',') => {
+                    chars.next();
+                    opts.last_mut().unwrap().push(',');
+                }
+                ',' => opts.push(String::new()),
+                c => opts.last_mut().unwrap().push(c),
+            }
+        }
+        opts
+    }
+
+    /// The keys of every option list after `flag`s, in order.
+    fn option_keys(argv: &[String], flag: &str) -> Vec<Vec<String>> {
+        let key = |opt: &String| opt.split_once('=').map_or(opt.clone(), |(k, _)| k.to_string());
+        after(argv, flag).into_iter().map(|list| qemu_opts(list).iter().map(key).collect()).collect()
+    }
+
+    #[test]
+    fn values_with_commas_never_add_qemu_options() {
+        let hostile_mac = "52:54:00:00:00:01,romfile=/x";
+        let tcg = Tcg { thread: TcgThread::Single, tb_size_mib: 128 };
+        let plain_vm = VmHandle::new("h1", PathBuf::from("/state/machines/h1"));
+        let vm = VmHandle::new("h1", PathBuf::from("/state,readonly=off/machines/h1"));
+        let tap = |tap: &str, mac: &str| Nic::Tap { tap: tap.into(), mac: mac.into() };
+        let user = |switch: &str, mac: &str, uplink: &str| Nic::User {
+            switch: switch.into(),
+            mac: mac.into(),
+            uplink_mac: uplink.into(),
+            forwards: vec![],
+        };
+        let cases = [
+            (tap("n2dt1234", "52:54:00:aa:bb:cc"), tap("n2dt0,script=/tmp/x", hostile_mac)),
+            (
+                user("/home/u/switch", "52:54:00:aa:bb:cc", "52:54:01:aa:bb:cc"),
+                user("/home/a,sock=/x/switch", hostile_mac, "52:54:01:00:00:01,romfile=/y"),
+            ),
+        ];
+        for (plain, hostile) in cases {
+            let mut plain_launch = launch();
+            plain_launch.nic = plain;
+            let mut hostile_launch = launch();
+            hostile_launch.nic = hostile;
+            hostile_launch.rootfs = "/img,x=y/rootfs.erofs".into();
+            let plain_argv = qemu_argv(&plain_vm, &plain_launch, Accel::Tcg, tcg);
+            let argv = qemu_argv(&vm, &hostile_launch, Accel::Tcg, tcg);
+            assert_eq!(plain_argv.len(), argv.len());
+            for flag in ["-drive", "-device", "-netdev", "-name"] {
+                // The same options as with plain values: a value never starts one of its own.
+                assert_eq!(option_keys(&argv, flag), option_keys(&plain_argv, flag), "{flag}: {argv:?}");
+            }
+            let nic = after(&argv, "-device").into_iter().find(|d| d.contains("netdev=net0")).unwrap();
+            assert_eq!(qemu_opts(nic), ["virtio-net-pci", "netdev=net0", &format!("mac={hostile_mac}")]);
+            // The path is QEMU's file= whole.
+            assert_eq!(
+                qemu_opts(after(&argv, "-drive")[1])[0],
+                "file=/state,readonly=off/machines/h1/config.img"
+            );
+        }
+        let argv = qemu_argv(&vm, &launch(), Accel::Tcg, tcg);
+        assert_eq!(
+            after(&argv, "-drive")[2],
+            "file=/state,,readonly=off/machines/h1/data.qcow2,if=none,id=data,format=qcow2,discard=unmap"
+        );
+        // What identifies the machine's QEMU is what the command line holds.
+        let marker = crate::identity::data_disk_marker(&vm.dir.join(DATA_DISK_FILE));
+        assert!(after(&argv, "-drive")[2].starts_with(&marker), "{marker}");
+        assert_eq!(opt_value("a,b,,c"), "a,,b,,,,c");
+        assert_eq!(opt_value("plain"), "plain");
     }
 
     #[test]

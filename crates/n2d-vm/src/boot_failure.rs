@@ -42,6 +42,52 @@ pub fn classify_boot_failure(console: &str) -> BootFailure {
     BootFailure::Unknown
 }
 
+/// What the host keeps of a booting guest's console while it waits: whether the ready marker
+/// ([`n2d_proto::READY_MARKER`]) came, and the last bytes, to tell why a boot failed. The guest
+/// writes what it likes (any bytes, any amount, a marker split across reads), so this keeps a
+/// bounded tail of raw bytes and decodes it only to classify.
+#[derive(Debug, Default)]
+pub struct ConsoleWatch {
+    tail: Vec<u8>,
+    ready: bool,
+}
+
+/// The tail kept: far longer than the marker and the lines [`classify_boot_failure`] looks for.
+const KEEP: usize = 32 * 1024;
+
+impl ConsoleWatch {
+    /// Takes the next bytes of the console; returns whether the marker has been seen.
+    pub fn feed(&mut self, bytes: &[u8]) -> bool {
+        let marker = n2d_proto::READY_MARKER.as_bytes();
+        for chunk in bytes.chunks(KEEP) {
+            // Enough of the old tail to find a marker that began in it.
+            let from = self.tail.len().saturating_sub(marker.len() - 1);
+            self.tail.extend_from_slice(chunk);
+            self.ready |= self.tail[from..].windows(marker.len()).any(|w| w == marker);
+            if self.tail.len() > 2 * KEEP {
+                self.tail.drain(..self.tail.len() - KEEP);
+            }
+        }
+        self.ready
+    }
+
+    pub fn ready(&self) -> bool {
+        self.ready
+    }
+
+    /// The longest the kept tail gets.
+    pub const MAX_TAIL: usize = 2 * KEEP;
+
+    pub fn tail_len(&self) -> usize {
+        self.tail.len()
+    }
+
+    /// Why the boot failed, from the tail (bytes that are not UTF-8 read as U+FFFD).
+    pub fn failure(&self) -> BootFailure {
+        classify_boot_failure(&String::from_utf8_lossy(&self.tail))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +113,20 @@ mod tests {
             "[    1.5] int3: 0000 [#1] PREEMPT SMP NOPTI\n[    1.5] RIP: 0010:sched_clock_cpu+0x10/0x1a0\n\
                        [    1.6] Kernel panic - not syncing: Fatal exception in interrupt\n";
         assert_eq!(classify_boot_failure(console), BootFailure::EmulationRace);
+    }
+
+    #[test]
+    fn the_console_watch_finds_a_split_marker_and_keeps_a_bounded_tail() {
+        let mut watch = ConsoleWatch::default();
+        // Multi-byte characters across the trim point (the old code sliced the text there).
+        for _ in 0..50_000 {
+            assert!(!watch.feed("é€".as_bytes()));
+        }
+        assert!(watch.tail_len() <= ConsoleWatch::MAX_TAIL);
+        let marker = n2d_proto::READY_MARKER.as_bytes();
+        assert!(!watch.feed(&marker[..5]));
+        assert!(watch.feed(&marker[5..]));
+        assert_eq!(watch.failure(), BootFailure::Unknown);
     }
 
     #[test]

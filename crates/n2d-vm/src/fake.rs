@@ -6,6 +6,7 @@ use crate::{
     Accel, BootFailure, Hypervisor, PortForward, StartReport, StopOutcome, VmError, VmHandle, VmLaunch,
     VmState,
 };
+use n2d_proto::ControlRequest;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -32,7 +33,13 @@ struct State {
     fail_forward: BTreeSet<u16>,
     /// name -> the launch of its last start.
     launches: BTreeMap<String, VmLaunch>,
+    /// Machines whose control port cannot be reached.
+    fail_control: BTreeSet<String>,
+    /// What a guest does with a control request (a test's stand-in for n2d-init).
+    on_control: Option<ControlHook>,
 }
+
+type ControlHook = std::sync::Arc<dyn Fn(&VmHandle, ControlRequest) + Send + Sync>;
 
 /// See the module documentation. Machines are known by name.
 #[derive(Default)]
@@ -62,6 +69,16 @@ impl FakeHypervisor {
     /// Forwards of host port `port` fail, as when something else listens there.
     pub fn fail_forward(&self, port: u16) {
         self.lock().fail_forward.insert(port);
+    }
+
+    /// The control port of `name` cannot be reached.
+    pub fn fail_control(&self, name: &str) {
+        self.lock().fail_control.insert(name.into());
+    }
+
+    /// Runs `f` for every control request a running machine gets (what its guest does).
+    pub fn on_control(&self, f: impl Fn(&VmHandle, ControlRequest) + Send + Sync + 'static) {
+        self.lock().on_control = Some(std::sync::Arc::new(f));
     }
 
     /// How `name` was last started.
@@ -97,23 +114,10 @@ impl FakeHypervisor {
     }
 }
 
-impl Hypervisor for FakeHypervisor {
-    fn start(&self, vm: &VmHandle, launch: &VmLaunch) -> Result<StartReport, VmError> {
+impl FakeHypervisor {
+    /// The next boot fault of `vm`, if any, as `wait_ready` meets it.
+    fn wait(&self, vm: &VmHandle, timeout: Duration) -> Result<(), VmError> {
         let mut s = self.lock();
-        s.events.push(format!("start {}", vm.name));
-        s.launches.insert(vm.name.clone(), launch.clone());
-        if s.fail_start.contains(&vm.name) {
-            return Err(VmError::Start { name: vm.name.clone(), stderr: "injected start failure".into() });
-        }
-        if !s.running.insert(vm.name.clone()) {
-            return Err(VmError::AlreadyRunning { name: vm.name.clone() });
-        }
-        Ok(StartReport { pid: 4242, accel: Accel::Tcg, why_not_kvm: None })
-    }
-
-    fn wait_ready(&self, vm: &VmHandle, _since: u64, timeout: Duration) -> Result<(), VmError> {
-        let mut s = self.lock();
-        s.events.push(format!("wait_ready {}", vm.name));
         let fault = s.boot_faults.get_mut(&vm.name).filter(|f| !f.is_empty()).map(|f| f.remove(0));
         let console_tail = "  | (fake console)".to_string();
         match fault {
@@ -132,6 +136,31 @@ impl Hypervisor for FakeHypervisor {
                 Err(VmError::ExitedDuringBoot { name: vm.name.clone(), console_tail, failure })
             }
         }
+    }
+}
+
+impl Hypervisor for FakeHypervisor {
+    fn start(&self, vm: &VmHandle, launch: &VmLaunch) -> Result<StartReport, VmError> {
+        let mut s = self.lock();
+        s.events.push(format!("start {}", vm.name));
+        s.launches.insert(vm.name.clone(), launch.clone());
+        if s.fail_start.contains(&vm.name) {
+            return Err(VmError::Start { name: vm.name.clone(), stderr: "injected start failure".into() });
+        }
+        if !s.running.insert(vm.name.clone()) {
+            return Err(VmError::AlreadyRunning { name: vm.name.clone() });
+        }
+        Ok(StartReport { pid: 4242, accel: Accel::Tcg, why_not_kvm: None })
+    }
+
+    fn wait_ready_after(&self, vm: &VmHandle, _offset: u64, timeout: Duration) -> Result<(), VmError> {
+        self.lock().events.push(format!("wait_ready_after {}", vm.name));
+        self.wait(vm, timeout)
+    }
+
+    fn wait_ready(&self, vm: &VmHandle, _since: u64, timeout: Duration) -> Result<(), VmError> {
+        self.lock().events.push(format!("wait_ready {}", vm.name));
+        self.wait(vm, timeout)
     }
 
     fn state(&self, vm: &VmHandle) -> VmState {
@@ -177,6 +206,25 @@ impl Hypervisor for FakeHypervisor {
         s.events.push(format!("unforward {} {host_port}", vm.name));
         if !s.running.contains(&vm.name) {
             return Err(VmError::NotRunning { name: vm.name.clone() });
+        }
+        Ok(())
+    }
+
+    fn control(&self, vm: &VmHandle, request: ControlRequest) -> Result<(), VmError> {
+        let hook = {
+            let mut s = self.lock();
+            s.events.push(format!("control {} {}", vm.name, request.as_line().trim()));
+            if !s.running.contains(&vm.name) {
+                return Err(VmError::NotRunning { name: vm.name.clone() });
+            }
+            if s.fail_control.contains(&vm.name) {
+                let source = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+                return Err(VmError::Socket { name: vm.name.clone(), what: "control", source });
+            }
+            s.on_control.clone()
+        };
+        if let Some(hook) = hook {
+            hook(vm, request);
         }
         Ok(())
     }

@@ -85,9 +85,10 @@ impl QemuExe {
     }
 }
 
-/// The `file=` marker of a machine's data disk on QEMU's command line.
+/// The `file=` marker of a machine's data disk on QEMU's command line (its commas doubled, as
+/// `argv` writes them).
 pub fn data_disk_marker(data_disk: &Path) -> String {
-    format!("file={},", data_disk.display())
+    format!("file={},", crate::argv::opt_value(&data_disk.display().to_string()))
 }
 
 /// Whether the process described by `facts` is the QEMU of the machine whose data disk is

@@ -8,6 +8,7 @@
 //! * [`qemu`]: lifecycle: start (daemonized), wait for the guest's ready marker, stop
 //!   (graceful over the control channel, then QMP quit, then SIGKILL), state.
 //! * [`console`]: attach the user's terminal to the guest's shell.
+//! * [`serial_log`]: the serial console's log: rotated at each start, tailed, sanitized.
 //! * [`version`]: the installed QEMU's version.
 
 pub mod accel;
@@ -19,6 +20,7 @@ pub mod fake;
 pub mod identity;
 pub mod qemu;
 pub mod qmp;
+pub mod serial_log;
 pub mod version;
 
 pub use accel::{detect_accel, Accel, AccelChoice, KvmDevice, NoKvm};
@@ -136,7 +138,12 @@ pub enum VmError {
 /// What n2d needs from a hypervisor.
 pub trait Hypervisor: Send + Sync {
     fn start(&self, vm: &VmHandle, launch: &VmLaunch) -> Result<StartReport, VmError>;
+    /// Waits for the ready marker on the console. `since`: the log's length before the start;
+    /// [`Qemu`] starts each boot on a fresh log (the previous one rotated) and reads it all.
     fn wait_ready(&self, vm: &VmHandle, since: u64, timeout: Duration) -> Result<(), VmError>;
+    /// Waits for a running machine's ready marker after byte `offset` of its console log (its
+    /// engine restarted, e.g. after a `reload-tls` control request).
+    fn wait_ready_after(&self, vm: &VmHandle, offset: u64, timeout: Duration) -> Result<(), VmError>;
     fn state(&self, vm: &VmHandle) -> VmState;
     fn stop(&self, vm: &VmHandle, timeout: Duration) -> Result<StopOutcome, VmError>;
     /// Ends the VM at once (no guest shutdown).
@@ -147,4 +154,7 @@ pub trait Hypervisor: Send + Sync {
     fn add_forward(&self, vm: &VmHandle, forward: PortForward) -> Result<(), VmError>;
     /// Takes the forward of a host port away from a running user-mode machine.
     fn remove_forward(&self, vm: &VmHandle, host_port: u16) -> Result<(), VmError>;
+    /// Hands a request to the running guest's init over its control port, without waiting for
+    /// it to act (it says on the console when it has).
+    fn control(&self, vm: &VmHandle, request: n2d_proto::ControlRequest) -> Result<(), VmError>;
 }

@@ -9,7 +9,9 @@ use crate::argv::{
 use crate::identity::{is_machine_qemu, ProcFacts, QemuExe};
 use crate::version::{detect_qemu_version, QemuVersion};
 use crate::{Hypervisor, PortForward, VmError, VmHandle, VmLaunch, VmState};
-use n2d_proto::{ControlRequest, READY_MARKER};
+use n2d_proto::ControlRequest;
+#[cfg(test)]
+use n2d_proto::READY_MARKER;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -110,6 +112,12 @@ impl Qemu {
         } else {
             Tcg { thread: TcgThread::Single, tb_size_mib: TCG_TB_SIZE_MIB }
         };
+        // Each start begins a fresh log (the previous boot's kept as serial.log.1): what the
+        // guest can write to the host's disk through its console is one boot's output.
+        crate::serial_log::rotate(&vm.dir).map_err(|e| VmError::Start {
+            name: vm.name.clone(),
+            stderr: format!("moving {SERIAL_LOG} aside: {e}"),
+        })?;
         // With -daemonize the parent exits once the VM is set up: its status and stderr tell
         // whether QEMU accepted the configuration.
         let output = Command::new(&self.binary)
@@ -170,6 +178,53 @@ impl Qemu {
     }
 }
 
+impl Qemu {
+    /// Waits for the ready marker in the console log after byte `offset` (what a boot failure
+    /// looks like is recognised on the way).
+    fn wait_marker(&self, vm: &VmHandle, mut offset: u64, timeout: Duration) -> Result<(), VmError> {
+        let log = vm.dir.join(SERIAL_LOG);
+        let deadline = Instant::now() + timeout;
+        let mut watch = crate::boot_failure::ConsoleWatch::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // Reading the log file is cheap; the guest signals readiness on its console, so
+            // nothing here competes with the emulated CPUs for host time. Read in pieces, at
+            // most 16 MiB a round: the guest decides how much there is.
+            if let Ok(mut f) = std::fs::File::open(&log) {
+                if f.seek(SeekFrom::Start(offset)).is_ok() {
+                    for _ in 0..256 {
+                        let Ok(n @ 1..) = f.read(&mut buf) else { break };
+                        offset += n as u64;
+                        watch.feed(&buf[..n]);
+                    }
+                }
+            }
+            if watch.ready() {
+                return Ok(());
+            }
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(VmError::Interrupted { name: vm.name.clone() });
+            }
+            if self.pid(vm).is_none() {
+                return Err(VmError::ExitedDuringBoot {
+                    name: vm.name.clone(),
+                    console_tail: console_tail(&vm.dir, 15),
+                    failure: watch.failure(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(VmError::ReadyTimeout {
+                    name: vm.name.clone(),
+                    timeout,
+                    console_tail: console_tail(&vm.dir, 15),
+                });
+            }
+            // A stat and a read of a small file: cheap enough to notice readiness within 0.1 s.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 impl Hypervisor for Qemu {
     fn start(&self, vm: &VmHandle, launch: &VmLaunch) -> Result<StartReport, VmError> {
         let choice = detect_accel();
@@ -196,50 +251,13 @@ impl Hypervisor for Qemu {
         Ok(StartReport { pid, accel: Accel::Tcg, why_not_kvm: choice.why_not_kvm })
     }
 
-    fn wait_ready(&self, vm: &VmHandle, since: u64, timeout: Duration) -> Result<(), VmError> {
-        let log = vm.dir.join(SERIAL_LOG);
-        let deadline = Instant::now() + timeout;
-        let mut seen = String::new();
-        let mut offset = since;
-        loop {
-            // Reading the log file is cheap; the guest signals readiness on its console, so
-            // nothing here competes with the emulated CPUs for host time.
-            if let Ok(mut f) = std::fs::File::open(&log) {
-                if f.seek(SeekFrom::Start(offset)).is_ok() {
-                    let mut chunk = Vec::new();
-                    if let Ok(n) = f.read_to_end(&mut chunk) {
-                        offset += n as u64;
-                        seen.push_str(&String::from_utf8_lossy(&chunk));
-                    }
-                }
-            }
-            if seen.contains(READY_MARKER) {
-                return Ok(());
-            }
-            // Keep only a tail: the marker cannot be longer than it.
-            if seen.len() > 64 * 1024 {
-                seen = seen[seen.len() - 32 * 1024..].to_string();
-            }
-            if self.cancel.load(Ordering::Relaxed) {
-                return Err(VmError::Interrupted { name: vm.name.clone() });
-            }
-            if self.pid(vm).is_none() {
-                return Err(VmError::ExitedDuringBoot {
-                    name: vm.name.clone(),
-                    console_tail: console_tail(&vm.dir, 15),
-                    failure: crate::classify_boot_failure(&seen),
-                });
-            }
-            if Instant::now() >= deadline {
-                return Err(VmError::ReadyTimeout {
-                    name: vm.name.clone(),
-                    timeout,
-                    console_tail: console_tail(&vm.dir, 15),
-                });
-            }
-            // A stat and a read of a small file: cheap enough to notice readiness within 0.1 s.
-            std::thread::sleep(Duration::from_millis(100));
-        }
+    fn wait_ready(&self, vm: &VmHandle, _since: u64, timeout: Duration) -> Result<(), VmError> {
+        // `launch` rotated the log: all of it is this boot's, whatever length it had before.
+        self.wait_marker(vm, 0, timeout)
+    }
+
+    fn wait_ready_after(&self, vm: &VmHandle, offset: u64, timeout: Duration) -> Result<(), VmError> {
+        self.wait_marker(vm, offset, timeout)
     }
 
     fn state(&self, vm: &VmHandle) -> VmState {
@@ -301,6 +319,30 @@ impl Hypervisor for Qemu {
         }
     }
 
+    fn control(&self, vm: &VmHandle, request: ControlRequest) -> Result<(), VmError> {
+        if self.pid(vm).is_none() {
+            return Err(VmError::NotRunning { name: vm.name.clone() });
+        }
+        let socket_err = |source| VmError::Socket { name: vm.name.clone(), what: "control", source };
+        let mut s = UnixStream::connect(vm.dir.join(CONTROL_SOCKET)).map_err(socket_err)?;
+        s.write_all(request.as_line().as_bytes()).map_err(socket_err)?;
+        // QEMU reads the socket only while the guest has the port open (n2d-init reopens it
+        // every second), and drops what is left unread when we hang up: keep the connection
+        // until QEMU has taken the line (nothing left in our send queue).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while unsent_bytes(&s).map_err(socket_err)? > 0 {
+            if Instant::now() >= deadline {
+                let source = std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the guest did not read its control port",
+                );
+                return Err(socket_err(source));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
     fn remove_forward(&self, vm: &VmHandle, host_port: u16) -> Result<(), VmError> {
         let out = self.monitor(vm, &format!("hostfwd_remove {UPLINK_NETDEV} tcp:127.0.0.1:{host_port}"))?;
         // QEMU says "host forwarding rule for ... removed" when it was there.
@@ -314,6 +356,18 @@ impl Hypervisor for Qemu {
 
 fn read_pid(dir: &Path) -> Option<i32> {
     std::fs::read_to_string(dir.join(PID_FILE)).ok()?.trim().parse().ok()
+}
+
+/// What a Unix stream socket holds that its peer has not read yet (SIOCOUTQ: the memory of the
+/// queued messages, zero once all are read).
+fn unsent_bytes(s: &UnixStream) -> std::io::Result<i32> {
+    use std::os::fd::AsRawFd;
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int.
+    if unsafe { nix::libc::ioctl(s.as_raw_fd(), nix::libc::TIOCOUTQ, &mut n) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n)
 }
 
 /// The size of the serial log now: pass it to `wait_ready` to only look at output after it.
@@ -393,6 +447,50 @@ mod tests {
         q.cancel.store(true, Ordering::Relaxed);
         let err = q.wait_ready(&vm(dir.path()), 0, Duration::from_secs(60)).unwrap_err();
         assert!(matches!(err, VmError::Interrupted { .. }), "{err}");
+    }
+
+    #[test]
+    fn each_launch_rotates_the_serial_log_and_the_wait_reads_the_fresh_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(SERIAL_LOG);
+        std::fs::write(&log, "the previous boot\n").unwrap();
+        // A "QEMU" that fails at once: the log was moved aside before it ran.
+        let q = Qemu { binary: "/bin/false".into(), ..Qemu::default() };
+        let err = q.launch(&vm(dir.path()), &launch(), Accel::Kvm).unwrap_err();
+        assert!(matches!(err, VmError::Start { .. }), "{err}");
+        assert!(!log.exists());
+        let previous = dir.path().join(crate::serial_log::PREVIOUS_SERIAL_LOG);
+        assert_eq!(std::fs::read_to_string(&previous).unwrap(), "the previous boot\n");
+        // The new boot's log is read from its start, whatever length the old one had.
+        std::fs::write(&log, format!("booting\n{READY_MARKER}\n")).unwrap();
+        Qemu::default().wait_ready(&vm(dir.path()), 1 << 20, Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn a_wait_after_an_offset_ignores_the_ready_marker_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join(SERIAL_LOG);
+        let boot = format!("booting\n{READY_MARKER}\n");
+        std::fs::write(&log, &boot).unwrap();
+        let q = Qemu::default();
+        // The boot's marker does not count for an engine restarted after it (`reload-tls`):
+        // nothing after the offset, and no QEMU here, so the wait ends without it.
+        let err = q.wait_ready_after(&vm(dir.path()), boot.len() as u64, Duration::from_secs(5)).unwrap_err();
+        assert!(matches!(err, VmError::ExitedDuringBoot { .. }), "{err}");
+        std::fs::write(&log, format!("{boot}n2d-init: tls reload\n{READY_MARKER}\n")).unwrap();
+        q.wait_ready_after(&vm(dir.path()), boot.len() as u64, Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn unsent_bytes_are_what_the_peer_has_not_read() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        assert_eq!(unsent_bytes(&a).unwrap(), 0);
+        a.write_all(b"reload-tls\n").unwrap();
+        // The socket's memory for it, not the bytes themselves: nonzero until read.
+        assert!(unsent_bytes(&a).unwrap() > 0);
+        let mut buf = [0u8; 11];
+        (&b).read_exact(&mut buf).unwrap();
+        assert_eq!(unsent_bytes(&a).unwrap(), 0);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use crate::VmError;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -16,7 +16,16 @@ pub fn execute(socket: &Path, name: &str, command: &str) -> Result<Value, VmErro
 /// is empty when the command succeeded (HMP reports failures as text, not as QMP errors).
 pub fn human(socket: &Path, name: &str, command_line: &str) -> Result<String, VmError> {
     let ret = execute_with(socket, name, "human-monitor-command", json!({ "command-line": command_line }))?;
-    Ok(ret.as_str().unwrap_or_default().trim().to_string())
+    human_text("human-monitor-command", &ret)
+}
+
+/// The text of a `human-monitor-command` reply (public for the property tests).
+#[doc(hidden)]
+pub fn human_text(command: &str, ret: &Value) -> Result<String, VmError> {
+    match ret.as_str() {
+        Some(text) => Ok(clean(text).trim().to_string()),
+        None => Err(protocol(command, "its reply is not text")),
+    }
 }
 
 /// [`execute`] with `arguments` (`Value::Null`: none).
@@ -25,15 +34,27 @@ pub fn execute_with(socket: &Path, name: &str, command: &str, arguments: Value) 
     let stream = UnixStream::connect(socket).map_err(sock_err)?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(sock_err)?;
     let mut writer = stream.try_clone().map_err(sock_err)?;
-    let mut reader = BufReader::new(stream);
-    read_reply(&mut reader, name, "greeting", true)?;
+    converse(&mut BufReader::new(stream), &mut writer, name, command, &arguments)
+}
+
+/// [`execute_with`]'s exchange over any reader and writer (public for the property tests).
+#[doc(hidden)]
+pub fn converse(
+    reader: &mut impl BufRead,
+    writer: &mut impl Write,
+    name: &str,
+    command: &str,
+    arguments: &Value,
+) -> Result<Value, VmError> {
+    let sock_err = |source| VmError::Socket { name: name.to_string(), what: "QMP", source };
+    read_reply(reader, name, "greeting", true)?;
     for cmd in ["qmp_capabilities", command] {
         let mut message = json!({ "execute": cmd });
         if cmd == command && !arguments.is_null() {
             message["arguments"] = arguments.clone();
         }
         writeln!(writer, "{message}").map_err(sock_err)?;
-        let reply = read_reply(&mut reader, name, cmd, false)?;
+        let reply = read_reply(reader, name, cmd, false)?;
         if cmd == command {
             return Ok(reply);
         }
@@ -41,38 +62,69 @@ pub fn execute_with(socket: &Path, name: &str, command: &str, arguments: Value) 
     unreachable!("the loop returns on the last command")
 }
 
-/// Reads lines until a reply (skipping asynchronous events).
-fn read_reply(
+/// The longest line read: the replies n2d asks for are small, and a longer one is an error
+/// rather than memory spent.
+pub const MAX_LINE: u64 = 1024 * 1024;
+/// Asynchronous events skipped while waiting for one reply, before giving up.
+pub const MAX_EVENTS: usize = 1000;
+/// The most of an error or monitor text kept (it is shown to the user).
+const MAX_TEXT: usize = 2000;
+
+fn protocol(command: &str, message: &str) -> VmError {
+    VmError::Qmp { command: command.to_string(), message: message.to_string() }
+}
+
+/// Text from QEMU as it may reach a terminal: no control characters but newlines and tabs,
+/// and at most [`MAX_TEXT`] characters.
+fn clean(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control() || matches!(c, '\n' | '\t')).take(MAX_TEXT).collect()
+}
+
+/// Reads lines until a reply (the greeting when `greeting`), skipping asynchronous events.
+/// Whatever else arrives is an error: a line that is not a JSON object or is over
+/// [`MAX_LINE`], more than [`MAX_EVENTS`] events, or the end of the stream (but after `quit`).
+#[doc(hidden)]
+pub fn read_reply(
     reader: &mut impl BufRead,
     name: &str,
     command: &str,
     greeting: bool,
 ) -> Result<Value, VmError> {
-    loop {
-        let mut line = String::new();
-        let n = reader.read_line(&mut line).map_err(|source| VmError::Socket {
-            name: name.to_string(),
-            what: "QMP",
-            source,
-        })?;
+    for _ in 0..=MAX_EVENTS {
+        let mut line = Vec::new();
+        let n = reader
+            .by_ref()
+            .take(MAX_LINE)
+            .read_until(b'\n', &mut line)
+            .map_err(|source| VmError::Socket { name: name.to_string(), what: "QMP", source })?;
         if n == 0 {
             // QEMU closes the socket when `quit` takes effect.
-            return Ok(Value::Null);
+            if command == "quit" {
+                return Ok(Value::Null);
+            }
+            return Err(protocol(command, "QEMU closed the connection before replying"));
         }
-        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        if greeting && v.get("QMP").is_some() {
+        if n as u64 == MAX_LINE && !line.ends_with(b"\n") {
+            return Err(protocol(command, "QEMU sent a line longer than 1 MiB"));
+        }
+        let v: Value = serde_json::from_slice(&line)
+            .map_err(|_| protocol(command, "QEMU sent a line that is not JSON"))?;
+        let Some(object) = v.as_object() else {
+            return Err(protocol(command, "QEMU sent JSON that is not an object"));
+        };
+        if greeting && object.contains_key("QMP") {
             return Ok(v);
         }
-        if let Some(ret) = v.get("return") {
+        if let (false, Some(ret)) = (greeting, object.get("return")) {
             return Ok(ret.clone());
         }
-        if let Some(err) = v.get("error") {
-            return Err(VmError::Qmp {
-                command: command.to_string(),
-                message: err.get("desc").and_then(Value::as_str).unwrap_or("unknown error").to_string(),
-            });
+        if let Some(err) = object.get("error") {
+            let desc = err.get("desc").and_then(Value::as_str).unwrap_or("unknown error");
+            return Err(protocol(command, &clean(desc)));
         }
+        // An event (or anything else QEMU may add): not the reply.
     }
+    Err(protocol(command, "no reply among the events QEMU sent"))
 }
 
 #[cfg(test)]

@@ -54,12 +54,18 @@ pub enum Command {
         #[arg(short, long)]
         force: bool,
     },
-    /// Show a machine's serial console log
+    /// Show a machine's serial console log (terminal control sequences stripped)
     Logs {
         name: MachineName,
         /// Keep printing new output
         #[arg(short, long)]
         follow: bool,
+        /// Start with the last N lines
+        #[arg(short = 'n', long, value_name = "N")]
+        tail: Option<u64>,
+        /// Show the log as the guest wrote it, escape sequences included
+        #[arg(long)]
+        raw: bool,
     },
     /// Open a root shell in the guest (Ctrl-] detaches)
     Console { name: MachineName },
@@ -79,11 +85,41 @@ pub enum Command {
         /// Where to write them, e.g. /usr/local/share/man/man1
         dir: PathBuf,
     },
+    /// Certificates: list them with their expiry, re-issue them
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Check that this host has what `create` needs: one line per check, with the fix
     Doctor(DoctorArgs),
     /// Record a machine booted elsewhere from `n2d image export --for NAME` (its Docker
     /// endpoint is checked first), so that `env`, docker contexts and `swarm add-host` work
     Adopt(AdoptArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// List the home's CA, client certificate and each machine's server certificate with
+    /// when they expire (those within 30 days are marked)
+    Ls,
+    /// Re-issue machines' server certificates (same names) and push them to running machines
+    /// without a reboot: each engine restarts (its containers stop, swarm tasks are started
+    /// again); a stopped machine gets its new certificate at its next start
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RotateArgs {
+    /// Machines whose server certificates to re-issue
+    pub names: Vec<MachineName>,
+    /// Every machine of this home
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
+    /// Re-issue your client certificate (`certs/cert.pem`, `key.pem`): nothing revokes the old
+    /// one, which stays valid until it expires (docker contexts keep a copy of it)
+    #[arg(long)]
+    pub client: bool,
+    /// Seconds to wait for each running machine's engine to come back
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -128,7 +164,7 @@ pub enum SwarmCommand {
 #[derive(Debug, Args)]
 pub struct SwarmCreateArgs {
     /// Cluster file (YAML) describing the swarm; replaces the flags below
-    #[arg(short = 'f', long = "file", conflicts_with_all = ["prefix", "managers", "workers", "cpus", "memory", "network", "ip_range", "labels", "publish"])]
+    #[arg(short = 'f', long = "file", conflicts_with_all = ["prefix", "managers", "workers", "cpus", "memory", "network", "ip_range", "labels", "publish", "expose"])]
     pub file: Option<PathBuf>,
     /// Name of the swarm and prefix of its node names
     #[arg(long)]
@@ -151,6 +187,10 @@ pub struct SwarmCreateArgs {
     /// networking; repeatable)
     #[arg(long, short = 'p')]
     pub publish: Vec<n2d_spec::ports::PortForward>,
+    /// Let other networks (the LAN, other bridges) open connections to the nodes' addresses:
+    /// by default n2d's firewall drops them (bridges n2d made; `expose: true` in a cluster file)
+    #[arg(long)]
+    pub expose: bool,
     /// The addresses the nodes take, FIRST-LAST or a CIDR block (needed on a bridge n2d did
     /// not create)
     #[arg(long)]
@@ -365,6 +405,11 @@ pub struct CreateArgs {
     /// Publish a port on the host's 127.0.0.1, [HOST:]GUEST (user-mode networking; repeatable)
     #[arg(long, short = 'p')]
     pub publish: Vec<n2d_spec::ports::PortForward>,
+    /// Let other networks (the LAN, other bridges) open connections to the machine's address:
+    /// by default n2d's firewall drops them, and only the host and machines on its bridge can
+    /// (bridges n2d made)
+    #[arg(long)]
+    pub expose: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -129,6 +129,8 @@ pub trait HostProbe {
     /// The user's name and subordinate id ranges (/etc/subuid, /etc/subgid): an ordinary user
     /// builds images in mmdebstrap's unshare mode on them.
     fn build_user(&self) -> BuildUser;
+    /// The filter table as `iptables -S` prints it, or why it cannot be read.
+    fn filter_rules(&self) -> Result<String, String>;
 }
 
 /// What `create` is about to use.
@@ -170,6 +172,7 @@ pub fn run_checks(probe: &dyn HostProbe, target: &Target) -> Vec<Check> {
         check_disk(probe),
         check_image(probe, target.image.as_deref()),
         check_docker(probe),
+        check_firewall(probe, &target.bridge),
     ]
 }
 
@@ -474,6 +477,118 @@ fn check_docker(probe: &dyn HostProbe) -> Check {
     }
 }
 
+/// What n2d's forward chain of one bridge does, read back from `iptables -S`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct N2dChain {
+    pub bridge: String,
+    /// FORWARD jumps to it.
+    pub jumped: bool,
+    /// It ends with n2d's DROP rules (made by this n2d, not flushed since).
+    pub complete: bool,
+    /// The interface its VMs' outbound traffic may leave by.
+    pub uplink: Option<String>,
+    /// Addresses that accept new connections from other networks (`--expose`).
+    pub exposed: Vec<String>,
+}
+
+/// The FORWARD policy and n2d's forward chains, from `iptables -S` of the filter table.
+pub fn parse_forward_rules(rules: &str) -> (Option<String>, Vec<N2dChain>) {
+    let mut policy = None;
+    let mut chains: Vec<N2dChain> = Vec::new();
+    let mut jumps = Vec::new();
+    for line in rules.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["-P", "FORWARD", p] => policy = Some(p.to_string()),
+            ["-N", chain] => {
+                if let Some(bridge) = chain.strip_prefix("N2D-FWD-") {
+                    chains.push(N2dChain { bridge: bridge.into(), ..Default::default() });
+                }
+            }
+            ["-A", "FORWARD", "-j", chain] => jumps.push(chain.to_string()),
+            ["-A", chain, rule @ ..] => {
+                let Some(c) =
+                    chain.strip_prefix("N2D-FWD-").and_then(|b| chains.iter_mut().find(|c| c.bridge == b))
+                else {
+                    continue;
+                };
+                let b = c.bridge.clone();
+                // Anything after the final DROP means the chain was changed by hand.
+                c.complete = matches!(rule, ["-i", i, "-j", "DROP"] if *i == b);
+                match rule {
+                    ["-d", ip, "-o", o, "-j", "ACCEPT"] if *o == b => {
+                        c.exposed.push(ip.strip_suffix("/32").unwrap_or(ip).to_string())
+                    }
+                    ["-s", _, "-i", i, "-o", up, "-j", "ACCEPT"] if *i == b && *up != b => {
+                        c.uplink = Some(up.to_string())
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    for c in &mut chains {
+        c.jumped = jumps.iter().any(|j| *j == format!("N2D-FWD-{}", c.bridge));
+    }
+    (policy, chains)
+}
+
+/// The FORWARD policy and what n2d adds to it: its chains, whether they are whole, and which
+/// machines accept connections from other networks.
+fn check_firewall(probe: &dyn HostProbe, bridge: &str) -> Check {
+    let rules = match probe.filter_rules() {
+        Ok(rules) => rules,
+        Err(why) => {
+            return Check::warn(
+                "firewall",
+                format!("cannot read the firewall rules ({why}): n2d cannot keep other networks from its VMs without iptables"),
+                "apt-get install iptables, and run n2d as root",
+            )
+        }
+    };
+    let (policy, chains) = parse_forward_rules(&rules);
+    let policy = policy.unwrap_or_else(|| "unknown".into());
+    let broken: Vec<&N2dChain> = chains.iter().filter(|c| !c.jumped || !c.complete).collect();
+    if !broken.is_empty() {
+        let names: Vec<String> = broken.iter().map(|c| format!("N2D-FWD-{}", c.bridge)).collect();
+        let bridges: Vec<&str> = broken.iter().map(|c| c.bridge.as_str()).collect();
+        return Check::warn(
+            "firewall",
+            format!(
+                "FORWARD policy {policy}; n2d's chain {} is incomplete or not jumped to (changed by hand, a firewall reload, or made by an older n2d): new connections from other networks may reach the VMs on {}",
+                names.join(", "),
+                bridges.join(", ")
+            ),
+            format!("start or create a machine on {} (n2d fills its chain again)", bridges.join(", ")),
+        );
+    }
+    let mut said: Vec<String> = chains
+        .iter()
+        .map(|c| {
+            let out =
+                c.uplink.as_ref().map_or("no uplink".to_string(), |up| format!("outbound through {up}"));
+            let exposed = if c.exposed.is_empty() {
+                String::new()
+            } else {
+                format!(", open to other networks (--expose): {}", c.exposed.join(" "))
+            };
+            format!(
+                "N2D-FWD-{} ({out}, replies, new connections from other networks dropped{exposed})",
+                c.bridge
+            )
+        })
+        .collect();
+    if !chains.iter().any(|c| c.bridge == bridge) {
+        said.push(if bridge == DEFAULT_BRIDGE {
+            format!("{bridge} gets N2D-FWD-{bridge} with its first machine, appended to FORWARD")
+        } else {
+            format!("none for {bridge}: n2d adds no rules to a bridge it did not create, so its machines are as reachable as that bridge's network")
+        });
+    }
+    Check::ok("firewall", format!("FORWARD policy {policy}; n2d's chains: {}", said.join("; ")))
+}
+
 /// Routes from /proc/net/route (main table): hex addresses in the kernel's byte order.
 pub fn parse_proc_net_route(text: &str) -> Vec<Route> {
     let addr = |hex: &str| u32::from_str_radix(hex, 16).ok().map(|v| Ipv4Addr::from(v.to_le_bytes()));
@@ -582,6 +697,11 @@ impl HostProbe for SystemProbe<'_> {
     fn build_user(&self) -> BuildUser {
         BuildUser::of_this_process()
     }
+    fn filter_rules(&self) -> Result<String, String> {
+        let cmd = Cmd::new("iptables", "iptables").args(["-w", "5", "-t", "filter", "-S"]);
+        let out = self.ctx.runner.run(&cmd).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
 }
 
 /// `create` cannot work here: the failing checks, one line each.
@@ -630,7 +750,11 @@ mod tests {
         images: Vec<String>,
         init: Result<String, String>,
         user: BuildUser,
+        filter: Result<String, String>,
     }
+
+    /// A fresh host's filter table (no Docker, no firewall).
+    const EMPTY_FILTER: &str = "-P INPUT ACCEPT\n-P FORWARD ACCEPT\n-P OUTPUT ACCEPT\n";
 
     impl Default for FakeHost {
         fn default() -> Self {
@@ -660,6 +784,7 @@ mod tests {
                     subuid: "ann:100000:65536\n".into(),
                     subgid: "ann:100000:65536\n".into(),
                 },
+                filter: Ok(EMPTY_FILTER.into()),
             }
         }
     }
@@ -721,6 +846,9 @@ mod tests {
         fn build_user(&self) -> BuildUser {
             self.user.clone()
         }
+        fn filter_rules(&self) -> Result<String, String> {
+            self.filter.clone()
+        }
     }
 
     fn checks(host: &FakeHost) -> Vec<Check> {
@@ -746,7 +874,10 @@ mod tests {
     fn all_ok_on_a_complete_host() {
         let all = checks(&FakeHost::default());
         let names: Vec<&str> = all.iter().map(|c| c.name).collect();
-        assert_eq!(names, ["qemu", "kvm", "privileges", "iptables", "bridge", "disk", "image", "docker"]);
+        assert_eq!(
+            names,
+            ["qemu", "kvm", "privileges", "iptables", "bridge", "disk", "image", "docker", "firewall"]
+        );
         for c in &all {
             assert_eq!(c.status, Status::Ok, "{c}");
             assert_eq!(c.fix, None);
@@ -1059,5 +1190,69 @@ mod tests {
         let msg = NotReady(failed).to_string();
         assert!(msg.contains("\n  FAIL qemu "), "{msg}");
         assert!(msg.contains("\n  FAIL disk "), "{msg}");
+    }
+
+    /// `iptables -S` of a host where n2d installed the chain of n2d0 (uplink eth0), exposing
+    /// `exposed`, with the FORWARD policy `policy`.
+    fn filter_with_n2d(policy: &str, exposed: &[Ipv4Addr]) -> String {
+        let (forward, _) = n2d_net::nat::rules("n2d0", "10.77.0.0/24", Some("eth0"), exposed);
+        let mut text = format!(
+            "-P INPUT ACCEPT\n-P FORWARD {policy}\n-P OUTPUT ACCEPT\n-N DOCKER-USER\n-N N2D-FWD-n2d0\n"
+        );
+        text.push_str("-A FORWARD -j DOCKER-USER\n-A FORWARD -j N2D-FWD-n2d0\n");
+        for rule in forward {
+            text.push_str(&format!("-A N2D-FWD-n2d0 {}\n", rule.join(" ")));
+        }
+        text
+    }
+
+    #[test]
+    fn firewall_reports_the_policy_and_n2ds_chains() {
+        let c = only(&FakeHost::default(), "firewall");
+        assert!(c.finding.contains("FORWARD policy ACCEPT"), "{c}");
+        assert!(c.finding.contains("n2d0 gets N2D-FWD-n2d0 with its first machine"), "{c}");
+
+        let host = FakeHost {
+            filter: Ok(filter_with_n2d("DROP", &[Ipv4Addr::new(10, 77, 0, 5)])),
+            ..Default::default()
+        };
+        let c = only(&host, "firewall");
+        assert!(c.finding.contains("FORWARD policy DROP"), "{c}");
+        assert!(c.finding.contains("N2D-FWD-n2d0 (outbound through eth0, replies, new connections from other networks dropped, open to other networks (--expose): 10.77.0.5)"), "{c}");
+
+        // A bridge n2d did not create gets no rules, and doctor says so.
+        let host = FakeHost { filter: Ok(filter_with_n2d("ACCEPT", &[])), ..Default::default() };
+        let mut host = host;
+        host.links.push(("br7", Some((Ipv4Addr::new(10, 78, 0, 1), 24))));
+        let c = run_checks(&host, &Target { bridge: "br7".into(), image: None }).pop().unwrap();
+        assert_eq!(c.status, Status::Ok, "{c}");
+        assert!(c.finding.contains("none for br7: n2d adds no rules to a bridge it did not create"), "{c}");
+    }
+
+    #[test]
+    fn an_incomplete_or_unjumped_n2d_chain_warns() {
+        let whole = filter_with_n2d("ACCEPT", &[]);
+        // Hostile or stale: the drops gone (an older n2d, a flush by hand), a rule after them,
+        // the FORWARD jump gone.
+        let no_drops: String =
+            whole.lines().filter(|l| !l.ends_with("-j DROP")).map(|l| format!("{l}\n")).collect();
+        let after = format!("{whole}-A N2D-FWD-n2d0 -j ACCEPT\n");
+        let unjumped = whole.replace("-A FORWARD -j N2D-FWD-n2d0\n", "");
+        for filter in [no_drops, after, unjumped] {
+            let host = FakeHost { filter: Ok(filter.clone()), ..Default::default() };
+            assert_finding(
+                &only(&host, "firewall"),
+                Status::Warn,
+                "N2D-FWD-n2d0 is incomplete",
+                "start or create a machine on n2d0",
+            );
+        }
+        let host = FakeHost { filter: Err("iptables: Permission denied".into()), ..Default::default() };
+        assert_finding(
+            &only(&host, "firewall"),
+            Status::Warn,
+            "Permission denied",
+            "apt-get install iptables",
+        );
     }
 }

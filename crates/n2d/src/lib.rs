@@ -1,6 +1,9 @@
 //! The `n2d` command line. `main` is one line; [`main_with_args`] runs the whole CLI
 //! in-process (tests call it too).
 
+// First: its macros (`outln!`, `out!`, `errln!`) are used by the modules below.
+#[macro_use]
+pub mod out;
 pub mod args;
 pub mod commands;
 pub mod context;
@@ -25,16 +28,22 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     let cli = match args::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
-            return e.exit_code();
+            // --help and --version go to stdout, which may be a closed pipe or a full disk.
+            return match e.print().and_then(|()| std::io::Write::flush(&mut std::io::stdout())) {
+                Err(io) if !e.use_stderr() => out::exit_status(&io),
+                _ => e.exit_code(),
+            };
         }
     };
-    match commands::run(cli.command) {
+    match commands::run(cli.command).and_then(|()| Ok(out::flush()?)) {
         Ok(()) => 0,
         Err(err) => {
-            eprintln!("error: {err}");
+            if let Some(io) = out::stdout_error(&err) {
+                return out::exit_status(io);
+            }
+            errln!("error: {err}");
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                errln!("  caused by: {cause}");
             }
             exit_code(&err)
         }
@@ -59,12 +68,11 @@ fn exit_code(err: &anyhow::Error) -> i32 {
             || orchestration(c, n2d_orchestrate::Error::is_usage)
             || c.is::<n2d_spec::machine::SpecError>()
             || c.is::<n2d_spec::swarm::SpecError>()
-            || matches!(c.downcast_ref(), Some(n2d_store::StoreError::NoSuchMachine(_)))
+            || c.downcast_ref::<n2d_store::StoreError>().is_some_and(n2d_store::StoreError::is_usage)
+            || c.downcast_ref::<n2d_store::safe_fs::InputFileError>()
+                .is_some_and(n2d_store::safe_fs::InputFileError::is_usage)
             || matches!(c.downcast_ref(), Some(n2d_image::BuildError::UnusableInit { .. }))
-            || matches!(
-                c.downcast_ref(),
-                Some(n2d_image::ImageError::NotFound(_) | n2d_image::ImageError::Ambiguous(_))
-            )
+            || c.downcast_ref::<n2d_image::ImageError>().is_some_and(n2d_image::ImageError::is_usage)
             || c.downcast_ref::<n2d_image::BuildError>().is_some_and(n2d_image::BuildError::is_usage)
             || c.downcast_ref::<n2d_net::NetError>().is_some_and(n2d_net::NetError::is_usage)
     });

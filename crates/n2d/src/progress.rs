@@ -13,7 +13,7 @@ fn bars() -> &'static MultiProgress {
 /// Prints a line above any active spinners.
 pub fn say(line: impl AsRef<str>) {
     if bars().is_hidden() {
-        eprintln!("{}", line.as_ref());
+        errln!("{}", line.as_ref());
     } else {
         let _ = bars().println(line.as_ref());
     }
@@ -32,7 +32,7 @@ impl Step {
         let label = label.into();
         let bar = bars().add(ProgressBar::new_spinner());
         if bar.is_hidden() {
-            eprintln!("{label}...");
+            errln!("{label}...");
         } else {
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"),
@@ -46,7 +46,7 @@ impl Step {
     pub fn set(&self, msg: impl Into<String>) {
         let msg = msg.into();
         if self.bar.is_hidden() {
-            eprintln!("  {}: {msg}", self.label);
+            errln!("  {}: {msg}", self.label);
         } else {
             self.bar.set_message(format!("{}: {msg}", self.label));
         }

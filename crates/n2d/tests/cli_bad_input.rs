@@ -171,6 +171,15 @@ fn bad_input_is_refused_with_the_right_status_and_nothing_is_created() {
         (&["image", "build", "--mirror", "ftp://deb.example/debian"], 2),
         (&["image", "build", "--mirror", "file:///nonexistent/mirror"], 2),
         (&["image", "build", "--include", "Not A Package"], 2),
+        // Devices are no build inputs (they were read without end), and a suite is a suite name.
+        (&["image", "build", "--deb", "/dev/zero"], 2),
+        (&["image", "build", "--docker-archive", "/dev/zero"], 2),
+        (&["image", "build", "--init", "/dev/zero"], 2),
+        (&["image", "build", "--suite=-x"], 2),
+        (&["image", "build", "--suite", "../../etc"], 2),
+        (&["image", "build", "--suite", "trixie main"], 2),
+        (&["image", "build", "--suite", "Trixie"], 2),
+        (&["image", "export", "", "--format", "raw"], 2),
     ];
     for (args, want) in cases {
         let got = run(home.path(), args);
@@ -316,7 +325,7 @@ fn ls_survives_non_ascii_image_ids_and_tightens_a_loose_home() {
         "spec": { "name": "h1", "cpus": 1, "memory": 2147483648u64, "disk": 21474836480u64,
                   "bridge": "n2d0", "image": image, "insecure_tcp": false, "labels": {} },
         "ip": "10.77.0.2", "prefix_len": 24, "gateway": "10.77.0.1",
-        "mac": "52:54:00:00:00:01", "tap": "n2dt0", "swarm": null
+        "mac": "52:54:00:00:00:01", "tap": "n2dt00000000", "swarm": null
     });
     std::fs::write(dir.join("machine.json"), record.to_string()).unwrap();
     for d in [&home, &home.join("machines")] {
@@ -404,7 +413,7 @@ fn image_rm_and_prune_keep_what_a_machine_boots() {
         "spec": { "name": "h1", "cpus": 1, "memory": 2147483648u64, "disk": 21474836480u64,
                   "bridge": "n2d0", "image": "aaaa1111", "insecure_tcp": false, "labels": {} },
         "ip": "10.77.0.2", "prefix_len": 24, "gateway": "10.77.0.1",
-        "mac": "52:54:00:00:00:01", "tap": "n2dt0", "swarm": null
+        "mac": "52:54:00:00:00:01", "tap": "n2dt00000000", "swarm": null
     });
     std::fs::write(dir.join("machine.json"), record.to_string()).unwrap();
 
@@ -419,8 +428,138 @@ fn image_rm_and_prune_keep_what_a_machine_boots() {
         .collect();
     left.sort();
     assert_eq!(left, ["aaaa1111"]);
+    // An empty ID would match the one image left: it names none.
+    assert_eq!(run(&home, &["image", "inspect", ""]), 2);
+    assert_eq!(run(&home, &["image", "rm", ""]), 2);
     assert_eq!(run(&home, &["image", "rm", "aaaa"]), 2);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(run(&home, &["image", "rm", "aaaa"]), 0);
     assert_eq!(std::fs::read_dir(home.join("images")).unwrap().count(), 0);
+}
+
+/// An image record n2d can read, with no files beside it.
+fn fake_image(home: &std::path::Path, id: &str) {
+    let dir = home.join("images").join(id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = serde_json::json!({
+        "id": id, "kernel_release": "6.12", "created_unix": 1, "kernel_bytes": 1,
+        "initrd_bytes": 1, "rootfs_bytes": 1, "rootfs_unpacked_bytes": 1,
+        "recipe": { "suite": "trixie", "mirror": "", "packages": [], "kernel_package": "k",
+                    "initrd_modules": [], "boot_modules": [], "late_modules": [],
+                    "module_dirs": [], "init_sha256": "x" }
+    });
+    std::fs::write(dir.join("image.json"), manifest.to_string()).unwrap();
+}
+
+#[test]
+fn export_refuses_output_directories_others_can_change_and_build_refuses_a_fifo() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    fake_image(&home, "aaaa1111");
+    let dir = |name: &str, mode: u32| {
+        let d = root.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).unwrap();
+        d
+    };
+    let mut refused = vec![dir("world", 0o777), dir("group", 0o770)];
+    if rustix::process::geteuid().is_root() {
+        // A /tmp-like directory of another user: they may rename what n2d puts there.
+        let sticky = dir("sticky", 0o1777);
+        rustix::fs::chown(&sticky, Some(rustix::process::Uid::from_raw(65534)), None).unwrap();
+        refused.push(sticky);
+    }
+    for out in &refused {
+        let out_s = out.to_str().unwrap();
+        let got =
+            run(&home, &["image", "export", "aaaa", "--format", "raw", "--for", "web1", "--output", out_s]);
+        assert_eq!(got, 2, "{out_s}");
+        assert_eq!(std::fs::read_dir(out).unwrap().count(), 0, "{out_s}: something was written");
+    }
+    // A private directory passes the check (the fake image then fails the export: exit 1).
+    let private = dir("private", 0o700);
+    let got =
+        run(&home, &["image", "export", "aaaa", "--format", "raw", "--output", private.to_str().unwrap()]);
+    assert_eq!(got, 1);
+    assert_eq!(std::fs::read_dir(&private).unwrap().count(), 0, "a failed export leaves nothing");
+
+    // A FIFO as --deb is refused at once instead of blocking the build forever.
+    let fifo = root.path().join("pkg.deb");
+    n2d_store::safe_fs::make_fifo(&fifo).unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(run(&home, &["image", "build", "--deb", fifo.to_str().unwrap()]), 2);
+    assert_eq!(run(&home, &["image", "build", "--docker-archive", fifo.to_str().unwrap()]), 2);
+    // So is a FIFO or a device as a cluster file or a swarm's image archive.
+    assert_eq!(run(&home, &["swarm", "create", "-f", fifo.to_str().unwrap()]), 2);
+    assert_eq!(run(&home, &["swarm", "create", "-f", "/dev/zero"]), 2);
+    assert_ne!(run(&home, &["swarm", "load", "n2d", fifo.to_str().unwrap()]), 0);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+}
+
+/// Runs the CLI with one more environment variable set for this run only.
+fn run_with_env(home: &std::path::Path, var: &str, value: &str, args: &[&str]) -> i32 {
+    let _turn = ENV.lock().unwrap_or_else(|p| p.into_inner());
+    // SAFETY: no other thread reads or writes the environment while `_turn` is held.
+    unsafe {
+        std::env::set_var("N2D_HOME", home);
+        std::env::set_var(var, value);
+    }
+    let argv: Vec<OsString> =
+        std::iter::once("n2d").chain(args.iter().copied()).map(OsString::from).collect();
+    let code = n2d::main_with_args(argv);
+    unsafe { std::env::remove_var(var) };
+    code
+}
+
+#[test]
+fn a_home_that_is_not_the_callers_is_refused_and_left_as_it_is() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    std::fs::create_dir_all(home.join("machines")).unwrap();
+    // Writable by every user: anyone could have planted state there. Refused, not "tightened".
+    for m in [0o777, 0o1777] {
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(m)).unwrap();
+        assert_eq!(run(&home, &["ls"]), 2, "{m:o}");
+        assert_eq!(std::fs::metadata(&home).unwrap().permissions().mode() & 0o7777, m);
+    }
+    // Another user's (only root can make one here): refused, never chmod'ed.
+    if rustix::process::geteuid().is_root() {
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+        assert_eq!(run(&home, &["ls"]), 2);
+        assert_eq!(run(&home, &["rm", "-f", "h1"]), 2);
+        assert_eq!(mode(&home), 0o755, "another user's home is not changed");
+        std::os::unix::fs::chown(&home, Some(0), Some(0)).unwrap();
+    }
+    // The caller's, only readable by others: tightened, as before.
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(run(&home, &["ls"]), 0);
+    assert_eq!(mode(&home), 0o700);
+}
+
+#[test]
+fn numeric_environment_values_out_of_range_are_usage_errors_not_panics() {
+    let home = tempfile::tempdir().unwrap();
+    // A journal a killed n2d left: the next state-changing command takes the lock to recover it.
+    std::fs::create_dir_all(home.path().join("intents")).unwrap();
+    std::fs::write(home.path().join("intents/create-x-1-0.json"), b"{").unwrap();
+    for bad in ["1e300", "-1", "NaN", "inf", "86401", "ten"] {
+        assert_eq!(run_with_env(home.path(), "N2D_LOCK_TIMEOUT", bad, &["rm", "-f", "h1"]), 2, "{bad}");
+    }
+    assert!(home.path().join("intents/create-x-1-0.json").exists());
+}
+
+#[test]
+fn env_refuses_a_home_whose_path_it_cannot_print_exactly() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    // Not UTF-8: lossy text would point DOCKER_CERT_PATH at another directory.
+    let home = dir.path().join(std::ffi::OsStr::from_bytes(b"home-\xff"));
+    std::fs::create_dir_all(home.join("hosts")).unwrap();
+    std::fs::write(home.join("hosts/web.json"), r#"{"name":"web","docker_host":"tcp://192.168.1.50:2376"}"#)
+        .unwrap();
+    assert_eq!(run(&home, &["env", "web"]), 2);
+    assert_eq!(leftovers(&home), [home.join("hosts/web.json").display().to_string()]);
 }

@@ -19,7 +19,10 @@ fn doctor_reports_this_host() {
     let checks: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["qemu", "kvm", "privileges", "iptables", "bridge", "disk", "image", "docker"]);
+    assert_eq!(
+        names,
+        ["qemu", "kvm", "privileges", "iptables", "bridge", "disk", "image", "docker", "firewall"]
+    );
 
     let failed = checks.iter().any(|c| c["status"] == "fail");
     assert_eq!(out.status.code(), Some(if failed { 1 } else { 0 }), "{checks:#?}");

@@ -37,7 +37,9 @@ fn one_docker_host_over_tls() {
     // The docker context create registered, in the test's DOCKER_CONFIG: the real docker CLI
     // over TLS reaches the machine with nothing but `--context`.
     let contexts = ns.docker_ok(&[], &["context", "ls", "--format", "{{.Name}} {{.Description}}"]);
-    assert!(contexts.lines().any(|l| l == "h1 n2d machine h1"), "{contexts}");
+    let home_path = std::fs::canonicalize(&home).unwrap();
+    let described = format!("h1 n2d machine h1 (home {})", home_path.display());
+    assert!(contexts.lines().any(|l| l == described), "{contexts}");
     assert!(ns.docker_config().join("contexts/meta").is_dir(), "the context is not in DOCKER_CONFIG");
     let info = ns.docker_ok(&[], &["--context", "h1", "info", "--format", "{{.Name}} {{.OperatingSystem}}"]);
     assert!(info.starts_with("h1 "), "{info}");
@@ -88,6 +90,51 @@ fn one_docker_host_over_tls() {
     };
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("console-42 0"), "console output: {text}");
+
+    // `certs rotate` re-issues h1's server certificate (same names: its address, no 127.0.0.1 on
+    // a bridge) and pushes it without a reboot: the same QEMU, the engine restarted with the new
+    // certificate, the real docker CLI still answers over TLS.
+    let presented = || {
+        let certs = home.join("certs");
+        let file = |f: &str| certs.join(f).display().to_string();
+        let out = ns
+            .cmd("openssl", &["s_client", "-connect", &format!("{ip}:2376"), "-CAfile", &file("ca.pem")])
+            .args([
+                "-cert",
+                &file("cert.pem"),
+                "-key",
+                &file("key.pem"),
+                "-verify_ip",
+                &ip,
+                "-verify_return_error",
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success() && text.contains("Verify return code: 0 (ok)"),
+            "openssl s_client: {text}"
+        );
+        n2d_pki::CertInfo::from_pem(&text).unwrap()
+    };
+    let before = presented();
+    assert_eq!(
+        before.ips,
+        [ip.parse::<std::net::IpAddr>().unwrap()],
+        "a bridge machine's certificate names only its address"
+    );
+    let qemu = ns.machine_qemu_pid("h1");
+    let rotated = ns.cmd(n2d_bin(), &["certs", "rotate", "h1"]).output().unwrap();
+    assert!(rotated.status.success(), "certs rotate: {}", String::from_utf8_lossy(&rotated.stderr));
+    let after = presented();
+    assert_ne!(after.serial, before.serial, "the engine still presents its old certificate");
+    assert_eq!((after.dns_names.clone(), after.ips.clone()), (before.dns_names, before.ips));
+    assert!(String::from_utf8_lossy(&rotated.stderr).contains(&after.serial));
+    assert_eq!(ns.machine_qemu_pid("h1"), qemu, "rotation rebooted the machine");
+    let info = ns.docker_ok(&[], &["--context", "h1", "info", "--format", "{{.Name}}"]);
+    assert_eq!(info.trim(), "h1");
+    assert!(ns.n2d_ok(&["certs", "ls"]).contains(&after.serial), "certs ls shows the new serial");
 
     // rm leaves no QEMU, tap or files.
     assert_eq!(ns.n2d(&["rm", "h1"]).status.code(), Some(2), "rm of a running machine needs -f");

@@ -126,6 +126,62 @@ impl Drop for User {
     }
 }
 
+/// What the namespace's loopback service answers, and its port (nothing else of the test uses it).
+const LOOPBACK_SECRET: &str = "n2d-host-loopback-secret";
+const LOOPBACK_PORT: u16 = 18099;
+
+/// A service on the namespace's 127.0.0.1 only, as a user's local database or admin page would
+/// be (busybox httpd, run as root by the test): guests must not reach it. Killed by its pid
+/// when dropped, pass or fail.
+struct LoopbackService(std::process::Child);
+
+impl LoopbackService {
+    fn start(ns: &Netns, dir: &Path) -> LoopbackService {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("index.html"), LOOPBACK_SECRET).unwrap();
+        let listen = format!("127.0.0.1:{LOOPBACK_PORT}");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "busybox", "httpd", "-f", "-p", &listen, "-h"])
+            .arg(dir)
+            .spawn()
+            .unwrap();
+        let service = LoopbackService(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !listening(ns).contains(&listen) {
+            assert!(std::time::Instant::now() < deadline, "the loopback service did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        service
+    }
+}
+
+impl Drop for LoopbackService {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// From a container on the swarm's manager (`network`: Docker's default bridge, routed through
+/// the guest, or `host`, the guest's own stack), a connection to each of `ips` on
+/// [`LOOPBACK_PORT`]; one line per address with what it answered, and how long that took.
+fn probe_loopback(user: &User, ns: &str, network: &str, ips: &[&str]) -> String {
+    let script = format!(
+        "for ip in {}; do r=$(/bin/busybox printf 'GET / HTTP/1.0\\r\\n\\r\\n' \
+         | /bin/busybox nc -w 3 $ip {LOOPBACK_PORT} 2>&1 | /bin/busybox tr '\\r\\n' '  '); \
+         echo \"$ip: $r\"; done",
+        ips.join(" ")
+    );
+    let started = std::time::Instant::now();
+    let mut args: Vec<&str> = "--context n2d run --rm --network".split(' ').collect();
+    args.extend([network, "n2d-test/web:1", "/bin/busybox", "sh", "-c", &script]);
+    let out = user.docker_ok(ns, &args);
+    let took = started.elapsed().as_secs_f64();
+    eprintln!("probe of the host's loopback from --network {network} ({took:.1}s):\n{out}");
+    assert_eq!(out.lines().count(), ips.len(), "{out}");
+    out
+}
+
 /// The TCP ports something listens on in the namespace.
 fn listening(ns: &Netns) -> Vec<String> {
     let out = run_ok(&mut ns.cmd("ss", &["-Hltn"]));
@@ -178,6 +234,22 @@ fn an_ordinary_user_runs_the_default_swarm_on_user_mode_networking() {
     user.docker_ok(n, &["--context", "n2d", "save", "-o", saved.to_str().unwrap(), "n2d-test/web:1"]);
     user.n2d_ok(n, &["swarm", "load", "n2d", saved.to_str().unwrap()]);
 
+    // The host's loopback is closed to guests: slirp would hand a connection to its host address
+    // (or any other of its network) to the namespace's 127.0.0.1, but the guest drops it.
+    let loopback = LoopbackService::start(&ns, &user.dir.join("loopback-www"));
+    let slirp_net = ["100.64.77.2", "100.64.77.1", "100.64.77.3", "100.64.77.4", "100.64.77.254"];
+    for network in ["bridge", "host"] {
+        let out = probe_loopback(&user, n, network, &slirp_net);
+        assert!(!out.contains(LOOPBACK_SECRET), "a guest reached the host's loopback:\n{out}");
+    }
+    // What the guard is worth against root in the guest: a privileged container can remove it
+    // (the limit README states), and then the same probe reaches the service.
+    let flush = "--context n2d run --rm --privileged --pid host n2d-test/web:1 \
+                 /bin/busybox nsenter -t 1 -m -n /usr/sbin/iptables -w -t raw -F N2D-UPLINK";
+    user.docker_ok(n, &flush.split_whitespace().collect::<Vec<_>>());
+    let out = probe_loopback(&user, n, "bridge", &["100.64.77.2"]);
+    assert!(out.contains(LOOPBACK_SECRET), "without the guard the probe should reach the service:\n{out}");
+
     // One replica on an overlay network, published on 8080: every node answers (routing mesh).
     let compose = user.dir.join("stack.yml");
     std::fs::write(&compose, web_stack(1)).unwrap();
@@ -203,6 +275,10 @@ fn an_ordinary_user_runs_the_default_swarm_on_user_mode_networking() {
     // Its swarm state is on its data disk: it is the leader again.
     let state = user.docker_ok(n, &["--context", "n2d", "info", "--format", "{{.Swarm.LocalNodeState}}"]);
     assert_eq!(state.trim(), "active", "the manager lost its swarm state across a restart");
+    // Its boot put the guard back.
+    let out = probe_loopback(&user, n, "bridge", &["100.64.77.2"]);
+    assert!(!out.contains(LOOPBACK_SECRET), "the guard is not back after a restart:\n{out}");
+    drop(loopback);
     let ports = user.n2d_ok(n, &["port", "n2d"]);
     assert!(ports.contains("127.0.0.1:18080->8080/tcp (routing mesh, through n2d-wrkr-0)"), "{ports}");
     // The workers reconnect to the manager, then the routing mesh comes back on it.

@@ -116,6 +116,7 @@ fn recovery_leaves_live_journals_and_other_homes_alone() {
                 addresses: None,
                 subnet: None,
                 claims: &[],
+                expose: false,
             },
             None,
         )

@@ -1,5 +1,8 @@
 //! `n2d adopt NAME --host tcp://…`: records a machine booted elsewhere from an export made
-//! with `--for NAME`, after checking that its engine answers the home's client certificate.
+//! with `--for NAME`, after checking that its engine answers the home's client certificate
+//! with a certificate of the home's CA that names HOST (an IP or DNS SAN: the TLS client's own
+//! check) and was issued for NAME (`NAME.internal`): another machine of the same CA, wherever it
+//! answers, is refused.
 
 use crate::args::AdoptArgs;
 use crate::context::Ctx;
@@ -10,27 +13,10 @@ use n2d_spec::machine::MachineName;
 use n2d_store::AdoptedHost;
 use n2d_swarm::{DockerApi, Endpoint, TlsPaths};
 
-/// Checks a `--host` value: `tcp://HOST:PORT`, HOST a name or an IPv4 address.
+/// Checks a `--host` value: `tcp://HOST:PORT`, HOST a name or an IPv4 address (the store's
+/// check, which an adopted machine's record passes again whenever it is read).
 pub fn check_docker_host(host: &str) -> Result<(String, u16), String> {
-    let rest = host
-        .strip_prefix("tcp://")
-        .ok_or_else(|| format!("--host {host:?} is not tcp://HOST:PORT (e.g. tcp://192.168.1.50:2376)"))?;
-    let (name, port) = rest
-        .rsplit_once(':')
-        .ok_or_else(|| format!("--host {host:?} has no port (e.g. tcp://{rest}:2376)"))?;
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("--host {host:?}: {port:?} is not a port number"))?;
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
-        && !name.starts_with(['-', '.']);
-    if !ok {
-        return Err(format!("--host {host:?}: {name:?} is not a host name or IPv4 address"));
-    }
-    Ok((name.to_string(), port))
+    n2d_store::check_docker_host(host)
 }
 
 /// The endpoint of an adopted machine: the home's client certificate, as for its own VMs.
@@ -52,6 +38,19 @@ pub fn adopted_endpoint(ctx: &Ctx, host: &AdoptedHost) -> Endpoint {
     }
 }
 
+/// The certificate an adopted engine presented must have been issued for `name`.
+fn check_presented(name: &MachineName, host: &str, der: Option<&[u8]>) -> Result<()> {
+    let der = der.context("the engine presented no certificate")?;
+    let info = n2d_pki::CertInfo::from_der(der)?;
+    if !info.names_machine(name) {
+        anyhow::bail!(
+            "the engine at {host} presents a certificate of this home's CA issued for another machine ({}), not {name}: adopt it under its own name, or check the address",
+            info.names()
+        );
+    }
+    Ok(())
+}
+
 pub fn adopt(ctx: &Ctx, args: &AdoptArgs) -> Result<()> {
     check_docker_host(&args.host).map_err(UsageError::err)?;
     let name: &MachineName = &args.name;
@@ -71,12 +70,17 @@ pub fn adopt(ctx: &Ctx, args: &AdoptArgs) -> Result<()> {
     let ep = adopted_endpoint(ctx, &host);
     let api = ctx.connect(&ep, 30)?;
     let rt = n2d_orchestrate::runtime()?;
-    rt.block_on(api.ping()).with_context(|| {
+    let answered = rt.block_on(async {
+        api.ping().await?;
+        api.server_certificate().await
+    });
+    let der = answered.with_context(|| {
         format!(
-            "{name}'s Docker engine does not answer at {} with this home's client certificate (is it running, and was it exported here with --for {name}?)",
+            "{name}'s Docker engine does not answer at {} with a certificate of this home's CA for that address (is it running, and was it exported here with --for {name}? With DHCP, use a name in its certificate: {name}.mshome.net, or {name}.internal in /etc/hosts)",
             args.host
         )
     })?;
+    check_presented(name, &args.host, der.as_deref())?;
     {
         let _lock = ctx.home.lock()?;
         if exists()? {
@@ -84,8 +88,17 @@ pub fn adopt(ctx: &Ctx, args: &AdoptArgs) -> Result<()> {
         }
         ctx.home.save_adopted(&host)?;
     }
-    docker_context::register(&ctx.runner, &ContextSpec::machine(&ep), &format!("n2d env {name}"));
-    eprintln!("Adopted {name} at {}: `n2d env {name}`, `docker --context {name}`, `n2d swarm add-host SWARM --host {name}`", args.host);
+    let context = docker_context::register(
+        &ctx.runner,
+        &ContextSpec::machine(&ep, ctx.home.root()),
+        &format!("n2d env {name}"),
+    )
+    .map(|c| format!(", `docker --context {c}`"))
+    .unwrap_or_default();
+    errln!(
+        "Adopted {name} at {}: `n2d env {name}`{context}, `n2d swarm add-host SWARM --host {name}`",
+        args.host
+    );
     Ok(())
 }
 

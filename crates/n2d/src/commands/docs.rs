@@ -7,7 +7,10 @@ use clap::CommandFactory;
 use std::path::Path;
 
 pub fn completions(shell: clap_complete::Shell) -> Result<()> {
-    clap_complete::generate(shell, &mut Cli::command(), "n2d", &mut std::io::stdout());
+    // clap_complete panics when its writer fails: render into memory, then write fallibly.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "n2d", &mut script);
+    crate::out::write_bytes(&script)?;
     Ok(())
 }
 

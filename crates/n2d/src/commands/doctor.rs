@@ -8,22 +8,22 @@ use anyhow::{bail, Result};
 pub fn run(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
     if args.repair {
         if ctx.recover()?.is_empty() {
-            eprintln!("nothing to repair: no change was left half done");
+            errln!("nothing to repair: no change was left half done");
         }
     } else {
         let pending = ctx.home.intents().iter().filter(|e| !e.live).count();
         if pending > 0 {
-            eprintln!("note: {pending} change(s) were interrupted (n2d was killed): `n2d doctor --repair` (or any command that changes state) completes or undoes them");
+            errln!("note: {pending} change(s) were interrupted (n2d was killed): `n2d doctor --repair` (or any command that changes state) completes or undoes them");
         }
     }
     let target =
         Target { bridge: args.network.unwrap_or_else(crate::commands::default_network), image: None };
     let checks = run_checks(&SystemProbe { ctx }, &target);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&checks)?);
+        outln!("{}", serde_json::to_string_pretty(&checks)?)?;
     } else {
         for check in &checks {
-            println!("{check}");
+            outln!("{check}")?;
         }
     }
     let failed = checks.iter().filter(|c| c.status == Status::Fail).count();

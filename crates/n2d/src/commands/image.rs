@@ -17,7 +17,7 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
     match cmd {
         ImageCommand::Build(args) => {
             let image = build_default_image(ctx, &args)?;
-            println!("{}", image.manifest.id);
+            outln!("{}", image.manifest.id)?;
             Ok(())
         }
         ImageCommand::Export(args) => export(ctx, &args),
@@ -25,16 +25,21 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
             let images = list_images(&ctx.home);
             if json {
                 let manifests: Vec<_> = images.iter().map(|i| &i.manifest).collect();
-                println!("{}", serde_json::to_string_pretty(&manifests)?);
+                outln!("{}", serde_json::to_string_pretty(&manifests)?)?;
                 return Ok(());
             }
-            println!(
+            outln!(
                 "{:<14} {:<8} {:<28} {:>10} {:>10} {:>12}",
-                "IMAGE ID", "SUITE", "KERNEL", "INITRD", "ROOT", "UNPACKED"
-            );
+                "IMAGE ID",
+                "SUITE",
+                "KERNEL",
+                "INITRD",
+                "ROOT",
+                "UNPACKED"
+            )?;
             for i in images {
                 let m = &i.manifest;
-                println!(
+                outln!(
                     "{:<14} {:<8} {:<28} {:>10} {:>10} {:>12}",
                     m.short_id(),
                     m.recipe.suite,
@@ -42,7 +47,7 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
                     mb(m.initrd_bytes),
                     mb(m.rootfs_bytes),
                     mb(m.rootfs_unpacked_bytes)
-                );
+                )?;
             }
             Ok(())
         }
@@ -63,7 +68,7 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
             }
             for image in &images {
                 remove_image(&ctx.home, &image.dir)?;
-                println!("removed {}", image.manifest.short_id());
+                outln!("removed {}", image.manifest.short_id())?;
             }
             Ok(())
         }
@@ -74,7 +79,7 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
             for image in list_images(&ctx.home).iter().filter(|i| !users.contains_key(&i.manifest.id)) {
                 freed += total_bytes(&image.dir);
                 remove_image(&ctx.home, &image.dir)?;
-                println!("removed {}", image.manifest.short_id());
+                outln!("removed {}", image.manifest.short_id())?;
             }
             for dir in unreadable_images(&ctx.home) {
                 let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -83,9 +88,9 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
                 }
                 freed += total_bytes(&dir);
                 remove_image(&ctx.home, &dir)?;
-                println!("removed {name} (not an image this n2d can read)");
+                outln!("removed {name} (not an image this n2d can read)")?;
             }
-            println!("{} freed", mb(freed));
+            outln!("{} freed", mb(freed))?;
             Ok(())
         }
     }
@@ -120,51 +125,46 @@ fn inspect(ctx: &Ctx, id: &str, json: bool) -> Result<()> {
     if json {
         let mut value = serde_json::to_value(m)?;
         value["used_by"] = serde_json::json!(used_by);
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        outln!("{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(());
     }
     let r = &m.recipe;
-    println!("Image:     {}", m.id);
-    println!(
+    outln!("Image:     {}", m.id)?;
+    outln!(
         "Suite:     {}{}",
         r.suite,
         if r.mirror.is_empty() { String::new() } else { format!(" from {}", r.mirror) }
-    );
+    )?;
     for source in &r.sources {
-        println!("Source:    {source}");
+        outln!("Source:    {source}")?;
     }
-    println!("Kernel:    {} ({})", m.kernel_release, r.kernel_package);
-    println!("Asked for: {}", r.packages.join(" "));
+    outln!("Kernel:    {} ({})", m.kernel_release, r.kernel_package)?;
+    outln!("Asked for: {}", r.packages.join(" "))?;
     for deb in &r.local_debs {
-        println!("Local deb: {} (sha256 {})", deb.file, deb.sha256);
+        outln!("Local deb: {} (sha256 {})", deb.file, deb.sha256)?;
     }
     if let Some(sha) = &r.docker_archive_sha256 {
-        println!("Engine:    Docker's static binaries, archive sha256 {sha}");
+        outln!("Engine:    Docker's static binaries, archive sha256 {sha}")?;
     }
-    println!("Init:      sha256 {}", r.init_sha256);
-    println!("Recipe:    {}", m.recipe_id());
+    outln!("Init:      sha256 {}", r.init_sha256)?;
+    outln!("Recipe:    {}", m.recipe_id())?;
     if !m.artifacts_sha256.is_empty() {
-        println!("Artifacts: sha256 {}", m.artifacts_sha256);
+        outln!("Artifacts: sha256 {}", m.artifacts_sha256)?;
     }
-    println!("Built:     {} (unix time; file times {})", m.created_unix, m.source_date_epoch);
+    outln!("Built:     {} (unix time; file times {})", m.created_unix, m.source_date_epoch)?;
     if !m.packages.is_empty() {
         // Every package that went in, with its version (`--json` has them all, and each .deb's sha256).
         let listed: Vec<String> = m.packages.iter().map(|p| format!("{}={}", p.name, p.version)).collect();
-        println!(
-            "Installed: {} packages from {} .debs: {}",
-            m.packages.len(),
-            m.debs.len(),
-            listed.join(" ")
-        );
+        outln!("Installed: {} packages from {} .debs: {}", m.packages.len(), m.debs.len(), listed.join(" "))?;
     }
-    println!("Used by:   {}", if used_by.is_empty() { "no machine".to_string() } else { used_by.join(", ") });
-    println!("Files:");
+    outln!("Used by:   {}", if used_by.is_empty() { "no machine".to_string() } else { used_by.join(", ") })?;
+    outln!("Files:")?;
     let files = image_files(&image.dir);
     for (name, bytes) in &files {
-        println!("  {name:<14} {:>10}", mb(*bytes));
+        outln!("  {name:<14} {:>10}", mb(*bytes))?;
     }
-    println!("  {:<14} {:>10}", "total", mb(files.iter().map(|(_, b)| b).sum()));
-    println!("Root filesystem: {} unpacked, {} as erofs", mb(m.rootfs_unpacked_bytes), mb(m.rootfs_bytes));
+    outln!("  {:<14} {:>10}", "total", mb(files.iter().map(|(_, b)| b).sum()))?;
+    outln!("Root filesystem: {} unpacked, {} as erofs", mb(m.rootfs_unpacked_bytes), mb(m.rootfs_bytes))?;
     Ok(())
 }
 
@@ -176,7 +176,7 @@ pub fn resolve_image(ctx: &Ctx, id: Option<&str>) -> Result<Image> {
     if let Some(image) = list_images(&ctx.home).into_iter().next() {
         return Ok(image);
     }
-    eprintln!("No image yet: building the default image first.");
+    errln!("No image yet: building the default image first.");
     build_default_image(ctx, &ImageBuildArgs::default())
 }
 
@@ -289,15 +289,13 @@ fn export(ctx: &Ctx, args: &ImageExportArgs) -> Result<()> {
     for f in &files {
         let on_disk =
             if f.allocated < f.bytes { format!(" ({} on disk)", mb(f.allocated)) } else { String::new() };
-        println!("{}  {}{on_disk}", f.path.display(), mb(f.bytes));
+        outln!("{}  {}{on_disk}", f.path.display(), mb(f.bytes))?;
     }
     if let (Some(name), true) = (&args.for_name, args.hyperv) {
-        eprintln!(
-            "Run the .ps1 script on the Hyper-V host, then: n2d adopt {name} --host tcp://ADDRESS:2376"
-        );
+        errln!("Run the .ps1 script on the Hyper-V host, then: n2d adopt {name} --host tcp://ADDRESS:2376");
     } else if let Some(name) = &args.for_name {
         let host = network.static_address().map_or_else(|| format!("{name}.mshome.net"), |ip| ip.to_string());
-        eprintln!("Once it runs: n2d adopt {name} --host tcp://{host}:2376");
+        errln!("Once it runs: n2d adopt {name} --host tcp://{host}:2376");
     }
     Ok(())
 }

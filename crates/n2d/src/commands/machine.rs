@@ -13,7 +13,7 @@ use n2d_spec::ports::PortForward;
 use n2d_spec::swarm::SwarmName;
 use n2d_vm::{Hypervisor as _, StopOutcome, VmState};
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::time::Duration;
 
 /// Turns flags into a validated spec (no image resolution yet: `image` stays as typed); vCPUs
@@ -37,6 +37,7 @@ pub fn spec_from_args(
         insecure_tcp: m.insecure_tcp,
         labels: labels.clone(),
         publish: publish.to_vec(),
+        expose: false,
     };
     spec.validate()?;
     Ok(spec)
@@ -44,7 +45,7 @@ pub fn spec_from_args(
 
 pub fn warn_insecure(m: &MachineArgs) {
     if m.insecure_tcp {
-        eprintln!("WARNING: --insecure-tcp: the Docker API listens on plain TCP port 2375 with no authentication; anyone who can reach the VM is root on it");
+        errln!("WARNING: --insecure-tcp: the Docker API listens on plain TCP port 2375 with no authentication; anyone who can reach the VM is root on it");
     }
 }
 
@@ -54,6 +55,8 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     let default_cpus = ctx.hypervisor.default_cpus();
     let mut spec =
         spec_from_args(&args.name, &args.machine, &labels, &args.publish, String::new(), default_cpus)?;
+    spec.expose = args.expose;
+    spec.validate()?;
     ctx.check_new_machine(&spec)?;
     if !spec.user_network() {
         ctx.net.check_choice(&ctx.runner, &spec.bridge, spec.addresses)?;
@@ -65,22 +68,24 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     let record = ctx.create_machine(&spec, None, Duration::from_secs(args.machine.timeout))?;
     let name = &record.spec.name;
     let context = register_context(ctx, &record);
-    println!("{}", record.ip);
-    println!("Docker endpoint: {}", record.docker_host());
-    if context {
-        println!("Point the docker CLI at it: docker --context {name} info (or `docker context use {name}`)");
+    outln!("{}", record.ip)?;
+    outln!("Docker endpoint: {}", record.docker_host())?;
+    if let Some(context) = context {
+        outln!(
+            "Point the docker CLI at it: docker --context {context} info (or `docker context use {context}`)"
+        )?;
     }
-    println!("Or set the environment: eval \"$(n2d env {name})\"");
+    outln!("Or set the environment: eval \"$(n2d env {name})\"")?;
     for f in &record.spec.publish {
-        println!("Published: {f}");
+        outln!("Published: {f}")?;
     }
     Ok(())
 }
 
 /// Registers (or refreshes) the docker context of a lone machine; a failure is only reported.
-fn register_context(ctx: &Ctx, record: &n2d_store::MachineRecord) -> bool {
+fn register_context(ctx: &Ctx, record: &n2d_store::MachineRecord) -> Option<String> {
     let name = record.spec.name.as_str();
-    let spec = ContextSpec::machine(&ctx.endpoint(record));
+    let spec = ContextSpec::machine(&ctx.endpoint(record), ctx.home.root());
     docker_context::register(&ctx.runner, &spec, &format!("n2d env {name}"))
 }
 
@@ -104,14 +109,14 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
                 |h| serde_json::json!({ "name": h.name, "state": "adopted", "endpoint": h.docker_host }),
             ))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }
-    println!("{:<20} {:<8} {:<15} {:<26} {:<12} PORTS", "NAME", "STATE", "IP", "ENDPOINT", "IMAGE");
+    outln!("{:<20} {:<8} {:<15} {:<26} {:<12} PORTS", "NAME", "STATE", "IP", "ENDPOINT", "IMAGE")?;
     let mut outdated = Vec::new();
     for (name, rec) in entries {
         match rec {
-            Ok(r) => println!(
+            Ok(r) => outln!(
                 "{:<20} {:<8} {:<15} {:<26} {:<12} {}",
                 name,
                 ctx.machine_state(&r.spec.name).to_string(),
@@ -130,16 +135,16 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
                     .map(|f| format!("{}->{}", f.host, f.guest))
                     .collect::<Vec<_>>()
                     .join(",")
-            ),
-            Err(e) => println!("{name:<20} error    {e}"),
+            )?,
+            Err(e) => outln!("{name:<20} error    {e}")?,
         }
     }
     // Machines booted elsewhere from an export (`n2d adopt`): n2d knows only their endpoint.
     for h in ctx.home.list_adopted() {
-        println!("{:<20} {:<8} {:<15} {:<26} {:<12}", h.name.as_str(), "adopted", "-", h.docker_host, "-");
+        outln!("{:<20} {:<8} {:<15} {:<26} {:<12}", h.name.as_str(), "adopted", "-", h.docker_host, "-")?;
     }
     for (name, newest) in outdated {
-        eprintln!("* {name} runs an older build of its image than {newest} (`n2d image build --refresh` made it): recreate it to pick up the updates");
+        errln!("* {name} runs an older build of its image than {newest} (`n2d image build --refresh` made it): recreate it to pick up the updates");
     }
     Ok(())
 }
@@ -150,12 +155,12 @@ pub fn inspect(ctx: &Ctx, name: &MachineName) -> Result<()> {
     v["state"] = ctx.machine_state(&r.spec.name).to_string().into();
     v["endpoint"] = r.docker_host().into();
     v["dir"] = ctx.home.machine_dir(name).display().to_string().into();
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    outln!("{}", serde_json::to_string_pretty(&v)?)?;
     Ok(())
 }
 
 pub fn ip(ctx: &Ctx, name: &MachineName) -> Result<()> {
-    println!("{}", ctx.load_record(name)?.ip);
+    outln!("{}", ctx.load_record(name)?.ip)?;
     Ok(())
 }
 
@@ -179,7 +184,7 @@ pub fn start(ctx: &Ctx, names: &[MachineName], timeout: Duration) -> Result<()> 
     need_names(names, "start")?;
     for name in names {
         if !ctx.start_machine(name, timeout)? {
-            eprintln!("{name} is already running");
+            errln!("{name} is already running");
         }
         refresh_context(ctx, name)?;
     }
@@ -201,22 +206,22 @@ fn start_all(ctx: &Ctx, timeout: Duration) -> Result<()> {
     let plan = ctx.plan_start_all();
     let mut failed: Vec<String> = Vec::new();
     for (name, why) in &plan.unreadable {
-        println!("{name}: cannot be started: {why} (`n2d rm -f {name}` removes it)");
+        outln!("{name}: cannot be started: {why} (`n2d rm -f {name}` removes it)")?;
         failed.push(name.clone());
     }
     for name in &plan.running {
-        println!("{name}: already running");
+        outln!("{name}: already running")?;
     }
     if !plan.stopped.is_empty() {
         let names: Vec<&str> = plan.stopped.iter().map(MachineName::as_str).collect();
-        eprintln!("Starting {} machines: {}", names.len(), names.join(", "));
+        errln!("Starting {} machines: {}", names.len(), names.join(", "));
     }
     let results = ctx.start_machines(&plan.stopped, timeout);
     for (name, result) in plan.stopped.iter().zip(results) {
         match result.map_err(anyhow::Error::new).and_then(|_| refresh_context(ctx, name)) {
-            Ok(()) => println!("{name}: started"),
+            Ok(()) => outln!("{name}: started")?,
             Err(e) => {
-                println!("{name}: failed to start: {e:#}");
+                outln!("{name}: failed to start: {e:#}")?;
                 failed.push(name.to_string());
             }
         }
@@ -226,7 +231,7 @@ fn start_all(ctx: &Ctx, timeout: Duration) -> Result<()> {
         anyhow::bail!("{} of {total} machines did not start: {}", failed.len(), failed.join(", "));
     }
     if plan.stopped.is_empty() {
-        eprintln!("No stopped machine to start");
+        errln!("No stopped machine to start");
     }
     Ok(())
 }
@@ -235,10 +240,10 @@ pub fn stop(ctx: &Ctx, names: &[MachineName], timeout: u64) -> Result<()> {
     need_names(names, "stop")?;
     for name in names {
         match ctx.stop_machine(name, Duration::from_secs(timeout))? {
-            StopOutcome::AlreadyStopped => eprintln!("{name} was not running"),
-            StopOutcome::Graceful => eprintln!("{name} stopped"),
+            StopOutcome::AlreadyStopped => errln!("{name} was not running"),
+            StopOutcome::Graceful => errln!("{name} stopped"),
             StopOutcome::Forced => {
-                eprintln!("{name} did not shut down within {timeout}s and was stopped forcibly")
+                errln!("{name} did not shut down within {timeout}s and was stopped forcibly")
             }
         }
     }
@@ -257,36 +262,56 @@ pub fn rm(ctx: &Ctx, names: &[MachineName], force: bool) -> Result<()> {
             ctx.home.remove_adopted(name)?;
             docker_context::unregister(
                 &ctx.runner,
-                name.as_str(),
-                &docker_context::machine_description(name.as_str()),
+                &docker_context::Owner::machine(name.as_str(), ctx.home.root()),
             );
-            eprintln!("{name} forgotten (adopted: its VM, wherever it runs, is not touched)");
+            errln!("{name} forgotten (adopted: its VM, wherever it runs, is not touched)");
             continue;
         }
         ctx.remove_machine(name, force)?;
         docker_context::unregister(
             &ctx.runner,
-            name.as_str(),
-            &docker_context::machine_description(name.as_str()),
+            &docker_context::Owner::machine(name.as_str(), ctx.home.root()),
         );
-        eprintln!("{name} removed");
+        errln!("{name} removed");
     }
     Ok(())
 }
 
-pub fn logs(ctx: &Ctx, name: &MachineName, follow: bool) -> Result<()> {
+/// `n2d logs NAME [-f] [-n N] [--raw]`: the serial log, streamed (constant memory), with
+/// terminal controls stripped unless `--raw` (it is the guest's output), from its last `tail`
+/// lines when asked (found from the end). Following, a restart's fresh log is read from its start.
+pub fn logs(ctx: &Ctx, name: &MachineName, follow: bool, raw: bool, tail: Option<u64>) -> Result<()> {
+    use n2d_vm::serial_log::{self, Sanitizer};
+    use std::os::unix::fs::MetadataExt;
     let dir = ctx.home.machine_dir(name);
     let record = ctx.load_record(name)?;
-    let path = dir.join(n2d_vm::argv::SERIAL_LOG);
-    let mut out = std::io::stdout();
-    let mut offset = 0u64;
+    let path = serial_log::path(&dir);
+    let mut out = crate::out::stdout();
+    let mut sanitizer = (!raw).then(Sanitizer::new);
+    // The log being read (its inode) and how far.
+    let mut at: Option<(u64, u64)> = None;
     loop {
-        if let Ok(mut f) = std::fs::File::open(&path) {
+        if let Ok(mut f) = n2d_store::safe_fs::open_nofollow(&path) {
+            let meta = f.metadata()?;
+            if !meta.file_type().is_file() {
+                anyhow::bail!("{} is not a regular file", path.display());
+            }
+            let offset = match at {
+                Some((ino, offset)) if ino == meta.ino() && offset <= meta.len() => offset,
+                // A new boot's log: from its start, the old one's half sequence forgotten.
+                Some(_) => {
+                    sanitizer = (!raw).then(Sanitizer::new);
+                    0
+                }
+                None => match tail {
+                    Some(n) => serial_log::tail_offset(&mut f, n)?,
+                    None => 0,
+                },
+            };
             f.seek(SeekFrom::Start(offset))?;
-            let mut buf = Vec::new();
-            offset += f.read_to_end(&mut buf)? as u64;
-            out.write_all(&buf)?;
+            let read = serial_log::copy(&mut f, &mut out, sanitizer.as_mut())?;
             out.flush()?;
+            at = Some((meta.ino(), offset + read));
         }
         if !follow || ctx.hypervisor.cancel.load(std::sync::atomic::Ordering::Relaxed) {
             return Ok(());
@@ -306,7 +331,7 @@ pub fn port(ctx: &Ctx, args: PortArgs) -> Result<()> {
         match (args.forward, args.remove) {
             (Some(f), _) => {
                 ctx.publish_machine_port(&name, f)?;
-                println!("{f} -> {name}");
+                outln!("{f} -> {name}")?;
             }
             (None, Some(host)) => ctx.unpublish_machine_port(&name, host)?,
             (None, None) => {
@@ -317,9 +342,9 @@ pub fn port(ctx: &Ctx, args: PortArgs) -> Result<()> {
                         r.spec.bridge, r.ip
                     )));
                 };
-                println!("127.0.0.1:{api}->{}/tcp (Docker API)", r.spec.docker_port());
+                outln!("127.0.0.1:{api}->{}/tcp (Docker API)", r.spec.docker_port())?;
                 for f in &r.spec.publish {
-                    println!("{f}");
+                    outln!("{f}")?;
                 }
             }
         }
@@ -334,20 +359,20 @@ pub fn port(ctx: &Ctx, args: PortArgs) -> Result<()> {
     match (args.forward, args.remove) {
         (Some(f), _) => {
             for note in ctx.publish_swarm_port(&swarm, f)? {
-                eprintln!("{note}");
+                errln!("{note}");
             }
         }
         (None, Some(host)) => ctx.unpublish_swarm_port(&swarm, host)?,
         (None, None) => {
             for note in ctx.place_swarm_ports(&swarm)? {
-                eprintln!("{note}");
+                errln!("{note}");
             }
             for p in ctx.load_swarm(&swarm)?.ports {
                 let via = match &p.node {
                     Some(n) if ctx.machine_state(n) == VmState::Running => format!("through {n}"),
                     _ => "no node running".to_string(),
                 };
-                println!("{} (routing mesh, {via})", p.forward);
+                outln!("{} (routing mesh, {via})", p.forward)?;
             }
         }
     }

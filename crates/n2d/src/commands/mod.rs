@@ -1,6 +1,7 @@
 //! One module per group of commands, each clap → library call → print; [`run`] dispatches.
 
 pub mod adopt;
+pub mod certs;
 pub mod docs;
 pub mod doctor;
 pub mod env;
@@ -23,15 +24,11 @@ pub fn run(command: Command) -> Result<()> {
     match ctx.home.tighten() {
         Ok(paths) => {
             for path in paths {
-                eprintln!(
-                    "n2d: tightened permissions of {} to 0{:o}",
-                    path.display(),
-                    permission_target(&path)
-                );
+                errln!("n2d: tightened permissions of {} to 0{:o}", path.display(), permission_target(&path));
             }
         }
         // Not fatal: the command itself may still work (and will say why if it does not).
-        Err(e) => eprintln!("warning: {e:#}"),
+        Err(e) => errln!("warning: {e:#}"),
     }
     ctx.handle_interrupts()?;
     if changes_state(&command) {
@@ -49,13 +46,14 @@ pub fn run(command: Command) -> Result<()> {
         Command::Stop(args) => machine::stop(&ctx, &args.names, args.timeout),
         Command::Restart(args) => machine::restart(&ctx, &args.names, args.timeout),
         Command::Rm { names, force } => machine::rm(&ctx, &names, force),
-        Command::Logs { name, follow } => machine::logs(&ctx, &name, follow),
+        Command::Logs { name, follow, tail, raw } => machine::logs(&ctx, &name, follow, raw, tail),
         Command::Console { name } => machine::console(&ctx, &name),
         Command::Port(args) => machine::port(&ctx, args),
         Command::Swarm(cmd) => swarm::run(&ctx, cmd),
         Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
         Command::Doctor(args) => doctor::run(&ctx, args),
         Command::Adopt(args) => adopt::adopt(&ctx, &args),
+        Command::Certs(cmd) => certs::run(&ctx, cmd),
     }
 }
 
@@ -68,7 +66,7 @@ pub fn default_network() -> String {
         return n2d_spec::machine::DEFAULT_BRIDGE.to_string();
     }
     if !SAID.swap(true, Ordering::Relaxed) {
-        eprintln!("note: not running as root: VMs use user-mode networking (a switch in $N2D_HOME, Docker APIs and published ports on 127.0.0.1); run as root for a bridge");
+        errln!("note: not running as root: VMs use user-mode networking (a switch in $N2D_HOME, Docker APIs and published ports on 127.0.0.1); run as root for a bridge");
     }
     n2d_spec::machine::USER_NETWORK.to_string()
 }
@@ -76,7 +74,7 @@ pub fn default_network() -> String {
 /// The commands that change the state (machines, swarms, images), which first recover what a
 /// killed n2d left (`n2d_orchestrate::recover`). `doctor --repair` does it on demand.
 fn changes_state(command: &Command) -> bool {
-    use crate::args::{ImageCommand, SwarmCommand};
+    use crate::args::{CertsCommand, ImageCommand, SwarmCommand};
     match command {
         Command::Image(ImageCommand::Build(_) | ImageCommand::Rm { .. } | ImageCommand::Prune)
         | Command::Create(_)
@@ -85,7 +83,8 @@ fn changes_state(command: &Command) -> bool {
         | Command::Restart(_)
         | Command::Port(_)
         | Command::Rm { .. }
-        | Command::Adopt(_) => true,
+        | Command::Adopt(_)
+        | Command::Certs(CertsCommand::Rotate(_)) => true,
         Command::Swarm(cmd) => matches!(
             cmd,
             SwarmCommand::Create(_)

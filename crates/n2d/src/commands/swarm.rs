@@ -34,9 +34,11 @@ pub fn run(ctx: &Ctx, cmd: SwarmCommand) -> Result<()> {
 fn spec_from_args(args: &SwarmCreateArgs) -> Result<SwarmSpec> {
     let mut spec = if let Some(file) = &args.file {
         // One byte past the cap is enough to refuse it: never read a huge file (or /dev/zero).
+        // Opened without blocking and checked to be a regular file: a FIFO or device is refused.
+        let (f, _) = n2d_store::safe_fs::check_input(file, u64::MAX, "a cluster file")?;
         let mut bytes = Vec::new();
-        std::fs::File::open(file)
-            .and_then(|f| f.take(n2d_spec::swarm::MAX_CLUSTER_FILE as u64 + 1).read_to_end(&mut bytes))
+        f.take(n2d_spec::swarm::MAX_CLUSTER_FILE as u64 + 1)
+            .read_to_end(&mut bytes)
             .with_context(|| format!("cannot read {}", file.display()))?;
         SwarmSpec::from_yaml_bytes(&bytes)?
     } else {
@@ -51,6 +53,7 @@ fn spec_from_args(args: &SwarmCreateArgs) -> Result<SwarmSpec> {
         spec.network = args.network.clone();
         spec.ip_range = args.ip_range;
         spec.publish = args.publish.clone();
+        spec.expose = args.expose;
         spec.labels = args.labels.iter().map(|l| LabelRule::parse(l)).collect::<Result<_, _>>()?;
         spec
     };
@@ -64,7 +67,7 @@ fn spec_from_args(args: &SwarmCreateArgs) -> Result<SwarmSpec> {
 fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
     let spec = spec_from_args(&args)?;
     if let Some(advice) = manager_count_advice(spec.managers) {
-        eprintln!("note: {advice}");
+        errln!("note: {advice}");
     }
     let prefix: SwarmName = spec.prefix.parse()?;
     if let Some(existing) = ctx.home.load_swarm(&prefix)? {
@@ -78,33 +81,34 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
     let record = ctx.create_swarm(&spec, &plan, Duration::from_secs(args.timeout), args.keep_on_failure)?;
     let manager = print_summary(ctx, &record)?;
     let context = register_context(ctx, &record, &manager);
-    print_hint(&spec.prefix, context);
+    print_hint(&spec.prefix, context.as_deref())?;
     for p in &record.ports {
-        println!(
+        outln!(
             "Published: {} (the routing mesh, through {})",
             p.forward,
             p.node.as_ref().map_or("no node", |n| n.as_str())
-        );
+        )?;
     }
     Ok(())
 }
 
-fn print_hint(name: &str, context: bool) {
-    if context {
-        println!(
-            "\nPoint the docker CLI at it: docker --context {name} node ls (or `docker context use {name}`)"
-        );
-        println!("Or set the environment: eval \"$(n2d swarm env {name})\"");
+fn print_hint(name: &str, context: Option<&str>) -> Result<()> {
+    if let Some(context) = context {
+        outln!(
+            "\nPoint the docker CLI at it: docker --context {context} node ls (or `docker context use {context}`)"
+        )?;
+        outln!("Or set the environment: eval \"$(n2d swarm env {name})\"")?;
     } else {
-        println!("\nPoint the docker CLI at it: eval \"$(n2d swarm env {name})\"");
+        outln!("\nPoint the docker CLI at it: eval \"$(n2d swarm env {name})\"")?;
     }
+    Ok(())
 }
 
 /// Registers (or repoints) the swarm's docker context at `manager` (the one that just
 /// answered); a failure is only reported.
-fn register_context(ctx: &Ctx, record: &SwarmRecord, manager: &MachineRecord) -> bool {
+fn register_context(ctx: &Ctx, record: &SwarmRecord, manager: &MachineRecord) -> Option<String> {
     let hint = format!("n2d swarm env {}", record.prefix);
-    let spec = ContextSpec::swarm(record.prefix.as_str(), &ctx.endpoint(manager));
+    let spec = ContextSpec::swarm(record.prefix.as_str(), &ctx.endpoint(manager), ctx.home.root());
     docker_context::register(&ctx.runner, &spec, &hint)
 }
 
@@ -119,10 +123,10 @@ fn report_existing(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
     let expected = record.managers.len() + record.workers.len() + record.external_hosts.len();
     let ready = nodes.iter().filter(|n| n.ready()).count();
     if ready >= expected {
-        eprintln!("Swarm {} already exists and all {ready} nodes are Ready: nothing to do", record.prefix);
+        errln!("Swarm {} already exists and all {ready} nodes are Ready: nothing to do", record.prefix);
         let manager = print_summary(ctx, record)?;
         let context = register_context(ctx, record, &manager);
-        print_hint(record.prefix.as_str(), context);
+        print_hint(record.prefix.as_str(), context.as_deref())?;
         return Ok(());
     }
     bail!(UsageError(format!(
@@ -134,34 +138,34 @@ fn report_existing(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
 /// Prints the swarm's nodes as a manager sees them; returns that manager.
 fn print_summary(ctx: &Ctx, record: &SwarmRecord) -> Result<MachineRecord> {
     let (m, nodes) = ctx.swarm_nodes(record)?;
-    println!("{:<20} {:<8} {:<15} {:<8} {:<10}", "NODE", "ROLE", "IP", "STATE", "AVAILABILITY");
+    outln!("{:<20} {:<8} {:<15} {:<8} {:<10}", "NODE", "ROLE", "IP", "STATE", "AVAILABILITY")?;
     for n in nodes {
-        println!(
+        outln!(
             "{:<20} {:<8} {:<15} {:<8} {:<10}",
             n.hostname,
             n.role.to_string(),
             n.addr.clone().unwrap_or_default(),
             format!("{:?}", n.state).to_lowercase(),
             format!("{:?}", n.availability).to_lowercase()
-        );
+        )?;
     }
     Ok(m)
 }
 
 fn ls(ctx: &Ctx) -> Result<()> {
-    println!("{:<16} {:<9} {:<8} {:<8}", "SWARM", "MANAGERS", "WORKERS", "READY");
+    outln!("{:<16} {:<9} {:<8} {:<8}", "SWARM", "MANAGERS", "WORKERS", "READY")?;
     for name in ctx.home.swarm_names() {
         let name = match name {
             Ok(name) => name,
             Err(e) => {
-                println!("{:<16} error: {e}", "?");
+                outln!("{:<16} error: {e}", "?")?;
                 continue;
             }
         };
         let record = match ctx.load_swarm(&name) {
             Ok(r) => r,
             Err(e) => {
-                println!("{:<16} error: {e}", name.as_str());
+                outln!("{:<16} error: {e}", name.as_str())?;
                 continue;
             }
         };
@@ -175,13 +179,13 @@ fn ls(ctx: &Ctx) -> Result<()> {
                 format!("{}/{total}", nodes.iter().filter(|n| n.ready()).count())
             })
             .unwrap_or_else(|| format!("?/{total} (no manager answers)"));
-        println!(
+        outln!(
             "{:<16} {:<9} {:<8} {:<8}",
             name,
             record.managers.len(),
             record.workers.len() + record.external_hosts.len(),
             ready
-        );
+        )?;
     }
     Ok(())
 }
@@ -194,8 +198,8 @@ struct ContextManager {
 
 impl ContextManager {
     fn read(ctx: &Ctx, record: &SwarmRecord) -> ContextManager {
-        let name = record.prefix.as_str();
-        let host = docker_context::current_host(&ctx.runner, name, &docker_context::swarm_description(name));
+        let owner = docker_context::Owner::swarm(record.prefix.as_str(), ctx.home.root());
+        let host = docker_context::current_host(&ctx.runner, &owner);
         let manager = host.as_ref().and_then(|h| {
             record
                 .managers
@@ -210,10 +214,12 @@ impl ContextManager {
     /// that does not answer (its VM killed, a leader lost) or is no longer one.
     fn repoint(&self, ctx: &Ctx, record: &SwarmRecord, live: &MachineRecord) {
         let Some(host) = &self.host else { return };
-        if *host != live.docker_host() && register_context(ctx, record, live) {
-            eprintln!(
-                "note: docker context {} pointed at {host}, where no manager of the swarm answers; it now points at {} ({})",
-                record.prefix,
+        if *host == live.docker_host() {
+            return;
+        }
+        if let Some(context) = register_context(ctx, record, live) {
+            errln!(
+                "note: docker context {context} pointed at {host}, where no manager of the swarm answers; it now points at {} ({})",
                 live.spec.name,
                 live.docker_host()
             );
@@ -227,22 +233,22 @@ fn env(ctx: &Ctx, name: &SwarmName, shell: Shell) -> Result<()> {
     let (m, _) = ctx.reachable_manager_from(&record, &runtime()?, context.manager.as_ref())?;
     context.repoint(ctx, &record, &m);
     let certs = ctx.home.certs_dir();
-    print!(
+    out!(
         "{}",
         super::env::render(
             shell,
             &m.docker_host(),
-            Some(&certs.to_string_lossy()),
+            Some(super::env::cert_path_text(&certs)?),
             &format!("n2d swarm env {name}")
         )
-    );
+    )?;
     Ok(())
 }
 
 fn rm(ctx: &Ctx, name: &SwarmName) -> Result<()> {
     ctx.remove_swarm(name)?;
-    docker_context::unregister(&ctx.runner, name.as_str(), &docker_context::swarm_description(name.as_str()));
-    eprintln!("Swarm {name} removed");
+    docker_context::unregister(&ctx.runner, &docker_context::Owner::swarm(name.as_str(), ctx.home.root()));
+    errln!("Swarm {name} removed");
     Ok(())
 }
 
@@ -255,10 +261,7 @@ fn scale(
 ) -> Result<()> {
     let work = ctx.plan_swarm_scale(name, workers, managers)?;
     if work.is_empty() {
-        eprintln!(
-            "Swarm {name} already has {} managers and {} workers",
-            work.want_managers, work.want_workers
-        );
+        errln!("Swarm {name} already has {} managers and {} workers", work.want_managers, work.want_workers);
         return Ok(());
     }
     if !work.add.is_empty() {
@@ -281,11 +284,11 @@ fn load(ctx: &Ctx, name: &SwarmName, archive: &std::path::Path) -> Result<()> {
         let prev = seen.entry(p.node.to_string()).or_insert(u64::MAX);
         if *prev == u64::MAX || percent >= *prev + 25 || (percent == 100 && *prev != 100) {
             *prev = percent;
-            eprintln!("  {}: {percent}%", p.node);
+            errln!("  {}: {percent}%", p.node);
         }
     })?;
     for (node, images) in loaded {
-        eprintln!("{node}: {}", images.join(", "));
+        errln!("{node}: {}", images.join(", "));
     }
     Ok(())
 }
@@ -332,7 +335,7 @@ fn add_host(ctx: &Ctx, args: AddHostArgs) -> Result<()> {
     n2d_spec::machine::check_labels_size(&host_name, &labels)?;
     let ext = ExternalHost { name: host_name.clone(), docker_host: args.host.clone(), tls, labels };
     ctx.add_external_host(&mut record, ext)?;
-    eprintln!("{host_name} joined swarm {} as a worker", record.prefix);
+    errln!("{host_name} joined swarm {} as a worker", record.prefix);
     Ok(())
 }
 

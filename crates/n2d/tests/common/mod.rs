@@ -241,7 +241,11 @@ pub fn parse_env(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|l| l.strip_prefix("export "))
         .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('"').to_string()))
+        // Single-quoted for sh (`'` written as `'\''`).
+        .map(|(k, v)| {
+            let v = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')).unwrap_or(v);
+            (k.to_string(), v.replace("'\\''", "'"))
+        })
         .collect()
 }
 
