@@ -621,11 +621,12 @@ mod tests {
             crate::write_atomic(&home.adopted_file(&name), json.to_string().as_bytes(), 0o600).unwrap();
             let err = home.load_adopted(&name).unwrap_err();
             assert!(matches!(err, StoreError::InvalidRecord { .. }), "{bad}: {err:?}");
-            assert!(home.list_adopted().is_empty(), "{bad}");
+            let listed = home.list_adopted();
+            assert!(listed.len() == 1 && listed[0].1.is_err(), "{bad}: listed as usable");
         }
         let good = serde_json::json!({"name": "web1", "docker_host": "tcp://web1.mshome.net:2376"});
         crate::write_atomic(&home.adopted_file(&name), good.to_string().as_bytes(), 0o600).unwrap();
-        assert_eq!(home.list_adopted().len(), 1);
+        assert!(home.list_adopted()[0].1.is_ok());
 
         let swarm: SwarmName = "s".parse().unwrap();
         let external = |docker_host: &str, host_name: &str| {
@@ -661,8 +662,9 @@ mod tests {
             home.save_adopted(&host).unwrap();
         }
         std::fs::write(home.hosts_dir().join("Bad.json"), "{}").unwrap();
-        let names: Vec<String> = home.list_adopted().iter().map(|h| h.name.to_string()).collect();
-        assert_eq!(names, ["web1", "web2"]);
+        let names: Vec<String> =
+            home.list_adopted().iter().map(|(n, h)| format!("{n}={}", h.is_ok())).collect();
+        assert_eq!(names, ["web1=true", "web2=true"]);
         home.remove_adopted(&"web1".parse().unwrap()).unwrap();
         assert_eq!(home.list_adopted().len(), 1);
         assert!(home.remove_adopted(&"web1".parse().unwrap()).is_err());
@@ -733,14 +735,20 @@ impl Home {
     }
 
     /// Every adopted machine whose record reads, sorted by name.
-    pub fn list_adopted(&self) -> Vec<AdoptedHost> {
+    /// Every adopted host, by name; a damaged or refused record is listed with its error (so
+    /// `ls` shows it), a file whose name is not a machine name is not n2d's and is skipped.
+    pub fn list_adopted(&self) -> Vec<(MachineName, Result<AdoptedHost, StoreError>)> {
         let names = sorted_names(&self.hosts_dir(), |e| {
             e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string)
         });
         names
             .into_iter()
             .filter_map(|n| n.parse::<MachineName>().ok())
-            .filter_map(|n| self.load_adopted(&n).ok().flatten())
+            .filter_map(|n| match self.load_adopted(&n) {
+                Ok(Some(host)) => Some((n, Ok(host))),
+                Ok(None) => None,
+                Err(e) => Some((n, Err(e))),
+            })
             .collect()
     }
 }

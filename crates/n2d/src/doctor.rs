@@ -131,6 +131,9 @@ pub trait HostProbe {
     fn build_user(&self) -> BuildUser;
     /// The filter table as `iptables -S` prints it, or why it cannot be read.
     fn filter_rules(&self) -> Result<String, String>;
+    /// Why `$N2D_RUN_DIR` (the host-wide bridge state) is unsafe to use; `None` when it is safe
+    /// or not made yet.
+    fn run_dir_problem(&self) -> Option<String>;
 }
 
 /// What `create` is about to use.
@@ -288,6 +291,13 @@ fn check_bridge(probe: &dyn HostProbe, bridge: &str) -> Check {
             "bridge",
             "`ip` is not installed: n2d makes bridges and taps with it",
             "apt-get install iproute2",
+        );
+    }
+    if let Some(problem) = probe.run_dir_problem() {
+        return Check::fail(
+            "bridge",
+            problem,
+            "chmod go-w it (it must be yours or root's), or set N2D_RUN_DIR to a directory of your own",
         );
     }
     if let Some(kind) = probe.link_kind(bridge).filter(|k| k != "bridge") {
@@ -702,6 +712,13 @@ impl HostProbe for SystemProbe<'_> {
         let out = self.ctx.runner.run(&cmd).map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
+    fn run_dir_problem(&self) -> Option<String> {
+        let dir = self.ctx.net.dir();
+        if !dir.exists() && !dir.is_symlink() {
+            return None;
+        }
+        n2d_net::host::check_run_dir(dir).err().map(|e| e.to_string())
+    }
 }
 
 /// `create` cannot work here: the failing checks, one line each.
@@ -751,6 +768,7 @@ mod tests {
         init: Result<String, String>,
         user: BuildUser,
         filter: Result<String, String>,
+        run_dir: Option<String>,
     }
 
     /// A fresh host's filter table (no Docker, no firewall).
@@ -785,6 +803,7 @@ mod tests {
                     subgid: "ann:100000:65536\n".into(),
                 },
                 filter: Ok(EMPTY_FILTER.into()),
+                run_dir: None,
             }
         }
     }
@@ -848,6 +867,9 @@ mod tests {
         }
         fn filter_rules(&self) -> Result<String, String> {
             self.filter.clone()
+        }
+        fn run_dir_problem(&self) -> Option<String> {
+            self.run_dir.clone()
         }
     }
 
@@ -991,6 +1013,18 @@ mod tests {
             ..Default::default()
         };
         assert_finding(&only(&host, "iptables"), Status::Warn, "Permission denied", "nf_tables");
+    }
+
+    #[test]
+    fn a_run_dir_others_could_change_fails_the_bridge_check() {
+        let host = FakeHost {
+            run_dir: Some("refusing /run/n2d: writable by others (mode 1777)".into()),
+            ..FakeHost::default()
+        };
+        assert_finding(&only(&host, "bridge"), Status::Fail, "writable by others", "chmod go-w");
+        // User-mode machines keep no host-wide state: the run directory does not matter to them.
+        let user = run_checks(&host, &Target { bridge: USER_NETWORK.into(), image: None });
+        assert!(user.iter().all(|c| !c.finding.contains("writable by others")), "{user:?}");
     }
 
     #[test]

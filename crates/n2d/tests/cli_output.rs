@@ -143,3 +143,29 @@ fn env_output_round_trips_through_bash_and_sh_for_a_hostile_home() {
         assert!(!dir.path().join("MARKER").exists(), "{shell} ran a command hidden in the home's path");
     }
 }
+
+/// An adopted host whose record n2d refuses (here an endpoint carrying an ssh option) is listed
+/// as an error, never as a usable endpoint, and never hidden.
+#[test]
+fn ls_lists_a_refused_adopted_host_as_an_error() {
+    let home = home();
+    let hosts = home.path().join("hosts");
+    std::fs::create_dir(&hosts).unwrap();
+    let hostile = r#"{"name": "web1", "docker_host": "tcp://-oProxyCommand=x:2376"}"#;
+    std::fs::write(hosts.join("web1.json"), hostile).unwrap();
+    let good = r#"{"name": "web2", "docker_host": "tcp://10.0.0.5:2376"}"#;
+    std::fs::write(hosts.join("web2.json"), good).unwrap();
+
+    let out = n2d(home.path(), &["ls"], Stdio::piped(), Stdio::piped());
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = |name: &str| table.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_string();
+    assert!(row("web1 ").contains(" error ") && !row("web1 ").contains("ProxyCommand=x:2376 "), "{table}");
+    assert!(row("web2 ").contains("adopted") && row("web2 ").contains("tcp://10.0.0.5:2376"), "{table}");
+
+    let out = n2d(home.path(), &["ls", "--json"], Stdio::piped(), Stdio::piped());
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let state = |name: &str| rows.iter().find(|r| r["name"] == name).map(|r| r["state"].clone());
+    assert_eq!(state("web1"), Some("error".into()), "{rows:?}");
+    assert_eq!(state("web2"), Some("adopted".into()), "{rows:?}");
+}

@@ -105,9 +105,10 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
                 }),
                 Err(e) => serde_json::json!({ "name": name, "state": "error", "error": e.to_string() }),
             })
-            .chain(ctx.home.list_adopted().iter().map(
-                |h| serde_json::json!({ "name": h.name, "state": "adopted", "endpoint": h.docker_host }),
-            ))
+            .chain(ctx.home.list_adopted().iter().map(|(name, h)| match h {
+                Ok(h) => serde_json::json!({ "name": h.name, "state": "adopted", "endpoint": h.docker_host }),
+                Err(e) => serde_json::json!({ "name": name, "state": "error", "error": e.to_string() }),
+            }))
             .collect();
         outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
@@ -140,8 +141,18 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
         }
     }
     // Machines booted elsewhere from an export (`n2d adopt`): n2d knows only their endpoint.
-    for h in ctx.home.list_adopted() {
-        outln!("{:<20} {:<8} {:<15} {:<26} {:<12}", h.name.as_str(), "adopted", "-", h.docker_host, "-")?;
+    for (name, h) in ctx.home.list_adopted() {
+        match h {
+            Ok(h) => outln!(
+                "{:<20} {:<8} {:<15} {:<26} {:<12}",
+                h.name.as_str(),
+                "adopted",
+                "-",
+                h.docker_host,
+                "-"
+            )?,
+            Err(e) => outln!("{:<20} error    {e}", name.as_str())?,
+        }
     }
     for (name, newest) in outdated {
         errln!("* {name} runs an older build of its image than {newest} (`n2d image build --refresh` made it): recreate it to pick up the updates");
