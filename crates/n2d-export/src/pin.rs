@@ -64,12 +64,29 @@ pub fn pin_vmdk(path: &Path, seed: &str) -> io::Result<()> {
         return Err(bad("a sparse VMDK without an embedded descriptor"));
     }
     let descriptor = read_at(&mut file, offset * 512, sectors as usize * 512)?;
-    let at = find(&descriptor, b"\nCID=").ok_or_else(|| bad("no CID in the VMDK descriptor"))? + 5;
+    let pinned = pin_vmdk_descriptor(&descriptor, seed)?;
+    write_at(&mut file, offset * 512, &pinned)
+}
+
+/// The descriptor area (text, then zeros) with its `CID=` line set from `seed`. qemu-img writes
+/// the random CID without leading zeros (`%x`), so its length varies: the text after it is
+/// rewritten and the area padded with zeros again, so the result never depends on the old CID.
+fn pin_vmdk_descriptor(area: &[u8], seed: &str) -> io::Result<Vec<u8>> {
+    let text_len = area.iter().position(|&b| b == 0).unwrap_or(area.len());
+    let text = &area[..text_len];
+    let start = find(text, b"\nCID=").ok_or_else(|| bad("no CID in the VMDK descriptor"))? + 5;
+    let end =
+        start + text[start..].iter().position(|&b| b == b'\n').ok_or_else(|| bad("an unended CID line"))?;
     let cid = format!(
         "{:08x}",
         u32::from_le_bytes(Guid::derive(&format!("{seed}/vmdk-cid")).0[..4].try_into().unwrap())
     );
-    write_at(&mut file, offset * 512 + at as u64, cid.as_bytes())
+    let mut out = [&text[..start], cid.as_bytes(), &text[end..]].concat();
+    if out.len() > area.len() {
+        return Err(bad("no room for the CID in the VMDK descriptor"));
+    }
+    out.resize(area.len(), 0);
+    Ok(out)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -145,6 +162,26 @@ mod tests {
         // RFC 3720 B.4: 32 bytes of zeros.
         assert_eq!(crc32c(&[0u8; 32]), 0x8A91_36AA);
         assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+
+    #[test]
+    fn a_vmdk_cid_of_any_length_pins_to_the_same_descriptor() {
+        // qemu-img writes CID=%x: 7 or fewer digits when the random value has leading zeros.
+        let area = |cid: &str| {
+            let text = format!("# Disk DescriptorFile\nversion=1\nCID={cid}\nparentCID=ffffffff\ncreateType=\"monolithicSparse\"\n");
+            let mut bytes = text.into_bytes();
+            bytes.resize(1024, 0);
+            bytes
+        };
+        let pinned = pin_vmdk_descriptor(&area("1a2b3c4d"), "seed").unwrap();
+        for cid in ["a2b3c4d", "4d", "0", "ffffffff"] {
+            assert_eq!(pin_vmdk_descriptor(&area(cid), "seed").unwrap(), pinned, "CID={cid}");
+        }
+        assert_eq!(pinned.len(), 1024);
+        let text = String::from_utf8_lossy(&pinned);
+        assert!(text.contains("\nparentCID=ffffffff\ncreateType="), "{text}");
+        assert_ne!(pin_vmdk_descriptor(&area("4d"), "other").unwrap(), pinned);
+        assert!(pin_vmdk_descriptor(b"no cid here\0\0", "seed").is_err());
     }
 
     #[test]

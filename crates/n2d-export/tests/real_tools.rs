@@ -131,8 +131,11 @@ fn disks_and_iso_are_laid_out_as_agreed_and_reproducible() {
     // The same inputs, again: byte-identical.
     export(&SystemRunner, &request(&image, b.path(), formats), &|_| {}).unwrap();
     for name in &names {
-        let same = Command::new("cmp").arg(a.path().join(name)).arg(b.path().join(name)).status().unwrap();
-        assert!(same.success(), "{name} differs between two exports");
+        let same =
+            Command::new("cmp").arg("-l").arg(a.path().join(name)).arg(b.path().join(name)).output().unwrap();
+        let diff: String =
+            String::from_utf8_lossy(&same.stdout).lines().take(20).collect::<Vec<_>>().join("\n");
+        assert!(same.status.success(), "{name} differs between two exports (offset, octal bytes):\n{diff}");
     }
 }
 
