@@ -516,26 +516,38 @@ pub mod tests {
         Client { ifname: "eth0".into(), mac: MAC, hostname: "n2d-abcdef".into() }
     }
 
-    /// A server handing out 10.9.0.50/24 from 10.9.0.1 (router, DNS) for `lease_secs`.
+    /// A well-formed reply, as the servers n2d meets send them (dnsmasq on n2d0, slirp): 10.9.0.50/24
+    /// from 10.9.0.1 (router, DNS) for `lease_secs`, broadcast to [`MAC`].
+    pub fn reply(xid: u32, kind: MessageType, lease_secs: u32) -> Message {
+        Message {
+            op: BOOTREPLY,
+            xid,
+            broadcast: true,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::new(10, 9, 0, 50),
+            chaddr: MAC,
+            options: vec![
+                (OPT_MESSAGE_TYPE, vec![kind as u8]),
+                (OPT_SERVER_ID, vec![10, 9, 0, 1]),
+                (OPT_LEASE_TIME, lease_secs.to_be_bytes().to_vec()),
+                (OPT_SUBNET_MASK, vec![255, 255, 255, 0]),
+                (OPT_ROUTER, vec![10, 9, 0, 1]),
+                (OPT_DNS, vec![10, 9, 0, 1, 9, 9, 9, 9]),
+            ],
+        }
+    }
+
+    /// A server answering each request with [`reply`], echoing the request's transaction,
+    /// broadcast flag, client address and hardware address.
     pub fn server(lease_secs: u32) -> impl FnMut(&[u8]) -> Vec<Vec<u8>> {
         move |bytes: &[u8]| {
             let m = Message::decode(bytes).expect("client sends valid messages");
             let reply = |kind: MessageType| {
                 Message {
-                    op: BOOTREPLY,
-                    xid: m.xid,
                     broadcast: m.broadcast,
                     ciaddr: m.ciaddr,
-                    yiaddr: Ipv4Addr::new(10, 9, 0, 50),
                     chaddr: m.chaddr,
-                    options: vec![
-                        (OPT_MESSAGE_TYPE, vec![kind as u8]),
-                        (OPT_SERVER_ID, vec![10, 9, 0, 1]),
-                        (OPT_LEASE_TIME, lease_secs.to_be_bytes().to_vec()),
-                        (OPT_SUBNET_MASK, vec![255, 255, 255, 0]),
-                        (OPT_ROUTER, vec![10, 9, 0, 1]),
-                        (OPT_DNS, vec![10, 9, 0, 1, 9, 9, 9, 9]),
-                    ],
+                    ..reply(m.xid, kind, lease_secs)
                 }
                 .encode()
             };

@@ -6,7 +6,7 @@
 //! The checks below restate the rules independently of the code under test (subnet arithmetic,
 //! CRCs), so a shared mistake would not hide.
 
-use crate::dhcp::{self, Client, Lease, Message, MessageType};
+use crate::dhcp::{self, Lease, Message, MessageType};
 use crate::gpt;
 use crate::sys::fake::FakeSystem;
 use crate::sys::System;
@@ -59,32 +59,7 @@ const OPT_LEASE_TIME: u8 = 51;
 const OPT_MESSAGE_TYPE: u8 = 53;
 const OPT_SERVER_ID: u8 = 54;
 const OPT_RENEWAL_TIME: u8 = 58;
-const BOOTREPLY: u8 = 2;
-const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0xab, 0xcd, 0xef];
-
-fn client() -> Client {
-    Client { ifname: "eth0".into(), mac: MAC, hostname: "n2d-abcdef".into() }
-}
-
-/// A well-formed reply, as the servers n2d meets send them (dnsmasq on n2d0, slirp).
-fn reply(xid: u32, kind: MessageType, lease_secs: u32) -> Message {
-    Message {
-        op: BOOTREPLY,
-        xid,
-        broadcast: true,
-        ciaddr: Ipv4Addr::UNSPECIFIED,
-        yiaddr: Ipv4Addr::new(10, 9, 0, 50),
-        chaddr: MAC,
-        options: vec![
-            (OPT_MESSAGE_TYPE, vec![kind as u8]),
-            (OPT_SERVER_ID, vec![10, 9, 0, 1]),
-            (OPT_LEASE_TIME, lease_secs.to_be_bytes().to_vec()),
-            (OPT_SUBNET_MASK, vec![255, 255, 255, 0]),
-            (OPT_ROUTER, vec![10, 9, 0, 1]),
-            (OPT_DNS, vec![10, 9, 0, 1, 9, 9, 9, 9]),
-        ],
-    }
-}
+use crate::dhcp::tests::{client, reply};
 
 /// Addresses with the edge cases over-represented.
 fn address() -> impl Strategy<Value = Ipv4Addr> {
