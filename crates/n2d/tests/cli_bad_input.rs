@@ -211,6 +211,8 @@ const MACHINE_VERBS: &[&[&str]] = &[
     &["rm", "-f", "NAME"],
     &["rm", "ok-name", "NAME"],
     &["logs", "NAME"],
+    &["logs", "--tail", "3", "--raw", "NAME"],
+    &["certs", "rotate", "NAME"],
     &["console", "NAME"],
     &["adopt", "NAME", "--host", "tcp://192.0.2.1:2376"],
     &["image", "export", "--format", "iso", "--for", "NAME"],
