@@ -136,24 +136,33 @@ impl UserNet {
         Ok(true)
     }
 
-    /// Stops the switch (SIGTERM, then SIGKILL after a second) and removes its sockets;
-    /// `Ok(false)` when it was not running.
+    /// Stops the switch (SIGTERM, then SIGKILL after two seconds) and removes its sockets;
+    /// `Ok(false)` when it was not running. Returns once the process is gone: vde_switch
+    /// removes its pid file before it exits, so the wait watches the process itself.
     pub fn stop_switch(&self) -> Result<bool, UserNetError> {
+        let sockets = self.socket_dir();
+        let alive = |pid: u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| is_switch_of(&c, &sockets))
+        };
+        let wait_gone = |pid: u32, limit: Duration| {
+            let since = Instant::now();
+            while alive(pid) && since.elapsed() < limit {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            !alive(pid)
+        };
         let stopped = match self.switch_pid() {
             Some(pid) => {
                 signal(pid, rustix::process::Signal::TERM)?;
-                let since = Instant::now();
-                while self.switch_pid().is_some() && since.elapsed() < Duration::from_secs(1) {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                if self.switch_pid().is_some() {
+                if !wait_gone(pid, Duration::from_secs(2)) {
                     signal(pid, rustix::process::Signal::KILL)?;
+                    wait_gone(pid, Duration::from_secs(5));
                 }
                 true
             }
             None => false,
         };
-        remove_path(&self.socket_dir())?;
+        remove_path(&sockets)?;
         remove_path(&self.pid_file())?;
         remove_path(&self.dir)?;
         Ok(stopped)
@@ -302,6 +311,52 @@ mod tests {
         assert_eq!(net.switch_pid(), None);
         assert!(!net.stop_switch().unwrap());
         assert!(!dir.path().join("network").exists());
+    }
+
+    /// A stand-in switch of `net` (`sh` named `vde_switch`, serving its socket directory) that
+    /// runs `on_term` when sent SIGTERM; its pid is written to the pid file.
+    fn stand_in_switch(net: &UserNet, on_term: &str) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        std::fs::create_dir_all(net.socket_dir()).unwrap();
+        let script = format!("trap '{on_term}' TERM; echo $$ > \"$1\"; while :; do sleep 0.02; done");
+        let child = std::process::Command::new("sh")
+            .arg0(SWITCH_PROGRAM)
+            .args(["-c", &script, "sh"])
+            .arg(net.pid_file())
+            .arg("--sock")
+            .arg(net.socket_dir())
+            .spawn()
+            .unwrap();
+        let since = Instant::now();
+        while net.switch_pid().is_none() {
+            assert!(since.elapsed() < Duration::from_secs(10), "the stand-in switch did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child
+    }
+
+    #[test]
+    fn stop_waits_for_a_switch_that_drops_its_pid_file_before_exiting() {
+        // vde_switch unlinks its pid file first, then tidies its sockets and exits: stop
+        // returned in between once (a CI run found the switch still alive after `swarm rm`).
+        let dir = tempfile::tempdir().unwrap();
+        let net = UserNet::new(dir.path().join("network"));
+        let pid_file = net.pid_file();
+        let mut child = stand_in_switch(&net, &format!("rm -f {}; sleep 0.5; exit 0", pid_file.display()));
+        assert!(net.stop_switch().unwrap());
+        assert!(child.try_wait().unwrap().is_some(), "stop returned while the switch still ran");
+        assert!(!dir.path().join("network").exists());
+    }
+
+    #[test]
+    fn a_switch_that_ignores_sigterm_is_killed_and_waited_for() {
+        use std::os::unix::process::ExitStatusExt;
+        let dir = tempfile::tempdir().unwrap();
+        let net = UserNet::new(dir.path().join("network"));
+        let mut child = stand_in_switch(&net, "");
+        assert!(net.stop_switch().unwrap());
+        let status = child.try_wait().unwrap().expect("stop returned while the switch still ran");
+        assert_eq!(status.signal(), Some(9));
     }
 
     #[test]
