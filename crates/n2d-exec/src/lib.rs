@@ -4,6 +4,8 @@
 //! exact command lines without root or the tools installed. Errors name the tool, the Debian
 //! package that provides it when it is missing, and the tail of what it printed when it fails.
 
+#![forbid(unsafe_code)]
+
 use std::ffi::OsString;
 use std::io;
 use std::process::{Command, Stdio};

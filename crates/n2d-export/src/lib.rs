@@ -15,6 +15,8 @@
 //! a random source: the same inputs give the same files (qemu-img's random VHDX and VMDK
 //! identifiers are pinned afterwards: [`pin`]).
 
+#![forbid(unsafe_code)]
+
 pub mod config;
 pub mod esp;
 pub mod gpt;

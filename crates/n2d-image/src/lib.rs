@@ -16,6 +16,8 @@
 //! the module subset logic in [`modules`]. Other disk formats (raw, qcow2, vhdx, iso) are further
 //! stages over the same staging tree.
 
+#![forbid(unsafe_code)]
+
 pub mod build;
 pub mod cache;
 pub mod init;

@@ -4,6 +4,8 @@
 //! through the [`Runner`] seam. Who holds what is host-wide state ([`host`]); outbound access
 //! lives in n2d's own iptables chains ([`nat`]).
 
+#![forbid(unsafe_code)]
+
 pub mod host;
 pub mod ipjson;
 pub mod nat;

@@ -10,6 +10,8 @@
 //! without root, QEMU or Docker. Nothing here prints: what the user should see goes through
 //! [`Progress`].
 
+#![forbid(unsafe_code)]
+
 pub mod batch;
 pub mod certs;
 pub mod error;

@@ -16,6 +16,8 @@
 //! them). Every certificate starts a day in the past, so a guest whose clock lags still accepts
 //! it.
 
+#![forbid(unsafe_code)]
+
 use n2d_spec::machine::MachineName;
 use n2d_store::{write_atomic, StoreError};
 use rcgen::{

@@ -10,6 +10,8 @@
 //!   once dockerd answers on its local socket; the host waits for it in the serial log instead of
 //!   polling the Docker API (polling competes with the emulated guest for the host's CPUs).
 
+#![forbid(unsafe_code)]
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

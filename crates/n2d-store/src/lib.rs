@@ -27,6 +27,8 @@
 //!
 //! Paths are made from validated names only ([`MachineName`], `SwarmName`), so no name typed by a user or read from a record can lead outside the home.
 
+#![forbid(unsafe_code)]
+
 use n2d_spec::machine::MachineName;
 use serde::{de::DeserializeOwned, Serialize};
 use std::cell::Cell;

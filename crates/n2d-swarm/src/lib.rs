@@ -6,6 +6,8 @@
 //! [`BollardApi`] implements it over the Docker Engine API, and the tests
 //! use an in-memory fake swarm.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod bollard_api;
 pub mod error;

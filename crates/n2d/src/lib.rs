@@ -1,6 +1,8 @@
 //! The `n2d` command line. `main` is one line; [`main_with_args`] runs the whole CLI
 //! in-process (tests call it too).
 
+#![forbid(unsafe_code)]
+
 // First: its macros (`outln!`, `out!`, `errln!`) are used by the modules below.
 #[macro_use]
 pub mod out;

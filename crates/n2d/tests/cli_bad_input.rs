@@ -510,6 +510,7 @@ fn run_with_env(home: &std::path::Path, var: &str, value: &str, args: &[&str]) -
     let argv: Vec<OsString> =
         std::iter::once("n2d").chain(args.iter().copied()).map(OsString::from).collect();
     let code = n2d::main_with_args(argv);
+    // SAFETY: as above, `_turn` is still held.
     unsafe { std::env::remove_var(var) };
     code
 }
