@@ -12,9 +12,11 @@
 
 pub mod batch;
 pub mod certs;
+pub mod contexts;
 pub mod error;
 pub mod machine;
 pub mod ports;
+pub mod preflight;
 pub mod progress;
 pub mod recover;
 pub mod rollback;

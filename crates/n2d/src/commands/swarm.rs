@@ -235,10 +235,10 @@ fn env(ctx: &Ctx, name: &SwarmName, shell: Shell) -> Result<()> {
     let certs = ctx.home.certs_dir();
     out!(
         "{}",
-        super::env::render(
-            shell,
+        n2d_orchestrate::contexts::env::render(
+            super::env::shell(shell),
             &m.docker_host(),
-            Some(super::env::cert_path_text(&certs)?),
+            Some(n2d_orchestrate::contexts::env::cert_path_text(&certs)?),
             &format!("n2d swarm env {name}")
         )
     )?;
