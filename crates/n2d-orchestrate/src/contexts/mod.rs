@@ -12,9 +12,9 @@
 //! is one note per run.
 //!
 //! [`ensure`], [`remove`] and [`current_host`] report what they did; [`register`] and
-//! [`unregister`] (and the orchestrator's [`Orchestrator::register_context`] and
-//! [`Orchestrator::unregister_context`]) say it through [`crate::Progress`] instead of failing.
-//! [`env`] is the other way to reach an engine: `n2d env`'s variables.
+//! [`unregister`] (and the orchestrator's [`crate::Orchestrator::register_context`] and
+//! [`crate::Orchestrator::unregister_context`]) say it through [`crate::Progress`] instead of
+//! failing. [`mod@env`] is the other way to reach an engine: `n2d env`'s variables.
 
 pub mod env;
 mod register;

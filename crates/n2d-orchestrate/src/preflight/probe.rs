@@ -24,7 +24,7 @@ pub struct Route {
     pub prefix_len: u8,
 }
 
-/// The raw facts of a host. The real one is [`SystemProbe`]; tests use a fake.
+/// The raw facts of a host. The real one is [`super::SystemProbe`]; tests use a fake.
 pub trait HostProbe {
     /// The QEMU binary n2d runs (`$N2D_QEMU` or qemu-system-x86_64).
     fn qemu_binary(&self) -> String;

@@ -485,3 +485,94 @@ mod orchestrated {
         );
     }
 }
+
+mod system_probe {
+    use super::*;
+    use n2d_exec::{Cmd, ExecError, RecordingRunner, Runner};
+    use n2d_image::GuestInit;
+    use n2d_net::host::HostNet;
+    use n2d_store::Home;
+
+    fn no_init() -> Result<GuestInit, String> {
+        Err("cannot read the guest init /x: No such file or directory".into())
+    }
+
+    fn not_an_elf() -> Result<GuestInit, String> {
+        Ok(GuestInit { bytes: b"#!/bin/sh\n".to_vec(), source: "/tmp/init.sh".into() })
+    }
+
+    /// Checks `f` against a probe on `runner`, with a home and network state in a fresh directory.
+    fn with_probe(runner: &dyn Runner, init: GuestInitSource, f: impl FnOnce(&SystemProbe)) {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::at(dir.path().join("home"));
+        let net = HostNet::at(dir.path().join("run"), "netns-1", dir.path().join("ip_forward"));
+        let probe =
+            SystemProbe { runner, qemu_binary: "/opt/qemu", home: &home, net: &net, guest_init: init };
+        f(&probe)
+    }
+
+    #[test]
+    fn iptables_must_answer_for_the_nat_table_too() {
+        let r = RecordingRunner::default();
+        r.answer("--version", Ok("iptables v1.8.9 (nf_tables)\nmore\n"));
+        with_probe(&r, &no_init, |p| {
+            assert_eq!(p.iptables(), ToolState::Works("iptables v1.8.9 (nf_tables)".into()))
+        });
+        assert_eq!(r.calls(), ["iptables --version", "iptables -w 5 -t nat -S POSTROUTING"]);
+
+        let r = RecordingRunner::default();
+        r.answer("--version", Ok("iptables v1.8.9 (nf_tables)\n"));
+        r.answer("-t nat", Err("Permission denied (you must be root)"));
+        with_probe(&r, &no_init, |p| match p.iptables() {
+            ToolState::Broken(why) => assert!(why.contains("Permission denied"), "{why}"),
+            other => panic!("{other:?}"),
+        });
+
+        struct NothingInstalled;
+        impl Runner for NothingInstalled {
+            fn run(&self, cmd: &Cmd) -> Result<Vec<u8>, ExecError> {
+                Err(ExecError::NotInstalled { program: cmd.program.clone(), package: cmd.package })
+            }
+        }
+        with_probe(&NothingInstalled, &no_init, |p| {
+            assert_eq!(p.iptables(), ToolState::Missing);
+            assert_eq!(p.docker(), ToolState::Missing);
+            assert_eq!(p.qemu_version_output(), None);
+            assert!(p.filter_rules().unwrap_err().contains("is not installed"));
+        });
+    }
+
+    #[test]
+    fn qemu_is_the_orchestrators_binary() {
+        let r = RecordingRunner::default();
+        r.answer("--version", Ok("QEMU emulator version 10.0.2\n"));
+        with_probe(&r, &no_init, |p| {
+            assert_eq!(p.qemu_binary(), "/opt/qemu");
+            assert_eq!(p.qemu_version_output().as_deref(), Some("QEMU emulator version 10.0.2\n"));
+        });
+        assert_eq!(r.calls(), ["/opt/qemu --version"]);
+    }
+
+    #[test]
+    fn a_guest_init_that_cannot_be_had_or_run_says_why() {
+        let r = RecordingRunner::default();
+        with_probe(&r, &no_init, |p| assert_eq!(p.guest_init(), no_init().map(|i| i.source)));
+        with_probe(&r, &not_an_elf, |p| {
+            let why = p.guest_init().unwrap_err();
+            assert!(why.starts_with("/tmp/init.sh: "), "{why}");
+        });
+    }
+
+    #[test]
+    fn a_home_and_run_dir_not_made_yet_are_fine() {
+        let r = RecordingRunner::default();
+        with_probe(&r, &no_init, |p| {
+            assert_eq!(p.run_dir_problem(), None);
+            assert!(p.images().is_empty());
+            assert_eq!(p.recorded_subnet("n2d0"), None);
+            // The nearest directory that exists is measured.
+            let (dir, _) = p.free_space().unwrap();
+            assert!(p.home.root().starts_with(&dir), "{}", dir.display());
+        });
+    }
+}
