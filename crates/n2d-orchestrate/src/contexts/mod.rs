@@ -18,6 +18,7 @@
 
 pub mod env;
 mod register;
+pub mod swarm;
 
 pub use register::{register, unregister};
 

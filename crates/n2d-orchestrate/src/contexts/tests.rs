@@ -333,3 +333,124 @@ fn register_and_unregister_say_failures_as_one_line_with_their_causes() {
         ["warning: cannot remove docker context \"h1\": `docker context inspect h1` failed (exit status: 1): permission denied"]
     );
 }
+
+mod swarm_contexts {
+    use super::*;
+    use crate::{Orchestrator, Timing};
+    use n2d_net::host::HostNet;
+    use n2d_spec::machine::{ByteSize, MachineName, MachineSpec};
+    use n2d_spec::swarm::SwarmRecord;
+    use n2d_store::{Home, KillPoints, MachineRecord};
+    use n2d_swarm::fake::Cluster;
+    use n2d_vm::fake::FakeHypervisor;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    type TestOrchestrator = Orchestrator<RecordingRunner, FakeHypervisor, Cluster>;
+
+    fn orchestrator(dir: &Path) -> (TestOrchestrator, Arc<Quiet>) {
+        let said = Arc::new(Quiet::default());
+        let orch = Orchestrator {
+            home: Home::at(dir.join("home")),
+            net: HostNet::at(dir.join("run"), "netns-1", dir.join("ip_forward")),
+            runner: RecordingRunner::default(),
+            hypervisor: FakeHypervisor::new(),
+            docker: Cluster::new(),
+            progress: Box::new(said.clone()),
+            timing: Timing::default(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            kill: KillPoints::none(),
+        };
+        (orch, said)
+    }
+
+    /// A user-mode manager of swarm `demo`, its engine on 127.0.0.1:`port`.
+    fn manager(orch: &TestOrchestrator, name: &str, port: u16) -> MachineRecord {
+        let name: MachineName = name.parse().unwrap();
+        let record = MachineRecord {
+            spec: MachineSpec {
+                name,
+                cpus: 1,
+                memory: ByteSize(512 << 20),
+                disk: ByteSize(1 << 30),
+                bridge: n2d_spec::machine::USER_NETWORK.into(),
+                addresses: None,
+                image: "feedface".into(),
+                insecure_tcp: false,
+                labels: Default::default(),
+                publish: Vec::new(),
+                expose: false,
+            },
+            ip: [10, 0, 2, 15].into(),
+            prefix_len: 24,
+            gateway: [10, 0, 2, 2].into(),
+            mac: "52:54:00:12:34:56".into(),
+            tap: String::new(),
+            swarm: Some("demo".into()),
+            api_port: Some(port),
+        };
+        orch.home.save_machine(&record).unwrap();
+        record
+    }
+
+    fn demo() -> SwarmRecord {
+        serde_json::from_str(r#"{"prefix":"demo","managers":["demo-m1","demo-m2"]}"#).unwrap()
+    }
+
+    fn context_json(description: &str, host: &str) -> String {
+        serde_json::json!([{"Name": "demo", "Metadata": {"Description": description}, "Endpoints": {"docker": {"Host": host}}}])
+            .to_string()
+    }
+
+    #[test]
+    fn the_context_names_its_manager_and_follows_one_that_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (orch, said) = orchestrator(dir.path());
+        let m1 = manager(&orch, "demo-m1", 2001);
+        let m2 = manager(&orch, "demo-m2", 2002);
+        let ours = Owner::swarm("demo", orch.home.root()).description();
+        orch.runner.answer("context inspect demo", Ok(&context_json(&ours, "tcp://127.0.0.1:2001")));
+        let context = orch.swarm_context(&demo());
+        assert_eq!(context.host.as_deref(), Some("tcp://127.0.0.1:2001"));
+        assert_eq!(context.manager, Some(m1.spec.name.clone()));
+
+        // The manager it names answers: nothing to do.
+        assert_eq!(orch.repoint_swarm_context(&context, &demo(), &m1), None);
+        assert!(orch.runner.calls().iter().all(|c| c.starts_with("docker context inspect")));
+        // Another one answers: the context follows it, and the note says so.
+        let note = orch.repoint_swarm_context(&context, &demo(), &m2).unwrap();
+        assert_eq!(
+            note,
+            "note: docker context demo pointed at tcp://127.0.0.1:2001, where no manager of the swarm answers; it now points at demo-m2 (tcp://127.0.0.1:2002)"
+        );
+        let calls = orch.runner.calls();
+        assert!(calls.last().unwrap().starts_with("docker context update demo "), "{calls:?}");
+        assert!(calls.last().unwrap().contains("host=tcp://127.0.0.1:2002"), "{calls:?}");
+        assert!(said.lines().is_empty(), "{:?}", said.lines());
+
+        orch.unregister_swarm_context(&"demo".parse().unwrap());
+        // (The answer matches both names here, so both look like this home's.)
+        assert!(orch.runner.calls().contains(&"docker context rm -f demo".to_string()));
+    }
+
+    #[test]
+    fn a_context_not_this_homes_is_neither_read_nor_repointed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (orch, _) = orchestrator(dir.path());
+        manager(&orch, "demo-m1", 2001);
+        let m2 = manager(&orch, "demo-m2", 2002);
+        orch.runner.answer("context inspect", Ok(&context_json("my own", "tcp://127.0.0.1:2001")));
+        let context = orch.swarm_context(&demo());
+        assert_eq!(context, crate::contexts::swarm::SwarmContext::default());
+        assert_eq!(orch.repoint_swarm_context(&context, &demo(), &m2), None);
+        assert!(orch.runner.calls().iter().all(|c| c.starts_with("docker context inspect")));
+    }
+
+    #[test]
+    fn swarm_env_needs_a_known_swarm() {
+        let dir = tempfile::tempdir().unwrap();
+        let (orch, _) = orchestrator(dir.path());
+        let err = orch.swarm_env(&"nosuch".parse().unwrap()).unwrap_err();
+        assert!(err.is_usage(), "{err:?}");
+    }
+}
