@@ -127,6 +127,12 @@ pub enum Error {
     ConfigDiskFull { name: String },
     #[error("{name}'s engine restarted but still presents certificate {presented}, not the new {expected}: restart it (`n2d restart {name}`) to load it from its config disk")]
     CertificateNotReloaded { name: String, presented: String, expected: String },
+    /// `n2d env` cannot write a path that is not UTF-8 into an environment line unchanged.
+    #[error(
+        "the certificates' path {} is not valid UTF-8, so `n2d env` cannot print it exactly: set $N2D_HOME to a path that is valid UTF-8",
+        .path.display()
+    )]
+    CertPathNotUtf8 { path: PathBuf },
 }
 
 /// The last console lines of nodes that did not become Ready.
@@ -156,7 +162,8 @@ impl Error {
             | Error::PortBusy { .. }
             | Error::NoSuchPort { .. }
             | Error::NoSuchTarget(_)
-            | Error::AddHostNeedsBridge { .. } => true,
+            | Error::AddHostNeedsBridge { .. }
+            | Error::CertPathNotUtf8 { .. } => true,
             Error::CreateNode { source, .. } | Error::DockerUnreachable { source, .. } => source.is_usage(),
             _ => false,
         }

@@ -1,6 +1,7 @@
 //! The orchestration of n2d as a library: creating, starting, stopping and removing machines
 //! ([`machine`]) and forming, scaling and removing swarms of them ([`swarm`]), with what a failed
-//! create made undone ([`Rollback`]).
+//! create made undone ([`Rollback`]), with the host checks of `n2d doctor` and before a create
+//! ([`preflight`]) and the docker contexts and `n2d env` that reach the engines ([`contexts`]).
 //!
 //! Everything goes through [`Orchestrator`], generic over its three seams to the host: the tool
 //! runner ([`n2d_exec::Runner`]: `ip`, `iptables`, `qemu-img`), the hypervisor
@@ -14,9 +15,11 @@
 
 pub mod batch;
 pub mod certs;
+pub mod contexts;
 pub mod error;
 pub mod machine;
 pub mod ports;
+pub mod preflight;
 pub mod progress;
 pub mod recover;
 pub mod rollback;

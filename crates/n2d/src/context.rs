@@ -4,6 +4,7 @@
 use anyhow::Result;
 use n2d_exec::SystemRunner;
 use n2d_net::host::HostNet;
+use n2d_orchestrate::preflight::SystemProbe;
 use n2d_orchestrate::{Orchestrator, Timing};
 use n2d_store::{Home, KillPoints};
 use n2d_swarm::BollardConnector;
@@ -39,6 +40,11 @@ impl Ctx {
         }))
     }
 
+    /// This host as the checks see it (`n2d doctor`, the checks before a create).
+    pub fn probe(&self) -> SystemProbe<'_> {
+        self.system_probe(&guest_init_for_probe)
+    }
+
     /// The first Ctrl-C (or SIGTERM) stops waiting for VMs (or for the state lock) so that
     /// what a create made is rolled back; a second one exits at once.
     pub fn handle_interrupts(&self) -> Result<()> {
@@ -49,4 +55,9 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+/// The guest init an image build would use (built into n2d, or `$N2D_INIT`), for the checks.
+fn guest_init_for_probe() -> Result<n2d_image::GuestInit, String> {
+    crate::guest_init::guest_init(None).map_err(|e| format!("{e:#}"))
 }

@@ -2,31 +2,23 @@
 
 use crate::args::DoctorArgs;
 use crate::context::Ctx;
-use crate::doctor::{run_checks, Status, SystemProbe, Target};
 use anyhow::{bail, Result};
+use n2d_orchestrate::preflight::DoctorRequest;
 
 pub fn run(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
-    if args.repair {
-        if ctx.recover()?.is_empty() {
-            errln!("nothing to repair: no change was left half done");
-        }
-    } else {
-        let pending = ctx.home.intents().iter().filter(|e| !e.live).count();
-        if pending > 0 {
-            errln!("note: {pending} change(s) were interrupted (n2d was killed): `n2d doctor --repair` (or any command that changes state) completes or undoes them");
-        }
+    let request = DoctorRequest { repair: args.repair, network: args.network };
+    let report = ctx.doctor(&ctx.probe(), &request)?;
+    for note in &report.notes {
+        errln!("{note}");
     }
-    let target =
-        Target { bridge: args.network.unwrap_or_else(crate::commands::default_network), image: None };
-    let checks = run_checks(&SystemProbe { ctx }, &target);
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&checks)?)?;
+        outln!("{}", serde_json::to_string_pretty(&report.checks)?)?;
     } else {
-        for check in &checks {
+        for check in &report.checks {
             outln!("{check}")?;
         }
     }
-    let failed = checks.iter().filter(|c| c.status == Status::Fail).count();
+    let failed = report.failed();
     if failed > 0 {
         bail!("{failed} check(s) failed: `n2d create` cannot work on this host until they are fixed");
     }

@@ -66,7 +66,7 @@ pub fn default_network() -> String {
         return n2d_spec::machine::DEFAULT_BRIDGE.to_string();
     }
     if !SAID.swap(true, Ordering::Relaxed) {
-        errln!("note: not running as root: VMs use user-mode networking (a switch in $N2D_HOME, Docker APIs and published ports on 127.0.0.1); run as root for a bridge");
+        errln!("{}", n2d_orchestrate::preflight::USER_NETWORK_NOTE);
     }
     n2d_spec::machine::USER_NETWORK.to_string()
 }

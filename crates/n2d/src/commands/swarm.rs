@@ -4,10 +4,9 @@
 use crate::args::{AddHostArgs, Shell, SwarmCommand, SwarmCreateArgs};
 use crate::commands::image::resolve_image;
 use crate::context::Ctx;
-use crate::docker_context::{self, ContextSpec};
 use crate::error::UsageError;
 use anyhow::{bail, Context as _, Result};
-use n2d_orchestrate::runtime;
+use n2d_orchestrate::contexts::swarm::SwarmContext;
 use n2d_spec::machine::{MachineName, MachineSpec, DEFAULT_BRIDGE};
 use n2d_spec::swarm::{manager_count_advice, ExternalHost, LabelRule, SwarmName, SwarmRecord, SwarmSpec};
 use n2d_store::MachineRecord;
@@ -107,9 +106,7 @@ fn print_hint(name: &str, context: Option<&str>) -> Result<()> {
 /// Registers (or repoints) the swarm's docker context at `manager` (the one that just
 /// answered); a failure is only reported.
 fn register_context(ctx: &Ctx, record: &SwarmRecord, manager: &MachineRecord) -> Option<String> {
-    let hint = format!("n2d swarm env {}", record.prefix);
-    let spec = ContextSpec::swarm(record.prefix.as_str(), &ctx.endpoint(manager), ctx.home.root());
-    docker_context::register(&ctx.runner, &spec, &hint)
+    ctx.register_swarm_context(record, manager)
 }
 
 /// The host checks of `n2d doctor`, before any node is made.
@@ -170,12 +167,12 @@ fn ls(ctx: &Ctx) -> Result<()> {
             }
         };
         let total = record.managers.len() + record.workers.len() + record.external_hosts.len();
-        let context = ContextManager::read(ctx, &record);
+        let context = ctx.swarm_context(&record);
         let ready = ctx
             .swarm_nodes_from(&record, context.manager.as_ref())
             .ok()
             .map(|(m, nodes)| {
-                context.repoint(ctx, &record, &m);
+                repoint(ctx, &context, &record, &m);
                 format!("{}/{total}", nodes.iter().filter(|n| n.ready()).count())
             })
             .unwrap_or_else(|| format!("?/{total} (no manager answers)"));
@@ -190,64 +187,26 @@ fn ls(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// Where the swarm's docker context points (when it is n2d's), and at which manager.
-struct ContextManager {
-    host: Option<String>,
-    manager: Option<MachineName>,
-}
-
-impl ContextManager {
-    fn read(ctx: &Ctx, record: &SwarmRecord) -> ContextManager {
-        let owner = docker_context::Owner::swarm(record.prefix.as_str(), ctx.home.root());
-        let host = docker_context::current_host(&ctx.runner, &owner);
-        let manager = host.as_ref().and_then(|h| {
-            record
-                .managers
-                .iter()
-                .find(|m| ctx.home.load_machine(m).is_ok_and(|r| &r.docker_host() == h))
-                .cloned()
-        });
-        ContextManager { host, manager }
-    }
-
-    /// Points the context at `live` (a manager that answers) when it names another: a manager
-    /// that does not answer (its VM killed, a leader lost) or is no longer one.
-    fn repoint(&self, ctx: &Ctx, record: &SwarmRecord, live: &MachineRecord) {
-        let Some(host) = &self.host else { return };
-        if *host == live.docker_host() {
-            return;
-        }
-        if let Some(context) = register_context(ctx, record, live) {
-            errln!(
-                "note: docker context {context} pointed at {host}, where no manager of the swarm answers; it now points at {} ({})",
-                live.spec.name,
-                live.docker_host()
-            );
-        }
+/// Points the swarm's context at `live` when it names a manager that does not answer, and
+/// says so.
+fn repoint(ctx: &Ctx, context: &SwarmContext, record: &SwarmRecord, live: &MachineRecord) {
+    if let Some(note) = ctx.repoint_swarm_context(context, record, live) {
+        errln!("{note}");
     }
 }
 
 fn env(ctx: &Ctx, name: &SwarmName, shell: Shell) -> Result<()> {
-    let record = ctx.load_swarm(name)?;
-    let context = ContextManager::read(ctx, &record);
-    let (m, _) = ctx.reachable_manager_from(&record, &runtime()?, context.manager.as_ref())?;
-    context.repoint(ctx, &record, &m);
-    let certs = ctx.home.certs_dir();
-    out!(
-        "{}",
-        super::env::render(
-            shell,
-            &m.docker_host(),
-            Some(super::env::cert_path_text(&certs)?),
-            &format!("n2d swarm env {name}")
-        )
-    )?;
+    let found = ctx.swarm_env(name)?;
+    if let Some(note) = &found.note {
+        errln!("{note}");
+    }
+    out!("{}", found.env()?.render(super::env::shell(shell)))?;
     Ok(())
 }
 
 fn rm(ctx: &Ctx, name: &SwarmName) -> Result<()> {
     ctx.remove_swarm(name)?;
-    docker_context::unregister(&ctx.runner, &docker_context::Owner::swarm(name.as_str(), ctx.home.root()));
+    ctx.unregister_swarm_context(name);
     errln!("Swarm {name} removed");
     Ok(())
 }
