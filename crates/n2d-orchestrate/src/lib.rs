@@ -10,9 +10,11 @@
 //! without root, QEMU or Docker. Nothing here prints: what the user should see goes through
 //! [`Progress`].
 
+pub mod adopt;
 pub mod batch;
 pub mod certs;
 pub mod error;
+pub mod image;
 pub mod machine;
 pub mod ports;
 pub mod progress;
@@ -23,7 +25,7 @@ pub mod swarm;
 #[cfg(test)]
 mod tests;
 
-pub use error::{ConsoleLines, Error, Result};
+pub use error::{ConsoleLines, Error, ErrorKind, Result};
 pub use progress::{Progress, Quiet, Step};
 pub use rollback::Rollback;
 
