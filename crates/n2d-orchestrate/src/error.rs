@@ -184,6 +184,16 @@ pub enum Error {
     CertsNotRotated(#[source] NotRotated),
     #[error("{0}")]
     Failed(String),
+    /// A flag's value (`--memory`) does not parse.
+    #[error("{flag}")]
+    Flag {
+        flag: &'static str,
+        #[source]
+        source: n2d_spec::machine::SpecError,
+    },
+    /// Reading a file, or writing what was asked for to the caller's writer (`n2d logs`).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// The machines whose certificates a rotation could not renew.

@@ -15,12 +15,14 @@ pub mod batch;
 pub mod certs;
 pub mod error;
 pub mod image;
+pub mod inventory;
 pub mod machine;
 pub mod ports;
 pub mod progress;
 pub mod recover;
 pub mod rollback;
 pub mod swarm;
+pub mod swarm_request;
 
 #[cfg(test)]
 mod tests;
