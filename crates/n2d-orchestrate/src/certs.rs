@@ -239,8 +239,10 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             }
         }
         let client_serial = if req.client { Some(self.rotate_client_certificate()?) } else { None };
-        let machines =
-            names.into_iter().map(|name| (name.clone(), self.rotate_server_certificate(&name, req.timeout))).collect();
+        let machines = names
+            .into_iter()
+            .map(|name| (name.clone(), self.rotate_server_certificate(&name, req.timeout)))
+            .collect();
         let new_ca = !had_ca && ca_cert.exists();
         let mut contexts = Vec::new();
         if req.client || new_ca {

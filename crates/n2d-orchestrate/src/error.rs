@@ -1,7 +1,7 @@
 //! What can fail, named after what failed. Errors of the layers below are passed through
 //! unchanged (`transparent`), so the user reads the same message whichever layer reports it.
 
-use n2d_store::StoreError;
+pub use n2d_store::StoreError;
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -163,7 +163,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// `n2d adopt`: a machine of that name is already recorded.
-    #[error("a machine named {name} already exists in this home (see `n2d ls`, or remove hosts/{name}.json)")]
+    #[error(
+        "a machine named {name} already exists in this home (see `n2d ls`, or remove hosts/{name}.json)"
+    )]
     AdoptedExists { name: String },
     #[error("a machine named {name} was recorded meanwhile")]
     RecordedMeanwhile { name: String },
@@ -261,6 +263,14 @@ impl Error {
         ErrorKind::of_chain(self)
     }
 
+    /// The I/O error it is, if it is one (a write to the caller's writer may be in it).
+    pub fn io(&self) -> Option<&std::io::Error> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// An error of the export: its usage errors are said in full, without their cause.
     pub(crate) fn export(e: n2d_export::ExportError) -> Error {
         if e.is_usage() {
@@ -325,4 +335,9 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// An error and its causes on one line, `error: cause: cause` (as `{:#}` of an `anyhow::Error`).
+pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(e), |e| e.source()).map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
 }

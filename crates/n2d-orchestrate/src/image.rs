@@ -11,8 +11,8 @@ use n2d_exec::Runner;
 use n2d_export::config::{machine_config, ExportNetwork};
 use n2d_export::{ExportRequest, ForMachine};
 use n2d_image::{
-    find_image, image_files, list_images, remove_image, unreadable_images, BuildOptions, GuestInit, Image,
-    Outcome, PackageSource,
+    find_image, image_files, list_images, remove_image, unreadable_images, BuildOptions, Image, Outcome,
+    PackageSource,
 };
 use n2d_spec::machine::MachineName;
 use std::collections::BTreeMap;
@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use n2d_export::config::HostCidr;
 pub use n2d_export::{Exported, Format, FormatList, DEFAULT_DISK_SIZE};
+pub use n2d_image::{check_static_x86_64, GuestInit};
 
 /// The largest `--init` read: n2d-init, static with musl, is about 2 MiB in release and tens of
 /// MiB as a debug build with its symbols; a cap well above both.
@@ -276,7 +277,7 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
                 let ca = n2d_pki::Ca::load_or_create(&self.home.certs_dir())?;
                 let config = machine_config(&ca, name, &network, labels).map_err(|e| {
                     if e.is_usage() {
-                        Error::Usage(chain_text(&e))
+                        Error::Usage(crate::error::chain_text(&e))
                     } else {
                         Error::ExportConfig(e)
                     }
@@ -286,9 +287,10 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
             }
             None => None,
         };
-        let hyperv = args
-            .hyperv
-            .then(|| n2d_export::hyperv::HyperV { static_ip: network.static_address(), ..Default::default() });
+        let hyperv = args.hyperv.then(|| n2d_export::hyperv::HyperV {
+            static_ip: network.static_address(),
+            ..Default::default()
+        });
         let req = ExportRequest {
             image: &image,
             formats: args.formats.clone(),
@@ -316,9 +318,4 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
         });
         Ok(ExportReport { files, next_step })
     }
-}
-
-/// An error and its causes on one line, `error: cause: cause`.
-pub(crate) fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
-    std::iter::successors(Some(e), |e| e.source()).map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
 }

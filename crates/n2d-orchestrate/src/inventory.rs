@@ -21,7 +21,6 @@ use std::time::Duration;
 /// `n2d create`'s flags (the machine part, shared with nothing else).
 #[derive(Debug, Clone, Default)]
 pub struct MachineRequest {
-    pub name: Option<MachineName>,
     /// Default: the hypervisor's.
     pub cpus: Option<u32>,
     pub memory: String,
@@ -57,6 +56,18 @@ pub struct Listing {
 /// Said once per run (the CLI is one run).
 static SAID_USER_NETWORK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// The network a machine gets without `--network` (see [`Orchestrator::default_network`]),
+/// the note said through `progress`.
+pub fn default_network(progress: &dyn crate::Progress) -> String {
+    if n2d_net::require_root().is_ok() {
+        return n2d_spec::machine::DEFAULT_BRIDGE.to_string();
+    }
+    if !SAID_USER_NETWORK.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        progress.say("note: not running as root: VMs use user-mode networking (a switch in $N2D_HOME, Docker APIs and published ports on 127.0.0.1); run as root for a bridge");
+    }
+    n2d_spec::machine::USER_NETWORK.to_string()
+}
+
 impl<R, H, C> Orchestrator<R, H, C> {
     /// The state home's directory.
     pub fn home_root(&self) -> &Path {
@@ -91,13 +102,7 @@ impl<R, H, C> Orchestrator<R, H, C> {
     /// The network a machine gets without `--network`: n2d's bridge as root (or with
     /// CAP_NET_ADMIN in the ambient set), user-mode networking otherwise, said once per run.
     pub fn default_network(&self) -> String {
-        if n2d_net::require_root().is_ok() {
-            return n2d_spec::machine::DEFAULT_BRIDGE.to_string();
-        }
-        if !SAID_USER_NETWORK.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            self.progress.say("note: not running as root: VMs use user-mode networking (a switch in $N2D_HOME, Docker APIs and published ports on 127.0.0.1); run as root for a bridge");
-        }
-        n2d_spec::machine::USER_NETWORK.to_string()
+        default_network(&*self.progress)
     }
 }
 
@@ -160,8 +165,12 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
                 (name, listed)
             })
             .collect();
-        let adopted =
-            self.home.list_adopted().into_iter().map(|(name, h)| (name, h.map_err(|e| e.to_string()))).collect();
+        let adopted = self
+            .home
+            .list_adopted()
+            .into_iter()
+            .map(|(name, h)| (name, h.map_err(|e| e.to_string())))
+            .collect();
         Listing { machines, adopted }
     }
 

@@ -28,11 +28,15 @@ pub mod swarm_request;
 mod tests;
 
 pub use error::{ConsoleLines, Error, ErrorKind, Result};
+/// What the CLI reads of records and VMs, at the door.
+pub use n2d_spec::swarm::SwarmRecord;
+pub use n2d_store::{AdoptedHost, MachineRecord, DIR_MODE, FILE_MODE};
+pub use n2d_vm::{StopOutcome, VmState};
 pub use progress::{Progress, Quiet, Step};
 pub use rollback::Rollback;
 
 use n2d_net::host::HostNet;
-use n2d_store::{Home, Journal, KillPoints, MachineRecord, Operation};
+use n2d_store::{Home, Journal, KillPoints, Operation};
 use n2d_swarm::{Endpoint, RemoveTimeouts, TlsPaths};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,6 +88,16 @@ impl<R, H, C> Orchestrator<R, H, C> {
     /// when the target must be checked first.
     pub fn begin(&self, op: Operation) -> Result<Journal> {
         Ok(self.home.begin_intent(op, &self.kill)?)
+    }
+
+    /// The tool runner (`ip`, `docker`, `qemu-img`).
+    pub fn runner(&self) -> &R {
+        &self.runner
+    }
+
+    /// The hypervisor.
+    pub fn hypervisor(&self) -> &H {
+        &self.hypervisor
     }
 
     /// Ctrl-C was pressed.

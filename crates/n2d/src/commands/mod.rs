@@ -21,7 +21,7 @@ pub fn run(command: Command) -> Result<()> {
         _ => {}
     }
     let ctx = Ctx::from_env()?;
-    match ctx.home.tighten() {
+    match ctx.tighten_home() {
         Ok(paths) => {
             for path in paths {
                 errln!("n2d: tightened permissions of {} to 0{:o}", path.display(), permission_target(&path));
@@ -57,18 +57,10 @@ pub fn run(command: Command) -> Result<()> {
     }
 }
 
-/// The network a machine gets without `--network`: n2d's bridge as root (or with
-/// CAP_NET_ADMIN in the ambient set), user-mode networking otherwise, said once per run.
+/// The network a machine gets without `--network` (`n2d_orchestrate::inventory::default_network`),
+/// for `n2d doctor`.
 pub fn default_network() -> String {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static SAID: AtomicBool = AtomicBool::new(false);
-    if n2d_net::require_root().is_ok() {
-        return n2d_spec::machine::DEFAULT_BRIDGE.to_string();
-    }
-    if !SAID.swap(true, Ordering::Relaxed) {
-        errln!("note: not running as root: VMs use user-mode networking (a switch in $N2D_HOME, Docker APIs and published ports on 127.0.0.1); run as root for a bridge");
-    }
-    n2d_spec::machine::USER_NETWORK.to_string()
+    n2d_orchestrate::inventory::default_network(&crate::progress::Terminal)
 }
 
 /// The commands that change the state (machines, swarms, images), which first recover what a
@@ -98,8 +90,8 @@ fn changes_state(command: &Command) -> bool {
 
 fn permission_target(path: &std::path::Path) -> u32 {
     if path.is_dir() {
-        n2d_store::DIR_MODE
+        n2d_orchestrate::DIR_MODE
     } else {
-        n2d_store::FILE_MODE
+        n2d_orchestrate::FILE_MODE
     }
 }
