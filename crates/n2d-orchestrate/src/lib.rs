@@ -67,20 +67,68 @@ impl Default for Timing {
     }
 }
 
-/// The state home, the host-wide network state and the three seams (see the crate docs).
+/// The state home, the host-wide network state and the three seams (see the crate docs). Its
+/// parts are its own: callers go through its methods (this crate's tests set them directly).
 pub struct Orchestrator<R, H, C> {
-    pub home: Home,
+    home: Home,
     /// Bridges, leases and taps, shared with every other home on the host.
-    pub net: HostNet,
-    pub runner: R,
-    pub hypervisor: H,
-    pub docker: C,
-    pub progress: Box<dyn Progress>,
-    pub timing: Timing,
+    net: HostNet,
+    runner: R,
+    hypervisor: H,
+    docker: C,
+    progress: Box<dyn Progress>,
+    timing: Timing,
     /// Set by the first Ctrl-C: waits end and what a create made is rolled back.
-    pub cancel: Arc<AtomicBool>,
+    cancel: Arc<AtomicBool>,
     /// Test-only kill points (`N2D_TEST_KILL_AT`), passed by every journalled step.
-    pub kill: KillPoints,
+    kill: KillPoints,
+}
+
+impl<R, H, C> Orchestrator<R, H, C> {
+    /// An orchestrator of `home` with the default [`Timing`]; `cancel` is the flag Ctrl-C sets.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        home: Home,
+        net: HostNet,
+        runner: R,
+        hypervisor: H,
+        docker: C,
+        progress: Box<dyn Progress>,
+        cancel: Arc<AtomicBool>,
+        kill: KillPoints,
+    ) -> Self {
+        Orchestrator {
+            home,
+            net,
+            runner,
+            hypervisor,
+            docker,
+            progress,
+            timing: Timing::default(),
+            cancel,
+            kill,
+        }
+    }
+
+    /// The state home (for `n2d doctor`'s checks, until they move below the door).
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// The host-wide network state (for `n2d doctor`'s checks, until they move below the door).
+    pub fn net(&self) -> &HostNet {
+        &self.net
+    }
+
+    /// The flag Ctrl-C sets (the CLI's signal handlers set it).
+    pub fn cancel_flag(&self) -> &Arc<AtomicBool> {
+        &self.cancel
+    }
+
+    /// What a killed n2d left in the journal (`n2d doctor`).
+    pub fn intents(&self) -> Vec<n2d_store::IntentEntry> {
+        self.home.intents()
+    }
 }
 
 impl<R, H, C> Orchestrator<R, H, C> {
