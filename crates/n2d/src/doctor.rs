@@ -620,7 +620,7 @@ pub struct SystemProbe<'a> {
 impl SystemProbe<'_> {
     /// The first line of a tool's output, or why it did not run.
     fn tool(&self, cmd: Cmd) -> ToolState {
-        match self.ctx.runner.run(&cmd) {
+        match self.ctx.runner().run(&cmd) {
             Ok(out) => ToolState::Works(
                 String::from_utf8_lossy(&out).lines().next().unwrap_or("").trim().to_string(),
             ),
@@ -632,11 +632,11 @@ impl SystemProbe<'_> {
 
 impl HostProbe for SystemProbe<'_> {
     fn qemu_binary(&self) -> String {
-        self.ctx.hypervisor.binary.clone()
+        self.ctx.hypervisor().binary.clone()
     }
     fn qemu_version_output(&self) -> Option<String> {
-        let cmd = Cmd::new(&self.ctx.hypervisor.binary, n2d_vm::argv::QEMU_PACKAGE).arg("--version");
-        self.ctx.runner.run(&cmd).ok().map(|out| String::from_utf8_lossy(&out).into_owned())
+        let cmd = Cmd::new(&self.ctx.hypervisor().binary, n2d_vm::argv::QEMU_PACKAGE).arg("--version");
+        self.ctx.runner().run(&cmd).ok().map(|out| String::from_utf8_lossy(&out).into_owned())
     }
     fn installed(&self, program: &str) -> bool {
         n2d_exec::is_installed_or_in_sbin(program)
@@ -680,23 +680,23 @@ impl HostProbe for SystemProbe<'_> {
     }
     fn link_ipv4(&self, dev: &str) -> Option<Option<(Ipv4Addr, u8)>> {
         self.link_kind(dev)?;
-        Some(n2d_net::Links::new(&self.ctx.runner).ipv4_of(dev).ok().flatten())
+        Some(n2d_net::Links::new(self.ctx.runner()).ipv4_of(dev).ok().flatten())
     }
     fn link_kind(&self, dev: &str) -> Option<String> {
-        n2d_net::Links::new(&self.ctx.runner).kind_of(dev)
+        n2d_net::Links::new(self.ctx.runner()).kind_of(dev)
     }
     fn recorded_subnet(&self, bridge: &str) -> Option<(Ipv4Addr, u8)> {
-        let state = self.ctx.net.snapshot().ok()?;
+        let state = self.ctx.net().snapshot().ok()?;
         state.bridges.get(bridge).map(|b| (b.gateway, b.prefix_len))
     }
     fn free_space(&self) -> Result<(PathBuf, u64), String> {
-        let root = self.ctx.home.root();
+        let root = self.ctx.home().root();
         let dir = root.ancestors().find(|p| p.exists()).ok_or("no part of it exists")?;
         let stat = rustix::fs::statvfs(dir).map_err(|e| format!("statvfs {}: {e}", dir.display()))?;
         Ok((dir.to_path_buf(), stat.f_bavail.saturating_mul(stat.f_frsize)))
     }
     fn images(&self) -> Vec<String> {
-        n2d_image::list_images(&self.ctx.home).into_iter().map(|i| i.manifest.id).collect()
+        n2d_image::list_images(self.ctx.home()).into_iter().map(|i| i.manifest.id).collect()
     }
     fn guest_init(&self) -> Result<String, String> {
         let init = crate::guest_init::guest_init(None).map_err(|e| format!("{e:#}"))?;
@@ -709,11 +709,11 @@ impl HostProbe for SystemProbe<'_> {
     }
     fn filter_rules(&self) -> Result<String, String> {
         let cmd = Cmd::new("iptables", "iptables").args(["-w", "5", "-t", "filter", "-S"]);
-        let out = self.ctx.runner.run(&cmd).map_err(|e| e.to_string())?;
+        let out = self.ctx.runner().run(&cmd).map_err(|e| e.to_string())?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
     fn run_dir_problem(&self) -> Option<String> {
-        let dir = self.ctx.net.dir();
+        let dir = self.ctx.net().dir();
         if !dir.exists() && !dir.is_symlink() {
             return None;
         }

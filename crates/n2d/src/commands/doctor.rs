@@ -11,7 +11,7 @@ pub fn run(ctx: &Ctx, args: DoctorArgs) -> Result<()> {
             errln!("nothing to repair: no change was left half done");
         }
     } else {
-        let pending = ctx.home.intents().iter().filter(|e| !e.live).count();
+        let pending = ctx.home().intents().iter().filter(|e| !e.live).count();
         if pending > 0 {
             errln!("note: {pending} change(s) were interrupted (n2d was killed): `n2d doctor --repair` (or any command that changes state) completes or undoes them");
         }

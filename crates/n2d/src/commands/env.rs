@@ -79,16 +79,16 @@ pub fn cert_path_text(certs: &Path) -> Result<&str> {
 
 pub fn machine_env(ctx: &Ctx, name: &n2d_spec::machine::MachineName, shell: Shell) -> Result<()> {
     // A machine booted elsewhere from an export (`n2d adopt`) is reached with the same certs.
-    if !ctx.home.machine_exists(name) {
-        if let Some(host) = ctx.home.load_adopted(name)? {
-            let certs = ctx.home.certs_dir();
+    if !ctx.home().machine_exists(name) {
+        if let Some(host) = ctx.home().load_adopted(name)? {
+            let certs = ctx.home().certs_dir();
             let certs = cert_path_text(&certs)?;
             out!("{}", render(shell, &host.docker_host, Some(certs), &format!("n2d env {name}")))?;
             return Ok(());
         }
     }
     let record = ctx.load_record(name)?;
-    let certs = ctx.home.certs_dir();
+    let certs = ctx.home().certs_dir();
     let cert_path = if record.spec.insecure_tcp { None } else { Some(cert_path_text(&certs)?) };
     out!("{}", render(shell, &record.docker_host(), cert_path, &format!("n2d env {name}")))?;
     Ok(())
