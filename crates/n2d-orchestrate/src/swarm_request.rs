@@ -114,6 +114,21 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         )))
     }
 
+    /// `n2d swarm create` of a planned swarm on `image` (see [`Orchestrator::resolve_image`]).
+    pub fn create_swarm_from(
+        &self,
+        spec: &SwarmSpec,
+        mut plan: crate::swarm::SwarmPlan,
+        image: Option<&str>,
+        default: &crate::image::ImageBuild,
+        timeout: std::time::Duration,
+        keep_on_failure: bool,
+    ) -> Result<SwarmRecord> {
+        let image = self.resolve_image(image, default)?.manifest.id;
+        plan.specs.iter_mut().for_each(|s| s.image = image.clone());
+        self.create_swarm(spec, &plan, timeout, keep_on_failure)
+    }
+
     /// `n2d swarm add-host`: the engine joins the swarm as a worker over TLS (it is sent the
     /// join token); returns the name it is recorded under and the swarm's record.
     pub fn add_host(&self, req: &AddHost) -> Result<(String, SwarmRecord)> {

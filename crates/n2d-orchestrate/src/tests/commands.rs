@@ -242,3 +242,21 @@ fn an_errors_kind_is_found_through_every_layer() {
     let io = std::io::Error::other("disk on fire");
     assert_eq!(ErrorKind::of_chain(&io), ErrorKind::Failure);
 }
+
+#[test]
+fn a_swarm_is_created_on_the_image_named_and_an_unknown_one_makes_nothing() {
+    let k = kit();
+    let spec = swarm_spec(1, 1);
+    let plan = k.orch.plan_swarm(&spec).unwrap();
+    let err =
+        k.orch.create_swarm_from(&spec, plan, Some("beef"), &Default::default(), BOOT, false).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Usage, "{err:?}");
+    assert!(k.orch.find_swarm(&prefix()).unwrap().is_none());
+    k.assert_host_clean();
+    let plan = k.orch.plan_swarm(&spec).unwrap();
+    let record =
+        k.orch.create_swarm_from(&spec, plan, Some("feed"), &Default::default(), BOOT, false).unwrap();
+    assert_eq!(record.managers.len() + record.workers.len(), 2);
+    let node = k.orch.load_record(&record.managers[0]).unwrap();
+    assert_eq!(node.spec.image, IMAGE);
+}

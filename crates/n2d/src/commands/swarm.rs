@@ -53,12 +53,18 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
         return report_existing(ctx, &existing);
     }
     // Every node's spec and the network are checked before any VM starts.
-    let mut plan = ctx.plan_swarm(&spec)?;
+    let plan = ctx.plan_swarm(&spec)?;
     preflight(ctx, &plan.specs, args.image.clone())?;
     let default_image = crate::commands::image::build_request(&Default::default());
-    let image = ctx.resolve_image(args.image.as_deref(), &default_image)?.manifest.id;
-    plan.specs.iter_mut().for_each(|s| s.image = image.clone());
-    let record = ctx.create_swarm(&spec, &plan, Duration::from_secs(args.timeout), args.keep_on_failure)?;
+    let timeout = Duration::from_secs(args.timeout);
+    let record = ctx.create_swarm_from(
+        &spec,
+        plan,
+        args.image.as_deref(),
+        &default_image,
+        timeout,
+        args.keep_on_failure,
+    )?;
     let manager = print_summary(ctx, &record)?;
     let context = register_context(ctx, &record, &manager);
     print_hint(&spec.prefix, context.as_deref())?;
