@@ -53,6 +53,36 @@ pub struct Listing {
     pub adopted: Vec<(MachineName, Result<AdoptedHost, String>)>,
 }
 
+/// What `n2d start --all` did.
+#[derive(Debug)]
+pub struct StartedAll {
+    pub plan: crate::batch::StartAllPlan,
+    /// Each stopped machine (in the plan's order) and its record once started, or why not.
+    pub started: Vec<(MachineName, Result<MachineRecord>)>,
+}
+
+impl StartedAll {
+    /// An error naming the machines that did not start (or cannot be read), if any.
+    pub fn result(&self) -> Result<()> {
+        let failed: Vec<String> = self
+            .plan
+            .unreadable
+            .iter()
+            .map(|(n, _)| n.clone())
+            .chain(self.started.iter().filter(|(_, r)| r.is_err()).map(|(n, _)| n.to_string()))
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let total = self.plan.stopped.len() + self.plan.unreadable.len();
+        Err(Error::Failed(format!(
+            "{} of {total} machines did not start: {}",
+            failed.len(),
+            failed.join(", ")
+        )))
+    }
+}
+
 /// Said once per run (the CLI is one run).
 static SAID_USER_NETWORK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -146,6 +176,24 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
     ) -> Result<MachineRecord> {
         spec.image = self.resolve_image(image, default)?.manifest.id;
         self.create_machine(&spec, None, timeout)
+    }
+
+    /// `n2d start --all`: every stopped machine of the home, in parallel (bounded); which are
+    /// started is said first. See [`StartedAll::result`].
+    pub fn start_all(&self, timeout: Duration) -> StartedAll {
+        let plan = self.plan_start_all();
+        if !plan.stopped.is_empty() {
+            let names: Vec<&str> = plan.stopped.iter().map(MachineName::as_str).collect();
+            self.progress.say(&format!("Starting {} machines: {}", names.len(), names.join(", ")));
+        }
+        let results = self.start_machines(&plan.stopped, timeout);
+        let started = plan
+            .stopped
+            .iter()
+            .zip(results)
+            .map(|(name, result)| (name.clone(), result.and_then(|_| self.load_record(name))))
+            .collect();
+        StartedAll { plan, started }
     }
 
     /// `n2d ls`.

@@ -260,3 +260,34 @@ fn a_swarm_is_created_on_the_image_named_and_an_unknown_one_makes_nothing() {
     let node = k.orch.load_record(&record.managers[0]).unwrap();
     assert_eq!(node.spec.image, IMAGE);
 }
+
+#[test]
+fn start_all_starts_the_stopped_machines_and_names_those_that_did_not_start() {
+    let k = kit();
+    for n in ["h1", "h2", "h3"] {
+        k.create(n).unwrap();
+    }
+    k.orch.stop_machine(&name("h2"), BOOT).unwrap();
+    k.orch.stop_machine(&name("h3"), BOOT).unwrap();
+    k.vms().fail_start("h3");
+    let dir = k.orch.home.machine_dir(&name("broken"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("machine.json"), b"garbage").unwrap();
+    let all = k.orch.start_all(BOOT);
+    assert_eq!(all.plan.running, [name("h1")]);
+    assert_eq!(all.plan.unreadable.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["broken"]);
+    let started: Vec<(&str, bool)> = all.started.iter().map(|(n, r)| (n.as_str(), r.is_ok())).collect();
+    assert_eq!(started, [("h2", true), ("h3", false)]);
+    assert!(k.said.lines().contains(&"Starting 2 machines: h2, h3".to_string()), "{:?}", k.said.lines());
+    let err = all.result().unwrap_err();
+    assert_eq!(err.to_string(), "2 of 3 machines did not start: broken, h3");
+    assert_eq!(err.kind(), ErrorKind::Failure);
+    assert_eq!(k.orch.machine_state(&name("h2")), VmState::Running);
+    // Nothing stopped: nothing to start, nothing said.
+    std::fs::remove_dir_all(&dir).unwrap();
+    k.vms().fail_start("nobody");
+    let k2 = kit();
+    let none = k2.orch.start_all(BOOT);
+    assert!(none.started.is_empty() && none.result().is_ok());
+    assert!(k2.said.lines().is_empty());
+}

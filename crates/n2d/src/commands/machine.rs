@@ -191,34 +191,26 @@ fn refresh_context(ctx: &Ctx, name: &MachineName) -> Result<()> {
 /// `n2d start --all`: every stopped machine of the home, in parallel (bounded); one line per
 /// machine on stdout; an error naming those that did not start (or cannot be read).
 fn start_all(ctx: &Ctx, timeout: Duration) -> Result<()> {
-    let plan = ctx.plan_start_all();
-    let mut failed: Vec<String> = Vec::new();
-    for (name, why) in &plan.unreadable {
+    let all = ctx.start_all(timeout);
+    for (name, why) in &all.plan.unreadable {
         outln!("{name}: cannot be started: {why} (`n2d rm -f {name}` removes it)")?;
-        failed.push(name.clone());
     }
-    for name in &plan.running {
+    for name in &all.plan.running {
         outln!("{name}: already running")?;
     }
-    if !plan.stopped.is_empty() {
-        let names: Vec<&str> = plan.stopped.iter().map(MachineName::as_str).collect();
-        errln!("Starting {} machines: {}", names.len(), names.join(", "));
-    }
-    let results = ctx.start_machines(&plan.stopped, timeout);
-    for (name, result) in plan.stopped.iter().zip(results) {
-        match result.map_err(anyhow::Error::new).and_then(|_| refresh_context(ctx, name)) {
-            Ok(()) => outln!("{name}: started")?,
-            Err(e) => {
-                outln!("{name}: failed to start: {e:#}")?;
-                failed.push(name.to_string());
+    for (name, result) in &all.started {
+        match result {
+            Ok(record) => {
+                if record.swarm.is_none() {
+                    register_context(ctx, record);
+                }
+                outln!("{name}: started")?
             }
+            Err(e) => outln!("{name}: failed to start: {}", n2d_orchestrate::error::chain_text(e))?,
         }
     }
-    if !failed.is_empty() {
-        let total = plan.stopped.len() + plan.unreadable.len();
-        anyhow::bail!("{} of {total} machines did not start: {}", failed.len(), failed.join(", "));
-    }
-    if plan.stopped.is_empty() {
+    all.result()?;
+    if all.plan.stopped.is_empty() {
         errln!("No stopped machine to start");
     }
     Ok(())
