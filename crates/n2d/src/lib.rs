@@ -87,4 +87,15 @@ mod tests {
         );
         assert_eq!(exit_code(&anyhow::Error::new(timeout)), 1);
     }
+
+    #[test]
+    fn each_kind_of_error_has_one_exit_status() {
+        use n2d_orchestrate::Error;
+        assert_eq!(exit_code(&UsageError::err("bad flag")), 2);
+        assert_eq!(exit_code(&anyhow::Error::new(Error::Usage("bad".into())).context("n2d create")), 2);
+        assert_eq!(exit_code(&anyhow::Error::new(Error::NoImageToExport)), 2);
+        assert_eq!(exit_code(&anyhow::Error::new(Error::Interrupted { what: "forming" })), 130);
+        assert_eq!(exit_code(&anyhow::Error::new(Error::Failed("disk full".into()))), 1);
+        assert_eq!(exit_code(&anyhow::anyhow!("anything else")), 1);
+    }
 }
