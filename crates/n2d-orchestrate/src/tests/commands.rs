@@ -289,3 +289,46 @@ fn start_all_starts_the_stopped_machines_and_names_those_that_did_not_start() {
     assert!(none.started.is_empty() && none.result().is_ok());
     assert!(k2.said.lines().is_empty());
 }
+
+#[test]
+fn stop_says_whether_the_machine_was_running_and_an_unknown_one_is_a_usage_error() {
+    let k = kit();
+    k.create("h1").unwrap();
+    assert_eq!(k.orch.stop_machine(&name("h1"), BOOT).unwrap(), crate::StopOutcome::Graceful);
+    assert_eq!(k.orch.stop_machine(&name("h1"), BOOT).unwrap(), crate::StopOutcome::AlreadyStopped);
+    assert_eq!(k.orch.machine_state(&name("h1")), VmState::Stopped);
+    let err = k.orch.stop_machine(&name("nosuch"), BOOT).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Usage, "{err:?}");
+    // `n2d restart` is a stop, then a start.
+    assert!(k.orch.start_machine(&name("h1"), BOOT).unwrap());
+    assert!(!k.orch.start_machine(&name("h1"), BOOT).unwrap(), "already running");
+}
+
+#[test]
+fn an_archive_is_loaded_into_every_node_of_the_swarm() {
+    let k = kit();
+    make_swarm(&k, 1, 1);
+    let archive = k.dir.path().join("images.tar.gz");
+    let mut bytes = vec![0x1f, 0x8b, 0x08];
+    bytes.resize(3000, 0);
+    std::fs::write(&archive, &bytes).unwrap();
+    let loaded = k.orch.load_images(&prefix(), &archive, |_| {}).unwrap();
+    assert_eq!(loaded.len(), 2, "{loaded:?}");
+    assert_eq!(k.cluster.loaded("n2d-mngr-0"), Some(3000));
+    assert_eq!(k.cluster.loaded("n2d-wrkr-0"), Some(3000));
+    let err = k.orch.load_images(&"nosuch".parse().unwrap(), &archive, |_| {}).unwrap_err();
+    assert!(matches!(err, Error::NoSuchSwarm(_)), "{err:?}");
+}
+
+#[test]
+fn the_swarms_of_the_home_are_listed_and_a_damaged_record_is_named() {
+    let k = kit();
+    make_swarm(&k, 1, 0);
+    assert_eq!(k.orch.swarm_names().into_iter().map(|n| n.unwrap().to_string()).collect::<Vec<_>>(), ["n2d"]);
+    assert!(k.orch.find_swarm(&prefix()).unwrap().is_some());
+    assert!(k.orch.find_swarm(&"other".parse().unwrap()).unwrap().is_none());
+    let file = k.orch.home.root().join("swarms").join("n2d.json");
+    std::fs::write(&file, b"{").unwrap();
+    let err = k.orch.find_swarm(&prefix()).unwrap_err();
+    assert!(err.to_string().contains("damaged"), "{err}");
+}
