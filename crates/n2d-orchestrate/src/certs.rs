@@ -174,3 +174,89 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         out
     }
 }
+
+/// `n2d certs rotate`'s flags.
+#[derive(Debug, Clone, Default)]
+pub struct RotateRequest {
+    pub names: Vec<MachineName>,
+    /// Every machine of the home.
+    pub all: bool,
+    /// The user's client certificate too.
+    pub client: bool,
+    /// How long each running machine's engine may take to come back.
+    pub timeout: Duration,
+}
+
+/// What `n2d certs rotate` did.
+#[derive(Debug)]
+pub struct RotateReport {
+    /// The new client certificate's serial (`--client`).
+    pub client_serial: Option<String>,
+    /// Each machine asked for and what its rotation did (or why it failed).
+    pub machines: Vec<(MachineName, Result<Rotated>)>,
+    /// The home had no CA: a new one (and a client certificate) was made.
+    pub new_ca: bool,
+    /// The machines whose docker contexts keep a copy of a client certificate (or CA) that
+    /// changed, with how to reach them.
+    pub contexts: Vec<(MachineName, n2d_swarm::Endpoint)>,
+}
+
+impl RotateReport {
+    /// An error naming the machines not rotated, if any.
+    pub fn result(&self) -> Result<()> {
+        let failed: Vec<String> =
+            self.machines.iter().filter(|(_, r)| r.is_err()).map(|(n, _)| n.to_string()).collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::CertsNotRotated(crate::error::NotRotated(failed)))
+        }
+    }
+}
+
+impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
+    /// `n2d certs rotate [NAME...|--all] [--client]`: every name is checked before anything
+    /// is rotated; a machine that fails does not stop the others (see [`RotateReport::result`]).
+    pub fn rotate_certificates(&self, req: &RotateRequest) -> Result<RotateReport> {
+        if !req.all && req.names.is_empty() && !req.client {
+            return Err(Error::Usage(
+                "name the machines whose certificates to rotate, or give --all or --client".into(),
+            ));
+        }
+        let ca_cert = self.home.certs_dir().join(n2d_pki::CA_CERT);
+        let had_ca = ca_cert.exists();
+        if !had_ca && req.client {
+            return Err(Error::Usage("this home has no CA yet, so no client certificate to rotate".into()));
+        }
+        let names: Vec<MachineName> = if req.all {
+            self.home.list_machines().into_iter().filter_map(|(n, _)| n.parse().ok()).collect()
+        } else {
+            req.names.clone()
+        };
+        for name in &names {
+            if !self.home.machine_exists(name) {
+                return Err(Error::Usage(format!("no machine named {name} (see `n2d ls`)")));
+            }
+        }
+        let client_serial = if req.client { Some(self.rotate_client_certificate()?) } else { None };
+        let machines = names
+            .into_iter()
+            .map(|name| (name.clone(), self.rotate_server_certificate(&name, req.timeout)))
+            .collect();
+        let new_ca = !had_ca && ca_cert.exists();
+        let mut contexts = Vec::new();
+        if req.client || new_ca {
+            for (name, record) in self.home.list_machines() {
+                if let (Ok(name), Ok(record)) = (name.parse::<MachineName>(), record) {
+                    contexts.push((name, self.endpoint(&record)));
+                }
+            }
+        }
+        Ok(RotateReport { client_serial, machines, new_ca, contexts })
+    }
+}
+
+/// Now, in seconds since the epoch (for [`CertStatus::expiring`]).
+pub fn unix_now() -> i64 {
+    n2d_pki::unix_now()
+}

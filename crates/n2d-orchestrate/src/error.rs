@@ -1,7 +1,7 @@
 //! What can fail, named after what failed. Errors of the layers below are passed through
 //! unchanged (`transparent`), so the user reads the same message whichever layer reports it.
 
-use n2d_store::StoreError;
+pub use n2d_store::StoreError;
 use std::path::PathBuf;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -133,6 +133,129 @@ pub enum Error {
         .path.display()
     )]
     CertPathNotUtf8 { path: PathBuf },
+    /// A mistake in what the user asked for, said in full (no cause follows).
+    #[error("{0}")]
+    Usage(String),
+    #[error("image {image} is used by {machines}: remove those machines first (n2d rm NAME)")]
+    ImageInUse { image: String, machines: String },
+    #[error(
+        "cannot tell which image machine {name} uses: mend its record or remove it (n2d rm -f {name}) first"
+    )]
+    ImageUsers {
+        name: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("no image to export: build one first with `n2d image build`")]
+    NoImageToExport,
+    #[error("cannot read the guest init {} (from --init or N2D_INIT)", .path.display())]
+    GuestInitUnreadable {
+        path: PathBuf,
+        #[source]
+        source: n2d_store::safe_fs::InputFileError,
+    },
+    #[error(transparent)]
+    Build(#[from] n2d_image::BuildError),
+    #[error(transparent)]
+    Export(#[from] n2d_export::ExportError),
+    #[error(transparent)]
+    ExportConfig(#[from] n2d_export::config::ConfigError),
+    #[error(transparent)]
+    Input(#[from] n2d_store::safe_fs::InputFileError),
+    #[error("cannot read {}", .path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `n2d adopt`: a machine of that name is already recorded.
+    #[error(
+        "a machine named {name} already exists in this home (see `n2d ls`, or remove hosts/{name}.json)"
+    )]
+    AdoptedExists { name: String },
+    #[error("a machine named {name} was recorded meanwhile")]
+    RecordedMeanwhile { name: String },
+    #[error("this home has no CA, so no export was made for {name} here: adopt it from the home that ran `n2d image export --for {name}`")]
+    AdoptWithoutCa { name: String },
+    #[error("{name}'s Docker engine does not answer at {host} with a certificate of this home's CA for that address (is it running, and was it exported here with --for {name}? With DHCP, use a name in its certificate: {name}.mshome.net, or {name}.internal in /etc/hosts)")]
+    AdoptUnanswered {
+        name: String,
+        host: String,
+        #[source]
+        source: n2d_swarm::ApiError,
+    },
+    #[error("the engine presented no certificate")]
+    NoCertificatePresented,
+    #[error("the engine at {host} presents a certificate of this home's CA issued for another machine ({names}), not {name}: adopt it under its own name, or check the address")]
+    CertificateForAnotherMachine { host: String, names: String, name: String },
+    #[error("n2d certs rotate")]
+    CertsNotRotated(#[source] NotRotated),
+    #[error("{0}")]
+    Failed(String),
+    /// A flag's value (`--memory`) does not parse.
+    #[error("{flag}")]
+    Flag {
+        flag: &'static str,
+        #[source]
+        source: n2d_spec::machine::SpecError,
+    },
+    /// Reading a file, or writing what was asked for to the caller's writer (`n2d logs`).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// The machines whose certificates a rotation could not renew.
+#[derive(Debug, thiserror::Error)]
+#[error("certificates not rotated: {}", .0.join(", "))]
+pub struct NotRotated(pub Vec<String>);
+
+/// What an error means for the user, whichever layer it comes from: the CLI maps it to its exit
+/// status (and only there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A mistake in what the user asked for (bad input, an unknown machine): exit status 2.
+    Usage,
+    /// Ctrl-C ended it: exit status 130.
+    Interrupted,
+    /// The host, a tool or a machine failed: exit status 1.
+    Failure,
+}
+
+impl ErrorKind {
+    /// The kind of `err` and its causes: interrupted if any link was, else usage if any link
+    /// is a usage error, else a failure. Knows this crate's [`Error`] and the errors of the
+    /// layers below (which may reach a caller wrapped in other errors).
+    pub fn of_chain(err: &(dyn std::error::Error + 'static)) -> ErrorKind {
+        let chain = || std::iter::successors(Some(err), |e| e.source());
+        if chain().any(link_interrupted) {
+            ErrorKind::Interrupted
+        } else if chain().any(link_usage) {
+            ErrorKind::Usage
+        } else {
+            ErrorKind::Failure
+        }
+    }
+}
+
+/// Whether this one link of a chain (not its causes) says Ctrl-C.
+fn link_interrupted(c: &(dyn std::error::Error + 'static)) -> bool {
+    c.downcast_ref::<Error>().is_some_and(Error::is_interrupted)
+        || matches!(c.downcast_ref(), Some(n2d_vm::VmError::Interrupted { .. }))
+        || matches!(c.downcast_ref(), Some(StoreError::LockInterrupted { .. }))
+        || c.downcast_ref::<n2d_export::ExportError>().is_some_and(n2d_export::ExportError::is_interrupted)
+}
+
+/// Whether this one link of a chain (not its causes) is a usage error.
+fn link_usage(c: &(dyn std::error::Error + 'static)) -> bool {
+    c.downcast_ref::<Error>().is_some_and(Error::is_usage)
+        || c.is::<n2d_spec::machine::SpecError>()
+        || c.is::<n2d_spec::swarm::SpecError>()
+        || c.downcast_ref::<StoreError>().is_some_and(StoreError::is_usage)
+        || c.downcast_ref::<n2d_store::safe_fs::InputFileError>()
+            .is_some_and(n2d_store::safe_fs::InputFileError::is_usage)
+        || c.downcast_ref::<n2d_image::ImageError>().is_some_and(n2d_image::ImageError::is_usage)
+        || c.downcast_ref::<n2d_image::BuildError>().is_some_and(n2d_image::BuildError::is_usage)
+        || c.downcast_ref::<n2d_net::NetError>().is_some_and(n2d_net::NetError::is_usage)
 }
 
 /// The last console lines of nodes that did not become Ready.
@@ -141,6 +264,28 @@ pub enum Error {
 pub struct ConsoleLines(pub String);
 
 impl Error {
+    /// What it means for the user (and the CLI's exit status): see [`ErrorKind::of_chain`].
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::of_chain(self)
+    }
+
+    /// The I/O error it is, if it is one (a write to the caller's writer may be in it).
+    pub fn io(&self) -> Option<&std::io::Error> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// An error of the export: its usage errors are said in full, without their cause.
+    pub(crate) fn export(e: n2d_export::ExportError) -> Error {
+        if e.is_usage() {
+            Error::Usage(e.to_string())
+        } else {
+            Error::Export(e)
+        }
+    }
+
     /// A mistake in what the user asked for (exit status 2), not a failure of the host.
     pub fn is_usage(&self) -> bool {
         match self {
@@ -164,6 +309,18 @@ impl Error {
             | Error::NoSuchTarget(_)
             | Error::AddHostNeedsBridge { .. }
             | Error::CertPathNotUtf8 { .. } => true,
+            Error::Usage(_)
+            | Error::ImageInUse { .. }
+            | Error::NoImageToExport
+            | Error::AdoptedExists { .. }
+            | Error::RecordedMeanwhile { .. }
+            | Error::AdoptWithoutCa { .. } => true,
+            Error::ImageUsers { source, .. } => source.is_usage(),
+            Error::GuestInitUnreadable { source, .. } | Error::Input(source) => source.is_usage(),
+            Error::Image(e) => e.is_usage(),
+            Error::Build(e) => e.is_usage(),
+            Error::Export(e) => e.is_usage(),
+            Error::ExportConfig(e) => e.is_usage(),
             Error::CreateNode { source, .. } | Error::DockerUnreachable { source, .. } => source.is_usage(),
             _ => false,
         }
@@ -181,7 +338,13 @@ impl Error {
             Error::CreateNode { source, .. } | Error::DockerUnreachable { source, .. } => {
                 source.is_interrupted()
             }
+            Error::Export(e) => e.is_interrupted(),
             _ => false,
         }
     }
+}
+
+/// An error and its causes on one line, `error: cause: cause` (as `{:#}` of an `anyhow::Error`).
+pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(e), |e| e.source()).map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
 }

@@ -13,10 +13,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod adopt;
 pub mod batch;
 pub mod certs;
 pub mod contexts;
 pub mod error;
+pub mod image;
+pub mod inventory;
 pub mod machine;
 pub mod ports;
 pub mod preflight;
@@ -24,16 +27,21 @@ pub mod progress;
 pub mod recover;
 pub mod rollback;
 pub mod swarm;
+pub mod swarm_request;
 
 #[cfg(test)]
 mod tests;
 
-pub use error::{ConsoleLines, Error, Result};
+pub use error::{ConsoleLines, Error, ErrorKind, Result};
+/// What the CLI reads of records and VMs, at the door.
+pub use n2d_spec::swarm::SwarmRecord;
+pub use n2d_store::{AdoptedHost, MachineRecord, DIR_MODE, FILE_MODE};
+pub use n2d_vm::{StopOutcome, VmState};
 pub use progress::{Progress, Quiet, Step};
 pub use rollback::Rollback;
 
 use n2d_net::host::HostNet;
-use n2d_store::{Home, Journal, KillPoints, MachineRecord, Operation};
+use n2d_store::{Home, Journal, KillPoints, Operation};
 use n2d_swarm::{Endpoint, RemoveTimeouts, TlsPaths};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -64,20 +72,68 @@ impl Default for Timing {
     }
 }
 
-/// The state home, the host-wide network state and the three seams (see the crate docs).
+/// The state home, the host-wide network state and the three seams (see the crate docs). Its
+/// parts are its own: callers go through its methods (this crate's tests set them directly).
 pub struct Orchestrator<R, H, C> {
-    pub home: Home,
+    home: Home,
     /// Bridges, leases and taps, shared with every other home on the host.
-    pub net: HostNet,
-    pub runner: R,
-    pub hypervisor: H,
-    pub docker: C,
-    pub progress: Box<dyn Progress>,
-    pub timing: Timing,
+    net: HostNet,
+    runner: R,
+    hypervisor: H,
+    docker: C,
+    progress: Box<dyn Progress>,
+    timing: Timing,
     /// Set by the first Ctrl-C: waits end and what a create made is rolled back.
-    pub cancel: Arc<AtomicBool>,
+    cancel: Arc<AtomicBool>,
     /// Test-only kill points (`N2D_TEST_KILL_AT`), passed by every journalled step.
-    pub kill: KillPoints,
+    kill: KillPoints,
+}
+
+impl<R, H, C> Orchestrator<R, H, C> {
+    /// An orchestrator of `home` with the default [`Timing`]; `cancel` is the flag Ctrl-C sets.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        home: Home,
+        net: HostNet,
+        runner: R,
+        hypervisor: H,
+        docker: C,
+        progress: Box<dyn Progress>,
+        cancel: Arc<AtomicBool>,
+        kill: KillPoints,
+    ) -> Self {
+        Orchestrator {
+            home,
+            net,
+            runner,
+            hypervisor,
+            docker,
+            progress,
+            timing: Timing::default(),
+            cancel,
+            kill,
+        }
+    }
+
+    /// The state home (for `n2d doctor`'s checks, until they move below the door).
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// The host-wide network state (for `n2d doctor`'s checks, until they move below the door).
+    pub fn net(&self) -> &HostNet {
+        &self.net
+    }
+
+    /// The flag Ctrl-C sets (the CLI's signal handlers set it).
+    pub fn cancel_flag(&self) -> &Arc<AtomicBool> {
+        &self.cancel
+    }
+
+    /// What a killed n2d left in the journal (`n2d doctor`).
+    pub fn intents(&self) -> Vec<n2d_store::IntentEntry> {
+        self.home.intents()
+    }
 }
 
 impl<R, H, C> Orchestrator<R, H, C> {
@@ -85,6 +141,16 @@ impl<R, H, C> Orchestrator<R, H, C> {
     /// when the target must be checked first.
     pub fn begin(&self, op: Operation) -> Result<Journal> {
         Ok(self.home.begin_intent(op, &self.kill)?)
+    }
+
+    /// The tool runner (`ip`, `docker`, `qemu-img`).
+    pub fn runner(&self) -> &R {
+        &self.runner
+    }
+
+    /// The hypervisor.
+    pub fn hypervisor(&self) -> &H {
+        &self.hypervisor
     }
 
     /// Ctrl-C was pressed.

@@ -659,7 +659,10 @@ fn swarm_rm_skips_a_node_removed_by_hand() {
 
 // --- swarm records under the lock, label rules, Ctrl-C ------------------------------------
 
+mod adopt;
 mod certs;
+mod commands;
+mod image;
 mod recovery;
 mod user_mode;
 

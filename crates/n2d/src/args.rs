@@ -296,12 +296,12 @@ pub struct ImageExportArgs {
     pub id: Option<String>,
     /// One or more of raw, qcow2, vhdx, vmdk, iso, separated by commas
     #[arg(long, short = 'f', value_name = "FORMAT[,FORMAT...]")]
-    pub format: n2d_export::FormatList,
+    pub format: n2d_orchestrate::image::FormatList,
     /// Directory to write the files to (it must exist)
     #[arg(long, short = 'o', default_value = ".")]
     pub output: PathBuf,
     /// Size of the disk formats (sparse: the data partition takes what the rest leaves)
-    #[arg(long, default_value = n2d_export::DEFAULT_DISK_SIZE)]
+    #[arg(long, default_value = n2d_orchestrate::image::DEFAULT_DISK_SIZE)]
     pub disk_size: n2d_spec::machine::ByteSize,
     /// Make the export for one machine: its hostname, TLS certificate and network settings
     /// go into the config partition (the ISO's n2d/config)
@@ -309,7 +309,7 @@ pub struct ImageExportArgs {
     pub for_name: Option<MachineName>,
     /// Static address with prefix length, e.g. 192.168.1.50/24 (needs --for and --gateway)
     #[arg(long, value_name = "CIDR", requires_all = ["for_name", "gateway"], conflicts_with = "dhcp")]
-    pub ip: Option<n2d_export::config::HostCidr>,
+    pub ip: Option<n2d_orchestrate::image::HostCidr>,
     /// Default gateway of a static address (needs --ip)
     #[arg(long, value_name = "IP", requires = "ip")]
     pub gateway: Option<std::net::Ipv4Addr>,

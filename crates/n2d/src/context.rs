@@ -5,13 +5,14 @@ use anyhow::Result;
 use n2d_exec::SystemRunner;
 use n2d_net::host::HostNet;
 use n2d_orchestrate::preflight::SystemProbe;
-use n2d_orchestrate::{Orchestrator, Timing};
+use n2d_orchestrate::Orchestrator;
 use n2d_store::{Home, KillPoints};
 use n2d_swarm::BollardConnector;
 use n2d_vm::Qemu;
 
-/// What every command works with (see [`Orchestrator`]); derefs to it.
-pub struct Ctx(pub Orchestrator<SystemRunner, Qemu, BollardConnector>);
+/// What every command works with (see [`Orchestrator`]); derefs to it, for its methods only
+/// (its parts are its own).
+pub struct Ctx(Orchestrator<SystemRunner, Qemu, BollardConnector>);
 
 impl std::ops::Deref for Ctx {
     type Target = Orchestrator<SystemRunner, Qemu, BollardConnector>;
@@ -27,17 +28,16 @@ impl Ctx {
         let home = Home::from_env()?.with_cancel(qemu.cancel.clone());
         let net = HostNet::system()?.with_cancel(qemu.cancel.clone());
         let cancel = qemu.cancel.clone();
-        Ok(Ctx(Orchestrator {
+        Ok(Ctx(Orchestrator::new(
             home,
             net,
-            runner: SystemRunner,
-            hypervisor: qemu,
-            docker: BollardConnector,
-            progress: Box::new(crate::progress::Terminal),
-            timing: Timing::default(),
+            SystemRunner,
+            qemu,
+            BollardConnector,
+            Box::new(crate::progress::Terminal),
             cancel,
-            kill: KillPoints::from_env(),
-        }))
+            KillPoints::from_env(),
+        )))
     }
 
     /// This host as the checks see it (`n2d doctor`, the checks before a create).
@@ -50,8 +50,8 @@ impl Ctx {
     pub fn handle_interrupts(&self) -> Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         for signal in [SIGINT, SIGTERM] {
-            signal_hook::flag::register_conditional_shutdown(signal, 130, self.hypervisor.cancel.clone())?;
-            signal_hook::flag::register(signal, self.hypervisor.cancel.clone())?;
+            signal_hook::flag::register_conditional_shutdown(signal, 130, self.cancel_flag().clone())?;
+            signal_hook::flag::register(signal, self.cancel_flag().clone())?;
         }
         Ok(())
     }

@@ -52,36 +52,19 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
     }
 }
 
+/// The exit status of a failed command, from what its error means
+/// (`n2d_orchestrate::ErrorKind`, which knows every layer's errors): the one place kinds become
+/// statuses. The CLI's own usage errors ([`UsageError`]) are usage errors too.
 fn exit_code(err: &anyhow::Error) -> i32 {
-    let orchestration = |c: &(dyn std::error::Error + 'static), test: fn(&n2d_orchestrate::Error) -> bool| {
-        c.downcast_ref::<n2d_orchestrate::Error>().is_some_and(test)
+    use n2d_orchestrate::ErrorKind;
+    let kind = match ErrorKind::of_chain(err.as_ref()) {
+        ErrorKind::Failure if err.chain().any(|c| c.is::<UsageError>()) => ErrorKind::Usage,
+        kind => kind,
     };
-    if err.chain().any(|c| {
-        orchestration(c, n2d_orchestrate::Error::is_interrupted)
-            || matches!(c.downcast_ref(), Some(n2d_vm::VmError::Interrupted { .. }))
-            || matches!(c.downcast_ref(), Some(n2d_store::StoreError::LockInterrupted { .. }))
-            || c.downcast_ref::<n2d_export::ExportError>()
-                .is_some_and(n2d_export::ExportError::is_interrupted)
-    }) {
-        return 130;
-    }
-    let usage = err.chain().any(|c| {
-        c.is::<UsageError>()
-            || orchestration(c, n2d_orchestrate::Error::is_usage)
-            || c.is::<n2d_spec::machine::SpecError>()
-            || c.is::<n2d_spec::swarm::SpecError>()
-            || c.downcast_ref::<n2d_store::StoreError>().is_some_and(n2d_store::StoreError::is_usage)
-            || c.downcast_ref::<n2d_store::safe_fs::InputFileError>()
-                .is_some_and(n2d_store::safe_fs::InputFileError::is_usage)
-            || matches!(c.downcast_ref(), Some(n2d_image::BuildError::UnusableInit { .. }))
-            || c.downcast_ref::<n2d_image::ImageError>().is_some_and(n2d_image::ImageError::is_usage)
-            || c.downcast_ref::<n2d_image::BuildError>().is_some_and(n2d_image::BuildError::is_usage)
-            || c.downcast_ref::<n2d_net::NetError>().is_some_and(n2d_net::NetError::is_usage)
-    });
-    if usage {
-        2
-    } else {
-        1
+    match kind {
+        ErrorKind::Interrupted => 130,
+        ErrorKind::Usage => 2,
+        ErrorKind::Failure => 1,
     }
 }
 
@@ -91,9 +74,10 @@ mod tests {
 
     #[test]
     fn an_interrupted_wait_for_the_state_lock_exits_130() {
-        let err = anyhow::Error::new(n2d_store::StoreError::LockInterrupted { path: "/h/lock".into() });
+        use n2d_orchestrate::error::StoreError;
+        let err = anyhow::Error::new(StoreError::LockInterrupted { path: "/h/lock".into() });
         assert_eq!(exit_code(&err.context("cannot start m1")), 130);
-        let timeout = n2d_store::StoreError::LockTimeout {
+        let timeout = StoreError::LockTimeout {
             path: "/h/lock".into(),
             holder: Some(42),
             waited: std::time::Duration::from_secs(120),
@@ -104,5 +88,16 @@ mod tests {
             "timed out after 120s waiting for the state lock /h/lock, held by pid 42: if that n2d is stuck, stop it"
         );
         assert_eq!(exit_code(&anyhow::Error::new(timeout)), 1);
+    }
+
+    #[test]
+    fn each_kind_of_error_has_one_exit_status() {
+        use n2d_orchestrate::Error;
+        assert_eq!(exit_code(&UsageError::err("bad flag")), 2);
+        assert_eq!(exit_code(&anyhow::Error::new(Error::Usage("bad".into())).context("n2d create")), 2);
+        assert_eq!(exit_code(&anyhow::Error::new(Error::NoImageToExport)), 2);
+        assert_eq!(exit_code(&anyhow::Error::new(Error::Interrupted { what: "forming" })), 130);
+        assert_eq!(exit_code(&anyhow::Error::new(Error::Failed("disk full".into()))), 1);
+        assert_eq!(exit_code(&anyhow::anyhow!("anything else")), 1);
     }
 }

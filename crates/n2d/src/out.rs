@@ -76,6 +76,7 @@ pub fn stdout_error(err: &anyhow::Error) -> Option<&io::Error> {
     err.chain().find_map(|c| {
         c.downcast_ref::<StdoutError>().map(|e| &e.0).or_else(|| {
             c.downcast_ref::<io::Error>()
+                .or_else(|| c.downcast_ref::<n2d_orchestrate::Error>().and_then(n2d_orchestrate::Error::io))
                 .and_then(|io| io.get_ref())
                 .and_then(|inner| inner.downcast_ref::<StdoutError>())
                 .map(|e| &e.0)

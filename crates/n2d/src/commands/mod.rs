@@ -21,7 +21,7 @@ pub fn run(command: Command) -> Result<()> {
         _ => {}
     }
     let ctx = Ctx::from_env()?;
-    match ctx.home.tighten() {
+    match ctx.tighten_home() {
         Ok(paths) => {
             for path in paths {
                 errln!("n2d: tightened permissions of {} to 0{:o}", path.display(), permission_target(&path));
@@ -57,20 +57,6 @@ pub fn run(command: Command) -> Result<()> {
     }
 }
 
-/// The network a machine gets without `--network`: n2d's bridge as root (or with
-/// CAP_NET_ADMIN in the ambient set), user-mode networking otherwise, said once per run.
-pub fn default_network() -> String {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static SAID: AtomicBool = AtomicBool::new(false);
-    if n2d_net::require_root().is_ok() {
-        return n2d_spec::machine::DEFAULT_BRIDGE.to_string();
-    }
-    if !SAID.swap(true, Ordering::Relaxed) {
-        errln!("{}", n2d_orchestrate::preflight::USER_NETWORK_NOTE);
-    }
-    n2d_spec::machine::USER_NETWORK.to_string()
-}
-
 /// The commands that change the state (machines, swarms, images), which first recover what a
 /// killed n2d left (`n2d_orchestrate::recover`). `doctor --repair` does it on demand.
 fn changes_state(command: &Command) -> bool {
@@ -98,8 +84,8 @@ fn changes_state(command: &Command) -> bool {
 
 fn permission_target(path: &std::path::Path) -> u32 {
     if path.is_dir() {
-        n2d_store::DIR_MODE
+        n2d_orchestrate::DIR_MODE
     } else {
-        n2d_store::FILE_MODE
+        n2d_orchestrate::FILE_MODE
     }
 }

@@ -2,16 +2,13 @@
 //! turns flags into a spec, runs the host checks and prints.
 
 use crate::args::{AddHostArgs, Shell, SwarmCommand, SwarmCreateArgs};
-use crate::commands::image::resolve_image;
 use crate::context::Ctx;
-use crate::error::UsageError;
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
 use n2d_orchestrate::contexts::swarm::SwarmContext;
-use n2d_spec::machine::{MachineName, MachineSpec, DEFAULT_BRIDGE};
-use n2d_spec::swarm::{manager_count_advice, ExternalHost, LabelRule, SwarmName, SwarmRecord, SwarmSpec};
-use n2d_store::MachineRecord;
-use n2d_swarm::{check_docker_save_archive, TlsPaths};
-use std::io::Read;
+use n2d_orchestrate::swarm_request::{AddHost, SwarmRequest};
+use n2d_orchestrate::{MachineRecord, SwarmRecord};
+use n2d_spec::machine::{MachineSpec, DEFAULT_BRIDGE};
+use n2d_spec::swarm::{manager_count_advice, SwarmName, SwarmSpec};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -29,55 +26,45 @@ pub fn run(ctx: &Ctx, cmd: SwarmCommand) -> Result<()> {
     }
 }
 
-/// The swarm spec from the cluster file or the flags.
-fn spec_from_args(args: &SwarmCreateArgs) -> Result<SwarmSpec> {
-    let mut spec = if let Some(file) = &args.file {
-        // One byte past the cap is enough to refuse it: never read a huge file (or /dev/zero).
-        // Opened without blocking and checked to be a regular file: a FIFO or device is refused.
-        let (f, _) = n2d_store::safe_fs::check_input(file, u64::MAX, "a cluster file")?;
-        let mut bytes = Vec::new();
-        f.take(n2d_spec::swarm::MAX_CLUSTER_FILE as u64 + 1)
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("cannot read {}", file.display()))?;
-        SwarmSpec::from_yaml_bytes(&bytes)?
-    } else {
-        let mut spec = SwarmSpec::default();
-        if let Some(p) = &args.prefix {
-            spec.prefix = p.to_string();
-        }
-        spec.managers = args.managers.unwrap_or(spec.managers);
-        spec.workers = args.workers.unwrap_or(spec.workers);
-        spec.cpus = args.cpus;
-        spec.memory = args.memory.clone();
-        spec.network = args.network.clone();
-        spec.ip_range = args.ip_range;
-        spec.publish = args.publish.clone();
-        spec.expose = args.expose;
-        spec.labels = args.labels.iter().map(|l| LabelRule::parse(l)).collect::<Result<_, _>>()?;
-        spec
-    };
-    if spec.network.is_none() {
-        spec.network = Some(crate::commands::default_network());
-    }
-    spec.validate()?;
-    Ok(spec)
+/// The swarm spec from the cluster file or the flags (checked by n2d-orchestrate).
+fn spec_from_args(ctx: &Ctx, args: &SwarmCreateArgs) -> Result<SwarmSpec> {
+    Ok(ctx.swarm_spec(&SwarmRequest {
+        file: args.file.clone(),
+        prefix: args.prefix.clone(),
+        managers: args.managers,
+        workers: args.workers,
+        cpus: args.cpus,
+        memory: args.memory.clone(),
+        network: args.network.clone(),
+        ip_range: args.ip_range,
+        publish: args.publish.clone(),
+        expose: args.expose,
+        labels: args.labels.clone(),
+    })?)
 }
 
 fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
-    let spec = spec_from_args(&args)?;
+    let spec = spec_from_args(ctx, &args)?;
     if let Some(advice) = manager_count_advice(spec.managers) {
         errln!("note: {advice}");
     }
     let prefix: SwarmName = spec.prefix.parse()?;
-    if let Some(existing) = ctx.home.load_swarm(&prefix)? {
+    if let Some(existing) = ctx.find_swarm(&prefix)? {
         return report_existing(ctx, &existing);
     }
     // Every node's spec and the network are checked before any VM starts.
-    let mut plan = ctx.plan_swarm(&spec)?;
+    let plan = ctx.plan_swarm(&spec)?;
     preflight(ctx, &plan.specs, args.image.clone())?;
-    let image = resolve_image(ctx, args.image.as_deref())?.manifest.id;
-    plan.specs.iter_mut().for_each(|s| s.image = image.clone());
-    let record = ctx.create_swarm(&spec, &plan, Duration::from_secs(args.timeout), args.keep_on_failure)?;
+    let default_image = crate::commands::image::build_request(&Default::default());
+    let timeout = Duration::from_secs(args.timeout);
+    let record = ctx.create_swarm_from(
+        &spec,
+        plan,
+        args.image.as_deref(),
+        &default_image,
+        timeout,
+        args.keep_on_failure,
+    )?;
     let manager = print_summary(ctx, &record)?;
     let context = register_context(ctx, &record, &manager);
     print_hint(&spec.prefix, context.as_deref())?;
@@ -116,20 +103,12 @@ fn preflight(ctx: &Ctx, specs: &[MachineSpec], image: Option<String>) -> Result<
 }
 
 fn report_existing(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
-    let (_, nodes) = ctx.swarm_nodes(record)?;
-    let expected = record.managers.len() + record.workers.len() + record.external_hosts.len();
-    let ready = nodes.iter().filter(|n| n.ready()).count();
-    if ready >= expected {
-        errln!("Swarm {} already exists and all {ready} nodes are Ready: nothing to do", record.prefix);
-        let manager = print_summary(ctx, record)?;
-        let context = register_context(ctx, record, &manager);
-        print_hint(record.prefix.as_str(), context.as_deref())?;
-        return Ok(());
-    }
-    bail!(UsageError(format!(
-        "swarm {} already exists but only {ready} of {expected} nodes are Ready: fix it with `n2d swarm scale`, or remove it with `n2d swarm rm {}`",
-        record.prefix, record.prefix
-    )))
+    let ready = ctx.check_existing_swarm(record)?;
+    errln!("Swarm {} already exists and all {ready} nodes are Ready: nothing to do", record.prefix);
+    let manager = print_summary(ctx, record)?;
+    let context = register_context(ctx, record, &manager);
+    print_hint(record.prefix.as_str(), context.as_deref())?;
+    Ok(())
 }
 
 /// Prints the swarm's nodes as a manager sees them; returns that manager.
@@ -151,7 +130,7 @@ fn print_summary(ctx: &Ctx, record: &SwarmRecord) -> Result<MachineRecord> {
 
 fn ls(ctx: &Ctx) -> Result<()> {
     outln!("{:<16} {:<9} {:<8} {:<8}", "SWARM", "MANAGERS", "WORKERS", "READY")?;
-    for name in ctx.home.swarm_names() {
+    for name in ctx.swarm_names() {
         let name = match name {
             Ok(name) => name,
             Err(e) => {
@@ -234,10 +213,8 @@ fn scale(
 }
 
 fn load(ctx: &Ctx, name: &SwarmName, archive: &std::path::Path) -> Result<()> {
-    check_docker_save_archive(archive).map_err(|e| UsageError::err(format!("{e}")))?;
-    let record = ctx.load_swarm(name)?;
     let last_percent = std::sync::Arc::new(Mutex::new(std::collections::HashMap::<String, u64>::new()));
-    let loaded = ctx.load_archive(&record, archive, move |p| {
+    let loaded = ctx.load_images(name, archive, move |p| {
         let percent = (p.sent * 100).checked_div(p.total).unwrap_or(100);
         let mut seen = last_percent.lock().unwrap();
         let prev = seen.entry(p.node.to_string()).or_insert(u64::MAX);
@@ -253,62 +230,15 @@ fn load(ctx: &Ctx, name: &SwarmName, archive: &std::path::Path) -> Result<()> {
 }
 
 fn add_host(ctx: &Ctx, args: AddHostArgs) -> Result<()> {
-    let labels = args
-        .labels
-        .iter()
-        .map(|l| n2d_spec::machine::parse_label(l))
-        .collect::<Result<std::collections::BTreeMap<_, _>, _>>()?;
-    // `--host NAME` of a machine recorded by `n2d adopt`: its endpoint and the home's certs.
-    let adopted = match args.host.parse::<MachineName>() {
-        Ok(name) if !args.host.contains("://") => ctx.home.load_adopted(&name)?,
-        _ => None,
-    };
-    if let Some(host) = adopted {
-        let ep = crate::commands::adopt::adopted_endpoint(ctx, &host);
-        let args = AddHostArgs {
-            host: host.docker_host.clone(),
-            host_name: args.host_name.clone().or_else(|| Some(host.name.to_string())),
-            tlscacert: ep.tls.as_ref().map(|t| t.ca.clone()),
-            tlscert: ep.tls.as_ref().map(|t| t.cert.clone()),
-            tlskey: ep.tls.as_ref().map(|t| t.key.clone()),
-            ..args
-        };
-        return add_host(ctx, args);
-    }
-    let tls = match (&args.tlscacert, &args.tlscert, &args.tlskey) {
-        (Some(ca), Some(cert), Some(key)) => {
-            Some(TlsPaths { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
-        }
-        // The host is sent the swarm's join token: never over a plain connection.
-        (None, None, None) => bail!(UsageError(
-            "add-host sends the swarm's join token to the host, which needs TLS: give --tlscacert, --tlscert and --tlskey (for an n2d machine, the files in `n2d env NAME`'s DOCKER_CERT_PATH)"
-                .into()
-        )),
-        _ => bail!(UsageError("give all three of --tlscacert, --tlscert and --tlskey".into())),
-    };
-    let mut record = ctx.load_swarm(&args.name)?;
-    let host_name = args.host_name.clone().unwrap_or_else(|| {
-        args.host.trim_start_matches("tcp://").split(':').next().unwrap_or("host").to_string()
-    });
-    check_host_name(&host_name)?;
-    n2d_spec::machine::check_labels_size(&host_name, &labels)?;
-    let ext = ExternalHost { name: host_name.clone(), docker_host: args.host.clone(), tls, labels };
-    ctx.add_external_host(&mut record, ext)?;
+    let (host_name, record) = ctx.add_host(&AddHost {
+        swarm: args.name,
+        host: args.host,
+        host_name: args.host_name,
+        tlscacert: args.tlscacert,
+        tlscert: args.tlscert,
+        tlskey: args.tlskey,
+        labels: args.labels,
+    })?;
     errln!("{host_name} joined swarm {} as a worker", record.prefix);
-    Ok(())
-}
-
-/// The name an external host is recorded (and listed) under: a DNS name, so it can hold no
-/// path or control character.
-fn check_host_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
-        && !name.starts_with(['-', '.']);
-    if !ok {
-        bail!(UsageError(format!(
-            "invalid host name {name:?}: use letters, digits, '-' and '.' (at most 253), or name it with --as"
-        )));
-    }
     Ok(())
 }

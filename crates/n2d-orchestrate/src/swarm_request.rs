@@ -1,0 +1,205 @@
+//! What the swarm commands ask for, checked below the CLI: a swarm's spec from its cluster
+//! file or flags (`n2d swarm create`), a swarm that already exists, an engine outside n2d
+//! joining one (`n2d swarm add-host`) and images loaded into its nodes (`n2d swarm load`).
+
+use crate::{Error, Orchestrator, Result};
+use n2d_exec::Runner;
+use n2d_spec::address::IpRange;
+use n2d_spec::machine::MachineName;
+use n2d_spec::ports::PortForward;
+use n2d_spec::swarm::{ExternalHost, LabelRule, SwarmName, SwarmRecord, SwarmSpec};
+use n2d_swarm::{Connector, LoadProgress, TlsPaths};
+use n2d_vm::Hypervisor;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// `n2d swarm create`'s flags: a cluster file, or the swarm's settings one by one.
+#[derive(Debug, Clone, Default)]
+pub struct SwarmRequest {
+    pub file: Option<PathBuf>,
+    pub prefix: Option<SwarmName>,
+    pub managers: Option<u32>,
+    pub workers: Option<u32>,
+    pub cpus: Option<u32>,
+    pub memory: Option<String>,
+    /// Default: [`Orchestrator::default_network`].
+    pub network: Option<String>,
+    pub ip_range: Option<IpRange>,
+    pub publish: Vec<PortForward>,
+    pub expose: bool,
+    /// Label rules `KEY=VALUE[@TARGET]`.
+    pub labels: Vec<String>,
+}
+
+/// `n2d swarm add-host`'s flags.
+#[derive(Debug, Clone)]
+pub struct AddHost {
+    pub swarm: SwarmName,
+    /// `tcp://HOST:PORT`, or the name of a machine recorded by `n2d adopt`.
+    pub host: String,
+    /// The name it is recorded (and listed) under (`--as`).
+    pub host_name: Option<String>,
+    pub tlscacert: Option<PathBuf>,
+    pub tlscert: Option<PathBuf>,
+    pub tlskey: Option<PathBuf>,
+    /// `KEY=VALUE`.
+    pub labels: Vec<String>,
+}
+
+/// The name an external host is recorded (and listed) under: a DNS name, so it can hold no
+/// path or control character.
+fn check_host_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+        && !name.starts_with(['-', '.']);
+    if !ok {
+        return Err(Error::Usage(format!(
+            "invalid host name {name:?}: use letters, digits, '-' and '.' (at most 253), or name it with --as"
+        )));
+    }
+    Ok(())
+}
+
+impl<R, H, C> Orchestrator<R, H, C> {
+    /// The swarm spec from the cluster file or the flags, checked; without a network, the
+    /// [default](Orchestrator::default_network) one.
+    pub fn swarm_spec(&self, req: &SwarmRequest) -> Result<SwarmSpec> {
+        let mut spec = if let Some(file) = &req.file {
+            // One byte past the cap is enough to refuse it: never read a huge file (or /dev/zero).
+            // Opened without blocking and checked to be a regular file: a FIFO or device is refused.
+            let (f, _) = n2d_store::safe_fs::check_input(file, u64::MAX, "a cluster file")?;
+            let mut bytes = Vec::new();
+            f.take(n2d_spec::swarm::MAX_CLUSTER_FILE as u64 + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|source| Error::ReadFile { path: file.clone(), source })?;
+            SwarmSpec::from_yaml_bytes(&bytes)?
+        } else {
+            let mut spec = SwarmSpec::default();
+            if let Some(p) = &req.prefix {
+                spec.prefix = p.to_string();
+            }
+            spec.managers = req.managers.unwrap_or(spec.managers);
+            spec.workers = req.workers.unwrap_or(spec.workers);
+            spec.cpus = req.cpus;
+            spec.memory = req.memory.clone();
+            spec.network = req.network.clone();
+            spec.ip_range = req.ip_range;
+            spec.publish = req.publish.clone();
+            spec.expose = req.expose;
+            spec.labels = req.labels.iter().map(|l| LabelRule::parse(l)).collect::<Result<_, _>>()?;
+            spec
+        };
+        if spec.network.is_none() {
+            spec.network = Some(self.default_network());
+        }
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
+    /// `n2d swarm create` of a swarm that exists: fine (nothing to do) when all its nodes are
+    /// Ready (returns how many), else a usage error saying how to fix or remove it.
+    pub fn check_existing_swarm(&self, record: &SwarmRecord) -> Result<usize> {
+        let (_, nodes) = self.swarm_nodes(record)?;
+        let expected = record.managers.len() + record.workers.len() + record.external_hosts.len();
+        let ready = nodes.iter().filter(|n| n.ready()).count();
+        if ready >= expected {
+            return Ok(ready);
+        }
+        Err(Error::Usage(format!(
+            "swarm {} already exists but only {ready} of {expected} nodes are Ready: fix it with `n2d swarm scale`, or remove it with `n2d swarm rm {}`",
+            record.prefix, record.prefix
+        )))
+    }
+
+    /// `n2d swarm create` of a planned swarm on `image` (see [`Orchestrator::resolve_image`]).
+    pub fn create_swarm_from(
+        &self,
+        spec: &SwarmSpec,
+        mut plan: crate::swarm::SwarmPlan,
+        image: Option<&str>,
+        default: &crate::image::ImageBuild,
+        timeout: std::time::Duration,
+        keep_on_failure: bool,
+    ) -> Result<SwarmRecord> {
+        let image = self.resolve_image(image, default)?.manifest.id;
+        plan.specs.iter_mut().for_each(|s| s.image = image.clone());
+        self.create_swarm(spec, &plan, timeout, keep_on_failure)
+    }
+
+    /// `n2d swarm add-host`: the engine joins the swarm as a worker over TLS (it is sent the
+    /// join token); returns the name it is recorded under and the swarm's record.
+    pub fn add_host(&self, req: &AddHost) -> Result<(String, SwarmRecord)> {
+        let labels = req
+            .labels
+            .iter()
+            .map(|l| n2d_spec::machine::parse_label(l))
+            .collect::<Result<std::collections::BTreeMap<_, _>, _>>()?;
+        // `--host NAME` of a machine recorded by `n2d adopt`: its endpoint and the home's certs.
+        let adopted = match req.host.parse::<MachineName>() {
+            Ok(name) if !req.host.contains("://") => self.home.load_adopted(&name)?,
+            _ => None,
+        };
+        if let Some(host) = adopted {
+            let ep = self.adopted_endpoint(&host);
+            let req = AddHost {
+                host: host.docker_host.clone(),
+                host_name: req.host_name.clone().or_else(|| Some(host.name.to_string())),
+                tlscacert: ep.tls.as_ref().map(|t| t.ca.clone()),
+                tlscert: ep.tls.as_ref().map(|t| t.cert.clone()),
+                tlskey: ep.tls.as_ref().map(|t| t.key.clone()),
+                ..req.clone()
+            };
+            return self.add_host(&req);
+        }
+        let tls = match (&req.tlscacert, &req.tlscert, &req.tlskey) {
+            (Some(ca), Some(cert), Some(key)) => {
+                Some(TlsPaths { ca: ca.clone(), cert: cert.clone(), key: key.clone() })
+            }
+            // The host is sent the swarm's join token: never over a plain connection.
+            (None, None, None) => return Err(Error::Usage(
+                "add-host sends the swarm's join token to the host, which needs TLS: give --tlscacert, --tlscert and --tlskey (for an n2d machine, the files in `n2d env NAME`'s DOCKER_CERT_PATH)"
+                    .into()
+            )),
+            _ => return Err(Error::Usage("give all three of --tlscacert, --tlscert and --tlskey".into())),
+        };
+        let mut record = self.load_swarm(&req.swarm)?;
+        let host_name = req.host_name.clone().unwrap_or_else(|| {
+            req.host.trim_start_matches("tcp://").split(':').next().unwrap_or("host").to_string()
+        });
+        check_host_name(&host_name)?;
+        n2d_spec::machine::check_labels_size(&host_name, &labels)?;
+        let ext = ExternalHost { name: host_name.clone(), docker_host: req.host.clone(), tls, labels };
+        self.add_external_host(&mut record, ext)?;
+        Ok((host_name, record))
+    }
+
+    /// `n2d swarm load NAME ARCHIVE`: the archive checked to be a `docker save` one, then
+    /// sent to every node; returns the images each node loaded.
+    pub fn load_images(
+        &self,
+        swarm: &SwarmName,
+        archive: &Path,
+        on_progress: impl Fn(LoadProgress<'_>) + Send + Sync + 'static,
+    ) -> Result<Vec<(String, Vec<String>)>> {
+        n2d_swarm::check_docker_save_archive(archive).map_err(|e| Error::Usage(e.to_string()))?;
+        let record = self.load_swarm(swarm)?;
+        self.load_archive(&record, archive, on_progress)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_host_names_are_dns_names() {
+        check_host_name("web1.example.com").unwrap();
+        for bad in ["", "-x", ".x", "a/b", "a b", "a\n", &"a".repeat(254)] {
+            let err = check_host_name(bad).unwrap_err();
+            assert!(err.is_usage(), "{bad:?}: {err}");
+        }
+    }
+}
