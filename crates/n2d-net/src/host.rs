@@ -18,10 +18,10 @@
 
 use crate::{mac_for, nat, tap_for, Links, NetError, DEFAULT_GATEWAY, DEFAULT_PREFIX_LEN};
 use n2d_exec::{Cmd, Runner};
-use n2d_store::Notes;
 use n2d_spec::address::IpRange;
 use n2d_spec::link::{parse_bridge_name, parse_interface_name, parse_n2d_mac, parse_tap_name};
 use n2d_spec::machine::MachineName;
+use n2d_store::Notes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -298,9 +298,13 @@ impl HostNet {
         let store = |source| NetError::HostState { path: self.dir.clone(), source };
         n2d_store::ensure_dir(&self.dir).map_err(store)?;
         check_run_dir(&self.dir)?;
-        let _lock =
-            n2d_store::flock_exclusive(&self.dir.join("lock"), self.timeout, self.cancel.as_deref(), &self.notes)
-                .map_err(store)?;
+        let _lock = n2d_store::flock_exclusive(
+            &self.dir.join("lock"),
+            self.timeout,
+            self.cancel.as_deref(),
+            &self.notes,
+        )
+        .map_err(store)?;
         let path = self.state_file();
         let mut state = read_state(&path)?;
         for problem in state.problems() {
@@ -670,7 +674,10 @@ fn ensure_bridge(
                 if entry.created_by_n2d && !nat::intact(runner, req.bridge) {
                     let (subnet, uplink, exposed) = (entry.subnet(), entry.uplink.clone(), entry.exposed());
                     if let Err(e) = nat::install(runner, req.bridge, &subnet, uplink.as_deref(), &exposed) {
-                        notes.say(&format!("warning: cannot set up the firewall chains of {}: {e}", req.bridge));
+                        notes.say(&format!(
+                            "warning: cannot set up the firewall chains of {}: {e}",
+                            req.bridge
+                        ));
                     }
                 }
                 return Ok(false);
@@ -686,7 +693,8 @@ fn ensure_bridge(
             let mut entry =
                 BridgeState { gateway, prefix_len, created_by_n2d, uplink: None, leases: BTreeMap::new() };
             if created_by_n2d {
-                entry.uplink = enable_outbound(state, runner, ip_forward, req.bridge, &entry.subnet(), &[], notes);
+                entry.uplink =
+                    enable_outbound(state, runner, ip_forward, req.bridge, &entry.subnet(), &[], notes);
             }
             state.bridges.insert(req.bridge.into(), entry);
             Ok(false)

@@ -3,11 +3,10 @@
 
 use anyhow::Result;
 use n2d_exec::SystemRunner;
-use n2d_net::host::HostNet;
-use n2d_orchestrate::{Orchestrator, Timing};
-use n2d_store::{Home, KillPoints};
+use n2d_orchestrate::{Orchestrator, Settings};
 use n2d_swarm::BollardConnector;
 use n2d_vm::Qemu;
+use std::sync::Arc;
 
 /// What every command works with (see [`Orchestrator`]); derefs to it.
 pub struct Ctx(pub Orchestrator<SystemRunner, Qemu, BollardConnector>);
@@ -20,23 +19,10 @@ impl std::ops::Deref for Ctx {
 }
 
 impl Ctx {
+    /// The environment is read here, once, and nowhere else ([`Settings`]).
     pub fn from_env() -> Result<Ctx> {
-        let qemu = Qemu::default();
-        // Ctrl-C also ends a wait for the state lock held by another n2d.
-        let home = Home::from_env()?.with_cancel(qemu.cancel.clone());
-        let net = HostNet::system()?.with_cancel(qemu.cancel.clone());
-        let cancel = qemu.cancel.clone();
-        Ok(Ctx(Orchestrator {
-            home,
-            net,
-            runner: SystemRunner,
-            hypervisor: qemu,
-            docker: BollardConnector,
-            progress: Box::new(crate::progress::Terminal),
-            timing: Timing::default(),
-            cancel,
-            kill: KillPoints::from_env(),
-        }))
+        let settings = Settings::from_vars(|k| std::env::var_os(k)).map_err(n2d_orchestrate::Error::from)?;
+        Ok(Ctx(Orchestrator::system(&settings, Arc::new(crate::progress::Terminal))?))
     }
 
     /// The first Ctrl-C (or SIGTERM) stops waiting for VMs (or for the state lock) so that

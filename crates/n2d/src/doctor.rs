@@ -104,6 +104,10 @@ pub trait HostProbe {
     /// Whether `program` is on PATH (or in /usr/sbin, /sbin).
     fn installed(&self, program: &str) -> bool;
     fn cpuinfo(&self) -> String;
+    /// Whether KVM is refused by the settings (`$N2D_NO_KVM`).
+    fn no_kvm(&self) -> bool {
+        false
+    }
     /// Whether /dev/kvm exists and opens read-write.
     fn dev_kvm(&self) -> KvmDevice;
     fn euid(&self) -> u32;
@@ -209,7 +213,7 @@ fn check_qemu(probe: &dyn HostProbe) -> Check {
 }
 
 fn check_kvm(probe: &dyn HostProbe) -> Check {
-    let choice = choose_accel(&probe.cpuinfo(), probe.dev_kvm());
+    let choice = choose_accel(&probe.cpuinfo(), probe.dev_kvm(), probe.no_kvm());
     let Some(why) = choice.why_not_kvm else {
         return Check::ok("kvm", "KVM usable: VMs run at native speed");
     };
@@ -632,20 +636,23 @@ impl SystemProbe<'_> {
 
 impl HostProbe for SystemProbe<'_> {
     fn qemu_binary(&self) -> String {
-        self.ctx.hypervisor.binary.clone()
+        self.ctx.hypervisor.binary().to_string()
     }
     fn qemu_version_output(&self) -> Option<String> {
-        let cmd = Cmd::new(&self.ctx.hypervisor.binary, n2d_vm::argv::QEMU_PACKAGE).arg("--version");
+        let cmd = Cmd::new(self.ctx.hypervisor.binary(), n2d_vm::argv::QEMU_PACKAGE).arg("--version");
         self.ctx.runner.run(&cmd).ok().map(|out| String::from_utf8_lossy(&out).into_owned())
     }
     fn installed(&self, program: &str) -> bool {
-        n2d_exec::is_installed_or_in_sbin(program)
+        self.ctx.search_path.is_installed_or_in_sbin(program)
     }
     fn cpuinfo(&self) -> String {
         std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()
     }
     fn dev_kvm(&self) -> KvmDevice {
         KvmDevice::probe()
+    }
+    fn no_kvm(&self) -> bool {
+        self.ctx.hypervisor.config.no_kvm
     }
     fn euid(&self) -> u32 {
         rustix::process::geteuid().as_raw()

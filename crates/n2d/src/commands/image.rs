@@ -190,6 +190,8 @@ pub fn build_default_image(ctx: &Ctx, args: &ImageBuildArgs) -> Result<Image> {
         docker_archive: args.docker_archive.clone(),
         offline: args.offline,
         refresh: args.refresh,
+        search_path: ctx.search_path.clone(),
+        kill: ctx.kill.clone(),
     };
     let step = Step::start("Building image");
     let total = n2d_image::Stage::ALL.len();
@@ -279,6 +281,7 @@ fn export(ctx: &Ctx, args: &ImageExportArgs) -> Result<()> {
         machine,
         hyperv,
         cancel: Some(&ctx.cancel),
+        search_path: ctx.search_path.clone(),
     };
     n2d_export::preflight(&req).map_err(export_error)?;
     let names: Vec<&str> = formats.iter().map(|f| f.name()).collect();

@@ -395,6 +395,10 @@ pub fn console(ctx: &Ctx, name: &MachineName) -> Result<()> {
     if ctx.machine_state(&record.spec.name) != VmState::Running {
         return Err(UsageError::err(format!("{name} is not running: start it with `n2d start {name}`")));
     }
-    n2d_vm::console::attach(&ctx.vm_handle(&record.spec.name))?;
+    n2d_vm::console::attach(
+        &ctx.vm_handle(&record.spec.name),
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    )?;
     Ok(())
 }
