@@ -187,7 +187,10 @@ fn holder_text(holder: Option<u32>) -> String {
 /// kill point): no library prints; the orchestrator hands its `Progress` here. Without one
 /// (`Notes::default()`, tests) they are dropped.
 #[derive(Clone, Default)]
-pub struct Notes(Option<Arc<dyn Fn(&str) + Send + Sync>>);
+pub struct Notes(Option<Arc<Say>>);
+
+/// What [`Notes`] calls with each line.
+type Say = dyn Fn(&str) + Send + Sync;
 
 impl Notes {
     pub fn new(say: impl Fn(&str) + Send + Sync + 'static) -> Notes {
