@@ -255,6 +255,32 @@ mod tests {
     }
 
     #[test]
+    fn the_system_orchestrator_is_wired_from_the_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Settings::for_home(dir.path().join("home"));
+        s.run_dir = dir.path().join("run");
+        s.lock_timeout = Duration::from_secs(7);
+        s.qemu.binary = "n2d-no-such-qemu".into();
+        s.search_path = SearchPath::new(["/bin".into()]);
+        s.kill_at = Some("create:after-lease".into());
+        let progress = std::sync::Arc::new(crate::Quiet::default());
+        let orch = crate::Orchestrator::system(&s, progress.clone()).unwrap();
+        assert_eq!(orch.home.root(), dir.path().join("home"));
+        assert_eq!(orch.net.dir(), dir.path().join("run"));
+        assert_eq!(orch.hypervisor.config, s.qemu);
+        assert_eq!(orch.search_path, s.search_path);
+        assert_eq!(orch.kill.point(), Some("create:after-lease"));
+        orch.progress.say("through the one progress");
+        assert_eq!(progress.lines(), ["through the one progress"]);
+        // A home that is not the caller's is refused here, before any command.
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let err = crate::Orchestrator::system(&Settings::for_home(&open), progress).err().unwrap();
+        assert!(err.is_usage(), "{err}");
+    }
+
+    #[test]
     fn values_that_are_not_utf8_are_refused() {
         let bad = || OsString::from_vec(b"\xff".to_vec());
         for var in ["N2D_LOCK_TIMEOUT", "N2D_TCG_THREAD", "N2D_TCG_TB_SIZE", "N2D_QEMU", "N2D_TEST_KILL_AT"] {

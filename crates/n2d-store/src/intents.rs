@@ -346,6 +346,18 @@ impl KillPoints {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kill_points_are_parsed_from_the_settings_value() {
+        assert_eq!(super::KillPoints::parse(None).point(), None);
+        assert_eq!(super::KillPoints::parse(Some("  ")).point(), None);
+        assert_eq!(
+            super::KillPoints::parse(Some(" create:after-lease ")).point(),
+            Some("create:after-lease")
+        );
+        // Another point is a no-op.
+        super::KillPoints::parse(Some("create:after-lease")).hit("rm:after-stop");
+    }
+
     use super::*;
 
     fn machine(n: &str) -> MachineName {

@@ -931,8 +931,24 @@ mod tests {
         let pid = holder.id();
 
         let started = Instant::now();
-        let err = Home::at(dir.path()).with_lock_timeout(Duration::from_millis(300)).lock().err().unwrap();
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
+        let notes = {
+            let said = said.clone();
+            Notes::new(move |line| said.lock().unwrap().push(line.to_string()))
+        };
+        let err = Home::at(dir.path())
+            .with_lock_timeout(Duration::from_millis(300))
+            .with_notes(notes)
+            .lock()
+            .err()
+            .unwrap();
         assert!(started.elapsed() >= Duration::from_millis(300));
+        // The wait is said once, through the notes (the CLI's progress), not printed.
+        let lock = dir.path().join("lock");
+        assert_eq!(
+            *said.lock().unwrap(),
+            [format!("waiting for the n2d state lock {} (held by pid {pid})", lock.display())]
+        );
         assert!(matches!(err, StoreError::LockTimeout { holder: Some(p), .. } if p == pid), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains(&format!("held by pid {pid}")) && msg.contains("timed out after 0.3s"), "{msg}");
