@@ -21,7 +21,12 @@ impl std::ops::Deref for Ctx {
 impl Ctx {
     /// The environment is read here, once, and nowhere else ([`Settings`]).
     pub fn from_env() -> Result<Ctx> {
-        let settings = Settings::from_vars(|k| std::env::var_os(k)).map_err(n2d_orchestrate::Error::from)?;
+        Ctx::from_vars(|k| std::env::var_os(k))
+    }
+
+    /// The real parts, with the environment's variables read through `get` (a map in tests).
+    pub fn from_vars(get: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Ctx> {
+        let settings = Settings::from_vars(get).map_err(n2d_orchestrate::Error::from)?;
         Ok(Ctx(Orchestrator::system(&settings, Arc::new(crate::progress::Terminal))?))
     }
 
