@@ -82,7 +82,10 @@ fn no_library_prints() {
     let found: Vec<String> = library_lines()
         .iter()
         .filter(|(_, code, in_tests)| {
-            !in_tests && ["println!", "print!(", "eprint!(", "eprintln!"].iter().any(|p| code.contains(p))
+            !in_tests
+                && ["println!", "print!(", "eprint!(", "eprintln!", "io::stdout()", "io::stderr()"]
+                    .iter()
+                    .any(|p| code.contains(p))
         })
         .map(|(at, code, _)| format!("{at}: {}", code.trim()))
         .collect();
