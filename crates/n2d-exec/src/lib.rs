@@ -6,8 +6,9 @@
 
 #![forbid(unsafe_code)]
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
@@ -109,21 +110,52 @@ pub fn tail(bytes: &[u8], lines: usize) -> String {
     kept[start..].join(" | ")
 }
 
-/// Whether `program` can be found on PATH (or is an existing path).
-pub fn is_installed(program: &str) -> bool {
-    if program.contains('/') {
-        return std::path::Path::new(program).exists();
-    }
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
-        .unwrap_or(false)
+/// Where tools are looked for: the directories of `$PATH`, read once by the CLI (no library
+/// reads the environment). Spawning itself goes through [`Command`], which resolves a bare name
+/// as exec does over the process's own `PATH`: the same value, so n2d does not reimplement
+/// execvp; this is only for telling beforehand whether a tool is there (and which file a
+/// running QEMU was started from).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchPath {
+    dirs: Vec<PathBuf>,
 }
 
-/// Whether a tool is on PATH or in /usr/sbin or /sbin, where administration tools (mkfs.erofs,
-/// depmod, ip) live even when a user's PATH leaves those directories out.
-pub fn is_installed_or_in_sbin(program: &str) -> bool {
-    is_installed(program)
-        || ["/usr/sbin", "/sbin"].iter().any(|dir| is_installed(&format!("{dir}/{program}")))
+impl SearchPath {
+    /// These directories, in order.
+    pub fn new(dirs: impl IntoIterator<Item = PathBuf>) -> SearchPath {
+        SearchPath { dirs: dirs.into_iter().collect() }
+    }
+
+    /// The directories of a `PATH` value (`None`: none at all).
+    pub fn from_path_var(value: Option<&OsStr>) -> SearchPath {
+        SearchPath::new(value.map(|v| std::env::split_paths(v).collect::<Vec<_>>()).unwrap_or_default())
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// The file `program` names: a path as is (when it exists), a bare name in the first
+    /// directory that holds it as a file.
+    pub fn find(&self, program: &str) -> Option<PathBuf> {
+        if program.contains('/') {
+            let path = Path::new(program);
+            return path.exists().then(|| path.to_path_buf());
+        }
+        self.dirs.iter().map(|dir| dir.join(program)).find(|p| p.is_file())
+    }
+
+    /// Whether `program` can be found (or is an existing path).
+    pub fn is_installed(&self, program: &str) -> bool {
+        self.find(program).is_some()
+    }
+
+    /// Whether a tool is on the search path or in /usr/sbin or /sbin, where administration tools
+    /// (mkfs.erofs, depmod, ip) live even when a user's PATH leaves those directories out.
+    pub fn is_installed_or_in_sbin(&self, program: &str) -> bool {
+        self.is_installed(program)
+            || ["/usr/sbin", "/sbin"].iter().any(|dir| self.is_installed(&format!("{dir}/{program}")))
+    }
 }
 
 /// A scripted answer: (substring of the command line, stdout or error message).
@@ -186,6 +218,15 @@ mod tests {
         let err = SystemRunner.run(&cmd).unwrap_err().to_string();
         assert!(err.contains("one | two"), "{err}");
         assert!(err.contains("exit status: 3"), "{err}");
+    }
+
+    #[test]
+    fn tools_are_found_on_the_search_path_given() {
+        let path = SearchPath::from_path_var(Some(OsStr::new("/n2d-no-such-dir:/bin")));
+        assert_eq!(path.find("sh"), Some(PathBuf::from("/bin/sh")));
+        assert!(!path.is_installed("n2d-no-such-tool"));
+        assert!(!SearchPath::default().is_installed("sh"), "an empty search path finds nothing");
+        assert!(SearchPath::default().is_installed("/bin/sh"), "a path needs no search");
     }
 
     #[test]

@@ -230,6 +230,8 @@ pub struct ExportRequest<'a> {
     pub hyperv: Option<hyperv::HyperV>,
     /// Set by Ctrl-C: checked between steps.
     pub cancel: Option<&'a AtomicBool>,
+    /// Where the tools (objcopy, qemu-img, xorriso) are looked for (`$PATH`).
+    pub search_path: n2d_exec::SearchPath,
 }
 
 /// A step, for progress display.
@@ -294,7 +296,7 @@ pub fn preflight(req: &ExportRequest<'_>) -> Result<(), ExportError> {
         tools.push(("xorriso", "xorriso"));
     }
     for (program, package) in tools {
-        if !n2d_exec::is_installed(program) {
+        if !req.search_path.is_installed(program) {
             return Err(ExportError::Tool {
                 what: "export",
                 source: ExecError::NotInstalled { program: program.into(), package },

@@ -2,15 +2,20 @@
 //! skipped where one is missing: the disk's GPT as sgdisk reads it, the ISO's files as xorriso
 //! lists them, byte-identical repeats, and nothing left behind by a failure.
 
-use n2d_exec::SystemRunner;
+use n2d_exec::{SearchPath, SystemRunner};
 use n2d_export::{export, ExportRequest, ForMachine, Format};
 use n2d_image::{Image, ImageManifest, Recipe};
 use std::path::Path;
 use std::process::Command;
 
+/// This test process's `$PATH`, as the CLI's settings read it.
+fn search_path() -> SearchPath {
+    SearchPath::from_path_var(std::env::var_os("PATH").as_deref())
+}
+
 fn tools_present() -> bool {
     let tools = ["objcopy", "qemu-img", "xorriso", "sgdisk"];
-    let ok = tools.iter().all(|t| n2d_exec::is_installed_or_in_sbin(t))
+    let ok = tools.iter().all(|t| search_path().is_installed_or_in_sbin(t))
         && Path::new(n2d_export::uki::STUB_PATH).exists()
         && n2d_export::iso::BIOS_FILES.iter().all(|(p, _)| Path::new(p).exists());
     if !ok {
@@ -60,6 +65,7 @@ fn request<'a>(image: &'a Image, out: &Path, formats: Vec<Format>) -> ExportRequ
         machine: Some(ForMachine { name: "web1".into(), config_disk: b"N2DCONF1-test".to_vec() }),
         hyperv: None,
         cancel: None,
+        search_path: search_path(),
     }
 }
 

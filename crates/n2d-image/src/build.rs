@@ -11,7 +11,7 @@ use crate::recipe::{
 };
 use crate::unshare::{check_unshare, BuildUser};
 use crate::{Image, DIRECT_KERNEL_FILE, INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
-use n2d_exec::{is_installed_or_in_sbin, Cmd, ExecError, Runner};
+use n2d_exec::{Cmd, ExecError, Runner, SearchPath};
 use n2d_proto::{LATE_MODULE_LIST, MODULE_LIST};
 use n2d_store::{write_json, Home, KillPoints, Operation, StoreError};
 use sha2::{Digest, Sha256};
@@ -68,6 +68,10 @@ pub struct BuildOptions {
     pub offline: bool,
     /// Build even though the recipe's image exists, to pick up updates.
     pub refresh: bool,
+    /// Where the build's tools are looked for (the CLI's settings: `$PATH`).
+    pub search_path: SearchPath,
+    /// Test-only kill points (the CLI's settings: `$N2D_TEST_KILL_AT`).
+    pub kill: KillPoints,
 }
 
 impl BuildOptions {
@@ -82,6 +86,8 @@ impl BuildOptions {
             docker_archive: None,
             offline: false,
             refresh: false,
+            search_path: SearchPath::default(),
+            kill: KillPoints::none(),
         }
     }
 }
@@ -168,9 +174,9 @@ pub const TOOLS: [(&str, &str); 7] = [
 ];
 
 /// Fails with the first missing tool and its package.
-pub fn check_tools() -> Result<(), BuildError> {
+pub fn check_tools(search_path: &SearchPath) -> Result<(), BuildError> {
     for (program, package) in TOOLS {
-        if !is_installed_or_in_sbin(program) {
+        if !search_path.is_installed_or_in_sbin(program) {
             return Err(BuildError::MissingTool(ExecError::NotInstalled {
                 program: program.into(),
                 package,
@@ -336,10 +342,10 @@ pub fn build_image(
     if let (Some(image), false) = (&stored, opts.refresh) {
         return Ok(Built { image: image.clone(), outcome: Outcome::AlreadyBuilt, source: None });
     }
-    check_tools()?;
+    check_tools(&opts.search_path)?;
     let mode = Mode::of_this_process();
     if mode == Mode::Unshare {
-        check_unshare(&BuildUser::of_this_process(), &is_installed_or_in_sbin)?;
+        check_unshare(&BuildUser::of_this_process(), &|p| opts.search_path.is_installed_or_in_sbin(p))?;
     }
     let cache = PackageCache::new(&home.deb_cache_dir(), &recipe.suite);
     let source = package_source(recipe, opts.offline, &cache, &tcp_reachable)?;
@@ -360,7 +366,7 @@ pub fn build_image(
     // A kill leaves the journal: the next command removes the staging tree (a whole Debian
     // userland) instead of keeping it forever.
     let journal = home
-        .begin_intent(Operation::ImageBuild { staging: staging_name }, &KillPoints::from_env())
+        .begin_intent(Operation::ImageBuild { staging: staging_name }, &opts.kill)
         .map_err(BuildError::Store)?;
     let builder = Builder {
         runner,

@@ -21,6 +21,7 @@ use n2d_exec::{Cmd, Runner};
 use n2d_spec::address::IpRange;
 use n2d_spec::link::{parse_bridge_name, parse_interface_name, parse_n2d_mac, parse_tap_name};
 use n2d_spec::machine::MachineName;
+use n2d_store::Notes;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -243,15 +244,16 @@ pub struct HostNet {
     namespace: String,
     ip_forward: PathBuf,
     cancel: Option<Arc<AtomicBool>>,
-    timeout: Option<Duration>,
+    timeout: Duration,
+    /// Where warnings go (a damaged entry, chains or NAT that could not be set up).
+    notes: Notes,
 }
 
 impl HostNet {
-    /// `$N2D_RUN_DIR` (default `/run/n2d`), keyed by the namespace n2d runs in.
-    pub fn system() -> Result<HostNet, NetError> {
-        let dir = std::env::var_os(RUN_DIR_ENV)
-            .filter(|d| !d.is_empty())
-            .map_or(DEFAULT_RUN_DIR.into(), PathBuf::from);
+    /// The state under `run_dir` (the CLI's settings: `$N2D_RUN_DIR`, default
+    /// [`DEFAULT_RUN_DIR`]), keyed by the namespace n2d runs in.
+    pub fn system(run_dir: &Path) -> Result<HostNet, NetError> {
+        let dir = run_dir.to_path_buf();
         let ns = std::fs::metadata("/proc/self/ns/net").map_err(NetError::Namespace)?;
         Ok(HostNet::at(dir, &format!("netns-{}", std::os::unix::fs::MetadataExt::ino(&ns)), IP_FORWARD))
     }
@@ -264,8 +266,15 @@ impl HostNet {
             namespace: namespace.to_string(),
             ip_forward: ip_forward.into(),
             cancel: None,
-            timeout: None,
+            timeout: n2d_store::DEFAULT_LOCK_TIMEOUT,
+            notes: Notes::default(),
         }
+    }
+
+    /// Says warnings through `notes` (the orchestrator's progress).
+    pub fn with_notes(mut self, notes: Notes) -> Self {
+        self.notes = notes;
+        self
     }
 
     /// A wait for the host lock ends once `flag` is set (Ctrl-C).
@@ -275,7 +284,7 @@ impl HostNet {
     }
 
     pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.timeout = timeout;
         self
     }
 
@@ -289,13 +298,17 @@ impl HostNet {
         let store = |source| NetError::HostState { path: self.dir.clone(), source };
         n2d_store::ensure_dir(&self.dir).map_err(store)?;
         check_run_dir(&self.dir)?;
-        let timeout = n2d_store::lock_timeout(self.timeout).map_err(store)?;
-        let _lock = n2d_store::flock_exclusive(&self.dir.join("lock"), timeout, self.cancel.as_deref())
-            .map_err(store)?;
+        let _lock = n2d_store::flock_exclusive(
+            &self.dir.join("lock"),
+            self.timeout,
+            self.cancel.as_deref(),
+            &self.notes,
+        )
+        .map_err(store)?;
         let path = self.state_file();
         let mut state = read_state(&path)?;
         for problem in state.problems() {
-            eprintln!("warning: {}: {problem}; n2d leaves this entry alone", path.display());
+            self.notes.say(&format!("warning: {}: {problem}; n2d leaves this entry alone", path.display()));
         }
         let before = state.clone();
         let result = change(&mut state);
@@ -405,7 +418,7 @@ impl HostNet {
         self.locked(|state| {
             forget_stale(state, runner);
             let links = Links::new(runner);
-            let created = ensure_bridge(state, runner, &self.ip_forward, req)?;
+            let created = ensure_bridge(state, runner, &self.ip_forward, req, &self.notes)?;
             for claim in req.claims.iter().filter(|c| c.sound()) {
                 reassert(state, req.home, claim);
             }
@@ -438,10 +451,10 @@ impl HostNet {
                 if bridge.created_by_n2d {
                     if req.expose {
                         if let Err(e) = nat::expose(runner, req.bridge, ip) {
-                            eprintln!(
+                            self.notes.say(&format!(
                                 "warning: cannot let connections from other networks reach {ip} on {}: {e}",
                                 req.bridge
-                            );
+                            ));
                         }
                     } else if previous.as_ref().is_some_and(|l| l.exposed) {
                         nat::unexpose(runner, req.bridge, ip);
@@ -645,6 +658,7 @@ fn ensure_bridge(
     runner: &dyn Runner,
     ip_forward: &Path,
     req: &AttachRequest,
+    notes: &Notes,
 ) -> Result<bool, NetError> {
     let links = Links::new(runner);
     let may_create = req.bridge == crate::DEFAULT_BRIDGE;
@@ -655,12 +669,15 @@ fn ensure_bridge(
                 if let Some(problem) = entry.problem(req.bridge) {
                     return Err(NetError::DamagedState { bridge: req.bridge.into(), problem });
                 }
-                // Chains flushed by hand or a firewall reload, or made by an older n2d without
-                // their DROP rules, are filled again.
+                // Chains flushed or cut short by hand, or gone with a firewall reload, are filled
+                // again.
                 if entry.created_by_n2d && !nat::intact(runner, req.bridge) {
                     let (subnet, uplink, exposed) = (entry.subnet(), entry.uplink.clone(), entry.exposed());
                     if let Err(e) = nat::install(runner, req.bridge, &subnet, uplink.as_deref(), &exposed) {
-                        eprintln!("warning: cannot set up the firewall chains of {}: {e}", req.bridge);
+                        notes.say(&format!(
+                            "warning: cannot set up the firewall chains of {}: {e}",
+                            req.bridge
+                        ));
                     }
                 }
                 return Ok(false);
@@ -669,14 +686,15 @@ fn ensure_bridge(
                 .ipv4_of(req.bridge)
                 .map_err(|source| NetError::InspectBridge { bridge: req.bridge.into(), source })?
                 .ok_or_else(|| NetError::BridgeWithoutAddress(req.bridge.into()))?;
-            // n2d's own bridge without an entry was made by an older n2d: its rules are
-            // replaced by n2d's chains. Any other bridge is the user's.
+            // n2d's own bridge without an entry: n2d was killed between making it and saving
+            // the entry, or the state file was removed by hand; it gets n2d's chains. Any other
+            // bridge is the user's.
             let created_by_n2d = may_create;
             let mut entry =
                 BridgeState { gateway, prefix_len, created_by_n2d, uplink: None, leases: BTreeMap::new() };
             if created_by_n2d {
-                nat::remove_legacy(runner, req.bridge, &entry.subnet());
-                entry.uplink = enable_outbound(state, runner, ip_forward, req.bridge, &entry.subnet(), &[]);
+                entry.uplink =
+                    enable_outbound(state, runner, ip_forward, req.bridge, &entry.subnet(), &[], notes);
             }
             state.bridges.insert(req.bridge.into(), entry);
             Ok(false)
@@ -698,7 +716,7 @@ fn ensure_bridge(
                 .map_err(|source| NetError::CreateBridge { bridge: req.bridge.into(), source })?;
             let subnet = nat::subnet_text(gateway, prefix_len);
             let exposed = state.bridges.get(req.bridge).map(BridgeState::exposed).unwrap_or_default();
-            let uplink = enable_outbound(state, runner, ip_forward, req.bridge, &subnet, &exposed);
+            let uplink = enable_outbound(state, runner, ip_forward, req.bridge, &subnet, &exposed, notes);
             let leases = state.bridges.remove(req.bridge).map(|b| b.leases).unwrap_or_default();
             state.bridges.insert(
                 req.bridge.into(),
@@ -718,18 +736,19 @@ fn enable_outbound(
     bridge: &str,
     subnet: &str,
     exposed: &[Ipv4Addr],
+    notes: &Notes,
 ) -> Option<String> {
-    let uplink = default_route_dev(runner);
+    let uplink = default_route_dev(runner, notes);
     if let Err(e) = nat::install(runner, bridge, subnet, uplink.as_deref(), exposed) {
-        eprintln!("warning: cannot set up NAT for {bridge}: VMs will not reach the internet ({e})");
+        notes.say(&format!("warning: cannot set up NAT for {bridge}: VMs will not reach the internet ({e})"));
         return uplink;
     }
     if uplink.is_some() && std::fs::read_to_string(ip_forward).is_ok_and(|v| v.trim() == "0") {
         match std::fs::write(ip_forward, b"1") {
             Ok(()) => state.forwarding_turned_on = true,
-            Err(e) => eprintln!(
+            Err(e) => notes.say(&format!(
                 "warning: cannot enable IPv4 forwarding ({e}): VMs on {bridge} will not reach the internet"
-            ),
+            )),
         }
     }
     uplink
@@ -829,14 +848,14 @@ fn fresh_names(state: &HostState, home: &Path, machine: &str) -> (String, String
 }
 
 /// The interface of the default route, if any.
-fn default_route_dev(runner: &dyn Runner) -> Option<String> {
+fn default_route_dev(runner: &dyn Runner, notes: &Notes) -> Option<String> {
     let out = runner.run(&Cmd::new("ip", "iproute2").args(["-j", "-4", "route", "show", "default"])).ok()?;
     match crate::ipjson::default_route_dev(&out)? {
         Ok(dev) => Some(dev),
         Err(e) => {
-            eprintln!(
+            notes.say(&format!(
                 "warning: the default route's interface is not used for the VMs' outbound traffic: {e}"
-            );
+            ));
             None
         }
     }
@@ -1080,11 +1099,11 @@ mod tests {
     }
 
     #[test]
-    fn a_bridge_left_by_an_older_n2d_gets_chains_instead_of_its_old_rules() {
+    fn n2ds_bridge_without_an_entry_gets_its_chains() {
+        // What a kill between making the bridge and saving its entry leaves.
         let s = setup();
         let host = FakeHost::new(Some("eth0"));
         host.add_link("n2d0", "bridge", Some((Ipv4Addr::new(10, 77, 0, 1), 24)));
-        host.set_chain("filter FORWARD", &["-i n2d0 -j ACCEPT"]);
         s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();
         assert_eq!(host.chain("filter FORWARD").unwrap(), ["-j N2D-FWD-n2d0"]);
         s.net.detach(&host, &s.homes[0], "a", None).unwrap();
@@ -1280,7 +1299,7 @@ mod tests {
     }
 
     #[test]
-    fn an_older_n2ds_chain_without_drops_is_completed() {
+    fn a_chain_whose_drops_were_deleted_by_hand_is_completed() {
         let s = setup();
         let host = FakeHost::new(Some("eth0"));
         s.net.attach(&host, &req(&s.homes[0], "a", "n2d0"), None).unwrap();

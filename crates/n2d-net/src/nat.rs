@@ -39,8 +39,8 @@ pub fn expose_rule(bridge: &str, ip: Ipv4Addr) -> Vec<String> {
     ["-d", &format!("{ip}/32"), "-o", bridge, "-j", "ACCEPT"].map(str::to_string).to_vec()
 }
 
-/// The last rule of a complete forward chain: its presence tells a chain of this n2d from one an
-/// older n2d filled (ACCEPT rules only) or one flushed by hand.
+/// The last rule of a complete forward chain: its presence tells a complete chain from one flushed
+/// or cut short by hand.
 pub fn final_rule(bridge: &str) -> Vec<String> {
     ["-i", bridge, "-j", "DROP"].map(str::to_string).to_vec()
 }
@@ -116,7 +116,7 @@ pub fn install(
 }
 
 /// Whether the bridge's forward chain is complete and jumped to (false after a flush by hand or
-/// a firewall reload, or for a chain an older n2d made without its DROP rules).
+/// a firewall reload, or when its DROP rules were deleted).
 pub fn intact(runner: &dyn Runner, bridge: &str) -> bool {
     let chain = forward_chain(bridge);
     let last = final_rule(bridge);
@@ -165,24 +165,6 @@ pub fn remove(runner: &dyn Runner, bridge: &str) {
         }
         let _ = iptables(runner, table, &["-F", &chain]);
         let _ = iptables(runner, table, &["-X", &chain]);
-    }
-}
-
-/// Removes the rules n2d versions before the chains added for `bridge` (a masquerade and two
-/// ACCEPT rules inserted at the top of FORWARD, ahead of everything).
-pub fn remove_legacy(runner: &dyn Runner, bridge: &str, subnet: &str) {
-    let legacy: [(&str, &str, Vec<&str>); 3] = [
-        ("nat", "POSTROUTING", vec!["-s", subnet, "!", "-o", bridge, "-j", "MASQUERADE"]),
-        ("filter", "FORWARD", vec!["-i", bridge, "-j", "ACCEPT"]),
-        (
-            "filter",
-            "FORWARD",
-            vec!["-o", bridge, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
-        ),
-    ];
-    for (table, chain, spec) in legacy {
-        let args: Vec<&str> = ["-D", chain].into_iter().chain(spec).collect();
-        let _ = iptables(runner, table, &args);
     }
 }
 

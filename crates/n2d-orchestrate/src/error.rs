@@ -97,6 +97,9 @@ pub enum Error {
     SwarmSpec(#[from] n2d_spec::swarm::SpecError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A value in the environment n2d refuses.
+    #[error(transparent)]
+    Settings(#[from] crate::SettingsError),
     #[error(transparent)]
     Net(#[from] n2d_net::NetError),
     #[error(transparent)]
@@ -298,8 +301,10 @@ impl Error {
             | Error::NodeMemory { .. }
             | Error::Spec(_)
             | Error::SwarmSpec(_) => true,
-            // A missing machine, a bad $N2D_LOCK_TIMEOUT, a home that is not the caller's.
+            // A missing machine, a home that is not the caller's.
             Error::Store(e) => e.is_usage(),
+            // A bad $N2D_LOCK_TIMEOUT, $N2D_TCG_THREAD...
+            Error::Settings(e) => e.is_usage(),
             Error::Net(e) => e.is_usage(),
             Error::UserNet(e) => e.is_usage(),
             Error::PortNeedsUserNetwork { .. }

@@ -217,6 +217,8 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
             docker_archive: args.docker_archive.clone(),
             offline: args.offline,
             refresh: args.refresh,
+            search_path: self.search_path.clone(),
+            kill: self.kill.clone(),
         };
         let step = self.progress.step("Building image");
         let total = n2d_image::Stage::ALL.len();
@@ -299,6 +301,7 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
             machine,
             hyperv,
             cancel: Some(&self.cancel),
+            search_path: self.search_path.clone(),
         };
         n2d_export::preflight(&req).map_err(Error::export)?;
         let names: Vec<&str> = args.formats.iter().map(|f| f.name()).collect();

@@ -275,13 +275,19 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
         }
     }
 
-    /// `n2d console NAME`: attaches the terminal to the running machine's serial console.
-    pub fn attach_console(&self, name: &MachineName) -> Result<()> {
+    /// `n2d console NAME`: attaches the terminal to the running machine's serial console; the
+    /// guest's output goes to `out`, n2d's own lines (connected, detached) to `notes`.
+    pub fn attach_console(
+        &self,
+        name: &MachineName,
+        out: &mut dyn std::io::Write,
+        notes: &mut dyn std::io::Write,
+    ) -> Result<()> {
         let record = self.load_record(name)?;
         if self.machine_state(&record.spec.name) != VmState::Running {
             return Err(Error::Usage(format!("{name} is not running: start it with `n2d start {name}`")));
         }
-        n2d_vm::console::attach(&self.vm_handle(&record.spec.name))?;
+        n2d_vm::console::attach(&self.vm_handle(&record.spec.name), out, notes)?;
         Ok(())
     }
 

@@ -26,6 +26,7 @@ pub mod preflight;
 pub mod progress;
 pub mod recover;
 pub mod rollback;
+pub mod settings;
 pub mod swarm;
 pub mod swarm_request;
 
@@ -39,6 +40,7 @@ pub use n2d_store::{AdoptedHost, MachineRecord, DIR_MODE, FILE_MODE};
 pub use n2d_vm::{StopOutcome, VmState};
 pub use progress::{Progress, Quiet, Step};
 pub use rollback::Rollback;
+pub use settings::{Settings, SettingsError};
 
 use n2d_net::host::HostNet;
 use n2d_store::{Home, Journal, KillPoints, Operation};
@@ -87,6 +89,42 @@ pub struct Orchestrator<R, H, C> {
     cancel: Arc<AtomicBool>,
     /// Test-only kill points (`N2D_TEST_KILL_AT`), passed by every journalled step.
     kill: KillPoints,
+    /// Where tools are looked for before they are run (`PATH`, from [`Settings`]).
+    search_path: n2d_exec::SearchPath,
+}
+
+impl Orchestrator<n2d_exec::SystemRunner, n2d_vm::Qemu, n2d_swarm::BollardConnector> {
+    /// The real parts, wired from `settings`: the home (checked to be the caller's), the
+    /// host-wide network state, real tools, QEMU and bollard. What the libraries have to say
+    /// while they work (a wait for a lock, a warning) goes to `progress`, like the rest.
+    pub fn system(settings: &Settings, progress: Arc<dyn Progress>) -> Result<Self> {
+        let notes = {
+            let progress = progress.clone();
+            n2d_store::Notes::new(move |line| progress.say(line))
+        };
+        let hypervisor = n2d_vm::Qemu::new(settings.qemu.clone());
+        // Ctrl-C also ends a wait for the state lock held by another n2d.
+        let cancel = hypervisor.cancel.clone();
+        let home = Home::open(&settings.home, settings.lock_timeout)?
+            .with_cancel(cancel.clone())
+            .with_notes(notes.clone());
+        let net = HostNet::system(&settings.run_dir)?
+            .with_cancel(cancel.clone())
+            .with_lock_timeout(settings.lock_timeout)
+            .with_notes(notes.clone());
+        Ok(Orchestrator {
+            home,
+            net,
+            runner: n2d_exec::SystemRunner,
+            hypervisor,
+            docker: n2d_swarm::BollardConnector,
+            progress: Box::new(progress),
+            timing: Timing::default(),
+            cancel,
+            kill: KillPoints::parse(settings.kill_at.as_deref()).with_notes(notes),
+            search_path: settings.search_path.clone(),
+        })
+    }
 }
 
 impl<R, H, C> Orchestrator<R, H, C> {
@@ -112,6 +150,7 @@ impl<R, H, C> Orchestrator<R, H, C> {
             timing: Timing::default(),
             cancel,
             kill,
+            search_path: n2d_exec::SearchPath::default(),
         }
     }
 

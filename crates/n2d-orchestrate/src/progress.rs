@@ -3,7 +3,10 @@
 
 use std::sync::Mutex;
 
-/// Where progress goes. `say` prints a line (above any spinners); `step` starts one.
+/// Where progress goes. `say` prints a line (above any spinners); `step` starts one. The lower
+/// crates' notes (a wait for another n2d's lock, a firewall warning, a kill point) come through
+/// `say` too ([`Orchestrator::system`](crate::Orchestrator::system) hands them an
+/// `n2d_store::Notes` that calls it): nothing below the CLI prints.
 pub trait Progress: Send + Sync {
     fn say(&self, line: &str);
     fn step(&self, label: &str) -> Box<dyn Step>;

@@ -123,6 +123,7 @@ fn kit() -> Kit {
         },
         cancel: Arc::new(AtomicBool::new(false)),
         kill: KillPoints::none(),
+        search_path: n2d_exec::SearchPath::default(),
     };
     Kit { dir, orch, cluster, said }
 }

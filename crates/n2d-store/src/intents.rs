@@ -286,16 +286,29 @@ pub enum KillMode {
 #[derive(Debug, Clone, Default)]
 pub struct KillPoints {
     at: Option<(String, KillMode)>,
+    /// Where "killing myself" is said before the kill.
+    notes: crate::Notes,
     /// Whether the point was reached (a panicking one fires once: the other threads of a
     /// parallel create go on, as if they had finished just before a kill).
     fired: Arc<AtomicBool>,
 }
 
 impl KillPoints {
-    /// From `$N2D_TEST_KILL_AT` (SIGKILL); none when unset or empty.
-    pub fn from_env() -> KillPoints {
-        let at = std::env::var(KILL_AT_ENV).ok().filter(|v| !v.trim().is_empty());
-        KillPoints { at: at.map(|a| (a.trim().to_string(), KillMode::Sigkill)), fired: Arc::default() }
+    /// The value of `$N2D_TEST_KILL_AT` (SIGKILL at that point); none when unset or blank.
+    pub fn parse(value: Option<&str>) -> KillPoints {
+        let at = value.map(str::trim).filter(|v| !v.is_empty());
+        KillPoints { at: at.map(|a| (a.to_string(), KillMode::Sigkill)), ..KillPoints::default() }
+    }
+
+    /// Says where it kills through `notes` (the orchestrator's progress).
+    pub fn with_notes(mut self, notes: crate::Notes) -> KillPoints {
+        self.notes = notes;
+        self
+    }
+
+    /// The point it kills at, if any.
+    pub fn point(&self) -> Option<&str> {
+        self.at.as_ref().map(|(at, _)| at.as_str())
     }
 
     pub fn none() -> KillPoints {
@@ -304,7 +317,7 @@ impl KillPoints {
 
     /// Panics at `point` (unit tests).
     pub fn panic_at(point: &str) -> KillPoints {
-        KillPoints { at: Some((point.to_string(), KillMode::Panic)), fired: Arc::default() }
+        KillPoints { at: Some((point.to_string(), KillMode::Panic)), ..KillPoints::default() }
     }
 
     /// Whether the kill point was reached.
@@ -320,7 +333,7 @@ impl KillPoints {
         }
         match mode {
             KillMode::Sigkill => {
-                eprintln!("n2d: {KILL_AT_ENV}={point}: killing myself (SIGKILL)");
+                self.notes.say(&format!("n2d: {KILL_AT_ENV}={point}: killing myself (SIGKILL)"));
                 let _ =
                     rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
                 // SIGKILL cannot be caught; never go on past the point.
@@ -333,6 +346,18 @@ impl KillPoints {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kill_points_are_parsed_from_the_settings_value() {
+        assert_eq!(super::KillPoints::parse(None).point(), None);
+        assert_eq!(super::KillPoints::parse(Some("  ")).point(), None);
+        assert_eq!(
+            super::KillPoints::parse(Some(" create:after-lease ")).point(),
+            Some("create:after-lease")
+        );
+        // Another point is a no-op.
+        super::KillPoints::parse(Some("create:after-lease")).hit("rm:after-stop");
+    }
+
     use super::*;
 
     fn machine(n: &str) -> MachineName {

@@ -10,16 +10,16 @@
 //! ```
 //!
 //! Bridges and their leases are not here: they are host-wide, shared by every home
-//! (`n2d_net::host`, under `/run/n2d`). A `networks/` directory left by older versions is
-//! no longer read.
+//! (`n2d_net::host`, under `/run/n2d`).
 //!
 //! Every file is written atomically (temp file + fsync + rename), so a crash leaves either the
 //! old or the new version, never half of one; the temp file has an unpredictable name and is
 //! created exclusively (`O_EXCL|O_NOFOLLOW`), so nothing planted at its name is followed or
 //! truncated. Everything is private: directories 0700, files 0600, whatever the umask
-//! ([`Home::tighten`] fixes a home of the caller's made looser by older versions).
+//! ([`Home::tighten`] fixes a home of the caller's made looser by hand, e.g. a directory the user
+//! made under a loose umask and pointed `N2D_HOME` at).
 //!
-//! The home must be the caller's ([`Home::check_owner`], run by [`Home::from_env`]): owned by
+//! The home must be the caller's ([`Home::check_owner`], run by [`Home::open`]): owned by
 //! the caller or root, writable by no other user; another user's home is refused, never
 //! changed. The lock is opened with `O_NOFOLLOW` (a regular file only), and state files are read
 //! as input ([`read_json`]): never through a symlink, regular files of at most
@@ -48,8 +48,6 @@ pub use records::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot find a home directory for n2d's state: set N2D_HOME or HOME")]
-    NoHome,
     #[error("cannot create {path}")]
     CreateDir {
         path: PathBuf,
@@ -137,7 +135,7 @@ pub const FILE_MODE: u32 = 0o600;
 
 /// How long [`Home::lock`] waits for another process's lock by default.
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(120);
-/// Overrides [`DEFAULT_LOCK_TIMEOUT`], in seconds.
+/// Overrides [`DEFAULT_LOCK_TIMEOUT`], in seconds (read by the CLI's settings).
 pub const LOCK_TIMEOUT_ENV: &str = "N2D_LOCK_TIMEOUT";
 /// The longest `$N2D_LOCK_TIMEOUT` accepted: a day (a larger number, `1e300`, is refused rather
 /// than overflowing a `Duration`).
@@ -147,21 +145,6 @@ pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 pub const MAX_STATE_FILE: u64 = 1 << 20;
 /// How often a held lock is tried again.
 const LOCK_POLL: Duration = Duration::from_millis(150);
-
-/// How long to wait for another process's lock: `explicit` when given (tests), else
-/// `$N2D_LOCK_TIMEOUT` (seconds), else [`DEFAULT_LOCK_TIMEOUT`].
-pub fn lock_timeout(explicit: Option<Duration>) -> Result<Duration, StoreError> {
-    if let Some(t) = explicit {
-        return Ok(t);
-    }
-    match std::env::var(LOCK_TIMEOUT_ENV) {
-        Ok(v) if !v.trim().is_empty() => parse_lock_timeout(&v),
-        Err(std::env::VarError::NotUnicode(v)) => {
-            Err(StoreError::BadLockTimeout(v.to_string_lossy().into_owned()))
-        }
-        _ => Ok(DEFAULT_LOCK_TIMEOUT),
-    }
-}
 
 /// `$N2D_LOCK_TIMEOUT`'s value: seconds (fractions allowed) from 0 to [`MAX_LOCK_TIMEOUT`].
 pub fn parse_lock_timeout(value: &str) -> Result<Duration, StoreError> {
@@ -202,30 +185,55 @@ fn holder_text(holder: Option<u32>) -> String {
     holder.map_or_else(|| "another process".to_string(), |pid| format!("pid {pid}"))
 }
 
+/// Where the libraries' notes to the user go while they work (a wait for a lock, a warning, a
+/// kill point): no library prints; the orchestrator hands its `Progress` here. Without one
+/// (`Notes::default()`, tests) they are dropped.
+#[derive(Clone, Default)]
+pub struct Notes(Option<Arc<Say>>);
+
+/// What [`Notes`] calls with each line.
+type Say = dyn Fn(&str) + Send + Sync;
+
+impl Notes {
+    pub fn new(say: impl Fn(&str) + Send + Sync + 'static) -> Notes {
+        Notes(Some(Arc::new(say)))
+    }
+
+    /// Tells the user `line`.
+    pub fn say(&self, line: &str) {
+        if let Some(say) = &self.0 {
+            say(line);
+        }
+    }
+}
+
+impl std::fmt::Debug for Notes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Notes(..)" } else { "Notes(none)" })
+    }
+}
+
 /// The root of n2d's state.
 #[derive(Debug, Clone)]
 pub struct Home {
     root: PathBuf,
     /// Set (by the CLI's SIGINT handler) to abandon a wait for the lock.
     cancel: Option<Arc<AtomicBool>>,
-    /// Overrides `$N2D_LOCK_TIMEOUT` (tests).
-    lock_timeout: Option<Duration>,
+    /// How long [`Home::lock`] waits for another process.
+    lock_timeout: Duration,
+    /// Where "waiting for the lock" goes.
+    notes: Notes,
 }
 
 impl Home {
-    /// `$N2D_HOME`, else `$XDG_DATA_HOME/n2d`, else `~/.local/share/n2d`.
-    pub fn from_env() -> Result<Self, StoreError> {
-        let root = if let Some(h) = std::env::var_os("N2D_HOME").filter(|h| !h.is_empty()) {
-            PathBuf::from(h)
-        } else if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|h| !h.is_empty()) {
-            PathBuf::from(x).join("n2d")
-        } else {
-            PathBuf::from(std::env::var_os("HOME").ok_or(StoreError::NoHome)?).join(".local/share/n2d")
-        };
+    /// The home at `root` (the CLI's settings resolve it: `$N2D_HOME`, else
+    /// `$XDG_DATA_HOME/n2d`, else `~/.local/share/n2d`), made absolute and checked to be the
+    /// caller's ([`Home::check_owner`]); [`Home::lock`] waits at most `lock_timeout`.
+    pub fn open(root: &Path, lock_timeout: Duration) -> Result<Self, StoreError> {
         // QEMU runs in the machine's directory: every path it is given must be absolute.
-        let root = std::path::absolute(&root)
-            .map_err(|source| StoreError::CreateDir { path: root.clone(), source })?;
-        let home = Home::at(root);
+        let root = std::path::absolute(root)
+            .map_err(|source| StoreError::CreateDir { path: root.to_path_buf(), source })?;
+        let home = Home::at(root).with_lock_timeout(lock_timeout);
         home.check_owner()?;
         Ok(home)
     }
@@ -234,8 +242,8 @@ impl Home {
     /// root may own it, and the link, when `$N2D_HOME` is a symlink), one every user may write
     /// (mode `o+w`, sticky or not: anyone could have planted records, links or keys there), or
     /// one a group may write that the caller cannot fix (owned by root). A home of the
-    /// caller's that is only group-writable or readable by others is what older versions made
-    /// under a loose umask: [`Home::tighten`] fixes it. A home not made yet is fine (n2d makes
+    /// caller's that is only group-writable or readable by others (a directory the user made
+    /// under a loose umask): [`Home::tighten`] fixes it. A home not made yet is fine (n2d makes
     /// it 0700).
     pub fn check_owner(&self) -> Result<(), StoreError> {
         let you = rustix::process::geteuid().as_raw();
@@ -275,7 +283,13 @@ impl Home {
     }
 
     pub fn at(root: impl Into<PathBuf>) -> Self {
-        Home { root: root.into(), cancel: None, lock_timeout: None }
+        Home { root: root.into(), cancel: None, lock_timeout: DEFAULT_LOCK_TIMEOUT, notes: Notes::default() }
+    }
+
+    /// Says "waiting for the n2d state lock" through `notes`.
+    pub fn with_notes(mut self, notes: Notes) -> Self {
+        self.notes = notes;
+        self
     }
 
     /// A wait for the lock ends (with [`StoreError::LockInterrupted`]) once `flag` is set.
@@ -284,9 +298,9 @@ impl Home {
         self
     }
 
-    /// Waits at most `timeout` for another process's lock, whatever `$N2D_LOCK_TIMEOUT` says.
+    /// Waits at most `timeout` for another process's lock (default [`DEFAULT_LOCK_TIMEOUT`]).
     pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
-        self.lock_timeout = Some(timeout);
+        self.lock_timeout = timeout;
         self
     }
 
@@ -364,30 +378,31 @@ impl Home {
     /// and serialises the threads of this process before it serialises processes.
     ///
     /// When another process holds it, n2d says so once (with the holder's pid) and tries again
-    /// every 150 ms, never blocking in the kernel: it gives up after `$N2D_LOCK_TIMEOUT` seconds
-    /// (default 120) and stops at once when the cancel flag (Ctrl-C) is set.
+    /// every 150 ms, never blocking in the kernel: it gives up after its lock timeout
+    /// (`$N2D_LOCK_TIMEOUT`, default 120 s) and stops at once when the cancel flag (Ctrl-C) is set.
     pub fn lock(&self) -> Result<StateLock, StoreError> {
         if LOCK_DEPTH.with(|d| d.get()) > 0 {
             LOCK_DEPTH.with(|d| d.set(d.get() + 1));
             return Ok(StateLock { _held: None });
         }
-        let timeout = lock_timeout(self.lock_timeout)?;
+        let timeout = self.lock_timeout;
         let thread_guard = PROCESS_LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         ensure_dir(&self.root)?;
-        let file = flock_exclusive(&self.root.join("lock"), timeout, self.cancel.as_deref())?;
+        let file = flock_exclusive(&self.root.join("lock"), timeout, self.cancel.as_deref(), &self.notes)?;
         LOCK_DEPTH.with(|d| d.set(1));
         Ok(StateLock { _held: Some((file, thread_guard)) })
     }
 }
 
 /// Takes an exclusive flock on `path` (created 0600), never blocking in the kernel: when another
-/// process holds it, says so once (with the holder's pid) and tries again every 150 ms until
+/// process holds it, says so once through `notes` (with the holder's pid) and tries again every 150 ms until
 /// `timeout`, or until `cancel` is set (Ctrl-C). The holder's pid is written into the file, for
 /// the next one waiting. The lock lasts as long as the returned file is open.
 pub fn flock_exclusive(
     path: &Path,
     timeout: Duration,
     cancel: Option<&AtomicBool>,
+    notes: &Notes,
 ) -> Result<File, StoreError> {
     // Never through a symlink (it would have n2d write its pid into the file it names), and a
     // FIFO or device in its place is refused rather than waited on.
@@ -428,11 +443,11 @@ pub fn flock_exclusive(
         }
         if !said {
             said = true;
-            eprintln!(
+            notes.say(&format!(
                 "waiting for the n2d state lock {} (held by {})",
                 path.display(),
                 holder_text(lock_holder(&file))
-            );
+            ));
         }
         std::thread::sleep(LOCK_POLL.min(timeout - waited));
     }
@@ -918,8 +933,24 @@ mod tests {
         let pid = holder.id();
 
         let started = Instant::now();
-        let err = Home::at(dir.path()).with_lock_timeout(Duration::from_millis(300)).lock().err().unwrap();
+        let said = Arc::new(Mutex::new(Vec::<String>::new()));
+        let notes = {
+            let said = said.clone();
+            Notes::new(move |line| said.lock().unwrap().push(line.to_string()))
+        };
+        let err = Home::at(dir.path())
+            .with_lock_timeout(Duration::from_millis(300))
+            .with_notes(notes)
+            .lock()
+            .err()
+            .unwrap();
         assert!(started.elapsed() >= Duration::from_millis(300));
+        // The wait is said once, through the notes (the CLI's progress), not printed.
+        let lock = dir.path().join("lock");
+        assert_eq!(
+            *said.lock().unwrap(),
+            [format!("waiting for the n2d state lock {} (held by pid {pid})", lock.display())]
+        );
         assert!(matches!(err, StoreError::LockTimeout { holder: Some(p), .. } if p == pid), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains(&format!("held by pid {pid}")) && msg.contains("timed out after 0.3s"), "{msg}");

@@ -86,12 +86,13 @@ impl KvmDevice {
 
 /// KVM needs both the CPU flag (vmx/svm) and a usable /dev/kvm. Some hosts expose /dev/kvm
 /// without the flag (paravirtual KVM, on which stock kernels do not boot): those get TCG.
-pub fn choose_accel(cpuinfo: &str, device: KvmDevice) -> AccelChoice {
+/// `no_kvm` (`$N2D_NO_KVM`) refuses KVM whatever the host offers.
+pub fn choose_accel(cpuinfo: &str, device: KvmDevice, no_kvm: bool) -> AccelChoice {
     let has_flag = cpuinfo
         .lines()
         .filter(|l| l.starts_with("flags"))
         .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
-    let why_not = if std::env::var_os("N2D_NO_KVM").is_some() {
+    let why_not = if no_kvm {
         Some(NoKvm::Disabled)
     } else if !has_flag {
         Some(NoKvm::NoCpuFlag)
@@ -105,9 +106,10 @@ pub fn choose_accel(cpuinfo: &str, device: KvmDevice) -> AccelChoice {
     AccelChoice { accel: if why_not.is_some() { Accel::Tcg } else { Accel::Kvm }, why_not_kvm: why_not }
 }
 
-pub fn detect_accel() -> AccelChoice {
+/// [`choose_accel`] for this host.
+pub fn detect_accel(no_kvm: bool) -> AccelChoice {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    choose_accel(&cpuinfo, KvmDevice::probe())
+    choose_accel(&cpuinfo, KvmDevice::probe(), no_kvm)
 }
 
 #[cfg(test)]
@@ -118,14 +120,16 @@ mod tests {
     fn kvm_needs_flag_and_device() {
         let vmx = "processor: 0\nflags\t\t: fpu vme vmx sse\n";
         let none = "processor: 0\nflags\t\t: fpu vme sse\n";
-        assert_eq!(choose_accel(vmx, KvmDevice::Usable).accel, Accel::Kvm);
-        let no_flag = choose_accel(none, KvmDevice::Usable);
+        assert_eq!(choose_accel(vmx, KvmDevice::Usable, false).accel, Accel::Kvm);
+        let no_flag = choose_accel(none, KvmDevice::Usable, false);
         assert_eq!(no_flag.accel, Accel::Tcg);
         assert_eq!(no_flag.why_not_kvm, Some(NoKvm::NoCpuFlag));
         assert!(NoKvm::NoCpuFlag.to_string().contains("vmx/svm"));
-        assert_eq!(choose_accel(vmx, KvmDevice::Missing).why_not_kvm, Some(NoKvm::NoDevice));
-        let no_access = choose_accel(vmx, KvmDevice::NoAccess);
+        assert_eq!(choose_accel(vmx, KvmDevice::Missing, false).why_not_kvm, Some(NoKvm::NoDevice));
+        let no_access = choose_accel(vmx, KvmDevice::NoAccess, false);
         assert_eq!((no_access.accel, no_access.why_not_kvm), (Accel::Tcg, Some(NoKvm::NoAccess)));
         assert!(NoKvm::NoAccess.fix().contains("kvm group"));
+        let disabled = choose_accel(vmx, KvmDevice::Usable, true);
+        assert_eq!((disabled.accel, disabled.why_not_kvm), (Accel::Tcg, Some(NoKvm::Disabled)));
     }
 }

@@ -9,8 +9,10 @@ use std::os::unix::net::UnixStream;
 /// Ctrl-] detaches, as in telnet and virsh.
 pub const DETACH_BYTE: u8 = 0x1d;
 
-/// Bridges stdin/stdout to the guest console until the user detaches or the VM goes away.
-pub fn attach(vm: &VmHandle) -> Result<(), VmError> {
+/// Bridges stdin to the guest console and the console to `out` until the user detaches or the
+/// VM goes away. On a terminal, "Connected to ..." and the newline after a detach go to
+/// `notes` (the CLI passes stdout and stderr).
+pub fn attach(vm: &VmHandle, out: &mut dyn Write, notes: &mut dyn Write) -> Result<(), VmError> {
     let sock_err = |source| VmError::Socket { name: vm.name.clone(), what: "console", source };
     let stream = UnixStream::connect(vm.dir.join(CONSOLE_SOCKET)).map_err(sock_err)?;
     let mut to_guest = stream.try_clone().map_err(sock_err)?;
@@ -21,7 +23,7 @@ pub fn attach(vm: &VmHandle) -> Result<(), VmError> {
         let mut raw = orig.clone();
         cfmakeraw(&mut raw);
         let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
-        eprint!("Connected to {} (Ctrl-] to detach)\r\n", vm.name);
+        let _ = write!(notes, "Connected to {} (Ctrl-] to detach)\r\n", vm.name);
     }
     let _ = to_guest.write_all(b"\n");
     let interactive = saved.is_some();
@@ -45,7 +47,6 @@ pub fn attach(vm: &VmHandle) -> Result<(), VmError> {
         let _ = to_guest.shutdown(std::net::Shutdown::Both);
     });
     let mut from_guest = stream;
-    let mut out = std::io::stdout();
     let mut buf = [0u8; 4096];
     while let Ok(n) = from_guest.read(&mut buf) {
         if n == 0 || out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
@@ -54,7 +55,7 @@ pub fn attach(vm: &VmHandle) -> Result<(), VmError> {
     }
     if let Some(orig) = saved {
         let _ = tcsetattr(&stdin, SetArg::TCSANOW, &orig);
-        eprintln!();
+        let _ = writeln!(notes);
     }
     Ok(())
 }

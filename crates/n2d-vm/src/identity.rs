@@ -49,19 +49,13 @@ pub struct QemuExe {
 }
 
 impl QemuExe {
-    /// Resolves `binary` as exec would: a path as is, a bare name through `$PATH`; symlinks are
-    /// followed, since /proc/PID/exe shows the real file.
-    pub fn resolve(binary: &str) -> QemuExe {
+    /// Resolves `binary` as exec would: a path as is, a bare name through `search_path`
+    /// (`$PATH`); symlinks are followed, since /proc/PID/exe shows the real file.
+    pub fn resolve(binary: &str, search_path: &n2d_exec::SearchPath) -> QemuExe {
         let path = if binary.contains('/') {
             std::fs::canonicalize(binary).ok()
         } else {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|d| d.join(binary))
-                    .find(|p| p.is_file())?
-                    .canonicalize()
-                    .ok()
-            })
+            search_path.find(binary).and_then(|p| p.canonicalize().ok())
         };
         let name = path
             .as_deref()
@@ -181,10 +175,12 @@ mod tests {
     }
 
     #[test]
-    fn a_bare_binary_name_is_resolved_through_path() {
-        let sh = QemuExe::resolve("sh");
+    fn a_bare_binary_name_is_resolved_through_the_search_path() {
+        let path = n2d_exec::SearchPath::new(["/n2d-no-such-dir".into(), "/bin".into()]);
+        let sh = QemuExe::resolve("sh", &path);
         assert!(sh.path.as_deref().is_some_and(Path::is_absolute), "{sh:?}");
-        let missing = QemuExe::resolve("n2d-no-such-qemu");
+        assert_eq!(QemuExe::resolve("sh", &n2d_exec::SearchPath::default()).path, None);
+        let missing = QemuExe::resolve("n2d-no-such-qemu", &path);
         assert_eq!(missing, QemuExe { path: None, name: "n2d-no-such-qemu".into() });
         assert!(missing.matches(Path::new("/usr/bin/qemu-system-x86_64")));
     }

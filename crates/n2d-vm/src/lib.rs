@@ -26,7 +26,7 @@ pub mod version;
 pub use accel::{detect_accel, Accel, AccelChoice, KvmDevice, NoKvm};
 pub use argv::{tcg_thread, TcgThread};
 pub use boot_failure::{classify_boot_failure, BootFailure};
-pub use qemu::{Qemu, StartReport, StopOutcome};
+pub use qemu::{Qemu, QemuConfig, StartReport, StopOutcome};
 pub use version::{detect_qemu_version, QemuVersion};
 
 use std::path::PathBuf;
@@ -104,10 +104,6 @@ pub enum VmError {
         "{name} did not get its Docker engine up within {timeout:?}; last console lines:\n{console_tail}"
     )]
     ReadyTimeout { name: String, timeout: Duration, console_tail: String },
-    #[error(transparent)]
-    TcgThread(crate::argv::InvalidTcgThread),
-    #[error(transparent)]
-    TbSize(crate::argv::InvalidTbSize),
     #[error("{name} is already running")]
     AlreadyRunning { name: String },
     #[error("interrupted while {name} was booting")]

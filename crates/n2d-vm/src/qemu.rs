@@ -2,13 +2,13 @@
 
 use crate::accel::{detect_accel, Accel};
 use crate::argv::{
-    parse_tb_size, qemu_argv, tcg_thread, InvalidTbSize, InvalidTcgThread, Tcg, TcgThread, CONTROL_SOCKET,
-    PID_FILE, QEMU_BINARY, QEMU_PACKAGE, QMP_SOCKET, SERIAL_LOG, TCG_TB_SIZE_ENV, TCG_TB_SIZE_MIB,
-    TCG_THREAD_ENV, UPLINK_NETDEV,
+    qemu_argv, tcg_thread, Tcg, TcgThread, CONTROL_SOCKET, PID_FILE, QEMU_BINARY, QEMU_PACKAGE, QMP_SOCKET,
+    SERIAL_LOG, TCG_TB_SIZE_MIB, UPLINK_NETDEV,
 };
 use crate::identity::{is_machine_qemu, ProcFacts, QemuExe};
 use crate::version::{detect_qemu_version, QemuVersion};
 use crate::{Hypervisor, PortForward, VmError, VmHandle, VmLaunch, VmState};
+use n2d_exec::SearchPath;
 use n2d_proto::ControlRequest;
 #[cfg(test)]
 use n2d_proto::READY_MARKER;
@@ -39,64 +39,79 @@ pub enum StopOutcome {
     Forced,
 }
 
+/// How n2d runs QEMU: what the CLI's settings say (`n2d_orchestrate::Settings`, read from
+/// the environment once; nothing here reads it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuConfig {
+    /// The binary to run (`$N2D_QEMU`, default [`QEMU_BINARY`]).
+    pub binary: String,
+    /// Forces TCG's threading whatever the QEMU version (`$N2D_TCG_THREAD`).
+    pub tcg_thread: Option<TcgThread>,
+    /// TCG's translation cache in MiB instead of [`TCG_TB_SIZE_MIB`] (`$N2D_TCG_TB_SIZE`).
+    pub tb_size_mib: Option<u32>,
+    /// Never use KVM (`$N2D_NO_KVM`).
+    pub no_kvm: bool,
+    /// Where a bare binary name is found (`$PATH`), to recognise a running QEMU by its
+    /// executable.
+    pub search_path: SearchPath,
+}
+
+impl Default for QemuConfig {
+    /// [`QEMU_BINARY`], no overrides, KVM when usable, and an empty search path (a running
+    /// QEMU is then recognised by its file name only).
+    fn default() -> Self {
+        QemuConfig {
+            binary: QEMU_BINARY.to_string(),
+            tcg_thread: None,
+            tb_size_mib: None,
+            no_kvm: false,
+            search_path: SearchPath::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Qemu {
-    pub binary: String,
+    pub config: QemuConfig,
     /// Set (e.g. by a SIGINT handler) to abandon waits, so the caller can roll back.
     pub cancel: Arc<AtomicBool>,
-    /// `$N2D_TCG_THREAD`, read once: forces TCG's threading whatever the QEMU version.
-    pub tcg_thread_override: Option<Result<TcgThread, InvalidTcgThread>>,
-    /// `$N2D_TCG_TB_SIZE`, read once: TCG's translation cache in MiB instead of the default.
-    pub tb_size_override: Option<Result<u32, InvalidTbSize>>,
     /// The binary's version, asked once per process (on the first TCG start).
     version: Arc<OnceLock<Option<QemuVersion>>>,
-    /// The binary resolved through `$PATH`, to recognise a running QEMU by its executable.
+    /// The binary resolved through the search path, to recognise a running QEMU by its
+    /// executable.
     exe: Arc<OnceLock<QemuExe>>,
 }
 
 impl Default for Qemu {
     fn default() -> Self {
-        Qemu {
-            binary: std::env::var("N2D_QEMU").unwrap_or_else(|_| QEMU_BINARY.to_string()),
-            cancel: Arc::default(),
-            tcg_thread_override: std::env::var(TCG_THREAD_ENV)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .map(|v| v.parse()),
-            tb_size_override: std::env::var(TCG_TB_SIZE_ENV)
-                .ok()
-                .filter(|v| !v.trim().is_empty())
-                .map(|v| parse_tb_size(&v)),
-            version: Arc::default(),
-            exe: Arc::default(),
-        }
+        Qemu::new(QemuConfig::default())
     }
 }
 
 impl Qemu {
+    pub fn new(config: QemuConfig) -> Qemu {
+        Qemu { config, cancel: Arc::default(), version: Arc::default(), exe: Arc::default() }
+    }
+
+    /// The binary n2d runs.
+    pub fn binary(&self) -> &str {
+        &self.config.binary
+    }
+
     /// The installed QEMU's version (`None` when it cannot be told), detected once.
     pub fn version(&self) -> Option<QemuVersion> {
-        *self.version.get_or_init(|| detect_qemu_version(&self.binary))
+        *self.version.get_or_init(|| detect_qemu_version(&self.config.binary))
     }
 
     /// TCG's threading for this QEMU: `$N2D_TCG_THREAD`, else by version ([`tcg_thread`]).
-    pub fn tcg_thread(&self) -> Result<TcgThread, VmError> {
-        let forced = match &self.tcg_thread_override {
-            Some(Ok(t)) => Some(*t),
-            Some(Err(e)) => return Err(VmError::TcgThread(e.clone())),
-            None => None,
-        };
-        Ok(tcg_thread(forced.is_none().then(|| self.version()).flatten(), forced))
+    pub fn tcg_thread(&self) -> TcgThread {
+        let forced = self.config.tcg_thread;
+        tcg_thread(forced.is_none().then(|| self.version()).flatten(), forced)
     }
 
     /// How TCG runs this QEMU's VMs: [`Qemu::tcg_thread`] and the translation cache's size.
-    pub fn tcg(&self) -> Result<Tcg, VmError> {
-        let tb_size_mib = match &self.tb_size_override {
-            Some(Ok(mib)) => *mib,
-            Some(Err(e)) => return Err(VmError::TbSize(e.clone())),
-            None => TCG_TB_SIZE_MIB,
-        };
-        Ok(Tcg { thread: self.tcg_thread()?, tb_size_mib })
+    pub fn tcg(&self) -> Tcg {
+        Tcg { thread: self.tcg_thread(), tb_size_mib: self.config.tb_size_mib.unwrap_or(TCG_TB_SIZE_MIB) }
     }
 
     fn launch(&self, vm: &VmHandle, launch: &VmLaunch, accel: Accel) -> Result<i32, VmError> {
@@ -108,7 +123,7 @@ impl Qemu {
             let _ = std::fs::remove_file(vm.dir.join(stale));
         }
         let tcg = if accel == Accel::Tcg {
-            self.tcg()?
+            self.tcg()
         } else {
             Tcg { thread: TcgThread::Single, tb_size_mib: TCG_TB_SIZE_MIB }
         };
@@ -120,7 +135,7 @@ impl Qemu {
         })?;
         // With -daemonize the parent exits once the VM is set up: its status and stderr tell
         // whether QEMU accepted the configuration.
-        let output = Command::new(&self.binary)
+        let output = Command::new(&self.config.binary)
             .args(qemu_argv(vm, launch, accel, tcg))
             .current_dir(&vm.dir)
             .stdin(Stdio::null())
@@ -130,7 +145,7 @@ impl Qemu {
             .map_err(|source| {
                 if source.kind() == std::io::ErrorKind::NotFound {
                     VmError::QemuMissing(n2d_exec::ExecError::NotInstalled {
-                        program: self.binary.clone(),
+                        program: self.config.binary.clone(),
                         package: QEMU_PACKAGE,
                     })
                 } else {
@@ -153,7 +168,7 @@ impl Qemu {
     pub fn pid(&self, vm: &VmHandle) -> Option<i32> {
         let pid = read_pid(&vm.dir)?;
         let facts = ProcFacts::read(pid)?;
-        let exe = self.exe.get_or_init(|| QemuExe::resolve(&self.binary));
+        let exe = self.exe.get_or_init(|| QemuExe::resolve(&self.config.binary, &self.config.search_path));
         let uid = nix::unistd::getuid().as_raw();
         is_machine_qemu(&facts, exe, uid, &vm.dir.join(crate::argv::DATA_DISK_FILE)).then_some(pid)
     }
@@ -227,7 +242,7 @@ impl Qemu {
 
 impl Hypervisor for Qemu {
     fn start(&self, vm: &VmHandle, launch: &VmLaunch) -> Result<StartReport, VmError> {
-        let choice = detect_accel();
+        let choice = detect_accel(self.config.no_kvm);
         if choice.accel == Accel::Kvm {
             match self.launch(vm, launch, Accel::Kvm) {
                 // Some hosts accept KVM at setup and fail at the first vCPU run: give it a moment.
@@ -299,13 +314,8 @@ impl Hypervisor for Qemu {
     }
 
     fn default_cpus(&self) -> u32 {
-        let accel = detect_accel().accel;
-        // An invalid $N2D_TCG_THREAD is reported when a VM starts; here it counts as single.
-        let tcg = if accel == Accel::Tcg {
-            self.tcg_thread().unwrap_or(TcgThread::Single)
-        } else {
-            TcgThread::Single
-        };
+        let accel = detect_accel(self.config.no_kvm).accel;
+        let tcg = if accel == Accel::Tcg { self.tcg_thread() } else { TcgThread::Single };
         crate::argv::default_cpus(accel, tcg)
     }
 
@@ -455,7 +465,7 @@ mod tests {
         let log = dir.path().join(SERIAL_LOG);
         std::fs::write(&log, "the previous boot\n").unwrap();
         // A "QEMU" that fails at once: the log was moved aside before it ran.
-        let q = Qemu { binary: "/bin/false".into(), ..Qemu::default() };
+        let q = Qemu::new(QemuConfig { binary: "/bin/false".into(), ..QemuConfig::default() });
         let err = q.launch(&vm(dir.path()), &launch(), Accel::Kvm).unwrap_err();
         assert!(matches!(err, VmError::Start { .. }), "{err}");
         assert!(!log.exists());
@@ -502,29 +512,22 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_tcg_thread_override_is_an_error_not_a_guess() {
-        let dir = tempfile::tempdir().unwrap();
-        let bad = "many".parse::<TcgThread>();
-        let q = Qemu { binary: "n2d-no-such-qemu".into(), tcg_thread_override: Some(bad), ..Qemu::default() };
-        let err = q.launch(&vm(dir.path()), &launch(), Accel::Tcg).unwrap_err();
-        assert!(matches!(err, VmError::TcgThread(_)), "{err}");
-        let forced = Qemu {
-            binary: "n2d-no-such-qemu".into(),
-            tcg_thread_override: Some(Ok(TcgThread::Multi)),
-            ..Qemu::default()
-        };
-        assert_eq!(forced.tcg_thread().unwrap(), TcgThread::Multi);
+    fn a_tcg_thread_override_wins_over_the_version() {
+        let missing = QemuConfig { binary: "n2d-no-such-qemu".into(), ..QemuConfig::default() };
+        let forced = Qemu::new(QemuConfig { tcg_thread: Some(TcgThread::Multi), ..missing.clone() });
+        assert_eq!(forced.tcg_thread(), TcgThread::Multi);
+        let sized = Qemu::new(QemuConfig { tb_size_mib: Some(64), ..missing.clone() });
+        assert_eq!(sized.tcg().tb_size_mib, 64);
         // No override and no QEMU to ask: the safe choice.
-        let unknown =
-            Qemu { binary: "n2d-no-such-qemu".into(), tcg_thread_override: None, ..Qemu::default() };
+        let unknown = Qemu::new(missing);
         assert_eq!(unknown.version(), None);
-        assert_eq!(unknown.tcg_thread().unwrap(), TcgThread::Single);
+        assert_eq!(unknown.tcg(), Tcg { thread: TcgThread::Single, tb_size_mib: TCG_TB_SIZE_MIB });
     }
 
     #[test]
     fn missing_qemu_names_the_package() {
         let dir = tempfile::tempdir().unwrap();
-        let q = Qemu { binary: "n2d-no-such-qemu".into(), ..Qemu::default() };
+        let q = Qemu::new(QemuConfig { binary: "n2d-no-such-qemu".into(), ..QemuConfig::default() });
         let err = q.launch(&vm(dir.path()), &launch(), Accel::Tcg).unwrap_err().to_string();
         assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
     }

@@ -3,12 +3,11 @@
 
 use anyhow::Result;
 use n2d_exec::SystemRunner;
-use n2d_net::host::HostNet;
 use n2d_orchestrate::preflight::SystemProbe;
-use n2d_orchestrate::Orchestrator;
-use n2d_store::{Home, KillPoints};
+use n2d_orchestrate::{Orchestrator, Settings};
 use n2d_swarm::BollardConnector;
 use n2d_vm::Qemu;
+use std::sync::Arc;
 
 /// What every command works with (see [`Orchestrator`]); derefs to it, for its methods only
 /// (its parts are its own).
@@ -22,22 +21,15 @@ impl std::ops::Deref for Ctx {
 }
 
 impl Ctx {
+    /// The environment is read here, once, and nowhere else ([`Settings`]).
     pub fn from_env() -> Result<Ctx> {
-        let qemu = Qemu::default();
-        // Ctrl-C also ends a wait for the state lock held by another n2d.
-        let home = Home::from_env()?.with_cancel(qemu.cancel.clone());
-        let net = HostNet::system()?.with_cancel(qemu.cancel.clone());
-        let cancel = qemu.cancel.clone();
-        Ok(Ctx(Orchestrator::new(
-            home,
-            net,
-            SystemRunner,
-            qemu,
-            BollardConnector,
-            Box::new(crate::progress::Terminal),
-            cancel,
-            KillPoints::from_env(),
-        )))
+        Ctx::from_vars(|k| std::env::var_os(k))
+    }
+
+    /// The real parts, with the environment's variables read through `get` (a map in tests).
+    pub fn from_vars(get: impl Fn(&str) -> Option<std::ffi::OsString>) -> Result<Ctx> {
+        let settings = Settings::from_vars(get).map_err(n2d_orchestrate::Error::from)?;
+        Ok(Ctx(Orchestrator::system(&settings, Arc::new(crate::progress::Terminal))?))
     }
 
     /// This host as the checks see it (`n2d doctor`, the checks before a create).

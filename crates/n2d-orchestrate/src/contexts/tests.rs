@@ -360,6 +360,7 @@ mod swarm_contexts {
             timing: Timing::default(),
             cancel: Arc::new(AtomicBool::new(false)),
             kill: KillPoints::none(),
+            search_path: n2d_exec::SearchPath::default(),
         };
         (orch, said)
     }

@@ -77,7 +77,7 @@ fn check_qemu(probe: &dyn HostProbe) -> Check {
 }
 
 fn check_kvm(probe: &dyn HostProbe) -> Check {
-    let choice = choose_accel(&probe.cpuinfo(), probe.dev_kvm());
+    let choice = choose_accel(&probe.cpuinfo(), probe.dev_kvm(), probe.no_kvm());
     let Some(why) = choice.why_not_kvm else {
         return Check::ok("kvm", "KVM usable: VMs run at native speed");
     };

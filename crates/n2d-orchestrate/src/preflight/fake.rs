@@ -86,6 +86,9 @@ impl HostProbe for FakeHost {
     fn dev_kvm(&self) -> KvmDevice {
         self.dev_kvm
     }
+    fn no_kvm(&self) -> bool {
+        false
+    }
     fn euid(&self) -> u32 {
         self.euid
     }

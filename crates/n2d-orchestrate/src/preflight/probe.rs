@@ -35,6 +35,8 @@ pub trait HostProbe {
     fn cpuinfo(&self) -> String;
     /// Whether /dev/kvm exists and opens read-write.
     fn dev_kvm(&self) -> KvmDevice;
+    /// Whether KVM is refused by the settings (`$N2D_NO_KVM`).
+    fn no_kvm(&self) -> bool;
     fn euid(&self) -> u32;
     /// /proc/self/status (capability masks).
     fn proc_status(&self) -> String;

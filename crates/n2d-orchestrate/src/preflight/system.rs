@@ -21,6 +21,10 @@ pub struct SystemProbe<'a> {
     pub runner: &'a dyn Runner,
     /// The QEMU binary n2d runs.
     pub qemu_binary: &'a str,
+    /// KVM refused by the settings (`$N2D_NO_KVM`).
+    pub no_kvm: bool,
+    /// Where tools are looked for (`PATH`).
+    pub search_path: &'a n2d_exec::SearchPath,
     pub home: &'a Home,
     pub net: &'a HostNet,
     pub guest_init: GuestInitSource<'a>,
@@ -31,7 +35,9 @@ impl<R: Runner, C> Orchestrator<R, Qemu, C> {
     pub fn system_probe<'a>(&'a self, guest_init: GuestInitSource<'a>) -> SystemProbe<'a> {
         SystemProbe {
             runner: &self.runner,
-            qemu_binary: &self.hypervisor.binary,
+            qemu_binary: self.hypervisor.binary(),
+            no_kvm: self.hypervisor.config.no_kvm,
+            search_path: &self.search_path,
             home: &self.home,
             net: &self.net,
             guest_init,
@@ -61,13 +67,16 @@ impl HostProbe for SystemProbe<'_> {
         self.runner.run(&cmd).ok().map(|out| String::from_utf8_lossy(&out).into_owned())
     }
     fn installed(&self, program: &str) -> bool {
-        n2d_exec::is_installed_or_in_sbin(program)
+        self.search_path.is_installed_or_in_sbin(program)
     }
     fn cpuinfo(&self) -> String {
         std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()
     }
     fn dev_kvm(&self) -> KvmDevice {
         KvmDevice::probe()
+    }
+    fn no_kvm(&self) -> bool {
+        self.no_kvm
     }
     fn euid(&self) -> u32 {
         rustix::process::geteuid().as_raw()

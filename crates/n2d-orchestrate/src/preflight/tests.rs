@@ -423,6 +423,7 @@ mod orchestrated {
             timing: Timing::default(),
             cancel: Arc::new(AtomicBool::new(false)),
             kill: KillPoints::none(),
+            search_path: n2d_exec::SearchPath::default(),
         };
         (orch, said)
     }
@@ -506,8 +507,16 @@ mod system_probe {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::at(dir.path().join("home"));
         let net = HostNet::at(dir.path().join("run"), "netns-1", dir.path().join("ip_forward"));
-        let probe =
-            SystemProbe { runner, qemu_binary: "/opt/qemu", home: &home, net: &net, guest_init: init };
+        let search_path = n2d_exec::SearchPath::default();
+        let probe = SystemProbe {
+            runner,
+            qemu_binary: "/opt/qemu",
+            no_kvm: false,
+            search_path: &search_path,
+            home: &home,
+            net: &net,
+            guest_init: init,
+        };
         f(&probe)
     }
 

@@ -89,7 +89,7 @@ fn the_console_of_a_stopped_machine_and_forwards_on_a_bridge_are_usage_errors() 
     let err = k.orch.machine_forwards(&name("h1")).unwrap_err();
     assert!(matches!(err, Error::Usage(_)) && err.to_string().contains("on bridge n2d0"), "{err:?}");
     k.orch.stop_machine(&name("h1"), BOOT).unwrap();
-    let err = k.orch.attach_console(&name("h1")).unwrap_err();
+    let err = k.orch.attach_console(&name("h1"), &mut Vec::new(), &mut Vec::new()).unwrap_err();
     assert_eq!(err.to_string(), "h1 is not running: start it with `n2d start h1`");
     assert_eq!(err.kind(), ErrorKind::Usage);
     let err = k.orch.port_swarm("nosuch").unwrap_err();

@@ -307,5 +307,5 @@ pub fn port(ctx: &Ctx, args: PortArgs) -> Result<()> {
 }
 
 pub fn console(ctx: &Ctx, name: &MachineName) -> Result<()> {
-    Ok(ctx.attach_console(name)?)
+    Ok(ctx.attach_console(name, &mut std::io::stdout(), &mut std::io::stderr())?)
 }
