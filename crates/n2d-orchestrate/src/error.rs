@@ -70,7 +70,7 @@ pub enum Error {
     NodeMemory {
         node: String,
         #[source]
-        source: n2d_spec::machine::SpecError,
+        source: n2d_spec::machine::MachineSpecError,
     },
     #[error(
         "bridge {bridge} has {free} free addresses in {within} but the swarm needs {needed}: use fewer nodes, a larger --ip-range or a bridge with a larger subnet (--network)"
@@ -92,9 +92,9 @@ pub enum Error {
     #[error(transparent)]
     Swarm(#[from] n2d_swarm::SwarmError),
     #[error(transparent)]
-    Spec(#[from] n2d_spec::machine::SpecError),
+    Spec(#[from] n2d_spec::machine::MachineSpecError),
     #[error(transparent)]
-    SwarmSpec(#[from] n2d_spec::swarm::SpecError),
+    SwarmSpec(#[from] n2d_spec::swarm::SwarmSpecError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

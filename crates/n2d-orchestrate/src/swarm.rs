@@ -128,7 +128,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         self.check_network(&specs)?;
         if !spec.publish.is_empty() {
             if !specs.first().is_some_and(MachineSpec::user_network) {
-                return Err(n2d_spec::machine::SpecError::PublishNeedsUserNetwork.into());
+                return Err(n2d_spec::machine::MachineSpecError::PublishNeedsUserNetwork.into());
             }
             for f in &spec.publish {
                 self.check_host_port(f.host)?;

@@ -286,7 +286,7 @@ impl Home {
         let names = sorted_names(&self.swarms_dir(), |e| json_stem(e).filter(|n| !n.starts_with('.')));
         names
             .into_iter()
-            .map(|n| n.parse().map_err(|e: n2d_spec::swarm::SpecError| invalid_name("swarm", &n, e)))
+            .map(|n| n.parse().map_err(|e: n2d_spec::swarm::SwarmSpecError| invalid_name("swarm", &n, e)))
             .collect()
     }
 }

@@ -66,8 +66,8 @@ fn exit_code(err: &anyhow::Error) -> i32 {
     let usage = err.chain().any(|c| {
         c.is::<UsageError>()
             || orchestration(c, n2d_orchestrate::Error::is_usage)
-            || c.is::<n2d_spec::machine::SpecError>()
-            || c.is::<n2d_spec::swarm::SpecError>()
+            || c.is::<n2d_spec::machine::MachineSpecError>()
+            || c.is::<n2d_spec::swarm::SwarmSpecError>()
             || c.downcast_ref::<n2d_store::StoreError>().is_some_and(n2d_store::StoreError::is_usage)
             || c.downcast_ref::<n2d_store::safe_fs::InputFileError>()
                 .is_some_and(n2d_store::safe_fs::InputFileError::is_usage)
