@@ -18,6 +18,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod error;
 pub mod init;
 pub mod initramfs;
 pub mod inputs;
@@ -26,9 +27,8 @@ pub mod modules;
 pub mod recipe;
 pub mod unshare;
 
-pub use build::{
-    build_image, newest_of_recipe, BuildError, BuildOptions, Built, Outcome, PackageSource, Stage,
-};
+pub use build::{build_image, newest_of_recipe, BuildOptions, Built, Outcome, PackageSource};
+pub use error::{BuildError, BuildStage};
 pub use init::{check_static_x86_64, GuestInit, InitProblem};
 pub use recipe::{BadManifest, ImageManifest, Recipe};
 

@@ -192,7 +192,7 @@ pub fn build_default_image(ctx: &Ctx, args: &ImageBuildArgs) -> Result<Image> {
         refresh: args.refresh,
     };
     let step = Step::start("Building image");
-    let total = n2d_image::Stage::ALL.len();
+    let total = n2d_image::BuildStage::ALL.len();
     let built = build_image(&ctx.home, &ctx.runner, &opts, &|stage| {
         step.set(format!("[{}/{total}] {}", stage.number(), stage.describe()));
     })?;
