@@ -10,7 +10,6 @@
 //! without root, QEMU or Docker. Nothing here prints: what the user should see goes through
 //! [`Progress`].
 
-pub mod batch;
 pub mod certs;
 pub mod error;
 pub mod machine;
@@ -18,6 +17,7 @@ pub mod ports;
 pub mod progress;
 pub mod recover;
 pub mod rollback;
+pub mod start_all;
 pub mod swarm;
 
 #[cfg(test)]
