@@ -24,7 +24,7 @@ pub mod swarm;
 mod tests;
 
 pub use error::{ConsoleLines, Error, Result};
-pub use progress::{Progress, Quiet, Step};
+pub use progress::{Progress, ProgressStep, Quiet};
 pub use rollback::Rollback;
 
 use n2d_net::host::HostNet;
