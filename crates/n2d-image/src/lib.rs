@@ -151,8 +151,8 @@ fn newer_builds_of(images: &[Image]) -> std::collections::BTreeMap<String, Strin
         .collect()
 }
 
-/// Directories of the images directory that are not images n2d can read (an older n2d's, or
-/// damaged): nothing boots them, so `image prune` removes them.
+/// Directories of the images directory that are not images n2d can read (damaged, or no
+/// image at all): nothing boots them, so `image prune` removes them.
 pub fn unreadable_images(home: &Home) -> Vec<PathBuf> {
     let Ok(dir) = std::fs::read_dir(home.images_dir()) else { return Vec::new() };
     dir.filter_map(|e| e.ok())
