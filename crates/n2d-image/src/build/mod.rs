@@ -1,8 +1,8 @@
 //! The build pipeline: [`build_image`] checks the inputs ([`plan()`], in `plan.rs`), runs the
 //! stages (`stages.rs`: mmdebstrap's userland (`mmdebstrap.rs`), the kernel, its modules, the
 //! trimmed (`trim.rs`) erofs root, the initramfs) in a staging tree and stores the image.
-//! Its modules depend one way: `mod` → `plan`, `stages` → `mmdebstrap`, `trim`; all of them
-//! → [`crate::error`].
+//! Within it, `stages` uses `plan`, `mmdebstrap` and `trim`, none of which uses `stages`; all
+//! of them fail with [`BuildError`] ([`crate::error`]).
 
 mod mmdebstrap;
 mod plan;
