@@ -121,7 +121,7 @@ pub fn crc32(bytes: &[u8]) -> u32 {
 }
 
 /// A reflected CRC-32 with the given (reversed) polynomial: IEEE's for GPT, Castagnoli's for
-/// VHDX ([`crate::pin`]). Bitwise: it runs over a few KiB of headers.
+/// VHDX ([`crate::reproducible_ids`]). Bitwise: it runs over a few KiB of headers.
 pub fn reflected_crc32(poly: u32, bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in bytes {

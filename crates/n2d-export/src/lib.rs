@@ -13,7 +13,7 @@
 //! output directory must be one no other user can change ([`outdir`]). GUIDs,
 //! volume IDs and dates come from the image ID (and the machine name), never from the clock or
 //! a random source: the same inputs give the same files (qemu-img's random VHDX and VMDK
-//! identifiers are pinned afterwards: [`pin`]).
+//! identifiers are pinned afterwards: [`reproducible_ids`]).
 
 #![forbid(unsafe_code)]
 
@@ -24,7 +24,7 @@ pub mod guid;
 pub mod hyperv;
 pub mod iso;
 pub mod outdir;
-pub mod pin;
+pub mod reproducible_ids;
 pub mod uki;
 
 use n2d_exec::{Cmd, ExecError, Runner};
@@ -236,7 +236,7 @@ pub struct ExportRequest<'a> {
 
 /// A step, for progress display.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub enum ExportStage {
     Uki,
     Esp,
     RawDisk,
@@ -245,15 +245,15 @@ pub enum Stage {
     Script,
 }
 
-impl Stage {
+impl ExportStage {
     pub fn describe(self) -> String {
         match self {
-            Stage::Uki => "unified kernel image (objcopy)".into(),
-            Stage::Esp => "EFI system partition (FAT)".into(),
-            Stage::RawDisk => "GPT disk".into(),
-            Stage::Convert(f) => format!("{f} (qemu-img convert)"),
-            Stage::Iso => "hybrid ISO (xorriso)".into(),
-            Stage::Script => "Hyper-V script".into(),
+            ExportStage::Uki => "unified kernel image (objcopy)".into(),
+            ExportStage::Esp => "EFI system partition (FAT)".into(),
+            ExportStage::RawDisk => "GPT disk".into(),
+            ExportStage::Convert(f) => format!("{f} (qemu-img convert)"),
+            ExportStage::Iso => "hybrid ISO (xorriso)".into(),
+            ExportStage::Script => "Hyper-V script".into(),
         }
     }
 }
@@ -352,7 +352,7 @@ pub fn seed(image_id: &str, machine: Option<&str>) -> String {
 pub fn export(
     runner: &dyn Runner,
     req: &ExportRequest<'_>,
-    progress: &dyn Fn(Stage),
+    progress: &dyn Fn(ExportStage),
 ) -> Result<Vec<Exported>, ExportError> {
     preflight(req)?;
     let image = req.image;
@@ -374,18 +374,18 @@ pub fn export(
     let mut made: Vec<(PathBuf, String)> = Vec::new();
     let final_name = |ext: &str| file_name(m.short_id(), machine, ext);
 
-    progress(Stage::Uki);
+    progress(ExportStage::Uki);
     let uki_path = w("BOOTX64.EFI");
     let uki = make_uki(runner, image, work.path(), &uki_path, time)?;
     check()?;
 
     if req.formats.iter().any(|f| f.is_disk()) {
-        progress(Stage::Esp);
+        progress(ExportStage::Esp);
         let esp_size = esp::image_size(uki.len() as u64, true);
         let esp =
             esp::fat_with_uki(&uki, esp_size, true, &seed).map_err(io_err("write the ESP for", &uki_path))?;
         check()?;
-        progress(Stage::RawDisk);
+        progress(ExportStage::RawDisk);
         let config = req.machine.as_ref().map(|f| f.config_disk.as_slice());
         let raw = w("disk.img");
         let layout = gpt::layout(req.disk_size, esp.len() as u64, m.rootfs_bytes, config_size(req), &seed)?;
@@ -393,7 +393,7 @@ pub fn export(
         check()?;
         for format in req.formats.iter().copied() {
             let Some(options) = format.qemu_img() else { continue };
-            progress(Stage::Convert(format));
+            progress(ExportStage::Convert(format));
             // Under its final name: a VMDK's descriptor names its own file.
             let out = w(&final_name(format.extension()));
             let cmd = Cmd::new("qemu-img", "qemu-utils")
@@ -403,8 +403,8 @@ pub fn export(
                 .arg(&out);
             runner.run(&cmd).map_err(|source| ExportError::Tool { what: "disk image", source })?;
             let pinned = match format {
-                Format::Vhdx => pin::pin_vhdx(&out, &seed),
-                Format::Vmdk => pin::pin_vmdk(&out, &seed),
+                Format::Vhdx => reproducible_ids::pin_vhdx(&out, &seed),
+                Format::Vmdk => reproducible_ids::pin_vmdk(&out, &seed),
                 _ => Ok(()),
             };
             pinned.map_err(io_err("pin the identifiers of", &out))?;
@@ -417,7 +417,7 @@ pub fn export(
     }
 
     if req.formats.contains(&Format::Iso) {
-        progress(Stage::Iso);
+        progress(ExportStage::Iso);
         let efi_path = w("efi.img");
         let efi = esp::fat_with_uki(&uki, esp::image_size(uki.len() as u64, false), false, &seed)
             .map_err(io_err("write the EFI image for", &efi_path))?;
@@ -452,7 +452,7 @@ pub fn export(
     }
 
     if let Some(hv) = &req.hyperv {
-        progress(Stage::Script);
+        progress(ExportStage::Script);
         let vhdx = final_name(Format::Vhdx.extension());
         let text = hyperv::script(hv, &vhdx, machine);
         let out = w("hyperv.ps1");

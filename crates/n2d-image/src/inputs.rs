@@ -4,7 +4,8 @@
 //! files only (a FIFO would hang the build, `/dev/zero` never end), each within a size cap, and
 //! read as a stream (the digest never needs the whole file in memory).
 
-use crate::build::BuildError;
+use crate::error::BuildError;
+pub use crate::error::MAX_SUITE_LEN;
 use n2d_store::safe_fs::{check_input, InputFileError};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek};
@@ -20,8 +21,6 @@ pub const MAX_DOCKER_ARCHIVE_BYTES: u64 = 1 << 30;
 pub const MAX_DOCKER_ARCHIVE_UNPACKED: u64 = 4 << 30;
 /// Entries of the archive read at most (the real one has a dozen).
 pub const MAX_DOCKER_ARCHIVE_ENTRIES: usize = 4096;
-/// A suite's longest name (Debian's are short: `trixie`, `bookworm-backports`).
-pub const MAX_SUITE_LEN: usize = 40;
 
 /// `--suite`: a Debian suite or codename (`trixie`, `stable`, `bookworm-backports`): lower case
 /// letters, digits and `-`, starting with a letter, at most [`MAX_SUITE_LEN`]. It becomes an

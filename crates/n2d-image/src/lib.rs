@@ -20,6 +20,7 @@
 
 pub mod build;
 pub mod cache;
+pub mod error;
 pub mod init;
 pub mod initramfs;
 pub mod inputs;
@@ -28,9 +29,8 @@ pub mod modules;
 pub mod recipe;
 pub mod unshare;
 
-pub use build::{
-    build_image, newest_of_recipe, BuildError, BuildOptions, Built, Outcome, PackageSource, Stage,
-};
+pub use build::{build_image, newest_of_recipe, BuildOptions, Built, Outcome, PackageSource};
+pub use error::{BuildError, BuildStage};
 pub use init::{check_static_x86_64, GuestInit, InitProblem};
 pub use recipe::{BadManifest, ImageManifest, Recipe};
 
@@ -153,8 +153,8 @@ fn newer_builds_of(images: &[Image]) -> std::collections::BTreeMap<String, Strin
         .collect()
 }
 
-/// Directories of the images directory that are not images n2d can read (an older n2d's, or
-/// damaged): nothing boots them, so `image prune` removes them.
+/// Directories of the images directory that are not images n2d can read (damaged, or no
+/// image at all): nothing boots them, so `image prune` removes them.
 pub fn unreadable_images(home: &Home) -> Vec<PathBuf> {
     let Ok(dir) = std::fs::read_dir(home.images_dir()) else { return Vec::new() };
     dir.filter_map(|e| e.ok())

@@ -3,13 +3,12 @@
 //! `/etc/subgid`), set up by the setuid `newuidmap` and `newgidmap` (Debian package uidmap).
 //! What it needs is checked here, before any work, so a missing piece is named with its fix.
 
-use crate::build::BuildError;
+use crate::error::BuildError;
+pub use crate::error::MIN_SUBORDINATE_IDS;
 
 /// The programs that map a user namespace's ids onto subordinate ids.
 pub const UIDMAP_PROGRAMS: [&str; 2] = ["newuidmap", "newgidmap"];
 pub const UIDMAP_PACKAGE: &str = "uidmap";
-/// A Debian userland uses ids up to 65534 (nobody): the namespace maps 65536 of them.
-pub const MIN_SUBORDINATE_IDS: u64 = 65536;
 pub const SUBUID_FILE: &str = "/etc/subuid";
 pub const SUBGID_FILE: &str = "/etc/subgid";
 

@@ -4,8 +4,8 @@
 
 use crate::console;
 use crate::error::{write_err, Error, Result};
+use crate::iproute;
 use crate::log::info;
-use crate::net;
 use crate::sys::{DhcpSocket, System};
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -413,12 +413,13 @@ pub fn apply(
     fixed_dns: bool,
 ) -> Result<()> {
     if let Some(old) = old.filter(|o| (o.address, o.prefix_len) != (lease.address, lease.prefix_len)) {
-        let _ = net::ip(sys, &["addr", "del", &format!("{}/{}", old.address, old.prefix_len), "dev", ifname]);
+        let _ =
+            iproute::ip(sys, &["addr", "del", &format!("{}/{}", old.address, old.prefix_len), "dev", ifname]);
     }
     let cidr = format!("{}/{}", lease.address, lease.prefix_len);
-    net::ip(sys, &["addr", "replace", &cidr, "dev", ifname])?;
+    iproute::ip(sys, &["addr", "replace", &cidr, "dev", ifname])?;
     if let Some(router) = lease.router {
-        net::ip(sys, &["route", "replace", "default", "via", &router.to_string(), "dev", ifname])?;
+        iproute::ip(sys, &["route", "replace", "default", "via", &router.to_string(), "dev", ifname])?;
     }
     if !fixed_dns && old.is_none_or(|o| o.dns != lease.dns) {
         let text: String = lease.dns.iter().map(|ip| format!("nameserver {ip}\n")).collect();

@@ -5,7 +5,7 @@ use std::fmt::Arguments;
 use std::io::Write;
 
 pub fn line(args: Arguments<'_>) {
-    let t = crate::sys::real::uptime();
+    let t = crate::sys::linux::uptime();
     emit(format_args!("n2d-init [{:>3}.{:03}s] {args}", t.as_secs(), t.subsec_millis()));
 }
 

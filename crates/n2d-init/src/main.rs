@@ -13,6 +13,7 @@ mod error;
 #[cfg(test)]
 mod fuzz_tests;
 mod gpt;
+mod iproute;
 mod log;
 mod modules;
 mod mounts;
@@ -21,7 +22,7 @@ mod supervisor;
 mod sys;
 
 use crate::log::info;
-use crate::sys::real::RealSystem;
+use crate::sys::linux::RealSystem;
 use crate::sys::System;
 use std::time::Duration;
 

@@ -3,6 +3,7 @@
 use crate::console;
 use crate::dhcp;
 use crate::error::{write_err, Error, Result};
+use crate::iproute::ip;
 use crate::log::info;
 use crate::sys::{poll, System};
 use n2d_proto::{Addressing, GuestConfig};
@@ -60,15 +61,6 @@ pub fn first_ethernet(sys: &dyn System) -> Option<String> {
 /// [`first_ethernet`], waited for (a NIC driver may still be probing).
 pub fn wait_first_ethernet(sys: &dyn System) -> Option<String> {
     poll(sys, Duration::from_secs(10), Duration::from_millis(100), || first_ethernet(sys))
-}
-
-pub fn ip(sys: &dyn System, args: &[&str]) -> Result<()> {
-    let command = format!("ip {}", args.join(" "));
-    match sys.run("ip", args) {
-        Ok(exit) if exit.success() => Ok(()),
-        Ok(exit) => Err(Error::CommandFailed { command, exit }),
-        Err(source) => Err(Error::RunCommand { command, source }),
-    }
 }
 
 /// The interface with `mac`, waited for (virtio-net may still be probing).

@@ -70,7 +70,7 @@ pub enum Error {
     NodeMemory {
         node: String,
         #[source]
-        source: n2d_spec::machine::SpecError,
+        source: n2d_spec::machine::MachineSpecError,
     },
     #[error(
         "bridge {bridge} has {free} free addresses in {within} but the swarm needs {needed}: use fewer nodes, a larger --ip-range or a bridge with a larger subnet (--network)"
@@ -92,9 +92,9 @@ pub enum Error {
     #[error(transparent)]
     Swarm(#[from] n2d_swarm::SwarmError),
     #[error(transparent)]
-    Spec(#[from] n2d_spec::machine::SpecError),
+    Spec(#[from] n2d_spec::machine::MachineSpecError),
     #[error(transparent)]
-    SwarmSpec(#[from] n2d_spec::swarm::SpecError),
+    SwarmSpec(#[from] n2d_spec::swarm::SwarmSpecError),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A value in the environment n2d refuses.
@@ -200,7 +200,7 @@ pub enum Error {
     Flag {
         flag: &'static str,
         #[source]
-        source: n2d_spec::machine::SpecError,
+        source: n2d_spec::machine::MachineSpecError,
     },
     /// Reading a file, or writing what was asked for to the caller's writer (`n2d logs`).
     #[error(transparent)]
@@ -251,8 +251,8 @@ fn link_interrupted(c: &(dyn std::error::Error + 'static)) -> bool {
 /// Whether this one link of a chain (not its causes) is a usage error.
 fn link_usage(c: &(dyn std::error::Error + 'static)) -> bool {
     c.downcast_ref::<Error>().is_some_and(Error::is_usage)
-        || c.is::<n2d_spec::machine::SpecError>()
-        || c.is::<n2d_spec::swarm::SpecError>()
+        || c.is::<n2d_spec::machine::MachineSpecError>()
+        || c.is::<n2d_spec::swarm::SwarmSpecError>()
         || c.downcast_ref::<StoreError>().is_some_and(StoreError::is_usage)
         || c.downcast_ref::<n2d_store::safe_fs::InputFileError>()
             .is_some_and(n2d_store::safe_fs::InputFileError::is_usage)

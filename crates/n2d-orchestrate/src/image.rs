@@ -221,7 +221,7 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
             kill: self.kill.clone(),
         };
         let step = self.progress.step("Building image");
-        let total = n2d_image::Stage::ALL.len();
+        let total = n2d_image::BuildStage::ALL.len();
         let built = n2d_image::build_image(&self.home, &self.runner, &opts, &|stage| {
             step.set(&format!("[{}/{total}] {}", stage.number(), stage.describe()));
         })?;

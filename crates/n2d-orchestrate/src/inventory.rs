@@ -9,7 +9,8 @@ use n2d_exec::Runner;
 use n2d_spec::address::IpRange;
 use n2d_spec::machine::{parse_label, ByteSize, MachineName, MachineSpec};
 use n2d_spec::ports::PortForward;
-use n2d_spec::swarm::{SwarmName, SwarmRecord};
+use n2d_spec::swarm::SwarmName;
+use n2d_store::SwarmRecord;
 use n2d_store::{AdoptedHost, MachineRecord};
 use n2d_vm::{Hypervisor, VmState};
 use std::collections::BTreeMap;
@@ -56,7 +57,7 @@ pub struct Listing {
 /// What `n2d start --all` did.
 #[derive(Debug)]
 pub struct StartedAll {
-    pub plan: crate::batch::StartAllPlan,
+    pub plan: crate::start_all::StartAllPlan,
     /// Each stopped machine (in the plan's order) and its record once started, or why not.
     pub started: Vec<(MachineName, Result<MachineRecord>)>,
 }

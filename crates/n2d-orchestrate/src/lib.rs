@@ -14,7 +14,6 @@
 #![forbid(unsafe_code)]
 
 pub mod adopt;
-pub mod batch;
 pub mod certs;
 pub mod contexts;
 pub mod error;
@@ -27,6 +26,7 @@ pub mod progress;
 pub mod recover;
 pub mod rollback;
 pub mod settings;
+pub mod start_all;
 pub mod swarm;
 pub mod swarm_request;
 
@@ -35,10 +35,9 @@ mod tests;
 
 pub use error::{ConsoleLines, Error, ErrorKind, Result};
 /// What the CLI reads of records and VMs, at the door.
-pub use n2d_spec::swarm::SwarmRecord;
-pub use n2d_store::{AdoptedHost, MachineRecord, DIR_MODE, FILE_MODE};
+pub use n2d_store::{AdoptedHost, MachineRecord, SwarmRecord, DIR_MODE, FILE_MODE};
 pub use n2d_vm::{StopOutcome, VmState};
-pub use progress::{Progress, Quiet, Step};
+pub use progress::{Progress, ProgressStep, Quiet};
 pub use rollback::Rollback;
 pub use settings::{Settings, SettingsError};
 

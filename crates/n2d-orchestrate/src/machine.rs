@@ -3,7 +3,7 @@
 //! A create that fails midway undoes what it made, in reverse order ([`Rollback`]): VM, tap
 //! and IP lease (host-wide, see `n2d_net::host`), machine directory.
 
-use crate::{Error, Orchestrator, Result, Rollback, Step};
+use crate::{Error, Orchestrator, ProgressStep, Result, Rollback};
 use n2d_exec::{Cmd, Runner};
 use n2d_image::{find_image, Image};
 use n2d_net::host::{AttachRequest, Claim};
@@ -297,7 +297,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         &self,
         record: &MachineRecord,
         timeout: Duration,
-        step: &dyn Step,
+        step: &dyn ProgressStep,
         journal: Option<&Journal>,
     ) -> Result<StartReport> {
         let image = find_image(&self.home, &record.spec.image)?;

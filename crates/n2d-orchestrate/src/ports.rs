@@ -13,8 +13,8 @@ use n2d_exec::Runner;
 use n2d_net::user::port_is_free;
 use n2d_spec::machine::MachineName;
 use n2d_spec::ports::PortForward;
-use n2d_spec::swarm::{SwarmName, SwarmPort, SwarmRecord};
-use n2d_store::MachineRecord;
+use n2d_spec::swarm::SwarmName;
+use n2d_store::{MachineRecord, SwarmPort, SwarmRecord};
 use n2d_swarm::Connector;
 use n2d_vm::{Hypervisor, VmState};
 

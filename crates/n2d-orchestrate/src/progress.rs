@@ -9,11 +9,11 @@ use std::sync::Mutex;
 /// `n2d_store::Notes` that calls it): nothing below the CLI prints.
 pub trait Progress: Send + Sync {
     fn say(&self, line: &str);
-    fn step(&self, label: &str) -> Box<dyn Step>;
+    fn step(&self, label: &str) -> Box<dyn ProgressStep>;
 }
 
 /// One step with a changing message (a machine being created or started).
-pub trait Step: Send {
+pub trait ProgressStep: Send {
     fn set(&self, msg: &str);
     /// The step succeeded; `summary` is what the user keeps.
     fn done(self: Box<Self>, summary: &str);
@@ -35,14 +35,14 @@ impl Progress for Quiet {
     fn say(&self, line: &str) {
         self.lines.lock().unwrap_or_else(|p| p.into_inner()).push(line.to_string());
     }
-    fn step(&self, _label: &str) -> Box<dyn Step> {
+    fn step(&self, _label: &str) -> Box<dyn ProgressStep> {
         Box::new(QuietStep)
     }
 }
 
 struct QuietStep;
 
-impl Step for QuietStep {
+impl ProgressStep for QuietStep {
     fn set(&self, _msg: &str) {}
     fn done(self: Box<Self>, _summary: &str) {}
 }
@@ -51,7 +51,7 @@ impl<P: Progress + ?Sized> Progress for std::sync::Arc<P> {
     fn say(&self, line: &str) {
         (**self).say(line)
     }
-    fn step(&self, label: &str) -> Box<dyn Step> {
+    fn step(&self, label: &str) -> Box<dyn ProgressStep> {
         (**self).step(label)
     }
 }

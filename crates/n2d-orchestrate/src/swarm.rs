@@ -4,11 +4,8 @@
 use crate::{runtime, ConsoleLines, Error, Orchestrator, Result};
 use n2d_exec::Runner;
 use n2d_spec::machine::{ByteSize, MachineName, MachineSpec, DEFAULT_BRIDGE, DEFAULT_DISK, DEFAULT_MEMORY};
-use n2d_spec::swarm::{
-    apply_label_rules, plan_scale, ExternalHost, NodePlan, NodeRole, ScalePlan, SwarmName, SwarmRecord,
-    SwarmSpec,
-};
-use n2d_store::{Journal, MachineRecord, Operation};
+use n2d_spec::swarm::{apply_label_rules, plan_scale, NodePlan, NodeRole, ScalePlan, SwarmName, SwarmSpec};
+use n2d_store::{ExternalHost, Journal, MachineRecord, Operation, SwarmRecord};
 use n2d_swarm::{
     form_swarm, join_external_worker, load_image_everywhere, remove_nodes, swarm_health, Connector,
     DockerApi, Endpoint, LoadProgress, Manager, NodeInfo,
@@ -128,7 +125,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         self.check_network(&specs)?;
         if !spec.publish.is_empty() {
             if !specs.first().is_some_and(MachineSpec::user_network) {
-                return Err(n2d_spec::machine::SpecError::PublishNeedsUserNetwork.into());
+                return Err(n2d_spec::machine::MachineSpecError::PublishNeedsUserNetwork.into());
             }
             for f in &spec.publish {
                 self.check_host_port(f.host)?;

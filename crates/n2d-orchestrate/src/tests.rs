@@ -674,7 +674,7 @@ fn a_concurrent_add_host_is_not_lost_by_a_scale() {
     // The scale reads the record, then an add-host changes it, then the scale records its node.
     let work = k.orch.plan_swarm_scale(&prefix(), Some(2), None).unwrap();
     let mut record = k.orch.load_swarm(&prefix()).unwrap();
-    let host = n2d_spec::swarm::ExternalHost {
+    let host = n2d_store::ExternalHost {
         name: "ext1".into(),
         docker_host: "tcp://10.77.0.200:2376".into(),
         tls: None,
@@ -690,7 +690,7 @@ fn a_concurrent_add_host_is_not_lost_by_a_scale() {
     let mut stale = k.orch.load_swarm(&prefix()).unwrap();
     let work = k.orch.plan_swarm_scale(&prefix(), Some(1), None).unwrap();
     k.orch.scale_swarm(work, BOOT).unwrap();
-    let host = n2d_spec::swarm::ExternalHost {
+    let host = n2d_store::ExternalHost {
         name: "ext2".into(),
         docker_host: "tcp://10.77.0.201:2376".into(),
         tls: None,

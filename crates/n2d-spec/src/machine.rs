@@ -26,7 +26,7 @@ pub const MAX_LABEL_LEN: usize = 4096;
 pub const MAX_LABELS_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SpecError {
+pub enum MachineSpecError {
     #[error("invalid machine name {name:?}: {reason} (use 1-63 lowercase letters, digits and '-', starting with a letter or digit)")]
     InvalidName { name: String, reason: &'static str },
     #[error("invalid size {input:?}: {reason} (use a number with a unit, e.g. 512M, 2G, 20G)")]
@@ -59,9 +59,9 @@ impl MachineName {
 }
 
 impl FromStr for MachineName {
-    type Err = SpecError;
-    fn from_str(name: &str) -> Result<Self, SpecError> {
-        let invalid = |reason| Err(SpecError::InvalidName { name: name.to_string(), reason });
+    type Err = MachineSpecError;
+    fn from_str(name: &str) -> Result<Self, MachineSpecError> {
+        let invalid = |reason| Err(MachineSpecError::InvalidName { name: name.to_string(), reason });
         if name.is_empty() {
             return invalid("it is empty");
         }
@@ -85,8 +85,8 @@ impl FromStr for MachineName {
 }
 
 impl TryFrom<String> for MachineName {
-    type Error = SpecError;
-    fn try_from(s: String) -> Result<Self, SpecError> {
+    type Error = MachineSpecError;
+    fn try_from(s: String) -> Result<Self, MachineSpecError> {
         s.parse()
     }
 }
@@ -114,10 +114,12 @@ impl ByteSize {
 }
 
 impl FromStr for ByteSize {
-    type Err = SpecError;
-    fn from_str(input: &str) -> Result<Self, SpecError> {
-        let invalid =
-            |reason: &str| SpecError::InvalidSize { input: input.to_string(), reason: reason.to_string() };
+    type Err = MachineSpecError;
+    fn from_str(input: &str) -> Result<Self, MachineSpecError> {
+        let invalid = |reason: &str| MachineSpecError::InvalidSize {
+            input: input.to_string(),
+            reason: reason.to_string(),
+        };
         let s = input.trim();
         let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
         let (number, unit) = s.split_at(split);
@@ -158,8 +160,8 @@ impl fmt::Display for ByteSize {
 
 /// Parses a `KEY=VALUE` label. The one label parser: `create --label`, `swarm create --label`
 /// (via `LabelRule`), `swarm add-host --label` and cluster files all use it.
-pub fn parse_label(input: &str) -> Result<(String, String), SpecError> {
-    split_label(input).map_err(|reason| SpecError::InvalidLabel { input: input.to_string(), reason })
+pub fn parse_label(input: &str) -> Result<(String, String), MachineSpecError> {
+    split_label(input).map_err(|reason| MachineSpecError::InvalidLabel { input: input.to_string(), reason })
 }
 
 /// The rules of [`parse_label`], with the reason a label is refused: the key is non-empty and
@@ -188,10 +190,14 @@ pub fn split_label(input: &str) -> Result<(String, String), &'static str> {
 pub fn check_labels_size<'a>(
     what: &str,
     labels: impl IntoIterator<Item = (&'a String, &'a String)>,
-) -> Result<(), SpecError> {
+) -> Result<(), MachineSpecError> {
     let bytes = labels.into_iter().map(|(k, v)| k.len() + v.len() + 1).sum();
     if bytes > MAX_LABELS_BYTES {
-        return Err(SpecError::LabelsTooLarge { what: what.to_string(), bytes, max: MAX_LABELS_BYTES });
+        return Err(MachineSpecError::LabelsTooLarge {
+            what: what.to_string(),
+            bytes,
+            max: MAX_LABELS_BYTES,
+        });
     }
     Ok(())
 }
@@ -203,10 +209,10 @@ pub fn truncate_chars(s: &str, max: usize) -> &str {
 }
 
 /// Checks a Linux interface name (bridges are at most 15 bytes).
-pub fn validate_bridge_name(name: &str) -> Result<(), SpecError> {
+pub fn validate_bridge_name(name: &str) -> Result<(), MachineSpecError> {
     match crate::link::parse_bridge_name(name) {
         Ok(_) => Ok(()),
-        Err(_) => Err(SpecError::InvalidBridge { name: name.to_string() }),
+        Err(_) => Err(MachineSpecError::InvalidBridge { name: name.to_string() }),
     }
 }
 
@@ -245,17 +251,18 @@ pub struct MachineSpec {
 
 impl MachineSpec {
     /// Range checks for the numbers a user typed.
-    pub fn validate(&self) -> Result<(), SpecError> {
+    pub fn validate(&self) -> Result<(), MachineSpecError> {
         check_range("--cpus", self.cpus as u64, 1, MAX_CPUS as u64, |v| v.to_string())?;
         check_range("--memory", self.memory.0, MIN_MEMORY.0, MAX_MEMORY.0, |v| ByteSize(v).to_string())?;
         check_range("--disk", self.disk.0, MIN_DISK.0, MAX_DISK.0, |v| ByteSize(v).to_string())?;
         check_labels_size(self.name.as_str(), &self.labels)?;
-        crate::ports::check_distinct(&self.publish).map_err(|port| SpecError::PublishedTwice { port })?;
+        crate::ports::check_distinct(&self.publish)
+            .map_err(|port| MachineSpecError::PublishedTwice { port })?;
         if !self.publish.is_empty() && !self.user_network() {
-            return Err(SpecError::PublishNeedsUserNetwork);
+            return Err(MachineSpecError::PublishNeedsUserNetwork);
         }
         if self.expose && self.user_network() {
-            return Err(SpecError::ExposeNeedsBridge);
+            return Err(MachineSpecError::ExposeNeedsBridge);
         }
         validate_bridge_name(&self.bridge)
     }
@@ -280,11 +287,11 @@ fn check_range(
     min: u64,
     max: u64,
     show: impl Fn(u64) -> String,
-) -> Result<(), SpecError> {
+) -> Result<(), MachineSpecError> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {
-        Err(SpecError::OutOfRange { what, value: show(value), min: show(min), max: show(max) })
+        Err(MachineSpecError::OutOfRange { what, value: show(value), min: show(min), max: show(max) })
     }
 }
 
@@ -354,7 +361,7 @@ pub(crate) mod tests {
         assert!(s.validate().unwrap_err().to_string().contains("--disk"));
         let mut s = spec();
         s.bridge = "a-very-long-bridge-name".into();
-        assert!(matches!(s.validate(), Err(SpecError::InvalidBridge { .. })));
+        assert!(matches!(s.validate(), Err(MachineSpecError::InvalidBridge { .. })));
     }
 
     /// Labels every parser refuses: `create --label`, `swarm create --label` and cluster files
@@ -375,7 +382,7 @@ pub(crate) mod tests {
         }
         for bad in BAD_LABELS {
             let err = parse_label(bad).unwrap_err();
-            assert!(matches!(err, SpecError::InvalidLabel { .. }), "{bad:?}: {err}");
+            assert!(matches!(err, MachineSpecError::InvalidLabel { .. }), "{bad:?}: {err}");
         }
     }
 
@@ -409,7 +416,7 @@ pub(crate) mod tests {
         s.expose = true;
         s.validate().unwrap();
         s.bridge = USER_NETWORK.into();
-        assert_eq!(s.validate(), Err(SpecError::ExposeNeedsBridge));
+        assert_eq!(s.validate(), Err(MachineSpecError::ExposeNeedsBridge));
         // Records written before --expose read as not exposed, and a closed spec writes no key.
         let old = serde_json::to_value(spec()).unwrap();
         assert!(old.get("expose").is_none(), "{old}");

@@ -1,14 +1,28 @@
 //! A pass over a cluster file's YAML events, before serde sees it: it refuses anchors and
-//! aliases (an alias bomb expands a small file into gigabytes) and nesting deeper than
-//! [`MAX_CLUSTER_DEPTH`], and stops at the first offence, so neither costs time or memory.
+//! aliases (an alias bomb expands a small file into gigabytes) and nesting deeper than the
+//! caller's `max_depth`, and stops at the first offence, so neither costs time or memory.
 //! Syntax errors are left to serde_yaml_ng, which reports them with more context.
+//!
+//! It depends on no other module of this crate: the swarm spec calls it and turns a
+//! [`ScanError`] into its own error.
 
-use crate::swarm::{SpecError, MAX_CLUSTER_DEPTH};
 use std::mem::MaybeUninit;
 use unsafe_libyaml as unsafe_sys;
 
-/// Checks `input` (at most [`crate::swarm::MAX_CLUSTER_FILE`] bytes, the caller's job).
-pub(crate) fn check(input: &[u8]) -> Result<(), SpecError> {
+/// Why [`check`] refused a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ScanError {
+    /// libyaml could not allocate its parser.
+    OutOfMemory,
+    /// An anchor or alias at `line` (1-based).
+    Alias { line: u64 },
+    /// Nesting deeper than `max` at `line` (1-based).
+    TooDeep { max: usize, line: u64 },
+}
+
+/// Checks `input` (at most the swarm spec's `MAX_CLUSTER_FILE` bytes, the caller's job),
+/// refusing nesting deeper than `max_depth`.
+pub(crate) fn check(input: &[u8], max_depth: usize) -> Result<(), ScanError> {
     let mut parser = MaybeUninit::<unsafe_sys::yaml_parser_t>::uninit();
     // SAFETY: the parser is initialised before use and deleted exactly once below; `input`
     // outlives it; every event is deleted after it is read, and its union is read only through
@@ -16,17 +30,17 @@ pub(crate) fn check(input: &[u8]) -> Result<(), SpecError> {
     unsafe {
         let p = parser.as_mut_ptr();
         if unsafe_sys::yaml_parser_initialize(p).fail {
-            return Err(SpecError::Yaml("out of memory".into()));
+            return Err(ScanError::OutOfMemory);
         }
         unsafe_sys::yaml_parser_set_encoding(p, unsafe_sys::YAML_UTF8_ENCODING);
         unsafe_sys::yaml_parser_set_input_string(p, input.as_ptr(), input.len() as u64);
-        let result = scan(p);
+        let result = scan(p, max_depth);
         unsafe_sys::yaml_parser_delete(p);
         result
     }
 }
 
-unsafe fn scan(p: *mut unsafe_sys::yaml_parser_t) -> Result<(), SpecError> {
+unsafe fn scan(p: *mut unsafe_sys::yaml_parser_t, max_depth: usize) -> Result<(), ScanError> {
     let mut depth = 0usize;
     loop {
         let mut event = MaybeUninit::<unsafe_sys::yaml_event_t>::uninit();
@@ -58,12 +72,12 @@ unsafe fn scan(p: *mut unsafe_sys::yaml_parser_t) -> Result<(), SpecError> {
             };
             unsafe_sys::yaml_event_delete(e);
             if anchor {
-                return Err(SpecError::Alias { line });
+                return Err(ScanError::Alias { line });
             }
             if opens {
                 depth += 1;
-                if depth > MAX_CLUSTER_DEPTH {
-                    return Err(SpecError::TooDeep { max: MAX_CLUSTER_DEPTH, line });
+                if depth > max_depth {
+                    return Err(ScanError::TooDeep { max: max_depth, line });
                 }
             }
             if closes {

@@ -11,8 +11,9 @@ use crate::{read_state_file, write_json, Home, StoreError};
 use n2d_spec::link::{parse_bridge_name, parse_n2d_mac, parse_tap_name};
 use n2d_spec::machine::{split_label, MachineName, MachineSpec, USER_NETWORK};
 use n2d_spec::ports::PortForward;
-use n2d_spec::swarm::{SwarmName, SwarmRecord};
+use n2d_spec::swarm::{LabelRule, NodeRole, SwarmName, SwarmSpec, SwarmSpecError, TlsPaths};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -172,6 +173,99 @@ fn check_address(ip: Ipv4Addr, prefix_len: u8, gateway: Ipv4Addr) -> Result<(), 
     Ok(())
 }
 
+/// A Docker host that is not an n2d VM but joined the swarm as a worker
+/// (`n2d swarm add-host`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalHost {
+    /// Its hostname as the swarm sees it.
+    pub name: String,
+    /// e.g. `tcp://192.168.1.5:2376` or `unix:///var/run/docker.sock`.
+    pub docker_host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsPaths>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What the store keeps about a swarm (as JSON), beside [`MachineRecord`]. Names are validated when it is read: a record
+/// whose node list holds `../../x` is refused as damaged, never turned into a path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmRecord {
+    pub prefix: SwarmName,
+    /// RFC 3339, set by the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub managers: Vec<MachineName>,
+    #[serde(default)]
+    pub workers: Vec<MachineName>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_hosts: Vec<ExternalHost>,
+    /// The label rules of the flags or cluster file, which `scale` applies to new nodes
+    /// (records written before they were kept have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<LabelRule>,
+    /// Published ports of a user-mode swarm: each forwarded to the routing mesh of one live
+    /// node at a time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<SwarmPort>,
+}
+
+/// A swarm's published port and the node whose QEMU holds its forward now (`None`: no node
+/// was running when it was last placed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmPort {
+    pub forward: n2d_spec::ports::PortForward,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<MachineName>,
+}
+
+impl SwarmRecord {
+    /// Records `node` in `role` unless it is there already.
+    pub fn add_node(&mut self, role: NodeRole, node: &MachineName) {
+        let list = match role {
+            NodeRole::Manager => &mut self.managers,
+            NodeRole::Worker => &mut self.workers,
+        };
+        if !list.contains(node) {
+            list.push(node.clone());
+        }
+    }
+
+    /// Takes `node` out of the record.
+    pub fn forget_node(&mut self, node: &MachineName) {
+        self.managers.retain(|n| n != node);
+        self.workers.retain(|n| n != node);
+    }
+
+    /// Every machine of the swarm, managers first.
+    pub fn nodes(&self) -> impl Iterator<Item = &MachineName> {
+        self.managers.iter().chain(&self.workers)
+    }
+
+    /// The record of a validated spec (an invalid prefix or node name is refused here too).
+    pub fn from_spec(spec: &SwarmSpec) -> Result<SwarmRecord, SwarmSpecError> {
+        let plan = spec.plan();
+        let names = |r: NodeRole| -> Result<Vec<MachineName>, SwarmSpecError> {
+            plan.iter().filter(|p| p.role == r).map(|p| Ok(p.name.parse()?)).collect()
+        };
+        Ok(SwarmRecord {
+            prefix: spec.prefix.parse()?,
+            created_at: None,
+            managers: names(NodeRole::Manager)?,
+            workers: names(NodeRole::Worker)?,
+            external_hosts: Vec::new(),
+            labels: spec.labels.clone(),
+            // Held first by the first manager, which boots with them.
+            ports: {
+                let first = names(NodeRole::Manager)?.into_iter().next();
+                spec.publish.iter().map(|f| SwarmPort { forward: *f, node: first.clone() }).collect()
+            },
+        })
+    }
+}
+
 /// The outcome of reading one machine directory: a damaged one does not hide the others.
 pub type MachineEntry = (String, Result<MachineRecord, StoreError>);
 
@@ -286,7 +380,7 @@ impl Home {
         let names = sorted_names(&self.swarms_dir(), |e| json_stem(e).filter(|n| !n.starts_with('.')));
         names
             .into_iter()
-            .map(|n| n.parse().map_err(|e: n2d_spec::swarm::SpecError| invalid_name("swarm", &n, e)))
+            .map(|n| n.parse().map_err(|e: n2d_spec::swarm::SwarmSpecError| invalid_name("swarm", &n, e)))
             .collect()
     }
 }
@@ -375,6 +469,7 @@ pub(crate) fn remove_file(path: PathBuf) -> Result<(), StoreError> {
 mod tests {
     use super::*;
     use n2d_spec::machine::*;
+    use n2d_spec::swarm::apply_label_rules;
 
     fn record(name: &str) -> MachineRecord {
         MachineRecord {
@@ -668,6 +763,64 @@ mod tests {
         home.remove_adopted(&"web1".parse().unwrap()).unwrap();
         assert_eq!(home.list_adopted().len(), 1);
         assert!(home.remove_adopted(&"web1".parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn swarm_records_keep_their_label_rules_and_old_ones_still_load() {
+        let spec = SwarmSpec {
+            labels: vec![LabelRule::parse("tier=db@workers").unwrap(), LabelRule::parse("env=dev").unwrap()],
+            ..SwarmSpec::default()
+        };
+        let record = SwarmRecord::from_spec(&spec).unwrap();
+        assert_eq!(record.labels, spec.labels);
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(json.contains(r#""labels":["tier=db@workers","env=dev@all"]"#), "{json}");
+        assert_eq!(serde_json::from_str::<SwarmRecord>(&json).unwrap(), record);
+        // Written before label rules were kept: no field, no rules.
+        let old: SwarmRecord =
+            serde_json::from_str(r#"{"prefix":"n2d","managers":["n2d-mngr-0"],"workers":[]}"#).unwrap();
+        assert!(old.labels.is_empty());
+        let mut labels = BTreeMap::new();
+        apply_label_rules(&spec.labels, "n2d-wrkr-7", NodeRole::Worker, &mut labels);
+        assert_eq!(labels.len(), 2);
+        labels.clear();
+        apply_label_rules(&spec.labels, "n2d-mngr-1", NodeRole::Manager, &mut labels);
+        assert_eq!(labels.keys().collect::<Vec<_>>(), ["env"]);
+    }
+
+    #[test]
+    fn record_json() {
+        let mut rec = SwarmRecord::from_spec(&SwarmSpec::default()).unwrap();
+        assert_eq!(rec.managers, ["n2d-mngr-0".parse::<MachineName>().unwrap()]);
+        assert_eq!(rec.workers.len(), 3);
+        rec.external_hosts.push(ExternalHost {
+            name: "laptop".into(),
+            docker_host: "tcp://10.0.0.1:2376".into(),
+            tls: Some(TlsPaths {
+                ca: "/c/ca.pem".into(),
+                cert: "/c/cert.pem".into(),
+                key: "/c/key.pem".into(),
+            }),
+            labels: BTreeMap::from([("gpu".into(), "yes".into())]),
+        });
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(!json.contains("created_at"));
+        assert_eq!(serde_json::from_str::<SwarmRecord>(&json).unwrap(), rec);
+        let min: SwarmRecord = serde_json::from_str(r#"{"prefix":"p"}"#).unwrap();
+        assert!(min.managers.is_empty() && min.external_hosts.is_empty());
+    }
+
+    #[test]
+    fn a_record_with_a_path_for_a_name_is_refused() {
+        for json in [
+            r#"{"prefix":"p","managers":["../../x"]}"#,
+            r#"{"prefix":"p","workers":["/tmp/x"]}"#,
+            r#"{"prefix":"p","managers":[".."]}"#,
+            r#"{"prefix":"../p"}"#,
+            r#"{"prefix":"/p/q"}"#,
+        ] {
+            assert!(serde_json::from_str::<SwarmRecord>(json).is_err(), "{json}");
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 
 use n2d_spec::link::{is_n2d_tap_name, parse_n2d_mac};
 use n2d_spec::machine::MachineName;
-use n2d_spec::swarm::{SwarmName, SwarmRecord};
+use n2d_spec::swarm::SwarmName;
+use n2d_store::SwarmRecord;
 use n2d_store::{check_swarm_record, AdoptedHost, Home, Intent, MachineRecord, Operation, StoreError};
 use proptest::prelude::*;
 use std::path::Path;

@@ -440,6 +440,6 @@ pub enum Shell {
 }
 
 /// A bridge name, checked as the store and the spec check it (no path, at most 15 bytes).
-pub(crate) fn bridge_name(name: &str) -> Result<String, n2d_spec::machine::SpecError> {
+pub(crate) fn bridge_name(name: &str) -> Result<String, n2d_spec::machine::MachineSpecError> {
     n2d_spec::machine::validate_bridge_name(name).map(|()| name.to_string())
 }

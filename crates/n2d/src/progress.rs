@@ -74,12 +74,12 @@ impl n2d_orchestrate::Progress for Terminal {
     fn say(&self, line: &str) {
         say(line);
     }
-    fn step(&self, label: &str) -> Box<dyn n2d_orchestrate::Step> {
+    fn step(&self, label: &str) -> Box<dyn n2d_orchestrate::ProgressStep> {
         Box::new(Step::start(label))
     }
 }
 
-impl n2d_orchestrate::Step for Step {
+impl n2d_orchestrate::ProgressStep for Step {
     fn set(&self, msg: &str) {
         Step::set(self, msg);
     }

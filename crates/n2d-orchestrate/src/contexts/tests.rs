@@ -339,7 +339,7 @@ mod swarm_contexts {
     use crate::{Orchestrator, Timing};
     use n2d_net::host::HostNet;
     use n2d_spec::machine::{ByteSize, MachineName, MachineSpec};
-    use n2d_spec::swarm::SwarmRecord;
+    use n2d_store::SwarmRecord;
     use n2d_store::{Home, KillPoints, MachineRecord};
     use n2d_swarm::fake::Cluster;
     use n2d_vm::fake::FakeHypervisor;

@@ -140,7 +140,7 @@ fn a_swarm_port_moves_to_a_running_node_when_its_holder_stops() {
     k.orch.unpublish_swarm_port(&prefix(), 28089).unwrap();
 
     // add-host cannot reach a user-mode swarm's managers.
-    let host = n2d_spec::swarm::ExternalHost {
+    let host = n2d_store::ExternalHost {
         name: "ext".into(),
         docker_host: "tcp://10.0.0.9:2376".into(),
         tls: None,
