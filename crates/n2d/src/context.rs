@@ -2,19 +2,16 @@
 //! real tools (`SystemRunner`), QEMU and bollard, with progress drawn on the terminal.
 
 use anyhow::Result;
-use n2d_exec::SystemRunner;
 use n2d_orchestrate::preflight::SystemProbe;
-use n2d_orchestrate::{Orchestrator, Settings};
-use n2d_swarm::BollardConnector;
-use n2d_vm::Qemu;
+use n2d_orchestrate::{Orchestrator, Settings, SystemOrchestrator};
 use std::sync::Arc;
 
 /// What every command works with (see [`Orchestrator`]); derefs to it, for its methods only
 /// (its parts are its own).
-pub struct Ctx(Orchestrator<SystemRunner, Qemu, BollardConnector>);
+pub struct Ctx(SystemOrchestrator);
 
 impl std::ops::Deref for Ctx {
-    type Target = Orchestrator<SystemRunner, Qemu, BollardConnector>;
+    type Target = SystemOrchestrator;
     fn deref(&self) -> &Self::Target {
         &self.0
     }
@@ -50,6 +47,6 @@ impl Ctx {
 }
 
 /// The guest init an image build would use (built into n2d, or `$N2D_INIT`), for the checks.
-fn guest_init_for_probe() -> Result<n2d_image::GuestInit, String> {
+fn guest_init_for_probe() -> Result<n2d_orchestrate::image::GuestInit, String> {
     crate::guest_init::guest_init(None).map_err(|e| format!("{e:#}"))
 }

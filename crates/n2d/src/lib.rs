@@ -9,8 +9,6 @@ pub mod out;
 pub mod args;
 pub mod commands;
 pub mod context;
-pub mod docker_context;
-pub mod doctor;
 pub mod error;
 pub mod guest_init;
 pub mod progress;
