@@ -15,7 +15,7 @@ use std::time::Duration;
 pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     let m = &args.machine;
     // Everything the user typed is checked before building or creating anything.
-    let default_image = crate::commands::image::build_request(&Default::default());
+    let default_image = crate::commands::image::build_request(&Default::default(), ctx.init_env());
     let record = ctx.create_machine_checked(
         &ctx.probe(),
         &args.name,

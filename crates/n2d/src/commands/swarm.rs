@@ -39,7 +39,7 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
         expose: args.expose,
         labels: args.labels.clone(),
     };
-    let default_image = crate::commands::image::build_request(&Default::default());
+    let default_image = crate::commands::image::build_request(&Default::default(), ctx.init_env());
     let created = ctx.create_swarm_checked(
         &ctx.probe(),
         &request,
