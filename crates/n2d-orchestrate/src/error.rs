@@ -195,6 +195,9 @@ pub enum Error {
     CertsNotRotated(#[source] NotRotated),
     #[error("{0}")]
     Failed(String),
+    /// The host checks before a create failed (see [`crate::preflight`]).
+    #[error(transparent)]
+    NotReady(#[from] crate::preflight::NotReady),
     /// A flag's value (`--memory`) does not parse.
     #[error("{flag}")]
     Flag {

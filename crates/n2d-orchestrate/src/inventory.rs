@@ -173,6 +173,29 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
         self.create_machine(&spec, None, timeout)
     }
 
+    /// `n2d create`: the request checked into a spec ([`Orchestrator::plan_machine`]), then this
+    /// host's checks ([`Orchestrator::preflight`], on `probe`), then the machine created and
+    /// booted on `image` ([`Orchestrator::create_machine_from`]). Nothing is built or created
+    /// before every check passed.
+    pub fn create_machine_checked(
+        &self,
+        probe: &dyn crate::preflight::HostProbe,
+        name: &MachineName,
+        req: &MachineRequest,
+        image: Option<&str>,
+        default: &ImageBuild,
+        timeout: Duration,
+    ) -> Result<MachineRecord> {
+        let spec = self.plan_machine(name, req)?;
+        let target =
+            crate::preflight::Target { bridge: spec.bridge.clone(), image: image.map(str::to_string) };
+        self.preflight(probe, &target)?;
+        if req.insecure_tcp {
+            self.progress.say("WARNING: --insecure-tcp: the Docker API listens on plain TCP port 2375 with no authentication; anyone who can reach the VM is root on it");
+        }
+        self.create_machine_from(spec, image, default, timeout)
+    }
+
     /// `n2d start --all`: every stopped machine of the home, in parallel (bounded); which are
     /// started is said first. See [`StartedAll::result`].
     pub fn start_all(&self, timeout: Duration) -> StartedAll {

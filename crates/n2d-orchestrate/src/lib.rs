@@ -92,7 +92,10 @@ pub struct Orchestrator<R, H, C> {
     search_path: n2d_exec::SearchPath,
 }
 
-impl Orchestrator<n2d_exec::SystemRunner, n2d_vm::Qemu, n2d_swarm::BollardConnector> {
+/// The orchestrator with the real parts (see [`Orchestrator::system`]).
+pub type SystemOrchestrator = Orchestrator<n2d_exec::SystemRunner, n2d_vm::Qemu, n2d_swarm::BollardConnector>;
+
+impl SystemOrchestrator {
     /// The real parts, wired from `settings`: the home (checked to be the caller's), the
     /// host-wide network state, real tools, QEMU and bollard. What the libraries have to say
     /// while they work (a wait for a lock, a warning) goes to `progress`, like the rest.
@@ -127,50 +130,9 @@ impl Orchestrator<n2d_exec::SystemRunner, n2d_vm::Qemu, n2d_swarm::BollardConnec
 }
 
 impl<R, H, C> Orchestrator<R, H, C> {
-    /// An orchestrator of `home` with the default [`Timing`]; `cancel` is the flag Ctrl-C sets.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        home: Home,
-        net: HostNet,
-        runner: R,
-        hypervisor: H,
-        docker: C,
-        progress: Box<dyn Progress>,
-        cancel: Arc<AtomicBool>,
-        kill: KillPoints,
-    ) -> Self {
-        Orchestrator {
-            home,
-            net,
-            runner,
-            hypervisor,
-            docker,
-            progress,
-            timing: Timing::default(),
-            cancel,
-            kill,
-            search_path: n2d_exec::SearchPath::default(),
-        }
-    }
-
-    /// The state home (for `n2d doctor`'s checks, until they move below the door).
-    pub fn home(&self) -> &Home {
-        &self.home
-    }
-
-    /// The host-wide network state (for `n2d doctor`'s checks, until they move below the door).
-    pub fn net(&self) -> &HostNet {
-        &self.net
-    }
-
     /// The flag Ctrl-C sets (the CLI's signal handlers set it).
     pub fn cancel_flag(&self) -> &Arc<AtomicBool> {
         &self.cancel
-    }
-
-    /// What a killed n2d left in the journal (`n2d doctor`).
-    pub fn intents(&self) -> Vec<n2d_store::IntentEntry> {
-        self.home.intents()
     }
 }
 
@@ -179,16 +141,6 @@ impl<R, H, C> Orchestrator<R, H, C> {
     /// when the target must be checked first.
     pub fn begin(&self, op: Operation) -> Result<Journal> {
         Ok(self.home.begin_intent(op, &self.kill)?)
-    }
-
-    /// The tool runner (`ip`, `docker`, `qemu-img`).
-    pub fn runner(&self) -> &R {
-        &self.runner
-    }
-
-    /// The hypervisor.
-    pub fn hypervisor(&self) -> &H {
-        &self.hypervisor
     }
 
     /// Ctrl-C was pressed.

@@ -99,6 +99,31 @@ impl<R, H, C> Orchestrator<R, H, C> {
     }
 }
 
+/// What `n2d swarm create` did ([`Orchestrator::create_swarm_checked`]).
+#[derive(Debug)]
+pub enum SwarmCreated {
+    /// The swarm existed already and all its `ready` nodes are Ready: nothing was done.
+    Existing { record: SwarmRecord, ready: usize },
+    /// The swarm was created.
+    Created(SwarmRecord),
+}
+
+/// What `n2d swarm scale` did ([`Orchestrator::scale_swarm_checked`]).
+#[derive(Debug)]
+pub enum Scaled {
+    /// The swarm already had that many managers and workers.
+    Unchanged { managers: u32, workers: u32 },
+    /// Nodes were added or removed: the updated record.
+    Scaled(SwarmRecord),
+}
+
+/// The host checks' target for new nodes: their bridge (the default one when there are none).
+fn nodes_target(specs: &[n2d_spec::machine::MachineSpec], image: Option<&str>) -> crate::preflight::Target {
+    let bridge =
+        specs.first().map_or_else(|| n2d_spec::machine::DEFAULT_BRIDGE.to_string(), |s| s.bridge.clone());
+    crate::preflight::Target { bridge, image: image.map(str::to_string) }
+}
+
 impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// `n2d swarm create` of a swarm that exists: fine (nothing to do) when all its nodes are
     /// Ready (returns how many), else a usage error saying how to fix or remove it.
@@ -128,6 +153,57 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let image = self.resolve_image(image, default)?.manifest.id;
         plan.specs.iter_mut().for_each(|s| s.image = image.clone());
         self.create_swarm(spec, &plan, timeout, keep_on_failure)
+    }
+
+    /// `n2d swarm create`: the spec from the request ([`Orchestrator::swarm_spec`]; a note on
+    /// its manager count is said); a swarm of that name that exists is checked
+    /// ([`Orchestrator::check_existing_swarm`]) and left as it is; else every node's spec and
+    /// the network are checked, then this host ([`Orchestrator::preflight`], on `probe`), before
+    /// any VM starts, and the swarm is created ([`Orchestrator::create_swarm_from`]).
+    pub fn create_swarm_checked(
+        &self,
+        probe: &dyn crate::preflight::HostProbe,
+        req: &SwarmRequest,
+        image: Option<&str>,
+        default: &crate::image::ImageBuild,
+        timeout: std::time::Duration,
+        keep_on_failure: bool,
+    ) -> Result<SwarmCreated> {
+        let spec = self.swarm_spec(req)?;
+        if let Some(advice) = n2d_spec::swarm::manager_count_advice(spec.managers) {
+            self.progress.say(&format!("note: {advice}"));
+        }
+        let prefix: SwarmName = spec.prefix.parse()?;
+        if let Some(existing) = self.find_swarm(&prefix)? {
+            let ready = self.check_existing_swarm(&existing)?;
+            return Ok(SwarmCreated::Existing { record: existing, ready });
+        }
+        let plan = self.plan_swarm(&spec)?;
+        self.preflight(probe, &nodes_target(&plan.specs, image))?;
+        let record = self.create_swarm_from(&spec, plan, image, default, timeout, keep_on_failure)?;
+        Ok(SwarmCreated::Created(record))
+    }
+
+    /// `n2d swarm scale`: the scale planned ([`Orchestrator::plan_swarm_scale`]); when it adds
+    /// nodes, this host is checked first ([`Orchestrator::preflight`], on `probe`); then carried
+    /// out ([`Orchestrator::scale_swarm`]).
+    pub fn scale_swarm_checked(
+        &self,
+        probe: &dyn crate::preflight::HostProbe,
+        name: &SwarmName,
+        workers: Option<u32>,
+        managers: Option<u32>,
+        timeout: std::time::Duration,
+    ) -> Result<Scaled> {
+        let work = self.plan_swarm_scale(name, workers, managers)?;
+        if work.is_empty() {
+            return Ok(Scaled::Unchanged { managers: work.want_managers, workers: work.want_workers });
+        }
+        if !work.add.is_empty() {
+            let image = work.add.first().map(|s| s.image.clone());
+            self.preflight(probe, &nodes_target(&work.add, image.as_deref()))?;
+        }
+        Ok(Scaled::Scaled(self.scale_swarm(work, timeout)?))
     }
 
     /// `n2d swarm add-host`: the engine joins the swarm as a worker over TLS (it is sent the

@@ -8,14 +8,18 @@ use std::path::PathBuf;
 /// n2d-init for x86_64-unknown-linux-musl, as built with this n2d.
 pub static EMBEDDED_INIT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/n2d-init"));
 
-/// The init to put in an image: `explicit` (`--init`), else `$N2D_INIT`, else the embedded one.
-pub fn init_choice(explicit: Option<PathBuf>) -> InitChoice {
-    InitChoice { explicit, env: std::env::var_os("N2D_INIT").map(PathBuf::from), embedded: EMBEDDED_INIT }
+/// The init to put in an image: `explicit` (`--init`), else `env` (`$N2D_INIT`, read with the
+/// rest of the environment: `Ctx::from_vars`), else the embedded one.
+pub fn init_choice(explicit: Option<PathBuf>, env: Option<PathBuf>) -> InitChoice {
+    InitChoice { explicit, env, embedded: EMBEDDED_INIT }
 }
 
-/// The init `explicit`, `$N2D_INIT` or n2d itself gives (for `n2d doctor`).
-pub fn guest_init(explicit: Option<PathBuf>) -> anyhow::Result<n2d_orchestrate::image::GuestInit> {
-    Ok(n2d_orchestrate::image::guest_init(&init_choice(explicit))?)
+/// The init `explicit`, `env` (`$N2D_INIT`) or n2d itself gives (for `n2d doctor`).
+pub fn guest_init(
+    explicit: Option<PathBuf>,
+    env: Option<PathBuf>,
+) -> anyhow::Result<n2d_orchestrate::image::GuestInit> {
+    Ok(n2d_orchestrate::image::guest_init(&init_choice(explicit, env))?)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! The `n2d` command line. `main` is one line; [`main_with_args`] runs the whole CLI
-//! in-process (tests call it too).
+//! in-process, and [`main_with`] with the environment's variables given (tests call it).
 
 #![forbid(unsafe_code)]
 
@@ -9,8 +9,6 @@ pub mod out;
 pub mod args;
 pub mod commands;
 pub mod context;
-pub mod docker_context;
-pub mod doctor;
 pub mod error;
 pub mod guest_init;
 pub mod progress;
@@ -20,10 +18,15 @@ use std::ffi::OsString;
 
 pub use error::UsageError;
 
-/// Parses `args`, runs the command, prints the whole error chain on failure and returns the
-/// exit status: 0 ok, 1 runtime failure, 2 usage error (bad input, unknown machine), 130
-/// interrupted.
+/// [`main_with`] with this process's environment: the one place it is read.
 pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
+    main_with(args, |k| std::env::var_os(k))
+}
+
+/// Parses `args`, runs the command with the environment's variables read through `vars`,
+/// prints the whole error chain on failure and returns the exit status: 0 ok, 1 runtime
+/// failure, 2 usage error (bad input, unknown machine), 130 interrupted.
+pub fn main_with<I: IntoIterator<Item = OsString>>(args: I, vars: impl Fn(&str) -> Option<OsString>) -> i32 {
     // Everything n2d and the tools it runs (qemu-img, QEMU's sockets and logs) create is
     // private; the store sets exact modes on top of this.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -37,7 +40,7 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             };
         }
     };
-    match commands::run(cli.command).and_then(|()| Ok(out::flush()?)) {
+    match commands::run(cli.command, &vars).and_then(|()| Ok(out::flush()?)) {
         Ok(()) => 0,
         Err(err) => {
             if let Some(io) = out::stdout_error(&err) {

@@ -1,19 +1,28 @@
 //! Bad input, table-driven, through the real CLI in-process: each case must exit 2 (usage) or
 //! 1 (runtime) and leave nothing behind in $N2D_HOME. No VM, no root needed.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::sync::Mutex;
 
-/// N2D_HOME is process-wide: the tests of this file take turns.
-static ENV: Mutex<()> = Mutex::new(());
+/// The CLI in-process shares this process's state (stdout, signal handlers, the host-wide
+/// network state): the tests of this file take turns.
+static TURN: Mutex<()> = Mutex::new(());
 
 fn run(home: &std::path::Path, args: &[&str]) -> i32 {
-    let _turn = ENV.lock().unwrap_or_else(|p| p.into_inner());
-    // SAFETY: no other thread reads or writes the environment while `_turn` is held.
-    unsafe { std::env::set_var("N2D_HOME", home) };
+    run_with_vars(home, &[], args)
+}
+
+/// `n2d ARGS` with `$N2D_HOME` set to `home` and `vars` set, the rest of the environment as
+/// this process's (which is left as it is).
+fn run_with_vars(home: &std::path::Path, vars: &[(&str, &str)], args: &[&str]) -> i32 {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+    let mut set: HashMap<String, OsString> =
+        vars.iter().map(|(k, v)| (k.to_string(), OsString::from(v))).collect();
+    set.insert("N2D_HOME".into(), home.into());
     let argv: Vec<OsString> =
         std::iter::once("n2d").chain(args.iter().copied()).map(OsString::from).collect();
-    n2d::main_with_args(argv)
+    n2d::main_with(argv, |k| set.get(k).cloned().or_else(|| std::env::var_os(k)))
 }
 
 /// Files and directories under `home`, except the lock file and the (empty) directories a
@@ -501,18 +510,7 @@ fn export_refuses_output_directories_others_can_change_and_build_refuses_a_fifo(
 
 /// Runs the CLI with one more environment variable set for this run only.
 fn run_with_env(home: &std::path::Path, var: &str, value: &str, args: &[&str]) -> i32 {
-    let _turn = ENV.lock().unwrap_or_else(|p| p.into_inner());
-    // SAFETY: no other thread reads or writes the environment while `_turn` is held.
-    unsafe {
-        std::env::set_var("N2D_HOME", home);
-        std::env::set_var(var, value);
-    }
-    let argv: Vec<OsString> =
-        std::iter::once("n2d").chain(args.iter().copied()).map(OsString::from).collect();
-    let code = n2d::main_with_args(argv);
-    // SAFETY: as above, `_turn` is still held.
-    unsafe { std::env::remove_var(var) };
-    code
+    run_with_vars(home, &[(var, value)], args)
 }
 
 #[test]

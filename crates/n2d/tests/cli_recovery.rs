@@ -7,8 +7,6 @@ use std::ffi::OsString;
 #[test]
 fn a_state_changing_command_first_recovers_what_a_killed_n2d_left() {
     let home = tempfile::tempdir().unwrap();
-    // SAFETY: the only test of this file; nothing else reads the environment meanwhile.
-    unsafe { std::env::set_var("N2D_HOME", home.path()) };
     let intents = home.path().join("intents");
     std::fs::create_dir_all(&intents).unwrap();
     // A killed image build: its journal (the pid is gone) and its staging tree.
@@ -24,11 +22,16 @@ fn a_state_changing_command_first_recovers_what_a_killed_n2d_left() {
     let argv = |args: &[&str]| -> Vec<OsString> {
         std::iter::once("n2d").chain(args.iter().copied()).map(OsString::from).collect()
     };
-    assert_eq!(n2d::main_with_args(argv(&["swarm", "ls"])), 0);
+    // `$N2D_HOME` is given to the CLI; the rest of the environment is this process's.
+    let vars = |k: &str| match k {
+        "N2D_HOME" => Some(home.path().as_os_str().to_owned()),
+        _ => std::env::var_os(k),
+    };
+    assert_eq!(n2d::main_with(argv(&["swarm", "ls"]), vars), 0);
     assert_eq!(std::fs::read_dir(&intents).unwrap().count(), 2);
 
     // `rm` of an unknown machine still exits 2, after recovering.
-    assert_eq!(n2d::main_with_args(argv(&["rm", "nosuch"])), 2);
+    assert_eq!(n2d::main_with(argv(&["rm", "nosuch"]), vars), 2);
     assert!(!home.path().join("images").join(staging).exists(), "the build tree is left");
     assert_eq!(std::fs::read_dir(&intents).unwrap().count(), 0, "journals are left");
 }

@@ -1,8 +1,8 @@
 //! n2d's docker contexts against the real docker CLI (no engine needed: contexts are files in
 //! the CLI's store), in a DOCKER_CONFIG of the test's own. Skipped where the CLI is missing.
 
-use n2d::docker_context::{current_host, ensure, remove, ContextSpec, Outcome, Owner};
 use n2d_exec::{Cmd, ExecError, Runner};
+use n2d_orchestrate::contexts::{current_host, ensure, remove, ContextSpec, Outcome, Owner};
 use n2d_swarm::{Endpoint, TlsPaths};
 use std::path::{Path, PathBuf};
 use std::process::Command;

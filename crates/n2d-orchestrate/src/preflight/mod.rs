@@ -14,7 +14,7 @@ pub mod report;
 pub mod system;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod tests;
 

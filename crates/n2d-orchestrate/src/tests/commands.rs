@@ -332,3 +332,110 @@ fn the_swarms_of_the_home_are_listed_and_a_damaged_record_is_named() {
     let err = k.orch.find_swarm(&prefix()).unwrap_err();
     assert!(err.to_string().contains("damaged"), "{err}");
 }
+
+/// A host where every check passes, with the kit's image.
+fn ready_host() -> crate::preflight::fake::FakeHost {
+    crate::preflight::fake::FakeHost { images: vec![IMAGE.into()], ..Default::default() }
+}
+
+/// A host that cannot run VMs (no QEMU).
+fn host_without_qemu() -> crate::preflight::fake::FakeHost {
+    crate::preflight::fake::FakeHost { qemu: None, ..ready_host() }
+}
+
+#[test]
+fn a_create_checks_the_host_first_and_a_host_not_ready_makes_nothing() {
+    let k = kit();
+    let err = k
+        .orch
+        .create_machine_checked(
+            &host_without_qemu(),
+            &name("h1"),
+            &request(),
+            Some("feed"),
+            &Default::default(),
+            BOOT,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::NotReady(_)), "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::Failure, "a host not ready exits 1");
+    assert!(err.to_string().starts_with("this host is not ready for n2d machines"), "{err}");
+    k.assert_gone("h1");
+    k.assert_host_clean();
+    // The flags are checked before the host.
+    let bad = MachineRequest { memory: "lots".into(), ..request() };
+    let err = k
+        .orch
+        .create_machine_checked(
+            &host_without_qemu(),
+            &name("h1"),
+            &bad,
+            Some("feed"),
+            &Default::default(),
+            BOOT,
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::Flag { flag: "--memory", .. }), "{err:?}");
+}
+
+#[test]
+fn a_create_says_the_hosts_warnings_then_the_insecure_tcp_one_then_creates() {
+    let k = kit();
+    let host =
+        crate::preflight::fake::FakeHost { docker: crate::preflight::ToolState::Missing, ..ready_host() };
+    let req = MachineRequest { insecure_tcp: true, ..request() };
+    let record = k
+        .orch
+        .create_machine_checked(&host, &name("h1"), &req, Some("feed"), &Default::default(), BOOT)
+        .unwrap();
+    assert_eq!(record.spec.image, IMAGE);
+    assert!(record.spec.insecure_tcp);
+    let said = k.said.lines();
+    assert!(said[0].starts_with("warning: no docker CLI"), "{said:?}");
+    assert!(said[1].starts_with("WARNING: --insecure-tcp:"), "{said:?}");
+}
+
+#[test]
+fn a_swarm_create_checks_the_host_before_any_node_and_an_existing_swarm_is_reported() {
+    let k = kit();
+    let req = SwarmRequest {
+        managers: Some(1),
+        workers: Some(1),
+        network: Some("n2d0".into()),
+        ..Default::default()
+    };
+    let err = k
+        .orch
+        .create_swarm_checked(&host_without_qemu(), &req, Some("feed"), &Default::default(), BOOT, false)
+        .unwrap_err();
+    assert!(matches!(err, Error::NotReady(_)), "{err:?}");
+    assert!(k.orch.find_swarm(&prefix()).unwrap().is_none());
+    k.assert_host_clean();
+    let created = k
+        .orch
+        .create_swarm_checked(&ready_host(), &req, Some("feed"), &Default::default(), BOOT, false)
+        .unwrap();
+    let crate::swarm_request::SwarmCreated::Created(record) = created else { panic!("{created:?}") };
+    assert_eq!(record.managers.len() + record.workers.len(), 2);
+    // Once it exists, a second create checks it (not the host) and leaves it.
+    let again = k
+        .orch
+        .create_swarm_checked(&host_without_qemu(), &req, Some("feed"), &Default::default(), BOOT, false)
+        .unwrap();
+    assert!(matches!(again, crate::swarm_request::SwarmCreated::Existing { ready: 2, .. }), "{again:?}");
+}
+
+#[test]
+fn a_scale_that_adds_nodes_checks_the_host_first_and_one_that_changes_nothing_says_so() {
+    use crate::swarm_request::Scaled;
+    let k = kit();
+    make_swarm(&k, 1, 1);
+    let same = k.orch.scale_swarm_checked(&host_without_qemu(), &prefix(), Some(1), None, BOOT).unwrap();
+    assert!(matches!(same, Scaled::Unchanged { managers: 1, workers: 1 }), "{same:?}");
+    let err = k.orch.scale_swarm_checked(&host_without_qemu(), &prefix(), Some(2), None, BOOT).unwrap_err();
+    assert!(matches!(err, Error::NotReady(_)), "{err:?}");
+    assert_eq!(k.orch.load_swarm(&prefix()).unwrap().workers.len(), 1, "nothing added");
+    let scaled = k.orch.scale_swarm_checked(&ready_host(), &prefix(), Some(2), None, BOOT).unwrap();
+    let Scaled::Scaled(record) = scaled else { panic!("{scaled:?}") };
+    assert_eq!(record.workers.len(), 2);
+}

@@ -3,9 +3,9 @@
 
 use crate::args::{CertsCommand, RotateArgs};
 use crate::context::Ctx;
-use crate::docker_context::{self, ContextSpec};
 use anyhow::Result;
 use n2d_orchestrate::certs::{unix_now, RotateRequest, Rotated, EXPIRY_WARNING_DAYS};
+use n2d_orchestrate::contexts::ContextSpec;
 use std::time::Duration;
 
 pub fn run(ctx: &Ctx, cmd: CertsCommand) -> Result<()> {
@@ -75,7 +75,7 @@ fn rotate(ctx: &Ctx, args: &RotateArgs) -> Result<()> {
     // The docker CLI keeps its own copy of the client certificate (and CA) in each context.
     for (name, ep) in &report.contexts {
         let spec = ContextSpec::machine(ep, ctx.home_root());
-        docker_context::register(ctx.runner(), &spec, &format!("n2d env {name}"));
+        ctx.register_context(&spec, &format!("n2d env {name}"));
     }
     Ok(report.result()?)
 }

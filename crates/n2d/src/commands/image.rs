@@ -8,7 +8,7 @@ use n2d_orchestrate::image::{mb, ImageBuild, ImageDetails, ImageExport};
 pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
     match cmd {
         ImageCommand::Build(args) => {
-            let image = ctx.build_image(&build_request(&args))?;
+            let image = ctx.build_image(&build_request(&args, ctx.init_env()))?;
             outln!("{}", image.manifest.id)?;
             Ok(())
         }
@@ -110,9 +110,9 @@ fn inspect(ctx: &Ctx, id: &str, json: bool) -> Result<()> {
 }
 
 /// The image build `args` ask for; its init from `--init`, `$N2D_INIT` or n2d itself.
-pub fn build_request(args: &ImageBuildArgs) -> ImageBuild {
+pub fn build_request(args: &ImageBuildArgs, init_env: Option<std::path::PathBuf>) -> ImageBuild {
     ImageBuild {
-        init: crate::guest_init::init_choice(args.init.clone()),
+        init: crate::guest_init::init_choice(args.init.clone(), init_env),
         suite: args.suite.clone(),
         mirror: args.mirror.clone(),
         include: args.include.clone(),

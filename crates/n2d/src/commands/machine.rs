@@ -1,12 +1,11 @@
 //! Single-machine commands: create, ls, inspect, ip, start, stop, restart, rm, logs, console.
-//! Each is clap → n2d-orchestrate → print; the docker contexts are still registered here.
+//! Each is clap → n2d-orchestrate → print.
 
 use crate::args::{CreateArgs, PortArgs, StartArgs};
 use crate::context::Ctx;
-use crate::docker_context::{self, ContextSpec};
-use crate::doctor::{preflight, Target};
 use crate::error::UsageError;
 use anyhow::Result;
+use n2d_orchestrate::contexts::{ContextSpec, Owner};
 use n2d_orchestrate::inventory::MachineRequest;
 use n2d_orchestrate::{StopOutcome, VmState};
 use n2d_spec::machine::{truncate_chars, MachineName};
@@ -16,7 +15,9 @@ use std::time::Duration;
 pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     let m = &args.machine;
     // Everything the user typed is checked before building or creating anything.
-    let spec = ctx.plan_machine(
+    let default_image = crate::commands::image::build_request(&Default::default(), ctx.init_env());
+    let record = ctx.create_machine_checked(
+        &ctx.probe(),
         &args.name,
         &MachineRequest {
             cpus: m.cpus,
@@ -30,15 +31,10 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
             publish: args.publish.clone(),
             expose: args.expose,
         },
+        m.image.as_deref(),
+        &default_image,
+        Duration::from_secs(m.timeout),
     )?;
-    let target = Target { bridge: spec.bridge.clone(), image: m.image.clone() };
-    preflight(ctx, &target)?;
-    if m.insecure_tcp {
-        errln!("WARNING: --insecure-tcp: the Docker API listens on plain TCP port 2375 with no authentication; anyone who can reach the VM is root on it");
-    }
-    let default_image = crate::commands::image::build_request(&Default::default());
-    let record =
-        ctx.create_machine_from(spec, m.image.as_deref(), &default_image, Duration::from_secs(m.timeout))?;
     let name = &record.spec.name;
     let context = register_context(ctx, &record);
     outln!("{}", record.ip)?;
@@ -59,7 +55,7 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
 fn register_context(ctx: &Ctx, record: &n2d_orchestrate::MachineRecord) -> Option<String> {
     let name = record.spec.name.as_str();
     let spec = ContextSpec::machine(&ctx.endpoint(record), ctx.home_root());
-    docker_context::register(ctx.runner(), &spec, &format!("n2d env {name}"))
+    ctx.register_context(&spec, &format!("n2d env {name}"))
 }
 
 pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
@@ -239,18 +235,12 @@ pub fn rm(ctx: &Ctx, names: &[MachineName], force: bool) -> Result<()> {
     need_names(names, "rm")?;
     for name in names {
         if ctx.forget_adopted(name)? {
-            docker_context::unregister(
-                ctx.runner(),
-                &docker_context::Owner::machine(name.as_str(), ctx.home_root()),
-            );
+            ctx.unregister_context(&Owner::machine(name.as_str(), ctx.home_root()));
             errln!("{name} forgotten (adopted: its VM, wherever it runs, is not touched)");
             continue;
         }
         ctx.remove_machine(name, force)?;
-        docker_context::unregister(
-            ctx.runner(),
-            &docker_context::Owner::machine(name.as_str(), ctx.home_root()),
-        );
+        ctx.unregister_context(&Owner::machine(name.as_str(), ctx.home_root()));
         errln!("{name} removed");
     }
     Ok(())

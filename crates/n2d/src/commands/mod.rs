@@ -13,14 +13,16 @@ use crate::args::Command;
 use crate::context::Ctx;
 use anyhow::Result;
 
-pub fn run(command: Command) -> Result<()> {
+/// Runs `command`, with the environment's variables read through `vars` (see
+/// [`Ctx::from_vars`]).
+pub fn run(command: Command, vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<()> {
     // These need no state home.
     match command {
         Command::Completions { shell } => return docs::completions(shell),
         Command::Man { dir } => return docs::man_pages(&dir),
         _ => {}
     }
-    let ctx = Ctx::from_env()?;
+    let ctx = Ctx::from_vars(vars)?;
     match ctx.tighten_home() {
         Ok(paths) => {
             for path in paths {

@@ -1,14 +1,13 @@
 //! `n2d swarm ...`: swarms of n2d machines. The orchestration is n2d-orchestrate's; this module
-//! turns flags into a spec, runs the host checks and prints.
+//! turns flags into a request and prints.
 
 use crate::args::{AddHostArgs, Shell, SwarmCommand, SwarmCreateArgs};
 use crate::context::Ctx;
 use anyhow::Result;
 use n2d_orchestrate::contexts::swarm::SwarmContext;
-use n2d_orchestrate::swarm_request::{AddHost, SwarmRequest};
+use n2d_orchestrate::swarm_request::{AddHost, Scaled, SwarmCreated, SwarmRequest};
 use n2d_orchestrate::{MachineRecord, SwarmRecord};
-use n2d_spec::machine::{MachineSpec, DEFAULT_BRIDGE};
-use n2d_spec::swarm::{manager_count_advice, SwarmName, SwarmSpec};
+use n2d_spec::swarm::SwarmName;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -26,9 +25,8 @@ pub fn run(ctx: &Ctx, cmd: SwarmCommand) -> Result<()> {
     }
 }
 
-/// The swarm spec from the cluster file or the flags (checked by n2d-orchestrate).
-fn spec_from_args(ctx: &Ctx, args: &SwarmCreateArgs) -> Result<SwarmSpec> {
-    Ok(ctx.swarm_spec(&SwarmRequest {
+fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
+    let request = SwarmRequest {
         file: args.file.clone(),
         prefix: args.prefix.clone(),
         managers: args.managers,
@@ -40,34 +38,23 @@ fn spec_from_args(ctx: &Ctx, args: &SwarmCreateArgs) -> Result<SwarmSpec> {
         publish: args.publish.clone(),
         expose: args.expose,
         labels: args.labels.clone(),
-    })?)
-}
-
-fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
-    let spec = spec_from_args(ctx, &args)?;
-    if let Some(advice) = manager_count_advice(spec.managers) {
-        errln!("note: {advice}");
-    }
-    let prefix: SwarmName = spec.prefix.parse()?;
-    if let Some(existing) = ctx.find_swarm(&prefix)? {
-        return report_existing(ctx, &existing);
-    }
-    // Every node's spec and the network are checked before any VM starts.
-    let plan = ctx.plan_swarm(&spec)?;
-    preflight(ctx, &plan.specs, args.image.clone())?;
-    let default_image = crate::commands::image::build_request(&Default::default());
-    let timeout = Duration::from_secs(args.timeout);
-    let record = ctx.create_swarm_from(
-        &spec,
-        plan,
+    };
+    let default_image = crate::commands::image::build_request(&Default::default(), ctx.init_env());
+    let created = ctx.create_swarm_checked(
+        &ctx.probe(),
+        &request,
         args.image.as_deref(),
         &default_image,
-        timeout,
+        Duration::from_secs(args.timeout),
         args.keep_on_failure,
     )?;
+    let record = match created {
+        SwarmCreated::Existing { record, ready } => return report_existing(ctx, &record, ready),
+        SwarmCreated::Created(record) => record,
+    };
     let manager = print_summary(ctx, &record)?;
     let context = register_context(ctx, &record, &manager);
-    print_hint(&spec.prefix, context.as_deref())?;
+    print_hint(record.prefix.as_str(), context.as_deref())?;
     for p in &record.ports {
         outln!(
             "Published: {} (the routing mesh, through {})",
@@ -96,14 +83,7 @@ fn register_context(ctx: &Ctx, record: &SwarmRecord, manager: &MachineRecord) ->
     ctx.register_swarm_context(record, manager)
 }
 
-/// The host checks of `n2d doctor`, before any node is made.
-fn preflight(ctx: &Ctx, specs: &[MachineSpec], image: Option<String>) -> Result<()> {
-    let bridge = specs.first().map_or_else(|| DEFAULT_BRIDGE.to_string(), |s| s.bridge.clone());
-    Ok(crate::doctor::preflight(ctx, &crate::doctor::Target { bridge, image })?)
-}
-
-fn report_existing(ctx: &Ctx, record: &SwarmRecord) -> Result<()> {
-    let ready = ctx.check_existing_swarm(record)?;
+fn report_existing(ctx: &Ctx, record: &SwarmRecord, ready: usize) -> Result<()> {
     errln!("Swarm {} already exists and all {ready} nodes are Ready: nothing to do", record.prefix);
     let manager = print_summary(ctx, record)?;
     let context = register_context(ctx, record, &manager);
@@ -197,15 +177,14 @@ fn scale(
     managers: Option<u32>,
     timeout: u64,
 ) -> Result<()> {
-    let work = ctx.plan_swarm_scale(name, workers, managers)?;
-    if work.is_empty() {
-        errln!("Swarm {name} already has {} managers and {} workers", work.want_managers, work.want_workers);
-        return Ok(());
-    }
-    if !work.add.is_empty() {
-        preflight(ctx, &work.add, work.add.first().map(|s| s.image.clone()))?;
-    }
-    let record = ctx.scale_swarm(work, Duration::from_secs(timeout))?;
+    let record =
+        match ctx.scale_swarm_checked(&ctx.probe(), name, workers, managers, Duration::from_secs(timeout))? {
+            Scaled::Unchanged { managers, workers } => {
+                errln!("Swarm {name} already has {managers} managers and {workers} workers");
+                return Ok(());
+            }
+            Scaled::Scaled(record) => record,
+        };
     let manager = print_summary(ctx, &record)?;
     // The context may have pointed at a manager that is gone.
     register_context(ctx, &record, &manager);
