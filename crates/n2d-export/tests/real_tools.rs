@@ -40,7 +40,7 @@ fn fake_image(dir: &Path) -> Image {
         rootfs_bytes: write("rootfs.erofs", 3 << 20, 3),
         rootfs_unpacked_bytes: 0,
         direct_kernel_bytes: None,
-        recipe_id: String::new(),
+        recipe_id: "0".repeat(64),
         packages: Vec::new(),
         source_date_epoch: 1_700_000_000,
         debs: Vec::new(),

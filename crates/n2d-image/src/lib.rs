@@ -138,7 +138,7 @@ pub fn newer_builds(home: &Home) -> std::collections::BTreeMap<String, String> {
 fn newer_builds_of(images: &[Image]) -> std::collections::BTreeMap<String, String> {
     let mut newest: std::collections::BTreeMap<String, &ImageManifest> = Default::default();
     for m in images.iter().map(|i| &i.manifest) {
-        let slot = newest.entry(m.recipe_id()).or_insert(m);
+        let slot = newest.entry(m.recipe_id.clone()).or_insert(m);
         if m.created_unix > slot.created_unix {
             *slot = m;
         }
@@ -147,7 +147,7 @@ fn newer_builds_of(images: &[Image]) -> std::collections::BTreeMap<String, Strin
         .iter()
         .map(|i| &i.manifest)
         .filter_map(|m| {
-            let top = newest[&m.recipe_id()];
+            let top = newest[&m.recipe_id];
             (top.id != m.id).then(|| (m.id.clone(), top.id.clone()))
         })
         .collect()
@@ -218,6 +218,8 @@ mod tests {
         let json = serde_json::json!({
             "id": id, "recipe_id": recipe_id, "kernel_release": "6.12", "created_unix": created_unix,
             "kernel_bytes": 1, "initrd_bytes": 1, "rootfs_bytes": 1, "rootfs_unpacked_bytes": 1,
+            "direct_kernel_bytes": null, "packages": [], "source_date_epoch": 1, "debs": [],
+            "init_sha256": "", "artifacts_sha256": "",
             "recipe": serde_json::to_value(Recipe::docker_host("x".into())).unwrap(),
         });
         Image { dir: PathBuf::from(id), manifest: serde_json::from_value(json).unwrap() }

@@ -47,10 +47,8 @@ pub struct Recipe {
     pub init_sha256: String,
     /// The apt sources, `URI SUITE` (component main): the suite, its `-updates` and `-security`
     /// pockets. Written to the image's `/etc/apt/sources.list` whatever the build read from.
-    #[serde(default)]
     pub sources: Vec<String>,
     /// Local .deb files installed into the userland (`--deb`), by file name and digest.
-    #[serde(default)]
     pub local_debs: Vec<DebDigest>,
     /// sha256 of Docker's static binaries tarball (`--docker-archive`) replacing Debian's engine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -259,8 +257,7 @@ pub fn refreshed_id(recipe_id: &str, artifacts_sha256: &str) -> String {
 pub struct ImageManifest {
     pub id: String,
     /// The recipe's ID: the image's ID, except for a `--refresh` build that picked up updates
-    /// (see [`refreshed_id`]). Empty in images made before it was recorded.
-    #[serde(default)]
+    /// (see [`refreshed_id`]).
     pub recipe_id: String,
     pub recipe: Recipe,
     pub kernel_release: String,
@@ -272,22 +269,16 @@ pub struct ImageManifest {
     /// Size of the root filesystem tree before compression.
     pub rootfs_unpacked_bytes: u64,
     /// Bytes of the decompressed kernel booted directly (`vmlinux`), if the image has one.
-    #[serde(default)]
     pub direct_kernel_bytes: Option<u64>,
     /// Every package installed in the userland (dpkg's database), sorted by name.
-    #[serde(default)]
     pub packages: Vec<Package>,
     /// `SOURCE_DATE_EPOCH` of the build: the time stamped in the userland and the erofs root.
-    #[serde(default)]
     pub source_date_epoch: u64,
     /// Every .deb that went in (the kernel's too), by file name, with its sha256.
-    #[serde(default)]
     pub debs: Vec<DebDigest>,
     /// sha256 of the n2d-init binary (`/init` of the initramfs).
-    #[serde(default)]
     pub init_sha256: String,
     /// [`artifacts_digest`] of [`DIGESTED_ARTIFACTS`].
-    #[serde(default)]
     pub artifacts_sha256: String,
 }
 
@@ -320,7 +311,7 @@ impl ImageManifest {
         if !hex(&m.id) {
             return bad("id", &m.id, "at most 64 lower case hex digits");
         }
-        if !m.recipe_id.is_empty() && !hex(&m.recipe_id) {
+        if !hex(&m.recipe_id) {
             return bad("recipe_id", &m.recipe_id, "at most 64 lower case hex digits");
         }
         if crate::inputs::check_suite(&m.recipe.suite).is_err() {
@@ -337,15 +328,6 @@ impl ImageManifest {
             return bad("sizes", &format!("{sizes:?}"), "the sizes of an image's files");
         }
         Ok(m)
-    }
-
-    /// The recipe's ID, for images recorded before `recipe_id` was.
-    pub fn recipe_id(&self) -> String {
-        if self.recipe_id.is_empty() {
-            self.recipe.id()
-        } else {
-            self.recipe_id.clone()
-        }
     }
 
     /// The first 12 characters of the ID (cut on a character boundary: a manifest on disk may
@@ -407,38 +389,5 @@ mod tests {
         assert_ne!(d, artifacts_digest([("a", &b"x"[..]), ("b", &b"y"[..])]));
         assert_ne!(d, artifacts_digest([("b", &b""[..]), ("a", &b"xy"[..])]));
         assert_ne!(refreshed_id("r", &d), refreshed_id("r2", &d));
-    }
-
-    #[test]
-    fn an_old_manifest_still_loads() {
-        let mut recipe = Recipe::docker_host("abc".into());
-        recipe.sources.clear();
-        let m = ImageManifest {
-            id: "i".into(),
-            recipe_id: String::new(),
-            recipe,
-            kernel_release: "6.12".into(),
-            created_unix: 1,
-            kernel_bytes: 1,
-            initrd_bytes: 1,
-            rootfs_bytes: 1,
-            rootfs_unpacked_bytes: 1,
-            direct_kernel_bytes: None,
-            packages: vec![],
-            source_date_epoch: 0,
-            debs: vec![],
-            init_sha256: String::new(),
-            artifacts_sha256: String::new(),
-        };
-        let mut v = serde_json::to_value(&m).unwrap();
-        for key in ["recipe_id", "packages", "source_date_epoch", "debs", "init_sha256", "artifacts_sha256"] {
-            v.as_object_mut().unwrap().remove(key);
-        }
-        for key in ["sources", "local_debs"] {
-            v["recipe"].as_object_mut().unwrap().remove(key);
-        }
-        let back: ImageManifest = serde_json::from_value(v).unwrap();
-        assert_eq!(back, m);
-        assert_eq!(back.recipe_id(), m.recipe.id());
     }
 }

@@ -26,7 +26,7 @@ fn check_manifest(m: &ImageManifest) -> Result<(), TestCaseError> {
     prop_assert!(!m.id.is_empty() && m.id.len() <= 64 && is_lower_hex(&m.id), "{:?}", m.id);
     prop_assert!(check_suite(&m.recipe.suite).is_ok());
     prop_assert!(!m.kernel_release.contains(['"', '\n', ' ', '/']));
-    let _ = (m.short_id(), m.recipe_id(), m.recipe.id(), m.recipe.sources_list(), m.recipe.erofs_uuid());
+    let _ = (m.short_id(), m.recipe.id(), m.recipe.sources_list(), m.recipe.erofs_uuid());
     let sum = m.kernel_bytes.checked_add(m.initrd_bytes).and_then(|n| n.checked_add(m.rootfs_bytes));
     prop_assert!(sum.is_some());
     let again = ImageManifest::from_json(&serde_json::to_vec(m).unwrap());

@@ -15,7 +15,7 @@
 //! | swarm create | **forward**: the record keeps the nodes that exist (so `swarm rm` finds them) and drops the others; a record with none left is removed |
 //! | swarm rm | **forward**: nodes whose VM is not running are removed, then the record; running ones stay in it |
 //! | scale | **forward**: new nodes that exist are recorded; removed nodes whose machine is gone leave the record (and their lease) |
-//! | image build | **back**: the `.build-*` staging tree is deleted (also one an older n2d left, once its pid is gone) |
+//! | image build | **back**: the `.build-*` staging tree is deleted (also one with no journal, once its pid is gone) |
 //!
 //! A running VM is never stopped by recovery, and only this home's machines, leases and taps
 //! (named from this home's path) are touched.
@@ -241,8 +241,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     }
 
     /// `.build-<id>-<pid>` trees in the images directory whose n2d is gone and whose journal
-    /// (if any) is not live: what a killed build (of this or an older n2d) left; and `.rm-<id>`
-    /// trees, what a killed `image rm` left.
+    /// (if any) is not live: what a killed build left (its journal is written before the tree),
+    /// or a build whose own removal of its tree failed (that error is ignored and the journal
+    /// finished); and `.rm-<id>` trees, what a killed `image rm` left.
     fn stale_build_trees(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.home.images_dir()) else { return Vec::new() };
         let live: Vec<String> = self

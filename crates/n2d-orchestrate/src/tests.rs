@@ -92,7 +92,7 @@ fn kit() -> Kit {
         direct_kernel_bytes: None,
         rootfs_bytes: 1,
         rootfs_unpacked_bytes: 1,
-        recipe_id: String::new(),
+        recipe_id: "0".repeat(64),
         packages: Vec::new(),
         source_date_epoch: 0,
         debs: Vec::new(),

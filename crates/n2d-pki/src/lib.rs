@@ -8,7 +8,7 @@
 //! server certificate therefore names the machine as `NAME.internal` and `NAME.local` (a bare
 //! `NAME` can satisfy no DNS constraint: only labels added on the left match) plus its IPs,
 //! and [`Ca::issue_server`] refuses an address outside those ranges, since a certificate
-//! for it would fail verification. A CA made before the constraints existed is loaded as it is.
+//! for it would fail verification.
 //!
 //! Lifetimes: the CA lives [`CA_LIFETIME_DAYS`] (10 years), server and client certificates
 //! [`LEAF_LIFETIME_DAYS`] (825 days: the longest a TLS server certificate may live for Apple's
@@ -592,24 +592,6 @@ mod tests {
         assert!(ku.digital_signature());
         assert!(!ku.key_encipherment(), "ECDSA keys cannot encipher");
         assert!(srv.extended_key_usage().unwrap().unwrap().value.server_auth);
-    }
-
-    #[test]
-    fn a_ca_made_before_name_constraints_is_kept_and_still_issues() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name = name("n2d CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let old_pem = params.self_signed(&key).unwrap().pem();
-        save(&dir.path().join(CA_CERT), &old_pem, 0o600).unwrap();
-        save(&dir.path().join(CA_KEY), &key.serialize_pem(), 0o600).unwrap();
-
-        let ca = Ca::load_or_create(dir.path()).unwrap();
-        assert_eq!(ca.cert_pem(), old_pem);
-        let server = ca.issue_server(&machine("h1"), &[ip("10.77.0.2")]).unwrap();
-        verify_server_for(ca.cert_pem(), &server.cert_pem, ServerName::from(ip("10.77.0.2"))).unwrap();
     }
 
     #[test]

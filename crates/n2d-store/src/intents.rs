@@ -43,11 +43,8 @@ pub enum Operation {
     /// `n2d swarm scale`: the nodes it adds (by role) and removes.
     Scale {
         swarm: SwarmName,
-        #[serde(default)]
         add_managers: Vec<MachineName>,
-        #[serde(default)]
         add_workers: Vec<MachineName>,
-        #[serde(default)]
         remove: Vec<MachineName>,
     },
     /// `n2d image build`: the staging tree under `images/` (a `.build-*` name, never a path:
@@ -114,7 +111,6 @@ pub struct Intent {
     #[serde(default)]
     pub pid_start: Option<u64>,
     /// The steps completed so far, in order.
-    #[serde(default)]
     pub done: Vec<String>,
 }
 
@@ -432,15 +428,15 @@ mod tests {
         let back: Intent = serde_json::from_value(json).unwrap();
         assert_eq!(back, intent);
         // A name that is not a machine name is refused as the journal is read.
-        let bad = serde_json::json!({"op": "create", "machine": "../x", "pid": 1});
+        let bad = serde_json::json!({"op": "create", "machine": "../x", "pid": 1, "done": []});
         assert!(serde_json::from_value::<Intent>(bad).is_err());
         // So is a build tree that is a path, or not a build tree.
         for staging in ["../../x", "/etc", ".build-../x", ".build-", ".rm-x", "x", ".build-a/b", ".build-a,b"]
         {
-            let bad = serde_json::json!({"op": "image-build", "staging": staging, "pid": 1});
+            let bad = serde_json::json!({"op": "image-build", "staging": staging, "pid": 1, "done": []});
             assert!(serde_json::from_value::<Intent>(bad).is_err(), "{staging}");
         }
-        let good = serde_json::json!({"op": "image-build", "staging": ".build-feedface0011-4242", "pid": 1});
+        let good = serde_json::json!({"op": "image-build", "staging": ".build-feedface0011-4242", "pid": 1, "done": []});
         assert!(serde_json::from_value::<Intent>(good).is_ok());
     }
 

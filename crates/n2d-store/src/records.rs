@@ -202,7 +202,7 @@ pub struct SwarmRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_hosts: Vec<ExternalHost>,
     /// The label rules of the flags or cluster file, which `scale` applies to new nodes
-    /// (records written before they were kept have none).
+    /// (left out of the file when there are none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<LabelRule>,
     /// Published ports of a user-mode swarm: each forwarded to the routing mesh of one live

@@ -182,7 +182,7 @@ proptest! {
         which in 0..2usize,
         staging in hostile_text(),
     ) {
-        let hostile = serde_json::json!({"op": "image-build", "staging": staging, "pid": 1}).to_string();
+        let hostile = serde_json::json!({"op": "image-build", "staging": staging, "pid": 1, "done": []}).to_string();
         for input in [bytes, mutate(INTENTS[which], &edits), hostile.into_bytes()] {
             if let Ok(i) = serde_json::from_slice::<Intent>(&input) {
                 check_intent(&i)?;

@@ -403,11 +403,14 @@ fn image_rm_and_prune_keep_what_a_machine_boots() {
     let home = root.path().join("home");
     let manifest = |id: &str| {
         serde_json::json!({
-            "id": id, "kernel_release": "6.12", "created_unix": 1, "kernel_bytes": 1,
+            "id": id, "recipe_id": id, "kernel_release": "6.12", "created_unix": 1, "kernel_bytes": 1,
             "initrd_bytes": 1, "rootfs_bytes": 1, "rootfs_unpacked_bytes": 1,
+            "direct_kernel_bytes": null, "packages": [], "source_date_epoch": 1, "debs": [],
+            "init_sha256": "x", "artifacts_sha256": "",
             "recipe": { "suite": "trixie", "mirror": "", "packages": [], "kernel_package": "k",
                         "initrd_modules": [], "boot_modules": [], "late_modules": [],
-                        "module_dirs": [], "init_sha256": "x" }
+                        "module_dirs": [], "init_sha256": "x",
+                        "sources": ["http://deb.debian.org/debian trixie"], "local_debs": [] }
         })
     };
     for id in ["aaaa1111", "bbbb2222"] {
@@ -453,11 +456,14 @@ fn fake_image(home: &std::path::Path, id: &str) {
     let dir = home.join("images").join(id);
     std::fs::create_dir_all(&dir).unwrap();
     let manifest = serde_json::json!({
-        "id": id, "kernel_release": "6.12", "created_unix": 1, "kernel_bytes": 1,
+        "id": id, "recipe_id": id, "kernel_release": "6.12", "created_unix": 1, "kernel_bytes": 1,
         "initrd_bytes": 1, "rootfs_bytes": 1, "rootfs_unpacked_bytes": 1,
+        "direct_kernel_bytes": null, "packages": [], "source_date_epoch": 1, "debs": [],
+        "init_sha256": "x", "artifacts_sha256": "",
         "recipe": { "suite": "trixie", "mirror": "", "packages": [], "kernel_package": "k",
                     "initrd_modules": [], "boot_modules": [], "late_modules": [],
-                    "module_dirs": [], "init_sha256": "x" }
+                    "module_dirs": [], "init_sha256": "x",
+                    "sources": ["http://deb.debian.org/debian trixie"], "local_debs": [] }
     });
     std::fs::write(dir.join("image.json"), manifest.to_string()).unwrap();
 }

@@ -94,7 +94,7 @@ pub struct Built {
 
 /// The newest stored image of a recipe.
 pub fn newest_of_recipe(home: &Home, recipe_id: &str) -> Option<Image> {
-    crate::list_images(home).into_iter().find(|i| i.manifest.recipe_id() == recipe_id)
+    crate::list_images(home).into_iter().find(|i| i.manifest.recipe_id == recipe_id)
 }
 
 /// Builds the image (or finds it already built, unless `refresh`).

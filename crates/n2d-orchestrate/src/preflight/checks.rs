@@ -434,7 +434,7 @@ fn check_firewall(probe: &dyn HostProbe, bridge: &str) -> Check {
         return Check::warn(
             "firewall",
             format!(
-                "FORWARD policy {policy}; n2d's chain {} is incomplete or not jumped to (changed by hand, a firewall reload, or made by an older n2d): new connections from other networks may reach the VMs on {}",
+                "FORWARD policy {policy}; n2d's chain {} is incomplete or not jumped to (changed by hand or by a firewall reload): new connections from other networks may reach the VMs on {}",
                 names.join(", "),
                 bridges.join(", ")
             ),

@@ -377,7 +377,7 @@ fn firewall_reports_the_policy_and_n2ds_chains() {
 #[test]
 fn an_incomplete_or_unjumped_n2d_chain_warns() {
     let whole = filter_with_n2d("ACCEPT", &[]);
-    // Hostile or stale: the drops gone (an older n2d, a flush by hand), a rule after them,
+    // Hostile or stale: the drops gone (a flush by hand), a rule after them,
     // the FORWARD jump gone.
     let no_drops: String =
         whole.lines().filter(|l| !l.ends_with("-j DROP")).map(|l| format!("{l}\n")).collect();

@@ -131,8 +131,8 @@ fn a_damaged_config_disk_of_a_stopped_machine_is_written_again_from_its_record()
 fn a_running_machine_whose_config_disk_has_no_room_is_left_as_it_was() {
     let k = kit();
     k.create("h1").unwrap();
-    // An older n2d's disk, sized to its config exactly, with a shorter certificate than any
-    // new one: the new config cannot fit the device QEMU has open.
+    // A disk sized to its config exactly (as one over CONFIG_DISK_ROOM is), with a shorter
+    // certificate than any new one: the new config cannot fit the device QEMU has open.
     let mut tight = config_of(&k, "h1");
     tight.docker.tls.as_mut().unwrap().cert_pem =
         "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n".into();

@@ -345,7 +345,8 @@ fn an_image_build_tree_left_by_a_kill_is_removed() {
         [format!("recovered: removed {staging}, the build tree of an image build that was killed")]
     );
     assert!(!k.orch.home.images_dir().join(staging).exists());
-    // ...or without one (an older n2d), once its pid is gone; the images stay.
+    // ...or without one (the build's own removal of it failed), once its pid is gone; the
+    // images stay.
     std::fs::create_dir_all(k.orch.home.images_dir().join(staging)).unwrap();
     let said = recover(&k);
     assert_eq!(said.len(), 1);

@@ -89,10 +89,8 @@ fn inspect(ctx: &Ctx, id: &str, json: bool) -> Result<()> {
         outln!("Engine:    Docker's static binaries, archive sha256 {sha}")?;
     }
     outln!("Init:      sha256 {}", r.init_sha256)?;
-    outln!("Recipe:    {}", m.recipe_id())?;
-    if !m.artifacts_sha256.is_empty() {
-        outln!("Artifacts: sha256 {}", m.artifacts_sha256)?;
-    }
+    outln!("Recipe:    {}", m.recipe_id)?;
+    outln!("Artifacts: sha256 {}", m.artifacts_sha256)?;
     outln!("Built:     {} (unix time; file times {})", m.created_unix, m.source_date_epoch)?;
     if !m.packages.is_empty() {
         // Every package that went in, with its version (`--json` has them all, and each .deb's sha256).
