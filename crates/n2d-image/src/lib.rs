@@ -29,7 +29,7 @@ pub mod modules;
 pub mod recipe;
 pub mod unshare;
 
-pub use build::{build_image, newest_of_recipe, BuildOptions, Built, Outcome, PackageSource};
+pub use build::{build_image, newest_of_recipe, BuildOptions, BuildRequest, Built, Outcome, PackageSource};
 pub use error::{BuildError, BuildStage};
 pub use init::{check_static_x86_64, GuestInit, InitProblem};
 pub use recipe::{BadManifest, ImageManifest, Recipe};

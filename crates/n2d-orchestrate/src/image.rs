@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 pub use n2d_export::config::HostCidr;
 pub use n2d_export::{Exported, Format, FormatList, DEFAULT_DISK_SIZE};
-pub use n2d_image::{check_static_x86_64, GuestInit};
+pub use n2d_image::{check_static_x86_64, BuildRequest, GuestInit};
 
 /// The largest `--init` read: n2d-init, static with musl, is about 2 MiB in release and tens of
 /// MiB as a debug build with its symbols; a cap well above both.
@@ -59,13 +59,7 @@ pub fn guest_init(choice: &InitChoice) -> Result<GuestInit> {
 #[derive(Debug, Clone, Default)]
 pub struct ImageBuild {
     pub init: InitChoice,
-    pub suite: Option<String>,
-    pub mirror: Option<String>,
-    pub include: Vec<String>,
-    pub debs: Vec<PathBuf>,
-    pub docker_archive: Option<PathBuf>,
-    pub offline: bool,
-    pub refresh: bool,
+    pub request: BuildRequest,
 }
 
 /// One image in detail (`n2d image inspect`).
@@ -210,13 +204,7 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
     pub fn build_image(&self, args: &ImageBuild) -> Result<Image> {
         let opts = BuildOptions {
             init: guest_init(&args.init)?,
-            suite: args.suite.clone(),
-            mirror: args.mirror.clone(),
-            include: args.include.clone(),
-            debs: args.debs.clone(),
-            docker_archive: args.docker_archive.clone(),
-            offline: args.offline,
-            refresh: args.refresh,
+            request: args.request.clone(),
             search_path: self.search_path.clone(),
             kill: self.kill.clone(),
         };

@@ -23,6 +23,29 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// An orchestrator over the plain fakes (a recording runner, no host state yet) in `dir`, and
+/// what it said: for tests of one module that need no running machines.
+pub(crate) fn recording_orchestrator(
+    dir: &std::path::Path,
+) -> (Orchestrator<n2d_exec::RecordingRunner, FakeHypervisor, Cluster>, Arc<Quiet>) {
+    let forward = dir.join("ip_forward");
+    std::fs::write(&forward, "0\n").unwrap();
+    let said = Arc::new(Quiet::default());
+    let orch = Orchestrator {
+        home: Home::at(dir.join("home")),
+        net: HostNet::at(dir.join("run"), "netns-1", &forward),
+        runner: n2d_exec::RecordingRunner::default(),
+        hypervisor: FakeHypervisor::new(),
+        docker: Cluster::new(),
+        progress: Box::new(said.clone()),
+        timing: Timing::default(),
+        cancel: Arc::new(AtomicBool::new(false)),
+        kill: KillPoints::none(),
+        search_path: n2d_exec::SearchPath::default(),
+    };
+    (orch, said)
+}
+
 const IMAGE: &str = "feedface00112233445566778899aabbccddeeff00112233445566778899aabb";
 
 /// The fake host for `ip`/`iptables`, plus `qemu-img`, which makes the disk file (or fails).

@@ -28,10 +28,9 @@ use stages::Builder;
 use std::fs;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone)]
-pub struct BuildOptions {
-    /// The guest's PID 1 (n2d-init), checked to be a static x86-64 ELF before any work.
-    pub init: GuestInit,
+/// What the user asks of a build: `n2d image build`'s flags.
+#[derive(Debug, Clone, Default)]
+pub struct BuildRequest {
     /// Debian suite (default trixie).
     pub suite: Option<String>,
     /// Debian mirror URL, `http(s)://` or a local `file:///` mirror (default: deb.debian.org).
@@ -46,6 +45,14 @@ pub struct BuildOptions {
     pub offline: bool,
     /// Build even though the recipe's image exists, to pick up updates.
     pub refresh: bool,
+}
+
+/// A build: the request, the guest init it embeds and what the host gives it.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// The guest's PID 1 (n2d-init), checked to be a static x86-64 ELF before any work.
+    pub init: GuestInit,
+    pub request: BuildRequest,
     /// Where the build's tools are looked for (the CLI's settings: `$PATH`).
     pub search_path: SearchPath,
     /// Test-only kill points (the CLI's settings: `$N2D_TEST_KILL_AT`).
@@ -57,13 +64,7 @@ impl BuildOptions {
     pub fn new(init: GuestInit) -> BuildOptions {
         BuildOptions {
             init,
-            suite: None,
-            mirror: None,
-            include: Vec::new(),
-            debs: Vec::new(),
-            docker_archive: None,
-            offline: false,
-            refresh: false,
+            request: BuildRequest::default(),
             search_path: SearchPath::default(),
             kill: KillPoints::none(),
         }
@@ -108,7 +109,7 @@ pub fn build_image(
     let recipe = &plan.recipe;
     let id = recipe.id();
     let stored = newest_of_recipe(home, &id);
-    if let (Some(image), false) = (&stored, opts.refresh) {
+    if let (Some(image), false) = (&stored, opts.request.refresh) {
         return Ok(Built { image: image.clone(), outcome: Outcome::AlreadyBuilt, source: None });
     }
     check_tools(&opts.search_path)?;
@@ -117,7 +118,7 @@ pub fn build_image(
         check_unshare(&BuildUser::of_this_process(), &|p| opts.search_path.is_installed_or_in_sbin(p))?;
     }
     let cache = PackageCache::new(&home.deb_cache_dir(), &recipe.suite);
-    let source = package_source(recipe, opts.offline, &cache, &tcp_reachable)?;
+    let source = package_source(recipe, opts.request.offline, &cache, &tcp_reachable)?;
     if let PackageSource::Cache { no_network } = &source {
         let missing = missing_from_cache(recipe, &cache);
         if !missing.is_empty() {

@@ -55,12 +55,12 @@ pub fn plan(opts: &BuildOptions) -> Result<Plan, BuildError> {
     check_static_x86_64(&opts.init.bytes)
         .map_err(|problem| BuildError::UnusableInit { source_desc: opts.init.source.clone(), problem })?;
     let mut recipe = Recipe::docker_host(hex::encode(Sha256::digest(&opts.init.bytes)));
-    if let Some(suite) = &opts.suite {
+    if let Some(suite) = &opts.request.suite {
         inputs::check_suite(suite)?;
         recipe.suite = suite.clone();
     }
     let mut local_mirror = None;
-    if let Some(mirror) = &opts.mirror {
+    if let Some(mirror) = &opts.request.mirror {
         if let Mirror::Local(path) = inputs::check_mirror(mirror, &recipe.suite)? {
             local_mirror = Some(path);
         }
@@ -69,23 +69,27 @@ pub fn plan(opts: &BuildOptions) -> Result<Plan, BuildError> {
     let has_dist =
         |d: &str| local_mirror.as_ref().is_some_and(|m: &PathBuf| m.join("dists").join(d).is_dir());
     recipe.sources = default_sources(&recipe.mirror, &recipe.suite, &has_dist);
-    for name in &opts.include {
+    for name in &opts.request.include {
         inputs::check_package_name(name)?;
         if !recipe.packages.contains(name) {
             recipe.packages.push(name.clone());
         }
     }
-    for deb in &opts.debs {
+    for deb in &opts.request.debs {
         let sha256 = inputs::check_deb(deb)?;
         let file = deb.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         recipe.local_debs.push(DebDigest { file, sha256 });
     }
-    if let Some(archive) = &opts.docker_archive {
+    if let Some(archive) = &opts.request.docker_archive {
         let (sha256, _) = inputs::check_docker_archive(archive)?;
         recipe.packages.retain(|p| !ENGINE_PACKAGES.contains(&p.as_str()));
         recipe.docker_archive_sha256 = Some(sha256);
     }
-    Ok(Plan { recipe, local_debs: opts.debs.clone(), docker_archive: opts.docker_archive.clone() })
+    Ok(Plan {
+        recipe,
+        local_debs: opts.request.debs.clone(),
+        docker_archive: opts.request.docker_archive.clone(),
+    })
 }
 
 /// Where a build's packages come from.

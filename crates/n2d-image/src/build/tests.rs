@@ -217,8 +217,8 @@ fn a_docker_archive_replaces_debians_engine_in_the_recipe() {
     .unwrap();
     let mut opts = BuildOptions::new(GuestInit { bytes: static_elf(), source: "t".into() });
     let plain = plan(&opts).unwrap().recipe;
-    opts.docker_archive = Some(archive.clone());
-    opts.include = vec!["strace".into()];
+    opts.request.docker_archive = Some(archive.clone());
+    opts.request.include = vec!["strace".into()];
     let p = plan(&opts).unwrap();
     assert!(
         !p.recipe.packages.iter().any(|x| ENGINE_PACKAGES.contains(&x.as_str())),
@@ -234,6 +234,11 @@ fn a_docker_archive_replaces_debians_engine_in_the_recipe() {
     assert_eq!(p.docker_archive, Some(archive));
 }
 
+/// `base` with another request.
+fn with(base: &BuildOptions, request: BuildRequest) -> BuildOptions {
+    BuildOptions { request, ..base.clone() }
+}
+
 #[test]
 fn bad_inputs_are_refused_before_any_work_as_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -241,12 +246,21 @@ fn bad_inputs_are_refused_before_any_work_as_usage_errors() {
     let text = dir.path().join("notes.txt");
     fs::write(&text, "x").unwrap();
     let cases: Vec<(BuildOptions, &str)> = vec![
-        (BuildOptions { debs: vec![dir.path().join("gone.deb")], ..base.clone() }, "gone.deb"),
-        (BuildOptions { debs: vec![text.clone()], ..base.clone() }, "notes.txt"),
-        (BuildOptions { docker_archive: Some(text.clone()), ..base.clone() }, "notes.txt"),
-        (BuildOptions { mirror: Some("ftp://x/debian".into()), ..base.clone() }, "ftp://x/debian"),
-        (BuildOptions { mirror: Some("file:///no/such/mirror".into()), ..base.clone() }, "/no/such/mirror"),
-        (BuildOptions { include: vec!["Bad Name".into()], ..base.clone() }, "Bad Name"),
+        (
+            with(&base, BuildRequest { debs: vec![dir.path().join("gone.deb")], ..Default::default() }),
+            "gone.deb",
+        ),
+        (with(&base, BuildRequest { debs: vec![text.clone()], ..Default::default() }), "notes.txt"),
+        (with(&base, BuildRequest { docker_archive: Some(text.clone()), ..Default::default() }), "notes.txt"),
+        (
+            with(&base, BuildRequest { mirror: Some("ftp://x/debian".into()), ..Default::default() }),
+            "ftp://x/debian",
+        ),
+        (
+            with(&base, BuildRequest { mirror: Some("file:///no/such/mirror".into()), ..Default::default() }),
+            "/no/such/mirror",
+        ),
+        (with(&base, BuildRequest { include: vec!["Bad Name".into()], ..Default::default() }), "Bad Name"),
     ];
     for (opts, named) in cases {
         let err = plan(&opts).unwrap_err();

@@ -336,34 +336,13 @@ fn register_and_unregister_say_failures_as_one_line_with_their_causes() {
 
 mod swarm_contexts {
     use super::*;
-    use crate::{Orchestrator, Timing};
-    use n2d_net::host::HostNet;
+    use crate::Orchestrator;
     use n2d_spec::machine::{ByteSize, MachineName, MachineSpec};
-    use n2d_store::SwarmRecord;
-    use n2d_store::{Home, KillPoints, MachineRecord};
+    use n2d_store::{MachineRecord, SwarmRecord};
     use n2d_swarm::fake::Cluster;
     use n2d_vm::fake::FakeHypervisor;
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
 
     type TestOrchestrator = Orchestrator<RecordingRunner, FakeHypervisor, Cluster>;
-
-    fn orchestrator(dir: &Path) -> (TestOrchestrator, Arc<Quiet>) {
-        let said = Arc::new(Quiet::default());
-        let orch = Orchestrator {
-            home: Home::at(dir.join("home")),
-            net: HostNet::at(dir.join("run"), "netns-1", dir.join("ip_forward")),
-            runner: RecordingRunner::default(),
-            hypervisor: FakeHypervisor::new(),
-            docker: Cluster::new(),
-            progress: Box::new(said.clone()),
-            timing: Timing::default(),
-            cancel: Arc::new(AtomicBool::new(false)),
-            kill: KillPoints::none(),
-            search_path: n2d_exec::SearchPath::default(),
-        };
-        (orch, said)
-    }
 
     /// A user-mode manager of swarm `demo`, its engine on 127.0.0.1:`port`.
     fn manager(orch: &TestOrchestrator, name: &str, port: u16) -> MachineRecord {
@@ -406,7 +385,7 @@ mod swarm_contexts {
     #[test]
     fn the_context_names_its_manager_and_follows_one_that_answers() {
         let dir = tempfile::tempdir().unwrap();
-        let (orch, said) = orchestrator(dir.path());
+        let (orch, said) = crate::tests::recording_orchestrator(dir.path());
         let m1 = manager(&orch, "demo-m1", 2001);
         let m2 = manager(&orch, "demo-m2", 2002);
         let ours = Owner::swarm("demo", orch.home.root()).description();
@@ -437,7 +416,7 @@ mod swarm_contexts {
     #[test]
     fn a_context_not_this_homes_is_neither_read_nor_repointed() {
         let dir = tempfile::tempdir().unwrap();
-        let (orch, _) = orchestrator(dir.path());
+        let (orch, _) = crate::tests::recording_orchestrator(dir.path());
         manager(&orch, "demo-m1", 2001);
         let m2 = manager(&orch, "demo-m2", 2002);
         orch.runner.answer("context inspect", Ok(&context_json("my own", "tcp://127.0.0.1:2001")));
@@ -450,7 +429,7 @@ mod swarm_contexts {
     #[test]
     fn swarm_env_needs_a_known_swarm() {
         let dir = tempfile::tempdir().unwrap();
-        let (orch, _) = orchestrator(dir.path());
+        let (orch, _) = crate::tests::recording_orchestrator(dir.path());
         let err = orch.swarm_env(&"nosuch".parse().unwrap()).unwrap_err();
         assert!(err.is_usage(), "{err:?}");
     }

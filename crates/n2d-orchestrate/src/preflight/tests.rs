@@ -398,40 +398,11 @@ fn an_incomplete_or_unjumped_n2d_chain_warns() {
 
 mod orchestrated {
     use super::*;
-    use crate::{Orchestrator, Quiet, Timing};
-    use n2d_exec::RecordingRunner;
-    use n2d_net::host::HostNet;
-    use n2d_store::{Home, KillPoints};
-    use n2d_swarm::fake::Cluster;
-    use n2d_vm::fake::FakeHypervisor;
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-
-    fn orchestrator(
-        dir: &std::path::Path,
-    ) -> (Orchestrator<RecordingRunner, FakeHypervisor, Cluster>, Arc<Quiet>) {
-        let forward = dir.join("ip_forward");
-        std::fs::write(&forward, "0\n").unwrap();
-        let said = Arc::new(Quiet::default());
-        let orch = Orchestrator {
-            home: Home::at(dir.join("home")),
-            net: HostNet::at(dir.join("run"), "netns-1", &forward),
-            runner: RecordingRunner::default(),
-            hypervisor: FakeHypervisor::new(),
-            docker: Cluster::new(),
-            progress: Box::new(said.clone()),
-            timing: Timing::default(),
-            cancel: Arc::new(AtomicBool::new(false)),
-            kill: KillPoints::none(),
-            search_path: n2d_exec::SearchPath::default(),
-        };
-        (orch, said)
-    }
 
     #[test]
     fn doctor_as_root_checks_the_bridge_and_notes_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let (orch, said) = orchestrator(dir.path());
+        let (orch, said) = crate::tests::recording_orchestrator(dir.path());
         let report = orch.doctor(&FakeHost::default(), &DoctorRequest::default()).unwrap();
         assert_eq!(report.notes, Vec::<String>::new());
         assert_eq!(report.checks, checks(&FakeHost::default()));
@@ -442,7 +413,7 @@ mod orchestrated {
     #[test]
     fn doctor_not_root_defaults_to_user_mode_and_says_so() {
         let dir = tempfile::tempdir().unwrap();
-        let (orch, _) = orchestrator(dir.path());
+        let (orch, _) = crate::tests::recording_orchestrator(dir.path());
         let host = FakeHost { euid: 1000, ..Default::default() };
         let report = orch.doctor(&host, &DoctorRequest::default()).unwrap();
         assert_eq!(report.notes, [USER_NETWORK_NOTE]);
@@ -460,7 +431,7 @@ mod orchestrated {
     #[test]
     fn doctor_repair_with_nothing_left_says_so() {
         let dir = tempfile::tempdir().unwrap();
-        let (orch, _) = orchestrator(dir.path());
+        let (orch, _) = crate::tests::recording_orchestrator(dir.path());
         let request = DoctorRequest { repair: true, network: None };
         let host = FakeHost { euid: 1000, qemu: None, ..Default::default() };
         let report = orch.doctor(&host, &request).unwrap();
@@ -471,7 +442,7 @@ mod orchestrated {
     #[test]
     fn preflight_stops_on_a_failure_and_says_the_warnings_but_kvms() {
         let dir = tempfile::tempdir().unwrap();
-        let (orch, said) = orchestrator(dir.path());
+        let (orch, said) = crate::tests::recording_orchestrator(dir.path());
         let host = FakeHost { qemu: None, free: Ok(1), ..Default::default() };
         let err = orch.preflight(&host, &Target::default()).unwrap_err();
         let names: Vec<&str> = err.0.iter().map(|c| c.name).collect();

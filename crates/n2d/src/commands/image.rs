@@ -3,7 +3,7 @@
 use crate::args::{ImageBuildArgs, ImageCommand, ImageExportArgs};
 use crate::context::Ctx;
 use anyhow::Result;
-use n2d_orchestrate::image::{mb, ImageBuild, ImageDetails, ImageExport};
+use n2d_orchestrate::image::{mb, BuildRequest, ImageBuild, ImageDetails, ImageExport};
 
 pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
     match cmd {
@@ -111,13 +111,15 @@ fn inspect(ctx: &Ctx, id: &str, json: bool) -> Result<()> {
 pub fn build_request(args: &ImageBuildArgs, init_env: Option<std::path::PathBuf>) -> ImageBuild {
     ImageBuild {
         init: crate::guest_init::init_choice(args.init.clone(), init_env),
-        suite: args.suite.clone(),
-        mirror: args.mirror.clone(),
-        include: args.include.clone(),
-        debs: args.debs.clone(),
-        docker_archive: args.docker_archive.clone(),
-        offline: args.offline,
-        refresh: args.refresh,
+        request: BuildRequest {
+            suite: args.suite.clone(),
+            mirror: args.mirror.clone(),
+            include: args.include.clone(),
+            debs: args.debs.clone(),
+            docker_archive: args.docker_archive.clone(),
+            offline: args.offline,
+            refresh: args.refresh,
+        },
     }
 }
 
