@@ -241,9 +241,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     }
 
     /// `.build-<id>-<pid>` trees in the images directory whose n2d is gone and whose journal
-    /// (if any) is not live: what a killed build left (its journal is written before the tree),
-    /// or a build whose own removal of its tree failed (that error is ignored and the journal
-    /// finished); and `.rm-<id>` trees, what a killed `image rm` left.
+    /// (if any) is not live: what a killed build left (its journal is written before the tree,
+    /// and kept when the build cannot remove its tree), or a tree whose journal was deleted by
+    /// hand; and `.rm-<id>` trees, what a killed `image rm` left.
     fn stale_build_trees(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.home.images_dir()) else { return Vec::new() };
         let live: Vec<String> = self

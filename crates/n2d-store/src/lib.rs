@@ -600,8 +600,17 @@ pub fn read_json_opt<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, Stor
     }
 }
 
-/// Removes a directory tree; a missing one is fine.
+/// Removes a directory tree; a missing one is fine. Filesystems mounted inside it are detached
+/// first and never walked into: an image build's tree holds mmdebstrap's /proc, /sys and /dev
+/// mounts while it runs, and a killed mmdebstrap leaves them behind.
 pub fn remove_dir_all(path: &Path) -> Result<(), StoreError> {
+    if let Ok(real) = fs::canonicalize(path) {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        for mount in mounts_within(&mountinfo, &real) {
+            rustix::mount::unmount(&mount, rustix::mount::UnmountFlags::DETACH)
+                .map_err(|e| StoreError::Remove { path: mount.clone(), source: e.into() })?;
+        }
+    }
     match fs::remove_dir_all(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => {
             Err(StoreError::Remove { path: path.to_path_buf(), source: e })
@@ -610,9 +619,93 @@ pub fn remove_dir_all(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// The mount points at or below `dir` in a `/proc/self/mountinfo` text, deepest first (the
+/// order to detach them in).
+pub fn mounts_within(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut mounts: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape_mount_path(field)))
+        .filter(|mount| mount.starts_with(dir))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    mounts.dedup();
+    mounts
+}
+
+/// Mountinfo writes a space, tab, newline and backslash in a path as `\NNN` (octal).
+fn unescape_mount_path(field: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match (bytes[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push(d.iter().fold(0u8, |n, b| n.wrapping_mul(8).wrapping_add(b - b'0')));
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::ffi::OsString::from_vec(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounts_inside_a_tree_are_found_deepest_first_and_escapes_read() {
+        let info = "\
+22 1 8:1 / / rw - ext4 /dev/vda rw
+90 22 0:5 / /h/images/.build-1/rootfs/proc ro - proc proc ro
+91 22 0:6 / /h/images/.build-1/rootfs/dev/pts rw - devpts none rw
+92 22 0:7 / /h/images/.build-1/rootfs/dev rw - tmpfs none rw
+93 22 0:8 / /h/images/.build-10/rootfs/proc ro - proc proc ro
+94 22 0:9 / /h/images/.build-1/a\\040b rw - tmpfs none rw
+";
+        let got = mounts_within(info, Path::new("/h/images/.build-1"));
+        let want: Vec<PathBuf> = [
+            "/h/images/.build-1/rootfs/dev/pts",
+            "/h/images/.build-1/rootfs/proc",
+            "/h/images/.build-1/rootfs/dev",
+            "/h/images/.build-1/a b",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(got, want, "a sibling tree (.build-10) is not inside");
+        assert!(mounts_within(info, Path::new("/h/machines/m1")).is_empty());
+    }
+
+    #[test]
+    fn a_tree_with_a_mount_inside_is_removed_without_walking_into_the_mount() {
+        // Needs root (mount); skipped otherwise.
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipped: not root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join(".build-x");
+        let inner = tree.join("rootfs/mnt");
+        fs::create_dir_all(&inner).unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("keep"), "x").unwrap();
+        let bind = std::process::Command::new("mount").arg("--bind").arg(&outside).arg(&inner).status();
+        if !bind.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: mount --bind failed");
+            return;
+        }
+        remove_dir_all(&tree).unwrap();
+        assert!(!tree.exists());
+        assert_eq!(fs::read_to_string(outside.join("keep")).unwrap(), "x", "the mount was walked into");
+    }
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().permissions().mode() & 0o777

@@ -170,9 +170,11 @@ pub fn build_image(
             .map_err(|source| BuildError::Io { stage: BuildStage::Store, source })?;
         Ok((Image { dir: final_dir, manifest }, outcome))
     });
-    // The staging tree (a whole Debian userland) is never kept, built or not.
-    let _ = fs::remove_dir_all(&staging);
-    let _ = journal.finish();
+    // The staging tree (a whole Debian userland) is never kept, built or not; a journal is
+    // kept while it is there, so recovery removes what this could not.
+    if n2d_store::remove_dir_all(&staging).is_ok() {
+        let _ = journal.finish();
+    }
     result.map(|(image, outcome)| Built { image, outcome, source: Some(source) })
 }
 
