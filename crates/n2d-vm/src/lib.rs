@@ -21,6 +21,7 @@ pub mod identity;
 pub mod qemu;
 pub mod qmp;
 pub mod serial_log;
+pub mod snapshot;
 pub mod version;
 
 pub use accel::{detect_accel, Accel, AccelChoice, KvmDevice, NoKvm};
