@@ -4,6 +4,8 @@ use super::{ensure, remove, ContextSpec, Outcome, Owner, DOCKER_PACKAGE};
 use crate::swarm::chain;
 use crate::{Orchestrator, Progress};
 use n2d_exec::Runner;
+use n2d_spec::machine::MachineName;
+use n2d_swarm::Endpoint;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static SAID_NO_DOCKER_CLI: AtomicBool = AtomicBool::new(false);
@@ -83,5 +85,17 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
     /// [`unregister`] with this orchestrator's runner and progress.
     pub fn unregister_context(&self, owner: &Owner) {
         unregister(&self.runner, self.progress.as_ref(), owner)
+    }
+
+    /// Registers (or refreshes) the docker context of the lone machine at `ep` (one of this
+    /// home's, or an adopted one); a failure is only said. The context's name when it is made.
+    pub fn register_machine_context(&self, ep: &Endpoint) -> Option<String> {
+        let spec = ContextSpec::machine(ep, self.home.root());
+        self.register_context(&spec, &format!("n2d env {}", ep.name))
+    }
+
+    /// Removes this home's context of machine `name`; a failure is only said.
+    pub fn unregister_machine_context(&self, name: &MachineName) {
+        self.unregister_context(&Owner::machine(name.as_str(), self.home.root()));
     }
 }

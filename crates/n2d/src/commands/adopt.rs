@@ -4,15 +4,12 @@
 use crate::args::AdoptArgs;
 use crate::context::Ctx;
 use anyhow::Result;
-use n2d_orchestrate::contexts::ContextSpec;
 
 pub fn adopt(ctx: &Ctx, args: &AdoptArgs) -> Result<()> {
     let name = &args.name;
     let ep = ctx.adopt(name, &args.host)?;
-    let context = ctx
-        .register_context(&ContextSpec::machine(&ep, ctx.home_root()), &format!("n2d env {name}"))
-        .map(|c| format!(", `docker --context {c}`"))
-        .unwrap_or_default();
+    let context =
+        ctx.register_machine_context(&ep).map(|c| format!(", `docker --context {c}`")).unwrap_or_default();
     errln!(
         "Adopted {name} at {}: `n2d env {name}`{context}, `n2d swarm add-host SWARM --host {name}`",
         args.host

@@ -5,7 +5,6 @@ use crate::args::{CertsCommand, RotateArgs};
 use crate::context::Ctx;
 use anyhow::Result;
 use n2d_orchestrate::certs::{unix_now, RotateRequest, Rotated, EXPIRY_WARNING_DAYS};
-use n2d_orchestrate::contexts::ContextSpec;
 use std::time::Duration;
 
 pub fn run(ctx: &Ctx, cmd: CertsCommand) -> Result<()> {
@@ -73,9 +72,8 @@ fn rotate(ctx: &Ctx, args: &RotateArgs) -> Result<()> {
         errln!("a new CA and client certificate were made in {} (CA rotation)", certs.display());
     }
     // The docker CLI keeps its own copy of the client certificate (and CA) in each context.
-    for (name, ep) in &report.contexts {
-        let spec = ContextSpec::machine(ep, ctx.home_root());
-        ctx.register_context(&spec, &format!("n2d env {name}"));
+    for (_, ep) in &report.contexts {
+        ctx.register_machine_context(ep);
     }
     Ok(report.result()?)
 }

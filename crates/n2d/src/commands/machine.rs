@@ -5,7 +5,6 @@ use crate::args::{CreateArgs, PortArgs, StartArgs};
 use crate::context::Ctx;
 use crate::error::UsageError;
 use anyhow::Result;
-use n2d_orchestrate::contexts::{ContextSpec, Owner};
 use n2d_orchestrate::inventory::MachineRequest;
 use n2d_orchestrate::{StopOutcome, VmState};
 use n2d_spec::machine::{truncate_chars, MachineName};
@@ -53,9 +52,7 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
 
 /// Registers (or refreshes) the docker context of a lone machine; a failure is only reported.
 fn register_context(ctx: &Ctx, record: &n2d_orchestrate::MachineRecord) -> Option<String> {
-    let name = record.spec.name.as_str();
-    let spec = ContextSpec::machine(&ctx.endpoint(record), ctx.home_root());
-    ctx.register_context(&spec, &format!("n2d env {name}"))
+    ctx.register_machine_context(&ctx.endpoint(record))
 }
 
 pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
@@ -235,12 +232,12 @@ pub fn rm(ctx: &Ctx, names: &[MachineName], force: bool) -> Result<()> {
     need_names(names, "rm")?;
     for name in names {
         if ctx.forget_adopted(name)? {
-            ctx.unregister_context(&Owner::machine(name.as_str(), ctx.home_root()));
+            ctx.unregister_machine_context(name);
             errln!("{name} forgotten (adopted: its VM, wherever it runs, is not touched)");
             continue;
         }
         ctx.remove_machine(name, force)?;
-        ctx.unregister_context(&Owner::machine(name.as_str(), ctx.home_root()));
+        ctx.unregister_machine_context(name);
         errln!("{name} removed");
     }
     Ok(())

@@ -53,7 +53,7 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
         SwarmCreated::Created(record) => record,
     };
     let manager = print_summary(ctx, &record)?;
-    let context = register_context(ctx, &record, &manager);
+    let context = ctx.register_swarm_context(&record, &manager);
     print_hint(record.prefix.as_str(), context.as_deref())?;
     for p in &record.ports {
         outln!(
@@ -77,16 +77,10 @@ fn print_hint(name: &str, context: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Registers (or repoints) the swarm's docker context at `manager` (the one that just
-/// answered); a failure is only reported.
-fn register_context(ctx: &Ctx, record: &SwarmRecord, manager: &MachineRecord) -> Option<String> {
-    ctx.register_swarm_context(record, manager)
-}
-
 fn report_existing(ctx: &Ctx, record: &SwarmRecord, ready: usize) -> Result<()> {
     errln!("Swarm {} already exists and all {ready} nodes are Ready: nothing to do", record.prefix);
     let manager = print_summary(ctx, record)?;
-    let context = register_context(ctx, record, &manager);
+    let context = ctx.register_swarm_context(record, &manager);
     print_hint(record.prefix.as_str(), context.as_deref())?;
     Ok(())
 }
@@ -187,7 +181,7 @@ fn scale(
         };
     let manager = print_summary(ctx, &record)?;
     // The context may have pointed at a manager that is gone.
-    register_context(ctx, &record, &manager);
+    ctx.register_swarm_context(&record, &manager);
     Ok(())
 }
 
