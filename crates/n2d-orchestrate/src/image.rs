@@ -190,14 +190,20 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
 
     /// The image to boot: the one named, else the newest built, else a fresh build of `default`.
     pub fn resolve_image(&self, id: Option<&str>, default: &ImageBuild) -> Result<Image> {
-        if let Some(id) = id {
-            return Ok(find_image(&self.home, id)?);
-        }
-        if let Some(image) = list_images(&self.home).into_iter().next() {
+        if let Some(image) = self.named_or_newest(id)? {
             return Ok(image);
         }
         self.progress.say("No image yet: building the default image first.");
         self.build_image(default)
+    }
+
+    /// The image `id` names (an unknown or ambiguous one is an error), else the newest built;
+    /// `None` when no image is built.
+    fn named_or_newest(&self, id: Option<&str>) -> Result<Option<Image>> {
+        match id {
+            Some(id) => Ok(Some(find_image(&self.home, id)?)),
+            None => Ok(list_images(&self.home).into_iter().next()),
+        }
     }
 
     /// `n2d image build`: builds the image (or finds it built), its stages shown as progress.
@@ -257,10 +263,7 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
             .collect::<Result<BTreeMap<_, _>, _>>()?;
         n2d_export::check_output_dir(&args.output).map_err(Error::export)?;
         // An export never builds: it writes what was built.
-        let image = match args.id.as_deref() {
-            Some(id) => find_image(&self.home, id)?,
-            None => list_images(&self.home).into_iter().next().ok_or(Error::NoImageToExport)?,
-        };
+        let image = self.named_or_newest(args.id.as_deref())?.ok_or(Error::NoImageToExport)?;
         let machine = match &args.for_name {
             Some(name) => {
                 let _lock = self.home.lock()?;

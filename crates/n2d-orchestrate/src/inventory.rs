@@ -121,13 +121,13 @@ impl<R, H, C> Orchestrator<R, H, C> {
     /// The network a machine gets without `--network`: n2d's bridge as root (or with
     /// CAP_NET_ADMIN in the ambient set), user-mode networking otherwise, said once per run.
     pub fn default_network(&self) -> String {
-        if n2d_net::require_root().is_ok() {
-            return n2d_spec::machine::DEFAULT_BRIDGE.to_string();
+        let (network, note) = crate::preflight::network_for(n2d_net::require_root().is_ok());
+        if let Some(note) =
+            note.filter(|_| !SAID_USER_NETWORK.swap(true, std::sync::atomic::Ordering::Relaxed))
+        {
+            self.progress.say(note);
         }
-        if !SAID_USER_NETWORK.swap(true, std::sync::atomic::Ordering::Relaxed) {
-            self.progress.say(crate::preflight::USER_NETWORK_NOTE);
-        }
-        n2d_spec::machine::USER_NETWORK.to_string()
+        network
     }
 }
 

@@ -53,7 +53,13 @@ pub const NOTHING_TO_REPAIR: &str = "nothing to repair: no change was left half 
 /// root (or with CAP_NET_ADMIN in the ambient set), user-mode networking otherwise, with
 /// [`USER_NETWORK_NOTE`] to say so.
 pub fn default_network(probe: &dyn HostProbe) -> (String, Option<&'static str>) {
-    if probe.euid() == 0 || n2d_net::net_admin_inherited(&probe.proc_status()) {
+    network_for(probe.euid() == 0 || n2d_net::net_admin_inherited(&probe.proc_status()))
+}
+
+/// The default network of a host where n2d may (`privileged`: root or CAP_NET_ADMIN) or may
+/// not make bridges and taps, and the note that goes with user-mode networking.
+pub fn network_for(privileged: bool) -> (String, Option<&'static str>) {
+    if privileged {
         (DEFAULT_BRIDGE.to_string(), None)
     } else {
         (USER_NETWORK.to_string(), Some(USER_NETWORK_NOTE))
