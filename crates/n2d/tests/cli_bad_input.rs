@@ -555,6 +555,12 @@ fn numeric_environment_values_out_of_range_are_usage_errors_not_panics() {
     for bad in ["1e300", "-1", "NaN", "inf", "86401", "ten"] {
         assert_eq!(run_with_env(home.path(), "N2D_LOCK_TIMEOUT", bad, &["rm", "-f", "h1"]), 2, "{bad}");
     }
+    // The emulator's knobs are read once, before any command: a bad one stops every command,
+    // the ones that touch nothing included.
+    for (var, bad) in [("N2D_TCG_TB_SIZE", "8"), ("N2D_TCG_TB_SIZE", "1e9"), ("N2D_TCG_THREAD", "both")] {
+        assert_eq!(run_with_env(home.path(), var, bad, &["rm", "-f", "h1"]), 2, "{var}={bad}");
+        assert_eq!(run_with_env(home.path(), var, bad, &["ls"]), 2, "{var}={bad}");
+    }
     assert!(home.path().join("intents/create-x-1-0.json").exists());
 }
 
