@@ -95,8 +95,25 @@ impl UserNet {
     /// The switch's pid, when the process in the pid file is this network's switch.
     pub fn switch_pid(&self) -> Option<u32> {
         let pid: u32 = std::fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        is_switch_of(&cmdline, &self.socket_dir()).then_some(pid)
+        self.serves(pid).then_some(pid)
+    }
+
+    /// Whether process `pid` is a switch serving this network's sockets.
+    fn serves(&self, pid: u32) -> bool {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| is_switch_of(&c, &self.socket_dir()))
+    }
+
+    /// Every process serving this network's sockets: the pid file's, and any a pid file no longer
+    /// names (a switch orphaned by an n2d killed while it started one).
+    fn switch_pids(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self.switch_pid().into_iter().collect();
+        let Ok(entries) = std::fs::read_dir("/proc") else { return pids };
+        for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
+            if !pids.contains(&pid) && self.serves(pid) {
+                pids.push(pid);
+            }
+        }
+        pids
     }
 
     /// Starts the switch unless it runs; `Ok(true)` when it was started.
@@ -109,12 +126,11 @@ impl UserNet {
         if len > MAX_SOCKET_DIR {
             return Err(UserNetError::PathTooLong { dir: sockets, len });
         }
+        // A switch that is gone (a reboot) leaves its sockets, and vde_switch refuses a directory
+        // that exists; one that lost its pid file would serve a segment of its own.
+        self.stop_switch()?;
         n2d_store::ensure_dir(&self.dir)
             .map_err(|e| UserNetError::Io { path: self.dir.clone(), source: std::io::Error::other(e) })?;
-        // A switch that is gone (a reboot) leaves its sockets; vde_switch refuses a directory
-        // that exists.
-        remove_path(&sockets)?;
-        remove_path(&self.pid_file())?;
         let cmd = Cmd::new(SWITCH_PROGRAM, SWITCH_PACKAGE)
             .arg("--sock")
             .arg(&sockets)
@@ -124,10 +140,12 @@ impl UserNet {
             ExecError::NotInstalled { .. } => UserNetError::SwitchMissing(source),
             source => UserNetError::SwitchStart { dir: sockets.clone(), source },
         })?;
+        // Started means both: vde_switch opens its socket before it writes its pid file, and a
+        // switch without one would be started again by the next boot.
         let ctl = sockets.join("ctl");
         let waited = Duration::from_secs(5);
         let since = Instant::now();
-        while !ctl.exists() {
+        while !ctl.exists() || self.switch_pid().is_none() {
             if since.elapsed() > waited {
                 return Err(UserNetError::SwitchSocket { path: ctl, waited });
             }
@@ -136,36 +154,30 @@ impl UserNet {
         Ok(true)
     }
 
-    /// Stops the switch (SIGTERM, then SIGKILL after two seconds) and removes its sockets;
-    /// `Ok(false)` when it was not running. Returns once the process is gone: vde_switch
-    /// removes its pid file before it exits, so the wait watches the process itself.
+    /// Stops the switch, and any other process serving its sockets (SIGTERM, then SIGKILL after
+    /// two seconds), and removes its sockets; `Ok(false)` when none ran. Returns once they are
+    /// gone: vde_switch removes its pid file before it exits, so the wait watches the processes.
     pub fn stop_switch(&self) -> Result<bool, UserNetError> {
-        let sockets = self.socket_dir();
-        let alive = |pid: u32| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| is_switch_of(&c, &sockets))
-        };
-        let wait_gone = |pid: u32, limit: Duration| {
+        let wait_gone = |pids: &[u32], limit: Duration| {
             let since = Instant::now();
-            while alive(pid) && since.elapsed() < limit {
+            while pids.iter().any(|p| self.serves(*p)) && since.elapsed() < limit {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            !alive(pid)
+            pids.iter().copied().filter(|p| self.serves(*p)).collect::<Vec<_>>()
         };
-        let stopped = match self.switch_pid() {
-            Some(pid) => {
-                signal(pid, rustix::process::Signal::TERM)?;
-                if !wait_gone(pid, Duration::from_secs(2)) {
-                    signal(pid, rustix::process::Signal::KILL)?;
-                    wait_gone(pid, Duration::from_secs(5));
-                }
-                true
-            }
-            None => false,
-        };
-        remove_path(&sockets)?;
+        let pids = self.switch_pids();
+        for pid in &pids {
+            signal(*pid, rustix::process::Signal::TERM)?;
+        }
+        let stubborn = wait_gone(&pids, Duration::from_secs(2));
+        for pid in &stubborn {
+            signal(*pid, rustix::process::Signal::KILL)?;
+        }
+        wait_gone(&stubborn, Duration::from_secs(5));
+        remove_path(&self.socket_dir())?;
         remove_path(&self.pid_file())?;
         remove_path(&self.dir)?;
-        Ok(stopped)
+        Ok(!pids.is_empty())
     }
 }
 
@@ -357,6 +369,75 @@ mod tests {
         assert!(net.stop_switch().unwrap());
         let status = child.try_wait().unwrap().expect("stop returned while the switch still ran");
         assert_eq!(status.signal(), Some(9));
+    }
+
+    /// Starts a stand-in switch as vde_switch does: it daemonizes, opens its socket, and only
+    /// then writes its pid file.
+    #[derive(Default)]
+    struct DaemonizingSwitch(std::sync::Mutex<Vec<std::process::Child>>);
+
+    impl Runner for DaemonizingSwitch {
+        fn run(&self, cmd: &Cmd) -> Result<Vec<u8>, ExecError> {
+            use std::os::unix::process::CommandExt;
+            let arg = |flag: &str| {
+                let i = cmd.args.iter().position(|a| a == flag).unwrap();
+                cmd.args[i + 1].clone()
+            };
+            let script =
+                "mkdir -p \"$2\"; : > \"$2/ctl\"; sleep 0.3; echo $$ > \"$3\"; while :; do sleep 0.02; done";
+            let child = std::process::Command::new("sh")
+                .arg0(SWITCH_PROGRAM)
+                .args(["-c", script, "sh", "--sock"])
+                .arg(arg("--sock"))
+                .arg(arg("--pidfile"))
+                .spawn()
+                .unwrap();
+            self.0.lock().unwrap().push(child);
+            Ok(Vec::new())
+        }
+    }
+
+    impl Drop for DaemonizingSwitch {
+        fn drop(&mut self) {
+            for mut child in self.0.lock().unwrap().drain(..) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    #[test]
+    fn a_started_switch_has_its_pid_file_so_the_next_boot_does_not_start_another() {
+        // vde_switch opens its socket before it writes its pid file: a CI run's second boot found
+        // no pid file, started a second switch, and the first outlived `swarm rm`.
+        let dir = tempfile::tempdir().unwrap();
+        let net = UserNet::new(dir.path().join("network"));
+        let switch = DaemonizingSwitch::default();
+        assert!(net.ensure_switch(&switch).unwrap());
+        assert!(net.switch_pid().is_some(), "ensure_switch returned before the pid file was written");
+        assert!(!net.ensure_switch(&switch).unwrap());
+        assert_eq!(switch.0.lock().unwrap().len(), 1, "a second switch was started");
+        assert!(net.stop_switch().unwrap());
+        for mut child in switch.0.lock().unwrap().drain(..) {
+            assert!(child.try_wait().unwrap().is_some(), "the switch outlived stop");
+        }
+    }
+
+    #[test]
+    fn stop_and_start_end_a_switch_its_pid_file_does_not_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let net = UserNet::new(dir.path().join("network"));
+        let mut orphan = stand_in_switch(&net, "exit 0");
+        std::fs::remove_file(net.pid_file()).unwrap();
+        assert!(net.stop_switch().unwrap());
+        assert!(orphan.try_wait().unwrap().is_some(), "stop left the orphaned switch running");
+
+        let mut orphan = stand_in_switch(&net, "exit 0");
+        std::fs::remove_file(net.pid_file()).unwrap();
+        let switch = DaemonizingSwitch::default();
+        assert!(net.ensure_switch(&switch).unwrap());
+        assert!(orphan.try_wait().unwrap().is_some(), "a new switch was started beside an orphan");
+        net.stop_switch().unwrap();
     }
 
     #[test]
