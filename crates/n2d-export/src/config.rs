@@ -135,6 +135,9 @@ pub fn machine_config(
         },
         labels,
         uplink: None,
+        template: false,
+        // An export boots many times from the same disk: a seed there would be a constant.
+        seed: None,
     })
 }
 

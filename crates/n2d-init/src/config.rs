@@ -92,6 +92,8 @@ pub fn default_config(sys: &dyn System) -> GuestConfig {
         docker: DockerConfig { tls: None, tcp_port: 0 },
         labels: BTreeMap::new(),
         uplink: None,
+        template: false,
+        seed: None,
     }
 }
 
@@ -124,6 +126,8 @@ pub mod tests {
             },
             labels: BTreeMap::from([("role".into(), "worker".into()), ("zone".into(), "a".into())]),
             uplink: None,
+            template: false,
+            seed: None,
         }
     }
 

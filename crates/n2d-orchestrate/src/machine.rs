@@ -288,6 +288,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             docker: DockerConfig { tls, tcp_port: spec.docker_port() },
             labels: spec.labels.clone(),
             uplink: user_mode.then(|| GuestUplink { mac: uplink_mac(&record.mac) }),
+            template: false,
+            seed: Some(fresh_seed()),
         }
     }
 
@@ -555,4 +557,20 @@ pub fn server_ips(record: &MachineRecord) -> Vec<IpAddr> {
         ips.push(IpAddr::from([127, 0, 0, 1]));
     }
     ips
+}
+
+/// 32 bytes from the host's kernel RNG, for a guest's [`n2d_proto::Seed`].
+pub(crate) fn fresh_seed() -> n2d_proto::Seed {
+    let mut seed = [0u8; 32];
+    let mut filled = 0;
+    while filled < seed.len() {
+        // getrandom(2) blocks only before the host's pool is initialised, and never fails
+        // otherwise but for EINTR.
+        match rustix::rand::getrandom(&mut seed[filled..], rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) => filled += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => panic!("getrandom failed: {e}"),
+        }
+    }
+    n2d_proto::Seed(seed)
 }

@@ -64,6 +64,50 @@ pub struct GuestConfig {
     /// User-mode networking's second NIC: outbound traffic and the host's forwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<GuestUplink>,
+    /// A warm template's boot: no network identity (links down, no address), dockerd on its
+    /// unix socket only, nothing that one clone could share with another (no TLS key, no seed,
+    /// no machine-id worth keeping). The guest then waits, and the host saves it running; each
+    /// clone restored from it gets [`ControlRequest::TakeIdentity`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub template: bool,
+    /// 32 bytes of the host's randomness, hex: mixed into the kernel's RNG and a reseed forced
+    /// (at boot, and when a clone takes its identity), so no clone's random state can be
+    /// derived from its template's or a sibling's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<Seed>,
+}
+
+/// 32 bytes of entropy from the host, carried as 64 hex digits.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Seed(pub [u8; 32]);
+
+impl std::fmt::Debug for Seed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Seed(..)")
+    }
+}
+
+impl From<Seed> for String {
+    fn from(seed: Seed) -> String {
+        seed.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl TryFrom<String> for Seed {
+    type Error = String;
+
+    fn try_from(hex: String) -> Result<Seed, String> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 64 || !bytes.iter().all(u8::is_ascii_hexdigit) {
+            return Err("a seed is 64 hex digits".into());
+        }
+        let mut seed = [0u8; 32];
+        for (i, pair) in bytes.chunks(2).enumerate() {
+            seed[i] = u8::from_str_radix(std::str::from_utf8(pair).expect("ascii"), 16).expect("hex");
+        }
+        Ok(Seed(seed))
+    }
 }
 
 /// The NIC on QEMU's user-mode network stack (slirp): the default route goes through it, and
@@ -210,21 +254,34 @@ pub enum ControlRequest {
     /// dockerd's TLS files from it and restart dockerd; the guest prints [`READY_MARKER`] again
     /// once the engine answers. Nothing else of the config is applied.
     ReloadTls,
+    /// Sent to a clone just restored from a warm template (`identity <unix_ms>`): set the wall
+    /// clock to `unix_ms`, read the clone's own config disk past the cache, and take its
+    /// identity before anything answers: MACs, addresses, routes and DNS, hostname, a fresh
+    /// machine-id, the seed mixed into the RNG and a reseed, engine labels, the TLS material,
+    /// a new Docker engine ID, dockerd restarted with its TCP endpoint. Then [`READY_MARKER`].
+    TakeIdentity { unix_ms: u64 },
 }
 
 impl ControlRequest {
-    pub fn as_line(self) -> &'static str {
+    pub fn as_line(self) -> String {
         match self {
-            ControlRequest::PowerOff => "poweroff\n",
-            ControlRequest::ReloadTls => "reload-tls\n",
+            ControlRequest::PowerOff => "poweroff\n".into(),
+            ControlRequest::ReloadTls => "reload-tls\n".into(),
+            ControlRequest::TakeIdentity { unix_ms } => format!("identity {unix_ms}\n"),
         }
     }
 
+    /// The request a line names, in exactly [`ControlRequest::as_line`]'s form (numbers
+    /// without signs or leading zeros), surrounding whitespace aside.
     pub fn parse(line: &str) -> Option<Self> {
         match line.trim() {
             "poweroff" => Some(ControlRequest::PowerOff),
             "reload-tls" => Some(ControlRequest::ReloadTls),
-            _ => None,
+            other => {
+                let ms = other.strip_prefix("identity ")?;
+                let canonical = ms.bytes().all(|b| b.is_ascii_digit()) && (ms == "0" || !ms.starts_with('0'));
+                canonical.then(|| ms.parse().ok()).flatten().map(|unix_ms| ControlRequest::TakeIdentity { unix_ms })
+            }
         }
     }
 }
@@ -255,6 +312,8 @@ mod tests {
             },
             labels: BTreeMap::from([("zone".into(), "a".into())]),
             uplink: None,
+            template: false,
+            seed: None,
         }
     }
 
@@ -303,12 +362,44 @@ mod tests {
 
     #[test]
     fn control_requests_round_trip() {
-        for req in [ControlRequest::PowerOff, ControlRequest::ReloadTls] {
-            assert_eq!(ControlRequest::parse(req.as_line()), Some(req));
+        for req in [
+            ControlRequest::PowerOff,
+            ControlRequest::ReloadTls,
+            ControlRequest::TakeIdentity { unix_ms: 0 },
+            ControlRequest::TakeIdentity { unix_ms: 1_796_000_000_123 },
+            ControlRequest::TakeIdentity { unix_ms: u64::MAX },
+        ] {
+            assert_eq!(ControlRequest::parse(&req.as_line()), Some(req));
         }
         assert_eq!(ControlRequest::parse("reboot now"), None);
-        for near in ["reload-tls now", "reload", "reload_tls", "RELOAD-TLS", "reload-tls\0"] {
+        for near in [
+            "reload-tls now",
+            "reload",
+            "reload_tls",
+            "RELOAD-TLS",
+            "reload-tls\0",
+            "identity",
+            "identity ",
+            "identity 01",
+            "identity +1",
+            "identity -1",
+            "identity 1 2",
+            "identity  1",
+            "identity 18446744073709551616",
+        ] {
             assert_eq!(ControlRequest::parse(near), None, "{near:?}");
+        }
+    }
+
+    #[test]
+    fn a_seed_is_64_hex_digits_and_never_printed() {
+        let mut config = sample();
+        config.seed = Some(Seed([0xab; 32]));
+        let disk = encode_config_disk(&config).unwrap();
+        assert_eq!(decode_config_disk(&disk).unwrap(), config);
+        assert!(!format!("{config:?}").contains("abab"));
+        for bad in ["", "ab", &"g".repeat(64), &"a".repeat(63), &"a".repeat(65)] {
+            assert!(Seed::try_from(bad.to_string()).is_err(), "{bad}");
         }
     }
 }
