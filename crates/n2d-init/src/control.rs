@@ -55,6 +55,10 @@ pub fn handle_line(line: &str, shutdown: &AtomicBool, reload_tls: &AtomicBool) -
             reload_tls.store(true, Ordering::SeqCst);
             false
         }
+        Some(ControlRequest::TakeIdentity { .. }) => {
+            info!("identity hand-off requested, but this guest was not saved as a template");
+            false
+        }
         None => {
             if !line.trim().is_empty() {
                 info!("ignoring unknown control request ({} bytes)", line.len());
