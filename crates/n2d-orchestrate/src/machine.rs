@@ -18,7 +18,7 @@ use n2d_store::{remove_dir_all, write_atomic, Journal, MachineRecord, Operation}
 use n2d_swarm::{Connector, DockerApi};
 use n2d_vm::argv::{CONFIG_DISK_FILE as CONFIG_DISK, DATA_DISK_FILE as DATA_DISK};
 use n2d_vm::qemu::console_log_len;
-use n2d_vm::{Hypervisor, Nic, StartReport, StopOutcome, VmHandle, VmLaunch, VmState};
+use n2d_vm::{Hypervisor, Memory, Nic, StartReport, StopOutcome, VmHandle, VmLaunch, VmState};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +63,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             initrd: image.initrd(),
             rootfs: image.rootfs(),
             nic,
+            memory: Memory::Private,
         }
     }
 

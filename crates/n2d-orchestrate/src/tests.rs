@@ -56,15 +56,38 @@ struct TestRunner {
     qemu_img_makes_nothing: Mutex<bool>,
     /// How many times `vde_switch` was started.
     switch_starts: Mutex<usize>,
+    /// The stand-in switches started, ended with the test.
+    switches: Mutex<Vec<std::process::Child>>,
+}
+
+impl Drop for TestRunner {
+    fn drop(&mut self) {
+        for mut child in self.switches.lock().unwrap().drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Runner for TestRunner {
     fn run(&self, cmd: &Cmd) -> Result<Vec<u8>, ExecError> {
         if cmd.program == "vde_switch" {
-            // The switch opens its control socket in the directory it is given.
-            let dir = cmd.args.iter().skip_while(|a| *a != "--sock").nth(1).expect("--sock DIR");
-            std::fs::create_dir_all(dir).unwrap();
-            std::fs::write(std::path::Path::new(dir).join("ctl"), b"").unwrap();
+            // A stand-in switch: a process named vde_switch serving the directory it is given,
+            // which opens its control socket there and writes its pid file.
+            use std::os::unix::process::CommandExt;
+            let arg = |flag: &str| cmd.args.iter().skip_while(|a| *a != flag).nth(1).expect(flag).clone();
+            let (dir, pid_file) = (arg("--sock"), arg("--pidfile"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(std::path::Path::new(&dir).join("ctl"), b"").unwrap();
+            let child = std::process::Command::new("sh")
+                .arg0("vde_switch")
+                .args(["-c", "echo $$ > \"$1\"; while :; do sleep 1; done", "sh"])
+                .arg(pid_file)
+                .arg("--sock")
+                .arg(dir)
+                .spawn()
+                .unwrap();
+            self.switches.lock().unwrap().push(child);
             *self.switch_starts.lock().unwrap() += 1;
             return Ok(Vec::new());
         }
@@ -134,6 +157,7 @@ fn kit() -> Kit {
             fail_qemu_img: Mutex::new(false),
             qemu_img_makes_nothing: Mutex::new(false),
             switch_starts: Mutex::new(0),
+            switches: Mutex::default(),
         },
         hypervisor: FakeHypervisor::new(),
         docker: cluster.clone(),

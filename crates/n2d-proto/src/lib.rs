@@ -280,7 +280,10 @@ impl ControlRequest {
             other => {
                 let ms = other.strip_prefix("identity ")?;
                 let canonical = ms.bytes().all(|b| b.is_ascii_digit()) && (ms == "0" || !ms.starts_with('0'));
-                canonical.then(|| ms.parse().ok()).flatten().map(|unix_ms| ControlRequest::TakeIdentity { unix_ms })
+                canonical
+                    .then(|| ms.parse().ok())
+                    .flatten()
+                    .map(|unix_ms| ControlRequest::TakeIdentity { unix_ms })
             }
         }
     }

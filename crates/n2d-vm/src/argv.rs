@@ -1,6 +1,6 @@
 //! The QEMU command line, as a pure function of the VM's configuration.
 
-use crate::{Accel, Nic, PortForward, QemuVersion, VmHandle, VmLaunch};
+use crate::{Accel, Memory, Nic, PortForward, QemuVersion, VmHandle, VmLaunch};
 use n2d_proto::{CONFIG_DISK_SERIAL, CONTROL_PORT_NAME, DATA_DISK_SERIAL, ROOT_DISK_SERIAL};
 
 /// Files QEMU creates in the machine directory (it runs with that directory as its cwd, so the
@@ -178,7 +178,15 @@ pub fn hostfwd_rule(f: PortForward) -> String {
     format!("tcp:127.0.0.1:{}-{}:{}", f.host, n2d_proto::uplink::GUEST, f.guest)
 }
 
-pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: Tcg) -> Vec<String> {
+/// How QEMU begins: booting the kernel, or waiting for a saved state (`-incoming defer`, loaded
+/// over QMP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Begin {
+    Boot,
+    Incoming,
+}
+
+pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: Tcg, begin: Begin) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
     // TCG's threading comes from `tcg_thread` (QEMU version, or N2D_TCG_THREAD).
@@ -191,8 +199,21 @@ pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: Tcg) -> Ve
         format!("file={},if=none,id={id},format={format}{extra}", opt_value(&path.display().to_string()))
     };
     push(&["-name", &opt_value(&format!("n2d-{}", vm.name))]);
-    push(&["-machine", "q35", "-accel", accel_opt, "-cpu", cpu]);
-    push(&["-smp", &launch.cpus.to_string(), "-m", &format!("{}M", launch.memory_mib)]);
+    let size = format!("{}M", launch.memory_mib);
+    match &launch.memory {
+        Memory::Private => push(&["-machine", "q35"]),
+        Memory::TemplateFile(file) | Memory::CloneOf(file) => {
+            let sharing = match launch.memory {
+                Memory::CloneOf(_) => "share=off,readonly=on,rom=off",
+                _ => "share=on",
+            };
+            let path = opt_value(&file.display().to_string());
+            push(&["-machine", "q35,memory-backend=ram"]);
+            push(&["-object", &format!("memory-backend-file,id=ram,size={size},mem-path={path},{sharing}")]);
+        }
+    }
+    push(&["-accel", accel_opt, "-cpu", cpu]);
+    push(&["-smp", &launch.cpus.to_string(), "-m", &size]);
     push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
     push(&["-kernel", &launch.kernel.display().to_string(), "-initrd", &launch.initrd.display().to_string()]);
     push(&["-append", KERNEL_CMDLINE]);
@@ -224,7 +245,22 @@ pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: Tcg) -> Ve
             push(&["-netdev", &user_netdev(forwards)]);
             push(&["-device", &format!("virtio-net-pci,netdev={UPLINK_NETDEV},mac={uplink_mac}")]);
         }
+        Nic::Unplugged { mac, uplink_mac } => {
+            // The same ids and order as a clone's cards: a saved state names devices by place.
+            push(&["-netdev", "hubport,id=net0,hubid=0"]);
+            push(&["-device", &format!("virtio-net-pci,netdev=net0,mac={}", opt_value(mac))]);
+            if let Some(uplink_mac) = uplink_mac {
+                push(&["-netdev", &format!("hubport,id={UPLINK_NETDEV},hubid=1")]);
+                push(&[
+                    "-device",
+                    &format!("virtio-net-pci,netdev={UPLINK_NETDEV},mac={}", opt_value(uplink_mac)),
+                ]);
+            }
+        }
     }
+    // A VM generation ID: QEMU gives each start a new one, and a clone's guest kernel, told of
+    // the change on restore, reseeds its RNG at once.
+    push(&["-device", "vmgenid,guid=auto"]);
     // Entropy at boot: TLS and swarm's raft start immediately.
     push(&["-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"]);
     // Dynamic memory: the guest hands freed pages back to the host.
@@ -236,6 +272,9 @@ pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: Tcg) -> Ve
     push(&["-device", &format!("virtserialport,chardev=control,name={CONTROL_PORT_NAME}")]);
     push(&["-qmp", &format!("unix:{QMP_SOCKET},server=on,wait=off")]);
     push(&["-pidfile", PID_FILE, "-daemonize"]);
+    if begin == Begin::Incoming {
+        push(&["-incoming", "defer"]);
+    }
     a
 }
 
@@ -246,7 +285,7 @@ mod tests {
 
     fn argv(accel: Accel, thread: TcgThread) -> Vec<String> {
         let vm = VmHandle::new("h1", PathBuf::from("/state/machines/h1"));
-        qemu_argv(&vm, &launch(), accel, Tcg { thread, tb_size_mib: TCG_TB_SIZE_MIB })
+        qemu_argv(&vm, &launch(), accel, Tcg { thread, tb_size_mib: TCG_TB_SIZE_MIB }, Begin::Boot)
     }
 
     fn launch() -> VmLaunch {
@@ -257,7 +296,57 @@ mod tests {
             initrd: "/img/initrd.img".into(),
             rootfs: "/img/rootfs.erofs".into(),
             nic: Nic::Tap { tap: "n2dt1234".into(), mac: "52:54:00:aa:bb:cc".into() },
+            memory: Memory::Private,
         }
+    }
+
+    #[test]
+    fn a_template_keeps_its_ram_in_a_shared_file_and_reaches_no_network() {
+        let vm = VmHandle::new("t", "/home/images/abc/templates/.make/t");
+        let mut launch = launch();
+        launch.memory = Memory::TemplateFile("/home/images/abc/templates/m2048/ram".into());
+        launch.nic =
+            Nic::Unplugged { mac: "52:54:00:00:00:01".into(), uplink_mac: Some("52:54:01:00:00:01".into()) };
+        let tcg = Tcg { thread: TcgThread::Single, tb_size_mib: 128 };
+        let argv = qemu_argv(&vm, &launch, Accel::Tcg, tcg, Begin::Boot);
+        assert_eq!(after(&argv, "-machine"), ["q35,memory-backend=ram"]);
+        assert_eq!(
+            after(&argv, "-object")[0],
+            "memory-backend-file,id=ram,size=2048M,mem-path=/home/images/abc/templates/m2048/ram,share=on"
+        );
+        assert_eq!(after(&argv, "-m"), ["2048M"]);
+        assert_eq!(after(&argv, "-netdev"), ["hubport,id=net0,hubid=0", "hubport,id=uplink,hubid=1"]);
+        assert!(!argv.contains(&"-incoming".to_string()));
+        assert!(after(&argv, "-device").contains(&"vmgenid,guid=auto"));
+    }
+
+    #[test]
+    fn a_clone_maps_the_templates_ram_copy_on_write_and_waits_for_its_state() {
+        let vm = VmHandle::new("c", "/home/machines/c");
+        let mut launch = launch();
+        launch.memory = Memory::CloneOf("/home/images/a,b/ram".into());
+        let tcg = Tcg { thread: TcgThread::Single, tb_size_mib: 128 };
+        let argv = qemu_argv(&vm, &launch, Accel::Tcg, tcg, Begin::Incoming);
+        let backend = after(&argv, "-object")[0];
+        assert_eq!(
+            qemu_opts(backend),
+            [
+                "memory-backend-file",
+                "id=ram",
+                "size=2048M",
+                "mem-path=/home/images/a,b/ram",
+                "share=off",
+                "readonly=on",
+                "rom=off"
+            ]
+        );
+        assert_eq!(argv[argv.len() - 2..], ["-incoming", "defer"]);
+        // The card and its netdev have the ids a template's had: the state finds them.
+        assert_eq!(after(&argv, "-netdev"), ["tap,id=net0,ifname=n2dt1234,script=no,downscript=no"]);
+        // A cold boot: QEMU's own memory, no file.
+        let cold = qemu_argv(&vm, &self::launch(), Accel::Tcg, tcg, Begin::Boot);
+        assert_eq!(after(&cold, "-machine"), ["q35"]);
+        assert!(!after(&cold, "-object").iter().any(|o| o.starts_with("memory-backend")));
     }
 
     fn after<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
@@ -362,7 +451,13 @@ mod tests {
             uplink_mac: "52:54:01:aa:bb:cc".into(),
             forwards: vec![PortForward { host: 12376, guest: 2376 }, PortForward { host: 8080, guest: 80 }],
         };
-        let argv = qemu_argv(&vm, &launch, Accel::Tcg, Tcg { thread: TcgThread::Single, tb_size_mib: 128 });
+        let argv = qemu_argv(
+            &vm,
+            &launch,
+            Accel::Tcg,
+            Tcg { thread: TcgThread::Single, tb_size_mib: 128 },
+            Begin::Boot,
+        );
         assert_eq!(
             after(&argv, "-netdev"),
             [
@@ -431,8 +526,8 @@ mod tests {
             let mut hostile_launch = launch();
             hostile_launch.nic = hostile;
             hostile_launch.rootfs = "/img,x=y/rootfs.erofs".into();
-            let plain_argv = qemu_argv(&plain_vm, &plain_launch, Accel::Tcg, tcg);
-            let argv = qemu_argv(&vm, &hostile_launch, Accel::Tcg, tcg);
+            let plain_argv = qemu_argv(&plain_vm, &plain_launch, Accel::Tcg, tcg, Begin::Boot);
+            let argv = qemu_argv(&vm, &hostile_launch, Accel::Tcg, tcg, Begin::Boot);
             assert_eq!(plain_argv.len(), argv.len());
             for flag in ["-drive", "-device", "-netdev", "-name"] {
                 // The same options as with plain values: a value never starts one of its own.
@@ -446,7 +541,7 @@ mod tests {
                 "file=/state,readonly=off/machines/h1/config.img"
             );
         }
-        let argv = qemu_argv(&vm, &launch(), Accel::Tcg, tcg);
+        let argv = qemu_argv(&vm, &launch(), Accel::Tcg, tcg, Begin::Boot);
         assert_eq!(
             after(&argv, "-drive")[2],
             "file=/state,,readonly=off/machines/h1/data.qcow2,if=none,id=data,format=qcow2,discard=unmap"

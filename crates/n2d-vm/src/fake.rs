@@ -37,6 +37,11 @@ struct State {
     fail_control: BTreeSet<String>,
     /// What a guest does with a control request (a test's stand-in for n2d-init).
     on_control: Option<ControlHook>,
+    /// Machines whose save or restore fails.
+    fail_save: BTreeSet<String>,
+    fail_restore: BTreeSet<String>,
+    /// What [`Hypervisor::build`] says (an upgraded QEMU), when set.
+    build: Option<String>,
 }
 
 type ControlHook = std::sync::Arc<dyn Fn(&VmHandle, ControlRequest) + Send + Sync>;
@@ -69,6 +74,21 @@ impl FakeHypervisor {
     /// Forwards of host port `port` fail, as when something else listens there.
     pub fn fail_forward(&self, port: u16) {
         self.lock().fail_forward.insert(port);
+    }
+
+    /// QEMU was upgraded: [`Hypervisor::build`] says `build` from now on.
+    pub fn set_build(&self, build: &str) {
+        self.lock().build = Some(build.into());
+    }
+
+    /// Saving `name` fails (its QEMU is gone all the same).
+    pub fn fail_save(&self, name: &str) {
+        self.lock().fail_save.insert(name.into());
+    }
+
+    /// Restoring `name` fails (as with a damaged state file).
+    pub fn fail_restore(&self, name: &str) {
+        self.lock().fail_restore.insert(name.into());
     }
 
     /// The control port of `name` cannot be reached.
@@ -210,6 +230,50 @@ impl Hypervisor for FakeHypervisor {
         Ok(())
     }
 
+    fn accel(&self) -> Accel {
+        Accel::Tcg
+    }
+
+    fn build(&self) -> Option<String> {
+        Some(self.lock().build.clone().unwrap_or_else(|| "fake QEMU 10.0.2".into()))
+    }
+
+    fn save(&self, vm: &VmHandle, state: &std::path::Path, _timeout: Duration) -> Result<(), VmError> {
+        let mut s = self.lock();
+        s.events.push(format!("save {}", vm.name));
+        if !s.running.remove(&vm.name) {
+            return Err(VmError::NotRunning { name: vm.name.clone() });
+        }
+        if s.fail_save.contains(&vm.name) {
+            return Err(VmError::Qmp { command: "migrate".into(), message: "injected save failure".into() });
+        }
+        std::fs::write(state, format!("saved state of {}", vm.name))
+            .map_err(|source| VmError::Io { path: state.to_path_buf(), source })
+    }
+
+    fn restore(
+        &self,
+        vm: &VmHandle,
+        launch: &VmLaunch,
+        state: &std::path::Path,
+        accel: Accel,
+        _timeout: Duration,
+    ) -> Result<StartReport, VmError> {
+        let mut s = self.lock();
+        s.events.push(format!("restore {}", vm.name));
+        s.launches.insert(vm.name.clone(), launch.clone());
+        if s.fail_restore.contains(&vm.name) || !state.exists() {
+            return Err(VmError::Qmp {
+                command: "migrate-incoming".into(),
+                message: "injected restore failure".into(),
+            });
+        }
+        if !s.running.insert(vm.name.clone()) {
+            return Err(VmError::AlreadyRunning { name: vm.name.clone() });
+        }
+        Ok(StartReport { pid: 4243, accel, why_not_kvm: None })
+    }
+
     fn control(&self, vm: &VmHandle, request: ControlRequest) -> Result<(), VmError> {
         let hook = {
             let mut s = self.lock();
@@ -239,6 +303,7 @@ pub fn sample_launch() -> VmLaunch {
         initrd: "i".into(),
         rootfs: "r".into(),
         nic: crate::Nic::Tap { tap: "tap".into(), mac: "52:54:00:00:00:00".into() },
+        memory: crate::Memory::Private,
     }
 }
 

@@ -57,6 +57,28 @@ pub struct VmLaunch {
     pub initrd: PathBuf,
     pub rootfs: PathBuf,
     pub nic: Nic,
+    pub memory: Memory,
+}
+
+/// Where a VM's RAM lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Memory {
+    /// QEMU's own anonymous memory: every cold boot.
+    Private,
+    /// A warm template being made: its RAM is this file, shared (`share=on`), so the file holds
+    /// the RAM once the VM is saved and the saved state leaves it out (`x-ignore-shared`).
+    TemplateFile(PathBuf),
+    /// A clone of a template: the template's RAM file mapped copy-on-write (`share=off`, opened
+    /// read-only): the clone never writes the file, and clones share the pages none of them
+    /// wrote through the host's page cache.
+    CloneOf(PathBuf),
+}
+
+impl Memory {
+    /// Whether the RAM is a template's file, which a save or a restore leaves out.
+    pub fn is_file(&self) -> bool {
+        !matches!(self, Memory::Private)
+    }
 }
 
 /// A machine's network: a tap on a bridge, or user-mode networking (no root).
@@ -68,6 +90,10 @@ pub enum Nic {
     /// its socket directory), and `uplink_mac` on QEMU's user-mode stack (outbound traffic and
     /// `forwards` from the host's 127.0.0.1; addresses in `n2d_proto::uplink`).
     User { switch: PathBuf, mac: String, uplink_mac: String, forwards: Vec<PortForward> },
+    /// The NICs of a warm template: the same cards as the machines cloned from it (one, or two
+    /// with `uplink_mac`), each on a hub port that leads nowhere. A template reaches no network,
+    /// and its saved state holds no network backend's state (a clone brings its own).
+    Unplugged { mac: String, uplink_mac: Option<String> },
 }
 
 pub use n2d_spec::ports::PortForward;
@@ -154,4 +180,23 @@ pub trait Hypervisor: Send + Sync {
     /// Hands a request to the running guest's init over its control port, without waiting for
     /// it to act (it says on the console when it has).
     fn control(&self, vm: &VmHandle, request: n2d_proto::ControlRequest) -> Result<(), VmError>;
+    /// The accelerator a VM started now would get.
+    fn accel(&self) -> Accel;
+    /// Which QEMU build runs VMs (the first line of its `--version`), `None` when it cannot be
+    /// told: a saved state is loaded only by the build that saved it.
+    fn build(&self) -> Option<String>;
+    /// Saves a running VM to `state` (device state; the RAM too unless it is a template's
+    /// file) within `timeout`, then ends its QEMU. The disks are flushed and left as they were.
+    fn save(&self, vm: &VmHandle, state: &std::path::Path, timeout: Duration) -> Result<(), VmError>;
+    /// Starts QEMU with `launch`'s devices waiting for a saved state (`-incoming defer`) under
+    /// `accel` (the one the state was saved under), loads `state` within `timeout` and lets the
+    /// guest run on from where it was saved. On failure the new QEMU is ended.
+    fn restore(
+        &self,
+        vm: &VmHandle,
+        launch: &VmLaunch,
+        state: &std::path::Path,
+        accel: Accel,
+        timeout: Duration,
+    ) -> Result<StartReport, VmError>;
 }

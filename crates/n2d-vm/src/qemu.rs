@@ -2,8 +2,8 @@
 
 use crate::accel::{detect_accel, Accel};
 use crate::argv::{
-    qemu_argv, tcg_thread, Tcg, TcgThread, CONTROL_SOCKET, PID_FILE, QEMU_BINARY, QEMU_PACKAGE, QMP_SOCKET,
-    SERIAL_LOG, TCG_TB_SIZE_MIB, UPLINK_NETDEV,
+    qemu_argv, tcg_thread, Begin, Tcg, TcgThread, CONTROL_SOCKET, PID_FILE, QEMU_BINARY, QEMU_PACKAGE,
+    QMP_SOCKET, SERIAL_LOG, TCG_TB_SIZE_MIB, UPLINK_NETDEV,
 };
 use crate::identity::{is_machine_qemu, ProcFacts, QemuExe};
 use crate::version::{detect_qemu_version, QemuVersion};
@@ -77,6 +77,8 @@ pub struct Qemu {
     pub cancel: Arc<AtomicBool>,
     /// The binary's version, asked once per process (on the first TCG start).
     version: Arc<OnceLock<Option<QemuVersion>>>,
+    /// Its build (`--version`'s first line), asked once per process.
+    build: Arc<OnceLock<Option<String>>>,
     /// The binary resolved through the search path, to recognise a running QEMU by its
     /// executable.
     exe: Arc<OnceLock<QemuExe>>,
@@ -90,7 +92,13 @@ impl Default for Qemu {
 
 impl Qemu {
     pub fn new(config: QemuConfig) -> Qemu {
-        Qemu { config, cancel: Arc::default(), version: Arc::default(), exe: Arc::default() }
+        Qemu {
+            config,
+            cancel: Arc::default(),
+            version: Arc::default(),
+            build: Arc::default(),
+            exe: Arc::default(),
+        }
     }
 
     /// The binary n2d runs.
@@ -114,7 +122,7 @@ impl Qemu {
         Tcg { thread: self.tcg_thread(), tb_size_mib: self.config.tb_size_mib.unwrap_or(TCG_TB_SIZE_MIB) }
     }
 
-    fn launch(&self, vm: &VmHandle, launch: &VmLaunch, accel: Accel) -> Result<i32, VmError> {
+    fn launch(&self, vm: &VmHandle, launch: &VmLaunch, accel: Accel, begin: Begin) -> Result<i32, VmError> {
         // Never clear the files of a QEMU that is still running (e.g. two `start`s at once).
         if self.pid(vm).is_some() {
             return Err(VmError::AlreadyRunning { name: vm.name.clone() });
@@ -136,7 +144,7 @@ impl Qemu {
         // With -daemonize the parent exits once the VM is set up: its status and stderr tell
         // whether QEMU accepted the configuration.
         let output = Command::new(&self.config.binary)
-            .args(qemu_argv(vm, launch, accel, tcg))
+            .args(qemu_argv(vm, launch, accel, tcg, begin))
             .current_dir(&vm.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -244,7 +252,7 @@ impl Hypervisor for Qemu {
     fn start(&self, vm: &VmHandle, launch: &VmLaunch) -> Result<StartReport, VmError> {
         let choice = detect_accel(self.config.no_kvm);
         if choice.accel == Accel::Kvm {
-            match self.launch(vm, launch, Accel::Kvm) {
+            match self.launch(vm, launch, Accel::Kvm, Begin::Boot) {
                 // Some hosts accept KVM at setup and fail at the first vCPU run: give it a moment.
                 Ok(pid) => {
                     std::thread::sleep(Duration::from_millis(1500));
@@ -255,14 +263,14 @@ impl Hypervisor for Qemu {
                 Err(VmError::QemuMissing(e)) => return Err(VmError::QemuMissing(e)),
                 Err(_) => {}
             }
-            let pid = self.launch(vm, launch, Accel::Tcg)?;
+            let pid = self.launch(vm, launch, Accel::Tcg, Begin::Boot)?;
             return Ok(StartReport {
                 pid,
                 accel: Accel::Tcg,
                 why_not_kvm: Some(crate::accel::NoKvm::StartFailed),
             });
         }
-        let pid = self.launch(vm, launch, Accel::Tcg)?;
+        let pid = self.launch(vm, launch, Accel::Tcg, Begin::Boot)?;
         Ok(StartReport { pid, accel: Accel::Tcg, why_not_kvm: choice.why_not_kvm })
     }
 
@@ -351,6 +359,38 @@ impl Hypervisor for Qemu {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+
+    fn accel(&self) -> Accel {
+        detect_accel(self.config.no_kvm).accel
+    }
+
+    fn build(&self) -> Option<String> {
+        self.build.get_or_init(|| crate::version::detect_qemu_build(&self.config.binary)).clone()
+    }
+
+    fn save(&self, vm: &VmHandle, state: &Path, timeout: Duration) -> Result<(), VmError> {
+        if self.pid(vm).is_none() {
+            return Err(VmError::NotRunning { name: vm.name.clone() });
+        }
+        crate::snapshot::save(&vm.dir.join(QMP_SOCKET), &vm.name, state, timeout)?;
+        self.kill(vm)
+    }
+
+    fn restore(
+        &self,
+        vm: &VmHandle,
+        launch: &VmLaunch,
+        state: &Path,
+        accel: Accel,
+        timeout: Duration,
+    ) -> Result<StartReport, VmError> {
+        let pid = self.launch(vm, launch, accel, Begin::Incoming)?;
+        if let Err(e) = crate::snapshot::restore(&vm.dir.join(QMP_SOCKET), &vm.name, state, timeout) {
+            let _ = self.kill(vm);
+            return Err(e);
+        }
+        Ok(StartReport { pid, accel, why_not_kvm: None })
     }
 
     fn remove_forward(&self, vm: &VmHandle, host_port: u16) -> Result<(), VmError> {
@@ -466,7 +506,7 @@ mod tests {
         std::fs::write(&log, "the previous boot\n").unwrap();
         // A "QEMU" that fails at once: the log was moved aside before it ran.
         let q = Qemu::new(QemuConfig { binary: "/bin/false".into(), ..QemuConfig::default() });
-        let err = q.launch(&vm(dir.path()), &launch(), Accel::Kvm).unwrap_err();
+        let err = q.launch(&vm(dir.path()), &launch(), Accel::Kvm, Begin::Boot).unwrap_err();
         assert!(matches!(err, VmError::Start { .. }), "{err}");
         assert!(!log.exists());
         let previous = dir.path().join(crate::serial_log::PREVIOUS_SERIAL_LOG);
@@ -528,7 +568,7 @@ mod tests {
     fn missing_qemu_names_the_package() {
         let dir = tempfile::tempdir().unwrap();
         let q = Qemu::new(QemuConfig { binary: "n2d-no-such-qemu".into(), ..QemuConfig::default() });
-        let err = q.launch(&vm(dir.path()), &launch(), Accel::Tcg).unwrap_err().to_string();
+        let err = q.launch(&vm(dir.path()), &launch(), Accel::Tcg, Begin::Boot).unwrap_err().to_string();
         assert!(err.contains("apt-get install qemu-system-x86"), "{err}");
     }
 }

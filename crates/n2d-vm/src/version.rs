@@ -41,6 +41,15 @@ pub fn detect_qemu_version(binary: &str) -> Option<QemuVersion> {
     QemuVersion::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
+/// The first line of `binary --version` (e.g. `QEMU emulator version 10.0.2 (Debian
+/// 1:10.0.2+ds-2+deb13u1~bpo12+1)`): which build, down to the distribution's revision.
+pub fn detect_qemu_build(binary: &str) -> Option<String> {
+    let out = std::process::Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next()?.trim();
+    (out.status.success() && QemuVersion::parse(line).is_some()).then(|| line.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +65,26 @@ mod tests {
         assert!(QemuVersion::new(7, 2, 19) < QemuVersion::new(10, 0, 0));
         assert_eq!(QemuVersion::parse("bash: qemu: not found"), None);
         assert_eq!(QemuVersion::parse(""), None);
+    }
+
+    #[test]
+    fn the_build_is_the_first_version_line_of_a_qemu() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fake = |name: &str, body: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path.display().to_string()
+        };
+        let qemu =
+            fake("qemu", "echo 'QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)'; echo 'Copyright'");
+        assert_eq!(
+            detect_qemu_build(&qemu).as_deref(),
+            Some("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2)")
+        );
+        assert_eq!(detect_qemu_build(&fake("other", "echo hello")), None);
+        assert_eq!(detect_qemu_build(&fake("failing", "echo 'QEMU emulator version 10.0.2'; exit 1")), None);
+        assert_eq!(detect_qemu_build("/nonexistent/qemu"), None);
     }
 }

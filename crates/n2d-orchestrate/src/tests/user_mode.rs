@@ -13,7 +13,7 @@ fn user_spec(n: &str) -> MachineSpec {
 fn forwards_of(k: &Kit, n: &str) -> Vec<PortForward> {
     match k.vms().last_launch(n).expect("started").nic {
         Nic::User { forwards, .. } => forwards,
-        Nic::Tap { .. } => panic!("{n} booted on a tap"),
+        other => panic!("{n} booted on {other:?}"),
     }
 }
 
@@ -36,7 +36,7 @@ fn user_mode_machines_hold_nothing_host_wide_and_share_one_switch() {
             assert_eq!(switch, network_dir(&k).join("switch"));
             assert_eq!(uplink_mac, mac.replacen("52:54:00", "52:54:01", 1));
         }
-        Nic::Tap { .. } => panic!("a tap"),
+        other => panic!("{other:?}"),
     }
     assert!(!k.orch.net.state_file().exists(), "user mode wrote host-wide state");
     assert_eq!(k.host().links(), BTreeSet::from(["eth0".to_string(), "lo".to_string()]));
