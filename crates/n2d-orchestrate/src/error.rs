@@ -21,6 +21,14 @@ pub enum Error {
     MachineRunning { name: String },
     #[error("cannot create the data disk")]
     DataDisk(#[source] n2d_exec::ExecError),
+    #[error("a warm template cannot be used: {reason}")]
+    TemplateUnusable { reason: String },
+    #[error("I/O error on the warm template's {path}")]
+    TemplateIo {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot make the data disk private")]
     DataDiskMode(#[source] std::io::Error),
     #[error("cannot connect to {name} ({endpoint})")]

@@ -29,6 +29,7 @@ pub mod settings;
 pub mod start_all;
 pub mod swarm;
 pub mod swarm_request;
+pub mod templates;
 
 #[cfg(test)]
 mod tests;
@@ -90,6 +91,10 @@ pub struct Orchestrator<R, H, C> {
     kill: KillPoints,
     /// Where tools are looked for before they are run (`PATH`, from [`Settings`]).
     search_path: n2d_exec::SearchPath,
+    /// Cold boots only (`--cold`): no warm template is made or cloned.
+    cold: bool,
+    /// Held while a warm template is looked for or made: one is made once, whoever asks.
+    template_gate: std::sync::Mutex<()>,
 }
 
 /// The orchestrator with the real parts (see [`Orchestrator::system`]).
@@ -125,6 +130,8 @@ impl SystemOrchestrator {
             cancel,
             kill: KillPoints::parse(settings.kill_at.as_deref()).with_notes(notes),
             search_path: settings.search_path.clone(),
+            cold: false,
+            template_gate: Default::default(),
         })
     }
 }

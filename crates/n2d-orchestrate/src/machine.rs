@@ -3,6 +3,7 @@
 //! A create that fails midway undoes what it made, in reverse order ([`Rollback`]): VM, tap
 //! and IP lease (host-wide, see `n2d_net::host`), machine directory.
 
+use crate::templates::Template;
 use crate::{Error, Orchestrator, ProgressStep, Result, Rollback};
 use n2d_exec::{Cmd, Runner};
 use n2d_image::{find_image, Image};
@@ -11,7 +12,7 @@ use n2d_net::tap_for;
 use n2d_net::user::{self, uplink_mac, UserNet};
 use n2d_pki::Ca;
 use n2d_proto::{
-    encode_config_disk, Addressing, DockerConfig, GuestConfig, GuestNetwork, GuestUplink, TlsMaterial,
+    encode_config_disk, ControlRequest, Addressing, DockerConfig, GuestConfig, GuestNetwork, GuestUplink, TlsMaterial,
 };
 use n2d_spec::machine::{MachineName, MachineSpec};
 use n2d_store::{remove_dir_all, write_atomic, Journal, MachineRecord, Operation};
@@ -84,6 +85,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         &self,
         spec: &MachineSpec,
         swarm: Option<&str>,
+        template: Option<&Template>,
     ) -> Result<(MachineRecord, Rollback<'_>, Journal)> {
         let _lock = self.home.lock()?;
         self.check_new_machine(spec)?;
@@ -97,7 +99,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         // this create's, which is what lets recovery remove it.
         let mut journal = self.begin(Operation::Create { machine: spec.name.clone() })?;
         let mut rollback = Rollback::default();
-        match self.prepare_steps(spec, swarm, &mut journal, &mut rollback) {
+        match self.prepare_steps(spec, swarm, template, &mut journal, &mut rollback) {
             Ok(record) => Ok((record, rollback, journal)),
             Err(e) => {
                 drop(rollback);
@@ -111,6 +113,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         &'a self,
         spec: &MachineSpec,
         swarm: Option<&str>,
+        template: Option<&Template>,
         journal: &mut Journal,
         rollback: &mut Rollback<'a>,
     ) -> Result<MachineRecord> {
@@ -161,28 +164,34 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 tap: net.tap,
                 swarm: swarm.map(str::to_string),
                 api_port: None,
+                warm_from: None,
             }
         };
         journal.step("lease")?;
+        let record = MachineRecord { warm_from: template.map(Template::name), ..record };
 
         self.write_config_disk(&record)?;
         journal.step("config-disk")?;
-        self.runner
-            .run(
-                &Cmd::new("qemu-img", "qemu-utils")
-                    .args(["create", "-q", "-f", "qcow2"])
-                    .arg(dir.join(DATA_DISK))
-                    .arg(spec.disk.0.to_string()),
-            )
-            .map_err(Error::DataDisk)?;
-        // qemu-img runs under n2d's umask (0077), but the disk holds the node's swarm keys: make
-        // sure it is private whatever the tool did.
-        std::fs::set_permissions(dir.join(DATA_DISK), std::fs::Permissions::from_mode(n2d_store::FILE_MODE))
-            .map_err(Error::DataDiskMode)?;
+        self.create_data_disk(&dir, spec.disk.0, template.map(Template::data).as_deref())?;
         journal.step("data-disk")?;
         self.home.save_machine(&record)?;
         journal.step("record")?;
         Ok(record)
+    }
+
+    /// Makes a machine's data disk in `dir`: empty (its first boot formats it), or a
+    /// copy-on-write layer over a warm template's frozen disk. Replaces one already there.
+    fn create_data_disk(&self, dir: &std::path::Path, bytes: u64, base: Option<&std::path::Path>) -> Result<()> {
+        let mut cmd = Cmd::new("qemu-img", "qemu-utils").args(["create", "-q", "-f", "qcow2"]);
+        if let Some(base) = base {
+            cmd = cmd.arg("-b").arg(base).args(["-F", "qcow2"]);
+        }
+        self.runner.run(&cmd.arg(dir.join(DATA_DISK)).arg(bytes.to_string())).map_err(Error::DataDisk)?;
+        // qemu-img runs under n2d's umask (0077), but the disk holds the node's swarm keys: make
+        // sure it is private whatever the tool did.
+        std::fs::set_permissions(dir.join(DATA_DISK), std::fs::Permissions::from_mode(n2d_store::FILE_MODE))
+            .map_err(Error::DataDiskMode)?;
+        Ok(())
     }
 
     /// A user-mode machine's record: the first free address on the home's segment and the first
@@ -205,6 +214,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             tap: String::new(),
             swarm: swarm.map(str::to_string),
             api_port: Some(api_port),
+            warm_from: None,
         })
     }
 
@@ -310,7 +320,107 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             let _lock = self.home.lock()?;
             self.user_net().ensure_switch(&self.runner)?;
         }
-        let launch = self.vm_launch(record, &image);
+        let report = self.boot_vm(record, &image, &vm, timeout, step, journal)?;
+        step.set("checking the Docker API from the host");
+        self.ping_docker(record).map_err(|source| Error::DockerUnreachable {
+            name: record.spec.name.to_string(),
+            endpoint: record.docker_host(),
+            source: Box::new(source),
+        })?;
+        Ok(report)
+    }
+
+    /// A new machine's first start: cloned from `template` when it has one, else booted. A clone
+    /// that fails is said in one line and the machine boots cold instead, on a new empty data
+    /// disk (its record then names no template).
+    pub fn first_boot(
+        &self,
+        record: &mut MachineRecord,
+        template: Option<&Template>,
+        timeout: Duration,
+        step: &dyn ProgressStep,
+        journal: &Journal,
+    ) -> Result<StartReport> {
+        let Some(template) = template else { return self.boot(record, timeout, step, Some(journal)) };
+        let image = find_image(&self.home, &record.spec.image)?;
+        let vm = self.vm_handle(&record.spec.name);
+        if record.user_mode() {
+            let _lock = self.home.lock()?;
+            self.user_net().ensure_switch(&self.runner)?;
+        }
+        match self.clone_vm(record, template, &image, &vm, timeout, step, journal) {
+            Ok(report) => {
+                step.set("checking the Docker API from the host");
+                self.ping_docker(record).map_err(|source| Error::DockerUnreachable {
+                    name: record.spec.name.to_string(),
+                    endpoint: record.docker_host(),
+                    source: Box::new(source),
+                })?;
+                Ok(report)
+            }
+            Err(e @ Error::Vm(n2d_vm::VmError::Interrupted { .. })) => Err(e),
+            Err(e) => {
+                let _ = self.hypervisor.kill(&vm);
+                self.progress.say(&format!(
+                    "warning: {} could not start from its warm template ({}); booting it cold",
+                    record.spec.name,
+                    crate::swarm::chain(&e)
+                ));
+                self.create_data_disk(&vm.dir, record.spec.disk.0, None)?;
+                record.warm_from = None;
+                self.home.save_machine(record)?;
+                self.boot(record, timeout, step, Some(journal))
+            }
+        }
+    }
+
+    /// Restores `template` as this machine and hands it its identity; returns once its engine
+    /// says it is ready with it.
+    #[allow(clippy::too_many_arguments)]
+    fn clone_vm(
+        &self,
+        record: &MachineRecord,
+        template: &Template,
+        image: &Image,
+        vm: &VmHandle,
+        timeout: Duration,
+        step: &dyn ProgressStep,
+        journal: &Journal,
+    ) -> Result<StartReport> {
+        // The guest knows its config disk's size from the template.
+        let config_len = std::fs::metadata(vm.dir.join(CONFIG_DISK)).map(|m| m.len()).unwrap_or(0);
+        if config_len != template.record.config_disk_len {
+            return Err(Error::TemplateUnusable {
+                reason: format!(
+                    "its config disk is {config_len} bytes, the template's {}",
+                    template.record.config_disk_len
+                ),
+            });
+        }
+        let mut launch = self.vm_launch(record, image);
+        launch.memory = Memory::CloneOf(template.ram());
+        step.set("restoring its warm template");
+        let report =
+            self.hypervisor.restore(vm, &launch, &template.state(), template.accel(), crate::templates::STATE_TRANSFER)?;
+        journal.kill_point("after-qemu-start");
+        step.set("handing it its identity");
+        self.hypervisor.control(vm, ControlRequest::TakeIdentity { unix_ms: crate::templates::unix_ms() })?;
+        self.hypervisor.wait_ready(vm, 0, timeout)?;
+        Ok(report)
+    }
+
+    /// Starts QEMU and waits for the ready marker (the emulator's boot race retried once).
+    fn boot_vm(
+        &self,
+        record: &MachineRecord,
+        image: &Image,
+        vm: &VmHandle,
+        timeout: Duration,
+        step: &dyn ProgressStep,
+        journal: Option<&Journal>,
+    ) -> Result<StartReport> {
+        let vm = vm.clone();
+        let launch = self.vm_launch(record, image);
         let since = console_log_len(&vm.dir);
         step.set("starting QEMU");
         let mut report = self.hypervisor.start(&vm, &launch)?;
@@ -334,12 +444,6 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             }
             other => other?,
         }
-        step.set("checking the Docker API from the host");
-        self.ping_docker(record).map_err(|source| Error::DockerUnreachable {
-            name: record.spec.name.to_string(),
-            endpoint: record.docker_host(),
-            source: Box::new(source),
-        })?;
         Ok(report)
     }
 
@@ -368,15 +472,16 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         swarm: Option<&str>,
         timeout: Duration,
     ) -> Result<MachineRecord> {
+        let template = if self.cold { None } else { self.warm_template_for(spec) };
         let step = self.progress.step(&format!("Creating {}", spec.name));
-        let (record, mut rollback, journal) = self.prepare_machine(spec, swarm)?;
+        let (mut record, mut rollback, journal) = self.prepare_machine(spec, swarm, template.as_ref())?;
         {
             let vm = self.vm_handle(&spec.name);
             rollback.push(move || {
                 let _ = self.hypervisor.kill(&vm);
             });
         }
-        if let Err(e) = self.boot(&record, timeout, &*step, Some(&journal)) {
+        if let Err(e) = self.first_boot(&mut record, template.as_ref(), timeout, &*step, &journal) {
             // Undo under the lock, so a concurrent create of the same name cannot slip in between.
             let _lock = self.home.lock()?;
             drop(rollback);

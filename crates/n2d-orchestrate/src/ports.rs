@@ -239,6 +239,7 @@ mod tests {
             tap: String::new(),
             swarm: None,
             api_port: api,
+            warm_from: None,
         }
     }
 

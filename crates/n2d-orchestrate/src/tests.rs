@@ -42,6 +42,9 @@ pub(crate) fn recording_orchestrator(
         cancel: Arc::new(AtomicBool::new(false)),
         kill: KillPoints::none(),
         search_path: n2d_exec::SearchPath::default(),
+        // Cold boots unless a test is about warm starts (`tests/warm.rs`).
+        cold: true,
+        template_gate: Default::default(),
     };
     (orch, said)
 }
@@ -171,6 +174,9 @@ fn kit() -> Kit {
         cancel: Arc::new(AtomicBool::new(false)),
         kill: KillPoints::none(),
         search_path: n2d_exec::SearchPath::default(),
+        // Cold boots unless a test is about warm starts (`tests/warm.rs`).
+        cold: true,
+        template_gate: Default::default(),
     };
     Kit { dir, orch, cluster, said }
 }

@@ -50,6 +50,18 @@ pub struct MachineRecord {
     /// `tap` is empty then). Kept across restarts, like its address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_port: Option<u16>,
+    /// The warm template it was cloned from (a directory name under its image's templates):
+    /// its data disk is a copy-on-write layer over that template's, which stays while it is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_from: Option<String>,
+}
+
+/// Whether `name` can name a template directory: 1-128 of `a-z 0-9 . -`, not starting with a
+/// dot (so never `.`, `..` or a hidden directory n2d is still making).
+pub fn is_template_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
 }
 
 impl MachineRecord {
@@ -86,6 +98,9 @@ impl MachineRecord {
         }
         if let Some(swarm) = &self.swarm {
             swarm.parse::<SwarmName>().map_err(|e| refuse("swarm", e))?;
+        }
+        if let Some(template) = self.warm_from.as_deref().filter(|t| !is_template_name(t)) {
+            return Err(refuse("warm_from", format!("{template:?} is not a template's name")));
         }
         parse_n2d_mac(&self.mac).map_err(|e| refuse("mac", e))?;
         check_address(self.ip, self.prefix_len, self.gateway)?;
@@ -493,6 +508,7 @@ mod tests {
             tap: "n2dt00000000".into(),
             swarm: None,
             api_port: None,
+            warm_from: None,
         }
     }
 
@@ -510,6 +526,18 @@ mod tests {
         assert_eq!(names, ["a", "b", "c"]);
         assert!(list[0].1.is_ok() && list[2].1.is_ok());
         assert!(matches!(list[1].1, Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_records_template_is_a_plain_directory_name() {
+        let mut r = record("a");
+        r.warm_from = Some("tcg-1cpu-2048m-20g-bridge.1796000000123".into());
+        r.validate().unwrap();
+        for bad in ["", ".", "..", ".making-x", "../x", "a/b", "A", "x y", &"a".repeat(129)] {
+            r.warm_from = Some(bad.into());
+            let err = r.validate().unwrap_err().to_string();
+            assert!(err.contains("warm_from"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

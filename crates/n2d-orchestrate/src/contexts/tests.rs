@@ -368,6 +368,7 @@ mod swarm_contexts {
             tap: String::new(),
             swarm: Some("demo".into()),
             api_port: Some(port),
+            warm_from: None,
         };
         orch.home.save_machine(&record).unwrap();
         record
