@@ -13,6 +13,7 @@ mod error;
 #[cfg(test)]
 mod fuzz_tests;
 mod gpt;
+mod identity;
 mod iproute;
 mod log;
 mod modules;
@@ -45,7 +46,7 @@ fn main() {
                 Some(port) => control::listen(port),
                 None => info!("no control port; power-off only by signal"),
             }
-            supervisor.run(&sys, &control::SHUTDOWN, &control::RELOAD_TLS);
+            supervisor.run(&sys, &control::REQUESTS);
             supervisor.shutdown(&sys, &[datadisk::DOCKER_ROOT]);
         }
         Err(e) => {
