@@ -140,8 +140,9 @@ pub fn for_each_bounded_line(mut input: impl BufRead, mut f: impl FnMut(&str)) -
     }
 }
 
-/// Reads requests from the control port in a background thread.
-pub fn listen(port: String) {
+/// Reads requests from the control port in a background thread; wakes `supervisor` (the
+/// thread of the supervisor loop, idle between its rounds) after each.
+pub fn listen(port: String, supervisor: std::thread::Thread) {
     let spawned = std::thread::Builder::new().name("control".into()).spawn(move || loop {
         let file = match std::fs::File::open(&port) {
             Ok(f) => f,
@@ -153,6 +154,7 @@ pub fn listen(port: String) {
         };
         let _ = for_each_bounded_line(BufReader::new(file), |line| {
             handle_line(line, &REQUESTS);
+            supervisor.unpark();
         });
         // EOF: the host side is not connected (yet); look again shortly.
         std::thread::sleep(Duration::from_secs(1));

@@ -43,7 +43,7 @@ fn main() {
     match booted {
         Ok(mut supervisor) => {
             match control::find_control_port(&sys) {
-                Some(port) => control::listen(port),
+                Some(port) => control::listen(port, std::thread::current()),
                 None => info!("no control port; power-off only by signal"),
             }
             supervisor.run(&sys, &control::REQUESTS);

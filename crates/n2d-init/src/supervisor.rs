@@ -153,7 +153,9 @@ impl Supervisor {
         }
     }
 
-    /// Supervises until a shutdown is requested; acts on the other requests as they come.
+    /// Supervises until a shutdown is requested; acts on the other requests as they come (the
+    /// control thread cuts the wait between rounds short: a clone's `identity` does not wait for
+    /// an idle round's end).
     pub fn run(&mut self, sys: &dyn System, requests: &Requests) {
         while !requests.shutdown.load(Ordering::SeqCst) {
             if requests.take_identity.swap(false, Ordering::SeqCst) {
@@ -163,7 +165,7 @@ impl Supervisor {
                 self.reload_tls(sys);
             }
             self.tick(sys);
-            sys.sleep(self.period());
+            sys.idle(self.period());
         }
     }
 

@@ -294,6 +294,10 @@ impl System for FakeSystem {
         self.state.borrow_mut().now += duration;
     }
 
+    fn idle(&self, limit: Duration) {
+        self.sleep(limit);
+    }
+
     fn now(&self) -> Duration {
         self.state.borrow().now
     }

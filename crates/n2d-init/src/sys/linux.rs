@@ -202,6 +202,10 @@ impl System for RealSystem {
         std::thread::sleep(duration)
     }
 
+    fn idle(&self, limit: Duration) {
+        std::thread::park_timeout(limit)
+    }
+
     fn now(&self) -> Duration {
         uptime()
     }
@@ -497,5 +501,24 @@ mod tests {
         assert_ne!(a, b);
         // The end of the buffer was filled too (64 zero bytes from the CRNG: never).
         assert!(a[4032..].iter().any(|&x| x != 0) && b[4032..].iter().any(|&x| x != 0));
+    }
+
+    #[test]
+    fn idle_ends_when_another_thread_wakes_it() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let (me, woken) = (std::thread::current(), Arc::new(AtomicBool::new(false)));
+        let started = std::time::Instant::now();
+        let flag = woken.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            flag.store(true, Ordering::SeqCst);
+            me.unpark();
+        });
+        // park_timeout may also return spuriously: idle again until the other thread woke it.
+        while !woken.load(Ordering::SeqCst) {
+            RealSystem.idle(Duration::from_secs(30));
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
 }

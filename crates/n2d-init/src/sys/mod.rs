@@ -115,6 +115,9 @@ pub trait System {
     /// Sends `request` on a Unix stream socket and returns what comes back until EOF.
     fn unix_request(&self, socket: &str, request: &[u8]) -> io::Result<Vec<u8>>;
     fn sleep(&self, duration: Duration);
+    /// Sleeps up to `limit`, less when another thread wakes this one (`Thread::unpark`): the
+    /// supervisor's wait between rounds, which a request from the host cuts short.
+    fn idle(&self, limit: Duration);
     /// Time since boot.
     fn now(&self) -> Duration;
     fn sync(&self);
