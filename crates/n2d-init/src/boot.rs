@@ -1,7 +1,8 @@
 //! The boot sequence: stage 1 in the initramfs, stage 2 on the real root.
 
 use crate::config::Source;
-use crate::error::Result;
+use crate::error::{self, Result};
+use crate::identity::{self, Role};
 use crate::log::info;
 use crate::mounts::Medium;
 use crate::supervisor::Supervisor;
@@ -32,16 +33,31 @@ pub fn stage1(sys: &dyn System) -> Result<Medium> {
 }
 
 /// Stage 2: makes the real root a Docker host; returns the supervisor, services not yet started.
+/// A template (see [`crate::identity`]) gets no network identity: its NICs stay down, without an
+/// address, and dockerd serves its local socket only, until a clone of it takes its identity.
 pub fn stage2(sys: &dyn System, medium: &Medium) -> Result<Supervisor> {
     mounts::mount_runtime_filesystems(sys)?;
     info!("runtime filesystems and cgroup2 mounted");
     let loaded = modules::load_listed(sys, MODULE_LIST, &modules::modules_dir(sys), false)?;
     info!("stage 2: {loaded} modules loaded");
     let (config, source) = config::find_config(sys, medium)?;
-    info!("config: hostname {}, tls {}", config.hostname, config.docker.tls.is_some());
+    let role = if config.template { "template" } else { "machine" };
+    info!("config: {role}, hostname {}, tls {}", config.hostname, config.docker.tls.is_some());
+    match identity::mix_seed(sys, &config) {
+        Ok(()) if config.seed.is_some() => info!("seed: the host's mixed into the kernel's RNG"),
+        Ok(()) => {}
+        Err(e) => info!("seed: {}; the kernel's own entropy only", error::one_line(&e)),
+    }
+    let config = if config.template { identity::as_template(&config) } else { config };
     net::write_identity(sys, &config)?;
-    let network = net::configure(sys, &config)?;
-    if network.dhcp.as_ref().is_some_and(|d| d.lease.is_none()) {
+    let network = if config.template {
+        net::bring_up_loopback(sys)?;
+        info!("template: NICs left down, without an address, until a clone takes its identity");
+        None
+    } else {
+        Some(net::configure(sys, &config)?)
+    };
+    if let Some(network) = network.as_ref().filter(|n| n.dhcp.as_ref().is_some_and(|d| d.lease.is_none())) {
         info!("{} has no address yet", network.ifname);
     }
     datadisk::mount_data(sys, medium)?;
@@ -57,9 +73,13 @@ pub fn stage2(sys: &dyn System, medium: &Medium) -> Result<Supervisor> {
     }
     let mut supervisor = Supervisor::new(sys, shells);
     if *medium != Medium::Serial {
-        supervisor.ready_notes = ready_notes(&config, &source, network.address(&config));
+        let address = network.as_ref().and_then(|n| n.address(&config));
+        supervisor.ready_notes = ready_notes(&config, &source, address);
     }
-    supervisor.dhcp = network.dhcp;
+    supervisor.dhcp = network.and_then(|n| n.dhcp);
+    if config.template {
+        supervisor.role = Role::Template(Box::new(config));
+    }
     Ok(supervisor)
 }
 
@@ -143,6 +163,68 @@ mod tests {
         assert!(!calls.iter().any(|c| c.starts_with("spawn")));
         supervisor.tick(&sys);
         assert_eq!(sys.calls()[calls.len()..], ["spawn containerd", "spawn console"]);
+    }
+
+    fn boot_with(config: &n2d_proto::GuestConfig) -> (FakeSystem, Supervisor) {
+        let sys = guest();
+        sys.add_file("/sys/class/net/eth1/address", "52:54:00:00:00:02\n");
+        sys.add_disk("vdb", "n2d-config", encode_config_disk(config).unwrap());
+        let supervisor = stage2(&sys, &Medium::Serial).unwrap();
+        (sys, supervisor)
+    }
+
+    #[test]
+    fn a_template_boots_without_network_identity_and_serves_its_local_socket_only() {
+        let mut config = sample_config();
+        config.template = true;
+        config.uplink = Some(n2d_proto::GuestUplink { mac: "52:54:00:00:00:02".into() });
+        // The host sends a template neither; should it, they are ignored.
+        assert!(config.docker.tls.is_some() && config.docker.tcp_port != 0);
+        let (sys, mut supervisor) = boot_with(&config);
+        let calls = sys.calls();
+        let ip: Vec<&String> =
+            calls.iter().filter(|c| c.starts_with("run ip") || c.starts_with("dhcp")).collect();
+        assert_eq!(ip, ["run ip link set lo up"], "a template's NICs stay down, without an address");
+        assert!(!calls.iter().any(|c| c.starts_with("run iptables")));
+        let daemon: serde_json::Value = serde_json::from_str(&sys.file_text(docker::DAEMON_JSON)).unwrap();
+        assert_eq!(daemon["hosts"], serde_json::json!(["unix:///run/docker.sock"]));
+        assert!(daemon.get("tlsverify").is_none(), "{daemon}");
+        assert!(!calls.iter().any(|c| c.starts_with("write /etc/docker/tls/")), "a template wrote TLS files");
+        assert!(supervisor.dhcp.is_none());
+        // The supervisor keeps the template's config, for its MACs, but no key or port.
+        let Role::Template(kept) = &supervisor.role else { panic!("{:?}", supervisor.role) };
+        assert_eq!(kept.network.mac, "52:54:00:12:34:56");
+        assert_eq!(kept.uplink.as_ref().unwrap().mac, "52:54:00:00:00:02");
+        assert_eq!(kept.docker, n2d_proto::DockerConfig { tls: None, tcp_port: 0 });
+        // Otherwise a normal boot: containerd and dockerd run.
+        sys.add_file(docker::CONTAINERD_SOCKET, "");
+        supervisor.tick(&sys);
+        assert!(sys.pid_of("containerd").is_some() && sys.pid_of("dockerd").is_some());
+    }
+
+    #[test]
+    fn a_machine_boots_with_its_role_and_network() {
+        let (sys, supervisor) = boot_with(&sample_config());
+        assert_eq!(supervisor.role, Role::Machine);
+        assert!(sys.calls().contains(&"run ip addr add 10.77.0.2/24 dev eth0".to_string()));
+    }
+
+    #[test]
+    fn the_hosts_seed_is_mixed_in_right_after_the_config_is_read_and_only_when_there_is_one() {
+        let (sys, _) = boot_with(&sample_config());
+        assert!(!sys.calls().iter().any(|c| c.starts_with("mix-entropy")));
+
+        for template in [false, true] {
+            let mut config = sample_config();
+            config.seed = Some(n2d_proto::Seed([3; 32]));
+            config.template = template;
+            let (sys, _) = boot_with(&config);
+            let calls = sys.calls();
+            let mixed = calls.iter().position(|c| c == "mix-entropy 32 bytes").expect("seed mixed");
+            assert_eq!(calls.iter().filter(|c| c.starts_with("mix-entropy")).count(), 1);
+            assert!(mixed < calls.iter().position(|c| c == "sethostname node-1").unwrap());
+            assert!(calls[mixed - 1].starts_with("load "), "not right after the config: {calls:#?}");
+        }
     }
 
     #[test]

@@ -1,23 +1,50 @@
-//! Shutdown requests: the host's control port (virtio-serial) and SIGTERM/SIGINT/SIGPWR.
+//! The host's requests: its control port (virtio-serial) and SIGTERM/SIGINT/SIGPWR. Each
+//! raises a flag in [`REQUESTS`] that the supervisor loop acts on.
 
 use crate::log::info;
 use crate::sys::System;
 use n2d_proto::{ControlRequest, CONTROL_PORT_NAME};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use std::io::{BufRead, BufReader, Read};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Set once a power-off was requested; the supervisor loop polls it.
-pub static SHUTDOWN: AtomicBool = AtomicBool::new(false);
-/// Set when the host asks for the TLS material to be reloaded; the supervisor loop clears it.
-pub static RELOAD_TLS: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: nix::libc::c_int) {
-    SHUTDOWN.store(true, Ordering::SeqCst);
+/// What was asked of the guest; the supervisor loop polls these.
+pub struct Requests {
+    /// A power-off (never cleared).
+    pub shutdown: AtomicBool,
+    /// `reload-tls`; the loop clears it.
+    pub reload_tls: AtomicBool,
+    /// `identity`; the loop clears it and reads [`Requests::identity_unix_ms`], stored first.
+    pub take_identity: AtomicBool,
+    /// The host's wall clock of the last `identity`, in ms since the epoch.
+    pub identity_unix_ms: AtomicU64,
 }
 
-/// Routes SIGTERM, SIGINT and SIGPWR to [`SHUTDOWN`]; Ctrl-Alt-Del becomes SIGINT.
+impl Requests {
+    pub const fn new() -> Self {
+        Requests {
+            shutdown: AtomicBool::new(false),
+            reload_tls: AtomicBool::new(false),
+            take_identity: AtomicBool::new(false),
+            identity_unix_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub static REQUESTS: Requests = Requests::new();
+
+extern "C" fn on_signal(_: nix::libc::c_int) {
+    REQUESTS.shutdown.store(true, Ordering::SeqCst);
+}
+
+/// Routes SIGTERM, SIGINT and SIGPWR to a shutdown request; Ctrl-Alt-Del becomes SIGINT.
 pub fn install_signal_handlers() {
     let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
     for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGPWR] {
@@ -41,22 +68,24 @@ pub fn find_control_port(sys: &dyn System) -> Option<String> {
         .map(|port| format!("/dev/{port}"))
 }
 
-/// Acts on one line from the host by raising a flag the supervisor loop acts on (`shutdown`,
-/// `reload_tls`); returns whether it asked for a shutdown.
-pub fn handle_line(line: &str, shutdown: &AtomicBool, reload_tls: &AtomicBool) -> bool {
+/// Acts on one line from the host by raising the flag in `requests` that the supervisor loop
+/// acts on; returns whether it asked for a shutdown.
+pub fn handle_line(line: &str, requests: &Requests) -> bool {
     match ControlRequest::parse(line) {
         Some(ControlRequest::PowerOff) => {
             info!("power-off requested by the host");
-            shutdown.store(true, Ordering::SeqCst);
+            requests.shutdown.store(true, Ordering::SeqCst);
             true
         }
         Some(ControlRequest::ReloadTls) => {
             info!("TLS reload requested by the host");
-            reload_tls.store(true, Ordering::SeqCst);
+            requests.reload_tls.store(true, Ordering::SeqCst);
             false
         }
-        Some(ControlRequest::TakeIdentity { .. }) => {
-            info!("identity hand-off requested, but this guest was not saved as a template");
+        Some(ControlRequest::TakeIdentity { unix_ms }) => {
+            info!("identity requested by the host (its clock: {unix_ms} ms)");
+            requests.identity_unix_ms.store(unix_ms, Ordering::SeqCst);
+            requests.take_identity.store(true, Ordering::SeqCst);
             false
         }
         None => {
@@ -111,8 +140,9 @@ pub fn for_each_bounded_line(mut input: impl BufRead, mut f: impl FnMut(&str)) -
     }
 }
 
-/// Reads requests from the control port in a background thread.
-pub fn listen(port: String) {
+/// Reads requests from the control port in a background thread; wakes `supervisor` (the
+/// thread of the supervisor loop, idle between its rounds) after each.
+pub fn listen(port: String, supervisor: std::thread::Thread) {
     let spawned = std::thread::Builder::new().name("control".into()).spawn(move || loop {
         let file = match std::fs::File::open(&port) {
             Ok(f) => f,
@@ -123,7 +153,8 @@ pub fn listen(port: String) {
             }
         };
         let _ = for_each_bounded_line(BufReader::new(file), |line| {
-            handle_line(line, &SHUTDOWN, &RELOAD_TLS);
+            handle_line(line, &REQUESTS);
+            supervisor.unpark();
         });
         // EOF: the host side is not connected (yet); look again shortly.
         std::thread::sleep(Duration::from_secs(1));
@@ -160,13 +191,27 @@ mod tests {
         sys.add_file("/sys/class/virtio-ports/vport1p1/name", "org.n2d.control\n");
         assert_eq!(find_control_port(&sys).as_deref(), Some("/dev/vport1p1"));
 
-        let (flag, reload) = (AtomicBool::new(false), AtomicBool::new(false));
-        assert!(!handle_line("reboot", &flag, &reload));
-        assert!(!handle_line("reload-tls please", &flag, &reload));
-        assert!(!flag.load(Ordering::SeqCst) && !reload.load(Ordering::SeqCst));
-        assert!(!handle_line("reload-tls\r", &flag, &reload));
-        assert!(reload.load(Ordering::SeqCst) && !flag.load(Ordering::SeqCst));
-        assert!(handle_line("poweroff\r", &flag, &reload));
-        assert!(flag.load(Ordering::SeqCst));
+        let requests = Requests::new();
+        assert!(!handle_line("reboot", &requests));
+        assert!(!handle_line("reload-tls please", &requests));
+        assert!(!requests.shutdown.load(Ordering::SeqCst) && !requests.reload_tls.load(Ordering::SeqCst));
+        assert!(!handle_line("reload-tls\r", &requests));
+        assert!(requests.reload_tls.load(Ordering::SeqCst) && !requests.shutdown.load(Ordering::SeqCst));
+        assert!(handle_line("poweroff\r", &requests));
+        assert!(requests.shutdown.load(Ordering::SeqCst));
+        assert!(!requests.take_identity.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn identity_stores_the_hosts_clock_and_raises_its_flag_alone() {
+        let requests = Requests::new();
+        for noise in ["identity", "identity -5", "identity 017", "identity 12x", "identity 1 2"] {
+            assert!(!handle_line(noise, &requests));
+            assert!(!requests.take_identity.load(Ordering::SeqCst), "{noise:?} raised the flag");
+        }
+        assert!(!handle_line("identity 1767225600123\r", &requests));
+        assert!(requests.take_identity.load(Ordering::SeqCst));
+        assert_eq!(requests.identity_unix_ms.load(Ordering::SeqCst), 1_767_225_600_123);
+        assert!(!requests.shutdown.load(Ordering::SeqCst) && !requests.reload_tls.load(Ordering::SeqCst));
     }
 }

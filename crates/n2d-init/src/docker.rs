@@ -11,6 +11,8 @@ pub const DOCKER_SOCKET: &str = "/run/docker.sock";
 pub const CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 pub const CONTAINERD_LOG: &str = "/var/log/containerd.log";
 pub const DOCKERD_LOG: &str = "/var/log/dockerd.log";
+/// The engine's ID, which dockerd makes at start when it is missing (on the data disk).
+pub const ENGINE_ID: &str = "/var/lib/docker/engine-id";
 
 const TLS_DIR: &str = "/etc/docker/tls";
 const CA: &str = "/etc/docker/tls/ca.pem";
@@ -85,22 +87,38 @@ pub fn write_tls(sys: &dyn System, tls: &TlsMaterial) -> Result<()> {
     Ok(())
 }
 
-/// `reload-tls`: dockerd's TLS files rewritten from the config disk the host rewrote. Material
-/// that is missing or not PEM changes nothing (the engine keeps serving its old certificate,
-/// rather than failing to start on a bad one). The caller restarts dockerd.
-pub fn reload_tls(sys: &dyn System) -> Result<()> {
-    let (config, device) = crate::config::reread_config(sys)?;
-    let tls = config.docker.tls.ok_or_else(|| Error::NoTlsMaterial { device: device.clone() })?;
+/// The TLS material of `config` (read from `device`), refused when it is missing or not PEM.
+pub fn checked_tls<'a>(config: &'a GuestConfig, device: &str) -> Result<&'a TlsMaterial> {
+    let tls = config.docker.tls.as_ref().ok_or_else(|| Error::NoTlsMaterial { device: device.into() })?;
     for (pem, marker, what) in [
         (&tls.ca_pem, "-----BEGIN CERTIFICATE-----", "CA certificate"),
         (&tls.cert_pem, "-----BEGIN CERTIFICATE-----", "server certificate"),
         (&tls.key_pem, "PRIVATE KEY-----", "private key"),
     ] {
         if !pem.contains(marker) {
-            return Err(Error::BadTlsMaterial { device, what });
+            return Err(Error::BadTlsMaterial { device: device.into(), what });
         }
     }
-    write_tls(sys, &tls)
+    Ok(tls)
+}
+
+/// `reload-tls`: dockerd's TLS files rewritten from the config disk the host rewrote. Material
+/// that is missing or not PEM changes nothing (the engine keeps serving its old certificate,
+/// rather than failing to start on a bad one). The caller restarts dockerd.
+pub fn reload_tls(sys: &dyn System) -> Result<()> {
+    let (config, device) = crate::config::reread_config(sys)?;
+    write_tls(sys, checked_tls(&config, &device)?)
+}
+
+/// Removes the engine's ID (dockerd stopped), so that the next dockerd makes a new one: a
+/// clone's engine must not share its template's.
+pub fn forget_engine_id(sys: &dyn System) -> Result<()> {
+    match sys.remove_file(ENGINE_ID) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::RemoveFile { path: ENGINE_ID.into(), source: e })
+        }
+        _ => Ok(()),
+    }
 }
 
 pub fn containerd_service() -> ServiceSpec {

@@ -68,10 +68,44 @@ pub enum Error {
         #[source]
         source: ConfigDiskError,
     },
-    #[error("the config disk {device} holds no TLS material to reload (an --insecure-tcp machine)")]
+    #[error("the config disk {device} holds no TLS material (an --insecure-tcp machine)")]
     NoTlsMaterial { device: String },
-    #[error("the config disk {device} holds no PEM {what}; the engine keeps its certificate")]
+    #[error("the config disk {device} holds no PEM {what}")]
     BadTlsMaterial { device: String, what: &'static str },
+    #[error("the config disk {device} is a template's, not a clone's")]
+    TemplateConfig { device: String },
+    #[error("the config disk {device} opens no TCP port for Docker")]
+    NoTcpPort { device: String },
+    #[error("the config disk {device} carries no seed for the kernel's RNG")]
+    NoSeed { device: String },
+    #[error("the config disk {device} names no MAC for the NIC")]
+    NoNicMac { device: String },
+    #[error("the config disk {device} names an uplink NIC; the template has none")]
+    UnexpectedUplink { device: String },
+    #[error("the config disk {device} names no uplink NIC; the template has one")]
+    MissingUplink { device: String },
+    #[error("mixing the seed into the kernel's RNG")]
+    MixEntropy {
+        #[source]
+        source: io::Error,
+    },
+    #[error("setting the wall clock to {unix_ms} ms after the epoch")]
+    SetWallClock {
+        unix_ms: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading random bytes from the kernel")]
+    RandomBytes {
+        #[source]
+        source: io::Error,
+    },
+    #[error("removing {path}")]
+    RemoveFile {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("setting the hostname to {name:?}")]
     SetHostname {
         name: String,
@@ -143,6 +177,11 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// [`chain`] on one line: the error and its causes joined by `: `.
+pub fn one_line(error: &dyn std::error::Error) -> String {
+    chain(error).replace("\n  caused by: ", ": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +193,10 @@ mod tests {
         assert_eq!(
             chain(&outer),
             "formatting the data disk /dev/vdb\n  caused by: `mkfs.ext4 /dev/vdb` failed with exit code 1"
+        );
+        assert_eq!(
+            one_line(&outer),
+            "formatting the data disk /dev/vdb: `mkfs.ext4 /dev/vdb` failed with exit code 1"
         );
     }
 }

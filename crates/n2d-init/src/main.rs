@@ -13,6 +13,7 @@ mod error;
 #[cfg(test)]
 mod fuzz_tests;
 mod gpt;
+mod identity;
 mod iproute;
 mod log;
 mod modules;
@@ -42,10 +43,10 @@ fn main() {
     match booted {
         Ok(mut supervisor) => {
             match control::find_control_port(&sys) {
-                Some(port) => control::listen(port),
+                Some(port) => control::listen(port, std::thread::current()),
                 None => info!("no control port; power-off only by signal"),
             }
-            supervisor.run(&sys, &control::SHUTDOWN, &control::RELOAD_TLS);
+            supervisor.run(&sys, &control::REQUESTS);
             supervisor.shutdown(&sys, &[datadisk::DOCKER_ROOT]);
         }
         Err(e) => {

@@ -91,7 +91,7 @@ impl Configured {
 /// uplink that carries the default route and the host's forwards (`n2d_proto::uplink`).
 pub fn configure(sys: &dyn System, config: &GuestConfig) -> Result<Configured> {
     let net = &config.network;
-    ip(sys, &["link", "set", "lo", "up"])?;
+    bring_up_loopback(sys)?;
     let ifname = if net.mac.is_empty() {
         wait_first_ethernet(sys).ok_or(Error::NoEthernet)?
     } else {
@@ -121,6 +121,35 @@ pub fn configure(sys: &dyn System, config: &GuestConfig) -> Result<Configured> {
         ip(sys, &["route", "add", "default", "via", &gateway.to_string()])?;
     }
     Ok(Configured { ifname, dhcp: None })
+}
+
+/// `lo` up: all the network a template has (its NICs stay down, without an address, until a
+/// clone takes its identity).
+pub fn bring_up_loopback(sys: &dyn System) -> Result<()> {
+    ip(sys, &["link", "set", "lo", "up"])
+}
+
+/// A clone's NICs are its template's, MACs included: each (the NIC, and the uplink if both
+/// configs have one) is found by the template's MAC (the template's NIC: the first Ethernet
+/// NIC when its config names none), set down and given the clone's MAC, so that [`configure`]
+/// then finds it by the clone's. All are found before any is changed.
+pub fn assign_clone_macs(sys: &dyn System, template: &GuestConfig, clone: &GuestConfig) -> Result<()> {
+    let mut pairs = vec![(template.network.mac.as_str(), clone.network.mac.as_str())];
+    if let (Some(old), Some(new)) = (&template.uplink, &clone.uplink) {
+        pairs.push((&old.mac, &new.mac));
+    }
+    let mut nics = Vec::new();
+    for (old, new) in pairs {
+        let found = if old.is_empty() { first_ethernet(sys) } else { find_interface(sys, old) };
+        let ifname = found.ok_or_else(|| Error::NicNotFound { mac: old.to_string() })?;
+        nics.push((ifname, new));
+    }
+    for (ifname, mac) in nics {
+        ip(sys, &["link", "set", "dev", &ifname, "down"])?;
+        ip(sys, &["link", "set", "dev", &ifname, "address", mac])?;
+        info!("network: {ifname} now has MAC {mac}");
+    }
+    Ok(())
 }
 
 /// The iptables chain (raw table) that keeps the guest off the host's loopback.

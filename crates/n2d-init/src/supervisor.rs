@@ -1,15 +1,19 @@
 //! PID 1's main loop: reaps every child (orphans included), restarts services with backoff,
-//! announces Docker readiness, and stops everything in order on shutdown.
+//! announces Docker readiness, acts on the host's requests (a TLS reload, a clone's identity),
+//! and stops everything in order on shutdown.
 
 use crate::console;
+use crate::control::Requests;
 use crate::docker;
+use crate::error::one_line;
+use crate::identity::{self, Role};
 use crate::log::{self, info};
 use crate::modules;
 use crate::sys::{Exit, ServiceIo, ServiceSpec, System};
-use n2d_proto::LATE_MODULE_LIST;
+use n2d_proto::{GuestConfig, LATE_MODULE_LIST};
 use nix::mount::MntFlags;
 use nix::sys::signal::Signal;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const TICK: Duration = Duration::from_millis(100);
@@ -103,6 +107,8 @@ pub struct Supervisor {
     pub ready_notes: Vec<String>,
     /// The DHCP client of a NIC that leases its address: renewed from this loop.
     pub dhcp: Option<crate::dhcp::Session>,
+    /// Whether this guest is a template waiting for a clone's identity.
+    pub role: Role,
 }
 
 impl Supervisor {
@@ -143,18 +149,84 @@ impl Supervisor {
             ready_announcements: 0,
             ready_notes: Vec::new(),
             dhcp: None,
+            role: Role::Machine,
         }
     }
 
-    /// Supervises until `stop` is set; reloads dockerd's TLS material whenever `reload_tls` is.
-    pub fn run(&mut self, sys: &dyn System, stop: &AtomicBool, reload_tls: &AtomicBool) {
-        while !stop.load(Ordering::SeqCst) {
-            if reload_tls.swap(false, Ordering::SeqCst) {
+    /// Supervises until a shutdown is requested; acts on the other requests as they come (the
+    /// control thread cuts the wait between rounds short: a clone's `identity` does not wait for
+    /// an idle round's end).
+    pub fn run(&mut self, sys: &dyn System, requests: &Requests) {
+        while !requests.shutdown.load(Ordering::SeqCst) {
+            if requests.take_identity.swap(false, Ordering::SeqCst) {
+                self.take_identity(sys, requests.identity_unix_ms.load(Ordering::SeqCst));
+            }
+            if requests.reload_tls.swap(false, Ordering::SeqCst) {
                 self.reload_tls(sys);
             }
             self.tick(sys);
-            sys.sleep(self.period());
+            sys.idle(self.period());
         }
+    }
+
+    /// The host's `identity <unix_ms>` to a clone just restored from a template: the steps of
+    /// [`crate::identity`] in order, then dockerd restarted with the clone's engine ID, labels
+    /// and TLS endpoint; the ready marker follows once it answers. Every outcome is one console
+    /// line beginning `identity:`. A guest that is not a template (any more) refuses, and so
+    /// does a template whose config disk does not hold a clone's config; both change nothing
+    /// (the latter but the clock). A failure after that leaves the clone broken: no ready
+    /// marker, and any further `identity` is refused.
+    pub fn take_identity(&mut self, sys: &dyn System, unix_ms: u64) {
+        let template = match &self.role {
+            Role::Template(config) => config.clone(),
+            Role::Machine => {
+                info!("identity: refused: this guest did not boot as a template; nothing changed");
+                return;
+            }
+            Role::Clone => {
+                info!("identity: refused: this guest already took an identity; nothing changed");
+                return;
+            }
+        };
+        if let Err(source) = sys.set_wall_clock(Duration::from_millis(unix_ms)) {
+            let e = crate::error::Error::SetWallClock { unix_ms, source };
+            info!("identity: refused: {}; nothing changed", one_line(&e));
+            return;
+        }
+        let clone = match identity::read_clone_config(sys, &template) {
+            Ok(clone) => clone,
+            Err(e) => {
+                info!("identity: refused: {}; nothing changed but the clock", one_line(&e));
+                return;
+            }
+        };
+        self.role = Role::Clone;
+        match self.become_clone(sys, &template, &clone) {
+            Ok(()) => info!(
+                "identity: taken: {}; dockerd restarts with TLS on port {}",
+                clone.hostname, clone.docker.tcp_port
+            ),
+            Err(e) => info!("identity: failed: {}", one_line(&e)),
+        }
+    }
+
+    /// Steps 3 to 6 of [`crate::identity`]. dockerd stays stopped when its new config cannot be
+    /// written: a clone half made must not announce itself ready.
+    fn become_clone(
+        &mut self,
+        sys: &dyn System,
+        template: &GuestConfig,
+        clone: &GuestConfig,
+    ) -> crate::error::Result<()> {
+        let network = identity::become_clone(sys, template, clone)?;
+        self.dhcp = network.dhcp;
+        let stopped = self.halt(sys, "dockerd", Duration::from_secs(20));
+        docker::forget_engine_id(sys)?;
+        docker::write_config(sys, clone)?;
+        if stopped {
+            self.resume(sys, "dockerd");
+        }
+        Ok(())
     }
 
     /// The host's `reload-tls`: dockerd's TLS files from the config disk it rewrote, then
@@ -174,7 +246,17 @@ impl Supervisor {
     /// Stops service `name` (SIGTERM, SIGKILL after `grace`) and starts it again at once. Other
     /// children that exit meanwhile are handled as in [`Supervisor::tick`].
     fn restart(&mut self, sys: &dyn System, name: &str, grace: Duration) {
-        let Some(i) = self.services.iter().position(|s| s.spec.name == name) else { return };
+        if self.halt(sys, name, grace) {
+            self.resume(sys, name);
+        }
+    }
+
+    /// Stops service `name` (SIGTERM, SIGKILL after `grace`); it stays stopped until
+    /// [`Supervisor::resume`]. False when it is still running: then it is left to the
+    /// supervision loop, which restarts it when it exits. Other children that exit meanwhile
+    /// are handled as in [`Supervisor::tick`].
+    fn halt(&mut self, sys: &dyn System, name: &str, grace: Duration) -> bool {
+        let Some(i) = self.services.iter().position(|s| s.spec.name == name) else { return false };
         if let State::Running { pid, .. } = self.services[i].state {
             let _ = sys.kill(pid, Signal::SIGTERM);
             let mut gone = self.reap_until(sys, pid, grace);
@@ -184,13 +266,20 @@ impl Supervisor {
                 gone = self.reap_until(sys, pid, Duration::from_secs(1));
             }
             if !gone {
-                // Still there: leave it to the supervision loop, which restarts it when it exits.
-                return;
+                return false;
             }
         }
-        self.services[i].state = State::Waiting { start_at: sys.now() };
+        self.services[i].state = State::Stopped;
         if name == "dockerd" {
             self.docker_ready = false;
+        }
+        true
+    }
+
+    /// Starts service `name` in the next round.
+    fn resume(&mut self, sys: &dyn System, name: &str) {
+        if let Some(service) = self.services.iter_mut().find(|s| s.spec.name == name) {
+            service.state = State::Waiting { start_at: sys.now() };
         }
     }
 
@@ -675,6 +764,235 @@ mod tests {
             sup.tick(&sys);
             assert_eq!(sys.pid_of("dockerd"), dockerd, "case {i}: dockerd was restarted");
         }
+    }
+
+    const TEMPLATE_NIC: &str = "52:54:00:00:00:01";
+    const TEMPLATE_UPLINK: &str = "52:54:00:00:00:02";
+    const CLONE_UPLINK: &str = "52:54:00:12:34:57";
+    const HOST_MS: u64 = 1_767_225_600_123;
+
+    /// A template's config as the guest keeps it: no TLS, no TCP port, its own MACs.
+    fn template_config() -> GuestConfig {
+        let mut config = tls_config("TEMPLATE");
+        config.template = true;
+        config.hostname = "template".into();
+        config.docker = n2d_proto::DockerConfig { tls: None, tcp_port: 0 };
+        config.labels.clear();
+        config.network.mac = TEMPLATE_NIC.into();
+        config.uplink = Some(n2d_proto::GuestUplink { mac: TEMPLATE_UPLINK.into() });
+        config
+    }
+
+    /// node-1 (sample_config's MAC, address and labels), certificate `CLONE`, a seed, an uplink.
+    fn clone_config() -> GuestConfig {
+        let mut config = tls_config("CLONE");
+        config.seed = Some(n2d_proto::Seed([9; 32]));
+        config.uplink = Some(n2d_proto::GuestUplink { mac: CLONE_UPLINK.into() });
+        config
+    }
+
+    /// A clone just restored from its template: NICs down with the template's MACs, dockerd
+    /// answering on its local socket, the config disk already the clone's (`disk`).
+    fn restored_clone(disk: Vec<u8>) -> (FakeSystem, Supervisor) {
+        let sys = FakeSystem::new();
+        sys.add_file("/sys/class/net/lo/address", "00:00:00:00:00:00\n");
+        sys.add_file("/sys/class/net/eth0/address", format!("{TEMPLATE_NIC}\n"));
+        sys.add_file("/sys/class/net/eth1/address", format!("{TEMPLATE_UPLINK}\n"));
+        docker::write_config(&sys, &template_config()).unwrap();
+        sys.add_file(docker::ENGINE_ID, "TEMPLATE-ENGINE\n");
+        sys.add_file(docker::CONTAINERD_SOCKET, "");
+        sys.state.borrow_mut().docker_response = Some(b"HTTP/1.1 200 OK\r\n\r\nOK".to_vec());
+        let mut sup = Supervisor::new(&sys, vec![]);
+        sup.role = Role::Template(Box::new(template_config()));
+        for _ in 0..3 {
+            sup.tick(&sys);
+            sys.sleep(TICK);
+        }
+        assert_eq!(sup.ready_announcements, 1);
+        sys.add_disk("vdb", "n2d-config\n", disk);
+        (sys, sup)
+    }
+
+    fn encoded(config: &GuestConfig) -> Vec<u8> {
+        n2d_proto::encode_config_disk(config).unwrap()
+    }
+
+    #[test]
+    fn identity_sets_the_clock_reads_checks_reseeds_renames_renumbers_and_restarts_dockerd_in_order() {
+        let (sys, mut sup) = restored_clone(encoded(&clone_config()));
+        let template_dockerd = sys.pid_of("dockerd").unwrap();
+        let before = sys.calls().len();
+        sup.take_identity(&sys, HOST_MS);
+        let calls = sys.calls()[before..].to_vec();
+        let (guard, rest): (Vec<String>, Vec<String>) =
+            calls.iter().cloned().partition(|c| c.starts_with("run iptables"));
+        assert_eq!(
+            rest,
+            [
+                // a. the clock, b. the clone's config past the cache, c. its seed
+                "set wall clock 1767225600123 ms",
+                "read uncached /dev/vdb",
+                "mix-entropy 32 bytes",
+                // d. names, then each NIC found by the template's MAC and given the clone's
+                "sethostname node-1",
+                "write /etc/hostname",
+                "write /etc/hosts",
+                "write /etc/resolv.conf",
+                "run ip link set dev eth0 down",
+                "run ip link set dev eth0 address 52:54:00:12:34:56",
+                "run ip link set dev eth1 down",
+                "run ip link set dev eth1 address 52:54:00:12:34:57",
+                "run ip link set lo up",
+                "run ip link set eth0 up",
+                "run ip addr add 10.77.0.2/24 dev eth0",
+                "run ip link set eth1 up",
+                "run ip addr add 100.64.77.15/24 dev eth1",
+                "run ip route add default via 100.64.77.2",
+                // e. machine-id
+                "write /etc/machine-id",
+                // f. dockerd stopped, a new engine ID, the clone's TLS files and daemon.json
+                "kill dockerd SIGTERM",
+                "remove /var/lib/docker/engine-id",
+                "write /etc/containerd/config.toml",
+                "write /etc/docker/tls/ca.pem",
+                "write /etc/docker/tls/server-cert.pem",
+                "write /etc/docker/tls/server-key.pem",
+                "write /etc/docker/daemon.json",
+            ]
+        );
+        // The uplink's guard is in place before the uplink is up, as at boot.
+        assert_eq!(guard.len(), 8);
+        let at = |needle: &str| calls.iter().position(|c| c == needle).unwrap();
+        assert!(at("run ip addr add 10.77.0.2/24 dev eth0") < at(&guard[0]));
+        assert!(at(&guard[7]) < at("run ip link set eth1 up"));
+
+        assert_eq!(sys.file_text("/sys/class/net/eth0/address"), "52:54:00:12:34:56\n");
+        assert_eq!(sys.file_text("/etc/hostname"), "node-1\n");
+        assert!(sys.file_text("/etc/hosts").contains("10.77.0.2\tnode-1\n"));
+        assert_eq!(sys.file_text("/etc/resolv.conf"), "nameserver 10.77.0.1\nnameserver 1.1.1.1\n");
+        assert_eq!(sys.file_text(identity::MACHINE_ID), "000102030405460788090a0b0c0d0e0f\n");
+        assert!(sys.file(docker::ENGINE_ID).is_none(), "the template's engine ID survived");
+        let daemon: serde_json::Value = serde_json::from_str(&sys.file_text(docker::DAEMON_JSON)).unwrap();
+        assert_eq!(daemon["hosts"], serde_json::json!(["unix:///run/docker.sock", "tcp://0.0.0.0:2376"]));
+        assert_eq!(daemon["tlsverify"], serde_json::json!(true));
+        assert_eq!(daemon["labels"], serde_json::json!(["role=worker", "zone=a"]));
+        assert!(sys.file_text(CERT).contains("CLONE"));
+        assert_eq!(sys.file(KEY).unwrap().1, 0o600);
+        assert_eq!(sup.role, Role::Clone);
+
+        // dockerd starts again at once, and the host gets its marker again once it answers.
+        sup.tick(&sys);
+        let clone_dockerd = sys.pid_of("dockerd").expect("dockerd started again");
+        assert_ne!(clone_dockerd, template_dockerd);
+        for _ in 0..3 {
+            sys.sleep(TICK);
+            sup.tick(&sys);
+        }
+        assert_eq!(sup.ready_announcements, 2);
+    }
+
+    #[test]
+    fn a_config_disk_that_is_not_a_clones_changes_nothing_but_the_clock() {
+        let mut template = clone_config();
+        template.template = true;
+        let mut no_tls = clone_config();
+        no_tls.docker.tls = None;
+        let mut bad_key = clone_config();
+        bad_key.docker.tls.as_mut().unwrap().key_pem = "not a key".into();
+        let mut no_port = clone_config();
+        no_port.docker.tcp_port = 0;
+        let mut no_seed = clone_config();
+        no_seed.seed = None;
+        let mut no_mac = clone_config();
+        no_mac.network.mac = String::new();
+        let mut no_uplink = clone_config();
+        no_uplink.uplink = None;
+        // Each config disk, and what the refusal says.
+        let cases = [
+            (encoded(&template), "/dev/vdb is a template's, not a clone's"),
+            (encoded(&no_tls), "/dev/vdb holds no TLS material"),
+            (encoded(&bad_key), "/dev/vdb holds no PEM private key"),
+            (encoded(&no_port), "/dev/vdb opens no TCP port for Docker"),
+            (encoded(&no_seed), "/dev/vdb carries no seed"),
+            (encoded(&no_mac), "/dev/vdb names no MAC"),
+            (encoded(&no_uplink), "/dev/vdb names no uplink NIC; the template has one"),
+            (vec![0u8; 4096], "decoding the config disk /dev/vdb"),
+            (b"N2DCONF1\xff\xff\xff\xff".to_vec(), "decoding the config disk /dev/vdb"),
+        ];
+        for (i, (disk, expected)) in cases.into_iter().enumerate() {
+            let (sys, mut sup) = restored_clone(disk);
+            let err = identity::read_clone_config(&sys, &template_config()).unwrap_err();
+            assert!(err.to_string().contains(expected), "case {i}: {err}");
+            let dockerd = sys.pid_of("dockerd");
+            let before = sys.calls().len();
+            sup.take_identity(&sys, HOST_MS);
+            assert_eq!(
+                sys.calls()[before..],
+                ["set wall clock 1767225600123 ms", "read uncached /dev/vdb"],
+                "case {i}"
+            );
+            assert_eq!(sup.role, Role::Template(Box::new(template_config())), "case {i}");
+            assert_eq!(sys.file_text("/sys/class/net/eth0/address"), format!("{TEMPLATE_NIC}\n"));
+            sup.tick(&sys);
+            assert_eq!(sys.pid_of("dockerd"), dockerd, "case {i}: dockerd was restarted");
+
+            // Still a template: the host may put the clone's config on the disk and ask again.
+            if i == 0 {
+                sys.add_disk("vdb", "n2d-config\n", encoded(&clone_config()));
+                sup.take_identity(&sys, HOST_MS);
+                assert_eq!(sup.role, Role::Clone);
+                assert!(sys.calls().contains(&"remove /var/lib/docker/engine-id".to_string()));
+            }
+        }
+
+        // An uplink the template does not have: its clone cannot have one either.
+        let (sys, _) = restored_clone(encoded(&clone_config()));
+        let mut template = template_config();
+        template.uplink = None;
+        let err = identity::read_clone_config(&sys, &template).unwrap_err();
+        assert!(matches!(err, crate::error::Error::UnexpectedUplink { .. }), "{err}");
+        assert!(err.to_string().contains("names an uplink NIC; the template has none"));
+    }
+
+    #[test]
+    fn identity_is_taken_once_and_only_by_a_template() {
+        let (sys, mut sup) = restored_clone(encoded(&clone_config()));
+        sup.take_identity(&sys, HOST_MS);
+        sup.tick(&sys);
+        let dockerd = sys.pid_of("dockerd");
+        let before = sys.calls().len();
+        sup.take_identity(&sys, HOST_MS + 1);
+        assert_eq!(sys.calls()[before..], [] as [&str; 0], "a second identity changed something");
+        sup.tick(&sys);
+        assert_eq!(sys.pid_of("dockerd"), dockerd);
+
+        // A machine booted with its own config: not even the clock is touched.
+        let (sys, mut sup) = running_guest();
+        sys.add_disk("vdb", "n2d-config\n", encoded(&clone_config()));
+        let before = sys.calls().len();
+        sup.take_identity(&sys, HOST_MS);
+        assert_eq!(sys.calls()[before..], [] as [&str; 0]);
+        assert_eq!(sup.role, Role::Machine);
+    }
+
+    #[test]
+    fn a_clone_whose_nic_is_missing_fails_before_touching_dockerd_and_takes_no_second_identity() {
+        let (sys, mut sup) = restored_clone(encoded(&clone_config()));
+        sys.state.borrow_mut().files.remove("/sys/class/net/eth1/address");
+        let dockerd = sys.pid_of("dockerd");
+        let before = sys.calls().len();
+        sup.take_identity(&sys, HOST_MS);
+        let calls = sys.calls()[before..].to_vec();
+        assert!(calls.contains(&"mix-entropy 32 bytes".to_string()));
+        assert!(!calls.iter().any(|c| c.starts_with("run ip link set dev")), "{calls:?}");
+        assert!(!calls.iter().any(|c| c.starts_with("kill") || c.contains("daemon.json")), "{calls:?}");
+        assert_eq!(sup.role, Role::Clone);
+        sup.tick(&sys);
+        assert_eq!(sys.pid_of("dockerd"), dockerd);
+        assert_eq!(sup.ready_announcements, 1, "a broken clone announced itself ready");
+        let before = sys.calls().len();
+        sup.take_identity(&sys, HOST_MS);
+        assert_eq!(sys.calls().len(), before);
     }
 
     #[test]

@@ -27,6 +27,8 @@ pub struct State {
     /// The DHCP server on the wire: each message the client sends, and the answers it gets.
     pub dhcp_server: Option<DhcpServer>,
     pub dhcp_inbox: VecDeque<Vec<u8>>,
+    /// The next byte `random_bytes` gives: 0, 1, 2 … (deterministic, wrapping).
+    pub next_random: u8,
 }
 
 /// A scripted DHCP server: the client's message in, the server's replies out.
@@ -232,7 +234,15 @@ impl System for FakeSystem {
 
     fn run(&self, program: &str, args: &[&str]) -> io::Result<Exit> {
         self.record(format!("run {program} {}", args.join(" ")));
-        Ok(self.state.borrow().run_exits.get(program).copied().unwrap_or(Exit::Code(0)))
+        let exit = self.state.borrow().run_exits.get(program).copied().unwrap_or(Exit::Code(0));
+        // As the kernel does: a NIC's new MAC shows in sysfs at once.
+        if let ("ip", ["link", "set", "dev", ifname, "address", mac]) = (program, args) {
+            let path = format!("/sys/class/net/{ifname}/address");
+            if exit.success() && self.exists(&path) {
+                self.add_file(&path, format!("{mac}\n"));
+            }
+        }
+        Ok(exit)
     }
 
     fn spawn(&self, spec: &ServiceSpec) -> io::Result<i32> {
@@ -282,6 +292,10 @@ impl System for FakeSystem {
 
     fn sleep(&self, duration: Duration) {
         self.state.borrow_mut().now += duration;
+    }
+
+    fn idle(&self, limit: Duration) {
+        self.sleep(limit);
     }
 
     fn now(&self) -> Duration {
@@ -336,6 +350,31 @@ impl System for FakeSystem {
             return Err(not_found(path));
         }
         self.record(format!("tty {path} {line}"));
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &str) -> io::Result<()> {
+        self.record(format!("remove {path}"));
+        self.state.borrow_mut().files.remove(path).map(drop).ok_or_else(|| not_found(path))
+    }
+
+    /// Records how many bytes were mixed in, never the bytes.
+    fn mix_entropy(&self, bytes: &[u8]) -> io::Result<()> {
+        self.record(format!("mix-entropy {} bytes", bytes.len()));
+        Ok(())
+    }
+
+    fn set_wall_clock(&self, since_epoch: Duration) -> io::Result<()> {
+        self.record(format!("set wall clock {} ms", since_epoch.as_millis()));
+        Ok(())
+    }
+
+    fn random_bytes(&self, buf: &mut [u8]) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        for byte in buf {
+            *byte = st.next_random;
+            st.next_random = st.next_random.wrapping_add(1);
+        }
         Ok(())
     }
 }

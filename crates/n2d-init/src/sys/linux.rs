@@ -202,6 +202,10 @@ impl System for RealSystem {
         std::thread::sleep(duration)
     }
 
+    fn idle(&self, limit: Duration) {
+        std::thread::park_timeout(limit)
+    }
+
     fn now(&self) -> Duration {
         uptime()
     }
@@ -240,6 +244,49 @@ impl System for RealSystem {
     fn write_tty(&self, path: &str, line: &str) -> io::Result<()> {
         let mut tty = OpenOptions::new().write(true).custom_flags(nix::libc::O_NOCTTY).open(path)?;
         tty.write_all(format!("{line}\r\n").as_bytes())
+    }
+
+    fn remove_file(&self, path: &str) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn mix_entropy(&self, bytes: &[u8]) -> io::Result<()> {
+        // RNDRESEEDCRNG (_IO('R', 0x07)): the CRNG takes a new key from the input pool now,
+        // rather than at its next scheduled reseed.
+        const RNDRESEEDCRNG: nix::libc::c_ulong = 0x5207;
+        let mut urandom = OpenOptions::new().write(true).open("/dev/urandom")?;
+        urandom.write_all(bytes)?;
+        // SAFETY: RNDRESEEDCRNG takes no argument.
+        if unsafe { nix::libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&urandom), RNDRESEEDCRNG as _) } == 0 {
+            return Ok(());
+        }
+        match io::Error::last_os_error() {
+            // The CRNG is not seeded yet: its first seeding takes the pool, these bytes included.
+            e if e.raw_os_error() == Some(nix::libc::ENODATA) => Ok(()),
+            e => Err(e),
+        }
+    }
+
+    fn set_wall_clock(&self, since_epoch: Duration) -> io::Result<()> {
+        nix::time::clock_settime(ClockId::CLOCK_REALTIME, since_epoch.into()).map_err(io::Error::from)
+    }
+
+    fn random_bytes(&self, buf: &mut [u8]) -> io::Result<()> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let rest = &mut buf[filled..];
+            // SAFETY: getrandom(2) writes at most `rest.len()` bytes into `rest`, a live buffer.
+            let n = unsafe { nix::libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            filled += n as usize;
+        }
+        Ok(())
     }
 
     /// The kernel gives PID 1 the console as fds 0-2 only if the initramfs has
@@ -439,5 +486,39 @@ mod udp {
                 Err(e) => Err(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_bytes_fill_the_whole_buffer_differently_each_time() {
+        let (mut a, mut b) = ([0u8; 4096], [0u8; 4096]);
+        RealSystem.random_bytes(&mut a).unwrap();
+        RealSystem.random_bytes(&mut b).unwrap();
+        assert_ne!(a, b);
+        // The end of the buffer was filled too (64 zero bytes from the CRNG: never).
+        assert!(a[4032..].iter().any(|&x| x != 0) && b[4032..].iter().any(|&x| x != 0));
+    }
+
+    #[test]
+    fn idle_ends_when_another_thread_wakes_it() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let (me, woken) = (std::thread::current(), Arc::new(AtomicBool::new(false)));
+        let started = std::time::Instant::now();
+        let flag = woken.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            flag.store(true, Ordering::SeqCst);
+            me.unpark();
+        });
+        // park_timeout may also return spuriously: idle again until the other thread woke it.
+        while !woken.load(Ordering::SeqCst) {
+            RealSystem.idle(Duration::from_secs(30));
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     }
 }

@@ -115,6 +115,9 @@ pub trait System {
     /// Sends `request` on a Unix stream socket and returns what comes back until EOF.
     fn unix_request(&self, socket: &str, request: &[u8]) -> io::Result<Vec<u8>>;
     fn sleep(&self, duration: Duration);
+    /// Sleeps up to `limit`, less when another thread wakes this one (`Thread::unpark`): the
+    /// supervisor's wait between rounds, which a request from the host cuts short.
+    fn idle(&self, limit: Duration);
     /// Time since boot.
     fn now(&self) -> Duration;
     fn sync(&self);
@@ -132,6 +135,15 @@ pub trait System {
     fn dhcp_socket(&self, ifname: &str) -> io::Result<Box<dyn DhcpSocket + '_>>;
     /// Writes a line to a terminal device that is not PID 1's console (e.g. /dev/tty0).
     fn write_tty(&self, path: &str, line: &str) -> io::Result<()>;
+    /// Removes a file; one that is not there is an error of kind `NotFound`.
+    fn remove_file(&self, path: &str) -> io::Result<()>;
+    /// Mixes `bytes` into the kernel's entropy pool (a write to /dev/urandom) and makes the
+    /// kernel's CRNG reseed from it at once (`RNDRESEEDCRNG`).
+    fn mix_entropy(&self, bytes: &[u8]) -> io::Result<()>;
+    /// Sets the wall clock (CLOCK_REALTIME) to `since_epoch` after 1970-01-01 UTC.
+    fn set_wall_clock(&self, since_epoch: Duration) -> io::Result<()>;
+    /// Fills `buf` from the kernel's CRNG (getrandom(2)).
+    fn random_bytes(&self, buf: &mut [u8]) -> io::Result<()>;
 }
 
 /// Polls `probe` every `every` until it returns `Some` or `timeout` passes.
