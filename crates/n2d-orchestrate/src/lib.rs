@@ -92,7 +92,7 @@ pub struct Orchestrator<R, H, C> {
     /// Where tools are looked for before they are run (`PATH`, from [`Settings`]).
     search_path: n2d_exec::SearchPath,
     /// Cold boots only (`--cold`): no warm template is made or cloned.
-    cold: bool,
+    cold: AtomicBool,
     /// Held while a warm template is looked for or made: one is made once, whoever asks.
     template_gate: std::sync::Mutex<()>,
 }
@@ -130,7 +130,7 @@ impl SystemOrchestrator {
             cancel,
             kill: KillPoints::parse(settings.kill_at.as_deref()).with_notes(notes),
             search_path: settings.search_path.clone(),
-            cold: false,
+            cold: AtomicBool::new(false),
             template_gate: Default::default(),
         })
     }

@@ -12,7 +12,8 @@ use n2d_net::tap_for;
 use n2d_net::user::{self, uplink_mac, UserNet};
 use n2d_pki::Ca;
 use n2d_proto::{
-    encode_config_disk, ControlRequest, Addressing, DockerConfig, GuestConfig, GuestNetwork, GuestUplink, TlsMaterial,
+    encode_config_disk, Addressing, ControlRequest, DockerConfig, GuestConfig, GuestNetwork, GuestUplink,
+    TlsMaterial,
 };
 use n2d_spec::machine::{MachineName, MachineSpec};
 use n2d_store::{remove_dir_all, write_atomic, Journal, MachineRecord, Operation};
@@ -181,7 +182,12 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
 
     /// Makes a machine's data disk in `dir`: empty (its first boot formats it), or a
     /// copy-on-write layer over a warm template's frozen disk. Replaces one already there.
-    fn create_data_disk(&self, dir: &std::path::Path, bytes: u64, base: Option<&std::path::Path>) -> Result<()> {
+    fn create_data_disk(
+        &self,
+        dir: &std::path::Path,
+        bytes: u64,
+        base: Option<&std::path::Path>,
+    ) -> Result<()> {
         let mut cmd = Cmd::new("qemu-img", "qemu-utils").args(["create", "-q", "-f", "qcow2"]);
         if let Some(base) = base {
             cmd = cmd.arg("-b").arg(base).args(["-F", "qcow2"]);
@@ -400,8 +406,13 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let mut launch = self.vm_launch(record, image);
         launch.memory = Memory::CloneOf(template.ram());
         step.set("restoring its warm template");
-        let report =
-            self.hypervisor.restore(vm, &launch, &template.state(), template.accel(), crate::templates::STATE_TRANSFER)?;
+        let report = self.hypervisor.restore(
+            vm,
+            &launch,
+            &template.state(),
+            template.accel(),
+            crate::templates::STATE_TRANSFER,
+        )?;
         journal.kill_point("after-qemu-start");
         step.set("handing it its identity");
         self.hypervisor.control(vm, ControlRequest::TakeIdentity { unix_ms: crate::templates::unix_ms() })?;
@@ -472,7 +483,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         swarm: Option<&str>,
         timeout: Duration,
     ) -> Result<MachineRecord> {
-        let template = if self.cold { None } else { self.warm_template_for(spec) };
+        let template = if self.cold.load(Ordering::Relaxed) { None } else { self.warm_template_for(spec) };
         let step = self.progress.step(&format!("Creating {}", spec.name));
         let (mut record, mut rollback, journal) = self.prepare_machine(spec, swarm, template.as_ref())?;
         {

@@ -171,7 +171,9 @@ pub fn check_template(dir: &Path, qemu: &str) -> std::result::Result<Template, U
     if record.qemu != qemu {
         return Err(Unfit::OtherQemu(record.qemu));
     }
-    for (file, stamp, what) in [(RAM_FILE, &record.ram, "RAM file"), (DATA_DISK_FILE, &record.data, "data disk")] {
+    for (file, stamp, what) in
+        [(RAM_FILE, &record.ram, "RAM file"), (DATA_DISK_FILE, &record.data, "data disk")]
+    {
         if FileStamp::of(&dir.join(file)).ok().as_ref() != Some(stamp) {
             return Err(Unfit::Changed(what));
         }
@@ -198,7 +200,7 @@ fn candidates(image: &Image, key: &str) -> Vec<PathBuf> {
             Some((made, e.path()))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|(made, _)| std::cmp::Reverse(*made));
     found.into_iter().map(|(_, p)| p).collect()
 }
 
@@ -211,6 +213,11 @@ pub fn template_dirs(image_dir: &Path) -> Vec<PathBuf> {
 }
 
 impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
+    /// `--cold`: machines created from now on boot, none is cloned from a warm template.
+    pub fn set_cold_boots(&self, cold: bool) {
+        self.cold.store(cold, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The template a machine of `spec` is cloned from: the newest fit one, else one made now
     /// (said as it is made). `None`, with a line saying why, when none can be had: the machine
     /// then boots cold, as without templates.
@@ -248,7 +255,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         };
         for dir in candidates(image, &shape.key(self.hypervisor.accel())) {
             match check_template(&dir, &qemu) {
-                Ok(t) if t.record.shape == *shape && t.record.image == image.manifest.id => return Ok(Some(t)),
+                Ok(t) if t.record.shape == *shape && t.record.image == image.manifest.id => {
+                    return Ok(Some(t))
+                }
                 Ok(_) => {}
                 Err(why) => self.progress.say(&format!(
                     "warning: warm template {} is not used: {why}; another is made",
@@ -346,7 +355,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         step.set("booting the template");
         let report = self.hypervisor.start(vm, &launch)?;
         if report.accel != accel {
-            return Err(Error::TemplateUnusable { reason: format!("it booted under {} instead", report.accel) });
+            return Err(Error::TemplateUnusable {
+                reason: format!("it booted under {} instead", report.accel),
+            });
         }
         self.hypervisor.wait_ready(vm, 0, TEMPLATE_BOOT)?;
         step.set("saving the template");

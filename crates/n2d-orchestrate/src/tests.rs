@@ -43,7 +43,7 @@ pub(crate) fn recording_orchestrator(
         kill: KillPoints::none(),
         search_path: n2d_exec::SearchPath::default(),
         // Cold boots unless a test is about warm starts (`tests/warm.rs`).
-        cold: true,
+        cold: AtomicBool::new(true),
         template_gate: Default::default(),
     };
     (orch, said)
@@ -61,6 +61,8 @@ struct TestRunner {
     switch_starts: Mutex<usize>,
     /// The stand-in switches started, ended with the test.
     switches: Mutex<Vec<std::process::Child>>,
+    /// Every `qemu-img` command line.
+    qemu_img: Mutex<Vec<String>>,
 }
 
 impl Drop for TestRunner {
@@ -97,6 +99,7 @@ impl Runner for TestRunner {
         if cmd.program != "qemu-img" {
             return self.host.run(cmd);
         }
+        self.qemu_img.lock().unwrap().push(cmd.display());
         if *self.fail_qemu_img.lock().unwrap() {
             return Err(ExecError::Failed {
                 command: cmd.display(),
@@ -161,6 +164,7 @@ fn kit() -> Kit {
             qemu_img_makes_nothing: Mutex::new(false),
             switch_starts: Mutex::new(0),
             switches: Mutex::default(),
+            qemu_img: Mutex::default(),
         },
         hypervisor: FakeHypervisor::new(),
         docker: cluster.clone(),
@@ -175,7 +179,7 @@ fn kit() -> Kit {
         kill: KillPoints::none(),
         search_path: n2d_exec::SearchPath::default(),
         // Cold boots unless a test is about warm starts (`tests/warm.rs`).
-        cold: true,
+        cold: AtomicBool::new(true),
         template_gate: Default::default(),
     };
     Kit { dir, orch, cluster, said }
@@ -719,6 +723,7 @@ mod commands;
 mod image;
 mod recovery;
 mod user_mode;
+mod warm;
 
 #[test]
 fn a_concurrent_add_host_is_not_lost_by_a_scale() {

@@ -154,6 +154,9 @@ pub enum SwarmCommand {
         managers: Option<u32>,
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Boot the new nodes, even when a warm template could be cloned
+        #[arg(long)]
+        cold: bool,
     },
     /// Load a `docker save` archive into every node
     Load { name: SwarmName, archive: PathBuf },
@@ -206,6 +209,9 @@ pub struct SwarmCreateArgs {
     /// Keep what was created when the command fails (for debugging)
     #[arg(long)]
     pub keep_on_failure: bool,
+    /// Boot, even when a warm template could be cloned (see `n2d image warm`)
+    #[arg(long)]
+    pub cold: bool,
 }
 
 #[derive(Debug, Args)]
@@ -410,6 +416,9 @@ pub struct CreateArgs {
     /// (bridges n2d made)
     #[arg(long)]
     pub expose: bool,
+    /// Boot, even when a warm template could be cloned (see `n2d image warm`)
+    #[arg(long)]
+    pub cold: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -15,6 +15,7 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     let m = &args.machine;
     // Everything the user typed is checked before building or creating anything.
     let default_image = crate::commands::image::build_request(&Default::default(), ctx.init_env());
+    ctx.set_cold_boots(args.cold);
     let record = ctx.create_machine_checked(
         &ctx.probe(),
         &args.name,

@@ -17,7 +17,8 @@ pub fn run(ctx: &Ctx, cmd: SwarmCommand) -> Result<()> {
         SwarmCommand::Ls => ls(ctx),
         SwarmCommand::Env { name, shell } => env(ctx, &name, shell),
         SwarmCommand::Rm { name } => rm(ctx, &name),
-        SwarmCommand::Scale { name, workers, managers, timeout } => {
+        SwarmCommand::Scale { name, workers, managers, timeout, cold } => {
+            ctx.set_cold_boots(cold);
             scale(ctx, &name, workers, managers, timeout)
         }
         SwarmCommand::Load { name, archive } => load(ctx, &name, &archive),
@@ -40,6 +41,7 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
         labels: args.labels.clone(),
     };
     let default_image = crate::commands::image::build_request(&Default::default(), ctx.init_env());
+    ctx.set_cold_boots(args.cold);
     let created = ctx.create_swarm_checked(
         &ctx.probe(),
         &request,

@@ -1,0 +1,169 @@
+//! Warm starts over the fakes: a template made once and cloned, what makes one unfit, and the
+//! cold boot a failed clone falls back to.
+
+use super::*;
+use crate::templates::{check_template, template_dirs, Shape};
+
+fn warm_kit() -> Kit {
+    let k = kit();
+    k.orch.set_cold_boots(false);
+    k
+}
+
+fn image_dir(k: &Kit) -> std::path::PathBuf {
+    k.orch.home.images_dir().join(IMAGE)
+}
+
+fn templates(k: &Kit) -> Vec<std::path::PathBuf> {
+    template_dirs(&image_dir(k))
+}
+
+fn template_vm() -> String {
+    format!("template-{}", &IMAGE[..12])
+}
+
+#[test]
+fn the_first_create_makes_a_template_and_every_create_clones_it() {
+    let k = warm_kit();
+    let a = k.create("a").unwrap();
+    let b = k.create("b").unwrap();
+    let t = template_vm();
+    // The identity request carries the host's clock: its value is checked by the guest's tests.
+    let events: Vec<String> = k
+        .vms()
+        .events()
+        .into_iter()
+        .map(|e| e.split_once(" identity ").map_or(e.clone(), |(head, _)| format!("{head} identity")))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            format!("start {t}"),
+            format!("wait_ready {t}"),
+            format!("save {t}"),
+            "restore a".into(),
+            "control a identity".into(),
+            "wait_ready a".into(),
+            "restore b".into(),
+            "control b identity".into(),
+            "wait_ready b".into(),
+        ]
+    );
+    // One template, complete and read-only; both machines name it and layer their disks on it.
+    let dirs = templates(&k);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let template = check_template(&dirs[0], "fake QEMU 10.0.2").unwrap();
+    assert_eq!(template.record.shape, Shape::of(&spec("a")));
+    assert_eq!(a.warm_from.as_deref(), Some(template.name().as_str()));
+    assert_eq!(b.warm_from, a.warm_from);
+    let mode = std::fs::metadata(template.data()).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o400);
+    let overlays: Vec<String> =
+        k.orch.runner.qemu_img.lock().unwrap().iter().filter(|c| c.contains(" -b ")).cloned().collect();
+    assert_eq!(overlays.len(), 2, "{overlays:?}");
+    assert!(overlays[0].contains(&format!("-b {} -F qcow2", template.data().display())), "{overlays:?}");
+    // The clone's RAM is the template's file, mapped copy-on-write.
+    let launch = k.vms().last_launch("b").unwrap();
+    assert_eq!(launch.memory, n2d_vm::Memory::CloneOf(template.ram()));
+    // A clone's later starts are cold boots of its own disk.
+    k.orch.stop_machine(&name("a"), BOOT).unwrap();
+    k.orch.start_machine(&name("a"), BOOT).unwrap();
+    assert_eq!(k.vms().last_launch("a").unwrap().memory, n2d_vm::Memory::Private);
+    assert_eq!(k.vms().count("start a"), 1);
+}
+
+#[test]
+fn cold_boots_make_no_template() {
+    let k = warm_kit();
+    k.orch.set_cold_boots(true);
+    let a = k.create("a").unwrap();
+    assert_eq!(k.vms().events(), ["start a", "wait_ready a"]);
+    assert_eq!(a.warm_from, None);
+    assert!(templates(&k).is_empty());
+}
+
+#[test]
+fn a_clone_that_fails_boots_cold_on_a_new_disk_with_one_line() {
+    let k = warm_kit();
+    k.vms().fail_restore("a");
+    let a = k.create("a").unwrap();
+    assert_eq!(a.warm_from, None);
+    assert_eq!(k.orch.load_record(&name("a")).unwrap().warm_from, None);
+    assert!(k.vms().is_running("a"));
+    let warnings: Vec<String> =
+        k.said.lines().into_iter().filter(|l| l.contains("warm template (")).collect();
+    assert_eq!(warnings.len(), 1, "{:?}", k.said.lines());
+    assert!(
+        warnings[0].contains("a could not start from its warm template")
+            && warnings[0].ends_with("booting it cold")
+    );
+    // The cold boot got an empty disk, not the layer over the template's.
+    let last = k.orch.runner.qemu_img.lock().unwrap().last().cloned().unwrap();
+    assert!(!last.contains(" -b "), "{last}");
+    assert_eq!(k.vms().count("start a"), 1);
+}
+
+#[test]
+fn a_template_that_cannot_be_made_leaves_nothing_and_the_machine_boots_cold() {
+    let k = warm_kit();
+    k.vms().fail_boot(&template_vm(), BootFault::Timeout);
+    let a = k.create("a").unwrap();
+    assert_eq!(a.warm_from, None);
+    assert!(templates(&k).is_empty(), "{:?}", templates(&k));
+    assert!(!k.vms().is_running(&template_vm()), "the template's QEMU was left running");
+    assert!(k.said.lines().iter().any(|l| l.contains("no warm template for image")), "{:?}", k.said.lines());
+}
+
+#[test]
+fn a_damaged_template_or_another_qemu_is_passed_over_with_one_line_and_another_made() {
+    let k = warm_kit();
+    k.create("a").unwrap();
+    let first = templates(&k)[0].clone();
+    // Its device state damaged: passed over, a new one made.
+    let state = first.join("state");
+    let mut perms = std::fs::metadata(&state).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&state, perms).unwrap();
+    std::fs::write(&state, b"garbage").unwrap();
+    // Template names carry the time they were made in ms: let the clock move on.
+    std::thread::sleep(Duration::from_millis(5));
+    let b = k.create("b").unwrap();
+    let lines = k.said.lines();
+    let passed: Vec<&String> = lines.iter().filter(|l| l.contains("is not used")).collect();
+    assert_eq!(passed.len(), 1, "{lines:?}");
+    assert!(passed[0].contains("its device state was changed"), "{}", passed[0]);
+    assert_eq!(templates(&k).len(), 2);
+    assert_ne!(b.warm_from.as_deref(), Some(first.file_name().unwrap().to_str().unwrap()));
+    // The first one stays: machine a's disk is layered on it.
+    assert!(first.exists());
+
+    // QEMU upgraded: no template of the old build is used.
+    k.vms().set_build("fake QEMU 11.0.0");
+    std::thread::sleep(Duration::from_millis(5));
+    let c = k.create("c").unwrap();
+    assert!(k.said.lines().iter().any(|l| l.contains("saved by another QEMU (fake QEMU 10.0.2)")));
+    assert_eq!(templates(&k).len(), 3);
+    let made = check_template(&templates(&k)[2], "fake QEMU 11.0.0").unwrap();
+    assert_eq!(c.warm_from, Some(made.name()));
+}
+
+#[test]
+fn an_interrupted_clone_is_rolled_back_not_booted_cold() {
+    let k = warm_kit();
+    k.create("a").unwrap();
+    k.vms().fail_boot("b", BootFault::Interrupted);
+    let err = k.create("b").unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Interrupted, "{err:?}");
+    k.assert_gone("b");
+    assert_eq!(k.vms().count("start b"), 0);
+}
+
+#[test]
+fn a_swarm_makes_one_template_for_all_its_nodes() {
+    let k = warm_kit();
+    make_swarm(&k, 1, 2);
+    assert_eq!(templates(&k).len(), 1);
+    assert_eq!(k.vms().count(&format!("save {}", template_vm())), 1);
+    assert_eq!(k.vms().count("restore "), 3);
+    assert_eq!(k.vms().count("start n2d-"), 0, "{:?}", k.vms().events());
+}
