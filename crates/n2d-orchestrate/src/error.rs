@@ -21,6 +21,8 @@ pub enum Error {
     MachineRunning { name: String },
     #[error("cannot create the data disk")]
     DataDisk(#[source] n2d_exec::ExecError),
+    #[error("no image is built to warm: build one first (`n2d image build`)")]
+    NoImageToWarm,
     #[error("a warm template cannot be used: {reason}")]
     TemplateUnusable { reason: String },
     #[error("I/O error on the warm template's {path}")]
@@ -311,7 +313,8 @@ impl Error {
             | Error::BridgeTooSmall { .. }
             | Error::NodeMemory { .. }
             | Error::Spec(_)
-            | Error::SwarmSpec(_) => true,
+            | Error::SwarmSpec(_)
+            | Error::NoImageToWarm => true,
             // A missing machine, a home that is not the caller's.
             Error::Store(e) => e.is_usage(),
             // A bad $N2D_LOCK_TIMEOUT, $N2D_TCG_THREAD...

@@ -70,6 +70,9 @@ pub struct ImageDetails {
     pub used_by: Vec<String>,
     /// Its files and their bytes, by name.
     pub files: Vec<(String, u64)>,
+    /// Its warm templates (directory names) and the bytes each
+    /// takes on disk (the RAM file is sparse).
+    pub templates: Vec<(String, u64)>,
 }
 
 /// What `n2d image prune` removed.
@@ -140,7 +143,14 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
         let image = find_image(&self.home, id)?;
         let used_by = self.image_users().unwrap_or_default().remove(&image.manifest.id).unwrap_or_default();
         let files = image_files(&image.dir);
-        Ok(ImageDetails { image, used_by, files })
+        let templates = crate::templates::template_dirs(&image.dir)
+            .into_iter()
+            .map(|dir| {
+                let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                (name, crate::templates::allocated_bytes(&dir))
+            })
+            .collect();
+        Ok(ImageDetails { image, used_by, files, templates })
     }
 
     /// `n2d image rm ID...`: every ID is found and checked to be unused before anything is
@@ -199,7 +209,7 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
 
     /// The image `id` names (an unknown or ambiguous one is an error), else the newest built;
     /// `None` when no image is built.
-    fn named_or_newest(&self, id: Option<&str>) -> Result<Option<Image>> {
+    pub(crate) fn named_or_newest(&self, id: Option<&str>) -> Result<Option<Image>> {
         match id {
             Some(id) => Ok(Some(find_image(&self.home, id)?)),
             None => Ok(list_images(&self.home).into_iter().next()),

@@ -45,6 +45,8 @@ pub const TEMPLATES_DIR: &str = "templates";
 const RAM_FILE: &str = "ram";
 const STATE_FILE: &str = "state";
 const RECORD_FILE: &str = "template.json";
+/// A template being made: `images/.warm-<pid>-<ms>`.
+const MAKING_PREFIX: &str = ".warm-";
 /// The MAC of a template's NIC: every clone replaces it with its own.
 const TEMPLATE_MAC: &str = "52:54:00:00:00:01";
 /// How long a template's boot may take before it is given up (a cold boot then).
@@ -73,11 +75,27 @@ impl Shape {
         }
     }
 
-    /// The shape as the start of a template's directory name, e.g. `tcg-1cpu-2048m-20g-bridge`.
+    /// The shape as the start of a template's directory name, e.g. `tcg-1cpu-2048m-disk20480m-bridge`.
     pub fn key(&self, accel: Accel) -> String {
         let net = if self.user_network { "user" } else { "bridge" };
-        format!("{accel}-{}cpu-{}m-{}b-{net}", self.cpus, self.memory_mib, self.disk_bytes)
+        let disk = if self.disk_bytes % (1 << 20) == 0 {
+            format!("{}m", self.disk_bytes >> 20)
+        } else {
+            format!("{}b", self.disk_bytes)
+        };
+        format!("{accel}-{}cpu-{}m-disk{disk}-{net}", self.cpus, self.memory_mib)
     }
+}
+
+/// The shape `n2d image warm` makes a template for, as `n2d create` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmRequest {
+    /// Default: the hypervisor's.
+    pub cpus: Option<u32>,
+    pub memory: String,
+    pub disk: String,
+    /// A bridge, or `user`; default: [`Orchestrator::default_network`].
+    pub network: Option<String>,
 }
 
 /// A file as it was when its template was made; a file that differs was changed or replaced.
@@ -204,7 +222,7 @@ fn candidates(image: &Image, key: &str) -> Vec<PathBuf> {
     found.into_iter().map(|(_, p)| p).collect()
 }
 
-/// Every template directory of an image (made or being made), by name.
+/// Every template directory of an image, by name.
 pub fn template_dirs(image_dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(image_dir.join(TEMPLATES_DIR)) else { return Vec::new() };
     let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
@@ -218,10 +236,35 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         self.cold.store(cold, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// `n2d image warm`: the template of image `id` (else the newest) for machines of `req`'s
+    /// shape, made now unless a fit one exists. Returns it and whether it was made.
+    pub fn warm_image(&self, id: Option<&str>, req: &WarmRequest) -> Result<(Template, bool)> {
+        let image = self.named_or_newest(id)?.ok_or(Error::NoImageToWarm)?;
+        let flag = |flag: &'static str, value: &str| {
+            value.parse::<n2d_spec::machine::ByteSize>().map_err(|source| Error::Flag { flag, source })
+        };
+        let bridge = req.network.clone().unwrap_or_else(|| self.default_network());
+        let shape = Shape {
+            cpus: req.cpus.unwrap_or_else(|| self.hypervisor.default_cpus()),
+            memory_mib: flag("--memory", &req.memory)?.mib(),
+            disk_bytes: flag("--disk", &req.disk)?.0,
+            user_network: bridge == n2d_spec::machine::USER_NETWORK,
+        };
+        let _gate = self.template_gate.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = self.fit_template(&image, &shape)? {
+            return Ok((t, false));
+        }
+        Ok((self.make_template(&image, &shape)?, true))
+    }
+
     /// The template a machine of `spec` is cloned from: the newest fit one, else one made now
     /// (said as it is made). `None`, with a line saying why, when none can be had: the machine
-    /// then boots cold, as without templates.
+    /// then boots cold, as without templates. A machine on plain TCP (`--insecure-tcp`) always
+    /// boots: a clone's identity includes its TLS endpoint.
     pub fn warm_template_for(&self, spec: &MachineSpec) -> Option<Template> {
+        if spec.insecure_tcp {
+            return None;
+        }
         let image = n2d_image::find_image(&self.home, &spec.image).ok()?;
         let shape = Shape::of(spec);
         // One at a time: the nodes of a swarm ask together, and one template serves them all.
@@ -279,11 +322,16 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         ));
         let templates = image.dir.join(TEMPLATES_DIR);
         ensure_dir(&templates)?;
-        self.sweep_unfinished_templates(&templates);
+        self.sweep_unfinished_templates();
         let accel = self.hypervisor.accel();
         let made_unix_ms = unix_ms();
         let name = format!("{}.{made_unix_ms}", shape.key(accel));
-        let making = templates.join(format!(".making-{}-{name}", std::process::id()));
+        // Made in a short hidden directory beside the images (QEMU's sockets are in it, and a
+        // socket's path is limited to 107 bytes), renamed into place when complete.
+        let making = self.home.images_dir().join(format!("{MAKING_PREFIX}{}-{made_unix_ms}", std::process::id()));
+        if making.join("console.sock").as_os_str().len() > 100 {
+            return Err(Error::StatePathTooLong { dir: making });
+        }
         ensure_dir(&making)?;
         let vm = VmHandle::new(format!("template-{}", short(&image.manifest.id)), &making);
         let made = self.make_template_in(&vm, image, shape, accel, made_unix_ms, &*step);
@@ -389,11 +437,11 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
 
     /// Removes what a killed n2d left while making a template: its hidden directory, after
     /// ending the template's QEMU (found by its pid file there, as any machine's is).
-    fn sweep_unfinished_templates(&self, templates: &Path) {
-        let Ok(entries) = std::fs::read_dir(templates) else { return };
+    fn sweep_unfinished_templates(&self) {
+        let Ok(entries) = std::fs::read_dir(self.home.images_dir()) else { return };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(rest) = name.strip_prefix(".making-") else { continue };
+            let Some(rest) = name.strip_prefix(MAKING_PREFIX) else { continue };
             let pid: Option<i32> = rest.split('-').next().and_then(|p| p.parse().ok());
             let maker_alive = pid.is_some_and(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
             if maker_alive {
@@ -403,6 +451,13 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             let _ = remove_dir_all(&entry.path());
         }
     }
+}
+
+/// The bytes the files of a directory take on disk (allocated blocks: a sparse file counts what
+/// it holds).
+pub fn allocated_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.blocks() * 512).sum()
 }
 
 fn short(id: &str) -> &str {

@@ -286,9 +286,31 @@ pub enum ImageCommand {
     },
     /// Remove every image no machine of this home uses
     Prune,
+    /// Make a warm template of an image ahead of time: machines of its shape then start from
+    /// it in seconds (the first create that needs one makes it otherwise)
+    Warm(ImageWarmArgs),
     /// Write an image as bootable disks (GPT, UEFI) or a hybrid ISO (BIOS and UEFI) for other
     /// hypervisors: files named n2d-<short id>[-<machine>].<img|qcow2|vhdx|vmdk|iso>
     Export(ImageExportArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ImageWarmArgs {
+    /// Image ID (or prefix) [default: the newest image]
+    pub id: Option<String>,
+    /// Virtual CPUs of the machines it serves [default: 1 under emulation (single-threaded
+    /// TCG), 2 with KVM]
+    #[arg(long)]
+    pub cpus: Option<u32>,
+    /// Memory of the machines it serves, as `n2d create --memory` [`swarm create`: 1G]
+    #[arg(long, default_value = "2G")]
+    pub memory: String,
+    /// Data disk size of the machines it serves
+    #[arg(long, default_value = "20G")]
+    pub disk: String,
+    /// Bridge or `user`, as `n2d create --network` [default: n2d0 as root; user otherwise]
+    #[arg(long, value_parser = bridge_name)]
+    pub network: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -167,3 +167,38 @@ fn a_swarm_makes_one_template_for_all_its_nodes() {
     assert_eq!(k.vms().count("restore "), 3);
     assert_eq!(k.vms().count("start n2d-"), 0, "{:?}", k.vms().events());
 }
+
+#[test]
+fn image_warm_makes_a_template_once_and_create_clones_it() {
+    let k = warm_kit();
+    let request = crate::templates::WarmRequest {
+        cpus: Some(1),
+        memory: "512M".into(),
+        disk: "1G".into(),
+        network: Some("n2d0".into()),
+    };
+    let (made, was_made) = k.orch.warm_image(None, &request).unwrap();
+    assert!(was_made);
+    let (again, was_made) = k.orch.warm_image(Some(&IMAGE[..8]), &request).unwrap();
+    assert!(!was_made);
+    assert_eq!(again, made);
+    // spec() is 1 vCPU, 512 MiB, 1 GiB on n2d0: the same shape, so no other template.
+    let a = k.create("a").unwrap();
+    assert_eq!(a.warm_from, Some(made.name()));
+    assert_eq!(templates(&k).len(), 1);
+    // Another shape is another template.
+    let (other, was_made) =
+        k.orch.warm_image(None, &crate::templates::WarmRequest { memory: "1G".into(), ..request }).unwrap();
+    assert!(was_made && other != made);
+}
+
+#[test]
+fn image_warm_without_an_image_is_a_usage_error() {
+    let k = warm_kit();
+    std::fs::remove_dir_all(image_dir(&k)).unwrap();
+    let request =
+        crate::templates::WarmRequest { cpus: None, memory: "1G".into(), disk: "1G".into(), network: None };
+    let err = k.orch.warm_image(None, &request).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Usage, "{err}");
+    assert!(err.to_string().contains("n2d image build"), "{err}");
+}

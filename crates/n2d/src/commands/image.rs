@@ -1,9 +1,10 @@
-//! `n2d image build|ls|inspect|rm|prune|export`: clap → one n2d-orchestrate call → print.
+//! `n2d image build|ls|inspect|rm|prune|warm|export`: clap → one n2d-orchestrate call → print.
 
 use crate::args::{ImageBuildArgs, ImageCommand, ImageExportArgs};
 use crate::context::Ctx;
 use anyhow::Result;
 use n2d_orchestrate::image::{mb, BuildRequest, ImageBuild, ImageDetails, ImageExport};
+use n2d_orchestrate::templates::WarmRequest;
 
 pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
     match cmd {
@@ -50,6 +51,20 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
             }
             Ok(())
         }
+        ImageCommand::Warm(args) => {
+            let request = WarmRequest {
+                cpus: args.cpus,
+                memory: args.memory.clone(),
+                disk: args.disk.clone(),
+                network: args.network.clone(),
+            };
+            let (template, made) = ctx.warm_image(args.id.as_deref(), &request)?;
+            outln!("{}", template.dir.display())?;
+            if !made {
+                errln!("(already there: machines of this shape start from it)");
+            }
+            Ok(())
+        }
         ImageCommand::Prune => {
             let pruned = ctx.prune_images()?;
             for line in &pruned.removed {
@@ -62,11 +77,12 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
 }
 
 fn inspect(ctx: &Ctx, id: &str, json: bool) -> Result<()> {
-    let ImageDetails { image, used_by, files } = ctx.inspect_image(id)?;
+    let ImageDetails { image, used_by, files, templates } = ctx.inspect_image(id)?;
     let m = &image.manifest;
     if json {
         let mut value = serde_json::to_value(m)?;
         value["used_by"] = serde_json::json!(used_by);
+        value["warm_templates"] = serde_json::json!(templates.iter().map(|(name, _)| name).collect::<Vec<_>>());
         outln!("{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(());
     }
@@ -104,6 +120,14 @@ fn inspect(ctx: &Ctx, id: &str, json: bool) -> Result<()> {
     }
     outln!("  {:<14} {:>10}", "total", mb(files.iter().map(|(_, b)| b).sum()))?;
     outln!("Root filesystem: {} unpacked, {} as erofs", mb(m.rootfs_unpacked_bytes), mb(m.rootfs_bytes))?;
+    if templates.is_empty() {
+        outln!("Warm templates: none yet (the first create makes one; `n2d image warm` ahead of time)")?;
+    } else {
+        outln!("Warm templates (accelerator-vCPUs-memory-disk-network.made; on disk):")?;
+        for (name, bytes) in &templates {
+            outln!("  {name} {:>10}", mb(*bytes))?;
+        }
+    }
     Ok(())
 }
 

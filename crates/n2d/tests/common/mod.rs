@@ -254,7 +254,7 @@ pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
     let root = dir.join("bb-root");
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("install busybox-static");
-    for applet in ["sh", "echo", "httpd", "cat", "hostname"] {
+    for applet in ["sh", "echo", "httpd", "cat", "hostname", "head", "od", "sha256sum"] {
         let _ = std::os::unix::fs::symlink("busybox", root.join("bin").join(applet));
     }
     let tar = dir.join("busybox-rootfs.tar");
