@@ -328,7 +328,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let name = format!("{}.{made_unix_ms}", shape.key(accel));
         // Made in a short hidden directory beside the images (QEMU's sockets are in it, and a
         // socket's path is limited to 107 bytes), renamed into place when complete.
-        let making = self.home.images_dir().join(format!("{MAKING_PREFIX}{}-{made_unix_ms}", std::process::id()));
+        let making =
+            self.home.images_dir().join(format!("{MAKING_PREFIX}{}-{made_unix_ms}", std::process::id()));
         if making.join("console.sock").as_os_str().len() > 100 {
             return Err(Error::StatePathTooLong { dir: making });
         }
@@ -457,7 +458,12 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
 /// it holds).
 pub fn allocated_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.blocks() * 512).sum()
+    entries
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.blocks() * 512)
+        .sum()
 }
 
 fn short(id: &str) -> &str {

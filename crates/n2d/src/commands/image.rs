@@ -82,7 +82,8 @@ fn inspect(ctx: &Ctx, id: &str, json: bool) -> Result<()> {
     if json {
         let mut value = serde_json::to_value(m)?;
         value["used_by"] = serde_json::json!(used_by);
-        value["warm_templates"] = serde_json::json!(templates.iter().map(|(name, _)| name).collect::<Vec<_>>());
+        value["warm_templates"] =
+            serde_json::json!(templates.iter().map(|(name, _)| name).collect::<Vec<_>>());
         outln!("{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(());
     }
