@@ -78,7 +78,7 @@ impl Shape {
     /// The shape as the start of a template's directory name, e.g. `tcg-1cpu-2048m-disk20480m-bridge`.
     pub fn key(&self, accel: Accel) -> String {
         let net = if self.user_network { "user" } else { "bridge" };
-        let disk = if self.disk_bytes % (1 << 20) == 0 {
+        let disk = if self.disk_bytes.is_multiple_of(1 << 20) {
             format!("{}m", self.disk_bytes >> 20)
         } else {
             format!("{}b", self.disk_bytes)
