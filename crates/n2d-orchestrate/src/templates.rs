@@ -105,18 +105,12 @@ pub struct FileStamp {
     pub len: u64,
     pub inode: u64,
     pub mtime_ns: i64,
-    pub ctime_ns: i64,
 }
 
 impl FileStamp {
     fn of(path: &Path) -> std::io::Result<FileStamp> {
         let m = std::fs::metadata(path)?;
-        Ok(FileStamp {
-            len: m.len(),
-            inode: m.ino(),
-            mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-            ctime_ns: m.ctime() * 1_000_000_000 + m.ctime_nsec(),
-        })
+        Ok(FileStamp { len: m.len(), inode: m.ino(), mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec() })
     }
 }
 
@@ -132,7 +126,7 @@ pub struct TemplateRecord {
     pub made_unix_ms: u64,
     /// The device state's sha256, checked before every clone (it is small).
     pub state_sha256: String,
-    /// The RAM file and the data disk: large, so checked by stamp (size, inode, times) before
+    /// The RAM file and the data disk: large, so checked by stamp (size, inode, mtime) before
     /// each clone. Made read-only, they change only if something rewrites them.
     pub ram: FileStamp,
     pub data: FileStamp,

@@ -202,3 +202,37 @@ fn image_warm_without_an_image_is_a_usage_error() {
     assert_eq!(err.kind(), crate::ErrorKind::Usage, "{err}");
     assert!(err.to_string().contains("n2d image build"), "{err}");
 }
+
+#[test]
+fn a_changed_ram_file_is_passed_over() {
+    let k = warm_kit();
+    k.create("a").unwrap();
+    let ram = templates(&k)[0].join("ram");
+    let mut perms = std::fs::metadata(&ram).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&ram, perms).unwrap();
+    std::fs::write(&ram, b"changed").unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    k.create("b").unwrap();
+    assert!(k.said.lines().iter().any(|l| l.contains("its RAM file was changed")), "{:?}", k.said.lines());
+    assert_eq!(templates(&k).len(), 2);
+}
+
+#[test]
+fn what_a_killed_n2d_left_while_making_a_template_is_swept() {
+    let k = warm_kit();
+    // pid 0 is never an n2d: its maker is dead. Its QEMU is found by the directory and ended.
+    let left = k.orch.home.images_dir().join(".warm-0-1");
+    std::fs::create_dir_all(&left).unwrap();
+    k.vms().set_running("template");
+    k.create("a").unwrap();
+    assert!(!left.exists(), "the unfinished template was left");
+    assert!(k.vms().events().contains(&"kill template".to_string()), "{:?}", k.vms().events());
+    // One being made by a live n2d (this test's own pid) is left alone.
+    let live = k.orch.home.images_dir().join(format!(".warm-{}-1", std::process::id()));
+    std::fs::create_dir_all(&live).unwrap();
+    k.orch.set_cold_boots(false);
+    std::fs::remove_dir_all(&templates(&k)[0]).unwrap();
+    k.create("b").unwrap();
+    assert!(live.exists());
+}
