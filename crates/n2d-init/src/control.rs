@@ -19,6 +19,10 @@ pub struct Requests {
     pub take_identity: AtomicBool,
     /// The host's wall clock of the last `identity`, in ms since the epoch.
     pub identity_unix_ms: AtomicU64,
+    /// `clock` (a machine resumed from its saved state); the loop clears it and sets the wall
+    /// clock to [`Requests::clock_unix_ms`], stored first.
+    pub set_clock: AtomicBool,
+    pub clock_unix_ms: AtomicU64,
 }
 
 impl Requests {
@@ -28,6 +32,8 @@ impl Requests {
             reload_tls: AtomicBool::new(false),
             take_identity: AtomicBool::new(false),
             identity_unix_ms: AtomicU64::new(0),
+            set_clock: AtomicBool::new(false),
+            clock_unix_ms: AtomicU64::new(0),
         }
     }
 }
@@ -86,6 +92,12 @@ pub fn handle_line(line: &str, requests: &Requests) -> bool {
             info!("identity requested by the host (its clock: {unix_ms} ms)");
             requests.identity_unix_ms.store(unix_ms, Ordering::SeqCst);
             requests.take_identity.store(true, Ordering::SeqCst);
+            false
+        }
+        Some(ControlRequest::SetClock { unix_ms }) => {
+            info!("clock set requested by the host ({unix_ms} ms): resumed");
+            requests.clock_unix_ms.store(unix_ms, Ordering::SeqCst);
+            requests.set_clock.store(true, Ordering::SeqCst);
             false
         }
         None => {
@@ -213,5 +225,16 @@ mod tests {
         assert!(requests.take_identity.load(Ordering::SeqCst));
         assert_eq!(requests.identity_unix_ms.load(Ordering::SeqCst), 1_767_225_600_123);
         assert!(!requests.shutdown.load(Ordering::SeqCst) && !requests.reload_tls.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn clock_stores_the_hosts_clock_and_raises_its_flag_alone() {
+        let requests = Requests::new();
+        assert!(!handle_line("clock 017", &requests));
+        assert!(!requests.set_clock.load(Ordering::SeqCst));
+        assert!(!handle_line("clock 1767225600999\n", &requests));
+        assert!(requests.set_clock.load(Ordering::SeqCst));
+        assert_eq!(requests.clock_unix_ms.load(Ordering::SeqCst), 1_767_225_600_999);
+        assert!(!requests.take_identity.load(Ordering::SeqCst) && !requests.shutdown.load(Ordering::SeqCst));
     }
 }

@@ -161,6 +161,9 @@ impl Supervisor {
             if requests.take_identity.swap(false, Ordering::SeqCst) {
                 self.take_identity(sys, requests.identity_unix_ms.load(Ordering::SeqCst));
             }
+            if requests.set_clock.swap(false, Ordering::SeqCst) {
+                set_clock(sys, requests.clock_unix_ms.load(Ordering::SeqCst));
+            }
             if requests.reload_tls.swap(false, Ordering::SeqCst) {
                 self.reload_tls(sys);
             }
@@ -496,6 +499,15 @@ fn log_tail(sys: &dyn System, path: &str, lines: usize) -> Vec<String> {
     let text = String::from_utf8_lossy(&text);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].iter().map(|l| l.to_string()).collect()
+}
+
+/// The host's `clock <unix_ms>` to a machine resumed from its saved state: the wall clock
+/// stood still while it was saved. One console line either way.
+pub fn set_clock(sys: &dyn System, unix_ms: u64) {
+    match sys.set_wall_clock(Duration::from_millis(unix_ms)) {
+        Ok(()) => info!("clock: set to {unix_ms} ms after the epoch"),
+        Err(e) => info!("clock: cannot set it to {unix_ms} ms after the epoch: {e}"),
+    }
 }
 
 #[cfg(test)]
@@ -1021,5 +1033,13 @@ mod tests {
         );
         // dockerd got its full 20 s grace period before SIGKILL.
         assert!(sys.now() - t0 >= secs(22));
+    }
+
+    #[test]
+    fn a_resumed_machine_sets_its_wall_clock_and_nothing_else() {
+        let (sys, _sup) = running_guest();
+        let before = sys.calls().len();
+        set_clock(&sys, 1_767_225_600_999);
+        assert_eq!(sys.calls()[before..], ["set wall clock 1767225600999 ms"]);
     }
 }

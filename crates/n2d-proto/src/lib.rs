@@ -260,6 +260,9 @@ pub enum ControlRequest {
     /// machine-id, the seed mixed into the RNG and a reseed, engine labels, the TLS material,
     /// a new Docker engine ID, dockerd restarted with its TCP endpoint. Then [`READY_MARKER`].
     TakeIdentity { unix_ms: u64 },
+    /// Sent to a machine resumed from its own saved state (`clock <unix_ms>`): set the wall
+    /// clock, which stood still while it was saved.
+    SetClock { unix_ms: u64 },
 }
 
 impl ControlRequest {
@@ -268,6 +271,7 @@ impl ControlRequest {
             ControlRequest::PowerOff => "poweroff\n".into(),
             ControlRequest::ReloadTls => "reload-tls\n".into(),
             ControlRequest::TakeIdentity { unix_ms } => format!("identity {unix_ms}\n"),
+            ControlRequest::SetClock { unix_ms } => format!("clock {unix_ms}\n"),
         }
     }
 
@@ -278,12 +282,14 @@ impl ControlRequest {
             "poweroff" => Some(ControlRequest::PowerOff),
             "reload-tls" => Some(ControlRequest::ReloadTls),
             other => {
-                let ms = other.strip_prefix("identity ")?;
+                let (word, ms) = other.split_once(' ')?;
                 let canonical = ms.bytes().all(|b| b.is_ascii_digit()) && (ms == "0" || !ms.starts_with('0'));
-                canonical
-                    .then(|| ms.parse().ok())
-                    .flatten()
-                    .map(|unix_ms| ControlRequest::TakeIdentity { unix_ms })
+                let unix_ms: u64 = canonical.then(|| ms.parse().ok()).flatten()?;
+                match word {
+                    "identity" => Some(ControlRequest::TakeIdentity { unix_ms }),
+                    "clock" => Some(ControlRequest::SetClock { unix_ms }),
+                    _ => None,
+                }
             }
         }
     }
@@ -371,6 +377,7 @@ mod tests {
             ControlRequest::TakeIdentity { unix_ms: 0 },
             ControlRequest::TakeIdentity { unix_ms: 1_796_000_000_123 },
             ControlRequest::TakeIdentity { unix_ms: u64::MAX },
+            ControlRequest::SetClock { unix_ms: 1_796_000_000_123 },
         ] {
             assert_eq!(ControlRequest::parse(&req.as_line()), Some(req));
         }
@@ -389,6 +396,10 @@ mod tests {
             "identity 1 2",
             "identity  1",
             "identity 18446744073709551616",
+            "clock",
+            "clock 01",
+            "clock x",
+            "time 12",
         ] {
             assert_eq!(ControlRequest::parse(near), None, "{near:?}");
         }
