@@ -21,6 +21,10 @@ pub enum Error {
     MachineRunning { name: String },
     #[error("cannot create the data disk")]
     DataDisk(#[source] n2d_exec::ExecError),
+    #[error("cannot suspend {name}: {reason}")]
+    SuspendFailed { name: String, reason: String },
+    #[error("{name} cannot be resumed: {reason}; start it with `n2d start --cold {name}` (it then boots from its disks, and what ran in its memory is lost)")]
+    ResumeRefused { name: String, reason: String },
     #[error("no image is built to warm: build one first (`n2d image build`)")]
     NoImageToWarm,
     #[error("a warm template cannot be used: {reason}")]

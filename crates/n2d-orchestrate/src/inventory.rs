@@ -42,6 +42,8 @@ pub struct MachineRequest {
 pub struct ListedMachine {
     pub record: MachineRecord,
     pub state: VmState,
+    /// Stopped with its running state saved (`n2d suspend`): `start` resumes it.
+    pub suspended: bool,
     /// A newer build of its image (`image build --refresh`), by ID.
     pub newer_image: Option<String>,
 }
@@ -225,6 +227,7 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
             .map(|(name, record)| {
                 let listed = record.map_err(|e| e.to_string()).map(|record| ListedMachine {
                     state: self.machine_state(&record.spec.name),
+                    suspended: self.is_suspended(&record.spec.name),
                     newer_image: newer.get(&record.spec.image).cloned(),
                     record,
                 });

@@ -27,6 +27,7 @@ pub mod recover;
 pub mod rollback;
 pub mod settings;
 pub mod start_all;
+pub mod suspend;
 pub mod swarm;
 pub mod swarm_request;
 pub mod templates;

@@ -567,7 +567,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         }
         journal.kill_point("after-attach");
         let step = self.progress.step(&format!("Starting {name}"));
-        if let Err(e) = self.boot(record, timeout, &*step, Some(journal)) {
+        if let Err(e) = self.boot_or_resume(record, timeout, &*step, journal) {
             let _ = self.hypervisor.kill(&self.vm_handle(name));
             return Err(e);
         }

@@ -722,6 +722,7 @@ mod certs;
 mod commands;
 mod image;
 mod recovery;
+mod suspend;
 mod user_mode;
 mod warm;
 

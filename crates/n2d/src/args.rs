@@ -47,6 +47,9 @@ pub enum Command {
     Stop(StopArgs),
     /// Restart machines
     Restart(StopArgs),
+    /// Save running machines whole (memory and devices) and free their memory; `n2d start`
+    /// resumes them where they were
+    Suspend { names: Vec<MachineName> },
     /// Remove machines: VM, disks, tap, IP lease
     Rm {
         names: Vec<MachineName>,
@@ -145,6 +148,8 @@ pub enum SwarmCommand {
     },
     /// Remove a swarm: its VMs, disks, leases and certificates (external hosts only leave)
     Rm { name: SwarmName },
+    /// Suspend every running node of a swarm (`n2d start --all` or `n2d start NODE...` resumes)
+    Suspend { name: SwarmName },
     /// Add or remove nodes (removed nodes are drained first, so services keep running)
     Scale {
         name: SwarmName,
@@ -453,6 +458,10 @@ pub struct StartArgs {
     /// Seconds to wait for each machine's Docker engine
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
+    /// Boot suspended machines from their disks, discarding their saved state (what ran in
+    /// their memory is lost)
+    #[arg(long)]
+    pub cold: bool,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -66,7 +66,7 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
                 Ok(m) => {
                     let r = &m.record;
                     serde_json::json!({
-                        "name": name, "state": m.state.to_string(), "ip": r.ip,
+                        "name": name, "state": state_of(m), "ip": r.ip,
                         "network": r.spec.bridge, "endpoint": r.docker_host(), "image": r.spec.image,
                         "swarm": r.swarm, "ports": r.spec.publish, "newer_image": m.newer_image,
                     })
@@ -81,16 +81,16 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
         outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }
-    outln!("{:<20} {:<8} {:<15} {:<26} {:<12} PORTS", "NAME", "STATE", "IP", "ENDPOINT", "IMAGE")?;
+    outln!("{:<20} {:<9} {:<15} {:<26} {:<12} PORTS", "NAME", "STATE", "IP", "ENDPOINT", "IMAGE")?;
     let mut outdated = Vec::new();
     for (name, m) in &listing.machines {
         match m {
             Ok(m) => {
                 let r = &m.record;
                 outln!(
-                    "{:<20} {:<8} {:<15} {:<26} {:<12} {}",
+                    "{:<20} {:<9} {:<15} {:<26} {:<12} {}",
                     name,
-                    m.state.to_string(),
+                    state_of(m),
                     r.ip.to_string(),
                     r.docker_host(),
                     match &m.newer_image {
@@ -108,21 +108,21 @@ pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
                         .join(",")
                 )?
             }
-            Err(e) => outln!("{name:<20} error    {e}")?,
+            Err(e) => outln!("{name:<20} error     {e}")?,
         }
     }
     // Machines booted elsewhere from an export (`n2d adopt`): n2d knows only their endpoint.
     for (name, h) in &listing.adopted {
         match h {
             Ok(h) => outln!(
-                "{:<20} {:<8} {:<15} {:<26} {:<12}",
+                "{:<20} {:<9} {:<15} {:<26} {:<12}",
                 h.name.as_str(),
                 "adopted",
                 "-",
                 h.docker_host,
                 "-"
             )?,
-            Err(e) => outln!("{:<20} error    {e}", name.as_str())?,
+            Err(e) => outln!("{:<20} error     {e}", name.as_str())?,
         }
     }
     for (name, newest) in outdated {
@@ -155,6 +155,7 @@ fn need_names(names: &[MachineName], verb: &str) -> Result<()> {
 
 pub fn start_cmd(ctx: &Ctx, args: &StartArgs) -> Result<()> {
     let timeout = Duration::from_secs(args.timeout);
+    ctx.set_cold_boots(args.cold);
     if args.all {
         start_all(ctx, timeout)
     } else {
@@ -219,6 +220,18 @@ pub fn stop(ctx: &Ctx, names: &[MachineName], timeout: u64) -> Result<()> {
             StopOutcome::Forced => {
                 errln!("{name} did not shut down within {timeout}s and was stopped forcibly")
             }
+        }
+    }
+    Ok(())
+}
+
+pub fn suspend(ctx: &Ctx, names: &[MachineName]) -> Result<()> {
+    need_names(names, "suspend")?;
+    for name in names {
+        if ctx.suspend_machine(name)? {
+            errln!("{name} suspended (`n2d start {name}` resumes it)");
+        } else {
+            errln!("{name} was not running");
         }
     }
     Ok(())
@@ -296,4 +309,14 @@ pub fn port(ctx: &Ctx, args: PortArgs) -> Result<()> {
 
 pub fn console(ctx: &Ctx, name: &MachineName) -> Result<()> {
     Ok(ctx.attach_console(name, &mut std::io::stdout(), &mut std::io::stderr())?)
+}
+
+/// A machine's state as `ls` says it: running, stopped, or suspended (stopped, its running
+/// state saved).
+fn state_of(m: &n2d_orchestrate::inventory::ListedMachine) -> String {
+    if m.suspended {
+        "suspended".into()
+    } else {
+        m.state.to_string()
+    }
 }

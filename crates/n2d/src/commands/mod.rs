@@ -47,6 +47,7 @@ pub fn run(command: Command, vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) 
         Command::Start(args) => machine::start_cmd(&ctx, &args),
         Command::Stop(args) => machine::stop(&ctx, &args.names, args.timeout),
         Command::Restart(args) => machine::restart(&ctx, &args.names, args.timeout),
+        Command::Suspend { names } => machine::suspend(&ctx, &names),
         Command::Rm { names, force } => machine::rm(&ctx, &names, force),
         Command::Logs { name, follow, tail, raw } => machine::logs(&ctx, &name, follow, raw, tail),
         Command::Console { name } => machine::console(&ctx, &name),
@@ -69,6 +70,7 @@ fn changes_state(command: &Command) -> bool {
         | Command::Start { .. }
         | Command::Stop(_)
         | Command::Restart(_)
+        | Command::Suspend { .. }
         | Command::Port(_)
         | Command::Rm { .. }
         | Command::Adopt(_)
@@ -77,6 +79,7 @@ fn changes_state(command: &Command) -> bool {
             cmd,
             SwarmCommand::Create(_)
                 | SwarmCommand::Rm { .. }
+                | SwarmCommand::Suspend { .. }
                 | SwarmCommand::Scale { .. }
                 | SwarmCommand::AddHost(_)
         ),

@@ -22,6 +22,14 @@ pub fn run(ctx: &Ctx, cmd: SwarmCommand) -> Result<()> {
             scale(ctx, &name, workers, managers, timeout)
         }
         SwarmCommand::Load { name, archive } => load(ctx, &name, &archive),
+        SwarmCommand::Suspend { name } => {
+            let suspended = ctx.suspend_swarm(&name)?;
+            for node in &suspended {
+                errln!("{node} suspended");
+            }
+            errln!("Swarm {name}: {} nodes suspended (`n2d start --all` resumes them)", suspended.len());
+            Ok(())
+        }
         SwarmCommand::AddHost(args) => add_host(ctx, args),
     }
 }
