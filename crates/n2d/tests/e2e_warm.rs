@@ -1,6 +1,7 @@
 //! End to end: warm starts (issue 20). A template made ahead of time (`n2d image warm`), a swarm
 //! of clones and one cold node running a stack behind the routing mesh, the identities two
-//! clones took (nothing of one derivable from the other), and a damaged template passed over.
+//! clones took (nothing of one derivable from the other), the swarm suspended and resumed by
+//! `start --all` after a simulated reboot, and a damaged template passed over.
 //! Ignored by default (root, QEMU, Debian's mirror): `cargo test --release -p n2d --test
 //! e2e_warm -- --ignored`. Everything but the image build happens in a network namespace.
 
@@ -126,6 +127,32 @@ fn clones_start_from_a_template_and_take_identities_of_their_own() {
     let no_client_cert =
         ns.docker(&[], &["-H", &host, "--tlsverify", "--tlscacert", ca.to_str().unwrap(), "info"]);
     assert!(!no_client_cert.status.success(), "a client without the home's certificate got in");
+
+    // The swarm suspended whole (its memory freed), then a host reboot: `start --all` resumes
+    // every node where it was, Ready, and the stack answers again on each.
+    let nodes = [CLONES[0], CLONES[1], COLD];
+    let started = std::time::Instant::now();
+    ns.n2d_ok(&["swarm", "suspend", SWARM]);
+    eprintln!("swarm suspend (3 nodes) took {:.1}s", started.elapsed().as_secs_f64());
+    assert!(ns.qemu_pids().is_empty(), "suspend left QEMU running");
+    for (node, state) in ns.machine_states() {
+        assert_eq!(state, "suspended", "{node}");
+    }
+    ns.simulate_reboot();
+    let started = std::time::Instant::now();
+    ns.n2d_ok(&["start", "--all"]);
+    eprintln!("start --all (3 nodes resumed) took {:.1}s", started.elapsed().as_secs_f64());
+    for node in nodes {
+        assert!(wait_ready_node(&ns, &swarm, node, 300), "{node} is not Ready after its resume");
+    }
+    for node in nodes {
+        let ip = ns.n2d_ok(&["ip", node]).trim().to_string();
+        assert!(wait_http(&ns, &ip, 8080, 600), "the stack does not answer on {node} after the resume");
+        assert!(
+            !home.join("machines").join(node).join("suspend.state").exists(),
+            "{node} kept its saved state"
+        );
+    }
 
     // A damaged template is passed over with one line naming it; the machine still comes up.
     let state = template.join("state");
