@@ -78,7 +78,7 @@ run() {
     cp -al "$images/images/." "$home/images/"
     t0=$(date +%s.%N)
     # shellcheck disable=SC2086 # ENV and ARGS are word lists by design
-    if env $env N2D_HOME="$home" ip netns exec "$NS" "$N2D" create ab $args >"$WORK/create-$i$v.log" 2>&1; then
+    if env $env N2D_HOME="$home" ip netns exec "$NS" "$N2D" create ab --cold $args >"$WORK/create-$i$v.log" 2>&1; then
         t=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
         pid=$(cat "$home/machines/ab/qemu.pid")
         PIDS+=("$pid")

@@ -9,7 +9,8 @@
 #   image      `n2d image build` cold (fresh N2D_HOME) and warm (same again); compressed and
 #              unpacked sizes per component, the largest files of the root; baseline: the stock
 #              VM's kernel, initrd and root.
-#   boot       `n2d create` to the TLS Docker API vs a stock Debian VM to docker.service up
+#   boot       `n2d create --cold` to the TLS Docker API vs a stock Debian VM to docker.service up
+#              (every n2d VM here boots cold; warm starts against cold ones: bench/warm.sh)
 #              (readiness printed on its serial console by a unit ordered after docker.service),
 #              same QEMU accelerator, CPU model, 2 vCPUs, 2 GiB, alternated (ABBA) over --pairs
 #              pairs: medians and the median of the per-pair ratios.
@@ -428,7 +429,8 @@ n2d_create() {
     local name=$1 t0 pidf
     shift
     t0=$(now)
-    if in_ns timeout 900 "$N2D" create "$name" "$@" >"$RESULTS/create-$name-$(date +%s%N).log" 2>&1; then
+    # --cold: a first boot, as these tables have always measured (warm starts: bench/warm.sh).
+    if in_ns timeout 900 "$N2D" create "$name" --cold "$@" >"$RESULTS/create-$name-$(date +%s%N).log" 2>&1; then
         T=$(since "$t0")
         pidf=$BENCH_HOME/machines/$name/qemu.pid
         [ -f "$pidf" ] && learn_accel "$(cat "$pidf")"
@@ -639,7 +641,7 @@ footprint_section() {
     if make_busybox_tar; then
         for m in "${MEMORY_LIST[@]}"; do
             log "footprint: --memory $m"
-            if in_ns "$N2D" create fpm --memory "$m" --timeout 300 >"$RESULTS/create-fpm-$m.log" 2>&1; then
+            if in_ns "$N2D" create fpm --cold --memory "$m" --timeout 300 >"$RESULTS/create-fpm-$m.log" 2>&1; then
                 if runs_container fpm; then
                     echo "$m ok" >>"$RESULTS/memory.txt"
                 else
@@ -671,7 +673,7 @@ swarm_section() {
     local t0 total pid pidf
     log "swarm: default n2d swarm create (1 manager + 3 workers)"
     t0=$(now)
-    if in_ns timeout 1500 "$N2D" swarm create >"$RESULTS/swarm-create.log" 2>&1; then
+    if in_ns timeout 1500 "$N2D" swarm create --cold >"$RESULTS/swarm-create.log" 2>&1; then
         SW[create]=$(since "$t0")
         log "swarm: create ${SW[create]}s"
         pid=$(cat "$BENCH_HOME"/machines/*/qemu.pid | head -1)

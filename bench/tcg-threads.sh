@@ -154,8 +154,8 @@ run_one() {
     [ -z "$(bench_qemus)" ] || { log "QEMU still running after rm"; exit 1; }
 }
 
-one_vm() { run_one one-vm "$1" "$N2D" create bench1 --cpus 2 --memory 2G; }
-swarm4() { run_one swarm4 "$1" "$N2D" swarm create; }
+one_vm() { run_one one-vm "$1" "$N2D" create bench1 --cold --cpus 2 --memory 2G; }
+swarm4() { run_one swarm4 "$1" "$N2D" swarm create --cold; }
 
 log "1 VM, single vs multi, $PAIRS1 pairs"
 for i in $(seq 1 "$PAIRS1"); do

@@ -287,8 +287,8 @@ swarm_tput() {
 }
 
 swarm_run() {
-    local mode=$1 i=$2 home=$WORK/s$2$1 args=() t0 t log cpu
-    [ "$mode" = user ] && args=(--network user)
+    local mode=$1 i=$2 home=$WORK/s$2$1 args=(--cold) t0 t log cpu
+    [ "$mode" = user ] && args+=(--network user)
     fresh_home "$home"
     log="$RESULTS/swarm-create-$i-$mode.log"
     log "pair $i: n2d swarm create ${args[*]} (1 manager + 3 workers), load $(load1)"
@@ -431,7 +431,7 @@ if [ "$ONLY" = all ] || [ "$ONLY" = uplink ]; then
     UHOME=$WORK/up
     fresh_home "$UHOME"
     log "uplink: n2d create up --network user --publish $FWD_HOST:$FWD_GUEST (namespace with only loopback)"
-    if n2d_in "$UHOME" create up --network user --publish "$FWD_HOST:$FWD_GUEST" >"$RESULTS/uplink-create.log" 2>&1; then
+    if n2d_in "$UHOME" create up --cold --network user --publish "$FWD_HOST:$FWD_GUEST" >"$RESULTS/uplink-create.log" 2>&1; then
         record loopback-only slirp 0 yes
         log "  slirp in a loopback-only namespace: works (the Docker API answered through its 127.0.0.1 forward)"
     else
