@@ -233,7 +233,6 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// `n2d image warm`: the template of image `id` (else the newest) for machines of `req`'s
     /// shape, made now unless a fit one exists. Returns it and whether it was made.
     pub fn warm_image(&self, id: Option<&str>, req: &WarmRequest) -> Result<(Template, bool)> {
-        let image = self.named_or_newest(id)?.ok_or(Error::NoImageToWarm)?;
         let flag = |flag: &'static str, value: &str| {
             value.parse::<n2d_spec::machine::ByteSize>().map_err(|source| Error::Flag { flag, source })
         };
@@ -244,6 +243,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             disk_bytes: flag("--disk", &req.disk)?.0,
             user_network: bridge == n2d_spec::machine::USER_NETWORK,
         };
+        let image = self.named_or_newest(id)?.ok_or(Error::NoImageToWarm)?;
         let _gate = self.template_gate.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = self.fit_template(&image, &shape)? {
             return Ok((t, false));
