@@ -236,3 +236,22 @@ fn what_a_killed_n2d_left_while_making_a_template_is_swept() {
     k.create("b").unwrap();
     assert!(live.exists());
 }
+
+#[test]
+fn a_rebuilt_image_uses_none_of_the_old_images_templates() {
+    let k = warm_kit();
+    k.create("a").unwrap();
+    // A rebuild with other inputs is another image, with another ID and no templates yet.
+    let rebuilt = "beef".repeat(16);
+    let old_dir = image_dir(&k);
+    let new_dir = k.orch.home.images_dir().join(&rebuilt);
+    std::fs::create_dir_all(&new_dir).unwrap();
+    let manifest = std::fs::read_to_string(old_dir.join(n2d_image::MANIFEST_FILE)).unwrap();
+    std::fs::write(new_dir.join(n2d_image::MANIFEST_FILE), manifest.replace(IMAGE, &rebuilt)).unwrap();
+    let b = k.orch.create_machine(&MachineSpec { image: rebuilt.clone(), ..spec("b") }, None, BOOT).unwrap();
+    let made = template_dirs(&new_dir);
+    assert_eq!(made.len(), 1, "no template was made for the rebuilt image");
+    assert_eq!(b.warm_from.as_deref(), made[0].file_name().and_then(|n| n.to_str()));
+    assert_eq!(k.vms().count("save template-beefbeefbeef"), 1);
+    assert_eq!(templates(&k).len(), 1, "the old image's template is its own");
+}
