@@ -199,19 +199,22 @@ pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: Tcg, begin
         format!("file={},if=none,id={id},format={format}{extra}", opt_value(&path.display().to_string()))
     };
     push(&["-name", &opt_value(&format!("n2d-{}", vm.name))]);
+    // Every VM's RAM is a backend named `ram`, whatever holds it: a saved state names its RAM
+    // by that name, so a clone (its RAM the template's file) can be suspended and resumed on
+    // QEMU's own memory, and the other way round.
     let size = format!("{}M", launch.memory_mib);
-    match &launch.memory {
-        Memory::Private => push(&["-machine", "q35"]),
+    let backend = match &launch.memory {
+        Memory::Private => format!("memory-backend-ram,id=ram,size={size}"),
         Memory::TemplateFile(file) | Memory::CloneOf(file) => {
             let sharing = match launch.memory {
                 Memory::CloneOf(_) => "share=off,readonly=on,rom=off",
                 _ => "share=on",
             };
             let path = opt_value(&file.display().to_string());
-            push(&["-machine", "q35,memory-backend=ram"]);
-            push(&["-object", &format!("memory-backend-file,id=ram,size={size},mem-path={path},{sharing}")]);
+            format!("memory-backend-file,id=ram,size={size},mem-path={path},{sharing}")
         }
-    }
+    };
+    push(&["-machine", "q35,memory-backend=ram", "-object", &backend]);
     push(&["-accel", accel_opt, "-cpu", cpu]);
     push(&["-smp", &launch.cpus.to_string(), "-m", &size]);
     push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
@@ -343,10 +346,10 @@ mod tests {
         assert_eq!(argv[argv.len() - 2..], ["-incoming", "defer"]);
         // The card and its netdev have the ids a template's had: the state finds them.
         assert_eq!(after(&argv, "-netdev"), ["tap,id=net0,ifname=n2dt1234,script=no,downscript=no"]);
-        // A cold boot: QEMU's own memory, no file.
+        // A cold boot: QEMU's own memory, no file, under the same name.
         let cold = qemu_argv(&vm, &self::launch(), Accel::Tcg, tcg, Begin::Boot);
-        assert_eq!(after(&cold, "-machine"), ["q35"]);
-        assert!(!after(&cold, "-object").iter().any(|o| o.starts_with("memory-backend")));
+        assert_eq!(after(&cold, "-machine"), ["q35,memory-backend=ram"]);
+        assert_eq!(after(&cold, "-object")[0], "memory-backend-ram,id=ram,size=2048M");
     }
 
     fn after<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
