@@ -416,7 +416,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         journal.kill_point("after-qemu-start");
         step.set("handing it its identity");
         self.hypervisor.control(vm, ControlRequest::TakeIdentity { unix_ms: crate::templates::unix_ms() })?;
-        self.hypervisor.wait_ready(vm, 0, timeout)?;
+        // A clone is ready in seconds; one whose guest refused its identity never is: give up
+        // well before a boot's timeout, and boot it cold instead.
+        self.hypervisor.wait_ready(vm, 0, timeout.min(crate::templates::CLONE_READY))?;
         Ok(report)
     }
 

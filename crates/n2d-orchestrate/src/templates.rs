@@ -51,6 +51,9 @@ const MAKING_PREFIX: &str = ".warm-";
 const TEMPLATE_MAC: &str = "52:54:00:00:00:01";
 /// How long a template's boot may take before it is given up (a cold boot then).
 const TEMPLATE_BOOT: Duration = Duration::from_secs(600);
+/// How long a clone may take from its identity request to its ready marker (about 8 s on a
+/// 2-core host under emulation, 17 s for four at once) before it is booted cold instead.
+pub(crate) const CLONE_READY: Duration = Duration::from_secs(180);
 /// How long saving a template, or loading one into a clone, may take.
 pub(crate) const STATE_TRANSFER: Duration = Duration::from_secs(120);
 

@@ -255,3 +255,18 @@ fn a_rebuilt_image_uses_none_of_the_old_images_templates() {
     assert_eq!(k.vms().count("save template-beefbeefbeef"), 1);
     assert_eq!(templates(&k).len(), 1, "the old image's template is its own");
 }
+
+#[test]
+fn a_clone_that_never_gets_ready_boots_cold() {
+    // As when its guest refuses the identity: no ready marker ever comes.
+    let k = warm_kit();
+    k.vms().fail_boot("a", BootFault::Timeout);
+    let a = k.create("a").unwrap();
+    assert_eq!(a.warm_from, None);
+    assert_eq!(k.vms().count("restore a"), 1);
+    assert_eq!(k.vms().count("kill a"), 1, "the clone's QEMU was not ended before the cold boot");
+    assert_eq!(k.vms().count("start a"), 1);
+    assert!(k.vms().is_running("a"));
+    let lines = k.said.lines();
+    assert!(lines.iter().any(|l| l.contains("a could not start from its warm template")), "{lines:?}");
+}
