@@ -321,19 +321,31 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     ) -> Result<StartReport> {
         let image = find_image(&self.home, &record.spec.image)?;
         let vm = self.vm_handle(&record.spec.name);
+        self.ensure_switch_for(record)?;
+        let report = self.boot_vm(record, &image, &vm, timeout, step, journal)?;
+        self.check_api(record, step)?;
+        Ok(report)
+    }
+
+    /// A user-mode machine's switch, started unless it runs. Under the lock: the nodes of a
+    /// swarm start in parallel, and one switch serves them.
+    pub(crate) fn ensure_switch_for(&self, record: &MachineRecord) -> Result<()> {
         if record.user_mode() {
-            // Under the lock: the nodes of a swarm boot in parallel, and one switch serves them.
             let _lock = self.home.lock()?;
             self.user_net().ensure_switch(&self.runner)?;
         }
-        let report = self.boot_vm(record, &image, &vm, timeout, step, journal)?;
+        Ok(())
+    }
+
+    /// The host's check that a started machine's engine answers: one ping over TLS.
+    pub(crate) fn check_api(&self, record: &MachineRecord, step: &dyn ProgressStep) -> Result<()> {
         step.set("checking the Docker API from the host");
         self.ping_docker(record).map_err(|source| Error::DockerUnreachable {
             name: record.spec.name.to_string(),
             endpoint: record.docker_host(),
             source: Box::new(source),
         })?;
-        Ok(report)
+        Ok(())
     }
 
     /// A new machine's first start: cloned from `template` when it has one, else booted. A clone
@@ -350,18 +362,10 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let Some(template) = template else { return self.boot(record, timeout, step, Some(journal)) };
         let image = find_image(&self.home, &record.spec.image)?;
         let vm = self.vm_handle(&record.spec.name);
-        if record.user_mode() {
-            let _lock = self.home.lock()?;
-            self.user_net().ensure_switch(&self.runner)?;
-        }
+        self.ensure_switch_for(record)?;
         match self.clone_vm(record, template, &image, &vm, timeout, step, journal) {
             Ok(report) => {
-                step.set("checking the Docker API from the host");
-                self.ping_docker(record).map_err(|source| Error::DockerUnreachable {
-                    name: record.spec.name.to_string(),
-                    endpoint: record.docker_host(),
-                    source: Box::new(source),
-                })?;
+                self.check_api(record, step)?;
                 Ok(report)
             }
             Err(e @ Error::Vm(n2d_vm::VmError::Interrupted { .. })) => Err(e),

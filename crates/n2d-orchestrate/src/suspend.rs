@@ -117,10 +117,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let accel = if suspended.accel == Accel::Kvm.to_string() { Accel::Kvm } else { Accel::Tcg };
         let image = find_image(&self.home, &record.spec.image)?;
         let vm = self.vm_handle(name);
-        if record.user_mode() {
-            let _lock = self.home.lock()?;
-            self.user_net().ensure_switch(&self.runner)?;
-        }
+        self.ensure_switch_for(record)?;
         step.set("resuming");
         let launch = self.vm_launch(record, &image);
         let report = self
@@ -129,12 +126,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             .map_err(|e| refused(crate::swarm::chain(&e)))?;
         journal.kill_point("after-qemu-start");
         self.hypervisor.control(&vm, ControlRequest::SetClock { unix_ms: crate::templates::unix_ms() })?;
-        step.set("checking the Docker API from the host");
-        self.ping_docker(record).map_err(|source| Error::DockerUnreachable {
-            name: name.to_string(),
-            endpoint: record.docker_host(),
-            source: Box::new(source),
-        })?;
+        self.check_api(record, step)?;
         // Running again: the disks have moved on from the saved state, which must never load.
         let _ = std::fs::remove_file(&done);
         let _ = std::fs::remove_file(&state);
