@@ -28,7 +28,7 @@ pub use accel::{detect_accel, Accel, AccelChoice, KvmDevice, NoKvm};
 pub use argv::{tcg_thread, TcgThread};
 pub use boot_failure::{classify_boot_failure, BootFailure};
 pub use qemu::{Qemu, QemuConfig, StartReport, StopOutcome};
-pub use version::{detect_qemu_version, QemuVersion};
+pub use version::{detect_qemu_build, QemuVersion};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -6,7 +6,7 @@ use crate::argv::{
     QMP_SOCKET, SERIAL_LOG, TCG_TB_SIZE_MIB, UPLINK_NETDEV,
 };
 use crate::identity::{is_machine_qemu, ProcFacts, QemuExe};
-use crate::version::{detect_qemu_version, QemuVersion};
+use crate::version::{detect_qemu_build, QemuVersion};
 use crate::{Hypervisor, PortForward, VmError, VmHandle, VmLaunch, VmState};
 use n2d_exec::SearchPath;
 use n2d_proto::ControlRequest;
@@ -75,9 +75,7 @@ pub struct Qemu {
     pub config: QemuConfig,
     /// Set (e.g. by a SIGINT handler) to abandon waits, so the caller can roll back.
     pub cancel: Arc<AtomicBool>,
-    /// The binary's version, asked once per process (on the first TCG start).
-    version: Arc<OnceLock<Option<QemuVersion>>>,
-    /// Its build (`--version`'s first line), asked once per process.
+    /// Its build (`--version`'s first line), asked once per process; its version is read from it.
     build: Arc<OnceLock<Option<String>>>,
     /// The binary resolved through the search path, to recognise a running QEMU by its
     /// executable.
@@ -92,13 +90,7 @@ impl Default for Qemu {
 
 impl Qemu {
     pub fn new(config: QemuConfig) -> Qemu {
-        Qemu {
-            config,
-            cancel: Arc::default(),
-            version: Arc::default(),
-            build: Arc::default(),
-            exe: Arc::default(),
-        }
+        Qemu { config, cancel: Arc::default(), build: Arc::default(), exe: Arc::default() }
     }
 
     /// The binary n2d runs.
@@ -108,7 +100,7 @@ impl Qemu {
 
     /// The installed QEMU's version (`None` when it cannot be told), detected once.
     pub fn version(&self) -> Option<QemuVersion> {
-        *self.version.get_or_init(|| detect_qemu_version(&self.config.binary))
+        QemuVersion::parse(&self.build()?)
     }
 
     /// TCG's threading for this QEMU: `$N2D_TCG_THREAD`, else by version ([`tcg_thread`]).
@@ -366,7 +358,7 @@ impl Hypervisor for Qemu {
     }
 
     fn build(&self) -> Option<String> {
-        self.build.get_or_init(|| crate::version::detect_qemu_build(&self.config.binary)).clone()
+        self.build.get_or_init(|| detect_qemu_build(&self.config.binary)).clone()
     }
 
     fn save(&self, vm: &VmHandle, state: &Path, timeout: Duration) -> Result<(), VmError> {

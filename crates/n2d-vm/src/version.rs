@@ -35,12 +35,6 @@ impl fmt::Display for QemuVersion {
     }
 }
 
-/// Runs `binary --version`; `None` when it is missing or prints something unexpected.
-pub fn detect_qemu_version(binary: &str) -> Option<QemuVersion> {
-    let out = std::process::Command::new(binary).arg("--version").output().ok()?;
-    QemuVersion::parse(&String::from_utf8_lossy(&out.stdout))
-}
-
 /// The first line of `binary --version` (e.g. `QEMU emulator version 10.0.2 (Debian
 /// 1:10.0.2+ds-2+deb13u1~bpo12+1)`): which build, down to the distribution's revision.
 pub fn detect_qemu_build(binary: &str) -> Option<String> {
