@@ -21,6 +21,12 @@ pub enum Error {
     MachineRunning { name: String },
     #[error("cannot create the data disk")]
     DataDisk(#[source] n2d_exec::ExecError),
+    #[error("I/O error on the saved state {path}")]
+    SavedStateIo {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot suspend {name}: {reason}")]
     SuspendFailed { name: String, reason: String },
     #[error("{name} cannot be resumed: {reason}; start it with `n2d start --cold {name}` (it then boots from its disks, and what ran in its memory is lost)")]

@@ -138,14 +138,11 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
     /// built or created; its image is left empty (see [`Orchestrator::create_machine_from`]).
     pub fn plan_machine(&self, name: &MachineName, req: &MachineRequest) -> Result<MachineSpec> {
         let labels = req.labels.iter().map(|l| parse_label(l)).collect::<Result<BTreeMap<_, _>, _>>()?;
-        let flag = |flag: &'static str, value: &str| {
-            value.parse::<ByteSize>().map_err(|source| Error::Flag { flag, source })
-        };
         let spec = MachineSpec {
             name: name.clone(),
             cpus: req.cpus.unwrap_or_else(|| self.hypervisor.default_cpus()),
-            memory: flag("--memory", &req.memory)?,
-            disk: flag("--disk", &req.disk)?,
+            memory: size_flag("--memory", &req.memory)?,
+            disk: size_flag("--disk", &req.disk)?,
             bridge: req.network.clone().unwrap_or_else(|| self.default_network()),
             addresses: req.ip.map(IpRange::single).or(req.ip_range),
             image: String::new(),
@@ -225,11 +222,14 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
             .list_machines()
             .into_iter()
             .map(|(name, record)| {
-                let listed = record.map_err(|e| e.to_string()).map(|record| ListedMachine {
-                    state: self.machine_state(&record.spec.name),
-                    suspended: self.is_suspended(&record.spec.name),
-                    newer_image: newer.get(&record.spec.image).cloned(),
-                    record,
+                let listed = record.map_err(|e| e.to_string()).map(|record| {
+                    let state = self.machine_state(&record.spec.name);
+                    ListedMachine {
+                        state,
+                        suspended: state == VmState::Stopped && self.has_saved_state(&record.spec.name),
+                        newer_image: newer.get(&record.spec.image).cloned(),
+                        record,
+                    }
                 });
                 (name, listed)
             })
@@ -341,4 +341,9 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
         }
         Ok(swarm)
     }
+}
+
+/// A size flag's value (`--memory 2G`), or the usage error naming the flag.
+pub(crate) fn size_flag(flag: &'static str, value: &str) -> Result<ByteSize> {
+    value.parse::<ByteSize>().map_err(|source| Error::Flag { flag, source })
 }

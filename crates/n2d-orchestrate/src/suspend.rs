@@ -43,9 +43,14 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         (dir.join(STATE_FILE), dir.join(RECORD_FILE))
     }
 
+    /// Whether `name` has a complete saved state (`suspend.json` is written last).
+    pub(crate) fn has_saved_state(&self, name: &MachineName) -> bool {
+        self.suspend_paths(name).1.exists()
+    }
+
     /// Whether `name` is suspended (its saved state is complete and its QEMU is gone).
     pub fn is_suspended(&self, name: &MachineName) -> bool {
-        self.suspend_paths(name).1.exists() && self.machine_state(name) == VmState::Stopped
+        self.has_saved_state(name) && self.machine_state(name) == VmState::Stopped
     }
 
     /// `n2d suspend NAME`: saves the running machine whole and ends its QEMU. `Ok(false)`: it
@@ -68,7 +73,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             return Err(e.into());
         }
         std::fs::rename(&partial, &state)
-            .map_err(|source| Error::TemplateIo { path: state.clone(), source })?;
+            .map_err(|source| Error::SavedStateIo { path: state.clone(), source })?;
         let suspended = Suspended {
             qemu,
             accel: self.hypervisor.accel().to_string(),
@@ -101,7 +106,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 "{name}: its saved state is discarded (--cold); it boots from its disks, and what ran in its memory is lost"
             ));
             let _ = std::fs::remove_file(&state);
-            std::fs::remove_file(&done).map_err(|source| Error::TemplateIo { path: done.clone(), source })?;
+            std::fs::remove_file(&done)
+                .map_err(|source| Error::SavedStateIo { path: done.clone(), source })?;
             return self.boot(record, timeout, step, Some(journal));
         }
         let refused = |reason: String| Error::ResumeRefused { name: name.to_string(), reason };
@@ -114,7 +120,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         if !state.is_file() {
             return Err(refused(format!("its saved state {} is missing", state.display())));
         }
-        let accel = if suspended.accel == Accel::Kvm.to_string() { Accel::Kvm } else { Accel::Tcg };
+        let accel = Accel::from_recorded(&suspended.accel);
         let image = find_image(&self.home, &record.spec.image)?;
         let vm = self.vm_handle(name);
         self.ensure_switch_for(record)?;

@@ -159,11 +159,7 @@ impl Template {
         self.dir.join(DATA_DISK_FILE)
     }
     pub fn accel(&self) -> Accel {
-        if self.record.accel == Accel::Kvm.to_string() {
-            Accel::Kvm
-        } else {
-            Accel::Tcg
-        }
+        Accel::from_recorded(&self.record.accel)
     }
 }
 
@@ -206,13 +202,12 @@ pub fn check_template(dir: &Path, qemu: &str) -> std::result::Result<Template, U
 
 /// The templates of `image` whose directory names start with `key`, newest first.
 fn candidates(image: &Image, key: &str) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(image.dir.join(TEMPLATES_DIR)) else { return Vec::new() };
-    let mut found: Vec<(u64, PathBuf)> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
+    let mut found: Vec<(u64, PathBuf)> = template_dirs(&image.dir)
+        .into_iter()
+        .filter_map(|dir| {
+            let name = dir.file_name()?.to_str()?;
             let made: u64 = name.strip_prefix(key)?.strip_prefix('.')?.parse().ok()?;
-            Some((made, e.path()))
+            Some((made, dir))
         })
         .collect();
     found.sort_by_key(|(made, _)| std::cmp::Reverse(*made));
@@ -236,22 +231,25 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// `n2d image warm`: the template of image `id` (else the newest) for machines of `req`'s
     /// shape, made now unless a fit one exists. Returns it and whether it was made.
     pub fn warm_image(&self, id: Option<&str>, req: &WarmRequest) -> Result<(Template, bool)> {
-        let flag = |flag: &'static str, value: &str| {
-            value.parse::<n2d_spec::machine::ByteSize>().map_err(|source| Error::Flag { flag, source })
-        };
         let bridge = req.network.clone().unwrap_or_else(|| self.default_network());
         let shape = Shape {
             cpus: req.cpus.unwrap_or_else(|| self.hypervisor.default_cpus()),
-            memory_mib: flag("--memory", &req.memory)?.mib(),
-            disk_bytes: flag("--disk", &req.disk)?.0,
+            memory_mib: crate::inventory::size_flag("--memory", &req.memory)?.mib(),
+            disk_bytes: crate::inventory::size_flag("--disk", &req.disk)?.0,
             user_network: bridge == n2d_spec::machine::USER_NETWORK,
         };
         let image = self.named_or_newest(id)?.ok_or(Error::NoImageToWarm)?;
+        self.fit_or_make_template(&image, &shape)
+    }
+
+    /// The newest fit template of `image` for `shape`, else one made now; and whether it was
+    /// made. One at a time: the nodes of a swarm ask together, and one template serves them all.
+    fn fit_or_make_template(&self, image: &Image, shape: &Shape) -> Result<(Template, bool)> {
         let _gate = self.template_gate.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = self.fit_template(&image, &shape)? {
+        if let Some(t) = self.fit_template(image, shape)? {
             return Ok((t, false));
         }
-        Ok((self.make_template(&image, &shape)?, true))
+        Ok((self.make_template(image, shape)?, true))
     }
 
     /// The template a machine of `spec` is cloned from: the newest fit one, else one made now
@@ -263,19 +261,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             return None;
         }
         let image = n2d_image::find_image(&self.home, &spec.image).ok()?;
-        let shape = Shape::of(spec);
-        // One at a time: the nodes of a swarm ask together, and one template serves them all.
-        let _gate = self.template_gate.lock().unwrap_or_else(|p| p.into_inner());
-        match self.fit_template(&image, &shape) {
-            Ok(Some(t)) => return Some(t),
-            Ok(None) => {}
-            Err(e) => {
-                self.progress.say(&format!("warning: {e}"));
-                return None;
-            }
-        }
-        match self.make_template(&image, &shape) {
-            Ok(t) => Some(t),
+        match self.fit_or_make_template(&image, &Shape::of(spec)) {
+            Ok((t, _)) => Some(t),
             Err(e) => {
                 self.progress.say(&format!(
                     "warning: no warm template for image {} ({}): machines boot cold",

@@ -15,6 +15,18 @@ impl std::fmt::Display for Accel {
     }
 }
 
+impl Accel {
+    /// The accelerator a record names by its [`Display`](std::fmt::Display) form (`kvm`);
+    /// anything else is TCG, which every host has.
+    pub fn from_recorded(name: &str) -> Accel {
+        if name == "kvm" {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }
+    }
+}
+
 /// Why KVM is not used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoKvm {
@@ -114,6 +126,15 @@ pub fn detect_accel(no_kvm: bool) -> AccelChoice {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_recorded_accelerator_reads_back_as_written() {
+        for accel in [Accel::Kvm, Accel::Tcg] {
+            assert_eq!(Accel::from_recorded(&accel.to_string()), accel);
+        }
+        assert_eq!(Accel::from_recorded("hvf"), Accel::Tcg);
+    }
+
     use super::*;
 
     #[test]
