@@ -363,7 +363,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let image = find_image(&self.home, &record.spec.image)?;
         let vm = self.vm_handle(&record.spec.name);
         self.ensure_switch_for(record)?;
-        match self.clone_vm(record, template, &image, &vm, timeout, step, journal) {
+        match self.clone_vm(record, template, &image, timeout, step, journal) {
             Ok(report) => {
                 self.check_api(record, step)?;
                 Ok(report)
@@ -386,17 +386,16 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
 
     /// Restores `template` as this machine and hands it its identity; returns once its engine
     /// says it is ready with it.
-    #[allow(clippy::too_many_arguments)]
     fn clone_vm(
         &self,
         record: &MachineRecord,
         template: &Template,
         image: &Image,
-        vm: &VmHandle,
         timeout: Duration,
         step: &dyn ProgressStep,
         journal: &Journal,
     ) -> Result<StartReport> {
+        let vm = &self.vm_handle(&record.spec.name);
         // The guest knows its config disk's size from the template.
         let config_len = std::fs::metadata(vm.dir.join(CONFIG_DISK)).map(|m| m.len()).unwrap_or(0);
         if config_len != template.record.config_disk_len {
