@@ -377,3 +377,8 @@ impl Error {
 pub fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
     std::iter::successors(Some(e), |e| e.source()).map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
 }
+
+/// A size flag's value (`--memory 2G`), or the usage error naming the flag.
+pub(crate) fn size_flag(flag: &'static str, value: &str) -> Result<n2d_spec::machine::ByteSize> {
+    value.parse().map_err(|source| Error::Flag { flag, source })
+}

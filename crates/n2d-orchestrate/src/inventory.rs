@@ -7,7 +7,7 @@ use crate::image::ImageBuild;
 use crate::{Error, Orchestrator, Result};
 use n2d_exec::Runner;
 use n2d_spec::address::IpRange;
-use n2d_spec::machine::{parse_label, ByteSize, MachineName, MachineSpec};
+use n2d_spec::machine::{parse_label, MachineName, MachineSpec};
 use n2d_spec::ports::PortForward;
 use n2d_spec::swarm::SwarmName;
 use n2d_store::SwarmRecord;
@@ -141,8 +141,8 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
         let spec = MachineSpec {
             name: name.clone(),
             cpus: req.cpus.unwrap_or_else(|| self.hypervisor.default_cpus()),
-            memory: size_flag("--memory", &req.memory)?,
-            disk: size_flag("--disk", &req.disk)?,
+            memory: crate::error::size_flag("--memory", &req.memory)?,
+            disk: crate::error::size_flag("--disk", &req.disk)?,
             bridge: req.network.clone().unwrap_or_else(|| self.default_network()),
             addresses: req.ip.map(IpRange::single).or(req.ip_range),
             image: String::new(),
@@ -341,9 +341,4 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
         }
         Ok(swarm)
     }
-}
-
-/// A size flag's value (`--memory 2G`), or the usage error naming the flag.
-pub(crate) fn size_flag(flag: &'static str, value: &str) -> Result<ByteSize> {
-    value.parse::<ByteSize>().map_err(|source| Error::Flag { flag, source })
 }

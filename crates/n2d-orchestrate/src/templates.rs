@@ -234,8 +234,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let bridge = req.network.clone().unwrap_or_else(|| self.default_network());
         let shape = Shape {
             cpus: req.cpus.unwrap_or_else(|| self.hypervisor.default_cpus()),
-            memory_mib: crate::inventory::size_flag("--memory", &req.memory)?.mib(),
-            disk_bytes: crate::inventory::size_flag("--disk", &req.disk)?.0,
+            memory_mib: crate::error::size_flag("--memory", &req.memory)?.mib(),
+            disk_bytes: crate::error::size_flag("--disk", &req.disk)?.0,
             user_network: bridge == n2d_spec::machine::USER_NETWORK,
         };
         let image = self.named_or_newest(id)?.ok_or(Error::NoImageToWarm)?;
