@@ -231,13 +231,23 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// `n2d image warm`: the template of image `id` (else the newest) for machines of `req`'s
     /// shape, made now unless a fit one exists. Returns it and whether it was made.
     pub fn warm_image(&self, id: Option<&str>, req: &WarmRequest) -> Result<(Template, bool)> {
-        let bridge = req.network.clone().unwrap_or_else(|| self.default_network());
-        let shape = Shape {
+        // The machines it serves, checked as `create` checks them (vCPUs, memory and disk in
+        // range) before anything is booted.
+        let machines = MachineSpec {
+            name: "template".parse().expect("a valid machine name"),
             cpus: req.cpus.unwrap_or_else(|| self.hypervisor.default_cpus()),
-            memory_mib: crate::error::size_flag("--memory", &req.memory)?.mib(),
-            disk_bytes: crate::error::size_flag("--disk", &req.disk)?.0,
-            user_network: bridge == n2d_spec::machine::USER_NETWORK,
+            memory: crate::error::size_flag("--memory", &req.memory)?,
+            disk: crate::error::size_flag("--disk", &req.disk)?,
+            bridge: req.network.clone().unwrap_or_else(|| self.default_network()),
+            addresses: None,
+            image: String::new(),
+            insecure_tcp: false,
+            labels: Default::default(),
+            publish: Vec::new(),
+            expose: false,
         };
+        machines.validate()?;
+        let shape = Shape::of(&machines);
         let image = self.named_or_newest(id)?.ok_or(Error::NoImageToWarm)?;
         self.fit_or_make_template(&image, &shape)
     }

@@ -193,6 +193,30 @@ fn image_warm_makes_a_template_once_and_create_clones_it() {
 }
 
 #[test]
+fn image_warm_checks_the_shape_as_create_does_before_booting_anything() {
+    let k = warm_kit();
+    let request = |cpus: u32, memory: &str, disk: &str| crate::templates::WarmRequest {
+        cpus: Some(cpus),
+        memory: memory.into(),
+        disk: disk.into(),
+        network: Some("n2d0".into()),
+    };
+    for (bad, flag) in [
+        (request(0, "1G", "1G"), "--cpus"),
+        (request(1000, "1G", "1G"), "--cpus"),
+        (request(1, "1K", "1G"), "--memory"),
+        (request(1, "1G", "1K"), "--disk"),
+        (request(1, "lots", "1G"), "--memory"),
+    ] {
+        let err = k.orch.warm_image(None, &bad).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Usage, "{err}");
+        assert!(err.to_string().contains(flag), "{flag}: {err}");
+    }
+    assert!(k.vms().events().is_empty(), "{:?}", k.vms().events());
+    assert!(templates(&k).is_empty());
+}
+
+#[test]
 fn image_warm_without_an_image_is_a_usage_error() {
     let k = warm_kit();
     std::fs::remove_dir_all(image_dir(&k)).unwrap();
