@@ -489,9 +489,8 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
     create_new_private(path, 0o600).and_then(|mut f| f.write_all(bytes)).map_err(io_err("write", path))
 }
 
-/// Makes the UKI: the export's command line, an os-release, the image's `vmlinuz` (never the
-/// derived `vmlinux`: the stub boots a bzImage) and `initrd.img` added to systemd's stub, by
-/// objcopy into `out`. Returns its bytes with the PE timestamp fixed.
+/// Makes the UKI: the export's command line, an os-release, the image's `vmlinuz` and
+/// `initrd.img` added to systemd's stub, by objcopy into `out`. Returns its bytes with the PE timestamp fixed.
 fn make_uki(
     runner: &dyn Runner,
     image: &Image,

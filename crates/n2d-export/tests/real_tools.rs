@@ -39,7 +39,6 @@ fn fake_image(dir: &Path) -> Image {
         initrd_bytes: write("initrd.img", 200_000, 2),
         rootfs_bytes: write("rootfs.erofs", 3 << 20, 3),
         rootfs_unpacked_bytes: 0,
-        direct_kernel_bytes: None,
         recipe_id: "0".repeat(64),
         packages: Vec::new(),
         source_date_epoch: 1_700_000_000,

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Bumped whenever the builder changes what it produces from the same inputs.
-const BUILDER_VERSION: u32 = 4;
+const BUILDER_VERSION: u32 = 5;
 
 /// `SOURCE_DATE_EPOCH` of every build, and the timestamp of every file in the root filesystem:
 /// Debian 13's release day (2025-08-09 00:00 UTC). A constant rather than the build's time or
@@ -227,7 +227,7 @@ fn uuid_from_hex(hex: &str) -> String {
 }
 
 /// The image artifacts covered by [`ImageManifest::artifacts_sha256`], in digest order
-/// (`vmlinux` is derived from `vmlinuz`; `image.json` describes them).
+/// (`image.json` describes them).
 pub const DIGESTED_ARTIFACTS: [&str; 3] = [crate::KERNEL_FILE, crate::INITRD_FILE, crate::ROOTFS_FILE];
 
 /// sha256 over `(name, bytes)` pairs in the given order: each name, a NUL, the length as 8
@@ -268,8 +268,6 @@ pub struct ImageManifest {
     pub rootfs_bytes: u64,
     /// Size of the root filesystem tree before compression.
     pub rootfs_unpacked_bytes: u64,
-    /// Bytes of the decompressed kernel booted directly (`vmlinux`), if the image has one.
-    pub direct_kernel_bytes: Option<u64>,
     /// Every package installed in the userland (dpkg's database), sorted by name.
     pub packages: Vec<Package>,
     /// `SOURCE_DATE_EPOCH` of the build: the time stamped in the userland and the erofs root.
@@ -324,7 +322,7 @@ impl ImageManifest {
             return bad("kernel_release", &m.kernel_release, "a kernel release (letters, digits, . + - _ ~)");
         }
         let sizes = [m.kernel_bytes, m.initrd_bytes, m.rootfs_bytes, m.rootfs_unpacked_bytes];
-        if sizes.iter().chain(m.direct_kernel_bytes.iter()).any(|&n| n > MAX_ARTIFACT_BYTES) {
+        if sizes.iter().any(|&n| n > MAX_ARTIFACT_BYTES) {
             return bad("sizes", &format!("{sizes:?}"), "the sizes of an image's files");
         }
         Ok(m)

@@ -141,7 +141,6 @@ fn kit() -> Kit {
         created_unix: 1,
         kernel_bytes: 1,
         initrd_bytes: 1,
-        direct_kernel_bytes: None,
         rootfs_bytes: 1,
         rootfs_unpacked_bytes: 1,
         recipe_id: "0".repeat(64),

@@ -416,7 +416,7 @@ fn image_rm_and_prune_keep_what_a_machine_boots() {
         serde_json::json!({
             "id": id, "recipe_id": id, "kernel_release": "6.12", "created_unix": 1, "kernel_bytes": 1,
             "initrd_bytes": 1, "rootfs_bytes": 1, "rootfs_unpacked_bytes": 1,
-            "direct_kernel_bytes": null, "packages": [], "source_date_epoch": 1, "debs": [],
+            "packages": [], "source_date_epoch": 1, "debs": [],
             "init_sha256": "x", "artifacts_sha256": "",
             "recipe": { "suite": "trixie", "mirror": "", "packages": [], "kernel_package": "k",
                         "initrd_modules": [], "boot_modules": [], "late_modules": [],
@@ -469,7 +469,7 @@ fn fake_image(home: &std::path::Path, id: &str) {
     let manifest = serde_json::json!({
         "id": id, "recipe_id": id, "kernel_release": "6.12", "created_unix": 1, "kernel_bytes": 1,
         "initrd_bytes": 1, "rootfs_bytes": 1, "rootfs_unpacked_bytes": 1,
-        "direct_kernel_bytes": null, "packages": [], "source_date_epoch": 1, "debs": [],
+        "packages": [], "source_date_epoch": 1, "debs": [],
         "init_sha256": "x", "artifacts_sha256": "",
         "recipe": { "suite": "trixie", "mirror": "", "packages": [], "kernel_package": "k",
                     "initrd_modules": [], "boot_modules": [], "late_modules": [],

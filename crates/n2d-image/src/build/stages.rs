@@ -14,7 +14,7 @@ use crate::modules::{module_name, ModuleDb};
 use crate::recipe::{
     artifacts_digest, DebDigest, ImageManifest, Package, Recipe, DIGESTED_ARTIFACTS, SOURCE_DATE_EPOCH,
 };
-use crate::{DIRECT_KERNEL_FILE, INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
+use crate::{INITRD_FILE, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
 use n2d_exec::{Cmd, ExecError, Runner};
 use n2d_proto::{LATE_MODULE_LIST, MODULE_LIST};
 use n2d_store::write_json;
@@ -103,14 +103,6 @@ impl Builder<'_> {
         let bzimage = fs::read(&kernel.vmlinuz).map_err(io)?;
         fs::write(out.join(KERNEL_FILE), &bzimage).map_err(io)?;
         let size = |p: &Path| fs::metadata(p).map(|m| m.len()).map_err(io);
-        // A kernel that cannot boot directly is not an error: the image boots the bzImage.
-        let direct_kernel_bytes = match crate::kernel::direct_boot_kernel(&bzimage) {
-            Ok(vmlinux) => {
-                fs::write(out.join(DIRECT_KERNEL_FILE), &vmlinux).map_err(io)?;
-                Some(vmlinux.len() as u64)
-            }
-            Err(_) => None,
-        };
         let manifest = ImageManifest {
             id: id.to_string(),
             recipe: self.recipe.clone(),
@@ -123,7 +115,6 @@ impl Builder<'_> {
             initrd_bytes: size(&initrd)?,
             rootfs_bytes: size(&erofs)?,
             rootfs_unpacked_bytes,
-            direct_kernel_bytes,
             packages,
             source_date_epoch: SOURCE_DATE_EPOCH,
             debs: deb_digests,
