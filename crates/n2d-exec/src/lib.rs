@@ -77,11 +77,13 @@ pub struct SystemRunner;
 
 impl Runner for SystemRunner {
     fn run(&self, cmd: &Cmd) -> Result<Vec<u8>, ExecError> {
-        let output = Command::new(&cmd.program)
-            .args(&cmd.args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| spawn_error(cmd, source))?;
+        let started = std::time::Instant::now();
+        let output =
+            Command::new(&cmd.program).args(&cmd.args).stdin(Stdio::null()).output().map_err(|source| {
+                tracing::info!("ran {}: {source} ({:.2}s)", cmd.display(), started.elapsed().as_secs_f64());
+                spawn_error(cmd, source)
+            })?;
+        tracing::info!("ran {}: {} ({:.2}s)", cmd.display(), output.status, started.elapsed().as_secs_f64());
         if output.status.success() {
             return Ok(output.stdout);
         }

@@ -36,6 +36,8 @@ pub struct BollardApi {
     /// How to look at the certificate the engine presents: its `tcp://` address, its TLS files
     /// and the time a handshake may take.
     tls: Option<(String, TlsPaths, u64)>,
+    /// The engine's address, for `-vv`'s lines.
+    host: String,
 }
 
 impl BollardApi {
@@ -47,11 +49,28 @@ impl BollardApi {
             None => Docker::connect_with_http(&endpoint.docker_host, timeout_secs, API_DEFAULT_VERSION)?,
         };
         let tls = endpoint.tls.clone().map(|t| (endpoint.docker_host.clone(), t, timeout_secs));
-        Ok(BollardApi { docker, tls })
+        Ok(BollardApi { docker, tls, host: endpoint.docker_host.clone() })
     }
 
     pub fn from_docker(docker: Docker) -> BollardApi {
-        BollardApi { docker, tls: None }
+        BollardApi { docker, tls: None, host: "docker".into() }
+    }
+
+    /// Runs one call to the engine; with `-vv` (debug) says which, how it ended and how long it
+    /// took. Errors are the API's own text, never a join token (`join_swarm` scrubs it first).
+    async fn logged<T>(
+        &self,
+        call: &str,
+        request: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let started = std::time::Instant::now();
+        let result = request.await;
+        let secs = started.elapsed().as_secs_f64();
+        match &result {
+            Ok(_) => tracing::debug!("{}: Docker API {call}: ok ({secs:.2}s)", self.host),
+            Err(e) => tracing::debug!("{}: Docker API {call}: {e} ({secs:.2}s)", self.host),
+        }
+        result
     }
 
     pub fn docker(&self) -> &Docker {
@@ -135,50 +154,69 @@ fn node_info(n: Node) -> NodeInfo {
 
 impl DockerApi for BollardApi {
     async fn ping(&self) -> Result<(), ApiError> {
-        self.docker.ping().await?;
-        Ok(())
+        self.logged("ping", async move {
+            self.docker.ping().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn server_certificate(&self) -> Result<Option<Vec<u8>>, ApiError> {
-        let Some((host, tls, secs)) = &self.tls else { return Ok(None) };
-        crate::tls::presented_certificate(host, tls, std::time::Duration::from_secs(*secs)).await.map(Some)
+        self.logged("server_certificate", async move {
+            let Some((host, tls, secs)) = &self.tls else { return Ok(None) };
+            crate::tls::presented_certificate(host, tls, std::time::Duration::from_secs(*secs))
+                .await
+                .map(Some)
+        })
+        .await
     }
 
     async fn swarm_state(&self) -> Result<LocalSwarmState, ApiError> {
-        let info = self.docker.info().await?;
-        let swarm = info.swarm.unwrap_or_default();
-        Ok(match swarm.local_node_state {
-            Some(LocalNodeState::ACTIVE) => LocalSwarmState::Active {
-                node_id: swarm.node_id.unwrap_or_default(),
-                is_manager: swarm.control_available.unwrap_or(false),
-            },
-            Some(LocalNodeState::PENDING) => LocalSwarmState::Pending,
-            Some(LocalNodeState::LOCKED) => LocalSwarmState::Locked,
-            Some(LocalNodeState::ERROR) => {
-                LocalSwarmState::Error(swarm.error.unwrap_or_else(|| "unknown error".into()))
-            }
-            _ => LocalSwarmState::Inactive,
+        self.logged("swarm_state", async move {
+            let info = self.docker.info().await?;
+            let swarm = info.swarm.unwrap_or_default();
+            Ok(match swarm.local_node_state {
+                Some(LocalNodeState::ACTIVE) => LocalSwarmState::Active {
+                    node_id: swarm.node_id.unwrap_or_default(),
+                    is_manager: swarm.control_available.unwrap_or(false),
+                },
+                Some(LocalNodeState::PENDING) => LocalSwarmState::Pending,
+                Some(LocalNodeState::LOCKED) => LocalSwarmState::Locked,
+                Some(LocalNodeState::ERROR) => {
+                    LocalSwarmState::Error(swarm.error.unwrap_or_else(|| "unknown error".into()))
+                }
+                _ => LocalSwarmState::Inactive,
+            })
         })
+        .await
     }
 
     async fn init_swarm(&self, advertise_addr: Ipv4Addr) -> Result<String, ApiError> {
-        let req = SwarmInitRequest {
-            listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
-            advertise_addr: Some(format!("{advertise_addr}:{SWARM_PORT}")),
-            ..Default::default()
-        };
-        Ok(self.docker.init_swarm(req).await?)
+        self.logged("init_swarm", async move {
+            let req = SwarmInitRequest {
+                listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
+                advertise_addr: Some(format!("{advertise_addr}:{SWARM_PORT}")),
+                ..Default::default()
+            };
+            Ok(self.docker.init_swarm(req).await?)
+        })
+        .await
     }
 
     async fn join_tokens(&self) -> Result<JoinTokens, ApiError> {
-        let swarm = self.docker.inspect_swarm().await?;
-        let t = swarm
-            .join_tokens
-            .ok_or_else(|| ApiError::Other("swarm inspect returned no join tokens".into()))?;
-        match (t.worker, t.manager) {
-            (Some(w), Some(m)) => Ok(JoinTokens { worker: JoinToken::new(w), manager: JoinToken::new(m) }),
-            _ => Err(ApiError::Other("swarm inspect returned incomplete join tokens".into())),
-        }
+        self.logged("join_tokens", async move {
+            let swarm = self.docker.inspect_swarm().await?;
+            let t = swarm
+                .join_tokens
+                .ok_or_else(|| ApiError::Other("swarm inspect returned no join tokens".into()))?;
+            match (t.worker, t.manager) {
+                (Some(w), Some(m)) => {
+                    Ok(JoinTokens { worker: JoinToken::new(w), manager: JoinToken::new(m) })
+                }
+                _ => Err(ApiError::Other("swarm inspect returned incomplete join tokens".into())),
+            }
+        })
+        .await
     }
 
     async fn join_swarm(
@@ -187,24 +225,30 @@ impl DockerApi for BollardApi {
         token: &JoinToken,
         advertise_addr: Option<Ipv4Addr>,
     ) -> Result<(), ApiError> {
-        let req = SwarmJoinRequest {
-            listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
-            advertise_addr: advertise_addr.map(|a| format!("{a}:{SWARM_PORT}")),
-            remote_addrs: Some(vec![format!("{manager_addr}:{SWARM_PORT}")]),
-            join_token: Some(token.expose().to_string()),
-            ..Default::default()
-        };
-        // Never let the token travel inside an error: keep only the text,
-        // scrubbed.
-        self.docker
-            .join_swarm(req)
-            .await
-            .map_err(|e| ApiError::Other(e.to_string().replace(token.expose(), "<redacted>")))
+        self.logged("join_swarm", async move {
+            let req = SwarmJoinRequest {
+                listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
+                advertise_addr: advertise_addr.map(|a| format!("{a}:{SWARM_PORT}")),
+                remote_addrs: Some(vec![format!("{manager_addr}:{SWARM_PORT}")]),
+                join_token: Some(token.expose().to_string()),
+                ..Default::default()
+            };
+            // Never let the token travel inside an error: keep only the text,
+            // scrubbed.
+            self.docker
+                .join_swarm(req)
+                .await
+                .map_err(|e| ApiError::Other(e.to_string().replace(token.expose(), "<redacted>")))
+        })
+        .await
     }
 
     async fn list_nodes(&self) -> Result<Vec<NodeInfo>, ApiError> {
-        let nodes = self.docker.list_nodes(None).await?;
-        Ok(nodes.into_iter().map(node_info).collect())
+        self.logged("list_nodes", async move {
+            let nodes = self.docker.list_nodes(None).await?;
+            Ok(nodes.into_iter().map(node_info).collect())
+        })
+        .await
     }
 
     async fn set_node_labels(
@@ -212,97 +256,118 @@ impl DockerApi for BollardApi {
         node_id: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<(), ApiError> {
-        self.update_node_spec(node_id, |spec| {
-            let l = spec.labels.get_or_insert_with(HashMap::new);
-            l.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.logged("set_node_labels", async move {
+            self.update_node_spec(node_id, |spec| {
+                let l = spec.labels.get_or_insert_with(HashMap::new);
+                l.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            })
+            .await
         })
         .await
     }
 
     async fn set_availability(&self, node_id: &str, availability: Availability) -> Result<(), ApiError> {
-        let a = match availability {
-            Availability::Active => NodeSpecAvailabilityEnum::ACTIVE,
-            Availability::Pause => NodeSpecAvailabilityEnum::PAUSE,
-            Availability::Drain => NodeSpecAvailabilityEnum::DRAIN,
-        };
-        self.update_node_spec(node_id, |spec| spec.availability = Some(a)).await
+        self.logged("set_availability", async move {
+            let a = match availability {
+                Availability::Active => NodeSpecAvailabilityEnum::ACTIVE,
+                Availability::Pause => NodeSpecAvailabilityEnum::PAUSE,
+                Availability::Drain => NodeSpecAvailabilityEnum::DRAIN,
+            };
+            self.update_node_spec(node_id, |spec| spec.availability = Some(a)).await
+        })
+        .await
     }
 
     async fn set_role(&self, node_id: &str, role: NodeRole) -> Result<(), ApiError> {
-        let r = match role {
-            NodeRole::Manager => NodeSpecRoleEnum::MANAGER,
-            NodeRole::Worker => NodeSpecRoleEnum::WORKER,
-        };
-        self.update_node_spec(node_id, |spec| spec.role = Some(r)).await
+        self.logged("set_role", async move {
+            let r = match role {
+                NodeRole::Manager => NodeSpecRoleEnum::MANAGER,
+                NodeRole::Worker => NodeSpecRoleEnum::WORKER,
+            };
+            self.update_node_spec(node_id, |spec| spec.role = Some(r)).await
+        })
+        .await
     }
 
     async fn list_tasks_on(&self, node_id: &str) -> Result<Vec<TaskInfo>, ApiError> {
-        let filters = HashMap::from([("node".to_string(), vec![node_id.to_string()])]);
-        let tasks = self.docker.list_tasks(Some(ListTasksOptions { filters: Some(filters) })).await?;
-        // A drained node's tasks get desired state "shutdown"; they are gone
-        // once their actual state is terminal.
-        let live = tasks.into_iter().filter_map(|t| {
-            let state = t.status.and_then(|s| s.state);
-            let done = matches!(
-                state,
-                Some(
-                    TaskState::COMPLETE
-                        | TaskState::SHUTDOWN
-                        | TaskState::FAILED
-                        | TaskState::REJECTED
-                        | TaskState::REMOVE
-                        | TaskState::ORPHANED
-                )
-            );
-            (!done).then(|| TaskInfo {
-                id: t.id.unwrap_or_default(),
-                service_id: t.service_id,
-                state: state.map(|s| s.to_string()).unwrap_or_default(),
-            })
-        });
-        Ok(live.collect())
+        self.logged("list_tasks_on", async move {
+            let filters = HashMap::from([("node".to_string(), vec![node_id.to_string()])]);
+            let tasks = self.docker.list_tasks(Some(ListTasksOptions { filters: Some(filters) })).await?;
+            // A drained node's tasks get desired state "shutdown"; they are gone
+            // once their actual state is terminal.
+            let live = tasks.into_iter().filter_map(|t| {
+                let state = t.status.and_then(|s| s.state);
+                let done = matches!(
+                    state,
+                    Some(
+                        TaskState::COMPLETE
+                            | TaskState::SHUTDOWN
+                            | TaskState::FAILED
+                            | TaskState::REJECTED
+                            | TaskState::REMOVE
+                            | TaskState::ORPHANED
+                    )
+                );
+                (!done).then(|| TaskInfo {
+                    id: t.id.unwrap_or_default(),
+                    service_id: t.service_id,
+                    state: state.map(|s| s.to_string()).unwrap_or_default(),
+                })
+            });
+            Ok(live.collect())
+        })
+        .await
     }
 
     async fn leave_swarm(&self, force: bool) -> Result<(), ApiError> {
-        Ok(self.docker.leave_swarm(Some(LeaveSwarmOptions { force })).await?)
+        self.logged("leave_swarm", async move {
+            Ok(self.docker.leave_swarm(Some(LeaveSwarmOptions { force })).await?)
+        })
+        .await
     }
 
     async fn remove_node(&self, node_id: &str, force: bool) -> Result<(), ApiError> {
-        Ok(self.docker.delete_node(node_id, Some(DeleteNodeOptions { force })).await?)
+        self.logged("remove_node", async move {
+            Ok(self.docker.delete_node(node_id, Some(DeleteNodeOptions { force })).await?)
+        })
+        .await
     }
 
     async fn load_image(&self, path: &Path, progress: ByteProgress) -> Result<Vec<String>, ApiError> {
-        let io_err = |source| ApiError::Io { path: path.to_path_buf(), source };
-        let file = tokio::fs::File::open(path).await.map_err(io_err)?;
-        // Read the file in chunks as the request body is sent; only one
-        // chunk is in memory at a time.
-        let body = stream::try_unfold((file, 0u64), move |(mut file, sent)| {
-            let progress = progress.clone();
-            async move {
-                let mut buf = vec![0u8; CHUNK];
-                let n = file.read(&mut buf).await?;
-                if n == 0 {
-                    return Ok::<_, std::io::Error>(None);
+        self.logged("load_image", async move {
+            let io_err = |source| ApiError::Io { path: path.to_path_buf(), source };
+            let file = tokio::fs::File::open(path).await.map_err(io_err)?;
+            // Read the file in chunks as the request body is sent; only one
+            // chunk is in memory at a time.
+            let body = stream::try_unfold((file, 0u64), move |(mut file, sent)| {
+                let progress = progress.clone();
+                async move {
+                    let mut buf = vec![0u8; CHUNK];
+                    let n = file.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok::<_, std::io::Error>(None);
+                    }
+                    buf.truncate(n);
+                    let sent = sent + n as u64;
+                    progress(sent);
+                    Ok(Some((Bytes::from(buf), (file, sent))))
                 }
-                buf.truncate(n);
-                let sent = sent + n as u64;
-                progress(sent);
-                Ok(Some((Bytes::from(buf), (file, sent))))
-            }
-        });
-        let opts = ImportImageOptions { quiet: true, ..Default::default() };
-        let mut responses = self.docker.import_image_stream(opts, body, None);
-        let mut loaded = Vec::new();
-        while let Some(r) = responses.next().await {
-            let info = r?;
-            if let Some(line) = info.stream {
-                let line = line.trim();
-                if !line.is_empty() {
-                    loaded.push(line.to_string());
+            });
+            let opts = ImportImageOptions { quiet: true, ..Default::default() };
+            let mut responses = self.docker.import_image_stream(opts, body, None);
+            let mut loaded = Vec::new();
+            while let Some(r) = responses.next().await {
+                let info = r?;
+                if let Some(line) = info.stream {
+                    let line = line.trim();
+                    if !line.is_empty() {
+                        loaded.push(line.to_string());
+                    }
                 }
             }
-        }
-        Ok(loaded)
+            Ok(loaded)
+        })
+        .await
     }
 }
 

@@ -135,8 +135,17 @@ impl Qemu {
         })?;
         // With -daemonize the parent exits once the VM is set up: its status and stderr tell
         // whether QEMU accepted the configuration.
+        let argv = qemu_argv(vm, launch, accel, tcg, begin);
+        tracing::info!(
+            "{}: starting {} {} (in {})",
+            vm.name,
+            self.config.binary,
+            argv.join(" "),
+            vm.dir.display()
+        );
+        let started = std::time::Instant::now();
         let output = Command::new(&self.config.binary)
-            .args(qemu_argv(vm, launch, accel, tcg, begin))
+            .args(&argv)
             .current_dir(&vm.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -152,6 +161,12 @@ impl Qemu {
                     VmError::Spawn { name: vm.name.clone(), source }
                 }
             })?;
+        tracing::info!(
+            "{}: QEMU's setup {} ({:.2}s)",
+            vm.name,
+            output.status,
+            started.elapsed().as_secs_f64()
+        );
         if !output.status.success() {
             return Err(VmError::Start { name: vm.name.clone(), stderr: n2d_exec::tail(&output.stderr, 4) });
         }

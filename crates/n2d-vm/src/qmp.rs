@@ -31,10 +31,17 @@ pub fn human_text(command: &str, ret: &Value) -> Result<String, VmError> {
 /// [`execute`] with `arguments` (`Value::Null`: none).
 pub fn execute_with(socket: &Path, name: &str, command: &str, arguments: Value) -> Result<Value, VmError> {
     let sock_err = |source| VmError::Socket { name: name.to_string(), what: "QMP", source };
+    let started = std::time::Instant::now();
     let stream = UnixStream::connect(socket).map_err(sock_err)?;
     stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(sock_err)?;
     let mut writer = stream.try_clone().map_err(sock_err)?;
-    converse(&mut BufReader::new(stream), &mut writer, name, command, &arguments)
+    let reply = converse(&mut BufReader::new(stream), &mut writer, name, command, &arguments);
+    let outcome = match &reply {
+        Ok(_) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::debug!("{name}: QMP {command} {arguments}: {outcome} ({:.2}s)", started.elapsed().as_secs_f64());
+    reply
 }
 
 /// [`execute_with`]'s exchange over any reader and writer (public for the property tests).

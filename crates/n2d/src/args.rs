@@ -16,6 +16,11 @@ use std::path::PathBuf;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Show what n2d does, on stderr: -v each external command (QEMU's command line too) with
+    /// its exit status and time, and the stages of long work; -vv also QMP and Docker API calls.
+    /// N2D_LOG=FILTER overrides it (e.g. N2D_LOG=debug, N2D_LOG=n2d_vm=debug)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]

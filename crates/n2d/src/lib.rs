@@ -12,6 +12,7 @@ pub mod context;
 pub mod error;
 pub mod guest_init;
 pub mod progress;
+pub mod verbose;
 
 use clap::Parser;
 use std::ffi::OsString;
@@ -40,7 +41,12 @@ pub fn main_with<I: IntoIterator<Item = OsString>>(args: I, vars: impl Fn(&str) 
             };
         }
     };
-    match commands::run(cli.command, &vars).and_then(|()| Ok(out::flush()?)) {
+    let log_env = vars(verbose::LOG_ENV);
+    if cli.verbose > 0 || log_env.is_some() {
+        progress::plain_lines();
+    }
+    let logging = verbose::filter(cli.verbose, log_env.as_ref()).map(verbose::init);
+    match logging.and_then(|()| commands::run(cli.command, &vars)).and_then(|()| Ok(out::flush()?)) {
         Ok(()) => 0,
         Err(err) => {
             if let Some(io) = out::stdout_error(&err) {

@@ -1,13 +1,20 @@
 //! Progress display on stderr (stdout stays clean for data such as IPs and env lines).
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// One set of bars for the process, so parallel steps (a swarm's nodes) draw one line each.
+static BARS: OnceLock<MultiProgress> = OnceLock::new();
+
 fn bars() -> &'static MultiProgress {
-    static BARS: OnceLock<MultiProgress> = OnceLock::new();
     BARS.get_or_init(MultiProgress::new)
+}
+
+/// Plain lines instead of spinners for the rest of the process: with `-v`, log lines and a
+/// spinner redrawing itself would overwrite each other.
+pub fn plain_lines() {
+    let _ = BARS.set(MultiProgress::with_draw_target(ProgressDrawTarget::hidden()));
 }
 
 /// Prints a line above any active spinners.

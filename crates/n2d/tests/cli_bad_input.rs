@@ -572,6 +572,10 @@ fn numeric_environment_values_out_of_range_are_usage_errors_not_panics() {
         assert_eq!(run_with_env(home.path(), var, bad, &["rm", "-f", "h1"]), 2, "{var}={bad}");
         assert_eq!(run_with_env(home.path(), var, bad, &["ls"]), 2, "{var}={bad}");
     }
+    // A log filter that is not one stops the command before it does anything.
+    for bad in ["n2d=loud", "[", "n2d=debug,=x"] {
+        assert_eq!(run_with_env(home.path(), "N2D_LOG", bad, &["rm", "-f", "h1"]), 2, "N2D_LOG={bad}");
+    }
     assert!(home.path().join("intents/create-x-1-0.json").exists());
 }
 

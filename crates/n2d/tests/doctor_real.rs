@@ -56,3 +56,30 @@ fn doctor_reports_this_host() {
     assert!(image["finding"].as_str().unwrap().contains("no image"), "{image}");
     assert!(!home.path().join("state").exists(), "doctor made $N2D_HOME");
 }
+
+#[test]
+fn verbose_shows_each_command_run_on_stderr_and_leaves_stdout_as_it_was() {
+    let home = tempfile::tempdir().unwrap();
+    let doctor = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_n2d"))
+            .args(extra)
+            .args(["doctor", "--json"])
+            .env("N2D_HOME", home.path().join("state"))
+            .env_remove("N2D_LOG")
+            .output()
+            .unwrap()
+    };
+    let (quiet, verbose) = (doctor(&[]), doctor(&["-v"]));
+    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    // Each external command with its exit status and time (QEMU's version is always asked).
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains(" ran ")).collect();
+    assert!(
+        lines.iter().any(|l| l.contains("ran qemu-system-x86_64 --version: ") && l.ends_with("s)")),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&quiet.stderr).lines().all(|l| !l.contains(" ran ")));
+    // stdout is the same JSON either way.
+    let parse = |o: &std::process::Output| serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap();
+    assert_eq!(parse(&quiet).as_array().unwrap().len(), parse(&verbose).as_array().unwrap().len());
+    assert_eq!(quiet.status.code(), verbose.status.code());
+}

@@ -158,9 +158,16 @@ fn clones_start_from_a_template_and_take_identities_of_their_own() {
     let state = template.join("state");
     run_ok(std::process::Command::new("chmod").arg("u+w").arg(&state));
     std::fs::write(&state, b"not a saved state").unwrap();
-    let out = ns.cmd(n2d_bin(), &["create", "after", "--memory", "1G"]).output().unwrap();
+    let out = ns.cmd(n2d_bin(), &["-v", "create", "after", "--memory", "1G"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
+    // -v shows QEMU's command lines: the new template's boot, then the machine's restore.
+    let qemu: Vec<&str> = stderr.lines().filter(|l| l.contains(": starting qemu-system-x86_64 ")).collect();
+    assert!(
+        qemu.iter().any(|l| l.contains(" template-") && l.contains(" -kernel ") && !l.contains("-incoming")),
+        "{stderr}"
+    );
+    assert!(qemu.iter().any(|l| l.contains(" after: ") && l.contains(" -incoming defer")), "{stderr}");
     let passed: Vec<&str> = stderr.lines().filter(|l| l.contains("is not used")).collect();
     assert_eq!(passed.len(), 1, "{stderr}");
     assert!(passed[0].contains(name) && passed[0].contains("its device state was changed"), "{}", passed[0]);
