@@ -37,12 +37,20 @@ pub enum Command {
         json: bool,
     },
     /// Show a machine's full record as JSON
-    Inspect { name: MachineName },
+    Inspect {
+        /// The machine
+        name: MachineName,
+    },
     /// Print a machine's IP address
-    Ip { name: MachineName },
+    Ip {
+        /// The machine
+        name: MachineName,
+    },
     /// Print the environment that points the docker CLI at a machine
     Env {
+        /// The machine
         name: MachineName,
+        /// The shell to print for
         #[arg(long, value_enum, default_value_t = Shell::Bash)]
         shell: Shell,
     },
@@ -54,9 +62,13 @@ pub enum Command {
     Restart(StopArgs),
     /// Save running machines whole (memory and devices) and free their memory; `n2d start`
     /// resumes them where they were
-    Suspend { names: Vec<MachineName> },
+    Suspend {
+        /// The machines
+        names: Vec<MachineName>,
+    },
     /// Remove machines: VM, disks, tap, IP lease
     Rm {
+        /// The machines
         names: Vec<MachineName>,
         /// Remove running machines too (they are killed)
         #[arg(short, long)]
@@ -64,6 +76,7 @@ pub enum Command {
     },
     /// Show a machine's serial console log (terminal control sequences stripped)
     Logs {
+        /// The machine
         name: MachineName,
         /// Keep printing new output
         #[arg(short, long)]
@@ -76,7 +89,10 @@ pub enum Command {
         raw: bool,
     },
     /// Open a root shell in the guest (Ctrl-] detaches)
-    Console { name: MachineName },
+    Console {
+        /// The machine
+        name: MachineName,
+    },
     /// Forward a port on the host's 127.0.0.1 to a machine, or to a swarm's routing mesh
     /// (user-mode networking); with only NAME, list the forwards
     Port(PortArgs),
@@ -85,6 +101,7 @@ pub enum Command {
     Swarm(SwarmCommand),
     /// Print a shell completion script (e.g. `n2d completions bash > /usr/share/bash-completion/completions/n2d`)
     Completions {
+        /// The shell to write the script for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -147,21 +164,33 @@ pub enum SwarmCommand {
     Ls,
     /// Print the environment that points the docker CLI at a swarm manager
     Env {
+        /// The swarm
         name: SwarmName,
+        /// The shell to print for
         #[arg(long, value_enum, default_value_t = Shell::Bash)]
         shell: Shell,
     },
     /// Remove a swarm: its VMs, disks, leases and certificates (external hosts only leave)
-    Rm { name: SwarmName },
+    Rm {
+        /// The swarm
+        name: SwarmName,
+    },
     /// Suspend every running node of a swarm (`n2d start --all` or `n2d start NODE...` resumes)
-    Suspend { name: SwarmName },
+    Suspend {
+        /// The swarm
+        name: SwarmName,
+    },
     /// Add or remove nodes (removed nodes are drained first, so services keep running)
     Scale {
+        /// The swarm
         name: SwarmName,
+        /// How many workers the swarm should have (default: as many as now)
         #[arg(long)]
         workers: Option<u32>,
+        /// How many managers the swarm should have (default: as many as now; keep it odd)
         #[arg(long)]
         managers: Option<u32>,
+        /// Seconds to wait for new nodes to be Ready and removed ones to be drained
         #[arg(long, default_value_t = 600)]
         timeout: u64,
         /// Boot the new nodes, even when a warm template could be cloned
@@ -169,7 +198,12 @@ pub enum SwarmCommand {
         cold: bool,
     },
     /// Load a `docker save` archive into every node
-    Load { name: SwarmName, archive: PathBuf },
+    Load {
+        /// The swarm
+        name: SwarmName,
+        /// The archive (`docker save -o FILE IMAGE...`)
+        archive: PathBuf,
+    },
     /// Join a Docker engine n2d did not create to the swarm as a worker
     AddHost(AddHostArgs),
 }
@@ -182,8 +216,10 @@ pub struct SwarmCreateArgs {
     /// Name of the swarm and prefix of its node names
     #[arg(long)]
     pub prefix: Option<SwarmName>,
+    /// Manager nodes (keep it odd: 1, 3, 5) [default: 1]
     #[arg(long)]
     pub managers: Option<u32>,
+    /// Worker nodes [default: 3]
     #[arg(long)]
     pub workers: Option<u32>,
     /// Virtual CPUs per node [default: 1 under emulation (single-threaded TCG), 2 with KVM]
@@ -211,6 +247,7 @@ pub struct SwarmCreateArgs {
     /// Node label KEY=VALUE@TARGET, TARGET a node name, all, workers or managers (repeatable)
     #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// Image ID (or prefix) every node boots [default: the default image, built if needed]
     #[arg(long)]
     pub image: Option<String>,
     /// Seconds to wait for the nodes to boot and become Ready
@@ -238,6 +275,7 @@ pub struct PortArgs {
 
 #[derive(Debug, Args)]
 pub struct AddHostArgs {
+    /// The swarm to join
     pub name: SwarmName,
     /// The engine to join, e.g. tcp://192.168.1.20:2376, or the name of a machine recorded by
     /// `n2d adopt` (its endpoint and this home's certificates are used)
@@ -246,10 +284,13 @@ pub struct AddHostArgs {
     /// Name to record the host under [default: from --host]
     #[arg(long = "as")]
     pub host_name: Option<String>,
+    /// CA certificate the engine's TLS certificate is checked against [default: this home's CA]
     #[arg(long)]
     pub tlscacert: Option<PathBuf>,
+    /// Client certificate presented to the engine [default: this home's client certificate]
     #[arg(long)]
     pub tlscert: Option<PathBuf>,
+    /// Key of the client certificate [default: this home's client key]
     #[arg(long)]
     pub tlskey: Option<PathBuf>,
     /// Node label KEY=VALUE (repeatable)
@@ -277,6 +318,7 @@ pub enum ImageCommand {
     Build(ImageBuildArgs),
     /// List built images
     Ls {
+        /// Print JSON instead of a table
         #[arg(long)]
         json: bool,
     },
@@ -434,6 +476,7 @@ pub struct MachineArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct CreateArgs {
+    /// The new machine's name (also its hostname and docker context)
     pub name: MachineName,
     #[command(flatten)]
     pub machine: MachineArgs,
@@ -455,6 +498,7 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct StartArgs {
+    /// The machines
     pub names: Vec<MachineName>,
     /// Start every stopped machine of this home, in parallel (after a host reboot: whole
     /// swarms); each is reported, and the command fails if any did not start
@@ -471,6 +515,7 @@ pub struct StartArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct StopArgs {
+    /// The machines
     pub names: Vec<MachineName>,
     /// Seconds to wait for a graceful shutdown before forcing it
     #[arg(long, default_value_t = 60)]
