@@ -14,12 +14,36 @@ pub fn completions(shell: clap_complete::Shell) -> Result<()> {
     Ok(())
 }
 
-/// Writes `n2d.1` and `n2d-<command>.1` for every command and subcommand into `dir`.
+/// Writes `n2d.1` and `n2d-<command>.1` for every command and subcommand into `dir`, readable
+/// by every user (n2d's own umask is 077: its state is private, its man pages are not).
 pub fn man_pages(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    clap_mangen::generate_to(Cli::command(), dir)
+    use std::os::unix::fs::PermissionsExt;
+    let readable = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot make {} readable", path.display()))
+    };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        readable(dir, 0o755)?;
+    }
+    let cmd = Cli::command();
+    clap_mangen::generate_to(cmd.clone(), dir)
         .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+    for page in page_names(&cmd, "") {
+        readable(&dir.join(page), 0o644)?;
+    }
     Ok(())
+}
+
+/// The files `generate_to` writes: `n2d.1`, then `n2d-<sub>[-<subsub>].1` for each command.
+fn page_names(cmd: &clap::Command, prefix: &str) -> Vec<String> {
+    let name =
+        if prefix.is_empty() { cmd.get_name().to_string() } else { format!("{prefix}-{}", cmd.get_name()) };
+    let mut pages = vec![format!("{name}.1")];
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        pages.extend(page_names(sub, &name));
+    }
+    pages
 }
 
 #[cfg(test)]
@@ -36,6 +60,24 @@ mod tests {
         }
         let main = std::fs::read_to_string(dir.path().join("n2d.1")).unwrap();
         assert!(main.contains("swarm"), "n2d.1 does not list the swarm command");
+    }
+
+    #[test]
+    fn man_pages_are_readable_by_every_user_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("share/man/man1");
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+        let written = man_pages(&dir);
+        rustix::process::umask(old);
+        written.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o755);
+        let pages: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(pages.len() > 30, "{pages:?}");
+        for page in pages {
+            assert_eq!(mode(&page), 0o644, "{}", page.display());
+        }
     }
 
     #[test]
