@@ -103,7 +103,8 @@ impl fmt::Display for MachineName {
     }
 }
 
-/// A size in bytes, parsed from `512M`, `2G`, `1.5G`, `20GiB`, `1024` (bytes)...
+/// A size in bytes, parsed from `512M`, `2G`, `1.5G`, `20GiB`, `4096B`... A bare number is
+/// refused (`--memory 4` would be 4 bytes): the message suggests `4G`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ByteSize(pub u64);
 
@@ -128,7 +129,12 @@ impl FromStr for ByteSize {
         }
         let value: f64 = number.parse().map_err(|_| invalid("the number does not parse"))?;
         let multiplier: u64 = match unit.trim().to_ascii_uppercase().as_str() {
-            "" | "B" => 1,
+            "" => {
+                return Err(invalid(&format!(
+                    "it has no unit: did you mean {number}G? (K, M, G or T; B for bytes)"
+                )))
+            }
+            "B" => 1,
             "K" | "KB" | "KIB" => 1 << 10,
             "M" | "MB" | "MIB" => 1 << 20,
             "G" | "GB" | "GIB" => 1 << 30,
@@ -339,7 +345,9 @@ pub(crate) mod tests {
         assert_eq!("2G".parse::<ByteSize>().unwrap(), ByteSize(2 << 30));
         assert_eq!("1536M".parse::<ByteSize>().unwrap(), ByteSize(1536 << 20));
         assert_eq!("1.5GiB".parse::<ByteSize>().unwrap(), ByteSize(1536 << 20));
-        assert_eq!("4096".parse::<ByteSize>().unwrap(), ByteSize(4096));
+        assert_eq!("4096B".parse::<ByteSize>().unwrap(), ByteSize(4096));
+        let bare = "4".parse::<ByteSize>().unwrap_err().to_string();
+        assert!(bare.contains("did you mean 4G?"), "{bare}");
         for bad in ["", "G", "2X", "two", "1.2.3G", "99999999999999999999T"] {
             assert!(bad.parse::<ByteSize>().is_err(), "{bad}");
         }

@@ -55,6 +55,7 @@ fn bad_input_is_refused_with_the_right_status_and_nothing_is_created() {
         (&["create", "h1", "--memory", "lots"], 2),
         (&["create", "h1", "--memory", "1M"], 2),
         (&["create", "h1", "--memory", "99T"], 2),
+        (&["create", "h1", "--memory", "4"], 2),
         (&["create", "h1", "--disk", "10"], 2),
         (&["create", "h1", "--cpus", "0"], 2),
         (&["create", "h1", "--cpus", "-1"], 2),
