@@ -31,6 +31,7 @@ pub enum Command {
     /// Create a Docker host VM, start it and wait until its Docker API answers over TLS
     Create(CreateArgs),
     /// List machines
+    #[command(visible_alias = "list")]
     Ls {
         /// Print JSON instead of a table
         #[arg(long)]
@@ -67,6 +68,7 @@ pub enum Command {
         names: Vec<MachineName>,
     },
     /// Remove machines: VM, disks, tap, IP lease
+    #[command(visible_alias = "delete")]
     Rm {
         /// The machines
         names: Vec<MachineName>,
@@ -110,6 +112,8 @@ pub enum Command {
         /// Where to write them, e.g. /usr/local/share/man/man1
         dir: PathBuf,
     },
+    /// Print n2d's version (as `n2d --version`)
+    Version,
     /// Certificates: list them with their expiry, re-issue them
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -517,6 +521,9 @@ pub struct StartArgs {
 pub struct StopArgs {
     /// The machines
     pub names: Vec<MachineName>,
+    /// Every running machine of this home (swarm nodes included)
+    #[arg(long, conflicts_with = "names")]
+    pub all: bool,
     /// Seconds to wait for a graceful shutdown before forcing it
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,

@@ -56,3 +56,33 @@ fn help_fits_an_80_column_terminal() {
         assert!(widest <= 80, "`n2d {} --help` has a line of {widest} columns:\n{text}", path.join(" "));
     }
 }
+
+fn n2d(home: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_n2d"))
+        .args(args)
+        .env("N2D_HOME", home)
+        .env("N2D_RUN_DIR", home.join("run"))
+        .env("DOCKER_CONFIG", home.join("docker"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn aliases_version_and_stop_all_work_as_their_long_forms() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    assert_eq!(n2d(home, &["list", "--json"]).stdout, n2d(home, &["ls", "--json"]).stdout);
+    // `delete` is `rm`: the same usage error without names.
+    let (delete, rm) = (n2d(home, &["delete"]), n2d(home, &["rm"]));
+    assert_eq!((delete.status.code(), delete.stderr), (Some(2), rm.stderr));
+    let version = n2d(home, &["version"]);
+    assert_eq!(String::from_utf8_lossy(&version.stdout), format!("n2d {}\n", env!("CARGO_PKG_VERSION")));
+    // `stop --all` with nothing running says so and succeeds; names and --all together are refused.
+    let stop_all = n2d(home, &["stop", "--all"]);
+    assert_eq!(stop_all.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&stop_all.stderr).contains("no machine is running"));
+    assert_eq!(n2d(home, &["stop", "--all", "h1"]).status.code(), Some(2));
+    assert_eq!(n2d(home, &["restart", "--all"]).status.code(), Some(0));
+    let no_names = n2d(home, &["stop"]);
+    assert!(String::from_utf8_lossy(&no_names.stderr).contains("or --all"));
+}

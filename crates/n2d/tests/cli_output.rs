@@ -16,6 +16,7 @@ const PRINTERS: &[&[&str]] = &[
     &["--help"],
     &["ls", "--help"],
     &["--version"],
+    &["version"],
 ];
 
 /// A pipe whose read end is closed before n2d starts, so its first write fails with EPIPE

@@ -1,7 +1,7 @@
 //! Single-machine commands: create, ls, inspect, ip, start, stop, restart, rm, logs, console.
 //! Each is clap → n2d-orchestrate → print.
 
-use crate::args::{CreateArgs, PortArgs, StartArgs};
+use crate::args::{CreateArgs, PortArgs, StartArgs, StopArgs};
 use crate::context::Ctx;
 use crate::error::UsageError;
 use anyhow::Result;
@@ -148,7 +148,8 @@ pub fn ip(ctx: &Ctx, name: &MachineName) -> Result<()> {
 
 fn need_names(names: &[MachineName], verb: &str) -> Result<()> {
     if names.is_empty() {
-        return Err(UsageError::err(format!("name the machines to {verb}, e.g. `n2d {verb} h1`")));
+        let all = if matches!(verb, "start" | "stop") { ", or --all" } else { "" };
+        return Err(UsageError::err(format!("name the machines to {verb}, e.g. `n2d {verb} h1`{all}")));
     }
     Ok(())
 }
@@ -235,6 +236,24 @@ pub fn suspend(ctx: &Ctx, names: &[MachineName]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `stop` or `restart` (`verb`) of the machines named, or with `--all` of every running one.
+pub fn stop_cmd(ctx: &Ctx, args: &StopArgs, verb: fn(&Ctx, &[MachineName], u64) -> Result<()>) -> Result<()> {
+    if !args.all {
+        return verb(ctx, &args.names, args.timeout);
+    }
+    let running: Vec<MachineName> = ctx
+        .list()
+        .machines
+        .into_iter()
+        .filter_map(|(_, m)| m.ok().filter(|m| m.state == VmState::Running).map(|m| m.record.spec.name))
+        .collect();
+    if running.is_empty() {
+        errln!("no machine is running");
+        return Ok(());
+    }
+    verb(ctx, &running, args.timeout)
 }
 
 pub fn restart(ctx: &Ctx, names: &[MachineName], timeout: u64) -> Result<()> {

@@ -20,6 +20,7 @@ pub fn run(command: Command, vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) 
     match command {
         Command::Completions { shell } => return docs::completions(shell),
         Command::Man { dir } => return docs::man_pages(&dir),
+        Command::Version => return Ok(outln!("n2d {}", env!("CARGO_PKG_VERSION"))?),
         _ => {}
     }
     let ctx = Ctx::from_vars(vars)?;
@@ -45,15 +46,15 @@ pub fn run(command: Command, vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) 
         Command::Ip { name } => machine::ip(&ctx, &name),
         Command::Env { name, shell } => env::machine_env(&ctx, &name, shell),
         Command::Start(args) => machine::start_cmd(&ctx, &args),
-        Command::Stop(args) => machine::stop(&ctx, &args.names, args.timeout),
-        Command::Restart(args) => machine::restart(&ctx, &args.names, args.timeout),
+        Command::Stop(args) => machine::stop_cmd(&ctx, &args, machine::stop),
+        Command::Restart(args) => machine::stop_cmd(&ctx, &args, machine::restart),
         Command::Suspend { names } => machine::suspend(&ctx, &names),
         Command::Rm { names, force } => machine::rm(&ctx, &names, force),
         Command::Logs { name, follow, tail, raw } => machine::logs(&ctx, &name, follow, raw, tail),
         Command::Console { name } => machine::console(&ctx, &name),
         Command::Port(args) => machine::port(&ctx, args),
         Command::Swarm(cmd) => swarm::run(&ctx, cmd),
-        Command::Completions { .. } | Command::Man { .. } => unreachable!("handled above"),
+        Command::Completions { .. } | Command::Man { .. } | Command::Version => unreachable!("handled above"),
         Command::Doctor(args) => doctor::run(&ctx, args),
         Command::Adopt(args) => adopt::adopt(&ctx, &args),
         Command::Certs(cmd) => certs::run(&ctx, cmd),
