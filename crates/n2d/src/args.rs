@@ -214,11 +214,14 @@ pub enum SwarmCommand {
 
 #[derive(Debug, Args)]
 pub struct SwarmCreateArgs {
-    /// Cluster file (YAML) describing the swarm; replaces the flags below
-    #[arg(short = 'f', long = "file", conflicts_with_all = ["prefix", "managers", "workers", "cpus", "memory", "network", "ip_range", "labels", "publish", "expose"])]
+    /// Name of the swarm and prefix of its node names (NAME-mngr-0, NAME-wrkr-0...) [default:
+    /// n2d]
+    pub name: Option<SwarmName>,
+    /// Cluster file (YAML) describing the swarm; replaces NAME and the flags below
+    #[arg(long = "file", conflicts_with_all = ["name", "prefix", "managers", "workers", "cpus", "memory", "network", "ip_range", "labels", "publish", "expose"])]
     pub file: Option<PathBuf>,
-    /// Name of the swarm and prefix of its node names
-    #[arg(long)]
+    /// The same as NAME (what older versions took)
+    #[arg(long, conflicts_with = "name")]
     pub prefix: Option<SwarmName>,
     /// Manager nodes (keep it odd: 1, 3, 5) [default: 1]
     #[arg(long)]
@@ -379,7 +382,7 @@ pub struct ImageExportArgs {
     /// Image ID (or prefix) [default: the newest image; none is built]
     pub id: Option<String>,
     /// One or more of raw, qcow2, vhdx, vmdk, iso, separated by commas
-    #[arg(long, short = 'f', value_name = "FORMAT[,FORMAT...]")]
+    #[arg(long, value_name = "FORMAT[,FORMAT...]")]
     pub format: n2d_orchestrate::image::FormatList,
     /// Directory to write the files to (it must exist)
     #[arg(long, short = 'o', default_value = ".")]

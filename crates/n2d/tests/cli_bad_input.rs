@@ -95,11 +95,15 @@ fn bad_input_is_refused_with_the_right_status_and_nothing_is_created() {
         (&["swarm", "create", "--workers", "-3"], 2),
         (&["swarm", "create", "--workers", "many"], 2),
         (&["swarm", "create", "--prefix", "Bad Prefix"], 2),
+        (&["swarm", "create", "Bad_Name"], 2),
+        (&["swarm", "create", "web", "--prefix", "api"], 2),
+        (&["swarm", "create", "-f", "cluster.yaml"], 2),
+        (&["image", "export", "-f", "raw"], 2),
         (&["swarm", "create", "--prefix", &"p".repeat(60)], 2),
         (&["swarm", "create", "--label", "zone=a@n2d-wrkr-7"], 2),
         (&["swarm", "create", "--label", "novalue"], 2),
         (&["swarm", "create", "--memory", "lots"], 2),
-        (&["swarm", "create", "-f", "/nonexistent/cluster.yaml"], 1),
+        (&["swarm", "create", "--file", "/nonexistent/cluster.yaml"], 1),
         (&["swarm", "env", "nope"], 2),
         (&["swarm", "load", "nope", "/nonexistent.tar"], 2),
         (&["port", "nope", "80"], 2),
@@ -211,7 +215,7 @@ fn cluster_file_with_unknown_keys_is_a_usage_error() {
     let home = tempfile::tempdir().unwrap();
     let file = home.path().join("cluster.yaml");
     std::fs::write(&file, "prefix: demo\nworkers: 2\nreplicas: 3\n").unwrap();
-    let code = run(home.path(), &["swarm", "create", "-f", file.to_str().unwrap()]);
+    let code = run(home.path(), &["swarm", "create", "--file", file.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(!home.path().join("swarms").exists());
 }
@@ -520,8 +524,8 @@ fn export_refuses_output_directories_others_can_change_and_build_refuses_a_fifo(
     assert_eq!(run(&home, &["image", "build", "--deb", fifo.to_str().unwrap()]), 2);
     assert_eq!(run(&home, &["image", "build", "--docker-archive", fifo.to_str().unwrap()]), 2);
     // So is a FIFO or a device as a cluster file or a swarm's image archive.
-    assert_eq!(run(&home, &["swarm", "create", "-f", fifo.to_str().unwrap()]), 2);
-    assert_eq!(run(&home, &["swarm", "create", "-f", "/dev/zero"]), 2);
+    assert_eq!(run(&home, &["swarm", "create", "--file", fifo.to_str().unwrap()]), 2);
+    assert_eq!(run(&home, &["swarm", "create", "--file", "/dev/zero"]), 2);
     assert_ne!(run(&home, &["swarm", "load", "n2d", fifo.to_str().unwrap()]), 0);
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }

@@ -70,7 +70,7 @@ fn an_eight_node_swarm_keeps_its_leader_through_a_deploy_and_a_rolling_update() 
     let ns = Netns::new("n2d-e2e-calm", &home);
 
     let started = Instant::now();
-    ns.n2d_ok(&["swarm", "create", "--prefix", SWARM, "--managers", "3", "--workers", "5", "--memory", "1G"]);
+    ns.n2d_ok(&["swarm", "create", SWARM, "--managers", "3", "--workers", "5", "--memory", "1G"]);
     eprintln!("swarm create (3+5) took {:.1}s", started.elapsed().as_secs_f64());
     let managers: Vec<String> = (0..3).map(|i| format!("{SWARM}-mngr-{i}")).collect();
 

@@ -37,7 +37,7 @@ pub fn run(ctx: &Ctx, cmd: SwarmCommand) -> Result<()> {
 fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
     let request = SwarmRequest {
         file: args.file.clone(),
-        prefix: args.prefix.clone(),
+        prefix: args.name.clone().or_else(|| args.prefix.clone()),
         managers: args.managers,
         workers: args.workers,
         cpus: args.cpus,
