@@ -33,9 +33,12 @@ pub enum Command {
     /// List machines
     #[command(visible_alias = "list")]
     Ls {
-        /// Print JSON instead of a table
+        /// Print JSON instead of a table: one object per machine, every key in every row
         #[arg(long)]
         json: bool,
+        /// Print only the names, one per line
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
     },
     /// Show a machine's full record as JSON
     Inspect {
@@ -165,7 +168,14 @@ pub enum SwarmCommand {
     /// Create a swarm: N managers + M workers, created in parallel, joined and labelled
     Create(SwarmCreateArgs),
     /// List swarms and the health of their nodes
-    Ls,
+    Ls {
+        /// Print JSON instead of a table: one object per swarm, every key in every row
+        #[arg(long)]
+        json: bool,
+        /// Print only the names, one per line
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
+    },
     /// Print the environment that points the docker CLI at a swarm manager
     Env {
         /// The swarm
@@ -325,9 +335,12 @@ pub enum ImageCommand {
     Build(ImageBuildArgs),
     /// List built images
     Ls {
-        /// Print JSON instead of a table
+        /// Print JSON instead of a table (each image's manifest)
         #[arg(long)]
         json: bool,
+        /// Print only the image IDs, one per line
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
     },
     /// Show what an image is made of (its inputs) and the size of each part
     Inspect {

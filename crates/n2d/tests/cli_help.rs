@@ -86,3 +86,37 @@ fn aliases_version_and_stop_all_work_as_their_long_forms() {
     let no_names = n2d(home, &["stop"]);
     assert!(String::from_utf8_lossy(&no_names.stderr).contains("or --all"));
 }
+
+#[test]
+fn listings_have_one_row_shape_and_a_quiet_form() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    // An adopted machine and a machine whose record cannot be read: rows of other kinds.
+    std::fs::create_dir_all(home.join("hosts")).unwrap();
+    std::fs::write(home.join("hosts/web.json"), r#"{"name":"web","docker_host":"tcp://192.168.1.50:2376"}"#)
+        .unwrap();
+    std::fs::create_dir_all(home.join("machines/broken")).unwrap();
+    std::fs::write(home.join("machines/broken/machine.json"), b"garbage").unwrap();
+    std::fs::create_dir_all(home.join("swarms")).unwrap();
+    std::fs::write(home.join("swarms/lab.json"), b"garbage").unwrap();
+
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        let out = n2d(home, args);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {out:?}"))
+    };
+    let keys = |row: &serde_json::Value| row.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    for args in [&["ls", "--json"][..], &["swarm", "ls", "--json"]] {
+        let rows = json(args);
+        assert!(rows.len() >= 2 || args[0] == "swarm", "{args:?}: {rows:?}");
+        assert!(!rows.is_empty(), "{args:?}");
+        for row in &rows {
+            assert_eq!(keys(row), keys(&rows[0]), "{args:?}: rows differ in shape: {rows:#?}");
+        }
+    }
+    let names = String::from_utf8(n2d(home, &["ls", "-q"]).stdout).unwrap();
+    assert_eq!(names.lines().collect::<Vec<_>>(), ["broken", "web"]);
+    let swarms = String::from_utf8(n2d(home, &["swarm", "ls", "-q"]).stdout).unwrap();
+    assert_eq!(swarms.trim(), "lab");
+    assert_eq!(n2d(home, &["image", "ls", "-q"]).stdout, b"");
+    assert_eq!(n2d(home, &["ls", "-q", "--json"]).status.code(), Some(2));
+}

@@ -14,8 +14,14 @@ pub fn run(ctx: &Ctx, cmd: ImageCommand) -> Result<()> {
             Ok(())
         }
         ImageCommand::Export(args) => export(ctx, &args),
-        ImageCommand::Ls { json } => {
+        ImageCommand::Ls { json, quiet } => {
             let images = ctx.images();
+            if quiet {
+                for image in &images {
+                    outln!("{}", image.manifest.id)?;
+                }
+                return Ok(());
+            }
             if json {
                 let manifests: Vec<_> = images.iter().map(|i| &i.manifest).collect();
                 outln!("{}", serde_json::to_string_pretty(&manifests)?)?;

@@ -56,26 +56,57 @@ fn register_context(ctx: &Ctx, record: &n2d_orchestrate::MachineRecord) -> Optio
     ctx.register_machine_context(&ctx.endpoint(record))
 }
 
-pub fn ls(ctx: &Ctx, json: bool) -> Result<()> {
+pub fn ls(ctx: &Ctx, json: bool, quiet: bool) -> Result<()> {
     let listing = ctx.list();
+    if quiet {
+        let adopted = listing.adopted.iter().map(|(n, _)| n.to_string());
+        for name in listing.machines.iter().map(|(n, _)| n.to_string()).chain(adopted) {
+            outln!("{name}")?;
+        }
+        return Ok(());
+    }
     if json {
+        // One shape for every row (machines, adopted ones, unreadable records): every key,
+        // null where it does not apply.
+        let row = |name: &dyn std::fmt::Display, state: &str| {
+            serde_json::json!({
+                "name": name.to_string(), "state": state, "ip": null, "network": null, "endpoint": null,
+                "image": null, "swarm": null, "ports": [], "newer_image": null, "error": null,
+            })
+        };
         let rows: Vec<serde_json::Value> = listing
             .machines
             .iter()
             .map(|(name, m)| match m {
                 Ok(m) => {
                     let r = &m.record;
-                    serde_json::json!({
-                        "name": name, "state": state_of(m), "ip": r.ip,
-                        "network": r.spec.bridge, "endpoint": r.docker_host(), "image": r.spec.image,
-                        "swarm": r.swarm, "ports": r.spec.publish, "newer_image": m.newer_image,
-                    })
+                    let mut v = row(name, &state_of(m));
+                    v["ip"] = serde_json::json!(r.ip);
+                    v["network"] = serde_json::json!(r.spec.bridge);
+                    v["endpoint"] = serde_json::json!(r.docker_host());
+                    v["image"] = serde_json::json!(r.spec.image);
+                    v["swarm"] = serde_json::json!(r.swarm);
+                    v["ports"] = serde_json::json!(r.spec.publish);
+                    v["newer_image"] = serde_json::json!(m.newer_image);
+                    v
                 }
-                Err(e) => serde_json::json!({ "name": name, "state": "error", "error": e }),
+                Err(e) => {
+                    let mut v = row(name, "error");
+                    v["error"] = serde_json::json!(e);
+                    v
+                }
             })
             .chain(listing.adopted.iter().map(|(name, h)| match h {
-                Ok(h) => serde_json::json!({ "name": h.name, "state": "adopted", "endpoint": h.docker_host }),
-                Err(e) => serde_json::json!({ "name": name, "state": "error", "error": e }),
+                Ok(h) => {
+                    let mut v = row(&h.name, "adopted");
+                    v["endpoint"] = serde_json::json!(h.docker_host);
+                    v
+                }
+                Err(e) => {
+                    let mut v = row(name, "error");
+                    v["error"] = serde_json::json!(e);
+                    v
+                }
             }))
             .collect();
         outln!("{}", serde_json::to_string_pretty(&rows)?)?;

@@ -41,7 +41,7 @@ pub fn run(command: Command, vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) 
     match command {
         Command::Image(cmd) => image::run(&ctx, cmd),
         Command::Create(args) => machine::create(&ctx, args),
-        Command::Ls { json } => machine::ls(&ctx, json),
+        Command::Ls { json, quiet } => machine::ls(&ctx, json, quiet),
         Command::Inspect { name } => machine::inspect(&ctx, &name),
         Command::Ip { name } => machine::ip(&ctx, &name),
         Command::Env { name, shell } => env::machine_env(&ctx, &name, shell),

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub fn run(ctx: &Ctx, cmd: SwarmCommand) -> Result<()> {
     match cmd {
         SwarmCommand::Create(args) => create(ctx, args),
-        SwarmCommand::Ls => ls(ctx),
+        SwarmCommand::Ls { json, quiet } => ls(ctx, json, quiet),
         SwarmCommand::Env { name, shell } => env(ctx, &name, shell),
         SwarmCommand::Rm { name } => rm(ctx, &name),
         SwarmCommand::Scale { name, workers, managers, timeout, cold } => {
@@ -112,38 +112,84 @@ fn print_summary(ctx: &Ctx, record: &SwarmRecord) -> Result<MachineRecord> {
     Ok(m)
 }
 
-fn ls(ctx: &Ctx) -> Result<()> {
+/// One swarm as `swarm ls` shows it; every key in every `--json` row (null where unknown).
+#[derive(serde::Serialize)]
+struct SwarmRow {
+    name: String,
+    managers: Vec<String>,
+    workers: Vec<String>,
+    external_hosts: Vec<String>,
+    /// Nodes Ready, as a manager that answered counts them.
+    ready: Option<usize>,
+    error: Option<String>,
+}
+
+fn swarm_row(ctx: &Ctx, name: Result<SwarmName, String>) -> SwarmRow {
+    let mut row = SwarmRow {
+        name: String::new(),
+        managers: vec![],
+        workers: vec![],
+        external_hosts: vec![],
+        ready: None,
+        error: None,
+    };
+    let name = match name {
+        Ok(name) => name,
+        Err(e) => {
+            row.name = "?".into();
+            row.error = Some(e);
+            return row;
+        }
+    };
+    row.name = name.to_string();
+    let record = match ctx.load_swarm(&name) {
+        Ok(r) => r,
+        Err(e) => {
+            row.error = Some(e.to_string());
+            return row;
+        }
+    };
+    row.managers = record.managers.iter().map(ToString::to_string).collect();
+    row.workers = record.workers.iter().map(ToString::to_string).collect();
+    row.external_hosts = record.external_hosts.iter().map(|h| h.name.to_string()).collect();
+    let context = ctx.swarm_context(&record);
+    match ctx.swarm_nodes_from(&record, context.manager.as_ref()) {
+        Ok((m, nodes)) => {
+            repoint(ctx, &context, &record, &m);
+            row.ready = Some(nodes.iter().filter(|n| n.ready()).count());
+        }
+        Err(_) => row.error = Some("no manager answers".into()),
+    }
+    row
+}
+
+fn ls(ctx: &Ctx, json: bool, quiet: bool) -> Result<()> {
+    let names = ctx.swarm_names().into_iter().map(|n| n.map_err(|e| e.to_string()));
+    if quiet {
+        for name in names.flatten() {
+            outln!("{name}")?;
+        }
+        return Ok(());
+    }
+    let rows: Vec<SwarmRow> = names.map(|n| swarm_row(ctx, n)).collect();
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(());
+    }
     outln!("{:<16} {:<9} {:<8} {:<8}", "SWARM", "MANAGERS", "WORKERS", "READY")?;
-    for name in ctx.swarm_names() {
-        let name = match name {
-            Ok(name) => name,
-            Err(e) => {
-                outln!("{:<16} error: {e}", "?")?;
-                continue;
-            }
+    for row in rows {
+        let total = row.managers.len() + row.workers.len() + row.external_hosts.len();
+        let ready = match (row.ready, &row.error) {
+            (Some(n), _) => format!("{n}/{total}"),
+            (None, Some(e)) if total > 0 => format!("?/{total} ({e})"),
+            (None, Some(e)) => format!("error: {e}"),
+            (None, None) => "?".into(),
         };
-        let record = match ctx.load_swarm(&name) {
-            Ok(r) => r,
-            Err(e) => {
-                outln!("{:<16} error: {e}", name.as_str())?;
-                continue;
-            }
-        };
-        let total = record.managers.len() + record.workers.len() + record.external_hosts.len();
-        let context = ctx.swarm_context(&record);
-        let ready = ctx
-            .swarm_nodes_from(&record, context.manager.as_ref())
-            .ok()
-            .map(|(m, nodes)| {
-                repoint(ctx, &context, &record, &m);
-                format!("{}/{total}", nodes.iter().filter(|n| n.ready()).count())
-            })
-            .unwrap_or_else(|| format!("?/{total} (no manager answers)"));
         outln!(
             "{:<16} {:<9} {:<8} {:<8}",
-            name,
-            record.managers.len(),
-            record.workers.len() + record.external_hosts.len(),
+            row.name,
+            row.managers.len(),
+            row.workers.len() + row.external_hosts.len(),
             ready
         )?;
     }
