@@ -50,13 +50,18 @@ pub enum Command {
         /// The machine
         name: MachineName,
     },
-    /// Print the environment that points the docker CLI at a machine
+    /// Print the environment that points the docker CLI at a machine (--unset: back to the
+    /// default engine)
     Env {
         /// The machine
-        name: MachineName,
+        #[arg(required_unless_present = "unset")]
+        name: Option<MachineName>,
         /// The shell to print for
         #[arg(long, value_enum, default_value_t = Shell::Bash)]
         shell: Shell,
+        /// Print the lines that unset DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH
+        #[arg(long, conflicts_with = "name")]
+        unset: bool,
     },
     /// Start stopped machines
     Start(StartArgs),

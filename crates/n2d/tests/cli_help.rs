@@ -83,6 +83,14 @@ fn aliases_version_and_stop_all_work_as_their_long_forms() {
     assert!(String::from_utf8_lossy(&stop_all.stderr).contains("no machine is running"));
     assert_eq!(n2d(home, &["stop", "--all", "h1"]).status.code(), Some(2));
     assert_eq!(n2d(home, &["restart", "--all"]).status.code(), Some(0));
+    // `env --unset` undoes `env NAME` (no machine needed); with a name it is refused.
+    let unset = n2d(home, &["env", "--unset"]);
+    assert_eq!(
+        String::from_utf8_lossy(&unset.stdout),
+        "unset DOCKER_HOST\nunset DOCKER_TLS_VERIFY\nunset DOCKER_CERT_PATH\n"
+    );
+    assert_eq!(n2d(home, &["env", "h1", "--unset"]).status.code(), Some(2));
+    assert_eq!(n2d(home, &["env"]).status.code(), Some(2));
     let no_names = n2d(home, &["stop"]);
     assert!(String::from_utf8_lossy(&no_names.stderr).contains("or --all"));
 }

@@ -51,11 +51,7 @@ pub fn render(shell: Shell, docker_host: &str, cert_path: Option<&str>, eval_hin
         Shell::Fish => format!("set -gx {k} {};\n", quote(shell, v)),
         Shell::Powershell => format!("$Env:{k} = {}\n", quote(shell, v)),
     };
-    let unset = |k: &str| match shell {
-        Shell::Bash => format!("unset {k}\n"),
-        Shell::Fish => format!("set -e {k};\n"),
-        Shell::Powershell => format!("Remove-Item Env:\\{k} -ErrorAction SilentlyContinue\n"),
-    };
+    let unset = |k: &str| unset_line(shell, k);
     let mut out = set("DOCKER_HOST", docker_host);
     match cert_path {
         Some(path) => {
@@ -74,6 +70,20 @@ pub fn render(shell: Shell, docker_host: &str, cert_path: Option<&str>, eval_hin
     };
     out += &format!("# Run this command to configure your shell:\n# {hint}\n");
     out
+}
+
+fn unset_line(shell: Shell, k: &str) -> String {
+    match shell {
+        Shell::Bash => format!("unset {k}\n"),
+        Shell::Fish => format!("set -e {k};\n"),
+        Shell::Powershell => format!("Remove-Item Env:\\{k} -ErrorAction SilentlyContinue\n"),
+    }
+}
+
+/// `n2d env --unset`: the lines that undo [`render`]'s, so the docker CLI talks to its default
+/// engine (or context) again.
+pub fn render_unset(shell: Shell) -> String {
+    ["DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH"].iter().map(|k| unset_line(shell, k)).collect()
 }
 
 /// The certificates' directory as text for DOCKER_CERT_PATH: a path that is not UTF-8 cannot be
@@ -122,6 +132,16 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unset_undoes_each_variable_in_each_shell() {
+        assert_eq!(
+            render_unset(Shell::Bash),
+            "unset DOCKER_HOST\nunset DOCKER_TLS_VERIFY\nunset DOCKER_CERT_PATH\n"
+        );
+        assert!(render_unset(Shell::Fish).contains("set -e DOCKER_CERT_PATH;"));
+        assert!(render_unset(Shell::Powershell).contains("Remove-Item Env:\\DOCKER_HOST"));
+    }
 
     #[test]
     fn bash_fish_and_powershell_syntax() {

@@ -15,6 +15,11 @@ pub fn shell(shell: Shell) -> env::Shell {
     }
 }
 
+pub fn unset(shell: Shell) -> Result<()> {
+    out!("{}", env::render_unset(self::shell(shell)))?;
+    Ok(())
+}
+
 pub fn machine_env(ctx: &Ctx, name: &n2d_spec::machine::MachineName, shell: Shell) -> Result<()> {
     out!("{}", ctx.machine_env(name)?.render(self::shell(shell)))?;
     Ok(())
