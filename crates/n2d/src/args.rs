@@ -293,6 +293,10 @@ pub struct PortArgs {
     /// Remove the forward of this host port
     #[arg(long = "rm", value_name = "HOST_PORT")]
     pub remove: Option<u16>,
+    /// List the forwards as JSON: host_port, guest_port, what (docker-api, published or
+    /// routing-mesh) and through (the node holding a swarm's forward, else null)
+    #[arg(long, conflicts_with_all = ["forward", "remove"])]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

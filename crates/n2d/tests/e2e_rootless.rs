@@ -281,6 +281,9 @@ fn an_ordinary_user_runs_the_default_swarm_on_user_mode_networking() {
     drop(loopback);
     let ports = user.n2d_ok(n, &["port", "n2d"]);
     assert!(ports.contains("127.0.0.1:18080->8080/tcp (routing mesh, through n2d-wrkr-0)"), "{ports}");
+    let rows: serde_json::Value = serde_json::from_str(&user.n2d_ok(n, &["port", "n2d", "--json"])).unwrap();
+    let row = serde_json::json!({"host_port": 18080, "guest_port": 8080, "what": "routing-mesh", "through": "n2d-wrkr-0"});
+    assert!(rows.as_array().unwrap().contains(&row), "{rows:#}");
     // The workers reconnect to the manager, then the routing mesh comes back on it.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
     loop {

@@ -314,6 +314,11 @@ pub fn logs(ctx: &Ctx, name: &MachineName, follow: bool, raw: bool, tail: Option
 }
 
 /// `n2d port NAME [[HOST:]GUEST | --rm HOST]`: NAME is a machine, else a swarm.
+/// One row of `port --json`: every key in every row.
+fn port_row(host: u16, guest: u16, what: &str, through: Option<MachineName>) -> serde_json::Value {
+    serde_json::json!({ "host_port": host, "guest_port": guest, "what": what, "through": through })
+}
+
 pub fn port(ctx: &Ctx, args: PortArgs) -> Result<()> {
     let machine = args.name.parse::<MachineName>().ok().filter(|m| ctx.machine_exists(m));
     if let Some(name) = machine {
@@ -325,6 +330,12 @@ pub fn port(ctx: &Ctx, args: PortArgs) -> Result<()> {
             (None, Some(host)) => ctx.unpublish_machine_port(&name, host)?,
             (None, None) => {
                 let (r, api) = ctx.machine_forwards(&name)?;
+                if args.json {
+                    let mut rows = vec![port_row(api, r.spec.docker_port(), "docker-api", None)];
+                    rows.extend(r.spec.publish.iter().map(|f| port_row(f.host, f.guest, "published", None)));
+                    outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+                    return Ok(());
+                }
                 outln!("127.0.0.1:{api}->{}/tcp (Docker API)", r.spec.docker_port())?;
                 for f in &r.spec.publish {
                     outln!("{f}")?;
@@ -345,10 +356,22 @@ pub fn port(ctx: &Ctx, args: PortArgs) -> Result<()> {
             for note in ctx.place_swarm_ports(&swarm)? {
                 errln!("{note}");
             }
-            for p in ctx.load_swarm(&swarm)?.ports {
-                let via = match &p.node {
-                    Some(n) if ctx.machine_state(n) == VmState::Running => format!("through {n}"),
-                    _ => "no node running".to_string(),
+            let ports = ctx.load_swarm(&swarm)?.ports;
+            let through = |node: &Option<MachineName>| {
+                node.clone().filter(|n| ctx.machine_state(n) == VmState::Running)
+            };
+            if args.json {
+                let rows: Vec<_> = ports
+                    .iter()
+                    .map(|p| port_row(p.forward.host, p.forward.guest, "routing-mesh", through(&p.node)))
+                    .collect();
+                outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+                return Ok(());
+            }
+            for p in &ports {
+                let via = match through(&p.node) {
+                    Some(n) => format!("through {n}"),
+                    None => "no node running".to_string(),
                 };
                 outln!("{} (routing mesh, {via})", p.forward)?;
             }
