@@ -7,6 +7,10 @@
 #   scripts/install.sh --user    as an ordinary user (the default when not root): n2d into
 #                                ~/.local, and the Debian packages still missing named for an
 #                                administrator (nothing is installed system-wide)
+#   scripts/install.sh --uninstall [--user]
+#                                removes what the install put there (the binary, completions, man
+#                                pages) and says what it leaves: state homes, docker contexts,
+#                                Debian packages
 #
 # n2d carries its guest init inside itself, so the binary is all there is to install.
 set -euo pipefail
@@ -14,14 +18,51 @@ cd "$(dirname "$0")/.."
 
 mode=system
 [ "$(id -u)" = 0 ] || mode=user
-case "${1:-}" in
---user) mode=user ;;
-"") ;;
-*)
-    echo "install.sh: unknown option $1 (use --user, or nothing as root)" >&2
-    exit 2
-    ;;
-esac
+action=install
+for arg in "$@"; do
+    case "$arg" in
+    --user) mode=user ;;
+    --uninstall) action=uninstall ;;
+    *)
+        echo "install.sh: unknown option $arg (use --user and/or --uninstall, or nothing as root)" >&2
+        exit 2
+        ;;
+    esac
+done
+
+if [ "$mode" = system ]; then
+    prefix=/usr/local
+    bash_dir=/usr/share/bash-completion/completions
+    fish_dir=/usr/share/fish/vendor_completions.d
+else
+    prefix=$HOME/.local
+    bash_dir=$prefix/share/bash-completion/completions
+    fish_dir=${XDG_CONFIG_HOME:-$HOME/.config}/fish/completions
+fi
+bin=$prefix/bin
+zsh_dir=$prefix/share/zsh/site-functions
+man_dir=$prefix/share/man/man1
+
+if [ "$action" = uninstall ]; then
+    if [ -x "$bin/n2d" ]; then
+        machines=$("$bin/n2d" ls -q 2>/dev/null | tr '\n' ' ')
+        [ -z "$machines" ] ||
+            echo "note: this home still has machines ($machines): they keep running; remove them first with \`n2d rm -f NAME...\` (or \`n2d swarm rm NAME\`) if you want them gone" >&2
+    fi
+    removed=()
+    for f in "$bin/n2d" "$bash_dir/n2d" "$fish_dir/n2d.fish" "$zsh_dir/_n2d" "$man_dir"/n2d.1 "$man_dir"/n2d-*.1; do
+        if [ -e "$f" ]; then
+            rm -f "$f"
+            removed+=("$f")
+        fi
+    done
+    echo "removed ${#removed[@]} files: the binary, completions and man pages under $prefix"
+    echo "left in place (remove them yourself if you want them gone):"
+    echo "  state homes: ${N2D_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/n2d} (images, machines, certificates) and any other N2D_HOME you used"
+    echo "  docker contexts n2d made (docker context ls; docker context rm NAME)"
+    [ "$mode" = system ] && echo "  Debian packages scripts/deps.sh installed (QEMU, mmdebstrap, erofs-utils, the docker CLI...)"
+    exit 0
+fi
 
 if ! command -v cargo >/dev/null; then
     echo "n2d is built with Rust: install a Rust toolchain (https://rustup.rs) and run this again" >&2
@@ -47,33 +88,23 @@ missing_packages() {
 
 if [ "$mode" = system ]; then
     scripts/deps.sh
-    prefix=/usr/local
-    bin=$prefix/bin
-    bash_dir=/usr/share/bash-completion/completions
-    fish_dir=/usr/share/fish/vendor_completions.d
-    zsh_dir=$prefix/share/zsh/site-functions
 else
     # The guest init is built for musl: the user's own rustup can add the target.
     if command -v rustup >/dev/null; then
         rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 ||
             echo "warning: could not add the Rust target x86_64-unknown-linux-musl (the guest init needs it)" >&2
     fi
-    prefix=$HOME/.local
-    bin=$prefix/bin
-    bash_dir=$prefix/share/bash-completion/completions
-    fish_dir=${XDG_CONFIG_HOME:-$HOME/.config}/fish/completions
-    zsh_dir=$prefix/share/zsh/site-functions
 fi
 
 echo "building n2d..."
 cargo build --release --locked -p n2d
 install -D -m 0755 target/release/n2d "$bin/n2d"
 # Completions and man pages, generated from the command line's own definitions.
-mkdir -p "$bash_dir" "$fish_dir" "$zsh_dir" "$prefix/share/man/man1"
+mkdir -p "$bash_dir" "$fish_dir" "$zsh_dir" "$man_dir"
 "$bin/n2d" completions bash >"$bash_dir/n2d"
 "$bin/n2d" completions fish >"$fish_dir/n2d.fish"
 "$bin/n2d" completions zsh >"$zsh_dir/_n2d"
-"$bin/n2d" man "$prefix/share/man/man1"
+"$bin/n2d" man "$man_dir"
 echo "installed: $bin/n2d ($("$bin/n2d" --version)), completions and man pages under $prefix"
 
 if [ "$mode" = user ]; then
