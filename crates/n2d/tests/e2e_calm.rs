@@ -82,7 +82,7 @@ fn an_eight_node_swarm_keeps_its_leader_through_a_deploy_and_a_rolling_update() 
     let swarm = parse_env(&ns.n2d_ok(&["swarm", "env", SWARM]));
 
     let done = AtomicBool::new(false);
-    let polls = std::thread::scope(|scope| {
+    let (polls, outcome) = std::thread::scope(|scope| {
         let poller = scope.spawn(|| {
             let mut polls = Vec::new();
             while !done.load(Ordering::Relaxed) {
@@ -98,7 +98,7 @@ fn an_eight_node_swarm_keeps_its_leader_through_a_deploy_and_a_rolling_update() 
         std::fs::write(&compose, web_stack(NODES as u32)).unwrap();
         let t = Instant::now();
         ns.docker_ok(&swarm, &["stack", "deploy", "-c", compose.to_str().unwrap(), "demo"]);
-        let deployed = wait_replicas(&ns, &swarm, "demo_web", NODES, 600);
+        let deployed = wait_replicas(&ns, &swarm, "demo_web", NODES, 900);
         eprintln!("deploy of {NODES} replicas: {:.1}s", t.elapsed().as_secs_f64());
 
         // A rolling update of all of them, two at a time; the CLI waits until it converged.
@@ -121,22 +121,30 @@ fn an_eight_node_swarm_keeps_its_leader_through_a_deploy_and_a_rolling_update() 
         let ip = ns.n2d_ok(&["ip", &managers[1]]).trim().to_string();
         let answers = wait_http(&ns, &ip, 8080, 120);
 
+        if !(deployed && updated && answers) {
+            let tasks = ns.docker(&swarm, &["service", "ps", "--no-trunc", "demo_web"]);
+            eprintln!("{}{}", String::from_utf8_lossy(&tasks.stdout), String::from_utf8_lossy(&tasks.stderr));
+        }
         done.store(true, Ordering::Relaxed);
-        let polls = poller.join().unwrap();
-        assert!(deployed, "the {NODES} replicas never all ran");
-        assert!(updated, "the rolling update did not converge: {}", String::from_utf8_lossy(&update.stderr));
-        assert!(answers, "the updated stack does not answer through the routing mesh");
-        polls
+        (poller.join().unwrap(), (deployed, updated, answers, update.stderr))
     });
 
+    // Every poll first, so a failure below shows what the swarm did meanwhile.
     let mut leaderless = Vec::new();
     for (at, p) in &polls {
         match p {
             Poll::Leader { leader, ready } => eprintln!("{at:7.1}s {leader} leads, {ready} Ready"),
-            Poll::Leaderless(why) => leaderless.push(format!("at {at:.1}s: {why}")),
+            Poll::Leaderless(why) => {
+                eprintln!("{at:7.1}s NO LEADER: {why}");
+                leaderless.push(format!("at {at:.1}s: {why}"))
+            }
             Poll::Failed(why) => eprintln!("{at:7.1}s no answer: {why}"),
         }
     }
+    let (deployed, updated, answers, update_stderr) = outcome;
+    assert!(deployed, "the {NODES} replicas never all ran");
+    assert!(updated, "the rolling update did not converge: {}", String::from_utf8_lossy(&update_stderr));
+    assert!(answers, "the updated stack does not answer through the routing mesh");
     assert!(leaderless.is_empty(), "the swarm lost its leader: {leaderless:?}");
     let answers: Vec<(f64, &str, usize)> = polls
         .iter()
