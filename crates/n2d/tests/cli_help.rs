@@ -128,3 +128,48 @@ fn listings_have_one_row_shape_and_a_quiet_form() {
     assert_eq!(n2d(home, &["image", "ls", "-q"]).stdout, b"");
     assert_eq!(n2d(home, &["ls", "-q", "--json"]).status.code(), Some(2));
 }
+
+/// What bash offers for `words` (the last one being completed), with the generated script, the
+/// completion function called as `complete -F` calls it (command, word, previous word).
+fn bash_completes(home: &std::path::Path, words: &[&str]) -> Vec<String> {
+    let script = n2d(home, &["completions", "bash"]).stdout;
+    let script_file = home.join("n2d.bash");
+    std::fs::write(&script_file, script).unwrap();
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let program = format!(
+        "source '{}'; COMP_WORDS=('{}' {}); COMP_CWORD={}; _n2d_names \"${{COMP_WORDS[0]}}\" \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script_file.display(),
+        env!("CARGO_BIN_EXE_n2d"),
+        quoted.join(" "),
+        words.len()
+    );
+    let out = std::process::Command::new("bash")
+        .args(["-c", &program])
+        .env("N2D_HOME", home)
+        .env("N2D_RUN_DIR", home.join("run"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
+#[test]
+fn bash_completes_the_names_of_real_machines_and_swarms() {
+    let home = tempfile::tempdir().unwrap();
+    let home = home.path();
+    for machine in ["web1", "web2", "db"] {
+        std::fs::create_dir_all(home.join("machines").join(machine)).unwrap();
+        std::fs::write(home.join("machines").join(machine).join("machine.json"), b"{}").unwrap();
+    }
+    std::fs::create_dir_all(home.join("swarms")).unwrap();
+    std::fs::write(home.join("swarms/lab.json"), b"{}").unwrap();
+    assert_eq!(bash_completes(home, &["stop", "we"]), ["web1", "web2"]);
+    assert_eq!(bash_completes(home, &["-v", "rm", ""]), ["db", "web1", "web2"]);
+    assert_eq!(bash_completes(home, &["swarm", "rm", ""]), ["lab"]);
+    // Elsewhere, the generated completion: commands, not names.
+    let commands = bash_completes(home, &["sta"]);
+    assert!(
+        commands.contains(&"start".to_string()) && !commands.contains(&"web1".to_string()),
+        "{commands:?}"
+    );
+}

@@ -7,11 +7,37 @@ use clap::CommandFactory;
 use std::path::Path;
 
 pub fn completions(shell: clap_complete::Shell) -> Result<()> {
+    crate::out::write_bytes(completion_script(shell).as_bytes())?;
+    Ok(())
+}
+
+/// clap's generated script, and for bash, zsh and fish the names of machines, swarms and
+/// images where a command takes one, asked of n2d itself (`ls -q`, `swarm ls -q`, `image ls -q`)
+/// when the user presses Tab: the names are never baked into the script.
+pub fn completion_script(shell: clap_complete::Shell) -> String {
+    use clap_complete::Shell;
     // clap_complete panics when its writer fails: render into memory, then write fallibly.
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "n2d", &mut script);
-    crate::out::write_bytes(&script)?;
-    Ok(())
+    let script = String::from_utf8(script).expect("clap writes UTF-8");
+    match shell {
+        Shell::Bash => script + include_str!("completions/names.bash"),
+        Shell::Fish => script + include_str!("completions/names.fish"),
+        // The file is autoloaded as `_n2d`: its last lines call or register `_n2d`; they call
+        // or register the wrapper instead, defined just before them.
+        Shell::Zsh => {
+            let tail = "if [ \"$funcstack[1]\" = \"_n2d\" ]; then\n    _n2d \"$@\"\nelse\n    compdef _n2d n2d\nfi\n";
+            let wrapper = include_str!("completions/names.zsh");
+            let dynamic = format!(
+                "{wrapper}\nif [ \"$funcstack[1]\" = \"_n2d\" ]; then\n    _n2d_names \"$@\"\nelse\n    compdef _n2d_names n2d\nfi\n"
+            );
+            match script.strip_suffix(tail) {
+                Some(head) => format!("{head}{dynamic}"),
+                None => script,
+            }
+        }
+        _ => script,
+    }
 }
 
 /// Writes `n2d.1` and `n2d-<command>.1` for every command and subcommand into `dir`, readable
@@ -78,6 +104,15 @@ mod tests {
         for page in pages {
             assert_eq!(mode(&page), 0o644, "{}", page.display());
         }
+    }
+
+    #[test]
+    fn zsh_and_fish_scripts_complete_names_through_n2d() {
+        let zsh = completion_script(clap_complete::Shell::Zsh);
+        assert!(zsh.contains("_n2d_names() {") && zsh.ends_with("compdef _n2d_names n2d\nfi\n"), "{zsh}");
+        assert!(!zsh.contains("compdef _n2d n2d"), "the static function is still the one registered");
+        let fish = completion_script(clap_complete::Shell::Fish);
+        assert!(fish.contains("(__n2d_names machine)") && fish.contains("n2d swarm ls -q"));
     }
 
     #[test]

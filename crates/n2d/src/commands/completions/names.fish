@@ -1,0 +1,15 @@
+
+# n2d: machine, swarm and image names, asked of n2d itself where a command takes one.
+function __n2d_names
+    switch $argv[1]
+        case machine
+            n2d ls -q 2>/dev/null
+        case swarm
+            n2d swarm ls -q 2>/dev/null
+        case image
+            n2d image ls -q 2>/dev/null
+    end
+end
+complete -c n2d -n "__fish_seen_subcommand_from inspect ip env start stop restart suspend rm delete logs console port; and not __fish_seen_subcommand_from swarm image" -f -a "(__n2d_names machine)"
+complete -c n2d -n "__fish_seen_subcommand_from swarm; and __fish_seen_subcommand_from env rm suspend scale load add-host" -f -a "(__n2d_names swarm)"
+complete -c n2d -n "__fish_seen_subcommand_from image; and __fish_seen_subcommand_from inspect rm warm export" -f -a "(__n2d_names image)"

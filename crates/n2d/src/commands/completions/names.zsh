@@ -1,0 +1,23 @@
+
+# n2d: machine, swarm and image names, asked of n2d itself where a command takes one;
+# everything else by _n2d above.
+_n2d_names() {
+    local -a before names
+    before=(${${words[2,CURRENT-1]}:#-*})
+    local kind=
+    case ${before[1]} in
+        inspect|ip|env|start|stop|restart|suspend|rm|delete|logs|console|port) kind=machine ;;
+        swarm) case ${before[2]} in env|rm|suspend|scale|load|add-host) kind=swarm ;; esac ;;
+        image) case ${before[2]} in inspect|rm|warm|export) kind=image ;; esac ;;
+    esac
+    if [[ -n $kind && $PREFIX != -* && ${words[CURRENT-1]} != -* ]]; then
+        case $kind in
+            machine) names=(${(f)"$(${words[1]} ls -q 2>/dev/null)"}) ;;
+            swarm) names=(${(f)"$(${words[1]} swarm ls -q 2>/dev/null)"}) ;;
+            image) names=(${(f)"$(${words[1]} image ls -q 2>/dev/null)"}) ;;
+        esac
+        compadd -a names
+        return
+    fi
+    _n2d "$@"
+}
