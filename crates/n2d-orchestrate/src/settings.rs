@@ -12,7 +12,8 @@
 //! | `PATH` | [`Settings::search_path`] | tool checks: image build, export, doctor |
 //! | `N2D_TEST_KILL_AT` | [`Settings::kill_at`] | `n2d_store::KillPoints::parse` |
 //!
-//! (`N2D_INIT`, the default of `image build --init`, is the CLI's own and read beside its flag.)
+//! (`N2D_INIT`, the default of `image build --init`, and `N2D_LOG`, `-v`'s filter, are the CLI's own,
+//! read beside their flags.)
 
 use n2d_exec::SearchPath;
 use n2d_store::{parse_lock_timeout, StoreError, DEFAULT_LOCK_TIMEOUT, LOCK_TIMEOUT_ENV};

@@ -6,12 +6,30 @@ use n2d_spec::machine::MachineName;
 use n2d_spec::swarm::SwarmName;
 use std::path::PathBuf;
 
+/// The main help's footer: the commands by group (every command is in one: `tests/cli_help.rs`)
+/// and a few first steps.
+pub const COMMAND_GROUPS: &str = "\
+Commands by group:
+  machines  create, ls, inspect, ip, env, start, stop, restart, suspend, rm,
+            logs, console, port
+  swarms    swarm create, ls, env, rm, suspend, scale, load, add-host
+  images    image build, ls, inspect, warm, rm, prune, export
+  host      doctor, certs, adopt, completions, man, version
+
+Examples:
+  n2d create dev && docker --context dev ps
+  n2d swarm create lab --workers 2 && docker --context lab node ls
+  n2d -v start --all
+
+`n2d COMMAND --help` shows a command's flags; `man n2d` the manual.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "n2d",
     version,
     about = "Docker hosts and Docker Swarms in tiny local VMs",
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = COMMAND_GROUPS
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -29,6 +47,12 @@ pub enum Command {
     #[command(subcommand)]
     Image(ImageCommand),
     /// Create a Docker host VM, start it and wait until its Docker API answers over TLS
+    #[command(after_help = "\
+Examples:
+  n2d create dev                        # 1 vCPU under emulation, 2 GiB, a 20 GiB disk
+  n2d create big --memory 4G --disk 40G --cpus 2
+  n2d create web -p 8080:80             # user-mode networking: host 8080 to 80
+  docker --context dev run --rm busybox echo hi")]
     Create(CreateArgs),
     /// List machines
     #[command(visible_alias = "list")]
@@ -171,6 +195,12 @@ pub struct AdoptArgs {
 #[derive(Debug, Subcommand)]
 pub enum SwarmCommand {
     /// Create a swarm: N managers + M workers, created in parallel, joined and labelled
+    #[command(after_help = "\
+Examples:
+  n2d swarm create                      # n2d: 1 manager, 3 workers
+  n2d swarm create lab --managers 3 --workers 5 --memory 1G
+  n2d swarm create --file cluster.yaml
+  docker --context lab stack deploy -c stack.yml demo")]
     Create(SwarmCreateArgs),
     /// List swarms and the health of their nodes
     Ls {
@@ -399,7 +429,12 @@ pub struct ImageWarmArgs {
 (n2d-root), a config partition (n2d-config) and a data partition (n2d-data, /var/lib/docker) filling \
 the rest. Without --for the machine runs DHCP and serves Docker on its local console only; with \
 --for NAME it gets a TLS endpoint on port 2376 with a certificate for NAME.internal, NAME.local, \
-NAME.mshome.net and the --ip, and `n2d adopt NAME --host tcp://ADDRESS:2376` records it.")]
+NAME.mshome.net and the --ip, and `n2d adopt NAME --host tcp://ADDRESS:2376` records it.
+
+Examples:
+  n2d image export --format qcow2,iso --output ~/exports
+  n2d image export --format vhdx --for web1 --hyperv \\
+      --ip 192.168.1.50/24 --gateway 192.168.1.1")]
 pub struct ImageExportArgs {
     /// Image ID (or prefix) [default: the newest image; none is built]
     pub id: Option<String>,

@@ -173,3 +173,39 @@ fn bash_completes_the_names_of_real_machines_and_swarms() {
         "{commands:?}"
     );
 }
+
+#[test]
+fn the_main_help_groups_every_command() {
+    let cli = Cli::command();
+    let groups = n2d::args::COMMAND_GROUPS;
+    let line_of = |group: &str| -> String {
+        let start = groups.find(&format!("  {group} ")).unwrap_or_else(|| panic!("no {group} group"));
+        // A group runs until the next line that starts another group (or a blank line).
+        groups[start..].lines().take_while(|l| !l.is_empty()).take(2).collect::<Vec<_>>().join(" ")
+    };
+    let words = |text: &str| -> Vec<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).map(String::from).collect()
+    };
+    let all: Vec<String> =
+        ["machines", "swarms", "images", "host"].iter().flat_map(|g| words(&line_of(g))).collect();
+    for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+        assert!(
+            all.contains(&sub.get_name().to_string()),
+            "`{}` is in no group of the main help",
+            sub.get_name()
+        );
+    }
+    for (parent, group) in [("swarm", "swarms"), ("image", "images")] {
+        let line = words(&line_of(group));
+        let cmd = cli.find_subcommand(parent).unwrap();
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            assert!(
+                line.contains(&sub.get_name().to_string()),
+                "`{parent} {}` is not in {group}",
+                sub.get_name()
+            );
+        }
+    }
+    let help = String::from_utf8(n2d(std::path::Path::new("/nonexistent"), &["--help"]).stdout).unwrap();
+    assert!(help.contains("Commands by group:") && help.contains("Examples:"), "{help}");
+}

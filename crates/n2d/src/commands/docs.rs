@@ -55,11 +55,65 @@ pub fn man_pages(dir: &Path) -> Result<()> {
     let cmd = Cli::command();
     clap_mangen::generate_to(cmd.clone(), dir)
         .with_context(|| format!("cannot write man pages into {}", dir.display()))?;
+    // n2d.1 gains what clap does not know: examples, the environment, files, exit statuses.
+    let main = dir.join("n2d.1");
+    let mut page =
+        std::fs::read_to_string(&main).with_context(|| format!("cannot read {}", main.display()))?;
+    page.push_str(MAIN_PAGE_SECTIONS);
+    std::fs::write(&main, page).with_context(|| format!("cannot write {}", main.display()))?;
     for page in page_names(&cmd, "") {
         readable(&dir.join(page), 0o644)?;
     }
     Ok(())
 }
+
+/// The sections of `n2d.1` after clap's (roff).
+const MAIN_PAGE_SECTIONS: &str = r#".SH EXAMPLES
+.nf
+n2d create dev && docker \-\-context dev ps
+n2d swarm create lab \-\-managers 3 \-\-workers 5 \-\-memory 1G
+docker \-\-context lab stack deploy \-c stack.yml demo
+n2d \-v start \-\-all
+n2d rm \-f dev; n2d swarm rm lab
+.fi
+.SH ENVIRONMENT
+.TP
+\fBN2D_HOME\fR
+The state home (images, machines, swarms, certificates). Default: \fB$XDG_DATA_HOME/n2d\fR, else \fB~/.local/share/n2d\fR.
+.TP
+\fBN2D_RUN_DIR\fR
+Host-wide network state (bridges, taps, leases). Default: \fB/run/n2d\fR.
+.TP
+\fBN2D_LOCK_TIMEOUT\fR
+Seconds to wait for the state lock, 0\(en86400 (default 120).
+.TP
+\fBN2D_LOG\fR
+What \fB\-v\fR shows, in tracing's filter syntax (\fBdebug\fR, \fBn2d_vm=debug\fR); overrides \fB\-v\fR.
+.TP
+\fBN2D_QEMU\fR
+The QEMU binary to run instead of qemu\-system\-x86_64.
+.TP
+\fBN2D_NO_KVM\fR
+Set to anything: never use KVM (emulation only).
+.TP
+\fBN2D_TCG_THREAD\fR, \fBN2D_TCG_TB_SIZE\fR
+Emulation's threading (single or multi) and translation cache size in MiB (16\(en2048).
+.TP
+\fBN2D_INIT\fR
+A static x86\-64 guest init to build images with, instead of the built\-in one (as \fBimage build \-\-init\fR).
+.SH FILES
+.TP
+\fB$N2D_HOME/images/ID/\fR
+An image: vmlinuz, initrd.img, rootfs.erofs, image.json; its warm templates under templates/.
+.TP
+\fB$N2D_HOME/machines/NAME/\fR
+A machine: its record, disks, QEMU's sockets and pid, serial.log.
+.TP
+\fB$N2D_HOME/swarms/NAME.json\fR, \fB$N2D_HOME/certs/\fR
+Swarm records; the home's CA and client certificate (the docker CLI's DOCKER_CERT_PATH).
+.SH EXIT STATUS
+0 success; 1 a failure at run time (the message says what failed); 2 bad input, an unknown machine or a refused request (nothing was changed); 130 interrupted (what was begun is rolled back).
+"#;
 
 /// The files `generate_to` writes: `n2d.1`, then `n2d-<sub>[-<subsub>].1` for each command.
 fn page_names(cmd: &clap::Command, prefix: &str) -> Vec<String> {
@@ -86,6 +140,9 @@ mod tests {
         }
         let main = std::fs::read_to_string(dir.path().join("n2d.1")).unwrap();
         assert!(main.contains("swarm"), "n2d.1 does not list the swarm command");
+        for section in [".SH EXAMPLES", ".SH ENVIRONMENT", ".SH FILES", ".SH EXIT STATUS", "N2D_LOG"] {
+            assert!(main.contains(section), "n2d.1 has no {section}");
+        }
     }
 
     #[test]
