@@ -78,12 +78,13 @@ pub struct SystemRunner;
 impl Runner for SystemRunner {
     fn run(&self, cmd: &Cmd) -> Result<Vec<u8>, ExecError> {
         let started = std::time::Instant::now();
-        let output =
-            Command::new(&cmd.program).args(&cmd.args).stdin(Stdio::null()).output().map_err(|source| {
-                tracing::info!("ran {}: {source} ({:.2}s)", cmd.display(), started.elapsed().as_secs_f64());
-                spawn_error(cmd, source)
-            })?;
-        tracing::info!("ran {}: {} ({:.2}s)", cmd.display(), output.status, started.elapsed().as_secs_f64());
+        let output = Command::new(&cmd.program).args(&cmd.args).stdin(Stdio::null()).output();
+        let outcome = match &output {
+            Ok(o) => o.status.to_string(),
+            Err(e) => e.to_string(),
+        };
+        tracing::info!("ran {}: {outcome} ({:.2}s)", cmd.display(), started.elapsed().as_secs_f64());
+        let output = output.map_err(|source| spawn_error(cmd, source))?;
         if output.status.success() {
             return Ok(output.stdout);
         }

@@ -33,10 +33,10 @@ const CHUNK: usize = 256 * 1024;
 #[derive(Debug, Clone)]
 pub struct BollardApi {
     docker: Docker,
-    /// How to look at the certificate the engine presents: its `tcp://` address, its TLS files
-    /// and the time a handshake may take.
-    tls: Option<(String, TlsPaths, u64)>,
-    /// The engine's address, for `-vv`'s lines.
+    /// How to look at the certificate the engine presents (at `host`): its TLS files and the
+    /// time a handshake may take.
+    tls: Option<(TlsPaths, u64)>,
+    /// The engine's address (`tcp://IP:PORT`), also named in `-vv`'s lines.
     host: String,
 }
 
@@ -48,7 +48,7 @@ impl BollardApi {
             Some(tls) => connect_tls(&endpoint.docker_host, tls, timeout_secs)?,
             None => Docker::connect_with_http(&endpoint.docker_host, timeout_secs, API_DEFAULT_VERSION)?,
         };
-        let tls = endpoint.tls.clone().map(|t| (endpoint.docker_host.clone(), t, timeout_secs));
+        let tls = endpoint.tls.clone().map(|t| (t, timeout_secs));
         Ok(BollardApi { docker, tls, host: endpoint.docker_host.clone() })
     }
 
@@ -163,8 +163,8 @@ impl DockerApi for BollardApi {
 
     async fn server_certificate(&self) -> Result<Option<Vec<u8>>, ApiError> {
         self.logged("server_certificate", async move {
-            let Some((host, tls, secs)) = &self.tls else { return Ok(None) };
-            crate::tls::presented_certificate(host, tls, std::time::Duration::from_secs(*secs))
+            let Some((tls, secs)) = &self.tls else { return Ok(None) };
+            crate::tls::presented_certificate(&self.host, tls, std::time::Duration::from_secs(*secs))
                 .await
                 .map(Some)
         })
