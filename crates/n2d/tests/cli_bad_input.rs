@@ -111,6 +111,8 @@ fn bad_input_is_refused_with_the_right_status_and_nothing_is_created() {
         (&["port", "nope", "53/udp"], 2),
         (&["port", "nope", "70000:80"], 2),
         (&["port", "nope", "80", "--rm", "80"], 2),
+        (&["port", "nope", "80", "--json"], 2),
+        (&["swarm", "ls", "--json", "-q"], 2),
         (&["create", "h1", "--network", "n2d0", "-p", "80"], 2),
         (&["create", "h1", "--network", "user", "-p", "80", "-p", "80:81"], 2),
         (&["swarm", "create", "--network", "n2d0", "--publish", "8080"], 2),
