@@ -64,12 +64,17 @@ pub fn install_signal_handlers() {
 
 /// `/dev/vportNpM` of the virtio-serial port named [`CONTROL_PORT_NAME`].
 pub fn find_control_port(sys: &dyn System) -> Option<String> {
+    find_port(sys, CONTROL_PORT_NAME)
+}
+
+/// `/dev/vportNpM` of the virtio-serial port called `name`.
+pub fn find_port(sys: &dyn System, name: &str) -> Option<String> {
     sys.read_dir("/sys/class/virtio-ports")
         .ok()?
         .into_iter()
         .find(|port| {
             sys.read_file(&format!("/sys/class/virtio-ports/{port}/name"))
-                .is_ok_and(|n| String::from_utf8_lossy(&n).trim() == CONTROL_PORT_NAME)
+                .is_ok_and(|n| String::from_utf8_lossy(&n).trim() == name)
         })
         .map(|port| format!("/dev/{port}"))
 }

@@ -10,6 +10,7 @@ mod dhcp;
 mod disks;
 mod docker;
 mod error;
+mod exec;
 #[cfg(test)]
 mod fuzz_tests;
 mod gpt;
@@ -45,6 +46,9 @@ fn main() {
             match control::find_control_port(&sys) {
                 Some(port) => control::listen(port, std::thread::current()),
                 None => info!("no control port; power-off only by signal"),
+            }
+            if let Some(port) = control::find_port(&sys, n2d_proto::EXEC_PORT_NAME) {
+                exec::serve(port, std::thread::current());
             }
             supervisor.run(&sys, &control::REQUESTS);
             supervisor.shutdown(&sys, &[datadisk::DOCKER_ROOT]);

@@ -400,7 +400,14 @@ impl Supervisor {
         let Some(service) =
             self.services.iter_mut().find(|s| matches!(s.state, State::Running { pid: p, .. } if p == pid))
         else {
-            return; // an orphan we adopted: reaping it is all there is to do
+            // An exec session's command (its waiter takes the status), or an orphan we
+            // adopted: reaping it is all there is to do.
+            let status = match exit {
+                Exit::Code(code) => code,
+                Exit::Signal(signal) => 128 + signal,
+            };
+            crate::exec::EXITS.record(pid, status);
+            return;
         };
         let State::Running { since, .. } = service.state else { unreachable!() };
         let delay = Self::delay(&mut service.restart, now.saturating_sub(since));

@@ -144,6 +144,10 @@ pub enum Error {
     ConfigDisk(#[from] n2d_proto::ConfigDiskError),
     #[error(transparent)]
     Vm(#[from] n2d_vm::VmError),
+    #[error(transparent)]
+    Exec(#[from] n2d_vm::exec::ExecError),
+    #[error("cannot copy to {what}: {message}")]
+    CopyFailed { what: String, message: String },
     #[error("{}: {message}", .path.display())]
     CertificateFile { path: PathBuf, message: String },
     #[error("{name}'s config disk has no room for the new certificate while it runs: stop it (`n2d stop {name}`), rotate again and start it")]

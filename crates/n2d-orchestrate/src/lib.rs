@@ -17,6 +17,7 @@ pub mod adopt;
 pub mod certs;
 pub mod contexts;
 pub mod error;
+pub mod exec;
 pub mod image;
 pub mod inventory;
 pub mod machine;

@@ -719,6 +719,7 @@ fn swarm_rm_skips_a_node_removed_by_hand() {
 mod adopt;
 mod certs;
 mod commands;
+mod exec;
 mod image;
 mod recovery;
 mod suspend;

@@ -6,11 +6,15 @@
 //!   so the guest reads it with a plain `read()` and nothing has to be mounted.
 //! * The **control channel**: a virtio-serial port named [`CONTROL_PORT_NAME`] that carries
 //!   one-line [`ControlRequest`]s from the host (e.g. a graceful power-off).
+//! * The **exec port**: a second virtio-serial port, [`EXEC_PORT_NAME`], carrying [`exec`]
+//!   sessions (a command's stdin, output and exit status).
 //! * The **ready marker**: the line [`READY_MARKER`] that n2d-init prints on the serial console
 //!   once dockerd answers on its local socket; the host waits for it in the serial log instead of
 //!   polling the Docker API (polling competes with the emulated guest for the host's CPUs).
 
 #![forbid(unsafe_code)]
+
+pub mod exec;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,6 +41,10 @@ pub const ISO_CONFIG_PATH: &str = "n2d/config";
 
 /// Name of the virtio-serial port that carries [`ControlRequest`]s.
 pub const CONTROL_PORT_NAME: &str = "org.n2d.control";
+
+/// Name of the virtio-serial port that carries exec sessions ([`exec`]): a port of its own, so
+/// a long `n2d exec` never holds up a power-off on the control port.
+pub const EXEC_PORT_NAME: &str = "org.n2d.exec";
 
 /// The image's lists of kernel modules for n2d-init, one name a line, written by the image
 /// builder: loaded at boot (from the initramfs, then on the root), and once Docker answers.

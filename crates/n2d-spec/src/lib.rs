@@ -1,6 +1,7 @@
 //! n2d's data types and their validation. No I/O happens here.
 
 pub mod address;
+pub mod copy;
 pub mod link;
 pub mod machine;
 pub mod ports;

@@ -1,7 +1,7 @@
 //! The QEMU command line, as a pure function of the VM's configuration.
 
 use crate::{Accel, Memory, Nic, PortForward, QemuVersion, VmHandle, VmLaunch};
-use n2d_proto::{CONFIG_DISK_SERIAL, CONTROL_PORT_NAME, DATA_DISK_SERIAL, ROOT_DISK_SERIAL};
+use n2d_proto::{CONFIG_DISK_SERIAL, CONTROL_PORT_NAME, DATA_DISK_SERIAL, EXEC_PORT_NAME, ROOT_DISK_SERIAL};
 
 /// Files QEMU creates in the machine directory (it runs with that directory as its cwd, so the
 /// socket paths stay short whatever the length of `$N2D_HOME`).
@@ -9,6 +9,10 @@ pub const SERIAL_LOG: &str = "serial.log";
 pub const QMP_SOCKET: &str = "qmp.sock";
 pub const CONSOLE_SOCKET: &str = "console.sock";
 pub const CONTROL_SOCKET: &str = "control.sock";
+/// Bumped whenever the devices of a VM change: a saved state (a warm template, a suspended
+/// machine) loads only into the devices it was saved from, so [`crate::Hypervisor::build`]
+/// names it. 2: the exec port.
+pub const DEVICE_LAYOUT: u32 = 2;
 pub const PID_FILE: &str = "qemu.pid";
 /// The machine's data disk, in its directory; its path also identifies the machine's QEMU process.
 pub const DATA_DISK_FILE: &str = "data.qcow2";
@@ -276,6 +280,8 @@ pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: Tcg, begin
     push(&["-device", "virtconsole,chardev=console"]);
     push(&["-chardev", &format!("socket,id=control,path={CONTROL_SOCKET},server=on,wait=off")]);
     push(&["-device", &format!("virtserialport,chardev=control,name={CONTROL_PORT_NAME}")]);
+    push(&["-chardev", &format!("socket,id=exec,path={},server=on,wait=off", crate::exec::EXEC_SOCKET)]);
+    push(&["-device", &format!("virtserialport,chardev=exec,name={EXEC_PORT_NAME}")]);
     push(&["-qmp", &format!("unix:{QMP_SOCKET},server=on,wait=off")]);
     push(&["-pidfile", PID_FILE, "-daemonize"]);
     if begin == Begin::Incoming {
@@ -444,6 +450,7 @@ mod tests {
         assert!(devices.contains(&"virtio-net-pci,netdev=net0,mac=52:54:00:aa:bb:cc"));
         assert!(devices.contains(&"virtio-balloon-pci,free-page-reporting=on"));
         assert!(devices.contains(&"virtserialport,chardev=control,name=org.n2d.control"));
+        assert!(devices.contains(&"virtserialport,chardev=exec,name=org.n2d.exec"));
         assert_eq!(after(&argv, "-netdev"), ["tap,id=net0,ifname=n2dt1234,script=no,downscript=no"]);
     }
 

@@ -274,6 +274,21 @@ impl Hypervisor for FakeHypervisor {
         Ok(StartReport { pid: 4243, accel, why_not_kvm: None })
     }
 
+    fn exec_port(&self, vm: &VmHandle) -> Result<crate::exec::ExecPort, VmError> {
+        let mut s = self.lock();
+        s.events.push(format!("exec {}", vm.name));
+        if !s.running.contains(&vm.name) {
+            return Err(VmError::NotRunning { name: vm.name.clone() });
+        }
+        let (host, guest) = std::os::unix::net::UnixStream::pair().map_err(|source| VmError::Socket {
+            name: vm.name.clone(),
+            what: "exec",
+            source,
+        })?;
+        std::thread::spawn(move || fake_guest_session(guest));
+        Ok(crate::exec::ExecPort::over(host))
+    }
+
     fn control(&self, vm: &VmHandle, request: ControlRequest) -> Result<(), VmError> {
         let hook = {
             let mut s = self.lock();
@@ -305,6 +320,48 @@ pub fn sample_launch() -> VmLaunch {
         nic: crate::Nic::Tap { tap: "tap".into(), mac: "52:54:00:00:00:00".into() },
         memory: crate::Memory::Private,
     }
+}
+
+/// A stand-in for n2d-init's exec server: runs the session's command on this host (no
+/// terminal), with all its input first, and sends its output and status.
+fn fake_guest_session(mut port: std::os::unix::net::UnixStream) {
+    use n2d_proto::exec::{Frame, MAX_FRAME};
+    use std::io::Write;
+    let Ok(Some(Frame::Start(start))) = Frame::read_from(&mut port) else { return };
+    let _ = Frame::Started { session: start.session }.write_to(&mut port);
+    let mut input = Vec::new();
+    while let Ok(Some(frame)) = Frame::read_from(&mut port) {
+        match frame {
+            Frame::Stdin(data) => input.extend_from_slice(&data),
+            Frame::StdinEnd => break,
+            _ => {}
+        }
+    }
+    let child = std::process::Command::new(&start.argv[0])
+        .args(&start.argv[1..])
+        .envs(start.env.iter().filter_map(|p| p.split_once('=')))
+        .current_dir(start.workdir.as_deref().unwrap_or("/"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        let _ = Frame::Exit(127).write_to(&mut port);
+        return;
+    };
+    let mut stdin = child.stdin.take().expect("piped");
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let Ok(output) = child.wait_with_output() else { return };
+    let _ = feeder.join();
+    for chunk in output.stdout.chunks(MAX_FRAME) {
+        let _ = Frame::Stdout(chunk.to_vec()).write_to(&mut port);
+    }
+    for chunk in output.stderr.chunks(MAX_FRAME) {
+        let _ = Frame::Stderr(chunk.to_vec()).write_to(&mut port);
+    }
+    let _ = Frame::Exit(output.status.code().unwrap_or(137)).write_to(&mut port);
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! * [`qmp`]: a small QMP client (status, quit).
 //! * [`qemu`]: lifecycle: start (daemonized), wait for the guest's ready marker, stop
 //!   (graceful over the control channel, then QMP quit, then SIGKILL), state.
+//! * [`exec`]: run a command in the guest over its exec port (`n2d exec`, `n2d cp`).
 //! * [`console`]: attach the user's terminal to the guest's shell.
 //! * [`serial_log`]: the serial console's log: rotated at each start, tailed, sanitized.
 //! * [`version`]: the installed QEMU's version.
@@ -15,6 +16,7 @@ pub mod accel;
 pub mod argv;
 pub mod boot_failure;
 pub mod console;
+pub mod exec;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fake;
 pub mod identity;
@@ -180,6 +182,8 @@ pub trait Hypervisor: Send + Sync {
     /// Hands a request to the running guest's init over its control port, without waiting for
     /// it to act (it says on the console when it has).
     fn control(&self, vm: &VmHandle, request: n2d_proto::ControlRequest) -> Result<(), VmError>;
+    /// Connects to the running guest's exec port (waiting for another session on it to end).
+    fn exec_port(&self, vm: &VmHandle) -> Result<exec::ExecPort, VmError>;
     /// The accelerator a VM started now would get.
     fn accel(&self) -> Accel;
     /// Which QEMU build runs VMs (the first line of its `--version`), `None` when it cannot be

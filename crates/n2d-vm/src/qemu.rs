@@ -100,7 +100,7 @@ impl Qemu {
 
     /// The installed QEMU's version (`None` when it cannot be told), detected once.
     pub fn version(&self) -> Option<QemuVersion> {
-        QemuVersion::parse(&self.build()?)
+        QemuVersion::parse(self.build.get_or_init(|| detect_qemu_build(&self.config.binary)).as_ref()?)
     }
 
     /// TCG's threading for this QEMU: `$N2D_TCG_THREAD`, else by version ([`tcg_thread`]).
@@ -119,7 +119,9 @@ impl Qemu {
         if self.pid(vm).is_some() {
             return Err(VmError::AlreadyRunning { name: vm.name.clone() });
         }
-        for stale in [PID_FILE, QMP_SOCKET, CONTROL_SOCKET, crate::argv::CONSOLE_SOCKET] {
+        for stale in
+            [PID_FILE, QMP_SOCKET, CONTROL_SOCKET, crate::argv::CONSOLE_SOCKET, crate::exec::EXEC_SOCKET]
+        {
             let _ = std::fs::remove_file(vm.dir.join(stale));
         }
         let tcg = if accel == Accel::Tcg {
@@ -373,7 +375,15 @@ impl Hypervisor for Qemu {
     }
 
     fn build(&self) -> Option<String> {
-        self.build.get_or_init(|| detect_qemu_build(&self.config.binary)).clone()
+        let qemu = self.build.get_or_init(|| detect_qemu_build(&self.config.binary)).clone()?;
+        Some(format!("{qemu} (n2d devices {})", crate::argv::DEVICE_LAYOUT))
+    }
+
+    fn exec_port(&self, vm: &VmHandle) -> Result<crate::exec::ExecPort, VmError> {
+        if self.pid(vm).is_none() {
+            return Err(VmError::NotRunning { name: vm.name.clone() });
+        }
+        crate::exec::ExecPort::open(vm)
     }
 
     fn save(&self, vm: &VmHandle, state: &Path, timeout: Duration) -> Result<(), VmError> {

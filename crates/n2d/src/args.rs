@@ -2,6 +2,7 @@
 //! module uses nothing else of the crate, so `commands/*` depend on it and never the reverse.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use n2d_spec::copy::CopyEnd;
 use n2d_spec::machine::MachineName;
 use n2d_spec::swarm::SwarmName;
 use std::path::PathBuf;
@@ -11,13 +12,14 @@ use std::path::PathBuf;
 pub const COMMAND_GROUPS: &str = "\
 Commands by group:
   machines  create, ls, inspect, ip, env, start, stop, restart, suspend, rm,
-            logs, console, port
+            logs, console, exec, cp, port
   swarms    swarm create, ls, env, rm, suspend, scale, load, add-host
   images    image build, ls, inspect, warm, rm, prune, export
   host      doctor, certs, adopt, completions, man, version
 
 Examples:
   n2d create dev && docker --context dev ps
+  n2d exec dev -- df -h /var/lib/docker
   n2d swarm create lab --workers 2 && docker --context lab node ls
   n2d -v start --all
 
@@ -126,6 +128,46 @@ Examples:
     Console {
         /// The machine
         name: MachineName,
+    },
+    /// Run a command in a machine (or swarm node) as root; its exit status is n2d's. A terminal
+    /// when stdin and stdout are one
+    #[command(after_help = "\
+Examples:
+  n2d exec dev -- uname -a
+  n2d exec dev sh                       # an interactive shell
+  echo hi | n2d exec dev -- cat > out.txt
+  n2d exec lab-mngr-0 -- docker info --format '{{.Swarm.LocalNodeState}}'")]
+    Exec {
+        /// The machine
+        name: MachineName,
+        /// The command and its arguments (put `--` before a command that takes flags)
+        #[arg(required = true, trailing_var_arg = true, value_name = "COMMAND")]
+        command: Vec<String>,
+        /// Set an environment variable for the command (repeatable)
+        #[arg(short, long, value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Working directory in the machine [default: /]
+        #[arg(short, long, value_name = "DIR")]
+        workdir: Option<String>,
+        /// Never use a terminal, even when stdin and stdout are one (raw bytes through)
+        #[arg(short = 'T', long)]
+        no_tty: bool,
+    },
+    /// Copy a file or directory between the host and a machine: one end is NAME:PATH
+    #[command(after_help = "\
+Into an existing directory the copy keeps its name; otherwise it takes the target's.
+A directory copied onto one in the machine merges into it. Files land owned by root in the
+machine, and by you on the host.
+
+Examples:
+  n2d cp ./app.conf dev:/etc/app.conf
+  n2d cp ./site dev:/srv/              # -> dev:/srv/site
+  n2d cp dev:/var/log/n2d-init.log .")]
+    Cp {
+        /// What to copy: a host path, or NAME:PATH in a machine
+        source: CopyEnd,
+        /// Where to: a host path, or NAME:PATH in a machine
+        target: CopyEnd,
     },
     /// Forward a port on the host's 127.0.0.1 to a machine, or to a swarm's routing mesh
     /// (user-mode networking); with only NAME, list the forwards

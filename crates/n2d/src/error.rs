@@ -10,3 +10,9 @@ impl UsageError {
         anyhow::Error::new(UsageError(msg.into()))
     }
 }
+
+/// A command n2d ran for the user ended with this status, which becomes n2d's own (`n2d exec`);
+/// the command said what it had to, so n2d prints nothing more.
+#[derive(Debug, thiserror::Error)]
+#[error("the command exited with status {0}")]
+pub struct CommandStatus(pub i32);

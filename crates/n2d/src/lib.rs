@@ -52,6 +52,9 @@ pub fn main_with<I: IntoIterator<Item = OsString>>(args: I, vars: impl Fn(&str) 
             if let Some(io) = out::stdout_error(&err) {
                 return out::exit_status(io);
             }
+            if let Some(error::CommandStatus(status)) = err.downcast_ref() {
+                return *status;
+            }
             errln!("error: {err}");
             for cause in err.chain().skip(1) {
                 errln!("  caused by: {cause}");

@@ -209,3 +209,78 @@ fn the_main_help_groups_every_command() {
     let help = String::from_utf8(n2d(std::path::Path::new("/nonexistent"), &["--help"]).stdout).unwrap();
     assert!(help.contains("Commands by group:") && help.contains("Examples:"), "{help}");
 }
+
+/// Every verb whose positional is an existing machine, swarm or image, by clap's model: the
+/// value's type (`MachineName`, `SwarmName`) or, for images, an `id`/`ids` argument.
+fn name_verbs(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, &'static str)>) {
+    use std::any::TypeId;
+    // These name something new, which no completion can offer.
+    const NEW_NAMES: [&str; 3] = ["create", "swarm create", "adopt"];
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+        let path = format!("{prefix} {}", sub.get_name()).trim().to_string();
+        let kind = sub.get_positionals().next().and_then(|arg| {
+            let ty = arg.get_value_parser().type_id();
+            if ty == TypeId::of::<n2d_spec::machine::MachineName>() {
+                Some("machine")
+            } else if ty == TypeId::of::<n2d_spec::swarm::SwarmName>() {
+                Some("swarm")
+            } else if prefix == "image" && matches!(arg.get_id().as_str(), "id" | "ids") {
+                Some("image")
+            } else {
+                None
+            }
+        });
+        if let Some(kind) = kind.filter(|_| !NEW_NAMES.contains(&path.as_str())) {
+            out.push((path.clone(), kind));
+            out.extend(sub.get_all_aliases().map(|a| (format!("{prefix} {a}").trim().to_string(), kind)));
+        }
+        name_verbs(sub, &path, out);
+    }
+}
+
+#[test]
+fn name_completions_cover_every_verb_that_takes_a_name() {
+    let mut verbs = Vec::new();
+    name_verbs(&Cli::command(), "", &mut verbs);
+    for expected in
+        [("exec", "machine"), ("swarm scale", "swarm"), ("image rm", "image"), ("delete", "machine")]
+    {
+        assert!(
+            verbs.iter().any(|(v, k)| v == expected.0 && *k == expected.1),
+            "{expected:?} not in {verbs:?}"
+        );
+    }
+    let scripts = [
+        ("bash", include_str!("../src/commands/completions/names.bash")),
+        ("zsh", include_str!("../src/commands/completions/names.zsh")),
+        ("fish", include_str!("../src/commands/completions/names.fish")),
+    ];
+    let mut missing = Vec::new();
+    for (shell, script) in scripts {
+        for (verb, kind) in &verbs {
+            let word = verb.rsplit(' ').next().unwrap();
+            // The line that lists the verbs of this kind (and of this group: swarm, image).
+            let group = verb.split_once(' ').map(|(g, _)| g);
+            let listed = script.lines().any(|line| {
+                let of_kind =
+                    line.contains(&format!("kind={kind}")) || line.contains(&format!("__n2d_names {kind}"));
+                let in_group = match group {
+                    Some(g) => line.contains(g),
+                    None => {
+                        !line.contains("swarm)")
+                            && !line.contains("image)")
+                            && !line.contains("seen_subcommand_from swarm;")
+                            && !line.contains("seen_subcommand_from image;")
+                    }
+                };
+                of_kind
+                    && in_group
+                    && line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).any(|w| w == word)
+            });
+            if !listed {
+                missing.push(format!("{shell}: `{verb}` ({kind})"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "name completions miss:\n{}", missing.join("\n"));
+}

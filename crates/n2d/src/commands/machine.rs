@@ -1,12 +1,15 @@
-//! Single-machine commands: create, ls, inspect, ip, start, stop, restart, rm, logs, console.
+//! Single-machine commands: create, ls, inspect, ip, start, stop, restart, rm, logs, console,
+//! exec, cp.
 //! Each is clap → n2d-orchestrate → print.
 
 use crate::args::{CreateArgs, PortArgs, StartArgs, StopArgs};
 use crate::context::Ctx;
-use crate::error::UsageError;
+use crate::error::{CommandStatus, UsageError};
 use anyhow::Result;
+use n2d_orchestrate::exec::{ExecIo, ExecRequest};
 use n2d_orchestrate::inventory::MachineRequest;
 use n2d_orchestrate::{StopOutcome, VmState};
+use n2d_spec::copy::CopyEnd;
 use n2d_spec::machine::{truncate_chars, MachineName};
 use n2d_spec::swarm::SwarmName;
 use std::time::Duration;
@@ -382,6 +385,47 @@ pub fn port(ctx: &Ctx, args: PortArgs) -> Result<()> {
 
 pub fn console(ctx: &Ctx, name: &MachineName) -> Result<()> {
     Ok(ctx.attach_console(name, &mut std::io::stdout(), &mut std::io::stderr())?)
+}
+
+/// `n2d exec`: the command's exit status becomes n2d's ([`CommandStatus`]); a terminal when
+/// stdin and stdout are one, unless `--no-tty`.
+pub fn exec(
+    ctx: &Ctx,
+    name: &MachineName,
+    argv: Vec<String>,
+    env: Vec<String>,
+    workdir: Option<String>,
+    no_tty: bool,
+) -> Result<()> {
+    use std::io::IsTerminal;
+    if let Some(bad) = env.iter().find(|pair| !pair.contains('=') || pair.starts_with('=')) {
+        return Err(UsageError::err(format!("--env {bad}: write it as KEY=VALUE")));
+    }
+    let terminal = !no_tty && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let request = ExecRequest { argv, env, workdir, terminal };
+    let (mut stdout, mut stderr) = (std::io::stdout(), std::io::stderr());
+    let io = ExecIo { stdin: Box::new(std::io::stdin()), stdout: &mut stdout, stderr: &mut stderr };
+    match ctx.exec(name, request, io)? {
+        0 => Ok(()),
+        status => Err(CommandStatus(status).into()),
+    }
+}
+
+/// `n2d cp`: says what landed where on stderr, as `docker cp` does.
+pub fn copy(ctx: &Ctx, source: &CopyEnd, target: &CopyEnd) -> Result<()> {
+    let report = ctx.copy(source, target)?;
+    errln!("Copied {} to {}", human_bytes(report.bytes), report.target);
+    Ok(())
+}
+
+/// `2.1 kB`, `14.0 MB`: decimal units, as `docker cp` says them.
+fn human_bytes(bytes: u64) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} B"),
+        1_000..1_000_000 => format!("{:.1} kB", bytes as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", bytes as f64 / 1e6),
+        _ => format!("{:.1} GB", bytes as f64 / 1e9),
+    }
 }
 
 /// A machine's state as `ls` says it: running, stopped, or suspended (stopped, its running

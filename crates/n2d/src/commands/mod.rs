@@ -53,6 +53,10 @@ pub fn run(command: Command, vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) 
         Command::Rm { names, force } => machine::rm(&ctx, &names, force),
         Command::Logs { name, follow, tail, raw } => machine::logs(&ctx, &name, follow, raw, tail),
         Command::Console { name } => machine::console(&ctx, &name),
+        Command::Exec { name, command, env, workdir, no_tty } => {
+            machine::exec(&ctx, &name, command, env, workdir, no_tty)
+        }
+        Command::Cp { source, target } => machine::copy(&ctx, &source, &target),
         Command::Port(args) => machine::port(&ctx, args),
         Command::Swarm(cmd) => swarm::run(&ctx, cmd),
         Command::Completions { .. } | Command::Man { .. } | Command::Version => unreachable!("handled above"),

@@ -7,9 +7,10 @@ _n2d_names() {
         [[ ${COMP_WORDS[i]} == -* ]] || words+=("${COMP_WORDS[i]}")
     done
     case ${words[0]-} in
-    inspect | ip | env | start | stop | restart | suspend | rm | delete | logs | console | port) kind=machine ;;
+    inspect | ip | env | start | stop | restart | suspend | rm | delete | logs | console | exec | port) kind=machine ;;
     swarm) case ${words[1]-} in env | rm | suspend | scale | load | add-host) kind=swarm ;; esac ;;
     image) case ${words[1]-} in inspect | rm | warm | export) kind=image ;; esac ;;
+    certs) case ${words[1]-} in rotate) kind=machine ;; esac ;;
     esac
     if [[ -n $kind && $cur != -* && $prev != -* ]]; then
         local names

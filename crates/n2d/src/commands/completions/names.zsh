@@ -6,9 +6,10 @@ _n2d_names() {
     before=(${${words[2,CURRENT-1]}:#-*})
     local kind=
     case ${before[1]} in
-        inspect|ip|env|start|stop|restart|suspend|rm|delete|logs|console|port) kind=machine ;;
+        inspect|ip|env|start|stop|restart|suspend|rm|delete|logs|console|exec|port) kind=machine ;;
         swarm) case ${before[2]} in env|rm|suspend|scale|load|add-host) kind=swarm ;; esac ;;
         image) case ${before[2]} in inspect|rm|warm|export) kind=image ;; esac ;;
+        certs) case ${before[2]} in rotate) kind=machine ;; esac ;;
     esac
     if [[ -n $kind && $PREFIX != -* && ${words[CURRENT-1]} != -* ]]; then
         case $kind in
