@@ -12,6 +12,9 @@
 # 10.x from backports, which bookworm's own qemu-system-x86 7.2 refuses ("Breaks").
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
+# virtiofsd, for host folders (`--mount`), where Debian does not package it (Debian 12): built
+# from crates.io at this version, `--locked`.
+VIRTIOFSD_VERSION=1.14.0
 
 # The URI of the Debian archive that the host's own sources name for its release (not security).
 debian_archive_uri() {
@@ -105,12 +108,33 @@ main() {
     echo "installing ${packages[*]}..."
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 
+    install_virtiofsd
+
     if command -v rustup >/dev/null; then
         rustup target add x86_64-unknown-linux-musl >/dev/null 2>&1 ||
             echo "warning: could not add the Rust target x86_64-unknown-linux-musl (the guest init needs it)" >&2
     fi
 
     qemu-system-x86_64 --version | head -n1
+}
+
+# Host folders (`n2d create --mount`) are served by virtiofsd. Debian 13 packages it (in
+# /usr/libexec, where n2d looks); Debian 12 does not, so it is built from crates.io into
+# /usr/local/bin (about a minute; its build needs libseccomp and libcap-ng's headers).
+install_virtiofsd() {
+    if command -v virtiofsd >/dev/null || [ -x /usr/libexec/virtiofsd ]; then
+        return
+    fi
+    if apt-cache policy virtiofsd 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        echo "installing virtiofsd..."
+        apt-get install -y -qq --no-install-recommends virtiofsd >/dev/null
+    elif command -v cargo >/dev/null; then
+        echo "building virtiofsd $VIRTIOFSD_VERSION from crates.io (Debian $VERSION_ID does not package it)..."
+        apt-get install -y -qq --no-install-recommends libseccomp-dev libcap-ng-dev >/dev/null
+        cargo install --quiet --locked --version "$VIRTIOFSD_VERSION" --root /usr/local virtiofsd
+    else
+        echo "warning: no virtiofsd: host folders (n2d create --mount) need it; install a Rust toolchain and run this again" >&2
+    fi
 }
 
 # Sourced by scripts/test-deps.sh for its functions; run, it installs.

@@ -125,6 +125,8 @@ if [ "$mode" = user ]; then
     fi
     command -v docker >/dev/null ||
         echo "note: no docker CLI: the VMs work, but you need it to use them (apt-get install docker.io, by an administrator)"
+    command -v virtiofsd >/dev/null || [ -x /usr/libexec/virtiofsd ] ||
+        echo "note: no virtiofsd: host folders (--mount) need it (sudo scripts/deps.sh builds it on Debian 12)"
     echo "QEMU: $(qemu-system-x86_64 --version | head -n1)"
 else
     echo "QEMU: $(qemu-system-x86_64 --version | head -n1)"

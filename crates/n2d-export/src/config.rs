@@ -138,6 +138,7 @@ pub fn machine_config(
         template: false,
         // An export boots many times from the same disk: a seed there would be a constant.
         seed: None,
+        mounts: Vec::new(),
     })
 }
 

@@ -61,6 +61,7 @@ pub fn stage2(sys: &dyn System, medium: &Medium) -> Result<Supervisor> {
         info!("{} has no address yet", network.ifname);
     }
     datadisk::mount_data(sys, medium)?;
+    mounts::mount_host_folders(sys, &config);
     docker::write_config(sys, &config)?;
     info!("wrote {}", docker::DAEMON_JSON);
     let shells = match source {

@@ -94,6 +94,7 @@ pub fn default_config(sys: &dyn System) -> GuestConfig {
         uplink: None,
         template: false,
         seed: None,
+        mounts: Vec::new(),
     }
 }
 
@@ -128,6 +129,7 @@ pub mod tests {
             uplink: None,
             template: false,
             seed: None,
+            mounts: Vec::new(),
         }
     }
 

@@ -204,10 +204,54 @@ fn enable_cgroup_controllers(sys: &dyn System) {
     }
 }
 
+/// Mounts the host folders of `config` (virtio-fs, built into the image's kernel) at their
+/// paths, before dockerd starts so that containers see them. One that fails is said on the
+/// console and skipped: the machine is still a Docker host.
+pub fn mount_host_folders(sys: &dyn System, config: &n2d_proto::GuestConfig) {
+    for m in &config.mounts {
+        // Read-only twice over: here, and by the host's virtiofsd (`--readonly`).
+        let flags = if m.read_only { MsFlags::MS_RDONLY } else { MsFlags::empty() };
+        let mounted = sys
+            .mkdir_all(&m.path, 0o755)
+            .and_then(|()| sys.mount(Some(&m.tag), &m.path, Some("virtiofs"), flags, None));
+        match mounted {
+            Ok(()) => info!(
+                "host folder {} mounted at {}{}",
+                m.tag,
+                m.path,
+                if m.read_only { " (read-only)" } else { "" }
+            ),
+            Err(e) => info!("host folder {} NOT mounted at {}: {e}", m.tag, m.path),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sys::fake::FakeSystem;
+
+    #[test]
+    fn host_folders_are_mounted_at_their_paths_read_only_when_asked() {
+        let sys = FakeSystem::new();
+        let mut config = crate::config::tests::sample_config();
+        mount_host_folders(&sys, &config);
+        assert!(!sys.calls().iter().any(|c| c.starts_with("mount")), "no folders, no mounts");
+        config.mounts = vec![
+            n2d_proto::GuestMount {
+                tag: "n2d-mount-0".into(),
+                path: "/home/me/src".into(),
+                read_only: false,
+            },
+            n2d_proto::GuestMount { tag: "n2d-mount-1".into(), path: "/data".into(), read_only: true },
+        ];
+        mount_host_folders(&sys, &config);
+        let mounts: Vec<String> = sys.calls().into_iter().filter(|c| c.starts_with("mount")).collect();
+        assert_eq!(
+            mounts,
+            ["mount n2d-mount-0 /home/me/src -t virtiofs", "mount n2d-mount-1 /data -t virtiofs ro",]
+        );
+    }
 
     #[test]
     fn switch_root_mounts_overlay_then_moves_it_onto_slash() {

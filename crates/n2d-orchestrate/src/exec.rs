@@ -215,7 +215,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let what = target.display().to_string();
         match status {
             0 => {}
-            MISSING => return Err(Error::Usage(format!("{name} has no {src}: {stderr}"))),
+            MISSING => return Err(Error::Usage(format!("{name} has no {src}"))),
             _ => return Err(Error::CopyFailed { what, message: stderr }),
         }
         unpacked.map_err(|e| Error::CopyFailed { what: what.clone(), message: e.to_string() })?;

@@ -35,6 +35,8 @@ pub struct MachineRequest {
     pub labels: Vec<String>,
     pub publish: Vec<PortForward>,
     pub expose: bool,
+    /// Host folders (`--mount`), host paths as typed.
+    pub mounts: Vec<n2d_spec::mount::HostMount>,
 }
 
 /// A machine as `n2d ls` shows it.
@@ -150,6 +152,7 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
             labels,
             publish: req.publish.clone(),
             expose: req.expose,
+            mounts: resolve_mounts(&req.mounts)?,
         };
         spec.validate()?;
         self.check_new_machine(&spec)?;
@@ -186,8 +189,11 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
         timeout: Duration,
     ) -> Result<MachineRecord> {
         let spec = self.plan_machine(name, req)?;
-        let target =
-            crate::preflight::Target { bridge: spec.bridge.clone(), image: image.map(str::to_string) };
+        let target = crate::preflight::Target {
+            bridge: spec.bridge.clone(),
+            image: image.map(str::to_string),
+            mounts: !spec.mounts.is_empty(),
+        };
         self.preflight(probe, &target)?;
         if req.insecure_tcp {
             self.progress.say("WARNING: --insecure-tcp: the Docker API listens on plain TCP port 2375 with no authentication; anyone who can reach the VM is root on it");
@@ -341,4 +347,40 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
         }
         Ok(swarm)
     }
+}
+
+/// Host folders as the machine records them: each host path an existing directory, made
+/// absolute and free of symlinks (QEMU's); a guest path left out is the host path as typed,
+/// made absolute (so `--mount $PWD` is `$PWD` inside too), and checked.
+pub fn resolve_mounts(mounts: &[n2d_spec::mount::HostMount]) -> Result<Vec<n2d_spec::mount::HostMount>> {
+    mounts
+        .iter()
+        .map(|m| {
+            let bad = |reason: String| Error::Usage(format!("--mount {m}: {reason}"));
+            let real = m.host.canonicalize().map_err(|e| bad(format!("{}: {e}", m.host.display())))?;
+            if !real.is_dir() {
+                return Err(bad(format!(
+                    "{} is not a directory: share the folder it is in",
+                    m.host.display()
+                )));
+            }
+            let guest = if m.guest.is_empty() {
+                let typed = std::path::absolute(&m.host).map_err(|e| bad(e.to_string()))?;
+                let typed = typed.to_string_lossy().trim_end_matches('/').to_string();
+                n2d_spec::mount::check_guest_path(&typed).map_err(|reason| {
+                    bad(format!("{reason} (give one: --mount {}:/GUEST_PATH)", m.host.display()))
+                })?;
+                typed
+            } else {
+                m.guest.clone()
+            };
+            if real.to_str().is_none_or(|p| p.contains([',', ':'])) {
+                return Err(bad(format!(
+                    "{} has `,` or `:` in it, or is not UTF-8: link it elsewhere",
+                    real.display()
+                )));
+            }
+            Ok(n2d_spec::mount::HostMount { host: real, guest, read_only: m.read_only })
+        })
+        .collect()
 }

@@ -12,15 +12,15 @@ use n2d_net::tap_for;
 use n2d_net::user::{self, uplink_mac, UserNet};
 use n2d_pki::Ca;
 use n2d_proto::{
-    encode_config_disk, Addressing, ControlRequest, DockerConfig, GuestConfig, GuestNetwork, GuestUplink,
-    TlsMaterial,
+    encode_config_disk, Addressing, ControlRequest, DockerConfig, GuestConfig, GuestMount, GuestNetwork,
+    GuestUplink, TlsMaterial,
 };
 use n2d_spec::machine::{MachineName, MachineSpec};
 use n2d_store::{remove_dir_all, write_atomic, Journal, MachineRecord, Operation};
 use n2d_swarm::{Connector, DockerApi};
 use n2d_vm::argv::{CONFIG_DISK_FILE as CONFIG_DISK, DATA_DISK_FILE as DATA_DISK};
 use n2d_vm::qemu::console_log_len;
-use n2d_vm::{Hypervisor, Memory, Nic, StartReport, StopOutcome, VmHandle, VmLaunch, VmState};
+use n2d_vm::{Hypervisor, Memory, Nic, StartReport, StopOutcome, VmHandle, VmLaunch, VmMount, VmState};
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +66,18 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             rootfs: image.rootfs(),
             nic,
             memory: Memory::Private,
+            mounts: record
+                .spec
+                .mounts
+                .iter()
+                .enumerate()
+                .map(|(i, m)| VmMount {
+                    tag: n2d_proto::mount_tag(i),
+                    host: m.host.clone(),
+                    read_only: m.read_only,
+                    keep_owners: rustix::process::geteuid().is_root(),
+                })
+                .collect(),
         }
     }
 
@@ -307,6 +319,16 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             uplink: user_mode.then(|| GuestUplink { mac: uplink_mac(&record.mac) }),
             template: false,
             seed: Some(fresh_seed()),
+            mounts: spec
+                .mounts
+                .iter()
+                .enumerate()
+                .map(|(i, m)| GuestMount {
+                    tag: n2d_proto::mount_tag(i),
+                    path: m.guest.clone(),
+                    read_only: m.read_only,
+                })
+                .collect(),
         }
     }
 

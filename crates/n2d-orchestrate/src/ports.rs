@@ -231,6 +231,7 @@ mod tests {
                 labels: Default::default(),
                 publish: publish.iter().map(|&(host, guest)| PortForward { host, guest }).collect(),
                 expose: false,
+                mounts: Vec::new(),
             },
             ip: Ipv4Addr::new(10, 77, 0, 2),
             prefix_len: 24,

@@ -61,6 +61,12 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         if self.hypervisor.state(&vm) != VmState::Running {
             return Ok(false);
         }
+        if !record.spec.mounts.is_empty() {
+            // QEMU refuses to save a guest with a 9p folder mounted.
+            return Err(Error::Usage(format!(
+                "{name} shares host folders (--mount), which QEMU cannot save: stop it instead (n2d stop {name})"
+            )));
+        }
         let qemu = self.hypervisor.build().ok_or_else(|| Error::SuspendFailed {
             name: name.to_string(),
             reason: "QEMU's version cannot be told".into(),

@@ -45,6 +45,7 @@ pub fn node_spec(spec: &SwarmSpec, node: &NodePlan, image: &str, default_cpus: u
         // A swarm publishes on its record (any live node), not per node.
         publish: Vec::new(),
         expose: spec.expose,
+        mounts: spec.mounts.clone(),
     };
     machine.validate()?;
     Ok(machine)

@@ -30,6 +30,7 @@ pub struct SwarmRequest {
     pub expose: bool,
     /// Label rules `KEY=VALUE[@TARGET]`.
     pub labels: Vec<String>,
+    pub mounts: Vec<n2d_spec::mount::HostMount>,
 }
 
 /// `n2d swarm add-host`'s flags.
@@ -74,7 +75,13 @@ impl<R, H, C> Orchestrator<R, H, C> {
             f.take(n2d_spec::swarm::MAX_CLUSTER_FILE as u64 + 1)
                 .read_to_end(&mut bytes)
                 .map_err(|source| Error::ReadFile { path: file.clone(), source })?;
-            SwarmSpec::from_yaml_bytes(&bytes)?
+            let mut spec = SwarmSpec::from_yaml_bytes(&bytes)?;
+            // A cluster file's relative host folders are relative to the file, as in compose.
+            let dir = file.parent().unwrap_or(Path::new("."));
+            for m in spec.mounts.iter_mut().filter(|m| m.host.is_relative()) {
+                m.host = dir.join(&m.host);
+            }
+            spec
         } else {
             let mut spec = SwarmSpec::default();
             if let Some(p) = &req.prefix {
@@ -88,12 +95,14 @@ impl<R, H, C> Orchestrator<R, H, C> {
             spec.ip_range = req.ip_range;
             spec.publish = req.publish.clone();
             spec.expose = req.expose;
+            spec.mounts = req.mounts.clone();
             spec.labels = req.labels.iter().map(|l| LabelRule::parse(l)).collect::<Result<_, _>>()?;
             spec
         };
         if spec.network.is_none() {
             spec.network = Some(self.default_network());
         }
+        spec.mounts = crate::inventory::resolve_mounts(&spec.mounts)?;
         spec.validate()?;
         Ok(spec)
     }
@@ -121,7 +130,8 @@ pub enum Scaled {
 fn nodes_target(specs: &[n2d_spec::machine::MachineSpec], image: Option<&str>) -> crate::preflight::Target {
     let bridge =
         specs.first().map_or_else(|| n2d_spec::machine::DEFAULT_BRIDGE.to_string(), |s| s.bridge.clone());
-    crate::preflight::Target { bridge, image: image.map(str::to_string) }
+    let mounts = specs.iter().any(|s| !s.mounts.is_empty());
+    crate::preflight::Target { bridge, image: image.map(str::to_string), mounts }
 }
 
 impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {

@@ -245,6 +245,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             labels: Default::default(),
             publish: Vec::new(),
             expose: false,
+            mounts: Vec::new(),
         };
         machines.validate()?;
         let shape = Shape::of(&machines);
@@ -265,9 +266,14 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// The template a machine of `spec` is cloned from: the newest fit one, else one made now
     /// (said as it is made). `None`, with a line saying why, when none can be had: the machine
     /// then boots cold, as without templates. A machine on plain TCP (`--insecure-tcp`) always
-    /// boots: a clone's identity includes its TLS endpoint.
+    /// boots: a clone's identity includes its TLS endpoint. So does one with host folders
+    /// (`--mount`): a template's devices are its clones', and it has none.
     pub fn warm_template_for(&self, spec: &MachineSpec) -> Option<Template> {
         if spec.insecure_tcp {
+            return None;
+        }
+        if !spec.mounts.is_empty() {
+            self.progress.say(&format!("{}: host folders are shared from boot, so it boots cold", spec.name));
             return None;
         }
         let image = n2d_image::find_image(&self.home, &spec.image).ok()?;
@@ -368,6 +374,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             uplink: uplink.clone().map(|mac| GuestUplink { mac }),
             template: true,
             seed: None,
+            mounts: Vec::new(),
         };
         let mut bytes = encode_config_disk(&config)?;
         bytes.resize(bytes.len().max(crate::certs::CONFIG_DISK_ROOM), 0);
@@ -394,6 +401,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             rootfs: image.rootfs(),
             nic: Nic::Unplugged { mac: TEMPLATE_MAC.into(), uplink_mac: uplink },
             memory: Memory::TemplateFile(ram.clone()),
+            mounts: Vec::new(),
         };
         step.set("booting the template");
         let report = self.hypervisor.start(vm, &launch)?;

@@ -201,6 +201,7 @@ fn spec(n: &str) -> MachineSpec {
         labels: Default::default(),
         publish: Vec::new(),
         expose: false,
+        mounts: Vec::new(),
     }
 }
 

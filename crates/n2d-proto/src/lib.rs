@@ -83,6 +83,25 @@ pub struct GuestConfig {
     /// derived from its template's or a sibling's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<Seed>,
+    /// Host folders shared into the guest (virtio-fs), mounted before dockerd starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<GuestMount>,
+}
+
+/// One host folder as the guest mounts it: the virtio-fs device's tag, where, and whether
+/// read-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestMount {
+    pub tag: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+/// The virtio-fs tag of a machine's `index`th host folder (`n2d-mount-0`...).
+pub fn mount_tag(index: usize) -> String {
+    format!("n2d-mount-{index}")
 }
 
 /// 32 bytes of entropy from the host, carried as 64 hex digits.
@@ -331,6 +350,7 @@ mod tests {
             uplink: None,
             template: false,
             seed: None,
+            mounts: Vec::new(),
         }
     }
 

@@ -47,6 +47,7 @@ fn config() -> impl Strategy<Value = GuestConfig> {
                 uplink,
                 template: false,
                 seed: None,
+                mounts: Vec::new(),
             }
         })
 }
@@ -135,6 +136,7 @@ fn the_label_caps_fit_the_guest_limit() {
         uplink: None,
         template: false,
         seed: None,
+        mounts: Vec::new(),
     };
     let disk = encode_config_disk(&c).expect("the label caps must fit the config disk");
     assert_eq!(decode_config_disk(&disk).unwrap(), c);

@@ -4,6 +4,7 @@ pub mod address;
 pub mod copy;
 pub mod link;
 pub mod machine;
+pub mod mount;
 pub mod ports;
 pub mod swarm;
 mod yaml_scan;

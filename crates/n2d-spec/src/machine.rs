@@ -35,6 +35,8 @@ pub enum MachineSpecError {
     OutOfRange { what: &'static str, value: String, min: String, max: String },
     #[error("invalid label {input:?}: {reason}")]
     InvalidLabel { input: String, reason: &'static str },
+    #[error(transparent)]
+    Mount(#[from] crate::mount::MountError),
     #[error("the labels of {what} take {bytes} bytes; at most {max} are allowed (the guest's config disk must hold them): use fewer or shorter labels")]
     LabelsTooLarge { what: String, bytes: usize, max: usize },
     #[error("invalid bridge name {name:?}: use 1-15 characters of letters, digits, '-', '_' or '.', not starting with '-'")]
@@ -253,6 +255,9 @@ pub struct MachineSpec {
     /// made: n2d adds no rules to a bridge it did not create.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub expose: bool,
+    /// Host folders shared into the guest (`--mount`), host paths absolute.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::mount::HostMount>,
 }
 
 impl MachineSpec {
@@ -264,6 +269,7 @@ impl MachineSpec {
         check_labels_size(self.name.as_str(), &self.labels)?;
         crate::ports::check_distinct(&self.publish)
             .map_err(|port| MachineSpecError::PublishedTwice { port })?;
+        crate::mount::check_mounts(&self.mounts)?;
         if !self.publish.is_empty() && !self.user_network() {
             return Err(MachineSpecError::PublishNeedsUserNetwork);
         }
@@ -318,6 +324,7 @@ pub(crate) mod tests {
             labels: BTreeMap::new(),
             publish: Vec::new(),
             expose: false,
+            mounts: Vec::new(),
         }
     }
 

@@ -370,6 +370,9 @@ pub struct SwarmSpec {
     /// [`crate::machine::MachineSpec::expose`]).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub expose: bool,
+    /// Host folders shared into every node (`--mount`, `mounts:`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<crate::mount::HostMount>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<LabelRule>,
     /// Keyed by node name; a name given twice is an error, not a silent merge.
@@ -389,6 +392,7 @@ impl Default for SwarmSpec {
             publish: Vec::new(),
             ip_range: None,
             expose: false,
+            mounts: Vec::new(),
             labels: Vec::new(),
             nodes: BTreeMap::new(),
         }
@@ -471,6 +475,7 @@ impl SwarmSpec {
         check_resources("the swarm", self.cpus, self.memory.as_deref())?;
         crate::ports::check_distinct(&self.publish)
             .map_err(|port| crate::machine::MachineSpecError::PublishedTwice { port })?;
+        crate::mount::check_mounts(&self.mounts).map_err(crate::machine::MachineSpecError::from)?;
 
         let names = self.node_names();
         let known: BTreeSet<&str> = names.iter().map(String::as_str).collect();
@@ -766,6 +771,16 @@ mod tests {
             SwarmSpec::from_yaml("workers: 5").unwrap(),
             SwarmSpec { workers: 5, ..Default::default() }
         );
+    }
+
+    #[test]
+    fn yaml_mounts_are_host_folders_in_the_flags_form() {
+        let spec = SwarmSpec::from_yaml("workers: 1\nmounts: [/src, ./data:/data:ro]\n").unwrap();
+        assert_eq!(spec.mounts.len(), 2);
+        assert_eq!((spec.mounts[1].guest.as_str(), spec.mounts[1].read_only), ("/data", true));
+        let err = SwarmSpec::from_yaml("mounts: [/src:/var/lib/docker]\n").unwrap_err().to_string();
+        assert!(err.contains("/var/lib/docker belongs to the guest"), "{err}");
+        assert!(!SwarmSpec::default().to_yaml().contains("mounts"));
     }
 
     #[test]

@@ -500,6 +500,7 @@ mod tests {
                 labels: Default::default(),
                 publish: Vec::new(),
                 expose: false,
+                mounts: Vec::new(),
             },
             ip: Ipv4Addr::new(10, 77, 0, 2),
             prefix_len: 24,

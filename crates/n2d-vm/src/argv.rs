@@ -211,6 +211,10 @@ pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: Tcg, begin
     // QEMU's own memory, and the other way round.
     let size = format!("{}M", launch.memory_mib);
     let backend = match &launch.memory {
+        // virtiofsd maps the guest's RAM: it must be shared memory.
+        Memory::Private if !launch.mounts.is_empty() => {
+            format!("memory-backend-memfd,id=ram,size={size},share=on")
+        }
         Memory::Private => format!("memory-backend-ram,id=ram,size={size}"),
         Memory::TemplateFile(file) | Memory::CloneOf(file) => {
             let sharing = match launch.memory {
@@ -282,6 +286,16 @@ pub fn qemu_argv(vm: &VmHandle, launch: &VmLaunch, accel: Accel, tcg: Tcg, begin
     push(&["-device", &format!("virtserialport,chardev=control,name={CONTROL_PORT_NAME}")]);
     push(&["-chardev", &format!("socket,id=exec,path={},server=on,wait=off", crate::exec::EXEC_SOCKET)]);
     push(&["-device", &format!("virtserialport,chardev=exec,name={EXEC_PORT_NAME}")]);
+    // Host folders: virtio-fs, each served by its virtiofsd (`crate::virtiofs`) on a socket
+    // in the machine's directory.
+    for (i, m) in launch.mounts.iter().enumerate() {
+        push(&[
+            "-chardev",
+            &format!("socket,id=vfs{i},path={}", crate::virtiofs::socket(i)),
+            "-device",
+            &format!("vhost-user-fs-pci,chardev=vfs{i},tag={}", m.tag),
+        ]);
+    }
     push(&["-qmp", &format!("unix:{QMP_SOCKET},server=on,wait=off")]);
     push(&["-pidfile", PID_FILE, "-daemonize"]);
     if begin == Begin::Incoming {
@@ -309,6 +323,7 @@ mod tests {
             rootfs: "/img/rootfs.erofs".into(),
             nic: Nic::Tap { tap: "n2dt1234".into(), mac: "52:54:00:aa:bb:cc".into() },
             memory: Memory::Private,
+            mounts: Vec::new(),
         }
     }
 

@@ -319,6 +319,7 @@ pub fn sample_launch() -> VmLaunch {
         rootfs: "r".into(),
         nic: crate::Nic::Tap { tap: "tap".into(), mac: "52:54:00:00:00:00".into() },
         memory: crate::Memory::Private,
+        mounts: Vec::new(),
     }
 }
 

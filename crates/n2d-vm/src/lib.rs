@@ -25,6 +25,7 @@ pub mod qmp;
 pub mod serial_log;
 pub mod snapshot;
 pub mod version;
+pub mod virtiofs;
 
 pub use accel::{detect_accel, Accel, AccelChoice, KvmDevice, NoKvm};
 pub use argv::{tcg_thread, TcgThread};
@@ -60,6 +61,19 @@ pub struct VmLaunch {
     pub rootfs: PathBuf,
     pub nic: Nic,
     pub memory: Memory,
+    /// Host folders shared with the guest (virtio-9p), each under its tag.
+    pub mounts: Vec<VmMount>,
+}
+
+/// A host folder as QEMU shares it (virtio-fs, served by a virtiofsd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmMount {
+    pub tag: String,
+    pub host: PathBuf,
+    pub read_only: bool,
+    /// The guest's owners are the host's (virtiofsd as root, in its own namespaces);
+    /// otherwise every owner the guest sets is the user's on the host ([`virtiofs::args`]).
+    pub keep_owners: bool,
 }
 
 /// Where a VM's RAM lives.

@@ -138,6 +138,7 @@ impl Qemu {
         // With -daemonize the parent exits once the VM is set up: its status and stderr tell
         // whether QEMU accepted the configuration.
         let argv = qemu_argv(vm, launch, accel, tcg, begin);
+        crate::virtiofs::start(vm, &launch.mounts, &self.config.search_path)?;
         tracing::info!(
             "{}: starting {} {} (in {})",
             vm.name,
@@ -154,6 +155,7 @@ impl Qemu {
             .stderr(Stdio::piped())
             .output()
             .map_err(|source| {
+                crate::virtiofs::stop(vm);
                 if source.kind() == std::io::ErrorKind::NotFound {
                     VmError::QemuMissing(n2d_exec::ExecError::NotInstalled {
                         program: self.config.binary.clone(),
@@ -170,6 +172,7 @@ impl Qemu {
             started.elapsed().as_secs_f64()
         );
         if !output.status.success() {
+            crate::virtiofs::stop(vm);
             return Err(VmError::Start { name: vm.name.clone(), stderr: n2d_exec::tail(&output.stderr, 4) });
         }
         read_pid(&vm.dir).ok_or_else(|| VmError::Start {
@@ -308,6 +311,7 @@ impl Hypervisor for Qemu {
         if let Ok(mut s) = UnixStream::connect(vm.dir.join(CONTROL_SOCKET)) {
             let _ = s.write_all(ControlRequest::PowerOff.as_line().as_bytes());
             if self.wait_gone(vm, timeout) {
+                crate::virtiofs::stop(vm);
                 return Ok(StopOutcome::Graceful);
             }
         }
@@ -316,17 +320,17 @@ impl Hypervisor for Qemu {
     }
 
     fn kill(&self, vm: &VmHandle) -> Result<(), VmError> {
-        if self.pid(vm).is_none() {
-            return Ok(());
+        if self.pid(vm).is_some() {
+            let _ = crate::qmp::execute(&vm.dir.join(QMP_SOCKET), &vm.name, "quit");
+            if !self.wait_gone(vm, Duration::from_secs(5)) {
+                if let Some(pid) = self.pid(vm) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                self.wait_gone(vm, Duration::from_secs(5));
+            }
         }
-        let _ = crate::qmp::execute(&vm.dir.join(QMP_SOCKET), &vm.name, "quit");
-        if self.wait_gone(vm, Duration::from_secs(5)) {
-            return Ok(());
-        }
-        if let Some(pid) = self.pid(vm) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-        self.wait_gone(vm, Duration::from_secs(5));
+        // Its virtiofsd end when QEMU hangs up; any a failed start left waiting end here.
+        crate::virtiofs::stop(vm);
         Ok(())
     }
 

@@ -305,7 +305,7 @@ pub struct SwarmCreateArgs {
     /// n2d]
     pub name: Option<SwarmName>,
     /// Cluster file (YAML) describing the swarm; replaces NAME and the flags below
-    #[arg(long = "file", conflicts_with_all = ["name", "prefix", "managers", "workers", "cpus", "memory", "network", "ip_range", "labels", "publish", "expose"])]
+    #[arg(long = "file", conflicts_with_all = ["name", "prefix", "managers", "workers", "cpus", "memory", "network", "ip_range", "labels", "publish", "expose", "mounts"])]
     pub file: Option<PathBuf>,
     /// The same as NAME (what older versions took)
     #[arg(long, conflicts_with = "name")]
@@ -341,6 +341,10 @@ pub struct SwarmCreateArgs {
     /// Node label KEY=VALUE@TARGET, TARGET a node name, all, workers or managers (repeatable)
     #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// Share a host folder, HOST_PATH[:GUEST_PATH][:ro]; inside at the same path unless
+    /// GUEST_PATH is given, so `docker run -v $PWD:/app` works as on the host (repeatable)
+    #[arg(long = "mount", value_name = "HOST_PATH[:GUEST_PATH][:ro]")]
+    pub mounts: Vec<n2d_spec::mount::HostMount>,
     /// Image ID (or prefix) every node boots [default: the default image, built if needed]
     #[arg(long)]
     pub image: Option<String>,
@@ -597,6 +601,10 @@ pub struct CreateArgs {
     /// (bridges n2d made)
     #[arg(long)]
     pub expose: bool,
+    /// Share a host folder, HOST_PATH[:GUEST_PATH][:ro]; inside at the same path unless
+    /// GUEST_PATH is given, so `docker run -v $PWD:/app` works as on the host (repeatable)
+    #[arg(long = "mount", value_name = "HOST_PATH[:GUEST_PATH][:ro]")]
+    pub mounts: Vec<n2d_spec::mount::HostMount>,
     /// Boot, even when a warm template could be cloned (see `n2d image warm`)
     #[arg(long)]
     pub cold: bool,

@@ -21,7 +21,7 @@ fn doctor_reports_this_host() {
     let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["qemu", "kvm", "privileges", "iptables", "bridge", "disk", "image", "docker", "firewall"]
+        ["qemu", "kvm", "privileges", "iptables", "bridge", "disk", "image", "docker", "virtiofsd", "firewall"]
     );
 
     let failed = checks.iter().any(|c| c["status"] == "fail");
@@ -49,6 +49,13 @@ fn doctor_reports_this_host() {
         assert_eq!(privileges["status"], "ok", "{privileges}");
         assert_eq!(privileges["finding"], "running as root");
     }
+
+    // Found where scripts/deps.sh puts it, or where Debian's package does.
+    let virtiofsd = check(&checks, "virtiofsd");
+    let installed = ["/usr/local/bin/virtiofsd", "/usr/libexec/virtiofsd", "/usr/bin/virtiofsd"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+    assert_eq!(virtiofsd["status"], if installed { "ok" } else { "warn" }, "{virtiofsd}");
 
     let disk = check(&checks, "disk");
     assert!(disk["finding"].as_str().unwrap().contains(&home.path().display().to_string()), "{disk}");

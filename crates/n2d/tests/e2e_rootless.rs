@@ -303,6 +303,51 @@ fn an_ordinary_user_runs_the_default_swarm_on_user_mode_networking() {
         assert!(wait_http(&ns, "127.0.0.1", port, 600), "127.0.0.1:{port} lost across the restart");
     }
 
+    // A host folder of the user's, shared with a machine of theirs: a container reads and
+    // writes it through `docker run -v`, at the same path; what it writes is the user's.
+    let folder = user.dir.join("project");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("in.txt"), "from the host\n").unwrap();
+    let readonly = user.dir.join("readonly");
+    std::fs::create_dir_all(&readonly).unwrap();
+    run_ok(Command::new("chown").args(["-R", &format!("{USER}:{USER}")]).arg(&folder).arg(&readonly));
+    let (f, r) = (folder.to_str().unwrap(), readonly.to_str().unwrap());
+    user.n2d_ok(n, &["create", "mnt", "--memory", "1G", "--mount", f, "--mount", &format!("{r}:/ro:ro")]);
+    user.docker_ok(n, &["--context", "mnt", "load", "-i", saved.to_str().unwrap()]);
+    let volume = format!("{f}:/x");
+    let out = user.docker_ok(
+        n,
+        &[
+            "--context",
+            "mnt",
+            "run",
+            "--rm",
+            "-v",
+            &volume,
+            "n2d-test/web:1",
+            "sh",
+            "-c",
+            "cat /x/in.txt; echo from the guest > /x/out.txt",
+        ],
+    );
+    assert_eq!(out, "from the host\n");
+    assert_eq!(std::fs::read_to_string(folder.join("out.txt")).unwrap(), "from the guest\n");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(folder.join("out.txt")).unwrap().uid(), user.uid, "not the user's file");
+    let denied = user
+        .cmd(
+            n,
+            "docker",
+            &["--context", "mnt", "run", "--rm", "-v", "/ro:/r", "n2d-test/web:1", "touch", "/r/x"],
+        )
+        .output()
+        .unwrap();
+    assert!(!denied.status.success(), "a read-only folder was written");
+    assert!(!readonly.join("x").exists());
+    let suspend = user.n2d(n, &["suspend", "mnt"]);
+    assert_eq!(suspend.status.code(), Some(2), "suspend of a machine with host folders");
+    user.n2d_ok(n, &["rm", "-f", "mnt"]);
+
     // Everything goes with the swarm: VMs, the switch, its sockets, every forward.
     user.n2d_ok(n, &["swarm", "rm", "n2d"]);
     assert_eq!(user.process_names(), Vec::<String>::new(), "swarm rm left processes");

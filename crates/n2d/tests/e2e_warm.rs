@@ -1,7 +1,8 @@
 //! End to end: warm starts (issue 20). A template made ahead of time (`n2d image warm`), a swarm
 //! of clones and one cold node running a stack behind the routing mesh, the identities two
 //! clones took (nothing of one derivable from the other), the swarm suspended and resumed by
-//! `start --all` after a simulated reboot, and a damaged template passed over.
+//! `start --all` after a simulated reboot, and a damaged template passed over. `n2d exec` and
+//! `n2d cp` (issue 21) on a clone, a cold node and a resumed one.
 //! Ignored by default (root, QEMU, Debian's mirror): `cargo test --release -p n2d --test
 //! e2e_warm -- --ignored`. Everything but the image build happens in a network namespace.
 
@@ -44,6 +45,63 @@ fn identity(ns: &Netns, node: &str) -> Identity {
         server_key: run(&["-v", "/etc/docker/tls:/tls:ro", image, "sha256sum", "/tls/server-key.pem"]),
         urandom: run(&[image, "sh", "-c", "head -c 32 /dev/urandom | od -An -tx1"]),
     }
+}
+
+/// `n2d exec` and `n2d cp` as a user runs them: output, input, exit statuses, a terminal, and
+/// a file and a directory there and back.
+fn exec_and_cp_work_on(ns: &Netns, node: &str, work: &std::path::Path) {
+    std::fs::create_dir_all(work).unwrap();
+    let exec = |args: &[&str], input: &[u8]| {
+        use std::io::Write;
+        let mut all = vec!["exec", node];
+        all.extend_from_slice(args);
+        let mut child = ns
+            .cmd(n2d_bin(), &all)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    assert_eq!(exec(&["cat", "/etc/hostname"], b""), (Some(0), format!("{node}\n"), String::new()));
+    assert_eq!(
+        exec(&["--", "sh", "-c", "cat; echo err >&2; exit 42"], b"piped"),
+        (Some(42), "piped".into(), "err\n".into())
+    );
+    let (status, _, stderr) = exec(&["no-such-command"], b"");
+    assert_eq!(status, Some(127), "{stderr}");
+    assert!(stderr.contains("no-such-command"), "{stderr}");
+    let (status, out, _) = exec(&["-e", "A=b c", "-w", "/etc", "sh", "-c", "echo \"$A\" $(pwd)"], b"");
+    assert_eq!((status, out.as_str()), (Some(0), "b c /etc\n"));
+    // A terminal when stdin and stdout are one (`script` gives n2d a pty of its own).
+    let line = format!("{} exec {node} -- sh -c 'tty; stty size'", n2d_bin());
+    let out =
+        run_ok(ns.cmd("script", &["-qec", &line, "/dev/null"]).env("COLUMNS", "123").env("LINES", "45"));
+    assert!(out.contains("/dev/pts/"), "no terminal in the guest: {out:?}");
+
+    // cp: a file in and out, a directory in and out.
+    let file = work.join("in.txt");
+    std::fs::write(&file, "through the exec port\n").unwrap();
+    let dir = work.join("tree");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("sub/leaf"), vec![7u8; 300_000]).unwrap();
+    let target = format!("{node}:/tmp/copied.txt");
+    ns.n2d_ok(&["cp", file.to_str().unwrap(), &target]);
+    assert_eq!(exec(&["cat", "/tmp/copied.txt"], b"").1, "through the exec port\n");
+    ns.n2d_ok(&["cp", dir.to_str().unwrap(), &format!("{node}:/tmp")]);
+    assert_eq!(exec(&["stat", "-c", "%s %U", "/tmp/tree/sub/leaf"], b"").1, "300000 root\n");
+    let back = work.join("back");
+    std::fs::create_dir(&back).unwrap();
+    ns.n2d_ok(&["cp", &target, back.join("file.txt").to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(back.join("file.txt")).unwrap(), "through the exec port\n");
+    ns.n2d_ok(&["cp", &format!("{node}:/tmp/tree"), back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(back.join("tree/sub/leaf")).unwrap(), vec![7u8; 300_000]);
+    let missing = ns.n2d(&["cp", &format!("{node}:/no/such"), back.to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(2));
 }
 
 fn record(ns: &Netns, node: &str) -> serde_json::Value {
@@ -99,6 +157,10 @@ fn clones_start_from_a_template_and_take_identities_of_their_own() {
         assert!(wait_http(&ns, &ip, 8080, 600), "the routing mesh does not answer on {node} ({ip})");
     }
 
+    // exec and cp on a clone and on a cold node.
+    exec_and_cp_work_on(&ns, CLONES[1], &work.path().join("clone"));
+    exec_and_cp_work_on(&ns, COLD, &work.path().join("cold"));
+
     // The two clones share nothing that identifies them or that their randomness comes from.
     let (a, b) = (identity(&ns, CLONES[0]), identity(&ns, CLONES[1]));
     eprintln!("{a:#?}\n{b:#?}");
@@ -153,6 +215,8 @@ fn clones_start_from_a_template_and_take_identities_of_their_own() {
             "{node} kept its saved state"
         );
     }
+    let resumed = ns.n2d_ok(&["exec", CLONES[0], "cat", "/etc/hostname"]);
+    assert_eq!(resumed.trim(), CLONES[0], "exec after a resume");
 
     // A damaged template is passed over with one line naming it; the machine still comes up.
     let state = template.join("state");
@@ -175,6 +239,29 @@ fn clones_start_from_a_template_and_take_identities_of_their_own() {
     assert_eq!(info.trim(), "after");
 
     ns.n2d_ok(&["rm", "-f", "after"]);
+
+    // A host folder as root: read and written by a container through `docker run -v` at the
+    // same path, the guest's owners kept on the host; the machine boots cold (no template has
+    // its devices).
+    let folder = work.path().join("project");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("in.txt"), "from the host\n").unwrap();
+    let f = folder.to_str().unwrap();
+    let out = ns.n2d(&["create", "mnt", "--memory", "1G", "--mount", f]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("boots cold"));
+    let mnt = parse_env(&ns.n2d_ok(&["env", "mnt"]));
+    ns.docker_ok(&mnt, &["load", "-i", saved.to_str().unwrap()]);
+    let volume = format!("{f}:/x");
+    let script = "cat /x/in.txt; echo from the guest > /x/out.txt; chown 1234 /x/out.txt";
+    let out = ns.docker_ok(&mnt, &["run", "--rm", "-v", &volume, "n2d-test/web:1", "sh", "-c", script]);
+    assert_eq!(out, "from the host\n");
+    assert_eq!(std::fs::read_to_string(folder.join("out.txt")).unwrap(), "from the guest\n");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(folder.join("out.txt")).unwrap().uid(), 1234, "the guest's owner is kept");
+    let seen = ns.n2d_ok(&["exec", "mnt", "cat", &format!("{f}/out.txt")]);
+    assert_eq!(seen, "from the guest\n", "exec sees the folder at the host's path");
+    ns.n2d_ok(&["rm", "-f", "mnt"]);
     ns.n2d_ok(&["swarm", "rm", SWARM]);
     assert!(ns.qemu_pids().is_empty(), "QEMU left running");
 }

@@ -360,6 +360,7 @@ mod swarm_contexts {
                 labels: Default::default(),
                 publish: Vec::new(),
                 expose: false,
+                mounts: Vec::new(),
             },
             ip: [10, 0, 2, 15].into(),
             prefix_len: 24,

@@ -32,6 +32,7 @@ pub fn run_checks(probe: &dyn HostProbe, target: &Target) -> Vec<Check> {
             check_disk(probe),
             check_image(probe, target.image.as_deref()),
             check_docker(probe),
+            check_virtiofsd(probe, target.mounts),
         ];
     }
     vec![
@@ -43,8 +44,30 @@ pub fn run_checks(probe: &dyn HostProbe, target: &Target) -> Vec<Check> {
         check_disk(probe),
         check_image(probe, target.image.as_deref()),
         check_docker(probe),
+        check_virtiofsd(probe, target.mounts),
         check_firewall(probe, &target.bridge),
     ]
+}
+
+/// virtiofsd serves host folders: a machine with `--mount` cannot start without it; for the
+/// rest it is a warning (`n2d doctor`).
+fn check_virtiofsd(probe: &dyn HostProbe, needed: bool) -> Check {
+    const FIX: &str =
+        "scripts/deps.sh (Debian 13: apt-get install virtiofsd; Debian 12: built from crates.io)";
+    let missing = |what: String| {
+        if needed {
+            Check::fail("virtiofsd", format!("{what}: host folders (--mount) need it"), FIX)
+        } else {
+            Check::warn("virtiofsd", format!("{what}: machines work, but not host folders (--mount)"), FIX)
+        }
+    };
+    match probe.virtiofsd() {
+        ToolState::Works(version) => {
+            Check::ok("virtiofsd", format!("{version}: host folders (--mount) work"))
+        }
+        ToolState::Missing => missing("no virtiofsd".into()),
+        ToolState::Broken(why) => missing(format!("virtiofsd does not run ({why})")),
+    }
 }
 
 const QEMU_FIX: &str = "install QEMU: scripts/deps.sh, or apt-get install qemu-system-x86";

@@ -16,6 +16,7 @@ pub struct FakeHost {
     pub status: &'static str,
     pub iptables: ToolState,
     pub docker: ToolState,
+    pub virtiofsd: ToolState,
     pub routes: Vec<Route>,
     pub links: Vec<(&'static str, Option<(Ipv4Addr, u8)>)>,
     /// Links other than bridges, by kind.
@@ -43,6 +44,7 @@ impl Default for FakeHost {
             status: "CapEff:\t000001ffffffffff\nCapAmb:\t0000000000000000\n",
             iptables: ToolState::Works("iptables v1.8.9 (nf_tables)".into()),
             docker: ToolState::Works("Docker version 28.2.2, build e6534b4".into()),
+            virtiofsd: ToolState::Works("virtiofsd 1.14.0".into()),
             routes: vec![
                 route("eth0", [0, 0, 0, 0], 0),
                 route("eth0", [192, 168, 1, 0], 24),
@@ -100,6 +102,9 @@ impl HostProbe for FakeHost {
     }
     fn docker(&self) -> ToolState {
         self.docker.clone()
+    }
+    fn virtiofsd(&self) -> ToolState {
+        self.virtiofsd.clone()
     }
     fn routes(&self) -> Vec<Route> {
         self.routes.clone()

@@ -35,11 +35,13 @@ pub struct Target {
     pub bridge: String,
     /// An image ID (prefix) given with `--image`; none: the newest image, built if none is.
     pub image: Option<String>,
+    /// Host folders are asked for (`--mount`): virtiofsd must be there.
+    pub mounts: bool,
 }
 
 impl Default for Target {
     fn default() -> Self {
-        Target { bridge: DEFAULT_BRIDGE.to_string(), image: None }
+        Target { bridge: DEFAULT_BRIDGE.to_string(), image: None, mounts: false }
     }
 }
 
@@ -104,7 +106,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 network
             }
         };
-        let checks = run_checks(probe, &Target { bridge, image: None });
+        let checks = run_checks(probe, &Target { bridge, image: None, mounts: false });
         Ok(DoctorReport { notes, checks })
     }
 }

@@ -42,6 +42,8 @@ pub trait HostProbe {
     fn proc_status(&self) -> String;
     fn iptables(&self) -> ToolState;
     fn docker(&self) -> ToolState;
+    /// virtiofsd, for host folders (`--mount`).
+    fn virtiofsd(&self) -> ToolState;
     /// The host's IPv4 routes.
     fn routes(&self) -> Vec<Route>;
     /// `None` when no link of that name exists, else its first IPv4 address.

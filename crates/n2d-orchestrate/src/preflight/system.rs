@@ -106,6 +106,12 @@ impl HostProbe for SystemProbe<'_> {
     fn docker(&self) -> ToolState {
         self.tool(Cmd::new("docker", "docker.io").arg("--version"))
     }
+    fn virtiofsd(&self) -> ToolState {
+        match n2d_vm::virtiofs::find_virtiofsd(self.search_path) {
+            Some(path) => self.tool(Cmd::new(&path.display().to_string(), "virtiofsd").arg("--version")),
+            None => ToolState::Missing,
+        }
+    }
     fn routes(&self) -> Vec<Route> {
         parse_proc_net_route(&std::fs::read_to_string("/proc/net/route").unwrap_or_default())
     }

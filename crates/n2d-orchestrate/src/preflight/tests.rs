@@ -30,7 +30,7 @@ fn all_ok_on_a_complete_host() {
     let names: Vec<&str> = all.iter().map(|c| c.name).collect();
     assert_eq!(
         names,
-        ["qemu", "kvm", "privileges", "iptables", "bridge", "disk", "image", "docker", "firewall"]
+        ["qemu", "kvm", "privileges", "iptables", "bridge", "disk", "image", "docker", "virtiofsd", "firewall"]
     );
     for c in &all {
         assert_eq!(c.status, Status::Ok, "{c}");
@@ -38,6 +38,17 @@ fn all_ok_on_a_complete_host() {
     }
     assert_eq!(all[0].to_string(), "ok   qemu       QEMU 10.0.2 (qemu-system-x86_64), qemu-img");
     assert!(all[4].finding.contains("n2d0 will be created with 10.77.0.1/24"), "{}", all[4]);
+}
+
+#[test]
+fn no_virtiofsd_fails_only_a_create_with_host_folders() {
+    let host = FakeHost { virtiofsd: ToolState::Missing, ..Default::default() };
+    let doctor = Target::default();
+    let c = run_checks(&host, &doctor).into_iter().find(|c| c.name == "virtiofsd").unwrap();
+    assert_finding(&c, Status::Warn, "not host folders (--mount)", "scripts/deps.sh");
+    let mounts = Target { mounts: true, ..Target::default() };
+    let c = run_checks(&host, &mounts).into_iter().find(|c| c.name == "virtiofsd").unwrap();
+    assert_finding(&c, Status::Fail, "host folders (--mount) need it", "apt-get install virtiofsd");
 }
 
 #[test]
@@ -93,7 +104,7 @@ fn unusable_dev_kvm_warns_with_the_reason() {
 
 #[test]
 fn user_mode_needs_the_switch_but_no_privileges_or_iptables() {
-    let target = Target { bridge: USER_NETWORK.into(), image: None };
+    let target = Target { bridge: USER_NETWORK.into(), image: None, mounts: false };
     let host = FakeHost { euid: 1000, iptables: ToolState::Missing, ..Default::default() };
     let checks = run_checks(&host, &target);
     assert!(checks.iter().all(|c| c.status == Status::Ok), "{checks:?}");
@@ -150,7 +161,7 @@ fn a_run_dir_others_could_change_fails_the_bridge_check() {
     };
     assert_finding(&only(&host, "bridge"), Status::Fail, "writable by others", "chmod go-w");
     // User-mode machines keep no host-wide state: the run directory does not matter to them.
-    let user = run_checks(&host, &Target { bridge: USER_NETWORK.into(), image: None });
+    let user = run_checks(&host, &Target { bridge: USER_NETWORK.into(), image: None, mounts: false });
     assert!(user.iter().all(|c| !c.finding.contains("writable by others")), "{user:?}");
 }
 
@@ -186,7 +197,7 @@ fn the_bridges_own_route_is_no_clash() {
 fn a_network_that_is_not_a_bridge_fails() {
     let host = FakeHost::default();
     for dev in ["eth0", "lo"] {
-        let c = run_checks(&host, &Target { bridge: dev.into(), image: None });
+        let c = run_checks(&host, &Target { bridge: dev.into(), image: None, mounts: false });
         let c = c.iter().find(|c| c.name == "bridge").unwrap();
         assert_finding(c, Status::Fail, "link, not a bridge", "--network");
     }
@@ -201,7 +212,7 @@ fn ip_missing_fails() {
 #[test]
 fn a_named_bridge_must_exist_and_have_an_address() {
     let mut host = FakeHost::default();
-    let target = |b: &str| Target { bridge: b.into(), image: None };
+    let target = |b: &str| Target { bridge: b.into(), image: None, mounts: false };
     let c = run_checks(&host, &target("br7")).remove(4);
     assert_finding(&c, Status::Fail, "bridge br7 does not exist", "ip link add br7 type bridge");
     host.links.push(("br7", None));
@@ -302,7 +313,7 @@ fn an_image_built_needs_no_build_checks() {
 #[test]
 fn a_named_image_must_be_built() {
     let host = FakeHost::default();
-    let target = |id: &str| Target { bridge: DEFAULT_BRIDGE.into(), image: Some(id.into()) };
+    let target = |id: &str| Target { bridge: DEFAULT_BRIDGE.into(), image: Some(id.into()), mounts: false };
     assert_eq!(run_checks(&host, &target("0123"))[6].status, Status::Ok);
     assert_finding(&run_checks(&host, &target("dead"))[6], Status::Fail, "no image dead", "n2d image ls");
 }
@@ -369,7 +380,7 @@ fn firewall_reports_the_policy_and_n2ds_chains() {
     let host = FakeHost { filter: Ok(filter_with_n2d("ACCEPT", &[])), ..Default::default() };
     let mut host = host;
     host.links.push(("br7", Some((Ipv4Addr::new(10, 78, 0, 1), 24))));
-    let c = run_checks(&host, &Target { bridge: "br7".into(), image: None }).pop().unwrap();
+    let c = run_checks(&host, &Target { bridge: "br7".into(), image: None, mounts: false }).pop().unwrap();
     assert_eq!(c.status, Status::Ok, "{c}");
     assert!(c.finding.contains("none for br7: n2d adds no rules to a bridge it did not create"), "{c}");
 }

@@ -294,3 +294,77 @@ fn a_clone_that_never_gets_ready_boots_cold() {
     let lines = k.said.lines();
     assert!(lines.iter().any(|l| l.contains("a could not start from its warm template")), "{lines:?}");
 }
+
+#[test]
+fn a_machine_with_host_folders_boots_cold_shares_them_and_cannot_be_suspended() {
+    let k = warm_kit();
+    let folder = tempfile::tempdir().unwrap();
+    let typed: n2d_spec::mount::HostMount = format!("{}:/app:ro", folder.path().display()).parse().unwrap();
+    let request = crate::inventory::MachineRequest {
+        memory: "1G".into(),
+        disk: "1G".into(),
+        network: Some("n2d0".into()),
+        mounts: vec![typed, folder.path().display().to_string().parse().unwrap()],
+        ..Default::default()
+    };
+    // Two folders at one guest path.
+    let request = crate::inventory::MachineRequest {
+        mounts: vec![request.mounts[0].clone(), format!("{}:/app", folder.path().display()).parse().unwrap()],
+        ..request
+    };
+    let err = k.orch.plan_machine(&name("m"), &request).unwrap_err();
+    assert!(err.to_string().contains("guest path of two"), "{err}");
+    assert_eq!(err.kind(), crate::ErrorKind::Usage);
+    let request = crate::inventory::MachineRequest {
+        mounts: vec![format!("{}:/app:ro", folder.path().display()).parse().unwrap()],
+        ..request
+    };
+    let mut spec = k.orch.plan_machine(&name("m"), &request).unwrap();
+    spec.image = IMAGE.into();
+    let m = k.orch.create_machine(&spec, None, BOOT).unwrap();
+    assert_eq!(m.warm_from, None, "no template has a 9p device");
+    assert!(templates(&k).is_empty());
+    assert!(
+        k.said.lines().iter().any(|l| l.contains("m: host folders are shared from boot")),
+        "{:?}",
+        k.said.lines()
+    );
+    let launch = k.vms().last_launch("m").unwrap();
+    assert_eq!(launch.mounts.len(), 1);
+    assert_eq!(launch.mounts[0].host, folder.path().canonicalize().unwrap());
+    assert!(launch.mounts[0].read_only);
+    let err = k.orch.suspend_machine(&name("m")).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::Usage, "{err}");
+    assert!(err.to_string().contains("stop it instead"), "{err}");
+}
+
+#[test]
+fn host_folders_must_exist_be_directories_and_have_a_guest_path_outside_the_guests_own() {
+    let k = warm_kit();
+    let folder = tempfile::tempdir().unwrap();
+    let file = folder.path().join("f");
+    std::fs::write(&file, "x").unwrap();
+    for (given, says) in [
+        (folder.path().join("nosuch").display().to_string(), "No such file"),
+        (file.display().to_string(), "is not a directory"),
+        (format!("{}:/var/lib/docker/x", folder.path().display()), "belongs to the guest"),
+    ] {
+        let mount = match given.parse::<n2d_spec::mount::HostMount>() {
+            Ok(m) => m,
+            Err(e) => {
+                assert!(e.to_string().contains(says), "{given}: {e}");
+                continue;
+            }
+        };
+        let request = crate::inventory::MachineRequest {
+            memory: "1G".into(),
+            disk: "1G".into(),
+            network: Some("n2d0".into()),
+            mounts: vec![mount],
+            ..Default::default()
+        };
+        let err = k.orch.plan_machine(&name("m"), &request).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Usage, "{given}: {err}");
+        assert!(err.to_string().contains(says), "{given}: {err}");
+    }
+}

@@ -33,6 +33,7 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
             labels: args.labels.clone(),
             publish: args.publish.clone(),
             expose: args.expose,
+            mounts: args.mounts.clone(),
         },
         m.image.as_deref(),
         &default_image,

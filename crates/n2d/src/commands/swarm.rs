@@ -47,6 +47,7 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
         publish: args.publish.clone(),
         expose: args.expose,
         labels: args.labels.clone(),
+        mounts: args.mounts.clone(),
     };
     let default_image = crate::commands::image::build_request(&Default::default(), ctx.init_env());
     ctx.set_cold_boots(args.cold);
