@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Host folders (`--mount`, virtio-9p) against the guest's own disk (issue 21, part 2).
+# Host folders (`--mount`, virtio-fs and virtiofsd) against the guest's own disk (issue 21, part 2).
 #
 #   sudo bench/mounts.sh [--mib N] [--rounds R]     # defaults: 256 MiB, 3 rounds
 #
@@ -50,7 +50,7 @@ timed() {
 drop() { in_guest "sync; echo 3 > /proc/sys/vm/drop_caches"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-echo "host folder (9p) vs data disk (ext4 on virtio-blk), $MIB MiB sequential and 2000 x 4 KiB files"
+echo "host folder (virtio-fs) vs data disk (ext4 on virtio-blk), $MIB MiB sequential and 2000 x 4 KiB files"
 for r in $(seq "$ROUNDS"); do
     for dir in /shared /var/lib/docker/bench; do
         in_guest "mkdir -p $dir && rm -rf $dir/* "
@@ -63,7 +63,7 @@ for r in $(seq "$ROUNDS"); do
         in_guest "rm -rf $dir/big $dir/small"
         eval "w_${dir//[^a-z]/}=$w rd_${dir//[^a-z]/}=$rd small_${dir//[^a-z]/}=$small scan_${dir//[^a-z]/}=$scan"
     done
-    printf 'round %s: write %s MiB: 9p %ss, disk %ss (%sx) | read: 9p %ss, disk %ss (%sx) | 2000 small writes: 9p %ss, disk %ss (%sx) | read back: 9p %ss, disk %ss (%sx)\n' \
+    printf 'round %s: write %s MiB: virtio-fs %ss, disk %ss (%sx) | read: virtio-fs %ss, disk %ss (%sx) | 2000 small writes: virtio-fs %ss, disk %ss (%sx) | read back: virtio-fs %ss, disk %ss (%sx)\n' \
         "$r" "$MIB" "$w_shared" "$w_varlibdockerbench" "$(ratio "$w_shared" "$w_varlibdockerbench")" \
         "$rd_shared" "$rd_varlibdockerbench" "$(ratio "$rd_shared" "$rd_varlibdockerbench")" \
         "$small_shared" "$small_varlibdockerbench" "$(ratio "$small_shared" "$small_varlibdockerbench")" \

@@ -202,7 +202,15 @@ Examples:
 pub enum CertsCommand {
     /// List the home's CA, client certificate and each machine's server certificate with
     /// when they expire (those within 30 days are marked)
-    Ls,
+    Ls {
+        /// Print JSON instead of a table: one object per certificate (name, expires,
+        /// days_left, serial, expiring, error), every key in every row
+        #[arg(long)]
+        json: bool,
+        /// Print only the certificates' names, one per line
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
+    },
     /// Re-issue machines' server certificates (same names) and push them to running machines
     /// without a reboot: each engine restarts (its containers stop, swarm tasks are started
     /// again); a stopped machine gets its new certificate at its next start
@@ -338,7 +346,9 @@ pub struct SwarmCreateArgs {
     /// not create)
     #[arg(long)]
     pub ip_range: Option<n2d_spec::address::IpRange>,
-    /// Node label KEY=VALUE@TARGET, TARGET a node name, all, workers or managers (repeatable)
+    /// Label KEY=VALUE[@TARGET] of nodes, TARGET a node name, all (the default), workers or
+    /// managers: the node's swarm label (`node.labels.KEY` in placement) and its engine's
+    /// label (repeatable)
     #[arg(long = "label")]
     pub labels: Vec<String>,
     /// Share a host folder, HOST_PATH[:GUEST_PATH][:ro]; inside at the same path unless
@@ -395,7 +405,8 @@ pub struct AddHostArgs {
     /// Key of the client certificate [default: this home's client key]
     #[arg(long)]
     pub tlskey: Option<PathBuf>,
-    /// Node label KEY=VALUE (repeatable)
+    /// Label KEY=VALUE of the added node in the swarm (`node.labels.KEY` in placement); its
+    /// engine is not changed (repeatable)
     #[arg(long = "label")]
     pub labels: Vec<String>,
 }
@@ -480,7 +491,7 @@ NAME.mshome.net and the --ip, and `n2d adopt NAME --host tcp://ADDRESS:2376` rec
 Examples:
   n2d image export --format qcow2,iso --output ~/exports
   n2d image export --format vhdx --for web1 --hyperv \\
-      --ip 192.168.1.50/24 --gateway 192.168.1.1")]
+      --address 192.168.1.50/24 --gateway 192.168.1.1")]
 pub struct ImageExportArgs {
     /// Image ID (or prefix) [default: the newest image; none is built]
     pub id: Option<String>,
@@ -497,19 +508,21 @@ pub struct ImageExportArgs {
     /// go into the config partition (the ISO's n2d/config)
     #[arg(long = "for", value_name = "NAME")]
     pub for_name: Option<MachineName>,
-    /// Static address with prefix length, e.g. 192.168.1.50/24 (needs --for and --gateway)
-    #[arg(long, value_name = "CIDR", requires_all = ["for_name", "gateway"], conflicts_with = "dhcp")]
-    pub ip: Option<n2d_orchestrate::image::HostCidr>,
-    /// Default gateway of a static address (needs --ip)
-    #[arg(long, value_name = "IP", requires = "ip")]
+    /// Static address with prefix length, e.g. 192.168.1.50/24 (needs --for and --gateway;
+    /// `--ip`, as older versions spelled it, is the same)
+    #[arg(long, alias = "ip", value_name = "CIDR", requires_all = ["for_name", "gateway"], conflicts_with = "dhcp")]
+    pub address: Option<n2d_orchestrate::image::HostCidr>,
+    /// Default gateway of a static address (needs --address)
+    #[arg(long, value_name = "IP", requires = "address")]
     pub gateway: Option<std::net::Ipv4Addr>,
     /// Name server of a static address (repeatable) [default: the gateway]
-    #[arg(long, value_name = "IP", requires = "ip")]
+    #[arg(long, value_name = "IP", requires = "address")]
     pub dns: Vec<std::net::Ipv4Addr>,
     /// Lease the address by DHCP (the default for --for)
     #[arg(long, requires = "for_name")]
     pub dhcp: bool,
-    /// Docker engine label KEY=VALUE (repeatable; needs --for)
+    /// Label KEY=VALUE of the machine's Docker engine (`docker info`, `engine.labels.KEY` in
+    /// placement) (repeatable; needs --for)
     #[arg(long = "label", requires = "for_name")]
     pub labels: Vec<String>,
     /// Also write a PowerShell script that creates and starts a Generation 2 Hyper-V VM from
@@ -590,7 +603,8 @@ pub struct CreateArgs {
     pub name: MachineName,
     #[command(flatten)]
     pub machine: MachineArgs,
-    /// Docker engine label KEY=VALUE (repeatable)
+    /// Label KEY=VALUE of the machine's Docker engine (`docker info`, `engine.labels.KEY` in
+    /// placement) (repeatable)
     #[arg(long = "label")]
     pub labels: Vec<String>,
     /// Publish a port on the host's 127.0.0.1, [HOST:]GUEST (user-mode networking; repeatable)

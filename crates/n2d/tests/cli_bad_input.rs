@@ -146,7 +146,7 @@ fn bad_input_is_refused_with_the_right_status_and_nothing_is_created() {
         (&["image", "export", "--format", "qcow2", "--output", "/proc/version"], 2),
         (&["image", "export", "--format", "qcow2", "--disk-size", "big"], 2),
         (&["image", "export", "--format", "iso", "--ip", "10.0.0.5/24", "--gateway", "10.0.0.1"], 2),
-        (&["image", "export", "--format", "iso", "--for", "web1", "--ip", "10.0.0.5/24"], 2),
+        (&["image", "export", "--format", "iso", "--for", "web1", "--address", "10.0.0.5/24"], 2),
         (
             &[
                 "image",

@@ -284,3 +284,71 @@ fn name_completions_cover_every_verb_that_takes_a_name() {
     }
     assert!(missing.is_empty(), "name completions miss:\n{}", missing.join("\n"));
 }
+
+/// Every flag of every command: (command path, long name, short letter, value name).
+fn flags(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, String, Option<char>, String)>) {
+    let path = format!("{prefix} {}", cmd.get_name()).trim().to_string();
+    for arg in cmd.get_arguments().filter(|a| !a.is_positional()) {
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(long, "help" | "version") {
+            continue;
+        }
+        let value = arg.get_value_names().map(|v| v.join(" ")).unwrap_or_default();
+        out.push((path.clone(), long.to_string(), arg.get_short(), value));
+    }
+    for sub in cmd.get_subcommands() {
+        flags(sub, &path, out);
+    }
+}
+
+#[test]
+fn one_meaning_per_flag_letter_and_name_and_every_listing_has_json_and_quiet() {
+    let mut all = Vec::new();
+    flags(&Cli::command(), "", &mut all);
+    let mut problems = Vec::new();
+    // A letter stands for one long flag everywhere.
+    let mut letters: std::collections::BTreeMap<char, std::collections::BTreeSet<&str>> = Default::default();
+    for (_, long, short, _) in &all {
+        if let Some(c) = short {
+            letters.entry(*c).or_default().insert(long);
+        }
+    }
+    for (c, longs) in &letters {
+        // docker's own two meanings of -f, kept on purpose: `rm -f` forces, `logs -f` follows.
+        let docker_f = *c == 'f' && longs.iter().all(|l| matches!(*l, "force" | "follow"));
+        if longs.len() > 1 && !docker_f {
+            problems.push(format!("-{c} means {longs:?}"));
+        }
+    }
+    // A long flag takes the same kind of value everywhere.
+    let mut values: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> = Default::default();
+    for (_, long, _, value) in &all {
+        values.entry(long).or_default().insert(value);
+    }
+    for (long, kinds) in &values {
+        if kinds.len() > 1 {
+            let at: Vec<&str> = all.iter().filter(|f| f.1 == *long).map(|f| f.0.as_str()).collect();
+            problems.push(format!("--{long} takes {kinds:?} (in {at:?})"));
+        }
+    }
+    // Every listing has --json and -q.
+    let mut listings = Vec::new();
+    fn find_ls(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, bool, bool)>) {
+        for sub in cmd.get_subcommands() {
+            let path = format!("{prefix} {}", sub.get_name()).trim().to_string();
+            if sub.get_name() == "ls" {
+                let has = |id: &str| sub.get_arguments().any(|a| a.get_id() == id);
+                out.push((path.clone(), has("json"), has("quiet")));
+            }
+            find_ls(sub, &path, out);
+        }
+    }
+    find_ls(&Cli::command(), "", &mut listings);
+    assert!(listings.len() >= 4, "{listings:?}");
+    for (path, json, quiet) in &listings {
+        if !json || !quiet {
+            problems.push(format!("`n2d {path}` lacks --json or -q"));
+        }
+    }
+    assert!(problems.is_empty(), "CLI consistency:\n{}", problems.join("\n"));
+}

@@ -21,7 +21,18 @@ fn doctor_reports_this_host() {
     let names: Vec<&str> = checks.iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        ["qemu", "kvm", "privileges", "iptables", "bridge", "disk", "image", "docker", "virtiofsd", "firewall"]
+        [
+            "qemu",
+            "kvm",
+            "privileges",
+            "iptables",
+            "bridge",
+            "disk",
+            "image",
+            "docker",
+            "virtiofsd",
+            "firewall"
+        ]
     );
 
     let failed = checks.iter().any(|c| c["status"] == "fail");

@@ -258,7 +258,7 @@ fn export(home: &Path, out_dir: &Path, machine: &Machine, formats: &str) -> Stri
     cmd.args(["image", "export", "--format", formats, "--disk-size", "4G", "--for", machine.name]);
     match machine.dhcp_mac {
         Some(_) => cmd.arg("--dhcp"),
-        None => cmd.args(["--ip", &format!("{}/24", machine.address), "--gateway", GATEWAY]),
+        None => cmd.args(["--address", &format!("{}/24", machine.address), "--gateway", GATEWAY]),
     };
     let out =
         cmd.args(["--label", "zone=e2e", "--output"]).arg(out_dir).env("N2D_HOME", home).output().unwrap();

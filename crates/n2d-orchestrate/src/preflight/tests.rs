@@ -30,7 +30,18 @@ fn all_ok_on_a_complete_host() {
     let names: Vec<&str> = all.iter().map(|c| c.name).collect();
     assert_eq!(
         names,
-        ["qemu", "kvm", "privileges", "iptables", "bridge", "disk", "image", "docker", "virtiofsd", "firewall"]
+        [
+            "qemu",
+            "kvm",
+            "privileges",
+            "iptables",
+            "bridge",
+            "disk",
+            "image",
+            "docker",
+            "virtiofsd",
+            "firewall"
+        ]
     );
     for c in &all {
         assert_eq!(c.status, Status::Ok, "{c}");

@@ -9,18 +9,42 @@ use std::time::Duration;
 
 pub fn run(ctx: &Ctx, cmd: CertsCommand) -> Result<()> {
     match cmd {
-        CertsCommand::Ls => ls(ctx),
+        CertsCommand::Ls { json, quiet } => ls(ctx, json, quiet),
         CertsCommand::Rotate(args) => rotate(ctx, &args),
     }
 }
 
-fn ls(ctx: &Ctx) -> Result<()> {
+fn ls(ctx: &Ctx, json: bool, quiet: bool) -> Result<()> {
     let certs = ctx.certificates();
+    let now = unix_now();
+    if json {
+        let rows: Vec<serde_json::Value> = certs
+            .iter()
+            .map(|c| {
+                let info = c.info.as_ref().ok();
+                serde_json::json!({
+                    "name": c.name,
+                    "expires": info.map(|i| i.expiry_date()),
+                    "days_left": info.map(|i| i.days_left(now)),
+                    "serial": info.map(|i| i.serial.clone()),
+                    "expiring": c.expiring(now),
+                    "error": c.info.as_ref().err(),
+                })
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+        return Ok(());
+    }
+    if quiet {
+        for c in &certs {
+            outln!("{}", c.name)?;
+        }
+        return Ok(());
+    }
     if certs.is_empty() {
         errln!("no certificates yet: this home has no CA (it is made with the first machine)");
         return Ok(());
     }
-    let now = unix_now();
     outln!("{:<24} {:<12} {:>9}  SERIAL", "CERTIFICATE", "EXPIRES", "DAYS LEFT")?;
     for c in &certs {
         match &c.info {

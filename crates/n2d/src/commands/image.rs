@@ -162,7 +162,7 @@ fn export(ctx: &Ctx, args: &ImageExportArgs) -> Result<()> {
         output: args.output.clone(),
         disk_size: args.disk_size.0,
         for_name: args.for_name.clone(),
-        ip: args.ip,
+        ip: args.address,
         gateway: args.gateway,
         dns: args.dns.clone(),
         labels: args.labels.clone(),
