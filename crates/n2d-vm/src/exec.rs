@@ -16,6 +16,9 @@ use std::time::Duration;
 
 pub const EXEC_SOCKET: &str = "exec.sock";
 const EXEC_LOCK: &str = "exec.lock";
+/// How long the guest may take to take up a session: it looks for a host every 0.5 s, but a
+/// busy emulated guest can be slow; an image from before `n2d exec` never answers.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a terminal session looks for a changed window size.
 const RESIZE_POLL: Duration = Duration::from_millis(250);
 
@@ -69,6 +72,8 @@ pub enum ExecError {
     },
     #[error("{name} hung up before its command ended (did the machine stop?)")]
     HungUp { name: String },
+    #[error("{name} does not answer on its exec port within {}s: its image may predate `n2d exec` (build a new one with `n2d image build --refresh` and recreate the machine), or the guest is hung (see `n2d logs {name}`)", START_TIMEOUT.as_secs())]
+    NoAnswer { name: String },
 }
 
 /// Runs `argv` etc. (`start` without its session number, which is made here) over `port` and
@@ -77,9 +82,20 @@ pub enum ExecError {
 pub fn run(
     name: &str,
     port: ExecPort,
+    start: ExecStart,
+    io: ExecIo<'_>,
+    terminal: bool,
+) -> Result<i32, ExecError> {
+    run_within(name, port, start, io, terminal, START_TIMEOUT)
+}
+
+fn run_within(
+    name: &str,
+    port: ExecPort,
     mut start: ExecStart,
     io: ExecIo<'_>,
     terminal: bool,
+    start_timeout: Duration,
 ) -> Result<i32, ExecError> {
     let broken = |source| ExecError::Broken { name: name.to_string(), source };
     start.session = std::collections::hash_map::RandomState::new().build_hasher().finish();
@@ -96,10 +112,25 @@ pub fn run(
     }
     let mut reader = std::io::BufReader::with_capacity(2 * MAX_FRAME, &port.stream);
     let mut started = false;
+    port.stream.set_read_timeout(Some(start_timeout)).map_err(broken)?;
     let status = loop {
-        match Frame::read_from(&mut reader).map_err(broken)? {
+        let frame = match Frame::read_from(&mut reader) {
+            Err(e)
+                if !started
+                    && matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
+                return Err(ExecError::NoAnswer { name: name.to_string() })
+            }
+            other => other.map_err(broken)?,
+        };
+        match frame {
             None => return Err(ExecError::HungUp { name: name.to_string() }),
-            Some(Frame::Started { session: s }) => started |= s == session,
+            Some(Frame::Started { session: s }) => {
+                if s == session && !started {
+                    started = true;
+                    port.stream.set_read_timeout(None).map_err(broken)?;
+                }
+            }
             // Anything before our Started is a previous session's tail.
             Some(_) if !started => {}
             Some(Frame::Stdout(data)) => {
@@ -181,5 +212,72 @@ impl RawTerminal {
 impl Drop for RawTerminal {
     fn drop(&mut self) {
         let _ = tcsetattr(std::io::stdin(), SetArg::TCSANOW, &self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start() -> ExecStart {
+        ExecStart { session: 0, argv: vec!["true".into()], env: vec![], workdir: None, tty: None }
+    }
+
+    /// A guest that answers the session with `reply(session)`'s frames, after reading its start.
+    fn guest(reply: impl FnOnce(u64) -> Vec<Frame> + Send + 'static) -> ExecPort {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        std::thread::spawn(move || {
+            let Ok(Some(Frame::Start(s))) = Frame::read_from(&mut guest) else { return };
+            for f in reply(s.session) {
+                f.write_to(&mut guest).unwrap();
+            }
+            // Hold the line open until the host hangs up.
+            let mut sink = Vec::new();
+            let _ = guest.read_to_end(&mut sink);
+        });
+        ExecPort::over(host)
+    }
+
+    #[test]
+    fn a_previous_sessions_tail_is_dropped_and_the_status_returned() {
+        let port = guest(|session| {
+            vec![
+                Frame::Stdout(b"stale".to_vec()),
+                Frame::Exit(9),
+                Frame::Started { session: session.wrapping_add(1) },
+                Frame::Stdout(b"old".to_vec()),
+                Frame::Started { session },
+                Frame::Stdout(b"new".to_vec()),
+                Frame::Stderr(b"err".to_vec()),
+                Frame::Exit(3),
+            ]
+        });
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let io = ExecIo { stdin: Box::new(std::io::empty()), stdout: &mut out, stderr: &mut err };
+        assert_eq!(run("m", port, start(), io, false).unwrap(), 3);
+        assert_eq!((out.as_slice(), err.as_slice()), (&b"new"[..], &b"err"[..]));
+    }
+
+    #[test]
+    fn a_guest_that_never_answers_is_named_with_the_likely_cause() {
+        let port = guest(|_| vec![]);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let io = ExecIo { stdin: Box::new(std::io::empty()), stdout: &mut out, stderr: &mut err };
+        let e = run_within("m", port, start(), io, false, Duration::from_millis(200)).unwrap_err();
+        assert!(matches!(e, ExecError::NoAnswer { .. }), "{e:?}");
+        assert!(e.to_string().contains("n2d image build"), "{e}");
+    }
+
+    #[test]
+    fn a_guest_that_hangs_up_midway_is_an_error_not_a_status() {
+        let (host, mut g) = UnixStream::pair().unwrap();
+        std::thread::spawn(move || {
+            let Ok(Some(Frame::Start(s))) = Frame::read_from(&mut g) else { return };
+            Frame::Started { session: s.session }.write_to(&mut g).unwrap();
+        });
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let io = ExecIo { stdin: Box::new(std::io::empty()), stdout: &mut out, stderr: &mut err };
+        let e = run("m", ExecPort::over(host), start(), io, false).unwrap_err();
+        assert!(matches!(e, ExecError::HungUp { .. }), "{e:?}");
     }
 }
