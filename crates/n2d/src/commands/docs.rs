@@ -71,6 +71,9 @@ pub fn man_pages(dir: &Path) -> Result<()> {
 const MAIN_PAGE_SECTIONS: &str = r#".SH EXAMPLES
 .nf
 n2d create dev && docker \-\-context dev ps
+n2d exec dev \-\- df \-h /var/lib/docker
+n2d cp ./site dev:/srv/
+n2d create web \-\-mount $PWD && docker \-\-context web run \-v $PWD:/app busybox ls /app
 n2d swarm create lab \-\-managers 3 \-\-workers 5 \-\-memory 1G
 docker \-\-context lab stack deploy \-c stack.yml demo
 n2d \-v start \-\-all
@@ -107,7 +110,7 @@ A static x86\-64 guest init to build images with, instead of the built\-in one (
 An image: vmlinuz, initrd.img, rootfs.erofs, image.json; its warm templates under templates/.
 .TP
 \fB$N2D_HOME/machines/NAME/\fR
-A machine: its record, disks, QEMU's sockets and pid, serial.log.
+A machine: its record, disks, QEMU's sockets and pid, serial.log; with host folders, each virtiofsd's log (vfs\-N.log).
 .TP
 \fB$N2D_HOME/swarms/NAME.json\fR, \fB$N2D_HOME/certs/\fR
 Swarm records; the home's CA and client certificate (the docker CLI's DOCKER_CERT_PATH).
