@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what n2d needs on a Debian host (as root): QEMU from the newest Debian source the host
-# has, the image build tools, the docker CLI and the Rust musl target for the guest init.
+# has, the image build tools, the docker CLI, virtiofsd (host folders) and the Rust musl target
+# for the guest init.
 # Called by scripts/install.sh, and by scripts/test.sh with `--tests` (which adds what only the
 # tests use: busybox-static for a locally made test image, curl, openssl to read the certificate an engine presents), so users and CI install the
 # same way.

