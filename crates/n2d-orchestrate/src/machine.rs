@@ -649,6 +649,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             self.hypervisor.kill(&self.vm_handle(name))?;
             journal.step("vm-killed")?;
         }
+        self.hypervisor.release(&self.vm_handle(name));
         let record = self.home.load_machine(name).ok();
         {
             let _lock = self.home.lock()?;

@@ -127,6 +127,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 "recovered: the interrupted create of {machine} had made it whole: kept ({state}; `n2d start {machine}` or `n2d rm -f {machine}`)"
             ));
         }
+        self.hypervisor.release(&self.vm_handle(machine));
         self.release_machine(machine)?;
         remove_dir_all(&self.home.machine_dir(machine))?;
         Ok(format!("recovered: undid the interrupted create of {machine} (its address, tap and directory)"))
@@ -138,6 +139,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 "recovered: the interrupted rm of {machine} had not stopped it: nothing was removed ({machine} is running)"
             ));
         }
+        self.hypervisor.release(&self.vm_handle(machine));
         self.release_machine(machine)?;
         remove_dir_all(&self.home.machine_dir(machine))?;
         Ok(format!("recovered: finished the interrupted rm of {machine}"))

@@ -187,6 +187,11 @@ pub trait Hypervisor: Send + Sync {
     fn stop(&self, vm: &VmHandle, timeout: Duration) -> Result<StopOutcome, VmError>;
     /// Ends the VM at once (no guest shutdown).
     fn kill(&self, vm: &VmHandle) -> Result<(), VmError>;
+    /// Ends what a stopped machine may still have running beside its VM before its directory
+    /// goes (a host folder's virtiofsd that a killed start left waiting for QEMU).
+    fn release(&self, vm: &VmHandle) {
+        let _ = vm;
+    }
     /// vCPUs a machine gets when the user does not choose.
     fn default_cpus(&self) -> u32;
     /// Adds a forward from the host's 127.0.0.1 to a running user-mode machine.

@@ -334,6 +334,12 @@ impl Hypervisor for Qemu {
         Ok(())
     }
 
+    fn release(&self, vm: &VmHandle) {
+        if self.pid(vm).is_none() {
+            crate::virtiofs::stop(vm);
+        }
+    }
+
     fn default_cpus(&self) -> u32 {
         let accel = detect_accel(self.config.no_kvm).accel;
         let tcg = if accel == Accel::Tcg { self.tcg_thread() } else { TcgThread::Single };

@@ -176,6 +176,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stop_ends_only_a_virtiofsd_of_this_directory_and_clears_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let vm = VmHandle::new("m", dir.path().canonicalize().unwrap());
+        let spawn = |cwd: &Path| {
+            // A stand-in whose command line and cwd are those of this machine's virtiofsd 0
+            // (the `; :` keeps the shell from exec-ing sleep in its place).
+            Command::new("sh")
+                .args(["-c", "sleep 30; :", "--socket-path=vfs-0.sock"])
+                .current_dir(cwd)
+                .spawn()
+                .unwrap()
+        };
+        let mut ours = spawn(&vm.dir);
+        std::fs::write(vm.dir.join("vfs-0.pid"), format!("{}\n", ours.id())).unwrap();
+        std::fs::write(vm.dir.join("vfs-0.sock"), "").unwrap();
+        stop(&vm);
+        assert!(ours.wait().unwrap().code().is_none(), "ours was not killed");
+        assert!(!vm.dir.join("vfs-0.pid").exists() && !vm.dir.join("vfs-0.sock").exists());
+        // A pid file naming another directory's process (a reused pid) kills nothing.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let mut other = spawn(elsewhere.path());
+        std::fs::write(vm.dir.join("vfs-0.pid"), format!("{}\n", other.id())).unwrap();
+        stop(&vm);
+        assert!(other.try_wait().unwrap().is_none(), "another directory's process was killed");
+        other.kill().unwrap();
+        other.wait().unwrap();
+    }
+
+    #[test]
     fn root_keeps_owners_in_a_sandbox_and_a_user_maps_every_owner_to_itself() {
         let m = VmMount { tag: "t".into(), host: "/src".into(), read_only: true, keep_owners: true };
         let a = args(&m, 1, 0, 0);
