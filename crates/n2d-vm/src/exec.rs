@@ -121,6 +121,15 @@ fn run_within(
             {
                 return Err(ExecError::NoAnswer { name: name.to_string() })
             }
+            // The guest's end went away (QEMU ended, the machine stopped) mid-session.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return Err(ExecError::HungUp { name: name.to_string() })
+            }
             other => other.map_err(broken)?,
         };
         match frame {

@@ -182,17 +182,30 @@ mod tests {
         let spawn = |cwd: &Path| {
             // A stand-in whose command line and cwd are those of this machine's virtiofsd 0
             // (the `; :` keeps the shell from exec-ing sleep in its place).
-            Command::new("sh")
+            let child = Command::new("sh")
                 .args(["-c", "sleep 30; :", "--socket-path=vfs-0.sock"])
                 .current_dir(cwd)
                 .spawn()
-                .unwrap()
+                .unwrap();
+            // spawn returns as soon as exec begins; the new command line shows a moment later.
+            let cmdline = format!("/proc/{}/cmdline", child.id());
+            while std::fs::read(&cmdline).map_or(true, |c| c.is_empty()) {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            child
         };
-        let mut ours = spawn(&vm.dir);
-        std::fs::write(vm.dir.join("vfs-0.pid"), format!("{}\n", ours.id())).unwrap();
+        let ours = spawn(&vm.dir);
+        let pid = ours.id();
+        std::fs::write(vm.dir.join("vfs-0.pid"), format!("{pid}\n")).unwrap();
         std::fs::write(vm.dir.join("vfs-0.sock"), "").unwrap();
         stop(&vm);
-        assert!(ours.wait().unwrap().code().is_none(), "ours was not killed");
+        // Killed, and maybe reaped by `stop` already (it is this process's child here).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while Path::new(&format!("/proc/{pid}")).exists() && !is_zombie(pid) {
+            assert!(std::time::Instant::now() < deadline, "ours was not killed");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        drop(ours);
         assert!(!vm.dir.join("vfs-0.pid").exists() && !vm.dir.join("vfs-0.sock").exists());
         // A pid file naming another directory's process (a reused pid) kills nothing.
         let elsewhere = tempfile::tempdir().unwrap();
