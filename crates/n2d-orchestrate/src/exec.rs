@@ -95,10 +95,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     ) -> Result<(i32, Vec<u8>, String)> {
         let argv = ["sh", "-c", script, "sh"].iter().chain(args).map(|s| s.to_string()).collect();
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let port = self.exec_port(name)?;
-        let start = ExecStart { session: 0, argv, env: vec![], workdir: None, tty: None };
+        let request = ExecRequest { argv, env: vec![], workdir: None, terminal: false };
         let io = ExecIo { stdin: input, stdout: out.unwrap_or(&mut stdout), stderr: &mut stderr };
-        let status = n2d_vm::exec::run(name.as_str(), port, start, io, false)?;
+        let status = self.exec(name, request, io)?;
         Ok((status, stdout, String::from_utf8_lossy(&stderr).trim().to_string()))
     }
 
@@ -134,9 +133,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let (dir, entry) = match (status, said.trim()) {
             (0, "dir") => (dest.to_string(), src_name),
             (0, "parent") if !dest.ends_with('/') => {
-                let p = Path::new(dest);
-                let parent = p.parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or("/".into());
-                (parent, p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+                let file_name = Path::new(dest).file_name().map(|n| n.to_string_lossy().into_owned());
+                (parent_of(dest), file_name.unwrap_or_default())
             }
             _ => {
                 return Err(Error::Usage(format!(
