@@ -114,6 +114,10 @@ pub enum Error {
     #[error(transparent)]
     Spec(#[from] n2d_spec::machine::MachineSpecError),
     #[error(transparent)]
+    HostSpec(#[from] n2d_spec::host::HostSpecError),
+    #[error(transparent)]
+    Remote(Box<crate::remote::RemoteError>),
+    #[error(transparent)]
     SwarmSpec(#[from] n2d_spec::swarm::SwarmSpecError),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -280,6 +284,8 @@ fn link_usage(c: &(dyn std::error::Error + 'static)) -> bool {
     c.downcast_ref::<Error>().is_some_and(Error::is_usage)
         || c.is::<n2d_spec::machine::MachineSpecError>()
         || c.is::<n2d_spec::swarm::SwarmSpecError>()
+        || c.is::<n2d_spec::host::HostSpecError>()
+        || c.downcast_ref::<crate::remote::RemoteError>().is_some_and(crate::remote::RemoteError::is_usage)
         || c.downcast_ref::<StoreError>().is_some_and(StoreError::is_usage)
         || c.downcast_ref::<n2d_store::safe_fs::InputFileError>()
             .is_some_and(n2d_store::safe_fs::InputFileError::is_usage)
@@ -292,6 +298,12 @@ fn link_usage(c: &(dyn std::error::Error + 'static)) -> bool {
 #[derive(Debug, thiserror::Error)]
 #[error("last console lines:\n{0}")]
 pub struct ConsoleLines(pub String);
+
+impl From<crate::remote::RemoteError> for Error {
+    fn from(e: crate::remote::RemoteError) -> Error {
+        Error::Remote(Box::new(e))
+    }
+}
 
 impl Error {
     /// What it means for the user (and the CLI's exit status): see [`ErrorKind::of_chain`].
@@ -327,6 +339,7 @@ impl Error {
             | Error::BridgeTooSmall { .. }
             | Error::NodeMemory { .. }
             | Error::Spec(_)
+            | Error::HostSpec(_)
             | Error::SwarmSpec(_)
             | Error::NoImageToWarm => true,
             // A missing machine, a home that is not the caller's.
@@ -334,6 +347,7 @@ impl Error {
             // A bad $N2D_LOCK_TIMEOUT, $N2D_TCG_THREAD...
             Error::Settings(e) => e.is_usage(),
             Error::Net(e) => e.is_usage(),
+            Error::Remote(e) => e.is_usage(),
             Error::UserNet(e) => e.is_usage(),
             Error::PortNeedsUserNetwork { .. }
             | Error::PortHeld { .. }

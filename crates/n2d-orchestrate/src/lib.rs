@@ -25,6 +25,7 @@ pub mod ports;
 pub mod preflight;
 pub mod progress;
 pub mod recover;
+pub mod remote;
 pub mod rollback;
 pub mod settings;
 pub mod start_all;
@@ -97,6 +98,8 @@ pub struct Orchestrator<R, H, C> {
     cold: AtomicBool,
     /// Held while a warm template is looked for or made: one is made once, whoever asks.
     template_gate: std::sync::Mutex<()>,
+    /// The way to other hosts (`n2d host add`, `create --on`).
+    ssh: Arc<dyn remote::Ssh>,
 }
 
 /// The orchestrator with the real parts (see [`Orchestrator::system`]).
@@ -134,6 +137,7 @@ impl SystemOrchestrator {
             search_path: settings.search_path.clone(),
             cold: AtomicBool::new(false),
             template_gate: Default::default(),
+            ssh: Arc::new(remote::OpenSsh { config: settings.ssh_config.clone() }),
         })
     }
 }

@@ -10,6 +10,7 @@
 //! | `N2D_LOCK_TIMEOUT` (seconds, default 120) | [`Settings::lock_timeout`] | `Home` and `HostNet` (`with_lock_timeout`) |
 //! | `N2D_QEMU`, `N2D_TCG_THREAD`, `N2D_TCG_TB_SIZE`, `N2D_NO_KVM`, `PATH` | [`Settings::qemu`] | `n2d_vm::Qemu::new` |
 //! | `PATH` | [`Settings::search_path`] | tool checks: image build, export, doctor |
+//! | `N2D_SSH_CONFIG` (an ssh_config file for n2d's SSH connections; default: ssh's own) | [`Settings::ssh_config`] | `remote::OpenSsh` |
 //! | `N2D_TEST_KILL_AT` | [`Settings::kill_at`] | `n2d_store::KillPoints::parse` |
 //!
 //! (`N2D_INIT`, the default of `image build --init`, and `N2D_LOG`, `-v`'s filter, are the CLI's own,
@@ -31,6 +32,8 @@ pub const QEMU_ENV: &str = "N2D_QEMU";
 pub const NO_KVM_ENV: &str = "N2D_NO_KVM";
 /// The state home.
 pub const HOME_ENV: &str = "N2D_HOME";
+/// An ssh_config file for n2d's SSH connections to other hosts.
+pub const SSH_CONFIG_ENV: &str = "N2D_SSH_CONFIG";
 
 /// What n2d was told by its environment, parsed and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +50,9 @@ pub struct Settings {
     pub search_path: SearchPath,
     /// Test-only: the step at which n2d kills itself.
     pub kill_at: Option<String>,
+    /// The ssh_config file `ssh -F` reads for n2d's connections to other hosts (its host-key
+    /// checking stays on whatever it says).
+    pub ssh_config: Option<PathBuf>,
 }
 
 /// A value in the environment n2d refuses. All but [`SettingsError::NoHome`] are the user's
@@ -123,7 +129,8 @@ impl Settings {
         let kill_at = text(n2d_store::KILL_AT_ENV)
             .map_err(not_unicode(n2d_store::KILL_AT_ENV))?
             .map(|v| v.trim().to_string());
-        Ok(Settings { home, run_dir, lock_timeout, qemu, search_path, kill_at })
+        let ssh_config = set(SSH_CONFIG_ENV).map(PathBuf::from);
+        Ok(Settings { home, run_dir, lock_timeout, qemu, search_path, kill_at, ssh_config })
     }
 
     /// The settings of a home at `home` with every other knob at its default (tests).
@@ -135,6 +142,7 @@ impl Settings {
             qemu: QemuConfig::default(),
             search_path: SearchPath::default(),
             kill_at: None,
+            ssh_config: None,
         }
     }
 }

@@ -45,6 +45,7 @@ pub(crate) fn recording_orchestrator(
         // Cold boots unless a test is about warm starts (`tests/warm.rs`).
         cold: AtomicBool::new(true),
         template_gate: Default::default(),
+        ssh: Arc::new(crate::remote::fake::FakeSsh::default()),
     };
     (orch, said)
 }
@@ -180,6 +181,7 @@ fn kit() -> Kit {
         // Cold boots unless a test is about warm starts (`tests/warm.rs`).
         cold: AtomicBool::new(true),
         template_gate: Default::default(),
+        ssh: Arc::new(crate::remote::fake::FakeSsh::default()),
     };
     Kit { dir, orch, cluster, said }
 }

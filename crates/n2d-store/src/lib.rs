@@ -42,9 +42,11 @@ use std::time::{Duration, Instant};
 
 mod intents;
 mod records;
+mod remotes;
 pub mod safe_fs;
 pub use intents::*;
 pub use records::*;
+pub use remotes::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -456,7 +456,7 @@ pub fn check_docker_host(host: &str) -> Result<(String, u16), String> {
 }
 
 /// The names `pick` takes from the entries of `dir`, sorted; none when `dir` cannot be read.
-fn sorted_names(dir: &Path, pick: impl Fn(&std::fs::DirEntry) -> Option<String>) -> Vec<String> {
+pub(crate) fn sorted_names(dir: &Path, pick: impl Fn(&std::fs::DirEntry) -> Option<String>) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut names: Vec<String> = entries.filter_map(|e| e.ok()).filter_map(|e| pick(&e)).collect();
     names.sort();

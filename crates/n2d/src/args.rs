@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use n2d_spec::copy::CopyEnd;
+use n2d_spec::host::{HostName, SshUrl};
 use n2d_spec::machine::MachineName;
 use n2d_spec::swarm::SwarmName;
 use std::path::PathBuf;
@@ -15,7 +16,8 @@ Commands by group:
             logs, console, exec, cp, port
   swarms    swarm create, ls, env, rm, suspend, scale, load, add-host
   images    image build, ls, inspect, warm, rm, prune, export
-  host      doctor, certs, adopt, completions, man, version
+  hosts     host add, ls, rm (other Linux machines that run n2d, over SSH)
+  setup     doctor, certs, adopt, completions, man, version
 
 Examples:
   n2d create dev && docker --context dev ps
@@ -175,6 +177,9 @@ Examples:
     /// Create and manage Docker Swarms of n2d machines
     #[command(subcommand)]
     Swarm(SwarmCommand),
+    /// Other Linux hosts that run n2d, reached over SSH, to place machines and swarm nodes on
+    #[command(subcommand)]
+    Host(HostCommand),
     /// Print a shell completion script (e.g. `n2d completions bash > /usr/share/bash-completion/completions/n2d`)
     Completions {
         /// The shell to write the script for
@@ -240,6 +245,50 @@ pub struct AdoptArgs {
     /// Its Docker endpoint, e.g. tcp://192.168.1.50:2376 or tcp://NAME.mshome.net:2376
     #[arg(long)]
     pub host: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Check a host (SSH with your keys or agent and a known host key, the same n2d version,
+    /// a passing `n2d doctor` there) and record it
+    #[command(after_help = "\
+Examples:
+  n2d host add lab2 ssh://alice@lab2.example
+  n2d host add rack1 ssh://root@10.0.0.7:2222
+  n2d host ls")]
+    Add {
+        /// The host's name in n2d (`local` is this machine)
+        name: HostName,
+        /// Where it is: ssh://[USER@]HOST[:PORT] (as docker's ssh:// contexts)
+        url: SshUrl,
+    },
+    /// List the hosts: reachable or not, n2d version, CPUs, free memory, machines
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Print JSON instead of a table: one object per host, every key in every row
+        #[arg(long)]
+        json: bool,
+        /// Print only the names, one per line
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
+    },
+    /// Forget hosts (refused while machines of this home run there, unless --force)
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// The hosts
+        #[arg(required = true)]
+        names: Vec<HostName>,
+        /// Forget the host's machines too (their VMs stay on that host, in its own home)
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// This host's resources as JSON (what `host ls` asks other hosts for)
+    #[command(hide = true)]
+    Info {
+        /// Print JSON (the only output)
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -102,6 +102,9 @@ Set to anything: never use KVM (emulation only).
 \fBN2D_TCG_THREAD\fR, \fBN2D_TCG_TB_SIZE\fR
 Emulation's threading (single or multi) and translation cache size in MiB (16\(en2048).
 .TP
+\fBN2D_SSH_CONFIG\fR
+An ssh_config file for n2d's connections to other hosts (\fBssh \-F\fR); host keys are checked whatever it says.
+.TP
 \fBN2D_INIT\fR
 A static x86\-64 guest init to build images with, instead of the built\-in one (as \fBimage build \-\-init\fR).
 .SH FILES
@@ -111,6 +114,9 @@ An image: vmlinuz, initrd.img, rootfs.erofs, image.json; its warm templates unde
 .TP
 \fB$N2D_HOME/machines/NAME/\fR
 A machine: its record, disks, QEMU's sockets and pid, serial.log; with host folders, each virtiofsd's log (vfs\-N.log).
+.TP
+\fB$N2D_HOME/remotes/NAME.json\fR, \fB$N2D_HOME/remote\-machines/NAME.json\fR
+The hosts added with \fBn2d host add\fR; which host each remote machine runs on (the machine itself is in that host's home).
 .TP
 \fB$N2D_HOME/swarms/NAME.json\fR, \fB$N2D_HOME/certs/\fR
 Swarm records; the home's CA and client certificate (the docker CLI's DOCKER_CERT_PATH).

@@ -5,6 +5,7 @@ pub mod certs;
 pub mod docs;
 pub mod doctor;
 pub mod env;
+pub mod host;
 pub mod image;
 pub mod machine;
 pub mod swarm;
@@ -59,6 +60,7 @@ pub fn run(command: Command, vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) 
         Command::Cp { source, target } => machine::copy(&ctx, &source, &target),
         Command::Port(args) => machine::port(&ctx, args),
         Command::Swarm(cmd) => swarm::run(&ctx, cmd),
+        Command::Host(cmd) => host::run(&ctx, cmd),
         Command::Completions { .. } | Command::Man { .. } | Command::Version => unreachable!("handled above"),
         Command::Doctor(args) => doctor::run(&ctx, args),
         Command::Adopt(args) => adopt::adopt(&ctx, &args),

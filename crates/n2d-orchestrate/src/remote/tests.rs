@@ -1,0 +1,171 @@
+use super::fake::FakeSsh;
+use super::*;
+use crate::tests::recording_orchestrator;
+use crate::ErrorKind;
+use n2d_store::RemoteMachine;
+use std::sync::Arc;
+
+const INFO: &str =
+    r#"{"version":"0.1.0","cpus":4,"memory_total":8000000000,"memory_available":6000000000,"machines":1}"#;
+const DOCTOR_OK: &str = r#"[{"name":"qemu","status":"ok","finding":"QEMU 10"},{"name":"kvm","status":"warn","finding":"KVM not usable","fix":"enable VT-x"}]"#;
+
+fn healthy(ssh: &FakeSsh, host: &str) {
+    ssh.answer(host, "--version", 0, &format!("n2d {VERSION}\n"), "");
+    ssh.answer(host, "doctor --json", 0, DOCTOR_OK, "");
+    ssh.answer(host, "host info --json", 0, INFO, "");
+}
+
+fn name(n: &str) -> HostName {
+    n.parse().unwrap()
+}
+
+fn url(u: &str) -> SshUrl {
+    u.parse().unwrap()
+}
+
+#[test]
+fn a_host_that_passes_every_check_is_recorded_with_its_resources_and_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut orch, _) = recording_orchestrator(dir.path());
+    let ssh = Arc::new(FakeSsh::default());
+    orch.ssh = ssh.clone();
+    healthy(&ssh, "10.0.0.2");
+    let added = orch.register_host(&name("lab2"), &url("ssh://root@10.0.0.2")).unwrap();
+    assert_eq!(added.info.cpus, 4);
+    assert_eq!(added.warnings, ["kvm: KVM not usable"]);
+    assert_eq!(orch.remote_host(&name("lab2")).unwrap().url, url("ssh://root@10.0.0.2"));
+    assert_eq!(
+        ssh.calls(),
+        ["10.0.0.2: n2d --version", "10.0.0.2: n2d doctor --json", "10.0.0.2: n2d host info --json"]
+    );
+    let again = orch.register_host(&name("lab2"), &url("ssh://10.0.0.9")).unwrap_err();
+    assert!(again.to_string().contains("already exists (ssh://root@10.0.0.2)"), "{again}");
+    assert_eq!(again.kind(), ErrorKind::Usage);
+}
+
+#[test]
+fn each_way_a_host_check_fails_is_one_clear_error_and_records_nothing() {
+    type Case = (&'static str, fn(&FakeSsh), &'static str, ErrorKind);
+    let cases: [Case; 7] = [
+        ("unreachable", |_| {}, "does not answer: ssh: connect to host h port 22: Connection refused", ErrorKind::Failure),
+        (
+            "unknown key",
+            |s| s.answer("h", "", 255, "", "No ED25519 host key is known for h and you have requested strict checking.\nHost key verification failed.\n"),
+            "its SSH host key is not known here: check its fingerprint and connect once with `ssh me@h -p 2200`",
+            ErrorKind::Usage,
+        ),
+        (
+            "changed key",
+            |s| s.answer("h", "", 255, "", "@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @\nHost key verification failed.\n"),
+            "another SSH host key than the one known here, so n2d refuses it: if the host was reinstalled, remove the old key with `ssh-keygen -R '[h]:2200'`",
+            ErrorKind::Usage,
+        ),
+        (
+            "no key accepted",
+            |s| s.answer("h", "", 255, "", "me@h: Permission denied (publickey).\n"),
+            "refused the login: me@h: Permission denied (publickey).",
+            ErrorKind::Usage,
+        ),
+        (
+            "n2d missing",
+            |s| s.answer("h", "", 127, "", "bash: line 1: n2d: command not found\n"),
+            "has no n2d on the PATH of a non-interactive SSH session",
+            ErrorKind::Usage,
+        ),
+        ("other version", |s| s.answer("h", "--version", 0, "n2d 0.0.9\n", ""), "runs n2d 0.0.9, this is n2d", ErrorKind::Usage),
+        (
+            "failing doctor",
+            |s| {
+                s.answer("h", "--version", 0, &format!("n2d {VERSION}\n"), "");
+                s.answer("h", "doctor", 1, r#"[{"name":"qemu","status":"fail","finding":"no qemu-system-x86_64","fix":"apt-get install qemu-system-x86"}]"#, "");
+            },
+            "cannot run machines yet; its `n2d doctor` says:\n  qemu: no qemu-system-x86_64 (apt-get install qemu-system-x86)",
+            ErrorKind::Usage,
+        ),
+    ];
+    for (what, script, says, kind) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut orch, _) = recording_orchestrator(dir.path());
+        let ssh = Arc::new(FakeSsh::default());
+        script(&ssh);
+        orch.ssh = ssh;
+        let err = orch.register_host(&name("lab"), &url("ssh://me@h:2200")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("host lab (ssh://me@h:2200)"), "{what}: {msg}");
+        assert!(msg.contains(says), "{what}: {msg}");
+        assert_eq!(err.kind(), kind, "{what}");
+        assert!(orch.home.list_remote_hosts().is_empty(), "{what}: nothing recorded");
+    }
+}
+
+#[test]
+fn local_is_no_name_to_add_or_remove_and_unknown_hosts_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (orch, _) = recording_orchestrator(dir.path());
+    for err in [
+        orch.register_host(&HostName::local(), &url("ssh://h")).unwrap_err(),
+        orch.forget_host(&HostName::local(), false).unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("`local` is this machine"), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Usage);
+    }
+    let err = orch.forget_host(&name("nope"), false).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no host named nope: `n2d host ls` lists the hosts, `n2d host add nope ssh://[USER@]HOST` adds one"
+    );
+    assert_eq!(err.kind(), ErrorKind::Usage);
+}
+
+#[test]
+fn a_host_with_machines_is_kept_unless_forced_and_forcing_forgets_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut orch, _) = recording_orchestrator(dir.path());
+    let ssh = Arc::new(FakeSsh::default());
+    healthy(&ssh, "h");
+    orch.ssh = ssh;
+    orch.register_host(&name("lab"), &url("ssh://h")).unwrap();
+    let web = RemoteMachine {
+        name: "web".parse().unwrap(),
+        host: name("lab"),
+        ip: "10.0.0.5".parse().unwrap(),
+        swarm: None,
+    };
+    orch.home.save_remote_machine(&web).unwrap();
+    let err = orch.forget_host(&name("lab"), false).unwrap_err();
+    assert!(err.to_string().contains("host lab has machines of this home: web"), "{err}");
+    assert!(orch.remote_host(&name("lab")).is_ok());
+    orch.forget_host(&name("lab"), true).unwrap();
+    assert!(orch.home.list_remote_hosts().is_empty());
+    assert!(orch.home.list_remote_machines().is_empty());
+}
+
+#[test]
+fn host_ls_has_local_first_then_each_host_answering_or_saying_why_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut orch, _) = recording_orchestrator(dir.path());
+    let ssh = Arc::new(FakeSsh::default());
+    healthy(&ssh, "up");
+    healthy(&ssh, "down");
+    orch.ssh = ssh.clone();
+    orch.register_host(&name("b-up"), &url("ssh://up")).unwrap();
+    orch.register_host(&name("a-down"), &url("ssh://down")).unwrap();
+    // The second host goes away.
+    let gone = Arc::new(FakeSsh::default());
+    healthy(&gone, "up");
+    orch.ssh = gone;
+    let rows = orch.list_hosts();
+    let names: Vec<_> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["local", "a-down", "b-up"]);
+    assert!(rows[0].reachable && rows[0].info.as_ref().unwrap().version == VERSION);
+    assert!(!rows[1].reachable);
+    assert!(rows[1].error.as_deref().unwrap().contains("does not answer"), "{:?}", rows[1]);
+    assert_eq!(rows[2].info.as_ref().unwrap().memory_available, 6_000_000_000);
+}
+
+#[test]
+fn meminfo_gives_total_and_available_bytes() {
+    let text = "MemTotal:       24000000 kB\nMemFree:  1 kB\nMemAvailable:   20000000 kB\n";
+    assert_eq!(parse_meminfo(text), (24_000_000 * 1024, 20_000_000 * 1024));
+    assert_eq!(parse_meminfo(""), (0, 0));
+}
