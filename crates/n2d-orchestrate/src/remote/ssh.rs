@@ -153,7 +153,8 @@ pub enum SshFailure {
 /// (whatever n2d's own status).
 pub fn classify(out: &RemoteOutput) -> Option<SshFailure> {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
+    let last = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let last = last.strip_suffix('.').unwrap_or(last).to_string();
     match out.status {
         Some(SSH_FAILED) => Some(if stderr.contains("IDENTIFICATION HAS CHANGED") {
             SshFailure::HostKeyChanged

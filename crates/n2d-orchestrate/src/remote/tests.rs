@@ -63,7 +63,7 @@ fn each_way_a_host_check_fails_is_one_clear_error_and_records_nothing() {
         (
             "no key accepted",
             |s| s.answer("h", "", 255, "", "me@h: Permission denied (publickey).\n"),
-            "refused the login: me@h: Permission denied (publickey).",
+            "refused the login: me@h: Permission denied (publickey): n2d logs in",
             ErrorKind::Usage,
         ),
         (

@@ -2,6 +2,8 @@
 //! binary, the host's real `docker` CLI, and cleanup of everything made, pass or fail.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

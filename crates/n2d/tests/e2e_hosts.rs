@@ -1,0 +1,70 @@
+//! End to end: n2d across hosts. Each "host" is a network namespace of its own with its own
+//! sshd and its own N2D_HOME, joined by a veth "LAN" (see `common::lab`); the user is on h1.
+//! Ignored by default (root, openssh-server): `cargo test --release -p n2d --test e2e_hosts --
+//! --ignored`.
+
+mod common;
+use common::lab::{Lab, Sshd};
+
+#[test]
+#[ignore = "starts sshds in network namespaces: needs root and openssh-server; run with --ignored"]
+fn hosts_are_checked_before_they_are_recorded() {
+    let mut lab = Lab::new("n2d-hk", 3);
+    lab.start_sshd("h2", Sshd::Normal);
+    lab.start_sshd("h3", Sshd::Normal);
+    lab.start_sshd("h3", Sshd::NoN2d);
+    lab.start_sshd("h3", Sshd::OtherVersion);
+    lab.start_sshd("h3", Sshd::ForeignKey);
+    lab.trust("h2", &[22]);
+
+    // A host that passes: SSH with the lab's key, this n2d, a doctor without FAIL.
+    let h2 = format!("ssh://root@{}", lab.host("h2").ip);
+    lab.n2d_ok(&["host", "add", "h2", &h2]);
+    let rows: serde_json::Value = serde_json::from_str(&lab.n2d_ok(&["host", "ls", "--json"])).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["name"], "local");
+    assert_eq!(rows[1]["name"], "h2");
+    assert_eq!(rows[1]["url"], h2.as_str());
+    assert_eq!(rows[1]["reachable"], true);
+    assert_eq!(rows[1]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(rows[1]["memory_available"].as_u64().unwrap() > 0);
+    let table = lab.n2d_ok(&["host", "ls"]);
+    assert!(table.lines().nth(2).unwrap().contains("reachable"), "{table}");
+
+    // Bad input: one clear line each, the usual exit codes, nothing recorded.
+    let h3 = lab.host("h3").ip.clone();
+    lab.n2d_fails(&["host", "add", "h2", &h2], 2, "a host named h2 already exists");
+    lab.n2d_fails(&["host", "add", "local", &h2], 2, "`local` is this machine");
+    lab.n2d_fails(&["host", "add", "x", "lab2"], 2, "does not start with ssh://");
+    lab.n2d_fails(&["host", "add", "x", "ssh://-oProxyCommand=sh"], 2, "invalid SSH address");
+    lab.n2d_fails(&["host", "rm", "nosuch"], 2, "no host named nosuch");
+    lab.n2d_fails(
+        &["host", "add", "ghost", &format!("ssh://root@{}.9", common::lab::LAN_PREFIX)],
+        1,
+        "does not answer",
+    );
+    lab.n2d_fails(
+        &["host", "add", "h3", &format!("ssh://root@{h3}")],
+        2,
+        "its SSH host key is not known here",
+    );
+    lab.trust_wrong_key("h3", &[22]);
+    lab.n2d_fails(&["host", "add", "h3", &format!("ssh://root@{h3}")], 2, "presents another SSH host key");
+    lab.trust("h3", &[22, 2201, 2202, 2203]);
+    lab.n2d_fails(&["host", "add", "h3", &format!("ssh://root@{h3}:2201")], 2, "has no n2d on the PATH");
+    lab.n2d_fails(&["host", "add", "h3", &format!("ssh://root@{h3}:2202")], 2, "runs n2d 0.0.9");
+    lab.n2d_fails(&["host", "add", "h3", &format!("ssh://root@{h3}:2203")], 2, "refused the login");
+    assert_eq!(lab.host_names(), ["local", "h2"]);
+
+    // Once its key is known, h3 is added like h2; `host rm` forgets it.
+    lab.n2d_ok(&["host", "add", "h3", &format!("ssh://root@{h3}")]);
+    assert_eq!(lab.host_names(), ["local", "h2", "h3"]);
+    lab.n2d_ok(&["host", "rm", "h3"]);
+    assert_eq!(lab.host_names(), ["local", "h2"]);
+    // Nothing of the checks is left on the hosts: no machine in their homes.
+    for host in ["h2", "h3"] {
+        let machines = lab.host(host).ns.home.join("machines");
+        assert!(std::fs::read_dir(&machines).map_or(true, |mut d| d.next().is_none()), "{host}");
+    }
+}
