@@ -204,7 +204,7 @@ mod tests {
         let cases = [
             (out(Some(255), "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.\n"), Some(SshFailure::HostKeyChanged)),
             (out(Some(255), "No ED25519 host key is known for [10.0.0.2]:22 and you have requested strict checking.\nHost key verification failed.\n"), Some(SshFailure::HostKeyUnknown)),
-            (out(Some(255), "me@lab: Permission denied (publickey).\n"), Some(SshFailure::AuthRefused("me@lab: Permission denied (publickey).".into()))),
+            (out(Some(255), "me@lab: Permission denied (publickey).\n"), Some(SshFailure::AuthRefused("me@lab: Permission denied (publickey)".into()))),
             (out(Some(255), "ssh: connect to host 10.0.0.9 port 22: Connection refused\n"), Some(SshFailure::Unreachable("ssh: connect to host 10.0.0.9 port 22: Connection refused".into()))),
             (out(Some(127), "bash: line 1: n2d: command not found\n"), Some(SshFailure::N2dMissing)),
             (out(Some(127), "sh: 1: n2d: not found\n"), Some(SshFailure::N2dMissing)),
