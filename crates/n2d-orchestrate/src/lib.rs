@@ -39,7 +39,9 @@ mod tests;
 
 pub use error::{ConsoleLines, Error, ErrorKind, Result};
 /// What the CLI reads of records and VMs, at the door.
-pub use n2d_store::{AdoptedHost, MachineRecord, SwarmRecord, DIR_MODE, FILE_MODE};
+pub use n2d_store::{
+    AdoptedHost, MachineRecord, RemoteHost, RemoteMachine, SwarmRecord, DIR_MODE, FILE_MODE,
+};
 pub use n2d_vm::{StopOutcome, VmState};
 pub use progress::{Progress, ProgressStep, Quiet};
 pub use rollback::Rollback;
@@ -100,6 +102,9 @@ pub struct Orchestrator<R, H, C> {
     template_gate: std::sync::Mutex<()>,
     /// The way to other hosts (`n2d host add`, `create --on`).
     ssh: Arc<dyn remote::Ssh>,
+    /// Set on a host that creates a machine for another home (`create --tls-relay`): that
+    /// home's CA issues the server certificate (`remote::relay`).
+    cert_issuer: std::sync::Mutex<Option<Arc<dyn remote::relay::CertIssuer>>>,
 }
 
 /// The orchestrator with the real parts (see [`Orchestrator::system`]).
@@ -138,6 +143,7 @@ impl SystemOrchestrator {
             cold: AtomicBool::new(false),
             template_gate: Default::default(),
             ssh: Arc::new(remote::OpenSsh { config: settings.ssh_config.clone() }),
+            cert_issuer: Default::default(),
         })
     }
 }
@@ -171,8 +177,10 @@ impl<R, H, C> Orchestrator<R, H, C> {
     /// for `--insecure-tcp` machines.
     pub fn endpoint(&self, record: &MachineRecord) -> Endpoint {
         let certs = self.home.certs_dir();
+        // A machine made for another home presents that home's server certificate.
+        let issuer_ca = self.home.machine_dir(&record.spec.name).join(remote::relay::ISSUER_CA_FILE);
         let tls = (!record.spec.insecure_tcp).then(|| TlsPaths {
-            ca: certs.join(n2d_pki::CA_CERT),
+            ca: if issuer_ca.is_file() { issuer_ca } else { certs.join(n2d_pki::CA_CERT) },
             cert: certs.join(n2d_pki::CLIENT_CERT),
             key: certs.join(n2d_pki::CLIENT_KEY),
         });

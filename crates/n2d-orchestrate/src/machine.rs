@@ -84,7 +84,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// Validates a spec and the name's availability before anything is made.
     pub fn check_new_machine(&self, spec: &MachineSpec) -> Result<()> {
         spec.validate()?;
-        if self.home.machine_exists(&spec.name) {
+        if self.home.machine_exists(&spec.name) || self.home.load_remote_machine(&spec.name)?.is_some() {
             return Err(Error::MachineExists { name: spec.name.to_string() });
         }
         Ok(())
@@ -276,6 +276,19 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             return Ok(None);
         }
         let ca = Ca::load_or_create(&self.home.certs_dir())?;
+        let issuer = self.cert_issuer.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(issuer) = issuer {
+            // A machine for another home (see `remote::relay`): its CA issues, and the engine
+            // trusts the clients of both.
+            let issued = issuer.issue(&record.spec.name, &server_ips(record))?;
+            let dir = self.home.machine_dir(&record.spec.name);
+            write_atomic(&dir.join(crate::remote::relay::ISSUER_CA_FILE), issued.ca_pem.as_bytes(), 0o600)?;
+            return Ok(Some(TlsMaterial {
+                ca_pem: format!("{}\n{}", issued.ca_pem.trim_end(), ca.cert_pem()),
+                cert_pem: issued.cert_pem,
+                key_pem: issued.key_pem,
+            }));
+        }
         let server = ca.issue_server(&record.spec.name, &server_ips(record))?;
         Ok(Some(TlsMaterial {
             ca_pem: ca.cert_pem().to_string(),
@@ -487,7 +500,12 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
 
     /// One Docker API ping from the host, over TLS with the user's client certificate.
     pub fn ping_docker(&self, record: &MachineRecord) -> Result<()> {
-        let api = self.connect(&self.endpoint(record), 30)?;
+        self.ping_endpoint(&self.endpoint(record))
+    }
+
+    /// [`Self::ping_docker`] for any endpoint (a machine on another host).
+    pub fn ping_endpoint(&self, endpoint: &n2d_swarm::Endpoint) -> Result<()> {
+        let api = self.connect(endpoint, 30)?;
         let rt =
             tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
         let mut last = None;

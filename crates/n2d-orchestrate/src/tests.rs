@@ -46,6 +46,7 @@ pub(crate) fn recording_orchestrator(
         cold: AtomicBool::new(true),
         template_gate: Default::default(),
         ssh: Arc::new(crate::remote::fake::FakeSsh::default()),
+        cert_issuer: Default::default(),
     };
     (orch, said)
 }
@@ -182,6 +183,7 @@ fn kit() -> Kit {
         cold: AtomicBool::new(true),
         template_gate: Default::default(),
         ssh: Arc::new(crate::remote::fake::FakeSsh::default()),
+        cert_issuer: Default::default(),
     };
     Kit { dir, orch, cluster, said }
 }
@@ -975,4 +977,43 @@ fn a_crafted_record_is_never_acted_on() {
     assert!(!k.host().links().contains(&rec.tap));
     k.assert_gone("h1");
     k.assert_host_clean();
+}
+
+/// A create for another home (`--tls-relay`): that home's CA issues the server certificate, the
+/// engine trusts the clients of both CAs, and this host checks the engine against the issuer.
+#[test]
+fn a_relayed_create_presents_the_asking_homes_certificate_and_trusts_both_cas() {
+    struct OtherHome(n2d_pki::Ca, std::sync::Mutex<Vec<String>>);
+    impl crate::remote::relay::CertIssuer for OtherHome {
+        fn issue(
+            &self,
+            name: &MachineName,
+            ips: &[std::net::IpAddr],
+        ) -> Result<crate::remote::relay::IssuedCert, Error> {
+            self.1.lock().unwrap().push(format!("{name} {ips:?}"));
+            let c = self.0.issue_server(name, ips)?;
+            Ok(crate::remote::relay::IssuedCert {
+                ca_pem: self.0.cert_pem().into(),
+                cert_pem: c.cert_pem,
+                key_pem: c.key_pem,
+            })
+        }
+    }
+    let k = kit();
+    let other_dir = tempfile::tempdir().unwrap();
+    let other =
+        Arc::new(OtherHome(n2d_pki::Ca::load_or_create(other_dir.path()).unwrap(), Default::default()));
+    k.orch.relay_certificates(other.clone());
+    let record = k.create("web").unwrap();
+    assert_eq!(*other.1.lock().unwrap(), [format!("web [{}]", record.ip)]);
+    let dir = k.orch.home.machine_dir(&name("web"));
+    let issuer_ca = std::fs::read_to_string(dir.join(crate::remote::relay::ISSUER_CA_FILE)).unwrap();
+    assert_eq!(issuer_ca, other.0.cert_pem());
+    // This host checks the engine against the issuer; its own client certificate still works.
+    let ep = k.orch.endpoint(&record);
+    assert_eq!(ep.tls.unwrap().ca, dir.join(crate::remote::relay::ISSUER_CA_FILE));
+    let own = n2d_pki::Ca::load_or_create(&k.orch.home.certs_dir()).unwrap();
+    let config = k.orch.guest_config(&record, k.orch.server_tls(&record).unwrap());
+    let ca_pem = config.docker.tls.unwrap().ca_pem;
+    assert!(ca_pem.contains(other.0.cert_pem().trim()) && ca_pem.contains(own.cert_pem().trim()), "both CAs");
 }

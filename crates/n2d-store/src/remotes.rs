@@ -18,6 +18,12 @@ pub struct RemoteHost {
     pub url: SshUrl,
     /// The remote n2d's version when it was added (`n2d --version`'s second word).
     pub version: String,
+    /// The bridge there that its machines attach to (`host add --network`), and the addresses
+    /// they may take on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<n2d_spec::address::IpRange>,
 }
 
 /// A machine of this home that runs on another host.
@@ -27,7 +33,7 @@ pub struct RemoteMachine {
     pub name: MachineName,
     pub host: HostName,
     /// The machine's address, where its Docker API answers (port 2376, TLS).
-    pub ip: std::net::IpAddr,
+    pub ip: std::net::Ipv4Addr,
     /// The swarm it is a node of, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swarm: Option<String>,
@@ -134,6 +140,8 @@ mod tests {
             name: lab.clone(),
             url: "ssh://me@lab:2222".parse().unwrap(),
             version: "0.1.0".into(),
+            network: Some("brlan".into()),
+            ip_range: Some("10.99.0.110-10.99.0.119".parse().unwrap()),
         };
         home.save_remote_host(&host).unwrap();
         assert_eq!(home.load_remote_host(&lab).unwrap(), Some(host.clone()));

@@ -261,6 +261,15 @@ Examples:
         name: HostName,
         /// Where it is: ssh://[USER@]HOST[:PORT] (as docker's ssh:// contexts)
         url: SshUrl,
+        /// The bridge there that machines placed on this host attach to: one that reaches the
+        /// LAN, so that the other hosts reach them [default: that host's n2d0, reached by that
+        /// host only]
+        #[arg(long, value_parser = bridge_name)]
+        network: Option<String>,
+        /// The addresses machines on this host may take on that bridge, FIRST-LAST or a CIDR
+        /// block: one range per host, not overlapping another host's
+        #[arg(long, requires = "network")]
+        ip_range: Option<n2d_spec::address::IpRange>,
     },
     /// List the hosts: reachable or not, n2d version, CPUs, free memory, machines
     #[command(visible_alias = "list")]
@@ -671,6 +680,14 @@ pub struct CreateArgs {
     /// Boot, even when a warm template could be cloned (see `n2d image warm`)
     #[arg(long)]
     pub cold: bool,
+    /// The host to run it on (see `n2d host add`); its n2d makes it there, with the network
+    /// given to `host add` unless --network is given [default: local, this machine]
+    #[arg(long, value_name = "HOST")]
+    pub on: Option<HostName>,
+    /// Internal: the machine is made for the n2d on the other end of this SSH session, whose CA
+    /// issues its certificate (requests on stdout, answers on stdin)
+    #[arg(long, hide = true)]
+    pub tls_relay: bool,
 }
 
 #[derive(Debug, Args, Clone)]

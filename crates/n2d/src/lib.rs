@@ -31,6 +31,9 @@ pub fn main_with<I: IntoIterator<Item = OsString>>(args: I, vars: impl Fn(&str) 
     // Everything n2d and the tools it runs (qemu-img, QEMU's sockets and logs) create is
     // private; the store sets exact modes on top of this.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let args: Vec<OsString> = args.into_iter().collect();
+    // Kept whole for a verb that runs on a machine's own host (`commands::remote`).
+    let _ = commands::remote::ARGS.set(args.iter().skip(1).cloned().collect());
     let cli = match args::Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {

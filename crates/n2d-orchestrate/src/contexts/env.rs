@@ -120,6 +120,11 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 let cert_path = Some(cert_path_text(&certs)?.to_string());
                 return Ok(MachineEnv { docker_host: host.docker_host, cert_path, eval_hint });
             }
+            if let Some(remote) = self.home.load_remote_machine(name)? {
+                let cert_path = Some(cert_path_text(&self.home.certs_dir())?.to_string());
+                let docker_host = self.remote_endpoint(&remote).docker_host;
+                return Ok(MachineEnv { docker_host, cert_path, eval_hint });
+            }
         }
         let record = self.load_record(name)?;
         let certs = self.home.certs_dir();

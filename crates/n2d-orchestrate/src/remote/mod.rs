@@ -4,6 +4,8 @@
 //! run there ([`n2d_store::RemoteMachine`]). The CA stays here: its key never leaves this home.
 
 pub mod fake;
+pub mod machines;
+pub mod relay;
 pub mod ssh;
 
 pub use ssh::{OpenSsh, RemoteOutput, Ssh, SshFailure};
@@ -12,6 +14,7 @@ use crate::{Orchestrator, Result};
 use n2d_spec::host::{HostName, SshUrl};
 use n2d_store::RemoteHost;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// This n2d's version: a remote n2d must have the same one (the hidden verbs and JSON between
 /// them are not a stable interface across versions).
@@ -53,6 +56,8 @@ pub enum RemoteError {
     },
     #[error("`n2d {command}` on host {name} failed{status}: {message}")]
     Remote { name: HostName, command: String, status: String, message: String },
+    #[error("host {name} refused: {message}")]
+    Refused { name: HostName, message: String },
     #[error("host {name} answered `n2d {command}` with what this n2d cannot read: {reason}")]
     BadAnswer { name: HostName, command: String, reason: String },
 }
@@ -93,6 +98,13 @@ pub struct HostRow {
     pub info: Option<HostInfo>,
     /// Why the host did not answer.
     pub error: Option<String>,
+}
+
+/// Where machines placed on a host attach there (`host add --network --ip-range`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostPlacement {
+    pub network: Option<String>,
+    pub ip_range: Option<n2d_spec::address::IpRange>,
 }
 
 /// What `host add` found.
@@ -136,6 +148,11 @@ impl<R, H, C> Orchestrator<R, H, C> {
             memory_available,
             machines: self.home.list_machines().len(),
         }
+    }
+
+    /// From now on, server certificates come from `issuer` (see [`relay`]).
+    pub fn relay_certificates(&self, issuer: Arc<dyn relay::CertIssuer>) {
+        *self.cert_issuer.lock().unwrap_or_else(|e| e.into_inner()) = Some(issuer);
     }
 
     /// The names of the recorded hosts (`local` is not one).
@@ -218,7 +235,12 @@ impl<R, H, C> Orchestrator<R, H, C> {
 
     /// Checks a host (SSH without prompts, the same n2d version, a passing doctor) and records
     /// it. Nothing is recorded unless every check passes.
-    pub fn register_host(&self, name: &HostName, url: &SshUrl) -> Result<HostAdded> {
+    pub fn register_host(
+        &self,
+        name: &HostName,
+        url: &SshUrl,
+        placement: HostPlacement,
+    ) -> Result<HostAdded> {
         if name.is_local() {
             return Err(RemoteError::LocalIsReserved.into());
         }
@@ -260,7 +282,14 @@ impl<R, H, C> Orchestrator<R, H, C> {
             .map(|l| format!("{}: {}", l.name, l.finding))
             .collect();
         let info = self.host_info(name, url)?;
-        self.home.save_remote_host(&RemoteHost { name: name.clone(), url: url.clone(), version: remote })?;
+        let HostPlacement { network, ip_range } = placement;
+        self.home.save_remote_host(&RemoteHost {
+            name: name.clone(),
+            url: url.clone(),
+            version: remote,
+            network,
+            ip_range,
+        })?;
         step.done(&format!("host {name} added"));
         Ok(HostAdded { info, warnings })
     }

@@ -27,6 +27,19 @@ pub trait Ssh: Send + Sync {
     /// verb whose output is the user's: `logs -f`, `exec`, a create's progress), with a
     /// terminal when `tty`; returns its exit status.
     fn n2d_attached(&self, url: &SshUrl, args: &[String], tty: bool) -> io::Result<Option<i32>>;
+
+    /// Starts `n2d ARGS...` on the host with its stdin, stdout and stderr piped to the caller,
+    /// for a conversation (`create --tls-relay`).
+    fn session(&self, url: &SshUrl, args: &[String]) -> io::Result<RemoteSession>;
+}
+
+/// A running remote n2d: its three streams and how to wait for its end.
+pub struct RemoteSession {
+    pub stdin: Box<dyn io::Write + Send>,
+    pub stdout: Box<dyn io::Read + Send>,
+    pub stderr: Box<dyn io::Read + Send>,
+    /// Waits for the end; the exit status (`None` when killed by a signal).
+    pub wait: Box<dyn FnOnce() -> io::Result<Option<i32>> + Send>,
 }
 
 /// The real one: `ssh` from openssh-client.
@@ -121,6 +134,22 @@ impl Ssh for OpenSsh {
     fn n2d_attached(&self, url: &SshUrl, args: &[String], tty: bool) -> io::Result<Option<i32>> {
         let status = self.command(url, args, tty).status().map_err(spawn_error)?;
         Ok(status.code())
+    }
+
+    fn session(&self, url: &SshUrl, args: &[String]) -> io::Result<RemoteSession> {
+        let mut child = self
+            .command(url, args, false)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_error)?;
+        Ok(RemoteSession {
+            stdin: Box::new(child.stdin.take().expect("piped")),
+            stdout: Box::new(child.stdout.take().expect("piped")),
+            stderr: Box::new(child.stderr.take().expect("piped")),
+            wait: Box::new(move || child.wait().map(|s| s.code())),
+        })
     }
 }
 

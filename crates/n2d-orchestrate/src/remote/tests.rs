@@ -30,7 +30,8 @@ fn a_host_that_passes_every_check_is_recorded_with_its_resources_and_warnings() 
     let ssh = Arc::new(FakeSsh::default());
     orch.ssh = ssh.clone();
     healthy(&ssh, "10.0.0.2");
-    let added = orch.register_host(&name("lab2"), &url("ssh://root@10.0.0.2")).unwrap();
+    let added =
+        orch.register_host(&name("lab2"), &url("ssh://root@10.0.0.2"), HostPlacement::default()).unwrap();
     assert_eq!(added.info.cpus, 4);
     assert_eq!(added.warnings, ["kvm: KVM not usable"]);
     assert_eq!(orch.remote_host(&name("lab2")).unwrap().url, url("ssh://root@10.0.0.2"));
@@ -38,7 +39,8 @@ fn a_host_that_passes_every_check_is_recorded_with_its_resources_and_warnings() 
         ssh.calls(),
         ["10.0.0.2: n2d --version", "10.0.0.2: n2d doctor --json", "10.0.0.2: n2d host info --json"]
     );
-    let again = orch.register_host(&name("lab2"), &url("ssh://10.0.0.9")).unwrap_err();
+    let again =
+        orch.register_host(&name("lab2"), &url("ssh://10.0.0.9"), HostPlacement::default()).unwrap_err();
     assert!(again.to_string().contains("already exists (ssh://root@10.0.0.2)"), "{again}");
     assert_eq!(again.kind(), ErrorKind::Usage);
 }
@@ -89,7 +91,8 @@ fn each_way_a_host_check_fails_is_one_clear_error_and_records_nothing() {
         let ssh = Arc::new(FakeSsh::default());
         script(&ssh);
         orch.ssh = ssh;
-        let err = orch.register_host(&name("lab"), &url("ssh://me@h:2200")).unwrap_err();
+        let err =
+            orch.register_host(&name("lab"), &url("ssh://me@h:2200"), HostPlacement::default()).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("host lab (ssh://me@h:2200)"), "{what}: {msg}");
         assert!(msg.contains(says), "{what}: {msg}");
@@ -103,7 +106,7 @@ fn local_is_no_name_to_add_or_remove_and_unknown_hosts_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let (orch, _) = recording_orchestrator(dir.path());
     for err in [
-        orch.register_host(&HostName::local(), &url("ssh://h")).unwrap_err(),
+        orch.register_host(&HostName::local(), &url("ssh://h"), HostPlacement::default()).unwrap_err(),
         orch.forget_host(&HostName::local(), false).unwrap_err(),
     ] {
         assert!(err.to_string().contains("`local` is this machine"), "{err}");
@@ -124,7 +127,7 @@ fn a_host_with_machines_is_kept_unless_forced_and_forcing_forgets_them() {
     let ssh = Arc::new(FakeSsh::default());
     healthy(&ssh, "h");
     orch.ssh = ssh;
-    orch.register_host(&name("lab"), &url("ssh://h")).unwrap();
+    orch.register_host(&name("lab"), &url("ssh://h"), HostPlacement::default()).unwrap();
     let web = RemoteMachine {
         name: "web".parse().unwrap(),
         host: name("lab"),
@@ -148,8 +151,8 @@ fn host_ls_has_local_first_then_each_host_answering_or_saying_why_not() {
     healthy(&ssh, "up");
     healthy(&ssh, "down");
     orch.ssh = ssh.clone();
-    orch.register_host(&name("b-up"), &url("ssh://up")).unwrap();
-    orch.register_host(&name("a-down"), &url("ssh://down")).unwrap();
+    orch.register_host(&name("b-up"), &url("ssh://up"), HostPlacement::default()).unwrap();
+    orch.register_host(&name("a-down"), &url("ssh://down"), HostPlacement::default()).unwrap();
     // The second host goes away.
     let gone = Arc::new(FakeSsh::default());
     healthy(&gone, "up");
@@ -168,4 +171,100 @@ fn meminfo_gives_total_and_available_bytes() {
     let text = "MemTotal:       24000000 kB\nMemFree:  1 kB\nMemAvailable:   20000000 kB\n";
     assert_eq!(parse_meminfo(text), (24_000_000 * 1024, 20_000_000 * 1024));
     assert_eq!(parse_meminfo(""), (0, 0));
+}
+
+mod create_on_host {
+    use super::*;
+    use crate::remote::relay::IssuedCert;
+    use n2d_spec::machine::MachineName;
+    use std::io::{BufRead, Write};
+
+    fn lab_with(
+        script: crate::remote::fake::SessionScript,
+    ) -> (
+        tempfile::TempDir,
+        Orchestrator<n2d_exec::RecordingRunner, n2d_vm::fake::FakeHypervisor, n2d_swarm::fake::Cluster>,
+        Arc<crate::Quiet>,
+        Arc<FakeSsh>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut orch, said) = recording_orchestrator(dir.path());
+        let ssh = Arc::new(FakeSsh::default());
+        healthy(&ssh, "h2");
+        ssh.script("h2", "create", script);
+        orch.ssh = ssh.clone();
+        orch.register_host(&name("lab2"), &url("ssh://h2"), HostPlacement::default()).unwrap();
+        (dir, orch, said, ssh)
+    }
+
+    #[test]
+    fn the_remote_create_gets_a_certificate_of_this_homes_ca_and_the_machine_is_recorded() {
+        let script: crate::remote::fake::SessionScript = Arc::new(
+            |args: &[String], stdin: &mut dyn BufRead, stdout: &mut dyn Write, stderr: &mut dyn Write| {
+                assert_eq!(args, ["create", "web", "--memory", "1G", "--tls-relay"]);
+                writeln!(stderr, "Creating web...").unwrap();
+                writeln!(stdout, r#"{{"issue":{{"name":"web","ips":["10.99.0.110"]}}}}"#).unwrap();
+                let mut answer = String::new();
+                stdin.read_line(&mut answer).unwrap();
+                let issued: IssuedCert = serde_json::from_str(&answer).unwrap();
+                let info = n2d_pki::CertInfo::from_pem(&issued.cert_pem).unwrap();
+                if !info.names_machine(&"web".parse().unwrap()) || !info.names().contains("10.99.0.110") {
+                    return 1;
+                }
+                writeln!(stdout, "10.99.0.110\nDocker endpoint: tcp://10.99.0.110:2376").unwrap();
+                0
+            },
+        );
+        let (_dir, orch, said, _ssh) = lab_with(script);
+        let web: MachineName = "web".parse().unwrap();
+        let made = orch.create_on_host(&name("lab2"), &web, &["--memory".into(), "1G".into()]).unwrap();
+        assert_eq!(made.ip.to_string(), "10.99.0.110");
+        assert_eq!(orch.remote_machine(&web).unwrap(), Some(made.clone()));
+        assert!(said.lines().iter().any(|l| l == "  lab2: Creating web..."), "{:?}", said.lines());
+        assert_eq!(orch.remote_endpoint(&made).docker_host, "tcp://10.99.0.110:2376");
+        // The name is taken now, here and there.
+        let again = orch.create_on_host(&name("lab2"), &web, &[]).unwrap_err();
+        assert!(matches!(again, crate::Error::MachineExists { .. }), "{again}");
+    }
+
+    #[test]
+    fn a_refused_or_failed_remote_create_records_nothing_and_says_why() {
+        let refused: crate::remote::fake::SessionScript =
+            Arc::new(|_: &[String], _: &mut dyn BufRead, _: &mut dyn Write, stderr: &mut dyn Write| {
+                writeln!(stderr, "Creating web...\nerror: invalid size \"lots\"").unwrap();
+                2
+            });
+        let (_dir, orch, _, _) = lab_with(refused);
+        let web: MachineName = "web".parse().unwrap();
+        let err = orch.create_on_host(&name("lab2"), &web, &[]).unwrap_err();
+        assert_eq!(err.to_string(), "host lab2 refused: invalid size \"lots\"");
+        assert_eq!(err.kind(), ErrorKind::Usage);
+        assert_eq!(orch.remote_machine(&web).unwrap(), None);
+
+        // A request for another name is never signed.
+        let other: crate::remote::fake::SessionScript = Arc::new(
+            |_: &[String], stdin: &mut dyn BufRead, stdout: &mut dyn Write, stderr: &mut dyn Write| {
+                writeln!(stdout, r#"{{"issue":{{"name":"other","ips":["10.99.0.111"]}}}}"#).unwrap();
+                let mut answer = String::new();
+                let got = stdin.read_line(&mut answer).unwrap_or(0);
+                writeln!(stderr, "error: the certificate relay to the asking n2d broke: it hung up ({got})")
+                    .unwrap();
+                1
+            },
+        );
+        let (_dir, orch, _, _) = lab_with(other);
+        let err = orch.create_on_host(&name("lab2"), &web, &[]).unwrap_err();
+        assert!(err.to_string().contains("hung up (0)"), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Failure);
+        assert_eq!(orch.remote_machine(&web).unwrap(), None);
+    }
+
+    #[test]
+    fn an_unknown_host_is_refused_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (orch, _) = recording_orchestrator(dir.path());
+        let err = orch.create_on_host(&name("nope"), &"web".parse().unwrap(), &[]).unwrap_err();
+        assert!(err.to_string().starts_with("no host named nope"), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Usage);
+    }
 }

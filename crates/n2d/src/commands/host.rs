@@ -4,13 +4,13 @@
 use crate::args::HostCommand;
 use crate::context::Ctx;
 use anyhow::Result;
-use n2d_orchestrate::remote::HostRow;
+use n2d_orchestrate::remote::{HostPlacement, HostRow};
 use serde::Serialize;
 
 pub fn run(ctx: &Ctx, cmd: HostCommand) -> Result<()> {
     match cmd {
-        HostCommand::Add { name, url } => {
-            let added = ctx.register_host(&name, &url)?;
+        HostCommand::Add { name, url, network, ip_range } => {
+            let added = ctx.register_host(&name, &url, HostPlacement { network, ip_range })?;
             for warning in &added.warnings {
                 errln!("  warning on {name}: {warning}");
             }

@@ -8,6 +8,7 @@ use crate::error::{CommandStatus, UsageError};
 use anyhow::Result;
 use n2d_orchestrate::exec::{ExecIo, ExecRequest};
 use n2d_orchestrate::inventory::MachineRequest;
+use n2d_orchestrate::remote::relay::LineIssuer;
 use n2d_orchestrate::{StopOutcome, VmState};
 use n2d_spec::copy::CopyEnd;
 use n2d_spec::machine::{truncate_chars, MachineName};
@@ -15,6 +16,14 @@ use n2d_spec::swarm::SwarmName;
 use std::time::Duration;
 
 pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
+    if let Some(host) = args.on.as_ref().filter(|h| !h.is_local()) {
+        return create_on(ctx, host, &args);
+    }
+    if args.tls_relay {
+        // Asked by another home's n2d over SSH: its CA issues the certificate.
+        let stdin = std::io::BufReader::new(std::io::stdin());
+        ctx.relay_certificates(std::sync::Arc::new(LineIssuer::new(stdin, std::io::stdout())));
+    }
     let m = &args.machine;
     // Everything the user typed is checked before building or creating anything.
     let default_image = crate::commands::image::build_request(&Default::default(), ctx.init_env());
@@ -55,6 +64,78 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
     Ok(())
 }
 
+/// `create --on HOST`: the machine is made by HOST's n2d, its certificate issued here; then
+/// pinged from here over TLS (the engine must be reachable from this host) and given a context.
+fn create_on(ctx: &Ctx, host: &n2d_spec::host::HostName, args: &CreateArgs) -> Result<()> {
+    let refuse = |what: &str| -> Result<()> {
+        Err(UsageError::err(format!("{what} with --on: a machine on another host is reached over the network, at its own address, over TLS")))
+    };
+    let m = &args.machine;
+    if !args.mounts.is_empty() {
+        return Err(UsageError::err("--mount shares a folder of the machine's own host: not with --on (make the folder on that host and create the machine there)"));
+    }
+    if !args.publish.is_empty() || m.network.as_deref() == Some(n2d_spec::machine::USER_NETWORK) {
+        return refuse("user-mode networking (--publish, --network user)");
+    }
+    if m.insecure_tcp {
+        return refuse("--insecure-tcp");
+    }
+    if args.tls_relay {
+        return Err(UsageError::err("--tls-relay is n2d's own, between hosts"));
+    }
+    let record = ctx.remote_host(host)?;
+    let mut remote: Vec<String> = vec!["--memory".into(), m.memory.clone(), "--disk".into(), m.disk.clone()];
+    remote.extend(["--timeout".into(), m.timeout.to_string()]);
+    if let Some(cpus) = m.cpus {
+        remote.extend(["--cpus".into(), cpus.to_string()]);
+    }
+    // The host's own placement (host add --network --ip-range) unless told otherwise here.
+    let (network, ip_range) = match &m.network {
+        Some(network) => (Some(network.clone()), m.ip_range),
+        None => (record.network.clone(), m.ip_range.or(record.ip_range)),
+    };
+    if let Some(network) = network {
+        remote.extend(["--network".into(), network]);
+    }
+    if let Some(ip) = m.ip {
+        remote.extend(["--ip".into(), ip.to_string()]);
+    } else if let Some(range) = ip_range {
+        remote.extend(["--ip-range".into(), range.to_string()]);
+    }
+    if let Some(image) = &m.image {
+        remote.extend(["--image".into(), image.clone()]);
+    }
+    for label in &args.labels {
+        remote.extend(["--label".into(), label.clone()]);
+    }
+    if args.expose {
+        remote.push("--expose".into());
+    }
+    if args.cold {
+        remote.push("--cold".into());
+    }
+    let machine = ctx.create_on_host(host, &args.name, &remote)?;
+    let endpoint = ctx.remote_endpoint(&machine);
+    if let Err(e) = ctx.ping_endpoint(&endpoint) {
+        // Made, but out of this host's reach: of no use here, so not kept.
+        let _ = ctx.remove_remote(&machine, true);
+        return Err(anyhow::Error::new(e).context(format!(
+            "{} was made on host {host}, but this host cannot reach its engine at {}: it was removed again; place it on a bridge that reaches this host (`n2d host add {host} ... --network BRIDGE --ip-range RANGE`, or --network here)",
+            machine.name, endpoint.docker_host
+        )));
+    }
+    let context = ctx.register_machine_context(&endpoint);
+    outln!("{}", machine.ip)?;
+    outln!("Docker endpoint: {} (on host {host})", endpoint.docker_host)?;
+    if let Some(context) = context {
+        outln!(
+            "Point the docker CLI at it: docker --context {context} info (or `docker context use {context}`)"
+        )?;
+    }
+    outln!("Or set the environment: eval \"$(n2d env {})\"", machine.name)?;
+    Ok(())
+}
+
 /// Registers (or refreshes) the docker context of a lone machine; a failure is only reported.
 fn register_context(ctx: &Ctx, record: &n2d_orchestrate::MachineRecord) -> Option<String> {
     ctx.register_machine_context(&ctx.endpoint(record))
@@ -64,18 +145,21 @@ pub fn ls(ctx: &Ctx, json: bool, quiet: bool) -> Result<()> {
     let listing = ctx.list();
     if quiet {
         let adopted = listing.adopted.iter().map(|(n, _)| n.to_string());
-        for name in listing.machines.iter().map(|(n, _)| n.to_string()).chain(adopted) {
+        let remote = ctx.remote_machine_names().into_iter().map(|n| n.to_string());
+        for name in listing.machines.iter().map(|(n, _)| n.to_string()).chain(adopted).chain(remote) {
             outln!("{name}")?;
         }
         return Ok(());
     }
+    // Machines on other hosts, their states asked of their hosts (in parallel).
+    let remote = ctx.list_remote_machines();
     if json {
         // One shape for every row (machines, adopted ones, unreadable records): every key,
         // null where it does not apply.
         let row = |name: &dyn std::fmt::Display, state: &str| {
             serde_json::json!({
                 "name": name.to_string(), "state": state, "ip": null, "network": null, "endpoint": null,
-                "image": null, "swarm": null, "ports": [], "newer_image": null, "error": null,
+                "image": null, "swarm": null, "ports": [], "newer_image": null, "host": null, "error": null,
             })
         };
         let rows: Vec<serde_json::Value> = listing
@@ -92,6 +176,7 @@ pub fn ls(ctx: &Ctx, json: bool, quiet: bool) -> Result<()> {
                     v["swarm"] = serde_json::json!(r.swarm);
                     v["ports"] = serde_json::json!(r.spec.publish);
                     v["newer_image"] = serde_json::json!(m.newer_image);
+                    v["host"] = serde_json::json!("local");
                     v
                 }
                 Err(e) => {
@@ -112,18 +197,35 @@ pub fn ls(ctx: &Ctx, json: bool, quiet: bool) -> Result<()> {
                     v
                 }
             }))
+            .chain(remote.iter().map(|r| {
+                let mut v = row(&r.machine.name, &r.state);
+                v["ip"] = serde_json::json!(r.machine.ip);
+                v["endpoint"] = serde_json::json!(ctx.remote_endpoint(&r.machine).docker_host);
+                v["swarm"] = serde_json::json!(r.machine.swarm);
+                v["host"] = serde_json::json!(r.machine.host);
+                v["error"] = serde_json::json!(r.error);
+                v
+            }))
             .collect();
         outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(());
     }
-    outln!("{:<20} {:<9} {:<15} {:<26} {:<12} PORTS", "NAME", "STATE", "IP", "ENDPOINT", "IMAGE")?;
+    outln!(
+        "{:<20} {:<9} {:<15} {:<26} {:<12} {:<10} PORTS",
+        "NAME",
+        "STATE",
+        "IP",
+        "ENDPOINT",
+        "IMAGE",
+        "HOST"
+    )?;
     let mut outdated = Vec::new();
     for (name, m) in &listing.machines {
         match m {
             Ok(m) => {
                 let r = &m.record;
                 outln!(
-                    "{:<20} {:<9} {:<15} {:<26} {:<12} {}",
+                    "{:<20} {:<9} {:<15} {:<26} {:<12} {:<10} {}",
                     name,
                     state_of(m),
                     r.ip.to_string(),
@@ -135,6 +237,7 @@ pub fn ls(ctx: &Ctx, json: bool, quiet: bool) -> Result<()> {
                         }
                         None => truncate_chars(&r.spec.image, 12).to_string(),
                     },
+                    "local",
                     r.spec
                         .publish
                         .iter()
@@ -150,14 +253,29 @@ pub fn ls(ctx: &Ctx, json: bool, quiet: bool) -> Result<()> {
     for (name, h) in &listing.adopted {
         match h {
             Ok(h) => outln!(
-                "{:<20} {:<9} {:<15} {:<26} {:<12}",
+                "{:<20} {:<9} {:<15} {:<26} {:<12} {:<10}",
                 h.name.as_str(),
                 "adopted",
                 "-",
                 h.docker_host,
+                "-",
                 "-"
             )?,
             Err(e) => outln!("{:<20} error     {e}", name.as_str())?,
+        }
+    }
+    for r in &remote {
+        outln!(
+            "{:<20} {:<9} {:<15} {:<26} {:<12} {:<10}",
+            r.machine.name.as_str(),
+            r.state,
+            r.machine.ip.to_string(),
+            ctx.remote_endpoint(&r.machine).docker_host,
+            "-",
+            r.machine.host.as_str()
+        )?;
+        if let Some(e) = &r.error {
+            errln!("{}: {e}", r.machine.name);
         }
     }
     for (name, newest) in outdated {
@@ -177,6 +295,10 @@ pub fn inspect(ctx: &Ctx, name: &MachineName) -> Result<()> {
 }
 
 pub fn ip(ctx: &Ctx, name: &MachineName) -> Result<()> {
+    if let Some(remote) = ctx.remote_machine(name)? {
+        outln!("{}", remote.ip)?;
+        return Ok(());
+    }
     outln!("{}", ctx.load_record(name)?.ip)?;
     Ok(())
 }

@@ -8,6 +8,7 @@ pub mod env;
 pub mod host;
 pub mod image;
 pub mod machine;
+pub mod remote;
 pub mod swarm;
 
 use crate::args::Command;
@@ -38,6 +39,9 @@ pub fn run(command: Command, vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) 
     if changes_state(&command) {
         // What a killed n2d left half done is completed or undone first (one line each).
         ctx.recover()?;
+    }
+    if remote::forward(&ctx, &command)?.is_some() {
+        return Ok(());
     }
     match command {
         Command::Image(cmd) => image::run(&ctx, cmd),
