@@ -68,3 +68,67 @@ fn hosts_are_checked_before_they_are_recorded() {
         assert!(std::fs::read_dir(&machines).map_or(true, |mut d| d.next().is_none()), "{host}");
     }
 }
+
+#[test]
+#[ignore = "boots a VM on another host: needs root, QEMU and openssh-server; run with --ignored"]
+fn a_machine_on_another_host_is_made_there_and_reached_from_here() {
+    let home = common::e2e_home();
+    common::build_image(&home);
+    let mut lab = Lab::new("n2d-hm", 2);
+    lab.start_sshd("h2", Sshd::Normal);
+    lab.trust("h2", &[22]);
+    lab.install_images("h2", &home);
+    let h2 = format!("ssh://root@{}", lab.host("h2").ip);
+    let range = format!("{}.110-{}.119", common::lab::LAN_PREFIX, common::lab::LAN_PREFIX);
+    lab.n2d_ok(&["host", "add", "h2", &h2, "--network", "brlan", "--ip-range", &range]);
+
+    // Bad input first: an unknown host, flags that make no sense there; nothing made anywhere.
+    lab.n2d_fails(&["create", "web", "--on", "nosuch"], 2, "no host named nosuch");
+    lab.n2d_fails(&["create", "web", "--on", "h2", "-p", "8080:80"], 2, "not for a machine on another host");
+    lab.n2d_fails(&["create", "web", "--on", "h2", "--memory", "lots"], 2, "invalid size");
+
+    let created = lab.n2d_ok(&["create", "web", "--on", "h2", "--memory", "1G"]);
+    let ip = created.lines().next().unwrap().trim().to_string();
+    assert!(ip.starts_with(&format!("{}.11", common::lab::LAN_PREFIX)), "{created}");
+    assert!(created.contains("(on host h2)"), "{created}");
+    // The machine lives in h2's home; this home keeps where it is.
+    assert!(lab.host("h2").ns.home.join("machines/web").is_dir());
+    assert!(!lab.host("h1").ns.home.join("machines/web").exists());
+
+    // The real docker CLI, here, reaches the engine over there with this home's context and
+    // client certificate: the server certificate was issued by this home's CA.
+    let h1 = &lab.host("h1").ns;
+    let info = h1.docker_ok(&[], &["--context", "web", "info", "--format", "{{.Name}}"]);
+    assert_eq!(info.trim(), "web");
+    let env = common::parse_env(&lab.n2d_ok(&["env", "web"]));
+    assert_eq!(env.iter().find(|(k, _)| k == "DOCKER_HOST").unwrap().1, format!("tcp://{ip}:2376"));
+    assert_eq!(h1.docker_ok(&env, &["version", "--format", "{{.Server.Os}}"]).trim(), "linux");
+    assert_eq!(lab.n2d_ok(&["ip", "web"]).trim(), ip);
+
+    // ls here asks h2; verbs run there.
+    let rows: serde_json::Value = serde_json::from_str(&lab.n2d_ok(&["ls", "--json"])).unwrap();
+    let web = rows.as_array().unwrap().iter().find(|r| r["name"] == "web").unwrap().clone();
+    assert_eq!(web["host"], "h2");
+    assert_eq!(web["state"], "running");
+    assert_eq!(lab.n2d_ok(&["exec", "web", "--", "hostname"]).trim(), "web");
+    let out = lab.n2d(&["exec", "web", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    lab.n2d_fails(&["create", "web", "--on", "h2"], 2, "web");
+
+    // h2 goes away: ls still answers, web is unknown, and says why.
+    lab.stop_sshds("h2");
+    let out = lab.n2d(&["ls", "--json"]);
+    assert!(out.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let web = rows.as_array().unwrap().iter().find(|r| r["name"] == "web").unwrap().clone();
+    assert_eq!(web["state"], "unknown");
+    assert!(web["error"].as_str().unwrap().contains("does not answer"), "{web}");
+    lab.n2d_fails(&["rm", "-f", "web"], 1, "does not answer");
+
+    // Back: rm removes it there and here, context too.
+    lab.start_sshd("h2", Sshd::Normal);
+    lab.n2d_ok(&["rm", "-f", "web"]);
+    assert!(!lab.host("h2").ns.home.join("machines/web").exists());
+    assert!(lab.n2d_ok(&["ls", "-q"]).trim().is_empty());
+    assert!(lab.host("h1").ns.context_host("web").is_empty());
+}

@@ -68,11 +68,11 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
 /// pinged from here over TLS (the engine must be reachable from this host) and given a context.
 fn create_on(ctx: &Ctx, host: &n2d_spec::host::HostName, args: &CreateArgs) -> Result<()> {
     let refuse = |what: &str| -> Result<()> {
-        Err(UsageError::err(format!("{what} with --on: a machine on another host is reached over the network, at its own address, over TLS")))
+        Err(UsageError::err(format!("{what}: not for a machine on another host (--on), which is reached at its own address, over TLS")))
     };
     let m = &args.machine;
     if !args.mounts.is_empty() {
-        return Err(UsageError::err("--mount shares a folder of the machine's own host: not with --on (make the folder on that host and create the machine there)"));
+        return Err(UsageError::err("--mount shares a folder of this host: not for a machine on another host (--on); run `n2d create --mount` on that host instead"));
     }
     if !args.publish.is_empty() || m.network.as_deref() == Some(n2d_spec::machine::USER_NETWORK) {
         return refuse("user-mode networking (--publish, --network user)");

@@ -168,6 +168,37 @@ impl Lab {
         }
     }
 
+    /// Gives host `name`'s home the images of `source` (the e2e home, where they were built
+    /// once): hard links of their files (a host's namespace has no route to Debian's mirror).
+    /// Their warm templates stay behind (each host makes its own).
+    pub fn install_images(&self, name: &str, source: &Path) {
+        let images = self.host(name).ns.home.join("images");
+        for entry in std::fs::read_dir(source.join("images")).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with('.') || !entry.path().is_dir() {
+                continue;
+            }
+            let target = images.join(entry.file_name());
+            std::fs::create_dir_all(&target).unwrap();
+            for file in std::fs::read_dir(entry.path()).unwrap().flatten() {
+                if file.path().is_file() {
+                    std::fs::hard_link(file.path(), target.join(file.file_name())).unwrap();
+                }
+            }
+        }
+    }
+
+    /// Ends every sshd of host `name` (its link to the others is cut for n2d).
+    pub fn stop_sshds(&mut self, name: &str) {
+        let ns = self.host(name).ns.name.clone();
+        let pids = String::from_utf8(Command::new("ip").args(["netns", "pids", &ns]).output().unwrap().stdout).unwrap();
+        for child in &mut self.sshds {
+            if pids.split_whitespace().any(|p| p == child.id().to_string()) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
     /// Makes the lab's known_hosts trust host `name`'s real key on these ports.
     pub fn trust(&self, name: &str, ports: &[u16]) {
         let key = std::fs::read_to_string(self.dir.join(name).join("host_key.pub")).unwrap();
