@@ -57,6 +57,9 @@ pub struct SwarmPlan {
     pub nodes: Vec<NodePlan>,
     /// One per node, in the same order; `image` is empty until the caller resolves it.
     pub specs: Vec<MachineSpec>,
+    /// The host of each node placed on another host (`swarm create --on`); the others are
+    /// this host's.
+    pub placement: std::collections::BTreeMap<String, n2d_spec::host::HostName>,
 }
 
 /// A scale, checked before anything is made.
@@ -132,7 +135,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 self.check_host_port(f.host)?;
             }
         }
-        Ok(SwarmPlan { nodes, specs })
+        Ok(SwarmPlan { nodes, specs, placement: Default::default() })
     }
 
     /// Creates the machines of `specs` in parallel (bounded), returning those made. On error
@@ -140,9 +143,16 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     pub fn create_nodes(
         &self,
         specs: &[MachineSpec],
+        placement: &std::collections::BTreeMap<String, n2d_spec::host::HostName>,
         swarm: &str,
         timeout: Duration,
     ) -> (Vec<MachineRecord>, Result<()>) {
+        // The CA and client certificate exist before the nodes are made in parallel: each
+        // node's create would otherwise make them at once, and mix one's key with another's
+        // certificate.
+        if let Err(e) = n2d_pki::Ca::load_or_create(&self.home.certs_dir()) {
+            return (Vec::new(), Err(e.into()));
+        }
         // Under TCG every vCPU is a host thread: more parallel boots than this only slow each other.
         let parallel = std::thread::available_parallelism().map(|n| n.get() * 2).unwrap_or(4).max(2);
         let made = Mutex::new(Vec::new());
@@ -155,7 +165,11 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                     if first_error.lock().unwrap().is_some() {
                         break;
                     }
-                    match self.create_machine(spec, Some(swarm), timeout) {
+                    let made_node = match placement.get(spec.name.as_str()) {
+                        Some(host) => self.create_remote_node(host, spec, swarm),
+                        None => self.create_machine(spec, Some(swarm), timeout),
+                    };
+                    match made_node {
                         Ok(rec) => made.lock().unwrap().push(rec),
                         Err(e) => {
                             first_error.lock().unwrap().get_or_insert(Error::CreateNode {
@@ -242,7 +256,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         }
         journal.step("record")?;
         let started = std::time::Instant::now();
-        let (made, result) = self.create_nodes(&plan.specs, &spec.prefix, timeout);
+        let (made, result) = self.create_nodes(&plan.specs, &plan.placement, &spec.prefix, timeout);
         let result = result.and_then(|()| {
             journal.step("nodes")?;
             if self.cancelled() {
@@ -264,7 +278,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 self.progress.say("Rolling back: removing the swarm's machines");
                 let mut undone = true;
                 for m in &made {
-                    undone &= self.remove_machine(&m.spec.name, true).is_ok();
+                    undone &= self.remove_node_machine(&m.spec.name).is_ok();
                 }
                 undone &= self.home.remove_swarm(&record.prefix).is_ok();
                 if !undone {
@@ -303,7 +317,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     ) -> Result<(MachineRecord, C::Api)> {
         let others = record.managers.iter().filter(|m| Some(*m) != first);
         for name in first.into_iter().chain(others) {
-            let Ok(m) = self.home.load_machine(name) else { continue };
+            let Some(m) = self.node_record(name) else { continue };
             let Ok(api) = self.connect(&self.endpoint(&m), 10) else { continue };
             if rt.block_on(api.ping()).is_ok() {
                 return Ok((m, api));
@@ -358,8 +372,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         // Its published ports go with it: none is moved from node to node as they go.
         self.home.update_swarm(name, |r| r.ports.clear())?;
         for node in record.managers.iter().chain(&record.workers) {
-            if self.home.machine_exists(node) {
-                self.remove_machine(node, true)?;
+            if self.home.machine_exists(node) || self.home.load_remote_machine(node)?.is_some() {
+                self.remove_node_machine(node)?;
                 self.progress.say(&format!("{node} removed"));
             } else {
                 // Removed by hand: its lease and tap may still be held.
@@ -457,7 +471,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let ScaleWork { mut record, plan, add, current, .. } = work;
         let name = record.prefix.clone();
         if !add.is_empty() {
-            let (made, result) = self.create_nodes(&add, name.as_str(), timeout);
+            let (made, result) = self.create_nodes(&add, &Default::default(), name.as_str(), timeout);
             let (mut all_plan, mut all_made): (Vec<NodePlan>, Vec<MachineRecord>) =
                 current.into_iter().unzip();
             all_plan.extend(plan.add.iter().cloned());
@@ -591,7 +605,11 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     ) -> Result<Vec<(String, Vec<String>)>> {
         let mut nodes = Vec::new();
         for n in record.managers.iter().chain(&record.workers) {
-            let m = self.home.load_machine(n)?;
+            // A node on another host is sent the image from here too.
+            let m = match self.node_record(n) {
+                Some(m) => m,
+                None => self.home.load_machine(n)?,
+            };
             nodes.push((n.to_string(), self.connect(&self.endpoint(&m), 3600)?));
         }
         for host in &record.external_hosts {

@@ -31,6 +31,60 @@ pub struct SwarmRequest {
     /// Label rules `KEY=VALUE[@TARGET]`.
     pub labels: Vec<String>,
     pub mounts: Vec<n2d_spec::mount::HostMount>,
+    /// The hosts to spread the nodes over (`--on`); empty: this host only.
+    pub on: Vec<n2d_spec::host::HostName>,
+}
+
+impl<R, H, C> Orchestrator<R, H, C> {
+    /// Where each node of `plan` goes among `hosts` ([`crate::remote::placement::place`]), each
+    /// remote host asked for its free memory first (one that does not answer fails it all,
+    /// before anything is made); says the placement. Returns the nodes placed off this host.
+    pub fn place_swarm(
+        &self,
+        hosts: &[n2d_spec::host::HostName],
+        plan: &crate::swarm::SwarmPlan,
+    ) -> Result<std::collections::BTreeMap<String, n2d_spec::host::HostName>> {
+        use crate::remote::placement::{place, Capacity};
+        let mut unique: Vec<n2d_spec::host::HostName> = Vec::new();
+        for h in hosts {
+            if !unique.contains(h) {
+                unique.push(h.clone());
+            }
+        }
+        let mut capacities = Vec::new();
+        for host in &unique {
+            let free = if host.is_local() {
+                self.local_host_info().memory_available
+            } else {
+                let record = self.remote_host(host)?;
+                let info = self.host_info(host, &record.url)?;
+                if info.version != crate::remote::VERSION {
+                    return Err(crate::remote::RemoteError::VersionMismatch {
+                        name: host.clone(),
+                        url: record.url,
+                        remote: info.version,
+                    }
+                    .into());
+                }
+                info.memory_available
+            };
+            capacities.push(Capacity { host: host.clone(), free });
+        }
+        let managers: Vec<bool> =
+            plan.nodes.iter().map(|n| n.role == n2d_spec::swarm::NodeRole::Manager).collect();
+        let memory = plan.specs.first().map_or(0, |s| s.memory.0);
+        let placed = place(&managers, &capacities, memory);
+        let said: Vec<String> =
+            plan.nodes.iter().zip(&placed).map(|(n, h)| format!("{} on {h}", n.name)).collect();
+        self.progress.say(&format!("Placement: {}", said.join(", ")));
+        Ok(plan
+            .nodes
+            .iter()
+            .zip(placed)
+            .filter(|(_, h)| !h.is_local())
+            .map(|(n, h)| (n.name.clone(), h))
+            .collect())
+    }
 }
 
 /// `n2d swarm add-host`'s flags.
@@ -188,7 +242,10 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             let ready = self.check_existing_swarm(&existing)?;
             return Ok(SwarmCreated::Existing { record: existing, ready });
         }
-        let plan = self.plan_swarm(&spec)?;
+        let mut plan = self.plan_swarm(&spec)?;
+        if !req.on.is_empty() {
+            plan.placement = self.place_swarm(&req.on, &plan)?;
+        }
         self.preflight(probe, &nodes_target(&plan.specs, image))?;
         let record = self.create_swarm_from(&spec, plan, image, default, timeout, keep_on_failure)?;
         Ok(SwarmCreated::Created(record))

@@ -65,6 +65,36 @@ pub fn is_template_name(name: &str) -> bool {
 }
 
 impl MachineRecord {
+    /// A plausible record of a bridge machine at `ip` (tests of the crates above).
+    #[doc(hidden)]
+    pub fn example(name: &str, ip: Ipv4Addr) -> MachineRecord {
+        use n2d_spec::machine::{MachineSpec, DEFAULT_DISK, DEFAULT_MEMORY};
+        MachineRecord {
+            spec: MachineSpec {
+                name: name.parse().expect("a valid name"),
+                cpus: 1,
+                memory: DEFAULT_MEMORY,
+                disk: DEFAULT_DISK,
+                bridge: "brlan".into(),
+                addresses: None,
+                image: "img".into(),
+                insecure_tcp: false,
+                labels: Default::default(),
+                publish: Vec::new(),
+                expose: false,
+                mounts: Vec::new(),
+            },
+            ip,
+            prefix_len: 24,
+            gateway: Ipv4Addr::new(ip.octets()[0], ip.octets()[1], ip.octets()[2], 1),
+            mac: "52:54:00:00:00:01".into(),
+            tap: "n2dt00000000".into(),
+            swarm: None,
+            api_port: None,
+            warm_from: None,
+        }
+    }
+
     /// Parses a `machine.json` and validates it ([`MachineRecord::validate`]): the one way a
     /// record is read.
     pub fn from_json(bytes: &[u8]) -> Result<Result<MachineRecord, RecordError>, serde_json::Error> {

@@ -37,6 +37,9 @@ pub struct RemoteMachine {
     /// The swarm it is a node of, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swarm: Option<String>,
+    /// Its record as its host keeps it (its spec, address, network), as of its create: what
+    /// this home needs to reach it as a swarm node.
+    pub record: crate::MachineRecord,
 }
 
 impl Home {
@@ -152,6 +155,7 @@ mod tests {
             host: lab.clone(),
             ip: "10.9.0.5".parse().unwrap(),
             swarm: None,
+            record: crate::MachineRecord::example("web", "10.9.0.5".parse().unwrap()),
         };
         home.save_remote_machine(&m).unwrap();
         assert_eq!(home.load_remote_machine(&web).unwrap(), Some(m));

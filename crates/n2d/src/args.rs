@@ -376,6 +376,10 @@ pub struct SwarmCreateArgs {
     /// The same as NAME (what older versions took)
     #[arg(long, conflicts_with = "name")]
     pub prefix: Option<SwarmName>,
+    /// Spread the nodes over these hosts (`local` is this one; see `n2d host add`): managers on
+    /// distinct hosts first, workers where the most memory is free [default: local only]
+    #[arg(long, value_name = "HOST,...", value_delimiter = ',')]
+    pub on: Vec<HostName>,
     /// Manager nodes (keep it odd: 1, 3, 5) [default: 1]
     #[arg(long)]
     pub managers: Option<u32>,

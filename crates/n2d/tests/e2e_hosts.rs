@@ -9,7 +9,7 @@ use common::lab::{Lab, Sshd};
 #[test]
 #[ignore = "starts sshds in network namespaces: needs root and openssh-server; run with --ignored"]
 fn hosts_are_checked_before_they_are_recorded() {
-    let mut lab = Lab::new("n2d-hk", 3);
+    let lab = Lab::new("n2d-hk", 3);
     lab.start_sshd("h2", Sshd::Normal);
     lab.start_sshd("h3", Sshd::Normal);
     lab.start_sshd("h3", Sshd::NoN2d);
@@ -74,7 +74,7 @@ fn hosts_are_checked_before_they_are_recorded() {
 fn a_machine_on_another_host_is_made_there_and_reached_from_here() {
     let home = common::e2e_home();
     common::build_image(&home);
-    let mut lab = Lab::new("n2d-hm", 2);
+    let lab = Lab::new("n2d-hm", 2);
     lab.start_sshd("h2", Sshd::Normal);
     lab.trust("h2", &[22]);
     lab.install_images("h2", &home);
@@ -131,4 +131,107 @@ fn a_machine_on_another_host_is_made_there_and_reached_from_here() {
     assert!(!lab.host("h2").ns.home.join("machines/web").exists());
     assert!(lab.n2d_ok(&["ls", "-q"]).trim().is_empty());
     assert!(lab.host("h1").ns.context_host("web").is_empty());
+}
+
+#[test]
+#[ignore = "boots a swarm over three hosts: needs root, QEMU and openssh-server; run with --ignored"]
+fn a_swarm_across_three_hosts_over_a_lan_bridge_keeps_its_leader_when_one_host_is_cut() {
+    let home = common::e2e_home();
+    common::build_image(&home);
+    let work = tempfile::tempdir().unwrap();
+    let tar = common::busybox_rootfs_tar(work.path());
+    let lab = Lab::new("n2d-hs", 3);
+    let p = common::lab::LAN_PREFIX;
+    for (host, range) in [("h2", format!("{p}.120-{p}.129")), ("h3", format!("{p}.130-{p}.139"))] {
+        lab.start_sshd(host, Sshd::Normal);
+        lab.trust(host, &[22]);
+        lab.install_images(host, &home);
+        let url = format!("ssh://root@{}", lab.host(host).ip);
+        lab.n2d_ok(&["host", "add", host, &url, "--network", "brlan", "--ip-range", &range]);
+    }
+    lab.install_images("h1", &home);
+
+    // One manager on each host (local is h1, on the same LAN bridge).
+    let local_range = format!("{p}.110-{p}.119");
+    let out = lab.n2d(&[
+        "swarm",
+        "create",
+        "tri",
+        "--on",
+        "local,h2,h3",
+        "--managers",
+        "3",
+        "--workers",
+        "0",
+        "--memory",
+        "1G",
+        "--network",
+        "brlan",
+        "--ip-range",
+        &local_range,
+    ]);
+    assert!(out.status.success(), "swarm create failed");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("Placement: tri-mngr-0 on local, tri-mngr-1 on h2, tri-mngr-2 on h3"), "{said}");
+    assert!(lab.host("h2").ns.home.join("machines/tri-mngr-1").is_dir());
+    assert!(lab.host("h3").ns.home.join("machines/tri-mngr-2").is_dir());
+
+    // The docker CLI here drives the whole swarm through its context.
+    let h1 = &lab.host("h1").ns;
+    let swarm = common::parse_env(&lab.n2d_ok(&["swarm", "env", "tri"]));
+    let nodes =
+        h1.docker_ok(&swarm, &["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"]);
+    assert_eq!(nodes.lines().filter(|l| l.contains(" Ready ")).count(), 3, "{nodes}");
+    let rows: serde_json::Value = serde_json::from_str(&lab.n2d_ok(&["ls", "--json"])).unwrap();
+    let host_of = |rows: &serde_json::Value, n: &str| {
+        let row = rows.as_array().unwrap().iter().find(|r| r["name"] == n).unwrap().clone();
+        (row["host"].as_str().unwrap().to_string(), row["state"].as_str().unwrap().to_string())
+    };
+    assert_eq!(host_of(&rows, "tri-mngr-0"), ("local".into(), "running".into()));
+    assert_eq!(host_of(&rows, "tri-mngr-2"), ("h3".into(), "running".into()));
+
+    // A stack whose routing mesh answers on every node, whichever host it is on.
+    let saved = work.path().join("web.tar");
+    for node in ["tri-mngr-0", "tri-mngr-1", "tri-mngr-2"] {
+        let env = common::parse_env(&lab.n2d_ok(&["env", node]));
+        h1.docker_ok(&env, &["import", tar.to_str().unwrap(), "n2d-test/web:1"]);
+    }
+    let _ = saved;
+    let compose = work.path().join("stack.yml");
+    std::fs::write(&compose, common::web_stack(3)).unwrap();
+    h1.docker_ok(&swarm, &["stack", "deploy", "-c", compose.to_str().unwrap(), "demo"]);
+    for node in ["tri-mngr-0", "tri-mngr-1", "tri-mngr-2"] {
+        let ip = lab.n2d_ok(&["ip", node]).trim().to_string();
+        assert!(common::wait_http(h1, &ip, 8080, 240), "the routing mesh does not answer on {node} ({ip})");
+    }
+
+    // h3's link is cut: the swarm keeps a leader, ls marks h3's machine unknown.
+    lab.cut_link("h3");
+    lab.stop_sshds("h3");
+    let rows: serde_json::Value = serde_json::from_str(&lab.n2d_ok(&["ls", "--json"])).unwrap();
+    assert_eq!(host_of(&rows, "tri-mngr-2"), ("h3".into(), "unknown".into()));
+    assert_eq!(host_of(&rows, "tri-mngr-1"), ("h2".into(), "running".into()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let nodes =
+            h1.docker(&swarm, &["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"]);
+        let text = String::from_utf8_lossy(&nodes.stdout).to_string();
+        if nodes.status.success()
+            && text.contains("Leader")
+            && text.lines().any(|l| l.starts_with("tri-mngr-2 Down"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no leader with tri-mngr-2 Down: {text}");
+        std::thread::sleep(std::time::Duration::from_secs(3));
+    }
+
+    // Back, then the swarm goes, from every host.
+    lab.restore_link("h3");
+    lab.start_sshd("h3", Sshd::Normal);
+    lab.n2d_ok(&["swarm", "rm", "tri"]);
+    for (host, node) in [("h1", "tri-mngr-0"), ("h2", "tri-mngr-1"), ("h3", "tri-mngr-2")] {
+        assert!(!lab.host(host).ns.home.join("machines").join(node).exists(), "{node} left on {host}");
+    }
+    assert!(lab.n2d_ok(&["ls", "-q"]).trim().is_empty());
 }

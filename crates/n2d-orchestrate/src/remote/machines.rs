@@ -23,7 +23,53 @@ pub struct ListedRemote {
     pub error: Option<String>,
 }
 
+/// `n2d create`'s flags on `host` for a machine like `spec` (its resources, labels and
+/// exposure; the network and addresses are the host's own, from `host add`, and the image the
+/// host's default).
+pub fn remote_create_args(
+    spec: &n2d_spec::machine::MachineSpec,
+    host: &n2d_store::RemoteHost,
+) -> Vec<String> {
+    let mut args = vec![
+        "--cpus".to_string(),
+        spec.cpus.to_string(),
+        "--memory".into(),
+        spec.memory.to_string(),
+        "--disk".into(),
+        spec.disk.to_string(),
+    ];
+    if let Some(network) = &host.network {
+        args.extend(["--network".into(), network.clone()]);
+        if let Some(range) = host.ip_range {
+            args.extend(["--ip-range".into(), range.to_string()]);
+        }
+    }
+    for (key, value) in &spec.labels {
+        args.extend(["--label".into(), format!("{key}={value}")]);
+    }
+    if spec.expose {
+        args.push("--expose".into());
+    }
+    args
+}
+
 impl<R, H, C> Orchestrator<R, H, C> {
+    /// Makes swarm node `spec` on `host` (see [`Self::create_on_host`]) and records it as the
+    /// swarm's; returns its record.
+    pub(crate) fn create_remote_node(
+        &self,
+        host: &HostName,
+        spec: &n2d_spec::machine::MachineSpec,
+        swarm: &str,
+    ) -> Result<n2d_store::MachineRecord> {
+        let args = remote_create_args(spec, &self.remote_host(host)?);
+        let mut machine = self.create_on_host(host, &spec.name, &args)?;
+        machine.swarm = Some(swarm.to_string());
+        machine.record.swarm = Some(swarm.to_string());
+        self.home.save_remote_machine(&machine)?;
+        Ok(machine.record)
+    }
+
     /// The remote machine of that name, if it is one.
     pub fn remote_machine(&self, name: &MachineName) -> Result<Option<RemoteMachine>> {
         Ok(self.home.load_remote_machine(name)?)
@@ -230,13 +276,57 @@ impl<R, H, C> Orchestrator<R, H, C> {
             command: "create".into(),
             reason: format!("no address in its output: {:?}", output.join(" / ")),
         })?;
-        let machine = RemoteMachine { name: name.clone(), host: host.clone(), ip, swarm: None };
+        // Its record, as its host keeps it: what a swarm of this home needs to reach it.
+        let record = match self.fetch_remote_record(host, &record.url, name) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = self.call_host(
+                    host,
+                    &record.url,
+                    &["rm".into(), "--force".into(), name.to_string()],
+                    b"",
+                );
+                return Err(e);
+            }
+        };
+        let machine = RemoteMachine { name: name.clone(), host: host.clone(), ip, swarm: None, record };
         self.home.save_remote_machine(&machine)?;
         Ok(machine)
     }
 
+    /// `n2d inspect NAME` on the host, as a record (without the keys inspect adds).
+    fn fetch_remote_record(
+        &self,
+        host: &HostName,
+        url: &n2d_spec::host::SshUrl,
+        name: &MachineName,
+    ) -> Result<n2d_store::MachineRecord> {
+        let out = self.call_host(host, url, &["inspect".into(), name.to_string()], b"")?;
+        let bad =
+            |reason: String| RemoteError::BadAnswer { name: host.clone(), command: "inspect".into(), reason };
+        let mut value: serde_json::Value = serde_json::from_slice(&out).map_err(|e| bad(e.to_string()))?;
+        if let Some(object) = value.as_object_mut() {
+            for added in ["state", "endpoint", "dir"] {
+                object.remove(added);
+            }
+        }
+        let bytes = serde_json::to_vec(&value).expect("serialisable");
+        let record = n2d_store::MachineRecord::from_json(&bytes)
+            .map_err(|e| bad(e.to_string()))?
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(record)
+    }
+
     fn ssh_failure_of(&self, host: &HostName, url: &n2d_spec::host::SshUrl, f: SshFailure) -> RemoteError {
         self.ssh_failure(host, url, f)
+    }
+
+    /// A swarm node's record, wherever it runs: this host's record, or the one its host keeps.
+    pub fn node_record(&self, name: &MachineName) -> Option<n2d_store::MachineRecord> {
+        self.home
+            .load_machine(name)
+            .ok()
+            .or_else(|| self.home.load_remote_machine(name).ok().flatten().map(|m| m.record))
     }
 
     /// Runs `n2d ARGS...` on the machine's host on this terminal (stdin, stdout, stderr);
@@ -276,5 +366,15 @@ impl<R, H, C> Orchestrator<R, H, C> {
         }
         self.home.remove_remote_machine(&machine.name)?;
         Ok(())
+    }
+}
+
+impl<R: n2d_exec::Runner, H: n2d_vm::Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
+    /// Removes a swarm node's machine, wherever it runs (killed if running).
+    pub(crate) fn remove_node_machine(&self, name: &MachineName) -> Result<()> {
+        match self.home.load_remote_machine(name)? {
+            Some(remote) => self.remove_remote(&remote, true),
+            None => self.remove_machine(name, true),
+        }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod fake;
 pub mod machines;
+pub mod placement;
 pub mod relay;
 pub mod ssh;
 

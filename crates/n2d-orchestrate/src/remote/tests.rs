@@ -133,6 +133,7 @@ fn a_host_with_machines_is_kept_unless_forced_and_forcing_forgets_them() {
         host: name("lab"),
         ip: "10.0.0.5".parse().unwrap(),
         swarm: None,
+        record: n2d_store::MachineRecord::example("web", "10.0.0.5".parse().unwrap()),
     };
     orch.home.save_remote_machine(&web).unwrap();
     let err = orch.forget_host(&name("lab"), false).unwrap_err();
@@ -215,10 +216,17 @@ mod create_on_host {
                 0
             },
         );
-        let (_dir, orch, said, _ssh) = lab_with(script);
+        let (_dir, orch, said, ssh) = lab_with(script);
+        let mut inspected =
+            serde_json::to_value(n2d_store::MachineRecord::example("web", "10.99.0.110".parse().unwrap()))
+                .unwrap();
+        inspected["state"] = "running".into();
+        inspected["dir"] = "/h2/machines/web".into();
+        ssh.answer("h2", "inspect web", 0, &inspected.to_string(), "");
         let web: MachineName = "web".parse().unwrap();
         let made = orch.create_on_host(&name("lab2"), &web, &["--memory".into(), "1G".into()]).unwrap();
         assert_eq!(made.ip.to_string(), "10.99.0.110");
+        assert_eq!(made.record.spec.bridge, "brlan");
         assert_eq!(orch.remote_machine(&web).unwrap(), Some(made.clone()));
         assert!(said.lines().iter().any(|l| l == "  lab2: Creating web..."), "{:?}", said.lines());
         assert_eq!(orch.remote_endpoint(&made).docker_host, "tcp://10.99.0.110:2376");

@@ -68,7 +68,9 @@ pub fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
 /// pinged from here over TLS (the engine must be reachable from this host) and given a context.
 fn create_on(ctx: &Ctx, host: &n2d_spec::host::HostName, args: &CreateArgs) -> Result<()> {
     let refuse = |what: &str| -> Result<()> {
-        Err(UsageError::err(format!("{what}: not for a machine on another host (--on), which is reached at its own address, over TLS")))
+        Err(UsageError::err(format!(
+            "{what}: not for a machine on another host (--on), which is reached at its own address, over TLS"
+        )))
     };
     let m = &args.machine;
     if !args.mounts.is_empty() {
@@ -200,6 +202,8 @@ pub fn ls(ctx: &Ctx, json: bool, quiet: bool) -> Result<()> {
             .chain(remote.iter().map(|r| {
                 let mut v = row(&r.machine.name, &r.state);
                 v["ip"] = serde_json::json!(r.machine.ip);
+                v["network"] = serde_json::json!(r.machine.record.spec.bridge);
+                v["image"] = serde_json::json!(r.machine.record.spec.image);
                 v["endpoint"] = serde_json::json!(ctx.remote_endpoint(&r.machine).docker_host);
                 v["swarm"] = serde_json::json!(r.machine.swarm);
                 v["host"] = serde_json::json!(r.machine.host);
@@ -271,7 +275,7 @@ pub fn ls(ctx: &Ctx, json: bool, quiet: bool) -> Result<()> {
             r.state,
             r.machine.ip.to_string(),
             ctx.remote_endpoint(&r.machine).docker_host,
-            "-",
+            truncate_chars(&r.machine.record.spec.image, 12),
             r.machine.host.as_str()
         )?;
         if let Some(e) = &r.error {

@@ -48,6 +48,7 @@ fn create(ctx: &Ctx, args: SwarmCreateArgs) -> Result<()> {
         expose: args.expose,
         labels: args.labels.clone(),
         mounts: args.mounts.clone(),
+        on: args.on.clone(),
     };
     let default_image = crate::commands::image::build_request(&Default::default(), ctx.init_env());
     ctx.set_cold_boots(args.cold);

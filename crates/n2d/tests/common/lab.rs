@@ -22,7 +22,7 @@ pub struct Lab {
     pub dir: PathBuf,
     lan: Netns,
     pub hosts: Vec<LabHost>,
-    sshds: Vec<Child>,
+    sshds: std::cell::RefCell<Vec<Child>>,
 }
 
 /// The sshd variants a host may run besides its own on port 22.
@@ -85,7 +85,7 @@ impl Lab {
         let lan = Netns::new(&format!("{prefix}lan"), &dir.join("lan-home"));
         run_ok(&mut lan.cmd("ip", &["link", "add", "lan0", "type", "bridge"]));
         run_ok(&mut lan.cmd("ip", &["link", "set", "lan0", "up"]));
-        let mut lab = Lab { dir: dir.clone(), lan, hosts: Vec::new(), sshds: Vec::new() };
+        let mut lab = Lab { dir: dir.clone(), lan, hosts: Vec::new(), sshds: Default::default() };
         for n in 1..=count {
             let name = format!("h{n}");
             let home = dir.join(&name).join("home");
@@ -114,7 +114,7 @@ impl Lab {
     }
 
     /// Starts an sshd of that kind on host `name` (in its namespace, on its LAN address).
-    pub fn start_sshd(&mut self, name: &str, kind: Sshd) {
+    pub fn start_sshd(&self, name: &str, kind: Sshd) {
         let host = self.host(name);
         let hdir = self.dir.join(name);
         let bin_dir = Path::new(n2d_bin()).parent().unwrap().display().to_string();
@@ -155,7 +155,7 @@ impl Lab {
             .arg(&log)
             .spawn()
             .unwrap();
-        self.sshds.push(child);
+        self.sshds.borrow_mut().push(child);
         // Listening once the log says so.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while !std::fs::read_to_string(&log).unwrap_or_default().contains("Server listening") {
@@ -187,11 +187,28 @@ impl Lab {
         }
     }
 
+    /// Takes host `name` off the LAN (its veth's far end down): its machines and sshd are cut
+    /// from the other hosts, as by a pulled cable.
+    pub fn cut_link(&self, name: &str) {
+        let n = &name[1..];
+        let veth = format!("{}v{n}", self.lan.name.trim_end_matches("lan"));
+        run_ok(&mut self.lan.cmd("ip", &["link", "set", &veth, "down"]));
+    }
+
+    /// Puts host `name` back on the LAN.
+    pub fn restore_link(&self, name: &str) {
+        let n = &name[1..];
+        let veth = format!("{}v{n}", self.lan.name.trim_end_matches("lan"));
+        run_ok(&mut self.lan.cmd("ip", &["link", "set", &veth, "up"]));
+    }
+
     /// Ends every sshd of host `name` (its link to the others is cut for n2d).
-    pub fn stop_sshds(&mut self, name: &str) {
+    pub fn stop_sshds(&self, name: &str) {
         let ns = self.host(name).ns.name.clone();
-        let pids = String::from_utf8(Command::new("ip").args(["netns", "pids", &ns]).output().unwrap().stdout).unwrap();
-        for child in &mut self.sshds {
+        let pids =
+            String::from_utf8(Command::new("ip").args(["netns", "pids", &ns]).output().unwrap().stdout)
+                .unwrap();
+        for child in self.sshds.borrow_mut().iter_mut() {
             if pids.split_whitespace().any(|p| p == child.id().to_string()) {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -269,7 +286,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         // Only the sshds this lab started, by their own pids.
-        for child in &mut self.sshds {
+        for child in self.sshds.get_mut().iter_mut() {
             let _ = child.kill();
             let _ = child.wait();
         }
