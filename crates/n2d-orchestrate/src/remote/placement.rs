@@ -18,10 +18,8 @@ pub fn place(managers: &[bool], hosts: &[Capacity], node_memory: u64) -> Vec<Hos
     assert!(!hosts.is_empty(), "placement needs a host");
     let mut free: Vec<u64> = hosts.iter().map(|h| h.free).collect();
     let mut placed = vec![None; managers.len()];
-    let mut next = 0;
-    for (i, _) in managers.iter().enumerate().filter(|(_, m)| **m) {
-        let at = next % hosts.len();
-        next += 1;
+    for (nth, (i, _)) in managers.iter().enumerate().filter(|(_, m)| **m).enumerate() {
+        let at = nth % hosts.len();
         free[at] = free[at].saturating_sub(node_memory);
         placed[i] = Some(at);
     }
