@@ -73,6 +73,8 @@ pub struct ScaleWork {
     pub add: Vec<MachineSpec>,
     /// The existing nodes: their plans and records (read only when nodes are added).
     current: Vec<(NodePlan, MachineRecord)>,
+    /// The new nodes placed on other hosts (`swarm scale --on`); the others are this host's.
+    pub placement: std::collections::BTreeMap<String, n2d_spec::host::HostName>,
 }
 
 impl ScaleWork {
@@ -395,11 +397,56 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         workers: Option<u32>,
         managers: Option<u32>,
     ) -> Result<ScaleWork> {
+        self.plan_swarm_scale_on(name, workers, managers, &[])
+    }
+
+    /// [`Self::plan_swarm_scale`] over `on`, the hosts the swarm is to run on (empty: as it
+    /// is): a worker on a host not named (a lost host, say) is replaced by a new one on a named
+    /// host, and the new nodes are placed over them (`remote::placement`).
+    pub fn plan_swarm_scale_on(
+        &self,
+        name: &SwarmName,
+        workers: Option<u32>,
+        managers: Option<u32>,
+        on: &[n2d_spec::host::HostName],
+    ) -> Result<ScaleWork> {
         let record = self.load_swarm(name)?;
         let want_managers = managers.unwrap_or(record.managers.len() as u32);
         let want_workers = workers.unwrap_or(record.workers.len() as u32);
         let prefix = record.prefix.to_string();
-        let mut plan = plan_scale(&record.managers, &record.workers, want_managers, want_workers, &prefix)?;
+        // Nodes on hosts outside `on` move: as many new ones of their role are planned (with
+        // fresh names), and they are removed.
+        let host_of = |n: &MachineName| match self.home.load_remote_machine(n) {
+            Ok(Some(m)) => m.host,
+            _ => n2d_spec::host::HostName::local(),
+        };
+        let moving = |names: &[MachineName]| -> Vec<MachineName> {
+            if on.is_empty() {
+                return Vec::new();
+            }
+            names.iter().filter(|n| !on.contains(&host_of(n))).cloned().collect()
+        };
+        // Workers only: managers carry the swarm's quorum, so their moves are the user's
+        // (`--managers`); one left on such a host is said.
+        for m in moving(&record.managers) {
+            self.progress.say(&format!(
+                "note: manager {m} is on host {}, not among --on: it stays a manager (Down while its host is gone)",
+                host_of(&m)
+            ));
+        }
+        let moving_workers = moving(&record.workers);
+        let mut plan = plan_scale(
+            &record.managers,
+            &record.workers,
+            want_managers,
+            want_workers + moving_workers.len() as u32,
+            &prefix,
+        )?;
+        for n in &moving_workers {
+            if !plan.remove.contains(n) {
+                plan.remove.push(n.clone());
+            }
+        }
         // New nodes get the swarm's label rules, as the nodes it was created with did.
         for node in &mut plan.add {
             apply_label_rules(&record.labels, &node.name, node.role, &mut node.labels);
@@ -411,11 +458,14 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             {
                 for n in names {
                     let index = n2d_spec::swarm::node_index(&prefix, role, n.as_str()).unwrap_or(0);
-                    let machine = self.home.load_machine(n).map_err(|source| Error::SwarmNode {
-                        node: n.to_string(),
-                        swarm: name.to_string(),
-                        source,
-                    })?;
+                    let machine = match self.node_record(n) {
+                        Some(m) => m,
+                        None => self.home.load_machine(n).map_err(|source| Error::SwarmNode {
+                            node: n.to_string(),
+                            swarm: name.to_string(),
+                            source,
+                        })?,
+                    };
                     current.push((NodePlan::new(&prefix, role, index), machine));
                 }
             }
@@ -435,9 +485,36 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 spec.validate()?;
                 add.push(spec);
             }
-            self.check_network(&add)?;
         }
-        Ok(ScaleWork { record, want_managers, want_workers, plan, add, current })
+        let mut placement = std::collections::BTreeMap::new();
+        if !on.is_empty() && !plan.add.is_empty() {
+            let nodes = SwarmPlan { nodes: plan.add.clone(), specs: add.clone(), placement: Default::default() };
+            placement = self.place_swarm(on, &nodes)?;
+            // A new node here takes the network and addresses of a node here (one copied from
+            // another host has that host's: its addresses would clash).
+            for (node, spec) in plan.add.iter().zip(add.iter_mut()) {
+                if placement.contains_key(spec.name.as_str()) {
+                    continue;
+                }
+                let local = |role: Option<NodeRole>| {
+                    current.iter().find(|(p, m)| role.is_none_or(|r| p.role == r) && self.home.machine_exists(&m.spec.name))
+                };
+                let (_, like) = local(Some(node.role)).or_else(|| local(None)).ok_or_else(|| {
+                    Error::Usage(format!(
+                        "no node of swarm {name} runs on this host to take its network from: place {} on hosts that have nodes",
+                        spec.name
+                    ))
+                })?;
+                spec.bridge = like.spec.bridge.clone();
+                spec.addresses = like.spec.addresses;
+            }
+        }
+        // A node made on another host takes that host's network, not this one's.
+        let local: Vec<MachineSpec> = add.iter().filter(|s| !placement.contains_key(s.name.as_str())).cloned().collect();
+        if !local.is_empty() {
+            self.check_network(&local)?;
+        }
+        Ok(ScaleWork { record, want_managers, want_workers, plan, add, current, placement })
     }
 
     /// Carries out a planned scale: new nodes are created and joined (on failure they are
@@ -468,10 +545,28 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     }
 
     fn scale_steps(&self, work: ScaleWork, timeout: Duration, journal: &mut Journal) -> Result<SwarmRecord> {
-        let ScaleWork { mut record, plan, add, current, .. } = work;
+        let ScaleWork { mut record, plan, add, current, placement, .. } = work;
         let name = record.prefix.clone();
         if !add.is_empty() {
-            let (made, result) = self.create_nodes(&add, &Default::default(), name.as_str(), timeout);
+            // A node on another host that does not answer (its host lost) is left out of the
+            // formation: the new nodes join through the ones that answer.
+            let current: Vec<(NodePlan, MachineRecord)> = if current.iter().any(|(_, m)| !self.home.machine_exists(&m.spec.name)) {
+                let rt = runtime()?;
+                current
+                    .into_iter()
+                    .filter(|(p, m)| {
+                        let answers = self.home.machine_exists(&m.spec.name)
+                            || self.connect(&self.endpoint(m), 5).is_ok_and(|api| rt.block_on(api.ping()).is_ok());
+                        if !answers {
+                            self.progress.say(&format!("note: {} does not answer (is its host gone?): the new nodes join without it", p.name));
+                        }
+                        answers
+                    })
+                    .collect()
+            } else {
+                current
+            };
+            let (made, result) = self.create_nodes(&add, &placement, name.as_str(), timeout);
             let (mut all_plan, mut all_made): (Vec<NodePlan>, Vec<MachineRecord>) =
                 current.into_iter().unzip();
             all_plan.extend(plan.add.iter().cloned());
@@ -487,7 +582,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             });
             if let Err(e) = result {
                 for m in &made {
-                    let _ = self.remove_machine(&m.spec.name, true);
+                    let _ = self.remove_node_machine(&m.spec.name);
                 }
                 return Err(e);
             }
@@ -515,7 +610,11 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 // removes it from its side.
                 let api = match self.home.load_machine(r) {
                     Ok(node) => Some(self.connect(&self.endpoint(&node), 60)?),
-                    Err(n2d_store::StoreError::NoSuchMachine(_)) => None,
+                    // On another host: its engine if it answers (a lost host's does not).
+                    Err(n2d_store::StoreError::NoSuchMachine(_)) => match self.node_record(r) {
+                        Some(node) => self.connect(&self.endpoint(&node), 10).ok().filter(|api| rt.block_on(api.ping()).is_ok()),
+                        None => None,
+                    },
                     Err(e) => return Err(e.into()),
                 };
                 leaving.push((r.to_string(), api));
@@ -527,6 +626,17 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             for r in &plan.remove {
                 if self.home.machine_exists(r) {
                     self.remove_machine(r, true)?;
+                } else if let Some(remote) = self.home.load_remote_machine(r)? {
+                    if let Err(e) = self.remove_remote(&remote, true) {
+                        // Its host does not answer: the swarm no longer has it, this home
+                        // forgets it; its VM stays on that host.
+                        self.progress.say(&format!(
+                            "warning: {r} could not be removed on host {}: {}; forgotten here (remove it there with `n2d rm -f {r}`)",
+                            remote.host,
+                            chain(&e)
+                        ));
+                        self.home.remove_remote_machine(r)?;
+                    }
                 } else {
                     self.forget_machine(r)?;
                 }

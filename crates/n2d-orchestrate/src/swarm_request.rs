@@ -260,13 +260,14 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         name: &SwarmName,
         workers: Option<u32>,
         managers: Option<u32>,
+        on: &[n2d_spec::host::HostName],
         timeout: std::time::Duration,
     ) -> Result<Scaled> {
-        let work = self.plan_swarm_scale(name, workers, managers)?;
+        let work = self.plan_swarm_scale_on(name, workers, managers, on)?;
         if work.is_empty() {
             return Ok(Scaled::Unchanged { managers: work.want_managers, workers: work.want_workers });
         }
-        if !work.add.is_empty() {
+        if work.add.iter().any(|s| !work.placement.contains_key(s.name.as_str())) {
             let image = work.add.first().map(|s| s.image.clone());
             self.preflight(probe, &nodes_target(&work.add, image.as_deref()))?;
         }

@@ -347,6 +347,10 @@ Examples:
         /// How many managers the swarm should have (default: as many as now; keep it odd)
         #[arg(long)]
         managers: Option<u32>,
+        /// The hosts the swarm is to run on: new nodes are placed over them, and a worker on a
+        /// host not named (a lost one) is replaced by one on these [default: as it is]
+        #[arg(long, value_name = "HOST,...", value_delimiter = ',')]
+        on: Vec<HostName>,
         /// Seconds to wait for new nodes to be Ready and removed ones to be drained
         #[arg(long, default_value_t = 600)]
         timeout: u64,

@@ -17,9 +17,9 @@ pub fn run(ctx: &Ctx, cmd: SwarmCommand) -> Result<()> {
         SwarmCommand::Ls { json, quiet } => ls(ctx, json, quiet),
         SwarmCommand::Env { name, shell } => env(ctx, &name, shell),
         SwarmCommand::Rm { name } => rm(ctx, &name),
-        SwarmCommand::Scale { name, workers, managers, timeout, cold } => {
+        SwarmCommand::Scale { name, workers, managers, on, timeout, cold } => {
             ctx.set_cold_boots(cold);
-            scale(ctx, &name, workers, managers, timeout)
+            scale(ctx, &name, workers, managers, &on, timeout)
         }
         SwarmCommand::Load { name, archive } => load(ctx, &name, &archive),
         SwarmCommand::Suspend { name } => {
@@ -227,10 +227,11 @@ fn scale(
     name: &SwarmName,
     workers: Option<u32>,
     managers: Option<u32>,
+    on: &[n2d_spec::host::HostName],
     timeout: u64,
 ) -> Result<()> {
     let record =
-        match ctx.scale_swarm_checked(&ctx.probe(), name, workers, managers, Duration::from_secs(timeout))? {
+        match ctx.scale_swarm_checked(&ctx.probe(), name, workers, managers, on, Duration::from_secs(timeout))? {
             Scaled::Unchanged { managers, workers } => {
                 errln!("Swarm {name} already has {managers} managers and {workers} workers");
                 return Ok(());
