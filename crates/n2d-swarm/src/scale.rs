@@ -80,7 +80,9 @@ pub async fn remove_nodes<M: DockerApi, A: DockerApi>(
             .set_availability(&id, Availability::Drain)
             .await
             .map_err(|source| SwarmError::Drain { node: err_node(), source })?;
-        if !wait_drained(manager, name, &id, timeouts.drain).await? {
+        // An unreachable node cannot stop its tasks: the manager has rescheduled them already,
+        // and waiting for them to end would only wait out the timeout.
+        if reachable.is_some() && !wait_drained(manager, name, &id, timeouts.drain).await? {
             progress(&format!("{name}: tasks still running after {:?}; removing anyway", timeouts.drain));
         }
 
