@@ -488,7 +488,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         }
         let mut placement = std::collections::BTreeMap::new();
         if !on.is_empty() && !plan.add.is_empty() {
-            let nodes = SwarmPlan { nodes: plan.add.clone(), specs: add.clone(), placement: Default::default() };
+            let nodes =
+                SwarmPlan { nodes: plan.add.clone(), specs: add.clone(), placement: Default::default() };
             placement = self.place_swarm(on, &nodes)?;
             // A new node here takes the network and addresses of a node here (one copied from
             // another host has that host's: its addresses would clash).
@@ -497,7 +498,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                     continue;
                 }
                 let local = |role: Option<NodeRole>| {
-                    current.iter().find(|(p, m)| role.is_none_or(|r| p.role == r) && self.home.machine_exists(&m.spec.name))
+                    current.iter().find(|(p, m)| {
+                        role.is_none_or(|r| p.role == r) && self.home.machine_exists(&m.spec.name)
+                    })
                 };
                 let (_, like) = local(Some(node.role)).or_else(|| local(None)).ok_or_else(|| {
                     Error::Usage(format!(
@@ -510,7 +513,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             }
         }
         // A node made on another host takes that host's network, not this one's.
-        let local: Vec<MachineSpec> = add.iter().filter(|s| !placement.contains_key(s.name.as_str())).cloned().collect();
+        let local: Vec<MachineSpec> =
+            add.iter().filter(|s| !placement.contains_key(s.name.as_str())).cloned().collect();
         if !local.is_empty() {
             self.check_network(&local)?;
         }
@@ -550,15 +554,23 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         if !add.is_empty() {
             // A node on another host that does not answer (its host lost) is left out of the
             // formation: the new nodes join through the ones that answer.
-            let current: Vec<(NodePlan, MachineRecord)> = if current.iter().any(|(_, m)| !self.home.machine_exists(&m.spec.name)) {
+            let current: Vec<(NodePlan, MachineRecord)> = if current
+                .iter()
+                .any(|(_, m)| !self.home.machine_exists(&m.spec.name))
+            {
                 let rt = runtime()?;
                 current
                     .into_iter()
                     .filter(|(p, m)| {
                         let answers = self.home.machine_exists(&m.spec.name)
-                            || self.connect(&self.endpoint(m), 5).is_ok_and(|api| rt.block_on(api.ping()).is_ok());
+                            || self
+                                .connect(&self.endpoint(m), 5)
+                                .is_ok_and(|api| rt.block_on(api.ping()).is_ok());
                         if !answers {
-                            self.progress.say(&format!("note: {} does not answer (is its host gone?): the new nodes join without it", p.name));
+                            self.progress.say(&format!(
+                                "note: {} does not answer (is its host gone?): the new nodes join without it",
+                                p.name
+                            ));
                         }
                         answers
                     })
@@ -612,7 +624,10 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                     Ok(node) => Some(self.connect(&self.endpoint(&node), 60)?),
                     // On another host: its engine if it answers (a lost host's does not).
                     Err(n2d_store::StoreError::NoSuchMachine(_)) => match self.node_record(r) {
-                        Some(node) => self.connect(&self.endpoint(&node), 10).ok().filter(|api| rt.block_on(api.ping()).is_ok()),
+                        Some(node) => self
+                            .connect(&self.endpoint(&node), 10)
+                            .ok()
+                            .filter(|api| rt.block_on(api.ping()).is_ok()),
                         None => None,
                     },
                     Err(e) => return Err(e.into()),

@@ -1017,3 +1017,46 @@ fn a_relayed_create_presents_the_asking_homes_certificate_and_trusts_both_cas() 
     let ca_pem = config.docker.tls.unwrap().ca_pem;
     assert!(ca_pem.contains(other.0.cert_pem().trim()) && ca_pem.contains(own.cert_pem().trim()), "both CAs");
 }
+
+/// A swarm across hosts whose node fails on another host: the nodes made here (and on any
+/// host) are removed, the record too, and the error names the host.
+#[test]
+fn a_node_that_fails_on_another_host_takes_back_the_nodes_made_here() {
+    use std::io::Write;
+    let mut k = kit();
+    let ssh = Arc::new(crate::remote::fake::FakeSsh::default());
+    let info = r#"{"version":"0.1.0","cpus":2,"memory_total":8000000000,"memory_available":6000000000,"machines":0}"#;
+    ssh.answer("h2", "--version", 0, &format!("n2d {}\n", crate::remote::VERSION), "");
+    ssh.answer("h2", "doctor --json", 0, "[]", "");
+    ssh.answer("h2", "host info --json", 0, info, "");
+    ssh.script(
+        "h2",
+        "create",
+        Arc::new(|_: &[String], _: &mut dyn std::io::BufRead, _: &mut dyn Write, stderr: &mut dyn Write| {
+            writeln!(stderr, "Creating n2d-mngr-1...\nerror: no space left on /var/lib/n2d").unwrap();
+            1
+        }),
+    );
+    k.orch.ssh = ssh.clone();
+    k.orch.register_host(&"h2".parse().unwrap(), &"ssh://h2".parse().unwrap(), Default::default()).unwrap();
+    let spec = swarm_spec(2, 1);
+    let mut p = plan(&k, &spec);
+    p.placement.insert("n2d-mngr-1".into(), "h2".parse().unwrap());
+    let err = k.orch.create_swarm(&spec, &p, BOOT, false).unwrap_err();
+    let said = crate::swarm::chain(&err);
+    assert!(
+        said.contains("n2d-mngr-1") && said.contains("on host h2 failed (exit status 1): no space left"),
+        "{said}"
+    );
+    for n in ["n2d-mngr-0", "n2d-wrkr-0"] {
+        k.assert_gone(n);
+    }
+    k.assert_host_clean();
+    assert!(k.orch.home.load_swarm(&prefix()).unwrap().is_none());
+    assert!(k.orch.home.list_remote_machines().is_empty());
+    assert!(
+        ssh.calls().iter().any(|c| c.starts_with("h2: n2d create n2d-mngr-1 --cpus")),
+        "{:?}",
+        ssh.calls()
+    );
+}

@@ -349,7 +349,7 @@ Examples:
         managers: Option<u32>,
         /// The hosts the swarm is to run on: new nodes are placed over them, and a worker on a
         /// host not named (a lost one) is replaced by one on these [default: as it is]
-        #[arg(long, value_name = "HOST,...", value_delimiter = ',')]
+        #[arg(long, value_name = "HOST", value_delimiter = ',')]
         on: Vec<HostName>,
         /// Seconds to wait for new nodes to be Ready and removed ones to be drained
         #[arg(long, default_value_t = 600)]
@@ -382,7 +382,7 @@ pub struct SwarmCreateArgs {
     pub prefix: Option<SwarmName>,
     /// Spread the nodes over these hosts (`local` is this one; see `n2d host add`): managers on
     /// distinct hosts first, workers where the most memory is free [default: local only]
-    #[arg(long, value_name = "HOST,...", value_delimiter = ',')]
+    #[arg(long, value_name = "HOST", value_delimiter = ',')]
     pub on: Vec<HostName>,
     /// Manager nodes (keep it odd: 1, 3, 5) [default: 1]
     #[arg(long)]

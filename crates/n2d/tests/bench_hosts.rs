@@ -20,7 +20,16 @@ fn time_to_a_swarm_across_three_hosts_against_one() {
         lab.start_sshd(host, Sshd::Normal);
         lab.trust(host, &[22]);
         lab.install_images(host, &home);
-        lab.n2d_ok(&["host", "add", host, &format!("ssh://root@{}", lab.host(host).ip), "--network", "brlan", "--ip-range", &range]);
+        lab.n2d_ok(&[
+            "host",
+            "add",
+            host,
+            &format!("ssh://root@{}", lab.host(host).ip),
+            "--network",
+            "brlan",
+            "--ip-range",
+            &range,
+        ]);
     }
     lab.install_images("h1", &home);
     let range = format!("{p}.110-{p}.119");
@@ -42,7 +51,10 @@ fn time_to_a_swarm_across_three_hosts_against_one() {
     for round in 1..=rounds {
         let one = swarm("one", None);
         let three = swarm("tri", Some("local,h2,h3"));
-        lines.push(format!("round {round}: one host {one:.1} s, three hosts {three:.1} s, ratio three/one {:.2}", three / one));
+        lines.push(format!(
+            "round {round}: one host {one:.1} s, three hosts {three:.1} s, ratio three/one {:.2}",
+            three / one
+        ));
     }
     println!("time to a ready swarm of 3 managers (1 GiB each, warm templates):");
     for line in lines {

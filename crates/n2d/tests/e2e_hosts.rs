@@ -155,8 +155,21 @@ fn a_swarm_across_three_hosts_over_a_lan_bridge_survives_losing_one_and_scale_re
     // holds the first manager (the leader at init); then a worker, placed on h3 by scale --on.
     let local_range = format!("{p}.110-{p}.119");
     let out = lab.n2d(&[
-        "swarm", "create", "tri", "--on", "h3,h2,local", "--managers", "3", "--workers", "0", "--memory", "1G",
-        "--network", "brlan", "--ip-range", &local_range,
+        "swarm",
+        "create",
+        "tri",
+        "--on",
+        "h3,h2,local",
+        "--managers",
+        "3",
+        "--workers",
+        "0",
+        "--memory",
+        "1G",
+        "--network",
+        "brlan",
+        "--ip-range",
+        &local_range,
     ]);
     assert!(out.status.success(), "swarm create failed");
     let said = String::from_utf8_lossy(&out.stderr);
@@ -233,7 +246,9 @@ fn a_swarm_across_three_hosts_over_a_lan_bridge_survives_losing_one_and_scale_re
     lab.restore_link("h3");
     lab.start_sshd("h3", Sshd::Normal);
     lab.n2d_ok(&["swarm", "rm", "tri"]);
-    for (host, node) in [("h3", "tri-mngr-0"), ("h2", "tri-mngr-1"), ("h1", "tri-mngr-2"), ("h1", "tri-wrkr-1")] {
+    for (host, node) in
+        [("h3", "tri-mngr-0"), ("h2", "tri-mngr-1"), ("h1", "tri-mngr-2"), ("h1", "tri-wrkr-1")]
+    {
         assert!(!lab.host(host).ns.home.join("machines").join(node).exists(), "{node} left on {host}");
     }
     // The worker forgotten while h3 was cut is still there (its host was unreachable): n2d

@@ -432,7 +432,8 @@ fn a_scale_that_adds_nodes_checks_the_host_first_and_one_that_changes_nothing_sa
     make_swarm(&k, 1, 1);
     let same = k.orch.scale_swarm_checked(&host_without_qemu(), &prefix(), Some(1), None, &[], BOOT).unwrap();
     assert!(matches!(same, Scaled::Unchanged { managers: 1, workers: 1 }), "{same:?}");
-    let err = k.orch.scale_swarm_checked(&host_without_qemu(), &prefix(), Some(2), None, &[], BOOT).unwrap_err();
+    let err =
+        k.orch.scale_swarm_checked(&host_without_qemu(), &prefix(), Some(2), None, &[], BOOT).unwrap_err();
     assert!(matches!(err, Error::NotReady(_)), "{err:?}");
     assert_eq!(k.orch.load_swarm(&prefix()).unwrap().workers.len(), 1, "nothing added");
     let scaled = k.orch.scale_swarm_checked(&ready_host(), &prefix(), Some(2), None, &[], BOOT).unwrap();

@@ -230,14 +230,20 @@ fn scale(
     on: &[n2d_spec::host::HostName],
     timeout: u64,
 ) -> Result<()> {
-    let record =
-        match ctx.scale_swarm_checked(&ctx.probe(), name, workers, managers, on, Duration::from_secs(timeout))? {
-            Scaled::Unchanged { managers, workers } => {
-                errln!("Swarm {name} already has {managers} managers and {workers} workers");
-                return Ok(());
-            }
-            Scaled::Scaled(record) => record,
-        };
+    let record = match ctx.scale_swarm_checked(
+        &ctx.probe(),
+        name,
+        workers,
+        managers,
+        on,
+        Duration::from_secs(timeout),
+    )? {
+        Scaled::Unchanged { managers, workers } => {
+            errln!("Swarm {name} already has {managers} managers and {workers} workers");
+            return Ok(());
+        }
+        Scaled::Scaled(record) => record,
+    };
     let manager = print_summary(ctx, &record)?;
     // The context may have pointed at a manager that is gone.
     ctx.register_swarm_context(&record, &manager);
