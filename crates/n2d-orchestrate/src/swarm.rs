@@ -554,30 +554,28 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         if !add.is_empty() {
             // A node on another host that does not answer (its host lost) is left out of the
             // formation: the new nodes join through the ones that answer.
-            let current: Vec<(NodePlan, MachineRecord)> = if current
-                .iter()
-                .any(|(_, m)| !self.home.machine_exists(&m.spec.name))
-            {
-                let rt = runtime()?;
-                current
-                    .into_iter()
-                    .filter(|(p, m)| {
-                        let answers = self.home.machine_exists(&m.spec.name)
-                            || self
-                                .connect(&self.endpoint(m), 5)
-                                .is_ok_and(|api| rt.block_on(api.ping()).is_ok());
-                        if !answers {
-                            self.progress.say(&format!(
+            let current: Vec<(NodePlan, MachineRecord)> =
+                if current.iter().any(|(_, m)| !self.home.machine_exists(&m.spec.name)) {
+                    let rt = runtime()?;
+                    current
+                        .into_iter()
+                        .filter(|(p, m)| {
+                            let answers = self.home.machine_exists(&m.spec.name)
+                                || self
+                                    .connect(&self.endpoint(m), 5)
+                                    .is_ok_and(|api| rt.block_on(api.ping()).is_ok());
+                            if !answers {
+                                self.progress.say(&format!(
                                 "note: {} does not answer (is its host gone?): the new nodes join without it",
                                 p.name
                             ));
-                        }
-                        answers
-                    })
-                    .collect()
-            } else {
-                current
-            };
+                            }
+                            answers
+                        })
+                        .collect()
+                } else {
+                    current
+                };
             let (made, result) = self.create_nodes(&add, &placement, name.as_str(), timeout);
             let (mut all_plan, mut all_made): (Vec<NodePlan>, Vec<MachineRecord>) =
                 current.into_iter().unzip();

@@ -513,34 +513,12 @@ pub(crate) fn remove_file(path: PathBuf) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use n2d_spec::machine::*;
     use n2d_spec::swarm::apply_label_rules;
 
     fn record(name: &str) -> MachineRecord {
-        MachineRecord {
-            spec: MachineSpec {
-                name: name.parse().unwrap(),
-                cpus: 1,
-                memory: DEFAULT_MEMORY,
-                disk: DEFAULT_DISK,
-                bridge: "n2d0".into(),
-                addresses: None,
-                image: "img".into(),
-                insecure_tcp: false,
-                labels: Default::default(),
-                publish: Vec::new(),
-                expose: false,
-                mounts: Vec::new(),
-            },
-            ip: Ipv4Addr::new(10, 77, 0, 2),
-            prefix_len: 24,
-            gateway: Ipv4Addr::new(10, 77, 0, 1),
-            mac: "52:54:00:00:00:01".into(),
-            tap: "n2dt00000000".into(),
-            swarm: None,
-            api_port: None,
-            warm_from: None,
-        }
+        let mut record = MachineRecord::example(name, Ipv4Addr::new(10, 77, 0, 2));
+        record.spec.bridge = "n2d0".into();
+        record
     }
 
     #[test]

@@ -88,6 +88,16 @@ impl OpenSsh {
         argv
     }
 
+    /// `ssh` running `n2d ARGS...`, its three streams piped to the caller.
+    fn spawn_piped(&self, url: &SshUrl, args: &[String]) -> io::Result<std::process::Child> {
+        self.command(url, args, false)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(spawn_error)
+    }
+
     fn command(&self, url: &SshUrl, args: &[String], tty: bool) -> Command {
         let argv = self.argv(url, args, tty);
         tracing::info!(target: "n2d_exec", "ssh {}", argv.join(" "));
@@ -112,13 +122,7 @@ impl Ssh for OpenSsh {
     fn n2d(&self, url: &SshUrl, args: &[String], stdin: &[u8]) -> io::Result<RemoteOutput> {
         use std::io::Write;
         let started = std::time::Instant::now();
-        let mut child = self
-            .command(url, args, false)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(spawn_error)?;
+        let mut child = self.spawn_piped(url, args)?;
         let mut input = child.stdin.take().expect("piped");
         let stdin = stdin.to_vec();
         // Written on its own thread: a remote that prints before it reads cannot deadlock us.
@@ -137,13 +141,7 @@ impl Ssh for OpenSsh {
     }
 
     fn session(&self, url: &SshUrl, args: &[String]) -> io::Result<RemoteSession> {
-        let mut child = self
-            .command(url, args, false)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(spawn_error)?;
+        let mut child = self.spawn_piped(url, args)?;
         Ok(RemoteSession {
             stdin: Box::new(child.stdin.take().expect("piped")),
             stdout: Box::new(child.stdout.take().expect("piped")),
