@@ -375,7 +375,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         self.home.update_swarm(name, |r| r.ports.clear())?;
         for node in record.managers.iter().chain(&record.workers) {
             if self.home.machine_exists(node) || self.home.load_remote_machine(node)?.is_some() {
-                self.remove_node_machine(node)?;
+                self.remove_or_forget_node(node)?;
                 self.progress.say(&format!("{node} removed"));
             } else {
                 // Removed by hand: its lease and tap may still be held.
@@ -639,17 +639,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             for r in &plan.remove {
                 if self.home.machine_exists(r) {
                     self.remove_machine(r, true)?;
-                } else if let Some(remote) = self.home.load_remote_machine(r)? {
-                    if let Err(e) = self.remove_remote(&remote, true) {
-                        // Its host does not answer: the swarm no longer has it, this home
-                        // forgets it; its VM stays on that host.
-                        self.progress.say(&format!(
-                            "warning: {r} could not be removed on host {}: {}; forgotten here (remove it there with `n2d rm -f {r}`)",
-                            remote.host,
-                            chain(&e)
-                        ));
-                        self.home.remove_remote_machine(r)?;
-                    }
+                } else if self.home.load_remote_machine(r)?.is_some() {
+                    // Its host may be lost: the swarm no longer has it either way.
+                    self.remove_or_forget_node(r)?;
                 } else {
                     self.forget_machine(r)?;
                 }

@@ -1060,3 +1060,42 @@ fn a_node_that_fails_on_another_host_takes_back_the_nodes_made_here() {
         ssh.calls()
     );
 }
+
+/// `swarm rm` while a host of the swarm is lost: its node is forgotten here (said), the rest
+/// removed, the record gone.
+#[test]
+fn a_swarm_goes_while_one_of_its_hosts_does_not_answer() {
+    let mut k = kit();
+    make_swarm(&k, 1, 1);
+    let ssh = Arc::new(crate::remote::fake::FakeSsh::default());
+    let info = r#"{"version":"0.1.0","cpus":2,"memory_total":8000000000,"memory_available":6000000000,"machines":0}"#;
+    ssh.answer("h2", "--version", 0, &format!("n2d {}\n", crate::remote::VERSION), "");
+    ssh.answer("h2", "doctor --json", 0, "[]", "");
+    ssh.answer("h2", "host info --json", 0, info, "");
+    k.orch.ssh = ssh.clone();
+    k.orch.register_host(&"h2".parse().unwrap(), &"ssh://h2".parse().unwrap(), Default::default()).unwrap();
+    // A worker on h2 (its `rm` there gets "Connection refused": h2 is gone).
+    let ip = "10.99.0.120".parse().unwrap();
+    let node = n2d_store::RemoteMachine {
+        name: name("n2d-wrkr-1"),
+        host: "h2".parse().unwrap(),
+        ip,
+        swarm: Some("n2d".into()),
+        record: n2d_store::MachineRecord::example("n2d-wrkr-1", ip),
+    };
+    k.orch.home.save_remote_machine(&node).unwrap();
+    k.orch
+        .home
+        .update_swarm(&prefix(), |r| r.add_node(n2d_spec::swarm::NodeRole::Worker, &name("n2d-wrkr-1")))
+        .unwrap();
+    k.orch.remove_swarm(&prefix()).unwrap();
+    assert!(
+        k.said.lines().iter().any(|l| l.starts_with("warning: n2d-wrkr-1 could not be removed on host h2")),
+        "{:?}",
+        k.said.lines()
+    );
+    assert!(k.orch.home.list_remote_machines().is_empty());
+    assert!(k.orch.home.load_swarm(&prefix()).unwrap().is_none());
+    k.assert_host_clean();
+    assert!(ssh.calls().contains(&"h2: n2d rm --force n2d-wrkr-1".to_string()), "{:?}", ssh.calls());
+}

@@ -377,4 +377,22 @@ impl<R: n2d_exec::Runner, H: n2d_vm::Hypervisor, C: n2d_swarm::Connector> Orches
             None => self.remove_machine(name, true),
         }
     }
+
+    /// [`Self::remove_node_machine`], but a node whose host does not answer is only forgotten
+    /// here (said, with how to remove it there): a swarm can go while one of its hosts is lost.
+    pub(crate) fn remove_or_forget_node(&self, name: &MachineName) -> Result<()> {
+        let Some(remote) = self.home.load_remote_machine(name)? else {
+            return self.remove_machine(name, true);
+        };
+        match self.remove_remote(&remote, true) {
+            Err(Error::Remote(e)) if matches!(*e, RemoteError::Unreachable { .. }) => {
+                self.progress.say(&format!(
+                    "warning: {name} could not be removed on host {}: {e}; forgotten here (remove it there with `n2d rm -f {name}`)",
+                    remote.host
+                ));
+                Ok(self.home.remove_remote_machine(name)?)
+            }
+            other => other,
+        }
+    }
 }

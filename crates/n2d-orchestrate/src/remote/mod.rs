@@ -359,8 +359,8 @@ impl<R, H, C> Orchestrator<R, H, C> {
     }
 
     /// Forgets a host. With machines of this home on it, refused unless `force` (which forgets
-    /// them too; their VMs keep running there).
-    pub fn forget_host(&self, name: &HostName, force: bool) -> Result<()> {
+    /// them too, and returns their names; their VMs keep running there).
+    pub fn forget_host(&self, name: &HostName, force: bool) -> Result<Vec<n2d_spec::machine::MachineName>> {
         if name.is_local() {
             return Err(RemoteError::LocalIsReserved.into());
         }
@@ -379,7 +379,7 @@ impl<R, H, C> Orchestrator<R, H, C> {
             self.home.remove_remote_machine(machine)?;
         }
         self.home.remove_remote_host(name)?;
-        Ok(())
+        Ok(machines)
     }
 }
 

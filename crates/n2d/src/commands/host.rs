@@ -28,7 +28,10 @@ pub fn run(ctx: &Ctx, cmd: HostCommand) -> Result<()> {
         HostCommand::Ls { json, quiet } => ls(ctx, json, quiet),
         HostCommand::Rm { names, force } => {
             for name in &names {
-                ctx.forget_host(name, force)?;
+                for machine in ctx.forget_host(name, force)? {
+                    ctx.unregister_machine_context(&machine);
+                    errln!("Forgot {machine} (its VM stays on {name})");
+                }
                 errln!("Removed host {name}");
             }
             Ok(())
