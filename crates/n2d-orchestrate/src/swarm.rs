@@ -719,18 +719,37 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         on_progress: impl Fn(LoadProgress<'_>) + Send + Sync + 'static,
     ) -> Result<Vec<(String, Vec<String>)>> {
         let mut nodes = Vec::new();
+        // Nodes on other hosts: the archive goes to each host once, whose n2d loads it into
+        // its nodes there.
+        let mut by_host: std::collections::BTreeMap<n2d_spec::host::HostName, Vec<MachineName>> =
+            Default::default();
         for n in record.managers.iter().chain(&record.workers) {
-            // A node on another host is sent the image from here too.
-            let m = match self.node_record(n) {
-                Some(m) => m,
-                None => self.home.load_machine(n)?,
-            };
+            if let Some(remote) = self.home.load_remote_machine(n)? {
+                by_host.entry(remote.host).or_default().push(n.clone());
+                continue;
+            }
+            let m = self.home.load_machine(n)?;
             nodes.push((n.to_string(), self.connect(&self.endpoint(&m), 3600)?));
         }
         for host in &record.external_hosts {
             nodes.push((host.name.clone(), self.connect(&external_endpoint(host), 3600)?));
         }
-        Ok(runtime()?.block_on(load_image_everywhere(&nodes, archive, on_progress))?)
+        let (here, there) = std::thread::scope(|scope| {
+            let remote: Vec<_> = by_host
+                .iter()
+                .map(|(host, names)| scope.spawn(move || self.load_on_host(host, names, archive)))
+                .collect();
+            let here = runtime()
+                .and_then(|rt| Ok(rt.block_on(load_image_everywhere(&nodes, archive, on_progress))?));
+            let there: Vec<Result<Vec<(String, Vec<String>)>>> =
+                remote.into_iter().map(|r| r.join().expect("a host's load does not panic")).collect();
+            (here, there)
+        });
+        let mut loaded = here?;
+        for host in there {
+            loaded.extend(host?);
+        }
+        Ok(loaded)
     }
 }
 

@@ -291,6 +291,14 @@ Examples:
         #[arg(short, long)]
         force: bool,
     },
+    /// Internal: load the docker-save archive on stdin into these machines (what `swarm load`
+    /// asks another host to do for its nodes there); prints JSON
+    #[command(hide = true)]
+    Load {
+        /// The machines
+        #[arg(required = true)]
+        names: Vec<MachineName>,
+    },
     /// This host's resources as JSON (what `host ls` asks other hosts for)
     #[command(hide = true)]
     Info {

@@ -199,10 +199,19 @@ fn a_swarm_across_three_hosts_over_a_lan_bridge_survives_losing_one_and_scale_re
     assert_eq!(host_of(&rows, "tri-mngr-0"), ("h3".into(), "running".into()));
 
     // A stack whose routing mesh answers on every node, whichever host it is on.
+    // The image: made on the node here, then `swarm load` sends it to each other host once
+    // (h3 holds two nodes).
     let nodes = ["tri-mngr-0", "tri-mngr-1", "tri-mngr-2", "tri-wrkr-0"];
+    let here = common::parse_env(&lab.n2d_ok(&["env", "tri-mngr-2"]));
+    h1.docker_ok(&here, &["import", tar.to_str().unwrap(), "n2d-test/web:1"]);
+    let saved = work.path().join("web-image.tar");
+    h1.docker_ok(&here, &["save", "-o", saved.to_str().unwrap(), "n2d-test/web:1"]);
+    let out = lab.n2d(&["swarm", "load", "tri", saved.to_str().unwrap()]);
+    assert!(out.status.success(), "swarm load failed");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("h3: sending the archive") && said.contains("once for 2"), "{said}");
     for node in nodes {
-        let env = common::parse_env(&lab.n2d_ok(&["env", node]));
-        h1.docker_ok(&env, &["import", tar.to_str().unwrap(), "n2d-test/web:1"]);
+        assert!(said.contains(&format!("{node}: Loaded image: n2d-test/web:1")), "{node}: {said}");
     }
     let compose = work.path().join("stack.yml");
     std::fs::write(&compose, common::web_stack(4)).unwrap();

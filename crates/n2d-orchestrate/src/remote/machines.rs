@@ -395,4 +395,93 @@ impl<R: n2d_exec::Runner, H: n2d_vm::Hypervisor, C: n2d_swarm::Connector> Orches
             other => other,
         }
     }
+
+    /// Sends the docker-save archive at `archive` to `host` once, whose n2d loads it into its
+    /// machines `names` (the hidden `n2d host load`); returns each node's loaded images.
+    pub(crate) fn load_on_host(
+        &self,
+        host: &HostName,
+        names: &[MachineName],
+        archive: &std::path::Path,
+    ) -> Result<Vec<(String, Vec<String>)>> {
+        let record = self.remote_host(host)?;
+        let mut args = vec!["host".to_string(), "load".to_string()];
+        args.extend(names.iter().map(|n| n.to_string()));
+        let spawn = |source| RemoteError::Spawn { name: host.clone(), source };
+        let session = self.ssh.session(&record.url, &args).map_err(spawn)?;
+        let mut file = std::fs::File::open(archive)
+            .map_err(|source| Error::ReadFile { path: archive.to_path_buf(), source })?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.progress.say(&format!(
+            "  {host}: sending the archive ({} MB) once for {}",
+            size / 1_000_000,
+            names.len()
+        ));
+        let mut stdin = session.stdin;
+        let (out, errors) = std::thread::scope(|scope| {
+            let send = scope.spawn(move || {
+                let _ = std::io::copy(&mut file, &mut stdin);
+            });
+            let errors = scope.spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut BufReader::new(session.stderr), &mut text);
+                text
+            });
+            let mut out = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut BufReader::new(session.stdout), &mut out);
+            let _ = send.join();
+            (out, errors.join().unwrap_or_default())
+        });
+        let status = (session.wait)().map_err(spawn)?;
+        let output = super::RemoteOutput { status, stdout: out, stderr: errors.into_bytes() };
+        if let Some(f) = super::ssh::classify(&output) {
+            return Err(self.ssh_failure_of(host, &record.url, f).into());
+        }
+        if status != Some(0) {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let message = stderr
+                .lines()
+                .filter(|l| l.starts_with("error: ") || l.starts_with("  caused by: "))
+                .map(|l| l.trim().trim_start_matches("error: "))
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(RemoteError::Remote {
+                name: host.clone(),
+                command: "host load".into(),
+                status: status.map_or(" (killed)".into(), |s| format!(" (exit status {s})")),
+                message,
+            }
+            .into());
+        }
+        serde_json::from_slice(&output.stdout).map_err(|e| {
+            RemoteError::BadAnswer { name: host.clone(), command: "host load".into(), reason: e.to_string() }
+                .into()
+        })
+    }
+
+    /// The hidden `n2d host load NAME...` on a host: the archive read from `input` (into a
+    /// file in this home, removed after) is loaded into these machines of this home.
+    pub fn load_into_machines(
+        &self,
+        names: &[MachineName],
+        input: &mut dyn std::io::Read,
+    ) -> Result<Vec<(String, Vec<String>)>> {
+        let path = self.home.root().join(format!(".load-{}.tar", std::process::id()));
+        let result = (|| {
+            let mut file = std::fs::File::create(&path)
+                .map_err(|source| Error::ReadFile { path: path.clone(), source })?;
+            std::io::copy(input, &mut file)
+                .map_err(|source| Error::ReadFile { path: path.clone(), source })?;
+            drop(file);
+            n2d_swarm::check_docker_save_archive(&path).map_err(|e| Error::Usage(e.to_string()))?;
+            let mut nodes = Vec::new();
+            for name in names {
+                let m = self.home.load_machine(name)?;
+                nodes.push((name.to_string(), self.connect(&self.endpoint(&m), 3600)?));
+            }
+            Ok(crate::runtime()?.block_on(n2d_swarm::load_image_everywhere(&nodes, &path, |_| {}))?)
+        })();
+        let _ = std::fs::remove_file(&path);
+        result
+    }
 }

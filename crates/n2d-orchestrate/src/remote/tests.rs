@@ -276,3 +276,58 @@ mod create_on_host {
         assert_eq!(err.kind(), ErrorKind::Usage);
     }
 }
+
+#[test]
+fn swarm_load_sends_the_archive_to_a_host_once_for_its_nodes_there() {
+    use std::io::{BufRead, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut orch, said) = recording_orchestrator(dir.path());
+    let ssh = Arc::new(FakeSsh::default());
+    healthy(&ssh, "h3");
+    let archive = dir.path().join("web.tar");
+    std::fs::write(&archive, vec![7u8; 300_000]).unwrap();
+    let script: crate::remote::fake::SessionScript =
+        Arc::new(|args: &[String], stdin: &mut dyn BufRead, stdout: &mut dyn Write, _: &mut dyn Write| {
+            assert_eq!(args, ["host", "load", "a", "b"]);
+            let mut bytes = Vec::new();
+            stdin.read_to_end(&mut bytes).unwrap();
+            let ok = bytes.len() == 300_000 && bytes.iter().all(|b| *b == 7);
+            let line = if ok { "Loaded image: web:1" } else { "wrong bytes" };
+            writeln!(stdout, r#"[["a",["{line}"]],["b",["{line}"]]]"#).unwrap();
+            0
+        });
+    ssh.script("h3", "host load", script);
+    orch.ssh = ssh.clone();
+    orch.register_host(&name("h3"), &url("ssh://h3"), HostPlacement::default()).unwrap();
+    let names: Vec<n2d_spec::machine::MachineName> = vec!["a".parse().unwrap(), "b".parse().unwrap()];
+    let loaded = orch.load_on_host(&name("h3"), &names, &archive).unwrap();
+    assert_eq!(
+        loaded,
+        [
+            ("a".to_string(), vec!["Loaded image: web:1".to_string()]),
+            ("b".to_string(), vec!["Loaded image: web:1".to_string()])
+        ]
+    );
+    assert_eq!(ssh.calls().iter().filter(|c| c.contains("host load")).count(), 1);
+    assert!(
+        said.lines().iter().any(|l| l.contains("h3: sending the archive (0 MB) once for 2")),
+        "{:?}",
+        said.lines()
+    );
+
+    // A host whose n2d refuses: its error, named.
+    let refuses: crate::remote::fake::SessionScript =
+        Arc::new(|_: &[String], stdin: &mut dyn BufRead, _: &mut dyn Write, stderr: &mut dyn Write| {
+            let _ = std::io::copy(stdin, &mut std::io::sink());
+            writeln!(stderr, "error: no machine named \"b\" (see `n2d ls`)").unwrap();
+            2
+        });
+    let other = Arc::new(FakeSsh::default());
+    other.script("h3", "host load", refuses);
+    orch.ssh = other;
+    let err = orch.load_on_host(&name("h3"), &names, &archive).unwrap_err();
+    assert!(
+        err.to_string().contains("`n2d host load` on host h3 failed (exit status 2): no machine named"),
+        "{err}"
+    );
+}

@@ -36,6 +36,11 @@ pub fn run(ctx: &Ctx, cmd: HostCommand) -> Result<()> {
             }
             Ok(())
         }
+        HostCommand::Load { names } => {
+            let loaded = ctx.load_into_machines(&names, &mut std::io::stdin().lock())?;
+            outln!("{}", serde_json::to_string(&loaded)?)?;
+            Ok(())
+        }
         HostCommand::Info { json: _ } => {
             outln!("{}", serde_json::to_string(&ctx.local_host_info())?)?;
             Ok(())
