@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// Each node's `Loaded image: ...` lines, as `swarm load` reports them.
+pub type LoadedImages = Vec<(String, Vec<String>)>;
+
 /// Swarm nodes get less than a lone host by default (four of them share one machine): 1 GiB,
 /// what the fault suite's swarm runs its stack, routing mesh and restarts in, and twice the
 /// smallest `--memory` with which a node runs a container (512M, BENCHMARKS.md "Footprint").
@@ -741,7 +744,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 .collect();
             let here = runtime()
                 .and_then(|rt| Ok(rt.block_on(load_image_everywhere(&nodes, archive, on_progress))?));
-            let there: Vec<Result<Vec<(String, Vec<String>)>>> =
+            let there: Vec<Result<LoadedImages>> =
                 remote.into_iter().map(|r| r.join().expect("a host's load does not panic")).collect();
             (here, there)
         });

@@ -279,7 +279,7 @@ mod create_on_host {
 
 #[test]
 fn swarm_load_sends_the_archive_to_a_host_once_for_its_nodes_there() {
-    use std::io::{BufRead, Read, Write};
+    use std::io::{BufRead, Write};
     let dir = tempfile::tempdir().unwrap();
     let (mut orch, said) = recording_orchestrator(dir.path());
     let ssh = Arc::new(FakeSsh::default());
