@@ -215,8 +215,9 @@ fn the_main_help_groups_every_command() {
 fn name_verbs(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, &'static str)>) {
     use std::any::TypeId;
     // These name something new, which no completion can offer.
-    const NEW_NAMES: [&str; 3] = ["create", "swarm create", "adopt"];
-    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+    const NEW_NAMES: [&str; 4] = ["create", "swarm create", "adopt", "host add"];
+    // Hidden verbs are n2d's own, between hosts: nobody types them.
+    for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help" && !s.is_hide_set()) {
         let path = format!("{prefix} {}", sub.get_name()).trim().to_string();
         let kind = sub.get_positionals().next().and_then(|arg| {
             let ty = arg.get_value_parser().type_id();
@@ -224,6 +225,8 @@ fn name_verbs(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, &'static
                 Some("machine")
             } else if ty == TypeId::of::<n2d_spec::swarm::SwarmName>() {
                 Some("swarm")
+            } else if ty == TypeId::of::<n2d_spec::host::HostName>() {
+                Some("host")
             } else if prefix == "image" && matches!(arg.get_id().as_str(), "id" | "ids") {
                 Some("image")
             } else {
@@ -242,9 +245,13 @@ fn name_verbs(cmd: &clap::Command, prefix: &str, out: &mut Vec<(String, &'static
 fn name_completions_cover_every_verb_that_takes_a_name() {
     let mut verbs = Vec::new();
     name_verbs(&Cli::command(), "", &mut verbs);
-    for expected in
-        [("exec", "machine"), ("swarm scale", "swarm"), ("image rm", "image"), ("delete", "machine")]
-    {
+    for expected in [
+        ("exec", "machine"),
+        ("swarm scale", "swarm"),
+        ("image rm", "image"),
+        ("delete", "machine"),
+        ("host rm", "host"),
+    ] {
         assert!(
             verbs.iter().any(|(v, k)| v == expected.0 && *k == expected.1),
             "{expected:?} not in {verbs:?}"
@@ -269,8 +276,10 @@ fn name_completions_cover_every_verb_that_takes_a_name() {
                     None => {
                         !line.contains("swarm)")
                             && !line.contains("image)")
+                            && !line.contains("host)")
                             && !line.contains("seen_subcommand_from swarm;")
                             && !line.contains("seen_subcommand_from image;")
+                            && !line.contains("seen_subcommand_from host;")
                     }
                 };
                 of_kind

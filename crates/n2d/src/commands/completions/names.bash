@@ -1,5 +1,5 @@
 
-# n2d: machine, swarm and image names, asked of n2d itself (`ls -q`, `swarm ls -q`,
+# n2d: machine, swarm, image and host names, asked of n2d itself (`ls -q`, `swarm ls -q`,
 # `image ls -q`) where a command takes one; everything else as generated above.
 _n2d_names() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD - 1]} i kind= words=()
@@ -11,6 +11,7 @@ _n2d_names() {
     swarm) case ${words[1]-} in env | rm | suspend | scale | load | add-host) kind=swarm ;; esac ;;
     image) case ${words[1]-} in inspect | rm | warm | export) kind=image ;; esac ;;
     certs) case ${words[1]-} in rotate) kind=machine ;; esac ;;
+    host) case ${words[1]-} in rm | delete) kind=host ;; esac ;;
     esac
     if [[ -n $kind && $cur != -* && $prev != -* ]]; then
         local names
@@ -18,6 +19,7 @@ _n2d_names() {
         machine) names=$("${COMP_WORDS[0]}" ls -q 2>/dev/null) ;;
         swarm) names=$("${COMP_WORDS[0]}" swarm ls -q 2>/dev/null) ;;
         image) names=$("${COMP_WORDS[0]}" image ls -q 2>/dev/null) ;;
+        host) names=$("${COMP_WORDS[0]}" host ls -q 2>/dev/null) ;;
         esac
         mapfile -t COMPREPLY < <(compgen -W "$names" -- "$cur")
         return 0

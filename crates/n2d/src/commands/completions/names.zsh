@@ -1,5 +1,5 @@
 
-# n2d: machine, swarm and image names, asked of n2d itself where a command takes one;
+# n2d: machine, swarm, image and host names, asked of n2d itself where a command takes one;
 # everything else by _n2d above.
 _n2d_names() {
     local -a before names
@@ -10,12 +10,14 @@ _n2d_names() {
         swarm) case ${before[2]} in env|rm|suspend|scale|load|add-host) kind=swarm ;; esac ;;
         image) case ${before[2]} in inspect|rm|warm|export) kind=image ;; esac ;;
         certs) case ${before[2]} in rotate) kind=machine ;; esac ;;
+        host) case ${before[2]} in rm|delete) kind=host ;; esac ;;
     esac
     if [[ -n $kind && $PREFIX != -* && ${words[CURRENT-1]} != -* ]]; then
         case $kind in
             machine) names=(${(f)"$(${words[1]} ls -q 2>/dev/null)"}) ;;
             swarm) names=(${(f)"$(${words[1]} swarm ls -q 2>/dev/null)"}) ;;
             image) names=(${(f)"$(${words[1]} image ls -q 2>/dev/null)"}) ;;
+            host) names=(${(f)"$(${words[1]} host ls -q 2>/dev/null)"}) ;;
         esac
         compadd -a names
         return
