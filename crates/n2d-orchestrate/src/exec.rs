@@ -83,6 +83,19 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         Ok(self.hypervisor.exec_port(&self.vm_handle(name))?)
     }
 
+    /// Runs `argv` in `name` with no input; returns its status, stdout and stderr.
+    pub(crate) fn run_in_guest(
+        &self,
+        name: &MachineName,
+        argv: Vec<String>,
+    ) -> Result<(i32, Vec<u8>, String)> {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        let request = ExecRequest { argv, env: vec![], workdir: None, terminal: false };
+        let io = ExecIo { stdin: Box::new(std::io::empty()), stdout: &mut stdout, stderr: &mut stderr };
+        let status = self.exec(name, request, io)?;
+        Ok((status, stdout, String::from_utf8_lossy(&stderr).trim().to_string()))
+    }
+
     /// Runs `sh -c SCRIPT sh ARGS...` in `name` with `input`; returns its status, stdout and
     /// stderr (stdout into `out` when given).
     fn guest_script(

@@ -267,6 +267,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             if self.cancelled() {
                 return Err(Error::Interrupted { what: "creating the swarm's nodes" });
             }
+            if !plan.placement.is_empty() {
+                self.check_node_reach(&made)?;
+            }
             self.progress.say(&format!(
                 "All {} VMs are up ({:.1}s); forming the swarm...",
                 made.len(),

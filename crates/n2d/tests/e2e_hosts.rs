@@ -174,6 +174,8 @@ fn a_swarm_across_three_hosts_over_a_lan_bridge_survives_losing_one_and_scale_re
     assert!(out.status.success(), "swarm create failed");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("Placement: tri-mngr-0 on h3, tri-mngr-1 on h2, tri-mngr-2 on local"), "{said}");
+    // Each node reached every other on the swarm's TCP ports before it formed.
+    assert!(said.contains("Checking that the nodes reach each other on 2377/tcp and 7946/tcp"), "{said}");
     let out = lab.n2d(&["swarm", "scale", "tri", "--workers", "1", "--on", "h3"]);
     assert!(out.status.success(), "swarm scale failed");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Placement: tri-wrkr-0 on h3"));

@@ -6,6 +6,7 @@
 pub mod fake;
 pub mod machines;
 pub mod placement;
+pub mod reach;
 pub mod relay;
 pub mod ssh;
 
