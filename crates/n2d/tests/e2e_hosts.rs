@@ -245,7 +245,11 @@ fn a_swarm_across_three_hosts_over_a_lan_bridge_survives_losing_one_and_scale_re
     let out = lab.n2d(&["swarm", "scale", "tri", "--on", "local,h2"]);
     assert!(out.status.success(), "swarm scale failed");
     let said = String::from_utf8_lossy(&out.stderr);
-    assert!(said.contains("Placement: tri-wrkr-1 on local"), "{said}");
+    // Where the most memory is free: both are namespaces of one machine, so either.
+    assert!(
+        said.contains("Placement: tri-wrkr-1 on local") || said.contains("Placement: tri-wrkr-1 on h2"),
+        "{said}"
+    );
     assert!(said.contains("manager tri-mngr-0 is on host h3"), "{said}");
     let (_, text) = node_ls(&swarm);
     assert!(text.lines().any(|l| l.starts_with("tri-wrkr-1 Ready")), "{text}");
@@ -257,9 +261,13 @@ fn a_swarm_across_three_hosts_over_a_lan_bridge_survives_losing_one_and_scale_re
     lab.restore_link("h3");
     lab.start_sshd("h3", Sshd::Normal);
     lab.n2d_ok(&["swarm", "rm", "tri"]);
-    for (host, node) in
-        [("h3", "tri-mngr-0"), ("h2", "tri-mngr-1"), ("h1", "tri-mngr-2"), ("h1", "tri-wrkr-1")]
-    {
+    for (host, node) in [
+        ("h3", "tri-mngr-0"),
+        ("h2", "tri-mngr-1"),
+        ("h1", "tri-mngr-2"),
+        ("h1", "tri-wrkr-1"),
+        ("h2", "tri-wrkr-1"),
+    ] {
         assert!(!lab.host(host).ns.home.join("machines").join(node).exists(), "{node} left on {host}");
     }
     // The worker forgotten while h3 was cut is still there (its host was unreachable): n2d
