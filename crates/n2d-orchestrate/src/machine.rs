@@ -84,7 +84,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// Validates a spec and the name's availability before anything is made.
     pub fn check_new_machine(&self, spec: &MachineSpec) -> Result<()> {
         spec.validate()?;
-        if self.home.machine_exists(&spec.name) || self.home.load_remote_machine(&spec.name)?.is_some() {
+        if self.home.machine_name_taken(&spec.name)? {
             return Err(Error::MachineExists { name: spec.name.to_string() });
         }
         Ok(())

@@ -380,7 +380,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         // Its published ports go with it: none is moved from node to node as they go.
         self.home.update_swarm(name, |r| r.ports.clear())?;
         for node in record.managers.iter().chain(&record.workers) {
-            if self.home.machine_exists(node) || self.home.load_remote_machine(node)?.is_some() {
+            if self.home.machine_name_taken(node)? {
                 self.remove_or_forget_node(node)?;
                 self.progress.say(&format!("{node} removed"));
             } else {

@@ -924,21 +924,9 @@ impl Home {
         std::fs::remove_file(&path).map_err(|source| StoreError::Remove { path, source })
     }
 
-    /// Every adopted machine whose record reads, sorted by name.
     /// Every adopted host, by name; a damaged or refused record is listed with its error (so
     /// `ls` shows it), a file whose name is not a machine name is not n2d's and is skipped.
     pub fn list_adopted(&self) -> Vec<(MachineName, Result<AdoptedHost, StoreError>)> {
-        let names = sorted_names(&self.hosts_dir(), |e| {
-            e.file_name().to_string_lossy().strip_suffix(".json").map(str::to_string)
-        });
-        names
-            .into_iter()
-            .filter_map(|n| n.parse::<MachineName>().ok())
-            .filter_map(|n| match self.load_adopted(&n) {
-                Ok(Some(host)) => Some((n, Ok(host))),
-                Ok(None) => None,
-                Err(e) => Some((n, Err(e))),
-            })
-            .collect()
+        crate::remotes::list_named(&self.hosts_dir(), |n| self.load_adopted(n))
     }
 }

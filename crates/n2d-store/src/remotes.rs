@@ -71,6 +71,11 @@ impl Home {
         list_named(&self.remotes_dir(), |n| self.load_remote_host(n))
     }
 
+    /// Whether a machine of this home has that name, here or on another host.
+    pub fn machine_name_taken(&self, name: &MachineName) -> Result<bool, StoreError> {
+        Ok(self.machine_exists(name) || self.load_remote_machine(name)?.is_some())
+    }
+
     pub fn save_remote_machine(&self, machine: &RemoteMachine) -> Result<(), StoreError> {
         ensure_dir(&self.remote_machines_dir())?;
         write_json(&self.remote_machines_dir().join(format!("{}.json", machine.name)), machine)
@@ -112,7 +117,9 @@ fn load_named<T: serde::de::DeserializeOwned>(
     Ok(Some(record))
 }
 
-fn list_named<N: std::str::FromStr, T>(
+/// Every record in `dir` whose file name (`NAME.json`) is a valid name, by name; a damaged or
+/// refused record is listed with its error, a file named otherwise is not n2d's and is skipped.
+pub(crate) fn list_named<N: std::str::FromStr, T>(
     dir: &std::path::Path,
     load: impl Fn(&N) -> Result<Option<T>, StoreError>,
 ) -> Vec<(N, Result<T, StoreError>)> {

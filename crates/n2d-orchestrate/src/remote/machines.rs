@@ -4,7 +4,7 @@
 //! running the verb on their host.
 
 use super::relay::{parse_request, IssuedCert};
-use super::{RemoteError, SshFailure};
+use super::RemoteError;
 use crate::{Error, Orchestrator, Result};
 use n2d_pki::Ca;
 use n2d_spec::host::HostName;
@@ -166,7 +166,7 @@ impl<R, H, C> Orchestrator<R, H, C> {
         name: &MachineName,
         args: &[String],
     ) -> Result<RemoteMachine> {
-        if self.home.machine_exists(name) || self.home.load_remote_machine(name)?.is_some() {
+        if self.home.machine_name_taken(name)? {
             return Err(Error::MachineExists { name: name.to_string() });
         }
         let record = self.remote_host(host)?;
@@ -232,45 +232,14 @@ impl<R, H, C> Orchestrator<R, H, C> {
         if let Some(e) = failure {
             return Err(e);
         }
-        let stderr_text = error_lines.join("\n");
-        match status {
-            Some(0) => {}
-            Some(code) => {
-                let out = super::RemoteOutput {
-                    status: Some(code),
-                    stdout: vec![],
-                    stderr: stderr_text.clone().into(),
-                };
-                if let Some(f) = super::ssh::classify(&out) {
-                    return Err(self.ssh_failure_of(host, &record.url, f).into());
-                }
-                let message = error_lines
-                    .iter()
-                    .map(|l| l.trim().strip_prefix("error: ").unwrap_or(l.trim()).to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                return Err(if code == 2 {
-                    RemoteError::Refused { name: host.clone(), message }
-                } else {
-                    RemoteError::Remote {
-                        name: host.clone(),
-                        command: "create".into(),
-                        status: format!(" (exit status {code})"),
-                        message,
-                    }
-                }
-                .into());
-            }
-            None => {
-                return Err(RemoteError::Remote {
-                    name: host.clone(),
-                    command: "create".into(),
-                    status: " (killed)".into(),
-                    message: stderr_text,
-                }
-                .into())
-            }
+        let out =
+            super::RemoteOutput { status, stdout: Vec::new(), stderr: error_lines.join("\n").into_bytes() };
+        // The remote's usage errors (exit 2) stay usage errors here.
+        if status == Some(2) && super::ssh::classify(&out).is_none() {
+            let message = super::error_message(&String::from_utf8_lossy(&out.stderr));
+            return Err(RemoteError::Refused { name: host.clone(), message }.into());
         }
+        self.outcome(host, &record.url, "create", out)?;
         let ip = output.iter().find_map(|l| l.trim().parse().ok()).ok_or_else(|| RemoteError::BadAnswer {
             name: host.clone(),
             command: "create".into(),
@@ -315,10 +284,6 @@ impl<R, H, C> Orchestrator<R, H, C> {
             .map_err(|e| bad(e.to_string()))?
             .map_err(|e| bad(e.to_string()))?;
         Ok(record)
-    }
-
-    fn ssh_failure_of(&self, host: &HostName, url: &n2d_spec::host::SshUrl, f: SshFailure) -> RemoteError {
-        self.ssh_failure(host, url, f)
     }
 
     /// A swarm node's record, wherever it runs: this host's record, or the one its host keeps.
@@ -434,26 +399,8 @@ impl<R: n2d_exec::Runner, H: n2d_vm::Hypervisor, C: n2d_swarm::Connector> Orches
         });
         let status = (session.wait)().map_err(spawn)?;
         let output = super::RemoteOutput { status, stdout: out, stderr: errors.into_bytes() };
-        if let Some(f) = super::ssh::classify(&output) {
-            return Err(self.ssh_failure_of(host, &record.url, f).into());
-        }
-        if status != Some(0) {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let message = stderr
-                .lines()
-                .filter(|l| l.starts_with("error: ") || l.starts_with("  caused by: "))
-                .map(|l| l.trim().trim_start_matches("error: "))
-                .collect::<Vec<_>>()
-                .join(" ");
-            return Err(RemoteError::Remote {
-                name: host.clone(),
-                command: "host load".into(),
-                status: status.map_or(" (killed)".into(), |s| format!(" (exit status {s})")),
-                message,
-            }
-            .into());
-        }
-        serde_json::from_slice(&output.stdout).map_err(|e| {
+        let stdout = self.outcome(host, &record.url, "host load", output)?;
+        serde_json::from_slice(&stdout).map_err(|e| {
             RemoteError::BadAnswer { name: host.clone(), command: "host load".into(), reason: e.to_string() }
                 .into()
         })

@@ -127,6 +127,15 @@ struct DoctorLine {
     fix: Option<String>,
 }
 
+/// What a failed remote n2d said: its `error: ...` line and the causes after it, on one line
+/// (all it printed when it has no such line).
+pub fn error_message(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let from = lines.iter().position(|l| l.starts_with("error: ")).unwrap_or(0);
+    let message = lines[from..].join(" ");
+    message.strip_prefix("error: ").unwrap_or(&message).to_string()
+}
+
 /// Total and available memory from `/proc/meminfo` text, in bytes.
 pub fn parse_meminfo(text: &str) -> (u64, u64) {
     let field = |key: &str| {
@@ -173,23 +182,34 @@ impl<R, H, C> Orchestrator<R, H, C> {
     /// Runs `n2d ARGS...` on the host and returns what it printed when it exits 0; ssh's own
     /// failures and a failing n2d become [`RemoteError`]s that name the host.
     pub fn call_host(&self, name: &HostName, url: &SshUrl, args: &[String], stdin: &[u8]) -> Result<Vec<u8>> {
-        let out = self.ssh_n2d(name, url, args, stdin)?;
+        let out = self
+            .ssh
+            .n2d(url, args, stdin)
+            .map_err(|source| RemoteError::Spawn { name: name.clone(), source })?;
+        self.outcome(name, url, args.first().map_or("", String::as_str), out)
+    }
+
+    /// What a finished remote `n2d COMMAND` printed when it exited 0; else ssh's own failure
+    /// (read from its message), or the remote n2d's error line and causes, naming the host.
+    pub(crate) fn outcome(
+        &self,
+        name: &HostName,
+        url: &SshUrl,
+        command: &str,
+        out: RemoteOutput,
+    ) -> Result<Vec<u8>> {
+        if let Some(failure) = ssh::classify(&out) {
+            return Err(self.ssh_failure(name, url, failure).into());
+        }
         match out.status {
             Some(0) => Ok(out.stdout),
-            status => {
-                let stderr = String::from_utf8_lossy(&out.stderr);
-                // The remote n2d's own `error: ...` line and its causes say it best.
-                let message =
-                    stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
-                let message = message.strip_prefix("error: ").unwrap_or(&message).to_string();
-                Err(RemoteError::Remote {
-                    name: name.clone(),
-                    command: args.first().cloned().unwrap_or_default(),
-                    status: status.map_or(" (killed)".into(), |s| format!(" (exit status {s})")),
-                    message,
-                }
-                .into())
+            status => Err(RemoteError::Remote {
+                name: name.clone(),
+                command: command.to_string(),
+                status: status.map_or(" (killed)".into(), |s| format!(" (exit status {s})")),
+                message: error_message(&String::from_utf8_lossy(&out.stderr)),
             }
+            .into()),
         }
     }
 
