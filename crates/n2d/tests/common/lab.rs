@@ -148,6 +148,8 @@ impl Lab {
         )
         .unwrap();
         let log = hdir.join(format!("sshd.{port}.log"));
+        // A restarted sshd must not be taken as listening by its predecessor's log line.
+        let _ = std::fs::remove_file(&log);
         let child = Command::new("ip")
             .args(["netns", "exec", &host.ns.name, "/usr/sbin/sshd", "-D", "-f"])
             .arg(&config)
