@@ -101,6 +101,9 @@ main() {
     packages=(mmdebstrap erofs-utils lz4 xz-utils kmod iproute2 iptables vde2 uidmap dpkg ca-certificates)
     # `n2d host add`: other hosts are reached with OpenSSH's client.
     packages+=(openssh-client)
+    # `swarm create --network wireguard`: wg configures the links; wireguard-go is the
+    # userspace WireGuard n2d starts where the kernel has no wireguard module.
+    packages+=(wireguard-tools wireguard-go)
     # `n2d image export`: objcopy and systemd's EFI stub for the unified kernel image, xorriso
     # and ISOLINUX for the hybrid ISO.
     packages+=(binutils systemd-boot-efi xorriso isolinux syslinux-common)

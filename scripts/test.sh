@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # by scripts/deps.sh when anything is missing, so this works on a fresh Debian machine.
 missing=()
 for tool in qemu-system-x86_64 qemu-img mmdebstrap mkfs.erofs lz4 depmod ip iptables vde_switch docker busybox curl openssl \
-    objcopy xorriso sgdisk dnsmasq ssh sshd ssh-keygen; do
+    objcopy xorriso sgdisk dnsmasq ssh sshd ssh-keygen wg wireguard-go; do
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
 done
 # Files of packages the exports and their tests use: systemd's EFI stub, ISOLINUX, OVMF.

@@ -33,7 +33,7 @@ use std::time::Duration;
 /// Where the host-wide state lives unless `$N2D_RUN_DIR` says otherwise.
 pub const DEFAULT_RUN_DIR: &str = "/run/n2d";
 pub const RUN_DIR_ENV: &str = "N2D_RUN_DIR";
-const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+pub(crate) const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 /// Who holds an address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,6 +330,11 @@ impl HostNet {
         }
         check_run_dir(&self.dir)?;
         read_state(&self.state_file())
+    }
+
+    /// The IPv4 forwarding switch (`/proc/sys/net/ipv4/ip_forward`; a plain file in tests).
+    pub fn ip_forward(&self) -> &Path {
+        &self.ip_forward
     }
 
     /// The directory of the host-wide state (`$N2D_RUN_DIR`).

@@ -31,6 +31,11 @@ pub fn link_kind(out: &[u8]) -> String {
     link.as_ref().and_then(field).filter(word).unwrap_or_else(|| "unknown".to_string())
 }
 
+/// How many links `ip -j link show master BRIDGE` listed (0 for anything but a JSON array).
+pub fn count_links(out: &[u8]) -> usize {
+    serde_json::from_slice::<Value>(out).ok().and_then(|v| v.as_array().map(Vec::len)).unwrap_or(0)
+}
+
 /// The first IPv4 address and prefix length (0 to 32) that `ip -j -4 addr show dev DEV` printed.
 pub fn first_ipv4(out: &[u8]) -> Option<(Ipv4Addr, u8)> {
     let link = first(out)?;

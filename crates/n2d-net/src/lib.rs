@@ -12,6 +12,7 @@ pub mod nat;
 #[cfg(any(test, feature = "fakes"))]
 pub mod testing;
 pub mod user;
+pub mod wireguard;
 
 use n2d_exec::{Cmd, ExecError, Runner};
 use n2d_spec::address::IpRange;
@@ -81,6 +82,24 @@ pub enum NetError {
         #[source]
         source: n2d_spec::link::LinkNameError,
     },
+    #[error("cannot {what}")]
+    Link {
+        what: String,
+        #[source]
+        source: Box<ExecError>,
+    },
+    #[error("cannot write {path}")]
+    LinkKey {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("this host has no WireGuard: the kernel has no wireguard module and wireguard-go is not installed: install wireguard-tools, and wireguard-go where the kernel lacks the module (apt-get install wireguard-tools wireguard-go)")]
+    NoWireGuard,
+    #[error("wireguard-go did not make {dev}: {said}")]
+    UserspaceWireGuard { dev: String, said: String },
+    #[error("bridge n2dw0 exists with {found}, not the {want} n2d links this host with: remove it (`ip link del n2dw0`) if nothing uses it")]
+    LinkBridgeClash { found: String, want: String },
     #[error("cannot delete tap {tap}")]
     DeleteTap {
         tap: String,

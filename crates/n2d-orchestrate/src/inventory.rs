@@ -139,6 +139,9 @@ impl<R: Runner, H: Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
     /// The spec `req` asks for, checked (flags, name free, network choice) before anything is
     /// built or created; its image is left empty (see [`Orchestrator::create_machine_from`]).
     pub fn plan_machine(&self, name: &MachineName, req: &MachineRequest) -> Result<MachineSpec> {
+        if req.network.as_deref() == Some(n2d_net::wireguard::WIREGUARD_NETWORK) {
+            return Err(Error::Usage("--network wireguard links the hosts of a swarm: use it with `n2d swarm create NAME --on local,HOST... --network wireguard`; a single machine joins a bridge or `user`".into()));
+        }
         let labels = req.labels.iter().map(|l| parse_label(l)).collect::<Result<BTreeMap<_, _>, _>>()?;
         let spec = MachineSpec {
             name: name.clone(),

@@ -38,6 +38,7 @@ pub mod templates;
 mod tests;
 
 pub use error::{ConsoleLines, Error, ErrorKind, Result};
+pub use n2d_net::wireguard::{LinkConfig, Unlinked};
 /// What the CLI reads of records and VMs, at the door.
 pub use n2d_store::{
     AdoptedHost, MachineRecord, RemoteHost, RemoteMachine, SwarmRecord, DIR_MODE, FILE_MODE,

@@ -379,6 +379,20 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         }
         // Its published ports go with it: none is moved from node to node as they go.
         self.home.update_swarm(name, |r| r.ports.clear())?;
+        // The hosts whose WireGuard link its nodes used: unlinked once they are gone.
+        let mut linked: Vec<n2d_spec::host::HostName> = Vec::new();
+        for node in record.managers.iter().chain(&record.workers) {
+            if self.node_record(node).is_some_and(|r| r.spec.bridge == n2d_net::wireguard::LINK_BRIDGE) {
+                let host = self.home.load_remote_machine(node).ok().flatten().map(|m| m.host);
+                let host = host.unwrap_or_else(n2d_spec::host::HostName::local);
+                if !linked.contains(&host) {
+                    linked.push(host);
+                }
+            }
+        }
+        if !linked.is_empty() && !linked.iter().any(|h| h.is_local()) {
+            linked.insert(0, n2d_spec::host::HostName::local());
+        }
         for node in record.managers.iter().chain(&record.workers) {
             if self.home.machine_name_taken(node)? {
                 self.remove_or_forget_node(node)?;
@@ -392,6 +406,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             journal.kill_point("after-node");
         }
         self.home.remove_swarm(name)?;
+        self.unlink_hosts(&linked);
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 
 use crate::{Error, Orchestrator, Result};
 use n2d_exec::Runner;
+use n2d_net::wireguard;
 use n2d_spec::address::IpRange;
 use n2d_spec::machine::MachineName;
 use n2d_spec::ports::PortForward;
@@ -85,6 +86,23 @@ impl<R, H, C> Orchestrator<R, H, C> {
             .map(|(n, h)| (n.name.clone(), h))
             .collect())
     }
+}
+
+/// `--network wireguard` links hosts: it needs other hosts (`--on`), and their subnets are n2d's.
+fn check_linked_request(req: &SwarmRequest, spec: &SwarmSpec) -> Result<()> {
+    if req.on.iter().all(|h| h.is_local()) {
+        return Err(Error::Usage(
+            "--network wireguard links the hosts of a swarm across hosts: name them with --on (e.g. --on local,h2,h3)"
+                .into(),
+        ));
+    }
+    if spec.ip_range.is_some() {
+        return Err(Error::Usage("--ip-range has no meaning with --network wireguard: each host's machines take addresses of its own subnet (10.78.N.0/24, N the host's link index)".into()));
+    }
+    if !spec.publish.is_empty() {
+        return Err(Error::Usage("--publish needs --network user; with --network wireguard, reach the routing mesh at any node's address (`n2d ip NODE`)".into()));
+    }
+    Ok(())
 }
 
 /// `n2d swarm add-host`'s flags.
@@ -233,7 +251,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         timeout: std::time::Duration,
         keep_on_failure: bool,
     ) -> Result<SwarmCreated> {
-        let spec = self.swarm_spec(req)?;
+        let mut spec = self.swarm_spec(req)?;
         if let Some(advice) = n2d_spec::swarm::manager_count_advice(spec.managers) {
             self.progress.say(&format!("note: {advice}"));
         }
@@ -242,12 +260,42 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             let ready = self.check_existing_swarm(&existing)?;
             return Ok(SwarmCreated::Existing { record: existing, ready });
         }
-        let mut plan = self.plan_swarm(&spec)?;
+        let linked = spec.network.as_deref() == Some(wireguard::WIREGUARD_NETWORK);
+        if !linked {
+            return self.create_swarm_planned(probe, req, &spec, image, default, timeout, keep_on_failure);
+        }
+        // The hosts are linked first (the plan checks their bridges), unlinked again on failure.
+        check_linked_request(req, &spec)?;
+        spec.network = Some(wireguard::LINK_BRIDGE.to_string());
+        spec.ip_range = Some(wireguard::machine_range(crate::remote::link::LOCAL_INDEX));
+        let mut hosts = vec![n2d_spec::host::HostName::local()];
+        hosts.extend(req.on.iter().filter(|h| !h.is_local()).cloned());
+        hosts.dedup();
+        self.link_hosts(&hosts)?;
+        let created = self.create_swarm_planned(probe, req, &spec, image, default, timeout, keep_on_failure);
+        if created.is_err() && !keep_on_failure {
+            self.unlink_hosts(&hosts);
+        }
+        created
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_swarm_planned(
+        &self,
+        probe: &dyn crate::preflight::HostProbe,
+        req: &SwarmRequest,
+        spec: &SwarmSpec,
+        image: Option<&str>,
+        default: &crate::image::ImageBuild,
+        timeout: std::time::Duration,
+        keep_on_failure: bool,
+    ) -> Result<SwarmCreated> {
+        let mut plan = self.plan_swarm(spec)?;
         if !req.on.is_empty() {
             plan.placement = self.place_swarm(&req.on, &plan)?;
         }
         self.preflight(probe, &nodes_target(&plan.specs, image))?;
-        let record = self.create_swarm_from(&spec, plan, image, default, timeout, keep_on_failure)?;
+        let record = self.create_swarm_from(spec, plan, image, default, timeout, keep_on_failure)?;
         Ok(SwarmCreated::Created(record))
     }
 
@@ -263,9 +311,22 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         on: &[n2d_spec::host::HostName],
         timeout: std::time::Duration,
     ) -> Result<Scaled> {
-        let work = self.plan_swarm_scale_on(name, workers, managers, on)?;
+        let mut work = self.plan_swarm_scale_on(name, workers, managers, on)?;
         if work.is_empty() {
             return Ok(Scaled::Unchanged { managers: work.want_managers, workers: work.want_workers });
+        }
+        if work.add.iter().any(|s| s.bridge == wireguard::LINK_BRIDGE) {
+            // A linked swarm: every host with a node, old or new, is (re)linked; new nodes here
+            // take this host's link subnet (those on other hosts, theirs: `create_remote_node`).
+            let mut hosts = vec![n2d_spec::host::HostName::local()];
+            hosts.extend(work.placement.values().cloned());
+            hosts.extend(self.home.list_remote_machines().into_iter().filter_map(|(_, m)| {
+                m.ok().filter(|m| m.swarm.as_deref() == Some(name.as_str())).map(|m| m.host)
+            }));
+            self.link_hosts(&hosts)?;
+            for spec in work.add.iter_mut().filter(|s| !work.placement.contains_key(s.name.as_str())) {
+                spec.addresses = Some(wireguard::machine_range(crate::remote::link::LOCAL_INDEX));
+            }
         }
         if work.add.iter().any(|s| !work.placement.contains_key(s.name.as_str())) {
             let image = work.add.first().map(|s| s.image.clone());

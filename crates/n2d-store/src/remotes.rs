@@ -24,6 +24,10 @@ pub struct RemoteHost {
     pub network: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_range: Option<n2d_spec::address::IpRange>,
+    /// Its number in this home's WireGuard links (`--network wireguard`): its link bridge has
+    /// the subnet 10.78.N.0/24. Given on first use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_index: Option<u8>,
 }
 
 /// A machine of this home that runs on another host.
@@ -152,6 +156,7 @@ mod tests {
             version: "0.1.0".into(),
             network: Some("brlan".into()),
             ip_range: Some("10.99.0.110-10.99.0.119".parse().unwrap()),
+            link_index: Some(2),
         };
         home.save_remote_host(&host).unwrap();
         assert_eq!(home.load_remote_host(&lab).unwrap(), Some(host.clone()));

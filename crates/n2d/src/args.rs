@@ -306,6 +306,22 @@ Examples:
         #[arg(long)]
         json: bool,
     },
+    /// Internal: make this host's WireGuard interface for link index N and print its public
+    /// key as JSON (what `swarm create --network wireguard` asks each host)
+    #[command(hide = true)]
+    LinkPrepare {
+        /// This host's link index
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=254))]
+        index: u8,
+    },
+    /// Internal: set this host's WireGuard peers, routes, link bridge and chain from the JSON
+    /// on stdin
+    #[command(hide = true)]
+    LinkUp,
+    /// Internal: remove this host's WireGuard link unless machines still use its bridge;
+    /// prints `removed`, `in-use` or `not-linked`
+    #[command(hide = true)]
+    LinkDown,
 }
 
 #[derive(Debug, Subcommand)]
@@ -404,7 +420,8 @@ pub struct SwarmCreateArgs {
     /// Memory per node, e.g. 1536M [default: 1G]
     #[arg(long)]
     pub memory: Option<String>,
-    /// Bridge to attach the nodes to, or `user` for user-mode networking [default: n2d0 as
+    /// Bridge to attach the nodes to, `user` for user-mode networking, or `wireguard` (with
+    /// --on) for each host's own bridge, the hosts linked with WireGuard [default: n2d0 as
     /// root, created if absent; user otherwise]
     #[arg(long, value_parser = bridge_name)]
     pub network: Option<String>,

@@ -85,6 +85,8 @@ fn bad_input_is_refused_with_the_right_status_and_nothing_is_created() {
         (&["create", "h1", "--network", "lo"], 2),
         (&["create", "h1", "--network", "no-such-br"], 2),
         (&["swarm", "create", "--network", "lo"], 2),
+        (&["create", "h1", "--network", "wireguard"], 2),
+        (&["swarm", "create", "--network", "wireguard"], 2),
         (&["swarm", "create", "--ip-range", "10.77.1.0/28"], 2),
         (&["swarm", "create", "--ip-range", "10.77.0.2-10.77.0.3"], 2),
         (&["create", "h1", "--image", "0000dead"], 1),

@@ -275,3 +275,112 @@ fn a_swarm_across_three_hosts_over_a_lan_bridge_survives_losing_one_and_scale_re
     assert!(lab.host("h3").ns.home.join("machines/tri-wrkr-0").exists());
     assert!(lab.n2d_ok(&["ls", "-q"]).trim().is_empty());
 }
+
+#[test]
+#[ignore = "starts sshds and wireguard-go in network namespaces: needs root, openssh-server and wireguard-go; run with --ignored"]
+fn a_swarm_across_three_hosts_over_wireguard_links_between_their_own_bridges() {
+    let home = common::e2e_home();
+    common::build_image(&home);
+    let work = tempfile::tempdir().unwrap();
+    let tar = common::busybox_rootfs_tar(work.path());
+    let lab = Lab::new("n2d-hw", 3);
+    // No --network for the hosts: the machines do not go on the LAN; only WireGuard's UDP does.
+    for host in ["h2", "h3"] {
+        lab.start_sshd(host, Sshd::Normal);
+        lab.trust(host, &[22]);
+        lab.install_images(host, &home);
+        lab.n2d_ok(&["host", "add", host, &format!("ssh://root@{}", lab.host(host).ip)]);
+    }
+    lab.install_images("h1", &home);
+
+    // Bad input first: wireguard needs other hosts, and the subnets are n2d's.
+    lab.n2d_fails(&["swarm", "create", "bad", "--network", "wireguard"], 2, "--on");
+    lab.n2d_fails(
+        &[
+            "swarm",
+            "create",
+            "bad",
+            "--on",
+            "h2",
+            "--network",
+            "wireguard",
+            "--ip-range",
+            "10.78.1.10-10.78.1.20",
+        ],
+        2,
+        "--ip-range",
+    );
+
+    let out = lab.n2d(&[
+        "swarm",
+        "create",
+        "wg",
+        "--on",
+        "h3,h2,local",
+        "--managers",
+        "3",
+        "--workers",
+        "0",
+        "--memory",
+        "1G",
+        "--network",
+        "wireguard",
+    ]);
+    assert!(out.status.success(), "swarm create failed");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("hosts local, h3, h2 linked"), "{said}");
+    assert!(said.contains("Checking that the nodes reach each other on 2377/tcp and 7946/tcp"), "{said}");
+    // Each host's machines are in its own subnet, on its own bridge; local is 1, then the
+    // hosts in the order they were first linked.
+    for (node, subnet) in [("wg-mngr-0", "10.78.2."), ("wg-mngr-1", "10.78.3."), ("wg-mngr-2", "10.78.1.")] {
+        let ip = lab.n2d_ok(&["ip", node]);
+        assert!(ip.starts_with(subnet), "{node}: {ip}");
+    }
+    for (host, dev) in [("h1", "n2dwg1"), ("h3", "n2dwg2"), ("h2", "n2dwg3")] {
+        let ns = &lab.host(host).ns;
+        let links = common::run_ok(&mut ns.cmd("ip", &["-o", "link", "show"]));
+        assert!(links.contains(dev) && links.contains("n2dw0"), "{host}: {links}");
+        let peers = common::run_ok(&mut ns.cmd("wg", &["show", dev, "peers"]));
+        assert_eq!(peers.lines().count(), 2, "{host}: {peers}");
+        let psks = common::run_ok(&mut ns.cmd("wg", &["show", dev, "preshared-keys"]));
+        assert!(!psks.contains("(none)"), "{host}: every link has its preshared key: {psks}");
+        // Nothing is masqueraded: the nodes see each other's own addresses.
+        assert!(ns.iptables("filter").contains(&format!("-A N2D-LINK -i n2dw0 -o {dev} -j ACCEPT")));
+    }
+
+    let h1 = &lab.host("h1").ns;
+    let swarm = common::parse_env(&lab.n2d_ok(&["swarm", "env", "wg"]));
+    let out = h1.docker(&swarm, &["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"]);
+    let nodes = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(nodes.lines().filter(|l| l.contains(" Ready")).count(), 3, "{nodes}");
+
+    // The stack's routing mesh (VXLAN over the links) answers on every node.
+    let here = common::parse_env(&lab.n2d_ok(&["env", "wg-mngr-2"]));
+    h1.docker_ok(&here, &["import", tar.to_str().unwrap(), "n2d-test/web:1"]);
+    let saved = work.path().join("web-image.tar");
+    h1.docker_ok(&here, &["save", "-o", saved.to_str().unwrap(), "n2d-test/web:1"]);
+    lab.n2d_ok(&["swarm", "load", "wg", saved.to_str().unwrap()]);
+    let compose = work.path().join("stack.yml");
+    std::fs::write(&compose, common::web_stack(3)).unwrap();
+    h1.docker_ok(&swarm, &["stack", "deploy", "-c", compose.to_str().unwrap(), "demo"]);
+    for node in ["wg-mngr-0", "wg-mngr-1", "wg-mngr-2"] {
+        let ip = lab.n2d_ok(&["ip", node]).trim().to_string();
+        assert!(common::wait_http(h1, &ip, 8080, 240), "the routing mesh does not answer on {node} ({ip})");
+    }
+
+    // swarm rm takes every link down with the last machine on each bridge.
+    let out = lab.n2d(&["swarm", "rm", "wg"]);
+    assert!(out.status.success(), "swarm rm failed");
+    let said = String::from_utf8_lossy(&out.stderr);
+    for host in ["local", "h2", "h3"] {
+        assert!(said.contains(&format!("removed the WireGuard link of host {host}")), "{host}: {said}");
+    }
+    for host in ["h1", "h2", "h3"] {
+        let ns = &lab.host(host).ns;
+        let links = common::run_ok(&mut ns.cmd("ip", &["-o", "link", "show"]));
+        assert!(!links.contains("n2dwg") && !links.contains("n2dw0"), "{host}: {links}");
+        assert!(!ns.iptables("filter").contains("N2D-LINK"), "{host}");
+        assert!(ns.pids_named("wireguard-go").is_empty(), "{host}: wireguard-go left");
+    }
+    assert!(lab.n2d_ok(&["ls", "-q"]).trim().is_empty());
+}

@@ -18,6 +18,8 @@ pub struct FakeSsh {
     /// (host, command prefix, script) for sessions.
     sessions: Mutex<Vec<(String, String, SessionScript)>>,
     calls: Mutex<Vec<String>>,
+    /// (host, command line, stdin) of every call that was given a stdin.
+    stdins: Mutex<Vec<(String, String, Vec<u8>)>>,
 }
 
 impl FakeSsh {
@@ -37,6 +39,16 @@ impl FakeSsh {
         self.calls.lock().unwrap().clone()
     }
 
+    /// What the calls of `n2d PREFIX...` on `host` were given on stdin, in order.
+    pub fn stdins(&self, host: &str, prefix: &str) -> Vec<Vec<u8>> {
+        let stdins = self.stdins.lock().unwrap();
+        stdins
+            .iter()
+            .filter(|(h, l, _)| h == host && l.starts_with(prefix))
+            .map(|(_, _, s)| s.clone())
+            .collect()
+    }
+
     fn find(&self, url: &SshUrl, args: &[String]) -> RemoteOutput {
         let line = args.join(" ");
         self.calls.lock().unwrap().push(format!("{}: n2d {line}", url.host));
@@ -53,7 +65,10 @@ impl FakeSsh {
 }
 
 impl Ssh for FakeSsh {
-    fn n2d(&self, url: &SshUrl, args: &[String], _stdin: &[u8]) -> std::io::Result<RemoteOutput> {
+    fn n2d(&self, url: &SshUrl, args: &[String], stdin: &[u8]) -> std::io::Result<RemoteOutput> {
+        if !stdin.is_empty() {
+            self.stdins.lock().unwrap().push((url.host.clone(), args.join(" "), stdin.to_vec()));
+        }
         Ok(self.find(url, args))
     }
 

@@ -53,7 +53,7 @@ pub fn remote_create_args(
     args
 }
 
-impl<R, H, C> Orchestrator<R, H, C> {
+impl<R: n2d_exec::Runner, H, C> Orchestrator<R, H, C> {
     /// Makes swarm node `spec` on `host` (see [`Self::create_on_host`]) and records it as the
     /// swarm's; returns its record.
     pub(crate) fn create_remote_node(
@@ -62,7 +62,14 @@ impl<R, H, C> Orchestrator<R, H, C> {
         spec: &n2d_spec::machine::MachineSpec,
         swarm: &str,
     ) -> Result<n2d_store::MachineRecord> {
-        let args = remote_create_args(spec, &self.remote_host(host)?);
+        let mut record = self.remote_host(host)?;
+        // A node of a linked swarm attaches to the host's link bridge, in its own subnet.
+        if spec.bridge == n2d_net::wireguard::LINK_BRIDGE {
+            let index = self.link_index(host)?;
+            record.network = Some(n2d_net::wireguard::LINK_BRIDGE.to_string());
+            record.ip_range = Some(n2d_net::wireguard::machine_range(index));
+        }
+        let args = remote_create_args(spec, &record);
         let mut machine = self.create_on_host(host, &spec.name, &args)?;
         machine.swarm = Some(swarm.to_string());
         machine.record.swarm = Some(swarm.to_string());

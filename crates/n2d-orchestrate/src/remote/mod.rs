@@ -4,6 +4,7 @@
 //! run there ([`n2d_store::RemoteMachine`]). The CA stays here: its key never leaves this home.
 
 pub mod fake;
+pub mod link;
 pub mod machines;
 pub mod placement;
 pub mod reach;
@@ -311,6 +312,7 @@ impl<R, H, C> Orchestrator<R, H, C> {
             version: remote,
             network,
             ip_range,
+            link_index: None,
         })?;
         step.done(&format!("host {name} added"));
         Ok(HostAdded { info, warnings })

@@ -45,6 +45,26 @@ pub fn run(ctx: &Ctx, cmd: HostCommand) -> Result<()> {
             outln!("{}", serde_json::to_string(&ctx.local_host_info())?)?;
             Ok(())
         }
+        HostCommand::LinkPrepare { index } => {
+            let ssh_connection = std::env::var("SSH_CONNECTION").ok();
+            let prepared = ctx.link_prepare_here(index, ssh_connection.as_deref())?;
+            outln!("{}", serde_json::to_string(&prepared)?)?;
+            Ok(())
+        }
+        HostCommand::LinkUp => {
+            let config: n2d_orchestrate::LinkConfig = serde_json::from_reader(std::io::stdin().lock())?;
+            ctx.link_up_here(&config)?;
+            Ok(())
+        }
+        HostCommand::LinkDown => {
+            let said = match ctx.link_down_here()? {
+                n2d_orchestrate::Unlinked::Removed => "removed",
+                n2d_orchestrate::Unlinked::InUse(_) => "in-use",
+                n2d_orchestrate::Unlinked::NotLinked => "not-linked",
+            };
+            outln!("{said}")?;
+            Ok(())
+        }
     }
 }
 

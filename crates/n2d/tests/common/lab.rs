@@ -171,8 +171,9 @@ impl Lab {
     }
 
     /// Gives host `name`'s home the images of `source` (the e2e home, where they were built
-    /// once): hard links of their files (a host's namespace has no route to Debian's mirror).
-    /// Their warm templates stay behind (each host makes its own).
+    /// once) and their warm templates: hard links of their files (a host's namespace has no
+    /// route to Debian's mirror, and each host making its own templates would only repeat the
+    /// same boots; a template's record names its files' inodes, which hard links keep).
     pub fn install_images(&self, name: &str, source: &Path) {
         let images = self.host(name).ns.home.join("images");
         for entry in std::fs::read_dir(source.join("images")).unwrap().flatten() {
@@ -180,11 +181,10 @@ impl Lab {
                 continue;
             }
             let target = images.join(entry.file_name());
-            std::fs::create_dir_all(&target).unwrap();
-            for file in std::fs::read_dir(entry.path()).unwrap().flatten() {
-                if file.path().is_file() {
-                    std::fs::hard_link(file.path(), target.join(file.file_name())).unwrap();
-                }
+            link_files(&entry.path(), &target);
+            let Ok(templates) = std::fs::read_dir(entry.path().join("templates")) else { continue };
+            for template in templates.flatten().filter(|t| t.path().is_dir()) {
+                link_files(&template.path(), &target.join("templates").join(template.file_name()));
             }
         }
     }
@@ -282,6 +282,16 @@ impl Lab {
     /// The names `host ls -q` prints.
     pub fn host_names(&self) -> Vec<String> {
         self.n2d_ok(&["host", "ls", "-q"]).lines().map(str::to_string).collect()
+    }
+}
+
+/// Hard links of the plain files of `from` (not its sockets or directories) in `to`.
+fn link_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for file in std::fs::read_dir(from).unwrap().flatten() {
+        if file.file_type().is_ok_and(|t| t.is_file()) {
+            std::fs::hard_link(file.path(), to.join(file.file_name())).unwrap();
+        }
     }
 }
 

@@ -123,13 +123,17 @@ impl Netns {
 
     /// Pids of QEMU processes running in this namespace.
     pub fn qemu_pids(&self) -> Vec<i32> {
+        self.pids_named("qemu-system")
+    }
+
+    /// The processes of this namespace whose name starts with `prefix`.
+    pub fn pids_named(&self, prefix: &str) -> Vec<i32> {
         let out = Command::new("ip").args(["netns", "pids", &self.name]).output().unwrap();
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
             .filter(|pid: &i32| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .is_ok_and(|c| c.starts_with("qemu-system"))
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.starts_with(prefix))
             })
             .collect()
     }
@@ -218,6 +222,10 @@ impl Drop for Netns {
         // Only the QEMU processes this test started: those living in its namespace.
         for pid in self.qemu_pids() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        // And the userspace WireGuard n2d started here for a link (TERM: it removes its socket).
+        for pid in self.pids_named("wireguard-go") {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
         }
         std::thread::sleep(std::time::Duration::from_millis(300));
         // n2d's host-wide record of this namespace's bridges goes with it.
