@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Time to a ready swarm across three hosts against the same swarm on one host (issue 22).
+# Time to a ready swarm across three hosts (on a LAN bridge, and over WireGuard links between
+# the hosts' own bridges) against the same swarm on one host (issue 22).
 #
 #   sudo bench/hosts.sh [--rounds R]     # default: 2 rounds (after one uncounted warm-up)
 #

@@ -2,7 +2,9 @@
 //! managers spread over three hosts (`swarm create --on local,h2,h3`: SSH, remote creates,
 //! certificates relayed) against the same swarm on one host, in the same run, as a ratio. The
 //! "hosts" are network namespaces of this one machine (see `common::lab`), so they share its
-//! CPUs: this measures what going across hosts costs, not what more machines would gain.
+//! CPUs: this measures what going across hosts costs, not what more machines would gain. A
+//! third swarm per round goes over WireGuard links between the hosts' own bridges
+//! (`--network wireguard`: linking, then the same creates).
 
 mod common;
 use common::lab::{Lab, Sshd, LAN_PREFIX};
@@ -33,9 +35,14 @@ fn time_to_a_swarm_across_three_hosts_against_one() {
     }
     lab.install_images("h1", &home);
     let range = format!("{p}.110-{p}.119");
-    let swarm = |name: &str, on: Option<&str>| -> f64 {
+    // `wireguard`: the same swarm over WireGuard links between the hosts' own bridges.
+    let swarm = |name: &str, on: Option<&str>, wireguard: bool| -> f64 {
         let mut args = vec!["swarm", "create", name, "--managers", "3", "--workers", "0", "--memory", "1G"];
-        args.extend(["--network", "brlan", "--ip-range", &range]);
+        if wireguard {
+            args.extend(["--network", "wireguard"]);
+        } else {
+            args.extend(["--network", "brlan", "--ip-range", &range]);
+        }
         if let Some(on) = on {
             args.extend(["--on", on]);
         }
@@ -46,14 +53,16 @@ fn time_to_a_swarm_across_three_hosts_against_one() {
         secs
     };
     // Round 0 makes each host's warm template; it is not counted.
-    swarm("warm", Some("local,h2,h3"));
+    swarm("warm", Some("local,h2,h3"), false);
     let mut lines = Vec::new();
     for round in 1..=rounds {
-        let one = swarm("one", None);
-        let three = swarm("tri", Some("local,h2,h3"));
+        let one = swarm("one", None, false);
+        let three = swarm("tri", Some("local,h2,h3"), false);
+        let linked = swarm("wg", Some("local,h2,h3"), true);
         lines.push(format!(
-            "round {round}: one host {one:.1} s, three hosts {three:.1} s, ratio three/one {:.2}",
-            three / one
+            "round {round}: one host {one:.1} s, three hosts {three:.1} s, three over WireGuard {linked:.1} s, ratios three/one {:.2}, WireGuard/one {:.2}",
+            three / one,
+            linked / one
         ));
     }
     println!("time to a ready swarm of 3 managers (1 GiB each, warm templates):");
