@@ -113,7 +113,7 @@ pub enum Error {
     Swarm(#[from] n2d_swarm::SwarmError),
     #[error(transparent)]
     Spec(#[from] n2d_spec::machine::MachineSpecError),
-    #[error("{from} cannot reach {to} ({ip}) on {port}/tcp, which a swarm's nodes need between them: open it between the hosts (firewalls, routes), or place the nodes on bridges that reach each other")]
+    #[error("{from} cannot reach {to} ({ip}) on {port}, which a swarm's nodes need between them: open it between the hosts (firewalls, routes), or place the nodes on bridges that reach each other")]
     NodesCannotReach { from: String, to: String, ip: String, port: String },
     #[error(transparent)]
     HostSpec(#[from] n2d_spec::host::HostSpecError),

@@ -175,7 +175,10 @@ fn a_swarm_across_three_hosts_over_a_lan_bridge_survives_losing_one_and_scale_re
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("Placement: tri-mngr-0 on h3, tri-mngr-1 on h2, tri-mngr-2 on local"), "{said}");
     // Each node reached every other on the swarm's TCP ports before it formed.
-    assert!(said.contains("Checking that the nodes reach each other on 2377/tcp and 7946/tcp"), "{said}");
+    assert!(
+        said.contains("Checking that the nodes reach each other on 2377/tcp, 7946/tcp, 7946/udp, 4789/udp"),
+        "{said}"
+    );
     let out = lab.n2d(&["swarm", "scale", "tri", "--workers", "1", "--on", "h3"]);
     assert!(out.status.success(), "swarm scale failed");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Placement: tri-wrkr-0 on h3"));
@@ -311,7 +314,7 @@ fn a_swarm_across_three_hosts_over_wireguard_links_between_their_own_bridges() {
         "--ip-range",
     );
 
-    let out = lab.n2d(&[
+    let create = [
         "swarm",
         "create",
         "wg",
@@ -325,11 +328,32 @@ fn a_swarm_across_three_hosts_over_wireguard_links_between_their_own_bridges() {
         "1G",
         "--network",
         "wireguard",
-    ]);
+    ];
+    // h2 drops VXLAN (4789/udp) in its forwarding: the pairwise check names the pair and port
+    // before the swarm forms, and the create is rolled back on every host, links included.
+    let h2 = &lab.host("h2").ns;
+    let drop_vxlan = ["-w", "5", "-I", "FORWARD", "-p", "udp", "--dport", "4789", "-j", "DROP"];
+    common::run_ok(&mut h2.cmd("iptables", &drop_vxlan));
+    let said = lab.n2d_fails(&create, 1, "on 4789/udp");
+    assert!(said.contains("wg-mngr-1"), "the node on h2 is named: {said}");
+    let undo: Vec<&str> = drop_vxlan.iter().map(|a| if *a == "-I" { "-D" } else { a }).collect();
+    common::run_ok(&mut h2.cmd("iptables", &undo));
+    for host in ["h1", "h2", "h3"] {
+        let ns = &lab.host(host).ns;
+        assert!(!common::run_ok(&mut ns.cmd("ip", &["-o", "link", "show"])).contains("n2dw"), "{host}");
+        assert!(ns.pids_named("wireguard-go").is_empty(), "{host}: wireguard-go left");
+        assert!(ns.qemu_pids().is_empty(), "{host}: a VM left");
+    }
+    assert!(lab.n2d_ok(&["ls", "-q"]).trim().is_empty());
+
+    let out = lab.n2d(&create);
     assert!(out.status.success(), "swarm create failed");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("hosts local, h3, h2 linked"), "{said}");
-    assert!(said.contains("Checking that the nodes reach each other on 2377/tcp and 7946/tcp"), "{said}");
+    assert!(
+        said.contains("Checking that the nodes reach each other on 2377/tcp, 7946/tcp, 7946/udp, 4789/udp"),
+        "{said}"
+    );
     // Each host's machines are in its own subnet, on its own bridge; local is 1, then the
     // hosts in the order they were first linked.
     for (node, subnet) in [("wg-mngr-0", "10.78.2."), ("wg-mngr-1", "10.78.3."), ("wg-mngr-2", "10.78.1.")] {

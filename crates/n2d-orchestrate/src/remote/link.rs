@@ -248,6 +248,31 @@ mod tests {
     use crate::tests::recording_orchestrator;
     use std::sync::Arc;
 
+    type Recording =
+        Orchestrator<n2d_exec::RecordingRunner, n2d_vm::fake::FakeHypervisor, n2d_swarm::fake::Cluster>;
+
+    /// An orchestrator whose `ssh` is the returned fake, on a host without a link bridge yet.
+    fn linking(dir: &std::path::Path) -> (Recording, Arc<FakeSsh>) {
+        let (mut orch, _) = recording_orchestrator(dir);
+        let ssh = Arc::new(FakeSsh::default());
+        orch.ssh = ssh.clone();
+        orch.runner.answer("ip -j -4 addr show dev n2dw0", Err("Device does not exist"));
+        orch.runner.answer("ip link show dev n2dw0", Err("Device does not exist"));
+        (orch, ssh)
+    }
+
+    fn add_host(orch: &Recording, name: &str, ip: &str) {
+        let host = n2d_store::RemoteHost {
+            name: name.parse().unwrap(),
+            url: format!("ssh://root@{ip}").parse().unwrap(),
+            version: crate::remote::VERSION.into(),
+            network: None,
+            ip_range: None,
+            link_index: None,
+        };
+        orch.home.save_remote_host(&host).unwrap();
+    }
+
     #[test]
     fn every_host_gets_the_others_as_peers_each_pair_its_own_preshared_key() {
         if n2d_net::require_root().is_err() {
@@ -255,25 +280,12 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let (mut orch, _) = recording_orchestrator(dir.path());
-        let ssh = Arc::new(FakeSsh::default());
-        orch.ssh = ssh.clone();
+        let (orch, ssh) = linking(dir.path());
         orch.runner.answer("wg show n2dwg1 public-key", Ok("PUB-LOCAL\n"));
         orch.runner.answer("ip link show dev n2dwg1", Err("Device does not exist"));
-        orch.runner.answer("ip -j -4 addr show dev n2dw0", Err("Device does not exist"));
-        orch.runner.answer("ip link show dev n2dw0", Err("Device does not exist"));
         orch.runner.answer("wg genpsk", Ok("PSK\n"));
         for (host, ip, key) in [("h2", "10.0.0.2", "PUB-H2"), ("h3", "10.0.0.3", "PUB-H3")] {
-            orch.home
-                .save_remote_host(&n2d_store::RemoteHost {
-                    name: host.parse().unwrap(),
-                    url: format!("ssh://root@{ip}").parse().unwrap(),
-                    version: crate::remote::VERSION.into(),
-                    network: None,
-                    ip_range: None,
-                    link_index: None,
-                })
-                .unwrap();
+            add_host(&orch, host, ip);
             let said = format!(r#"{{"public_key":"{key}","ssh_client":"10.0.0.1","ssh_server":"{ip}"}}"#);
             ssh.answer(ip, "host link-prepare", 0, &said, "");
             ssh.answer(ip, "host link-up", 0, "", "");
@@ -313,22 +325,9 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let (mut orch, _) = recording_orchestrator(dir.path());
-        let ssh = Arc::new(FakeSsh::default());
-        orch.ssh = ssh.clone();
-        orch.runner.answer("ip -j -4 addr show dev n2dw0", Err("Device does not exist"));
-        orch.runner.answer("ip link show dev n2dw0", Err("Device does not exist"));
+        let (orch, ssh) = linking(dir.path());
         orch.runner.answer("ip -j link show master n2dw0", Ok("[]"));
-        orch.home
-            .save_remote_host(&n2d_store::RemoteHost {
-                name: "h2".parse().unwrap(),
-                url: "ssh://root@10.0.0.2".parse().unwrap(),
-                version: crate::remote::VERSION.into(),
-                network: None,
-                ip_range: None,
-                link_index: None,
-            })
-            .unwrap();
+        add_host(&orch, "h2", "10.0.0.2");
         ssh.answer(
             "10.0.0.2",
             "host link-prepare",

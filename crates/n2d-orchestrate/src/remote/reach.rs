@@ -1,35 +1,42 @@
-//! Before a swarm across hosts forms: every node must reach every other on the swarm's TCP
-//! ports (2377 managers, 7946 gossip). Nothing listens there yet, so each node tries to
-//! connect from inside (bash's /dev/tcp, over `n2d exec`): refused is reached, a timeout or no
-//! route is not. A failure names the pair and the port. UDP (7946, 4789 for overlay
-//! networks) cannot be told apart this way and is not checked.
+//! Before a swarm across hosts forms: every node must reach every other on the swarm's ports
+//! (2377/tcp managers, 7946/tcp+udp gossip, 4789/udp overlay networks). Nothing listens there
+//! yet, so each node tries from inside (bash's /dev/tcp and /dev/udp, over `n2d exec`):
+//! refused is reached (a TCP reset; for UDP, the ICMP port-unreachable that makes a later send
+//! on the connected socket fail), a timeout, silence or no route is not. A failure names the
+//! pair and the port.
 
 use super::RemoteError;
 use crate::{Error, Orchestrator, Result};
 use n2d_store::MachineRecord;
 
-/// The swarm's TCP ports between nodes.
-pub const SWARM_TCP_PORTS: [u16; 2] = [2377, 7946];
+/// The swarm's ports between nodes, `PORT/PROTO`.
+pub const SWARM_PORTS: [&str; 4] = ["2377/tcp", "7946/tcp", "7946/udp", "4789/udp"];
 
-/// Run in a node with `IP:PORT` arguments: one line `IP:PORT ok|blocked` each.
+/// Run in a node with `IP:PORT/PROTO` arguments: one line `IP:PORT/PROTO ok|blocked` each.
+/// UDP: three datagrams 0.3 s apart; an ICMP port-unreachable for one fails the next send.
 pub const PROBE: &str = r#"for t in "$@"; do
-  if err=$(timeout 3 bash -c "exec 3<>/dev/tcp/${t%:*}/${t#*:}" 2>&1) || printf '%s' "$err" | grep -q refused; then
+  a=${t%/*}; ip=${a%:*}; port=${a#*:}
+  case $t in
+  */udp) err=$(timeout 3 bash -c "exec 3<>/dev/udp/$ip/$port; printf x >&3; sleep 0.3; printf x >&3; sleep 0.3; printf x >&3" 2>&1) ;;
+  *) err=$(timeout 3 bash -c "exec 3<>/dev/tcp/$ip/$port" 2>&1) && err=refused ;;
+  esac
+  if printf '%s' "$err" | grep -q refused; then
     echo "$t ok"
   else
     echo "$t blocked"
   fi
 done"#;
 
-/// The `IP:PORT` a probe's output says are blocked.
+/// The `IP:PORT/PROTO` a probe's output says are blocked.
 pub fn blocked(output: &str) -> Vec<String> {
     output.lines().filter_map(|l| l.strip_suffix(" blocked")).map(str::to_string).collect()
 }
 
 impl<R: n2d_exec::Runner, H: n2d_vm::Hypervisor, C: n2d_swarm::Connector> Orchestrator<R, H, C> {
-    /// Checks that each of `nodes` reaches every other on [`SWARM_TCP_PORTS`] (in parallel,
-    /// one probe per node); the first pair that does not is the error.
+    /// Checks that each of `nodes` reaches every other on [`SWARM_PORTS`] (in parallel, one
+    /// probe per node); the first pair that does not is the error.
     pub(crate) fn check_node_reach(&self, nodes: &[MachineRecord]) -> Result<()> {
-        let ports = SWARM_TCP_PORTS.map(|p| format!("{p}/tcp")).join(" and ");
+        let ports = SWARM_PORTS.join(", ");
         self.progress.say(&format!("Checking that the nodes reach each other on {ports}..."));
         let results: Vec<(String, Result<String>)> = std::thread::scope(|scope| {
             let probes: Vec<_> = nodes
@@ -38,7 +45,7 @@ impl<R: n2d_exec::Runner, H: n2d_vm::Hypervisor, C: n2d_swarm::Connector> Orches
                     let targets: Vec<String> = nodes
                         .iter()
                         .filter(|to| to.spec.name != from.spec.name)
-                        .flat_map(|to| SWARM_TCP_PORTS.map(|p| format!("{}:{p}", to.ip)))
+                        .flat_map(|to| SWARM_PORTS.map(|p| format!("{}:{p}", to.ip)))
                         .collect();
                     scope.spawn(move || (from.spec.name.to_string(), self.probe_from(from, &targets)))
                 })
@@ -89,12 +96,20 @@ mod tests {
 
     #[test]
     fn the_probe_reports_blocked_targets_and_runs_in_a_real_bash() {
-        assert_eq!(blocked("10.0.0.2:2377 ok\n10.0.0.2:7946 blocked\n"), ["10.0.0.2:7946"]);
-        // The probe itself, here: a port nobody listens on is refused, which is reached. (What
-        // does not route is judged by the e2e lab: this machine's own network may answer
-        // for any address.)
-        let out =
-            std::process::Command::new("bash").args(["-c", PROBE, "probe", "127.0.0.1:1"]).output().unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "127.0.0.1:1 ok\n");
+        assert_eq!(blocked("10.0.0.2:2377/tcp ok\n10.0.0.2:7946/udp blocked\n"), ["10.0.0.2:7946/udp"]);
+        // The probe itself, here: a port nobody listens on is refused, which is reached, over
+        // TCP and UDP; a UDP port something listens on (and so never refuses) is silence. (What
+        // does not route is judged by the e2e lab: this machine's own network may answer for
+        // any address.)
+        let listener = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let silent = format!("127.0.0.1:{}/udp", listener.local_addr().unwrap().port());
+        let out = std::process::Command::new("bash")
+            .args(["-c", PROBE, "probe", "127.0.0.1:1/tcp", "127.0.0.1:9/udp", &silent])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("127.0.0.1:1/tcp ok\n127.0.0.1:9/udp ok\n{silent} blocked\n")
+        );
     }
 }
