@@ -382,16 +382,14 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         // The hosts whose WireGuard link its nodes used: unlinked once they are gone.
         let mut linked: Vec<n2d_spec::host::HostName> = Vec::new();
         for node in record.managers.iter().chain(&record.workers) {
-            if self.node_record(node).is_some_and(|r| r.spec.bridge == n2d_net::wireguard::LINK_BRIDGE) {
-                let host = self.home.load_remote_machine(node).ok().flatten().map(|m| m.host);
-                let host = host.unwrap_or_else(n2d_spec::host::HostName::local);
-                if !linked.contains(&host) {
-                    linked.push(host);
-                }
+            let (host, node_record) = match self.home.load_remote_machine(node).ok().flatten() {
+                Some(m) => (m.host, Some(m.record)),
+                None => (n2d_spec::host::HostName::local(), self.home.load_machine(node).ok()),
+            };
+            let on_link = node_record.is_some_and(|r| r.spec.bridge == n2d_net::wireguard::LINK_BRIDGE);
+            if on_link && !linked.contains(&host) {
+                linked.push(host);
             }
-        }
-        if !linked.is_empty() && !linked.iter().any(|h| h.is_local()) {
-            linked.insert(0, n2d_spec::host::HostName::local());
         }
         for node in record.managers.iter().chain(&record.workers) {
             if self.home.machine_name_taken(node)? {
@@ -406,7 +404,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             journal.kill_point("after-node");
         }
         self.home.remove_swarm(name)?;
-        self.unlink_hosts(&linked);
+        if !linked.is_empty() {
+            self.unlink_hosts(&linked);
+        }
         Ok(())
     }
 

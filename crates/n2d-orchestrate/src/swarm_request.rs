@@ -268,13 +268,10 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         check_linked_request(req, &spec)?;
         spec.network = Some(wireguard::LINK_BRIDGE.to_string());
         spec.ip_range = Some(wireguard::machine_range(crate::remote::link::LOCAL_INDEX));
-        let mut hosts = vec![n2d_spec::host::HostName::local()];
-        hosts.extend(req.on.iter().filter(|h| !h.is_local()).cloned());
-        hosts.dedup();
-        self.link_hosts(&hosts)?;
+        let linked: Vec<n2d_spec::host::HostName> = self.link_hosts(&req.on)?.into_keys().collect();
         let created = self.create_swarm_planned(probe, req, &spec, image, default, timeout, keep_on_failure);
         if created.is_err() && !keep_on_failure {
-            self.unlink_hosts(&hosts);
+            self.unlink_hosts(&linked);
         }
         created
     }
@@ -318,8 +315,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         if work.add.iter().any(|s| s.bridge == wireguard::LINK_BRIDGE) {
             // A linked swarm: every host with a node, old or new, is (re)linked; new nodes here
             // take this host's link subnet (those on other hosts, theirs: `create_remote_node`).
-            let mut hosts = vec![n2d_spec::host::HostName::local()];
-            hosts.extend(work.placement.values().cloned());
+            let mut hosts: Vec<n2d_spec::host::HostName> = work.placement.values().cloned().collect();
             hosts.extend(self.home.list_remote_machines().into_iter().filter_map(|(_, m)| {
                 m.ok().filter(|m| m.swarm.as_deref() == Some(name.as_str())).map(|m| m.host)
             }));

@@ -44,6 +44,18 @@ fn endpoint(address: &str) -> String {
     }
 }
 
+/// `local` (always part of a link: this home reaches every node) and `hosts`, each once, in
+/// that order.
+fn with_local(hosts: &[HostName]) -> Vec<HostName> {
+    let mut all = vec![HostName::local()];
+    for h in hosts {
+        if !all.contains(h) {
+            all.push(h.clone());
+        }
+    }
+    all
+}
+
 /// One host of a link being made.
 struct Member {
     host: HostName,
@@ -111,12 +123,7 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
     /// Links `local` and `hosts` with WireGuard, each pair with its own preshared key; returns
     /// each host's index. On failure, what was linked is unlinked again.
     pub fn link_hosts(&self, hosts: &[HostName]) -> Result<BTreeMap<HostName, u8>> {
-        let mut all = vec![HostName::local()];
-        for h in hosts {
-            if !all.contains(h) {
-                all.push(h.clone());
-            }
-        }
+        let all = with_local(hosts);
         let names: Vec<&str> = all.iter().map(HostName::as_str).collect();
         let step = self.progress.step(&format!("Linking hosts {} with WireGuard", names.join(", ")));
         let result = self.link_members(&all, step.as_ref());
@@ -214,10 +221,10 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
         Ok(members.iter().map(|m| (m.host.clone(), m.index)).collect())
     }
 
-    /// Removes the links of `hosts` whose bridge no machine uses any more; what fails is said,
-    /// not returned (the machines are gone already).
+    /// Removes the links of `local` and `hosts` whose bridge no machine uses any more; what
+    /// fails is said, not returned (the machines are gone already).
     pub fn unlink_hosts(&self, hosts: &[HostName]) {
-        for host in hosts {
+        for host in &with_local(hosts) {
             let result = if host.is_local() {
                 self.link_down_here().map(|u| u == Unlinked::Removed)
             } else {
