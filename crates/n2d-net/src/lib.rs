@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod faults;
 pub mod host;
 pub mod ipjson;
 pub mod nat;

@@ -115,6 +115,12 @@ pub enum Error {
     Spec(#[from] n2d_spec::machine::MachineSpecError),
     #[error("{from} cannot reach {to} ({ip}) on {port}, which a swarm's nodes need between them: open it between the hosts (firewalls, routes), or place the nodes on bridges that reach each other")]
     NodesCannotReach { from: String, to: String, ip: String, port: String },
+    #[error("cannot make the fault on {machine}")]
+    Fault {
+        machine: String,
+        #[source]
+        source: Box<n2d_exec::ExecError>,
+    },
     #[error(transparent)]
     HostSpec(#[from] n2d_spec::host::HostSpecError),
     #[error(transparent)]

@@ -18,6 +18,7 @@ pub mod certs;
 pub mod contexts;
 pub mod error;
 pub mod exec;
+pub mod faults;
 pub mod image;
 pub mod inventory;
 pub mod machine;

@@ -671,6 +671,10 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let record = self.home.load_machine(name).ok();
         {
             let _lock = self.home.lock()?;
+            // A fault on it goes with it (its chain names its tap).
+            if let Ok(Some(fault)) = self.home.load_fault(name) {
+                self.undo_fault(&fault)?;
+            }
             self.release_machine(name)?;
             journal.step("detached")?;
             remove_dir_all(&self.home.machine_dir(name))?;

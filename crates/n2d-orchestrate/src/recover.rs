@@ -34,8 +34,13 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// returns (and says) one line per change dealt with. A journal that cannot be dealt with
     /// now is kept, with a warning, for the next command.
     pub fn recover(&self) -> Result<Vec<String>> {
+        // Faults whose `--for` is up end first, whoever made them.
+        let ended = self.expire_faults()?;
+        for line in &ended {
+            self.progress.say(line);
+        }
         if self.home.intents().iter().all(|e| e.live) && self.stale_build_trees().is_empty() {
-            return Ok(Vec::new());
+            return Ok(ended);
         }
         let _lock = self.home.lock()?;
         let mut said = Vec::new();
@@ -83,7 +88,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         for line in &said {
             self.progress.say(line);
         }
-        Ok(said)
+        Ok(ended.into_iter().chain(said).collect())
     }
 
     /// Deals with one dead journal; `None`: nothing to say.

@@ -2,6 +2,7 @@
 
 pub mod address;
 pub mod copy;
+pub mod duration;
 pub mod host;
 pub mod link;
 pub mod machine;

@@ -40,10 +40,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+mod faults;
 mod intents;
 mod records;
 mod remotes;
 pub mod safe_fs;
+pub use faults::*;
 pub use intents::*;
 pub use records::*;
 pub use remotes::*;

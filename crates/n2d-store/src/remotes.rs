@@ -106,7 +106,7 @@ impl Home {
 }
 
 /// Reads a record that must name itself as its file does.
-fn load_named<T: serde::de::DeserializeOwned>(
+pub(crate) fn load_named<T: serde::de::DeserializeOwned>(
     path: PathBuf,
     names_itself: impl Fn(&T) -> bool,
 ) -> Result<Option<T>, StoreError> {

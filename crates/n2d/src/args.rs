@@ -17,6 +17,7 @@ Commands by group:
   swarms    swarm create, ls, env, rm, suspend, scale, load, add-host
   images    image build, ls, inspect, warm, rm, prune, export
   hosts     host add, ls, rm (other Linux machines that run n2d, over SSH)
+  faults    fault partition, ls, clear (break things on purpose)
   setup     doctor, certs, adopt, completions, man, version
 
 Examples:
@@ -180,6 +181,9 @@ Examples:
     /// Other Linux hosts that run n2d, reached over SSH, to place machines and swarm nodes on
     #[command(subcommand)]
     Host(HostCommand),
+    /// Break things on purpose: cut machines from each other, list and clear what is in force
+    #[command(subcommand)]
+    Fault(FaultCommand),
     /// Print a shell completion script (e.g. `n2d completions bash > /usr/share/bash-completion/completions/n2d`)
     Completions {
         /// The shell to write the script for
@@ -322,6 +326,49 @@ Examples:
     /// prints `removed`, `in-use` or `not-linked`
     #[command(hide = true)]
     LinkDown,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FaultCommand {
+    /// Cut machines from the others on their bridge (or from those named with --from), both
+    /// directions, in n2d's own bridge filter chains, until `fault clear` or --duration is up
+    #[command(after_help = "\
+Examples:
+  n2d fault partition n2d-wrkr-1                  # from every other machine on its bridge
+  n2d fault partition n2d-wrkr-1 --from n2d-mngr-0 --duration 30s
+  n2d fault ls
+  n2d fault clear")]
+    Partition {
+        /// The machines to cut (they still reach each other)
+        #[arg(required = true)]
+        names: Vec<MachineName>,
+        /// Cut them only from these machines [default: every other machine on their bridge]
+        #[arg(long, value_delimiter = ',')]
+        from: Vec<MachineName>,
+        /// End it by itself after this long, e.g. 30s or 5m (also if n2d is killed meanwhile:
+        /// the next n2d command ends it) [default: until `n2d fault clear`]
+        #[arg(long, value_parser = duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// List the faults in force: where, what, since when, until when
+    #[command(visible_alias = "list")]
+    Ls {
+        /// Print JSON instead of a table: one object per fault, every key in every row
+        #[arg(long)]
+        json: bool,
+        /// Print only the machines' names, one per line
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
+    },
+    /// Undo the faults of these machines [default: every fault]
+    Clear {
+        /// The machines
+        names: Vec<MachineName>,
+    },
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    n2d_spec::duration::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]

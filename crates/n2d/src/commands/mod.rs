@@ -5,6 +5,7 @@ pub mod certs;
 pub mod docs;
 pub mod doctor;
 pub mod env;
+pub mod fault;
 pub mod host;
 pub mod image;
 pub mod machine;
@@ -65,6 +66,7 @@ pub fn run(command: Command, vars: &dyn Fn(&str) -> Option<std::ffi::OsString>) 
         Command::Port(args) => machine::port(&ctx, args),
         Command::Swarm(cmd) => swarm::run(&ctx, cmd),
         Command::Host(cmd) => host::run(&ctx, cmd),
+        Command::Fault(cmd) => fault::run(&ctx, cmd),
         Command::Completions { .. } | Command::Man { .. } | Command::Version => unreachable!("handled above"),
         Command::Doctor(args) => doctor::run(&ctx, args),
         Command::Adopt(args) => adopt::adopt(&ctx, &args),
@@ -86,7 +88,9 @@ fn changes_state(command: &Command) -> bool {
         | Command::Port(_)
         | Command::Rm { .. }
         | Command::Adopt(_)
-        | Command::Certs(CertsCommand::Rotate(_)) => true,
+        | Command::Certs(CertsCommand::Rotate(_))
+        // A fault whose time is up ends before anything else is said about faults.
+        | Command::Fault(_) => true,
         Command::Swarm(cmd) => matches!(
             cmd,
             SwarmCommand::Create(_)

@@ -1,0 +1,251 @@
+//! Faults on demand (`n2d fault ...`, issue 23): made from outside the guests where the host
+//! can (a partition: `n2d_net::faults`, the bridge's own filter on the machine's tap),
+//! recorded per machine (`n2d_store::FaultRecord`) so that `fault ls` shows them, `fault
+//! clear`, `rm` and `swarm rm` undo them, and a fault whose `--duration` is up is undone by the next
+//! n2d command even when the one that made it was killed.
+//!
+//! Found on the project's machines (kernel 6.18, no modules): the host kernel has no
+//! `sch_netem`, `sch_prio` nor tc actions, only `tbf` and `ingress` qdiscs, so delays and losses
+//! cannot be made on the host's side of a tap there; the guest's kernel carries
+//! `kernel/net/sched/` (netem) and the image has `tc`, so they are to be made inside the guest.
+
+use crate::{Error, Orchestrator, Result};
+use n2d_exec::Runner;
+use n2d_spec::machine::MachineName;
+use n2d_store::{Fault, FaultRecord};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One row of `n2d fault ls`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultRow {
+    pub machine: MachineName,
+    pub record: Option<FaultRecord>,
+    /// Why the record could not be read.
+    pub error: Option<String>,
+}
+
+impl<R: Runner, H, C> Orchestrator<R, H, C> {
+    /// Cuts each of `nodes` from `from` (default: every other machine of this home on the same
+    /// bridge that is not among `nodes`), both directions, until cleared or `duration` is up.
+    /// Checked before anything is made: every machine exists here on a bridge, none has a fault
+    /// already, `from` is not empty and shares no machine with `nodes`.
+    pub fn partition(
+        &self,
+        nodes: &[MachineName],
+        from: &[MachineName],
+        duration: Option<Duration>,
+    ) -> Result<Vec<FaultRecord>> {
+        let _lock = self.home.lock()?;
+        let load = |name: &MachineName| -> Result<n2d_store::MachineRecord> {
+            if self.home.load_remote_machine(name)?.is_some() {
+                return Err(Error::Usage(format!(
+                    "{name} runs on another host: faults are made on this host's machines only"
+                )));
+            }
+            let record = self.home.load_machine(name)?;
+            if record.spec.user_network() {
+                return Err(Error::Usage(format!(
+                    "{name} uses user-mode networking: a partition is made on a bridge machine's tap (create it with --network BRIDGE)"
+                )));
+            }
+            Ok(record)
+        };
+        let cut = nodes.iter().map(load).collect::<Result<Vec<_>>>()?;
+        for node in nodes {
+            if let Some(existing) = self.home.load_fault(node)? {
+                return Err(Error::Usage(format!(
+                    "{node} already has a fault ({}: {}): clear it first with `n2d fault clear {node}`",
+                    existing.fault.kind(),
+                    existing.fault.detail()
+                )));
+            }
+        }
+        if let Some(both) = from.iter().find(|f| nodes.contains(f)) {
+            return Err(Error::Usage(format!("{both} is both cut and what it is cut from: name it once")));
+        }
+        let others: Vec<n2d_store::MachineRecord> = if from.is_empty() {
+            let bridges: Vec<&str> = cut.iter().map(|r| r.spec.bridge.as_str()).collect();
+            self.home
+                .list_machines()
+                .into_iter()
+                .filter_map(|(_, r)| r.ok())
+                .filter(|r| !nodes.contains(&r.spec.name) && bridges.contains(&r.spec.bridge.as_str()))
+                .collect()
+        } else {
+            from.iter().map(load).collect::<Result<_>>()?
+        };
+        if others.is_empty() {
+            return Err(Error::Usage(
+                "no machine to cut them from: name them with --from, or create more machines on their bridge"
+                    .into(),
+            ));
+        }
+        let since_ms = now_ms();
+        let until_ms = duration.map(|d| since_ms + d.as_millis() as u64);
+        let mut made = Vec::new();
+        for node in &cut {
+            let record = FaultRecord {
+                machine: node.spec.name.clone(),
+                fault: Fault::Partition {
+                    from: others.iter().map(|o| o.spec.name.to_string()).collect(),
+                    addresses: others.iter().map(|o| o.ip).collect(),
+                    tap: node.tap.clone(),
+                },
+                since_ms,
+                until_ms,
+            };
+            // Recorded first: a kill between the two leaves a record that clear undoes.
+            self.home.save_fault(&record)?;
+            let addresses: Vec<_> = others.iter().map(|o| o.ip).collect();
+            if let Err(e) = n2d_net::faults::partition(&self.runner, &node.tap, &addresses) {
+                made.push(record);
+                for r in &made {
+                    let _ = self.undo_fault(r);
+                }
+                return Err(Error::Fault { machine: node.spec.name.to_string(), source: Box::new(e) });
+            }
+            made.push(record);
+        }
+        Ok(made)
+    }
+
+    /// Undoes `record`'s fault and removes its record.
+    pub(crate) fn undo_fault(&self, record: &FaultRecord) -> Result<()> {
+        match &record.fault {
+            Fault::Partition { tap, .. } => {
+                let last = self.home.list_faults().iter().all(|(m, r)| {
+                    m == &record.machine
+                        || !matches!(r, Ok(FaultRecord { fault: Fault::Partition { .. }, .. }))
+                });
+                n2d_net::faults::heal(&self.runner, tap, last);
+            }
+        }
+        self.home.remove_fault(&record.machine)?;
+        Ok(())
+    }
+
+    /// Clears the faults of `machines` (every fault when empty); returns the machines cleared.
+    /// A named machine without a fault is not an error.
+    pub fn clear_faults(&self, machines: &[MachineName]) -> Result<Vec<FaultRecord>> {
+        let _lock = self.home.lock()?;
+        let mut cleared = Vec::new();
+        for (name, record) in self.home.list_faults() {
+            if !machines.is_empty() && !machines.contains(&name) {
+                continue;
+            }
+            let record = record?;
+            self.undo_fault(&record)?;
+            cleared.push(record);
+        }
+        Ok(cleared)
+    }
+
+    /// The faults in force.
+    pub fn fault_rows(&self) -> Vec<FaultRow> {
+        self.home
+            .list_faults()
+            .into_iter()
+            .map(|(machine, r)| match r {
+                Ok(record) => FaultRow { machine, record: Some(record), error: None },
+                Err(e) => FaultRow { machine, record: None, error: Some(e.to_string()) },
+            })
+            .collect()
+    }
+
+    /// Undoes the faults whose time is up (each n2d command's recovery); one line each.
+    pub fn expire_faults(&self) -> Result<Vec<String>> {
+        let due = |home: &n2d_store::Home| -> Vec<FaultRecord> {
+            let now = now_ms();
+            home.list_faults().into_iter().filter_map(|(_, r)| r.ok()).filter(|r| r.expired(now)).collect()
+        };
+        if due(&self.home).is_empty() {
+            return Ok(Vec::new());
+        }
+        let _lock = self.home.lock()?;
+        Ok(due(&self.home)
+            .iter()
+            .map(|r| match self.undo_fault(r) {
+                Ok(()) => format!("{}: its {} ended (its time was up)", r.machine, r.fault.kind()),
+                Err(e) => format!("warning: {}: could not end its {}: {e}", r.machine, r.fault.kind()),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::recording_orchestrator;
+
+    type Recording =
+        Orchestrator<n2d_exec::RecordingRunner, n2d_vm::fake::FakeHypervisor, n2d_swarm::fake::Cluster>;
+
+    /// A bridge machine of this home, its tap `n2dt0000000N` for address .N.
+    fn machine(orch: &Recording, name: &str, ip: [u8; 4], bridge: &str) {
+        let mut record = n2d_store::MachineRecord::example(name, std::net::Ipv4Addr::from(ip));
+        record.spec.bridge = bridge.into();
+        record.tap = format!("n2dt{:08x}", ip[3]);
+        orch.home.save_machine(&record).unwrap();
+    }
+
+    #[test]
+    fn a_partition_cuts_from_the_others_on_its_bridge_and_clear_undoes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (orch, _) = recording_orchestrator(dir.path());
+        machine(&orch, "w1", [10, 77, 0, 2], "n2d0");
+        machine(&orch, "w2", [10, 77, 0, 3], "n2d0");
+        machine(&orch, "m0", [10, 77, 0, 4], "n2d0");
+        machine(&orch, "far", [10, 9, 0, 2], "br9");
+        let w1: MachineName = "w1".parse().unwrap();
+        let made = orch.partition(std::slice::from_ref(&w1), &[], Some(Duration::from_secs(30))).unwrap();
+        assert_eq!(made.len(), 1);
+        let Fault::Partition { from, addresses, tap } = &made[0].fault;
+        assert_eq!(from, &["m0", "w2"]);
+        assert_eq!(addresses.len(), 2);
+        assert_eq!(tap, "n2dt00000002");
+        let calls = orch.runner.calls();
+        assert!(
+            calls.iter().any(|c| c == "ebtables -A N2D-F-n2dt00000002 -p IPv4 --ip-dst 10.77.0.4 -j DROP"),
+            "{calls:#?}"
+        );
+        assert!(!calls.iter().any(|c| c.contains("10.9.0.2")), "another bridge's machine is not cut");
+        // Overlapping: refused, nothing more made.
+        let err = orch.partition(std::slice::from_ref(&w1), &[], None).unwrap_err();
+        assert!(err.to_string().contains("already has a fault"), "{err}");
+        assert_eq!(orch.fault_rows().len(), 1);
+        // Its time is up: the next command's recovery ends it.
+        assert!(orch.expire_faults().unwrap().is_empty());
+        let mut record = orch.home.load_fault(&w1).unwrap().unwrap();
+        record.until_ms = Some(1);
+        orch.home.save_fault(&record).unwrap();
+        assert_eq!(orch.expire_faults().unwrap(), ["w1: its partition ended (its time was up)"]);
+        assert!(orch.fault_rows().is_empty());
+        assert!(orch.runner.calls().iter().any(|c| c == "ebtables -X N2D-FAULT"));
+    }
+
+    #[test]
+    fn bad_partitions_are_refused_before_anything_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let (orch, _) = recording_orchestrator(dir.path());
+        machine(&orch, "w1", [10, 77, 0, 2], "n2d0");
+        machine(&orch, "solo", [10, 9, 0, 2], "br9");
+        let n = |s: &str| -> MachineName { s.parse().unwrap() };
+        for (nodes, from, says) in [
+            (vec![n("ghost")], vec![], "ghost"),
+            (vec![n("solo")], vec![], "no machine to cut them from"),
+            (vec![n("w1")], vec![n("w1")], "both cut and"),
+            (vec![n("w1")], vec![n("ghost")], "ghost"),
+        ] {
+            let err = orch.partition(&nodes, &from, None).unwrap_err();
+            assert!(err.to_string().contains(says), "{says}: {err}");
+            assert_eq!(err.kind(), crate::ErrorKind::Usage, "{err}");
+        }
+        assert!(orch.fault_rows().is_empty());
+        assert!(!orch.runner.calls().iter().any(|c| c.starts_with("ebtables")));
+    }
+}
