@@ -13,7 +13,12 @@ use crate::{Error, Orchestrator, Result};
 use n2d_exec::Runner;
 use n2d_spec::machine::MachineName;
 use n2d_store::{Fault, FaultRecord};
+use n2d_swarm::Connector;
+use n2d_vm::Hypervisor;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The guest's network interface (n2d-init names it so).
+const GUEST_NIC: &str = "eth0";
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -29,7 +34,7 @@ pub struct FaultRow {
     pub error: Option<String>,
 }
 
-impl<R: Runner, H, C> Orchestrator<R, H, C> {
+impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// Cuts each of `nodes` from `from` (default: every other machine of this home on the same
     /// bridge that is not among `nodes`), both directions, until cleared or `duration` is up.
     /// Checked before anything is made: every machine exists here on a bridge, none has a fault
@@ -57,13 +62,7 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
         };
         let cut = nodes.iter().map(load).collect::<Result<Vec<_>>>()?;
         for node in nodes {
-            if let Some(existing) = self.home.load_fault(node)? {
-                return Err(Error::Usage(format!(
-                    "{node} already has a fault ({}: {}): clear it first with `n2d fault clear {node}`",
-                    existing.fault.kind(),
-                    existing.fault.detail()
-                )));
-            }
+            self.check_faultable(node)?;
         }
         if let Some(both) = from.iter().find(|f| nodes.contains(f)) {
             return Err(Error::Usage(format!("{both} is both cut and what it is cut from: name it once")));
@@ -114,6 +113,64 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
         Ok(made)
     }
 
+    /// Degrades `name`'s outgoing packets (netem inside the guest: this host's kernel may have
+    /// no netem, and a user-mode machine has no tap), until cleared or `duration` is up.
+    pub fn delay(
+        &self,
+        name: &MachineName,
+        shaping: &n2d_spec::shaping::Shaping,
+        duration: Option<Duration>,
+    ) -> Result<FaultRecord> {
+        let _lock = self.home.lock()?;
+        self.check_faultable(name)?;
+        let netem = shaping.netem_args();
+        let since_ms = now_ms();
+        let record = FaultRecord {
+            machine: name.clone(),
+            fault: Fault::Delay { netem: netem.clone() },
+            since_ms,
+            until_ms: duration.map(|d| since_ms + d.as_millis() as u64),
+        };
+        self.home.save_fault(&record)?;
+        let argv = ["tc", "qdisc", "replace", "dev", GUEST_NIC, "root", "netem"]
+            .into_iter()
+            .map(str::to_string)
+            .chain(netem)
+            .collect();
+        let outcome = self.run_in_guest(name, argv);
+        match outcome {
+            Ok((0, _, _)) => Ok(record),
+            Ok((status, _, stderr)) => {
+                self.home.remove_fault(name)?;
+                Err(Error::Usage(format!(
+                    "{name}'s guest refused the delay (tc exit status {status}): {stderr}"
+                )))
+            }
+            Err(e) => {
+                self.home.remove_fault(name)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// A machine of this home, on this host, running, with no fault yet.
+    fn check_faultable(&self, name: &MachineName) -> Result<n2d_store::MachineRecord> {
+        if self.home.load_remote_machine(name)?.is_some() {
+            return Err(Error::Usage(format!(
+                "{name} runs on another host: faults are made on this host's machines only"
+            )));
+        }
+        let record = self.home.load_machine(name)?;
+        if let Some(existing) = self.home.load_fault(name)? {
+            return Err(Error::Usage(format!(
+                "{name} already has a fault ({}: {}): clear it first with `n2d fault clear {name}`",
+                existing.fault.kind(),
+                existing.fault.detail()
+            )));
+        }
+        Ok(record)
+    }
+
     /// Undoes `record`'s fault and removes its record.
     pub(crate) fn undo_fault(&self, record: &FaultRecord) -> Result<()> {
         match &record.fault {
@@ -123,6 +180,24 @@ impl<R: Runner, H, C> Orchestrator<R, H, C> {
                         || !matches!(r, Ok(FaultRecord { fault: Fault::Partition { .. }, .. }))
                 });
                 n2d_net::faults::heal(&self.runner, tap, last);
+            }
+            Fault::Delay { .. } => {
+                // A machine that is not running lost its qdisc with its kernel (a suspended one
+                // keeps it: cleared when it runs again, by hand).
+                if self.machine_state(&record.machine) == n2d_vm::VmState::Running {
+                    let argv = ["tc", "qdisc", "del", "dev", GUEST_NIC, "root"].map(str::to_string).to_vec();
+                    let (status, _, stderr) = self.run_in_guest(&record.machine, argv)?;
+                    // "No such file or directory": the qdisc is gone already (a reboot).
+                    if status != 0
+                        && !stderr.contains("No such file")
+                        && !stderr.contains("Cannot delete qdisc with handle of zero")
+                    {
+                        return Err(Error::Usage(format!(
+                            "{}'s guest could not remove its delay (tc exit status {status}): {stderr}",
+                            record.machine
+                        )));
+                    }
+                }
             }
         }
         self.home.remove_fault(&record.machine)?;
@@ -204,7 +279,7 @@ mod tests {
         let w1: MachineName = "w1".parse().unwrap();
         let made = orch.partition(std::slice::from_ref(&w1), &[], Some(Duration::from_secs(30))).unwrap();
         assert_eq!(made.len(), 1);
-        let Fault::Partition { from, addresses, tap } = &made[0].fault;
+        let Fault::Partition { from, addresses, tap } = &made[0].fault else { panic!("a partition") };
         assert_eq!(from, &["m0", "w2"]);
         assert_eq!(addresses.len(), 2);
         assert_eq!(tap, "n2dt00000002");

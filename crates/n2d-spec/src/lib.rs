@@ -8,5 +8,6 @@ pub mod link;
 pub mod machine;
 pub mod mount;
 pub mod ports;
+pub mod shaping;
 pub mod swarm;
 mod yaml_scan;

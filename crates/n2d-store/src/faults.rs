@@ -23,6 +23,9 @@ pub enum Fault {
         /// The machine's tap on this host.
         tap: String,
     },
+    /// Its outgoing packets go through netem inside the guest (`tc qdisc ... root netem`
+    /// on eth0), with these arguments.
+    Delay { netem: Vec<String> },
 }
 
 impl Fault {
@@ -30,6 +33,7 @@ impl Fault {
     pub fn kind(&self) -> &'static str {
         match self {
             Fault::Partition { .. } => "partition",
+            Fault::Delay { .. } => "delay",
         }
     }
 
@@ -37,6 +41,7 @@ impl Fault {
     pub fn detail(&self) -> String {
         match self {
             Fault::Partition { from, .. } => format!("cut from {}", from.join(", ")),
+            Fault::Delay { netem } => format!("netem {}", netem.join(" ")),
         }
     }
 }

@@ -17,7 +17,7 @@ Commands by group:
   swarms    swarm create, ls, env, rm, suspend, scale, load, add-host
   images    image build, ls, inspect, warm, rm, prune, export
   hosts     host add, ls, rm (other Linux machines that run n2d, over SSH)
-  faults    fault partition, ls, clear (break things on purpose)
+  faults    fault partition, delay, ls, clear (break things on purpose)
   setup     doctor, certs, adopt, completions, man, version
 
 Examples:
@@ -181,7 +181,8 @@ Examples:
     /// Other Linux hosts that run n2d, reached over SSH, to place machines and swarm nodes on
     #[command(subcommand)]
     Host(HostCommand),
-    /// Break things on purpose: cut machines from each other, list and clear what is in force
+    /// Break things on purpose: cut machines from each other, delay their packets, list and
+    /// clear what is in force
     #[command(subcommand)]
     Fault(FaultCommand),
     /// Print a shell completion script (e.g. `n2d completions bash > /usr/share/bash-completion/completions/n2d`)
@@ -347,6 +348,37 @@ Examples:
         from: Vec<MachineName>,
         /// End it by itself after this long, e.g. 30s or 5m (also if n2d is killed meanwhile:
         /// the next n2d command ends it) [default: until `n2d fault clear`]
+        #[arg(long, value_parser = duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Delay a machine's outgoing packets (with jitter, loss, duplication, reordering, a rate
+    /// limit if asked), through netem inside the guest, until `fault clear` or --duration is up
+    #[command(after_help = "\
+Examples:
+  n2d fault delay n2d-wrkr-0 200ms
+  n2d fault delay n2d-wrkr-0 100ms --jitter 20ms --loss 2% --duration 1m")]
+    Delay {
+        /// The machine
+        name: MachineName,
+        /// How long each packet waits, e.g. 200ms
+        #[arg(value_parser = duration)]
+        delay: std::time::Duration,
+        /// Up to this much more or less, at random, e.g. 20ms
+        #[arg(long, value_parser = duration)]
+        jitter: Option<std::time::Duration>,
+        /// Drop this share of packets, e.g. 1%
+        #[arg(long)]
+        loss: Option<n2d_spec::shaping::Percent>,
+        /// Send this share of packets twice, e.g. 1%
+        #[arg(long)]
+        duplicate: Option<n2d_spec::shaping::Percent>,
+        /// Send this share of packets at once, ahead of the delayed ones, e.g. 25%
+        #[arg(long)]
+        reorder: Option<n2d_spec::shaping::Percent>,
+        /// Limit the rate, e.g. 1mbit or 500kbit
+        #[arg(long)]
+        rate: Option<n2d_spec::shaping::Rate>,
+        /// End it by itself after this long, e.g. 30s or 5m [default: until `n2d fault clear`]
         #[arg(long, value_parser = duration)]
         duration: Option<std::time::Duration>,
     },

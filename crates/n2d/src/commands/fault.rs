@@ -10,12 +10,14 @@ pub fn run(ctx: &Ctx, cmd: FaultCommand) -> Result<()> {
     match cmd {
         FaultCommand::Partition { names, from, duration } => {
             for record in ctx.partition(&names, &from, duration)? {
-                let until = match duration {
-                    Some(d) => format!(" for {} (or until `n2d fault clear`)", n2d_spec::duration::show(d)),
-                    None => " until `n2d fault clear`".into(),
-                };
-                errln!("{}: {}{until}", record.machine, record.fault.detail());
+                errln!("{}: {}{}", record.machine, record.fault.detail(), until(duration));
             }
+            Ok(())
+        }
+        FaultCommand::Delay { name, delay, jitter, loss, duplicate, reorder, rate, duration } => {
+            let shaping = n2d_spec::shaping::Shaping { delay, jitter, loss, duplicate, reorder, rate };
+            let record = ctx.delay(&name, &shaping, duration)?;
+            errln!("{}: {}{}", record.machine, record.fault.detail(), until(duration));
             Ok(())
         }
         FaultCommand::Ls { json, quiet } => ls(ctx, json, quiet),
@@ -29,6 +31,14 @@ pub fn run(ctx: &Ctx, cmd: FaultCommand) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// How long a fault lasts, as said when it is made.
+fn until(duration: Option<std::time::Duration>) -> String {
+    match duration {
+        Some(d) => format!(" for {} (or until `n2d fault clear`)", n2d_spec::duration::show(d)),
+        None => " until `n2d fault clear`".into(),
     }
 }
 
