@@ -153,6 +153,28 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         }
     }
 
+    /// Freezes `name`'s vCPUs (QMP `stop`) until cleared (`cont`) or `duration` is up.
+    pub fn pause(&self, name: &MachineName, duration: Option<Duration>) -> Result<FaultRecord> {
+        let _lock = self.home.lock()?;
+        self.check_faultable(name)?;
+        if self.machine_state(name) != n2d_vm::VmState::Running {
+            return Err(Error::Usage(format!("{name} is not running: start it with `n2d start {name}`")));
+        }
+        let since_ms = now_ms();
+        let record = FaultRecord {
+            machine: name.clone(),
+            fault: Fault::Pause,
+            since_ms,
+            until_ms: duration.map(|d| since_ms + d.as_millis() as u64),
+        };
+        self.home.save_fault(&record)?;
+        if let Err(e) = self.hypervisor.set_paused(&self.vm_handle(name), true) {
+            self.home.remove_fault(name)?;
+            return Err(e.into());
+        }
+        Ok(record)
+    }
+
     /// A machine of this home, on this host, running, with no fault yet.
     fn check_faultable(&self, name: &MachineName) -> Result<n2d_store::MachineRecord> {
         if self.home.load_remote_machine(name)?.is_some() {
@@ -180,6 +202,11 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                         || !matches!(r, Ok(FaultRecord { fault: Fault::Partition { .. }, .. }))
                 });
                 n2d_net::faults::heal(&self.runner, tap, last);
+            }
+            Fault::Pause => {
+                if self.machine_state(&record.machine) == n2d_vm::VmState::Running {
+                    self.hypervisor.set_paused(&self.vm_handle(&record.machine), false)?;
+                }
             }
             Fault::Delay { .. } => {
                 // A machine that is not running lost its qdisc with its kernel (a suspended one

@@ -26,6 +26,8 @@ pub enum Fault {
     /// Its outgoing packets go through netem inside the guest (`tc qdisc ... root netem`
     /// on eth0), with these arguments.
     Delay { netem: Vec<String> },
+    /// Its vCPUs are frozen (QMP `stop`): the network sees a machine that answers nothing.
+    Pause,
 }
 
 impl Fault {
@@ -34,6 +36,7 @@ impl Fault {
         match self {
             Fault::Partition { .. } => "partition",
             Fault::Delay { .. } => "delay",
+            Fault::Pause => "pause",
         }
     }
 
@@ -42,6 +45,7 @@ impl Fault {
         match self {
             Fault::Partition { from, .. } => format!("cut from {}", from.join(", ")),
             Fault::Delay { netem } => format!("netem {}", netem.join(" ")),
+            Fault::Pause => "vCPUs frozen".into(),
         }
     }
 }

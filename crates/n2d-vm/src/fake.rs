@@ -238,6 +238,15 @@ impl Hypervisor for FakeHypervisor {
         Some(self.lock().build.clone().unwrap_or_else(|| "fake QEMU 10.0.2".into()))
     }
 
+    fn set_paused(&self, vm: &VmHandle, paused: bool) -> Result<(), VmError> {
+        let mut s = self.lock();
+        s.events.push(format!("{} {}", if paused { "pause" } else { "resume" }, vm.name));
+        if !s.running.contains(&vm.name) {
+            return Err(VmError::NotRunning { name: vm.name.clone() });
+        }
+        Ok(())
+    }
+
     fn save(&self, vm: &VmHandle, state: &std::path::Path, _timeout: Duration) -> Result<(), VmError> {
         let mut s = self.lock();
         s.events.push(format!("save {}", vm.name));

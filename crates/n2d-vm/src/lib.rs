@@ -208,6 +208,9 @@ pub trait Hypervisor: Send + Sync {
     /// Which QEMU build runs VMs (the first line of its `--version`), `None` when it cannot be
     /// told: a saved state is loaded only by the build that saved it.
     fn build(&self) -> Option<String>;
+    /// Freezes (`running: false`, QMP `stop`) or thaws (`cont`) a running VM's vCPUs: its
+    /// QEMU, devices and sockets stay, the guest's clock stands still meanwhile.
+    fn set_paused(&self, vm: &VmHandle, paused: bool) -> Result<(), VmError>;
     /// Saves a running VM to `state` (device state; the RAM too unless it is a template's
     /// file) within `timeout`, then ends its QEMU. The disks are flushed and left as they were.
     fn save(&self, vm: &VmHandle, state: &std::path::Path, timeout: Duration) -> Result<(), VmError>;

@@ -396,6 +396,14 @@ impl Hypervisor for Qemu {
         crate::exec::ExecPort::open(vm)
     }
 
+    fn set_paused(&self, vm: &VmHandle, paused: bool) -> Result<(), VmError> {
+        if self.pid(vm).is_none() {
+            return Err(VmError::NotRunning { name: vm.name.clone() });
+        }
+        crate::qmp::execute(&vm.dir.join(QMP_SOCKET), &vm.name, if paused { "stop" } else { "cont" })?;
+        Ok(())
+    }
+
     fn save(&self, vm: &VmHandle, state: &Path, timeout: Duration) -> Result<(), VmError> {
         if self.pid(vm).is_none() {
             return Err(VmError::NotRunning { name: vm.name.clone() });

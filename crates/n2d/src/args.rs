@@ -17,7 +17,7 @@ Commands by group:
   swarms    swarm create, ls, env, rm, suspend, scale, load, add-host
   images    image build, ls, inspect, warm, rm, prune, export
   hosts     host add, ls, rm (other Linux machines that run n2d, over SSH)
-  faults    fault partition, delay, ls, clear (break things on purpose)
+  faults    fault partition, delay, pause, ls, clear (break things on purpose)
   setup     doctor, certs, adopt, completions, man, version
 
 Examples:
@@ -378,6 +378,15 @@ Examples:
         /// Limit the rate, e.g. 1mbit or 500kbit
         #[arg(long)]
         rate: Option<n2d_spec::shaping::Rate>,
+        /// End it by itself after this long, e.g. 30s or 5m [default: until `n2d fault clear`]
+        #[arg(long, value_parser = duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Freeze a machine's vCPUs (QMP stop): it answers nothing until `fault clear` (cont) or
+    /// --duration is up
+    Pause {
+        /// The machine
+        name: MachineName,
         /// End it by itself after this long, e.g. 30s or 5m [default: until `n2d fault clear`]
         #[arg(long, value_parser = duration)]
         duration: Option<std::time::Duration>,

@@ -20,6 +20,11 @@ pub fn run(ctx: &Ctx, cmd: FaultCommand) -> Result<()> {
             errln!("{}: {}{}", record.machine, record.fault.detail(), until(duration));
             Ok(())
         }
+        FaultCommand::Pause { name, duration } => {
+            let record = ctx.pause(&name, duration)?;
+            errln!("{}: {}{}", record.machine, record.fault.detail(), until(duration));
+            Ok(())
+        }
         FaultCommand::Ls { json, quiet } => ls(ctx, json, quiet),
         FaultCommand::Clear { names } => {
             let cleared = ctx.clear_faults(&names)?;
