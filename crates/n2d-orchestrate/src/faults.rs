@@ -19,6 +19,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The guest's network interface (n2d-init names it so).
 const GUEST_NIC: &str = "eth0";
+/// Docker's directory on the guest's data disk, and the file that fills it.
+const DOCKER_DIR: &str = "/var/lib/docker";
+const FILL_FILE: &str = "/var/lib/docker/.n2d-fault-fill";
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -175,6 +178,50 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         Ok(record)
     }
 
+    /// Fills `name`'s data disk with one file until `leave_bytes` are free; or sets its clock
+    /// `offset_s` seconds away from the host's: both inside the guest, undone by clear.
+    pub fn guest_fault(
+        &self,
+        name: &MachineName,
+        fault: Fault,
+        duration: Option<Duration>,
+    ) -> Result<FaultRecord> {
+        let _lock = self.home.lock()?;
+        self.check_faultable(name)?;
+        let script = match &fault {
+            Fault::FillDisk { leave_bytes } => format!(
+                "avail=$(df -B1 --output=avail {DOCKER_DIR} | tail -n 1); size=$((avail - {leave_bytes})); \
+                 [ \"$size\" -gt 0 ] || {{ echo \"only $avail bytes are free\" >&2; exit 3; }}; \
+                 fallocate -l \"$size\" {FILL_FILE}"
+            ),
+            Fault::Clock { offset_s } => format!("date -s @$(( $(date +%s) + ({offset_s}) )) >/dev/null"),
+            other => unreachable!("{} is not made inside the guest", other.kind()),
+        };
+        let since_ms = now_ms();
+        let record = FaultRecord {
+            machine: name.clone(),
+            fault,
+            since_ms,
+            until_ms: duration.map(|d| since_ms + d.as_millis() as u64),
+        };
+        self.home.save_fault(&record)?;
+        let argv = ["sh", "-c", &script].map(str::to_string).to_vec();
+        match self.run_in_guest(name, argv) {
+            Ok((0, _, _)) => Ok(record),
+            Ok((status, _, stderr)) => {
+                self.home.remove_fault(name)?;
+                Err(Error::Usage(format!(
+                    "{name}'s guest refused the {} (exit status {status}): {stderr}",
+                    record.fault.kind()
+                )))
+            }
+            Err(e) => {
+                self.home.remove_fault(name)?;
+                Err(e)
+            }
+        }
+    }
+
     /// A machine of this home, on this host, running, with no fault yet.
     fn check_faultable(&self, name: &MachineName) -> Result<n2d_store::MachineRecord> {
         if self.home.load_remote_machine(name)?.is_some() {
@@ -202,6 +249,24 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                         || !matches!(r, Ok(FaultRecord { fault: Fault::Partition { .. }, .. }))
                 });
                 n2d_net::faults::heal(&self.runner, tap, last);
+            }
+            Fault::FillDisk { .. } | Fault::Clock { .. } => {
+                if self.machine_state(&record.machine) == n2d_vm::VmState::Running {
+                    let script = match &record.fault {
+                        Fault::FillDisk { .. } => format!("rm -f {FILL_FILE}"),
+                        // Back to the host's time (the guest's own drift since is lost).
+                        _ => format!("date -s @{} >/dev/null", now_ms() / 1000),
+                    };
+                    let (status, _, stderr) = self
+                        .run_in_guest(&record.machine, ["sh", "-c", &script].map(str::to_string).to_vec())?;
+                    if status != 0 {
+                        return Err(Error::Usage(format!(
+                            "{}'s guest could not undo its {} (exit status {status}): {stderr}",
+                            record.machine,
+                            record.fault.kind()
+                        )));
+                    }
+                }
             }
             Fault::Pause => {
                 if self.machine_state(&record.machine) == n2d_vm::VmState::Running {

@@ -42,7 +42,8 @@ pub use error::{ConsoleLines, Error, ErrorKind, Result};
 pub use n2d_net::wireguard::{LinkConfig, Unlinked};
 /// What the CLI reads of records and VMs, at the door.
 pub use n2d_store::{
-    AdoptedHost, MachineRecord, RemoteHost, RemoteMachine, SwarmRecord, DIR_MODE, FILE_MODE,
+    AdoptedHost, Fault, FaultRecord, MachineRecord, RemoteHost, RemoteMachine, SwarmRecord, DIR_MODE,
+    FILE_MODE,
 };
 pub use n2d_vm::{StopOutcome, VmState};
 pub use progress::{Progress, ProgressStep, Quiet};

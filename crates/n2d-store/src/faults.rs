@@ -28,6 +28,10 @@ pub enum Fault {
     Delay { netem: Vec<String> },
     /// Its vCPUs are frozen (QMP `stop`): the network sees a machine that answers nothing.
     Pause,
+    /// Its data disk (Docker's `/var/lib/docker`) is filled by one file, leaving `leave_bytes`.
+    FillDisk { leave_bytes: u64 },
+    /// Its wall clock is set `offset_s` seconds away from the host's.
+    Clock { offset_s: i64 },
 }
 
 impl Fault {
@@ -37,6 +41,8 @@ impl Fault {
             Fault::Partition { .. } => "partition",
             Fault::Delay { .. } => "delay",
             Fault::Pause => "pause",
+            Fault::FillDisk { .. } => "fill-disk",
+            Fault::Clock { .. } => "clock",
         }
     }
 
@@ -46,6 +52,8 @@ impl Fault {
             Fault::Partition { from, .. } => format!("cut from {}", from.join(", ")),
             Fault::Delay { netem } => format!("netem {}", netem.join(" ")),
             Fault::Pause => "vCPUs frozen".into(),
+            Fault::FillDisk { leave_bytes } => format!("data disk filled, {leave_bytes} bytes left"),
+            Fault::Clock { offset_s } => format!("clock {offset_s:+}s from the host's"),
         }
     }
 }

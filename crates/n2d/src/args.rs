@@ -17,7 +17,8 @@ Commands by group:
   swarms    swarm create, ls, env, rm, suspend, scale, load, add-host
   images    image build, ls, inspect, warm, rm, prune, export
   hosts     host add, ls, rm (other Linux machines that run n2d, over SSH)
-  faults    fault partition, delay, pause, ls, clear (break things on purpose)
+  faults    fault partition, delay, pause, fill-disk, clock, ls, clear (break things
+            on purpose)
   setup     doctor, certs, adopt, completions, man, version
 
 Examples:
@@ -387,6 +388,30 @@ Examples:
     Pause {
         /// The machine
         name: MachineName,
+        /// End it by itself after this long, e.g. 30s or 5m [default: until `n2d fault clear`]
+        #[arg(long, value_parser = duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Fill a machine's data disk (Docker's /var/lib/docker) with one file, leaving --leave
+    /// free, until `fault clear` (the file removed) or --duration is up
+    FillDisk {
+        /// The machine
+        name: MachineName,
+        /// Leave this much free, e.g. 10M
+        #[arg(long, default_value = "0B")]
+        leave: String,
+        /// End it by itself after this long, e.g. 30s or 5m [default: until `n2d fault clear`]
+        #[arg(long, value_parser = duration)]
+        duration: Option<std::time::Duration>,
+    },
+    /// Set a machine's clock away from the host's, e.g. +5m or -30s, until `fault clear` (set
+    /// back to the host's time) or --duration is up
+    Clock {
+        /// The machine
+        name: MachineName,
+        /// How far, ahead (+) or behind (-), e.g. +5m or -30s
+        #[arg(allow_hyphen_values = true)]
+        offset: String,
         /// End it by itself after this long, e.g. 30s or 5m [default: until `n2d fault clear`]
         #[arg(long, value_parser = duration)]
         duration: Option<std::time::Duration>,

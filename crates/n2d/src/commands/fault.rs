@@ -25,6 +25,21 @@ pub fn run(ctx: &Ctx, cmd: FaultCommand) -> Result<()> {
             errln!("{}: {}{}", record.machine, record.fault.detail(), until(duration));
             Ok(())
         }
+        FaultCommand::FillDisk { name, leave, duration } => {
+            let leave = leave
+                .parse::<n2d_spec::machine::ByteSize>()
+                .map_err(|e| n2d_orchestrate::Error::Usage(format!("--leave: {e}")))?;
+            let fault = n2d_orchestrate::Fault::FillDisk { leave_bytes: leave.0 };
+            let record = ctx.guest_fault(&name, fault, duration)?;
+            errln!("{}: {}{}", record.machine, record.fault.detail(), until(duration));
+            Ok(())
+        }
+        FaultCommand::Clock { name, offset, duration } => {
+            let offset_s = clock_offset(&offset)?;
+            let record = ctx.guest_fault(&name, n2d_orchestrate::Fault::Clock { offset_s }, duration)?;
+            errln!("{}: {}{}", record.machine, record.fault.detail(), until(duration));
+            Ok(())
+        }
         FaultCommand::Ls { json, quiet } => ls(ctx, json, quiet),
         FaultCommand::Clear { names } => {
             let cleared = ctx.clear_faults(&names)?;
@@ -37,6 +52,25 @@ pub fn run(ctx: &Ctx, cmd: FaultCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `+5m` / `-30s` in seconds.
+fn clock_offset(text: &str) -> Result<i64> {
+    let bad = || {
+        n2d_orchestrate::Error::Usage(format!(
+            "invalid clock offset {text:?}: use + or - and a duration, e.g. +5m or -30s"
+        ))
+    };
+    let (sign, rest) = match text.split_at_checked(1) {
+        Some(("+", rest)) => (1, rest),
+        Some(("-", rest)) => (-1, rest),
+        _ => return Err(bad().into()),
+    };
+    let d = n2d_spec::duration::parse(rest).map_err(|_| bad())?;
+    if d.subsec_millis() != 0 || d.as_secs() == 0 {
+        return Err(bad().into());
+    }
+    Ok(sign * d.as_secs() as i64)
 }
 
 /// How long a fault lasts, as said when it is made.
