@@ -426,6 +426,10 @@ Examples:
         #[arg(short, long, conflicts_with = "json")]
         quiet: bool,
     },
+    /// Internal: wait for the faults with a --duration and end each when its time is up (what
+    /// a fault made with --duration starts, in the background); exits when none is left
+    #[command(hide = true)]
+    Expire,
     /// Undo the faults of these machines [default: every fault]
     Clear {
         /// The machines

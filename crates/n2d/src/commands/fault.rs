@@ -9,20 +9,16 @@ use serde::Serialize;
 pub fn run(ctx: &Ctx, cmd: FaultCommand) -> Result<()> {
     match cmd {
         FaultCommand::Partition { names, from, duration } => {
-            for record in ctx.partition(&names, &from, duration)? {
-                errln!("{}: {}{}", record.machine, record.fault.detail(), until(duration));
-            }
+            made(&ctx.partition(&names, &from, duration)?, duration);
             Ok(())
         }
         FaultCommand::Delay { name, delay, jitter, loss, duplicate, reorder, rate, duration } => {
             let shaping = n2d_spec::shaping::Shaping { delay, jitter, loss, duplicate, reorder, rate };
-            let record = ctx.delay(&name, &shaping, duration)?;
-            errln!("{}: {}{}", record.machine, record.fault.detail(), until(duration));
+            made(&[ctx.delay(&name, &shaping, duration)?], duration);
             Ok(())
         }
         FaultCommand::Pause { name, duration } => {
-            let record = ctx.pause(&name, duration)?;
-            errln!("{}: {}{}", record.machine, record.fault.detail(), until(duration));
+            made(&[ctx.pause(&name, duration)?], duration);
             Ok(())
         }
         FaultCommand::FillDisk { name, leave, duration } => {
@@ -30,17 +26,27 @@ pub fn run(ctx: &Ctx, cmd: FaultCommand) -> Result<()> {
                 .parse::<n2d_spec::machine::ByteSize>()
                 .map_err(|e| n2d_orchestrate::Error::Usage(format!("--leave: {e}")))?;
             let fault = n2d_orchestrate::Fault::FillDisk { leave_bytes: leave.0 };
-            let record = ctx.guest_fault(&name, fault, duration)?;
-            errln!("{}: {}{}", record.machine, record.fault.detail(), until(duration));
+            made(&[ctx.guest_fault(&name, fault, duration)?], duration);
             Ok(())
         }
         FaultCommand::Clock { name, offset, duration } => {
             let offset_s = clock_offset(&offset)?;
-            let record = ctx.guest_fault(&name, n2d_orchestrate::Fault::Clock { offset_s }, duration)?;
-            errln!("{}: {}{}", record.machine, record.fault.detail(), until(duration));
+            made(&[ctx.guest_fault(&name, n2d_orchestrate::Fault::Clock { offset_s }, duration)?], duration);
             Ok(())
         }
         FaultCommand::Ls { json, quiet } => ls(ctx, json, quiet),
+        FaultCommand::Expire => {
+            // Until no fault has a time left: sleep to the nearest end (at most a minute, so a
+            // fault cleared or replaced meanwhile is seen), then end what is due.
+            while let Some(next) = ctx.fault_rows().iter().filter_map(|r| r.record.as_ref()?.until_ms).min() {
+                let wait = next.saturating_sub(now_ms()).min(60_000);
+                std::thread::sleep(std::time::Duration::from_millis(wait));
+                for line in ctx.expire_faults()? {
+                    errln!("{line}");
+                }
+            }
+            Ok(())
+        }
         FaultCommand::Clear { names } => {
             let cleared = ctx.clear_faults(&names)?;
             for record in &cleared {
@@ -51,6 +57,24 @@ pub fn run(ctx: &Ctx, cmd: FaultCommand) -> Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// Starts `n2d fault expire` in the background, its own process group, detached from this
+/// terminal; if it cannot start, the next n2d command ends the fault (said).
+fn start_expiry_waiter() {
+    use std::os::unix::process::CommandExt;
+    let started = std::env::current_exe().and_then(|exe| {
+        std::process::Command::new(exe)
+            .args(["fault", "expire"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+    });
+    if let Err(e) = started {
+        errln!("warning: cannot start the waiter that ends the fault on time ({e}): the next n2d command after its time ends it");
     }
 }
 
@@ -73,11 +97,18 @@ fn clock_offset(text: &str) -> Result<i64> {
     Ok(sign * d.as_secs() as i64)
 }
 
-/// How long a fault lasts, as said when it is made.
-fn until(duration: Option<std::time::Duration>) -> String {
-    match duration {
+/// Says the faults made; with a duration, starts the background waiter (`n2d fault expire`)
+/// that ends them on time.
+fn made(records: &[n2d_orchestrate::FaultRecord], duration: Option<std::time::Duration>) {
+    let until = match duration {
         Some(d) => format!(" for {} (or until `n2d fault clear`)", n2d_spec::duration::show(d)),
         None => " until `n2d fault clear`".into(),
+    };
+    for record in records {
+        errln!("{}: {}{until}", record.machine, record.fault.detail());
+    }
+    if duration.is_some() {
+        start_expiry_waiter();
     }
 }
 
