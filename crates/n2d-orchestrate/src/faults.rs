@@ -178,8 +178,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         Ok(record)
     }
 
-    /// Fills `name`'s data disk with one file until `leave_bytes` are free; or sets its clock
-    /// `offset_s` seconds away from the host's: both inside the guest, undone by clear.
+    /// Fills `name`'s data disk with one file until `leave_bytes` are free (inside the guest);
+    /// or sets its clock `offset_s` seconds away from the host's (n2d-init's control port); both
+    /// undone by clear.
     pub fn guest_fault(
         &self,
         name: &MachineName,
@@ -194,7 +195,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                  [ \"$size\" -gt 0 ] || {{ echo \"only $avail bytes are free\" >&2; exit 3; }}; \
                  fallocate -l \"$size\" {FILL_FILE}"
             ),
-            Fault::Clock { offset_s } => format!("date -s @$(( $(date +%s) + ({offset_s}) )) >/dev/null"),
+            Fault::Clock { .. } => String::new(),
             other => unreachable!("{} is not made inside the guest", other.kind()),
         };
         let since_ms = now_ms();
@@ -205,6 +206,16 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             until_ms: duration.map(|d| since_ms + d.as_millis() as u64),
         };
         self.home.save_fault(&record)?;
+        if let Fault::Clock { offset_s } = record.fault {
+            // Through n2d-init's control port, as after a resume: it sets the wall clock.
+            let unix_ms = now_ms().saturating_add_signed(offset_s * 1000);
+            let request = n2d_proto::ControlRequest::SetClock { unix_ms };
+            if let Err(e) = self.hypervisor.control(&self.vm_handle(name), request) {
+                self.home.remove_fault(name)?;
+                return Err(e.into());
+            }
+            return Ok(record);
+        }
         let argv = ["sh", "-c", &script].map(str::to_string).to_vec();
         match self.run_in_guest(name, argv) {
             Ok((0, _, _)) => Ok(record),
@@ -250,13 +261,15 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 });
                 n2d_net::faults::heal(&self.runner, tap, last);
             }
-            Fault::FillDisk { .. } | Fault::Clock { .. } => {
+            Fault::Clock { .. } => {
                 if self.machine_state(&record.machine) == n2d_vm::VmState::Running {
-                    let script = match &record.fault {
-                        Fault::FillDisk { .. } => format!("rm -f {FILL_FILE}"),
-                        // Back to the host's time (the guest's own drift since is lost).
-                        _ => format!("date -s @{} >/dev/null", now_ms() / 1000),
-                    };
+                    let request = n2d_proto::ControlRequest::SetClock { unix_ms: now_ms() };
+                    self.hypervisor.control(&self.vm_handle(&record.machine), request)?;
+                }
+            }
+            Fault::FillDisk { .. } => {
+                if self.machine_state(&record.machine) == n2d_vm::VmState::Running {
+                    let script = format!("rm -f {FILL_FILE}");
                     let (status, _, stderr) = self
                         .run_in_guest(&record.machine, ["sh", "-c", &script].map(str::to_string).to_vec())?;
                     if status != 0 {

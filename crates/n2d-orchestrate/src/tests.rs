@@ -1099,3 +1099,28 @@ fn a_swarm_goes_while_one_of_its_hosts_does_not_answer() {
     k.assert_host_clean();
     assert!(ssh.calls().contains(&"h2: n2d rm --force n2d-wrkr-1".to_string()), "{:?}", ssh.calls());
 }
+
+#[test]
+fn pause_and_clock_faults_go_through_the_hypervisor_and_rm_undoes_them() {
+    let k = kit();
+    k.create("h1").unwrap();
+    k.create("h2").unwrap();
+    let (h1, h2) = (name("h1"), name("h2"));
+    k.orch.pause(&h1, Some(Duration::from_secs(30))).unwrap();
+    assert!(k.vms().events().contains(&"pause h1".to_string()));
+    let err = k.orch.pause(&h1, None).unwrap_err();
+    assert!(err.to_string().contains("already has a fault (pause"), "{err}");
+    let rows = k.orch.fault_rows();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].record.as_ref().unwrap().until_ms.is_some());
+    k.orch.guest_fault(&h2, n2d_store::Fault::Clock { offset_s: -300 }, None).unwrap();
+    assert!(k.vms().events().iter().any(|e| e.starts_with("control h2 clock ")), "{:?}", k.vms().events());
+    // clear one: h1 runs on; rm the other: its fault goes with it.
+    let cleared = k.orch.clear_faults(std::slice::from_ref(&h1)).unwrap();
+    assert_eq!(cleared.len(), 1);
+    assert!(k.vms().events().contains(&"resume h1".to_string()));
+    k.orch.remove_machine(&h2, true).unwrap();
+    assert!(k.orch.fault_rows().is_empty());
+    k.orch.remove_machine(&h1, true).unwrap();
+    k.assert_host_clean();
+}
