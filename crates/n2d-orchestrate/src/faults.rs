@@ -233,6 +233,32 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         }
     }
 
+    /// SIGKILLs `name`'s Docker engine (dockerd); n2d-init's supervisor starts it again after
+    /// its back-off, as after any crash. A moment, not a state: nothing is recorded. Returns
+    /// the pid killed. (Keeping it down, `--no-restart`, needs a request n2d-init does not
+    /// take yet.)
+    pub fn kill_engine(&self, name: &MachineName) -> Result<u32> {
+        if self.home.load_remote_machine(name)?.is_some() {
+            return Err(Error::Usage(format!(
+                "{name} runs on another host: faults are made on this host's machines only"
+            )));
+        }
+        self.home.load_machine(name)?;
+        let script = r#"for p in /proc/[0-9]*; do
+  if [ "$(cat "$p/comm" 2>/dev/null)" = dockerd ]; then kill -9 "${p#/proc/}" && echo "${p#/proc/}"; fi
+done"#;
+        let (status, out, stderr) =
+            self.run_in_guest(name, ["sh", "-c", script].map(str::to_string).to_vec())?;
+        let pid = String::from_utf8_lossy(&out).lines().next().and_then(|l| l.trim().parse::<u32>().ok());
+        match (status, pid) {
+            (0, Some(pid)) => Ok(pid),
+            _ => Err(Error::Usage(format!(
+                "{name} has no Docker engine running to kill (it may be restarting already){}",
+                if stderr.is_empty() { String::new() } else { format!(": {stderr}") }
+            ))),
+        }
+    }
+
     /// A machine of this home, on this host, running, with no fault yet.
     fn check_faultable(&self, name: &MachineName) -> Result<n2d_store::MachineRecord> {
         if self.home.load_remote_machine(name)?.is_some() {

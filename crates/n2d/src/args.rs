@@ -17,8 +17,8 @@ Commands by group:
   swarms    swarm create, ls, env, rm, suspend, scale, load, add-host
   images    image build, ls, inspect, warm, rm, prune, export
   hosts     host add, ls, rm (other Linux machines that run n2d, over SSH)
-  faults    fault partition, delay, pause, fill-disk, clock, ls, clear (break things
-            on purpose)
+  faults    fault partition, delay, pause, kill-engine, fill-disk, clock, ls, clear
+            (break things on purpose)
   setup     doctor, certs, adopt, completions, man, version
 
 Examples:
@@ -415,6 +415,12 @@ Examples:
         /// End it by itself after this long, e.g. 30s or 5m [default: until `n2d fault clear`]
         #[arg(long, value_parser = duration)]
         duration: Option<std::time::Duration>,
+    },
+    /// Kill a machine's Docker engine (SIGKILL to dockerd); the guest's supervisor starts it
+    /// again after its back-off, as after a crash
+    KillEngine {
+        /// The machine
+        name: MachineName,
     },
     /// List the faults in force: where, what, since when, until when
     #[command(visible_alias = "list")]

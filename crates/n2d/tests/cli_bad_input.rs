@@ -96,6 +96,7 @@ fn bad_input_is_refused_with_the_right_status_and_nothing_is_created() {
         (&["fault", "delay", "ghost", "200ms", "--loss", "200%"], 2),
         (&["fault", "delay", "ghost", "200ms", "--rate", "10mb"], 2),
         (&["fault", "pause", "ghost"], 2),
+        (&["fault", "kill-engine", "ghost"], 2),
         (&["fault", "fill-disk", "ghost"], 2),
         (&["fault", "fill-disk", "ghost", "--leave", "10"], 2),
         (&["fault", "clock", "ghost", "5m"], 2),

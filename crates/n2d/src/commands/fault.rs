@@ -34,6 +34,11 @@ pub fn run(ctx: &Ctx, cmd: FaultCommand) -> Result<()> {
             made(&[ctx.guest_fault(&name, n2d_orchestrate::Fault::Clock { offset_s }, duration)?], duration);
             Ok(())
         }
+        FaultCommand::KillEngine { name } => {
+            let pid = ctx.kill_engine(&name)?;
+            errln!("{name}: dockerd (pid {pid}) killed; the guest's supervisor starts it again");
+            Ok(())
+        }
         FaultCommand::Ls { json, quiet } => ls(ctx, json, quiet),
         FaultCommand::Expire => {
             // Until no fault has a time left: sleep to the nearest end (at most a minute, so a

@@ -11,7 +11,7 @@ _n2d_names() {
     swarm) case ${words[1]-} in env | rm | suspend | scale | load | add-host) kind=swarm ;; esac ;;
     image) case ${words[1]-} in inspect | rm | warm | export) kind=image ;; esac ;;
     certs) case ${words[1]-} in rotate) kind=machine ;; esac ;;
-    fault) case ${words[1]-} in partition | delay | pause | fill-disk | clock | clear) kind=machine ;; esac ;;
+    fault) case ${words[1]-} in partition | delay | pause | kill-engine | fill-disk | clock | clear) kind=machine ;; esac ;;
     host) case ${words[1]-} in rm | delete) kind=host ;; esac ;;
     esac
     if [[ -n $kind && $cur != -* && $prev != -* ]]; then

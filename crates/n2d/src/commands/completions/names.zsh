@@ -10,7 +10,7 @@ _n2d_names() {
         swarm) case ${before[2]} in env|rm|suspend|scale|load|add-host) kind=swarm ;; esac ;;
         image) case ${before[2]} in inspect|rm|warm|export) kind=image ;; esac ;;
         certs) case ${before[2]} in rotate) kind=machine ;; esac ;;
-        fault) case ${before[2]} in partition|delay|pause|fill-disk|clock|clear) kind=machine ;; esac ;;
+        fault) case ${before[2]} in partition|delay|pause|kill-engine|fill-disk|clock|clear) kind=machine ;; esac ;;
         host) case ${before[2]} in rm|delete) kind=host ;; esac ;;
     esac
     if [[ -n $kind && $PREFIX != -* && ${words[CURRENT-1]} != -* ]]; then
