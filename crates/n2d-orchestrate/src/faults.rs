@@ -383,6 +383,214 @@ done"#;
     }
 }
 
+/// Something that happened during a scenario, `at` from its start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioEvent {
+    pub at: Duration,
+    pub what: String,
+}
+
+/// What `n2d fault run` saw: the steps as applied, and the nodes' changes (Down, Ready again,
+/// leadership lost and taken) as the swarm's managers reported them, polled every second.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScenarioReport {
+    pub applied: Vec<ScenarioEvent>,
+    pub changes: Vec<ScenarioEvent>,
+}
+
+/// A node as the poll last saw it: Ready, leader.
+type Seen = std::collections::BTreeMap<String, (bool, bool)>;
+
+fn changes_between(before: &Seen, after: &Seen) -> Vec<String> {
+    let mut said = Vec::new();
+    for (node, (ready, leader)) in after {
+        let (was_ready, was_leader) = before.get(node).copied().unwrap_or((true, false));
+        if was_ready && !ready {
+            said.push(format!("{node} Down"));
+        }
+        if !was_ready && *ready {
+            said.push(format!("{node} Ready again"));
+        }
+        if was_leader && !leader {
+            said.push(format!("{node} lost the leadership"));
+        }
+        if !was_leader && *leader {
+            said.push(format!("{node} is the leader"));
+        }
+    }
+    said
+}
+
+impl<R: Runner + Sync, H: Hypervisor + Sync, C: Connector + Sync> Orchestrator<R, H, C> {
+    /// `n2d fault run FILE --swarm PREFIX`: checks that every node the scenario names is the
+    /// swarm's, that no fault is in force on them and that no step makes a second fault on a
+    /// node before a clear; then applies each step at its time, saying it (`say`), while the
+    /// swarm's nodes are polled every second; after the last step, waits up to `settle` for
+    /// every node to be Ready with a leader. Ctrl-C or a failed step clears what the scenario
+    /// made. Returns the report.
+    pub fn run_scenario(
+        &self,
+        swarm: &n2d_spec::swarm::SwarmName,
+        scenario: &n2d_spec::scenario::Scenario,
+        settle: Duration,
+        say: &(dyn Fn(&str) + Sync),
+    ) -> Result<ScenarioReport> {
+        use n2d_spec::scenario::Action;
+        let record = self.home.load_swarm(swarm)?.ok_or_else(|| Error::NoSuchSwarm(swarm.to_string()))?;
+        let members: Vec<&MachineName> = record.managers.iter().chain(&record.workers).collect();
+        let mut faulted: std::collections::BTreeMap<MachineName, usize> = Default::default();
+        for (i, step) in scenario.steps.iter().enumerate() {
+            let n = i + 1;
+            for node in step.action.nodes() {
+                if !members.contains(&node) {
+                    return Err(Error::Usage(format!("step {n}: {node} is not a node of swarm {swarm}")));
+                }
+            }
+            let made: Vec<&MachineName> = match &step.action {
+                Action::Partition { nodes, .. } => nodes.iter().collect(),
+                Action::Delay { node, .. }
+                | Action::Pause { node }
+                | Action::FillDisk { node }
+                | Action::Clock { node, .. } => vec![node],
+                Action::KillEngine { .. } => vec![],
+                Action::Clear { nodes: None } => {
+                    faulted.clear();
+                    vec![]
+                }
+                Action::Clear { nodes: Some(nodes) } => {
+                    nodes.iter().for_each(|n| {
+                        faulted.remove(n);
+                    });
+                    vec![]
+                }
+            };
+            for node in made {
+                if let Some(earlier) = faulted.insert(node.clone(), n) {
+                    return Err(Error::Usage(format!(
+                        "step {n}: {node} still has the fault of step {earlier}: clear it in a step before"
+                    )));
+                }
+            }
+        }
+        if let Some(node) = members.iter().find(|m| self.home.load_fault(m).ok().flatten().is_some()) {
+            return Err(Error::Usage(format!(
+                "{node} has a fault in force: clear it first (`n2d fault clear {node}`)"
+            )));
+        }
+
+        say(&format!("Running {} steps against swarm {swarm}...", scenario.steps.len()));
+        let start = std::time::Instant::now();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let changes = std::sync::Mutex::new(Vec::new());
+        let poll = || -> Option<Seen> {
+            let (_, nodes) = self.swarm_nodes(&record).ok()?;
+            Some(nodes.iter().map(|n| (n.hostname.clone(), (n.ready(), n.leader))).collect())
+        };
+        let result = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut before = poll().unwrap_or_default();
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let Some(now) = poll() else { continue };
+                    for what in changes_between(&before, &now) {
+                        let at = start.elapsed();
+                        say(&format!("[{:>6.1}s] {what}", at.as_secs_f64()));
+                        changes.lock().unwrap().push(ScenarioEvent { at, what });
+                    }
+                    before = now;
+                }
+            });
+            let applied = self.scenario_steps(scenario, start, say);
+            let settled = applied.is_ok() && {
+                let deadline = std::time::Instant::now() + settle;
+                loop {
+                    let calm = poll()
+                        .is_some_and(|s| s.values().all(|(ready, _)| *ready) && s.values().any(|(_, l)| *l));
+                    if calm || std::time::Instant::now() >= deadline || self.cancelled() {
+                        break calm;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            };
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            applied.map(|a| (a, settled))
+        });
+        let (applied, settled) = match result {
+            Ok(ok) => ok,
+            Err(e) => {
+                // What the scenario made goes with it.
+                let _ = self.clear_faults(&members.iter().map(|m| (*m).clone()).collect::<Vec<_>>());
+                return Err(e);
+            }
+        };
+        if !settled {
+            say(&format!(
+                "not every node was Ready with a leader within {}s of the last step",
+                settle.as_secs()
+            ));
+        }
+        Ok(ScenarioReport { applied, changes: changes.into_inner().unwrap() })
+    }
+
+    /// Applies each step at its time; stops at the first that fails or at Ctrl-C.
+    fn scenario_steps(
+        &self,
+        scenario: &n2d_spec::scenario::Scenario,
+        start: std::time::Instant,
+        say: &(dyn Fn(&str) + Sync),
+    ) -> Result<Vec<ScenarioEvent>> {
+        use n2d_spec::scenario::Action;
+        let mut applied = Vec::new();
+        for step in &scenario.steps {
+            while start.elapsed() < step.at {
+                if self.cancelled() {
+                    return Err(Error::Interrupted { what: "the scenario" });
+                }
+                std::thread::sleep((step.at - start.elapsed()).min(Duration::from_millis(100)));
+            }
+            let what = match &step.action {
+                Action::Partition { nodes, from } => {
+                    let made = self.partition(nodes, from, None)?;
+                    made.iter()
+                        .map(|r| format!("partition {}: {}", r.machine, r.fault.detail()))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }
+                Action::Delay { node, shaping } => {
+                    format!("delay {node}: {}", self.delay(node, shaping, None)?.fault.detail())
+                }
+                Action::Pause { node } => {
+                    self.pause(node, None)?;
+                    format!("pause {node}")
+                }
+                Action::KillEngine { node } => {
+                    format!("kill-engine {node}: dockerd (pid {}) killed", self.kill_engine(node)?)
+                }
+                Action::FillDisk { node } => {
+                    self.guest_fault(node, Fault::FillDisk { leave_bytes: 0 }, None)?;
+                    format!("fill-disk {node}")
+                }
+                Action::Clock { node, offset_s } => {
+                    self.guest_fault(node, Fault::Clock { offset_s: *offset_s }, None)?;
+                    format!("clock {node} {offset_s:+}s")
+                }
+                Action::Clear { nodes } => {
+                    let cleared = self.clear_faults(nodes.as_deref().unwrap_or_default())?;
+                    let names: Vec<String> = cleared.iter().map(|r| r.machine.to_string()).collect();
+                    format!(
+                        "clear: {}",
+                        if names.is_empty() { "nothing in force".into() } else { names.join(", ") }
+                    )
+                }
+            };
+            let at = start.elapsed();
+            say(&format!("[{:>6.1}s] {what} (step at {}s)", at.as_secs_f64(), step.at.as_secs_f64()));
+            applied.push(ScenarioEvent { at, what });
+        }
+        Ok(applied)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,6 +640,20 @@ mod tests {
         assert_eq!(orch.expire_faults().unwrap(), ["w1: its partition ended (its time was up)"]);
         assert!(orch.fault_rows().is_empty());
         assert!(orch.runner.calls().iter().any(|c| c == "ebtables -X N2D-FAULT"));
+    }
+
+    #[test]
+    fn the_report_names_down_ready_and_leadership_changes() {
+        let seen = |v: &[(&str, bool, bool)]| -> Seen {
+            v.iter().map(|(n, r, l)| (n.to_string(), (*r, *l))).collect()
+        };
+        let before = seen(&[("m0", true, true), ("w0", true, false)]);
+        let after = seen(&[("m0", true, false), ("m1", true, true), ("w0", false, false)]);
+        assert_eq!(
+            changes_between(&before, &after),
+            ["m0 lost the leadership", "m1 is the leader", "w0 Down"]
+        );
+        assert_eq!(changes_between(&after, &before), ["m0 is the leader", "w0 Ready again"]);
     }
 
     #[test]

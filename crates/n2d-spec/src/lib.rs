@@ -8,6 +8,7 @@ pub mod link;
 pub mod machine;
 pub mod mount;
 pub mod ports;
+pub mod scenario;
 pub mod shaping;
 pub mod swarm;
 mod yaml_scan;

@@ -17,8 +17,8 @@ Commands by group:
   swarms    swarm create, ls, env, rm, suspend, scale, load, add-host
   images    image build, ls, inspect, warm, rm, prune, export
   hosts     host add, ls, rm (other Linux machines that run n2d, over SSH)
-  faults    fault partition, delay, pause, kill-engine, fill-disk, clock, ls, clear
-            (break things on purpose)
+  faults    fault partition, delay, pause, kill-engine, fill-disk, clock, run, ls,
+            clear (break things on purpose)
   setup     doctor, certs, adopt, completions, man, version
 
 Examples:
@@ -421,6 +421,29 @@ Examples:
     KillEngine {
         /// The machine
         name: MachineName,
+    },
+    /// Run a scenario file of timed steps against a swarm, printing each step as applied and
+    /// the nodes' changes, then a report (the file is checked whole before anything runs)
+    #[command(after_help = "\
+A scenario file:
+  steps:
+    - at: 10s
+      partition: [n2d-wrkr-1]
+    - at: 20s
+      delay: { node: n2d-wrkr-0, delay: 200ms, jitter: 20ms, loss: 1% }
+    - at: 40s
+      clear: all
+Verbs: partition (with from), delay, pause, kill-engine, fill-disk, clock ({ node, offset }),
+clear (all, or a list of nodes).")]
+    Run {
+        /// The scenario file (YAML)
+        file: std::path::PathBuf,
+        /// The swarm it runs against
+        #[arg(long)]
+        swarm: SwarmName,
+        /// After the last step, wait this long at most for every node to be Ready with a leader
+        #[arg(long, value_parser = duration, default_value = "120s")]
+        settle: std::time::Duration,
     },
     /// List the faults in force: where, what, since when, until when
     #[command(visible_alias = "list")]

@@ -30,7 +30,8 @@ pub fn run(ctx: &Ctx, cmd: FaultCommand) -> Result<()> {
             Ok(())
         }
         FaultCommand::Clock { name, offset, duration } => {
-            let offset_s = clock_offset(&offset)?;
+            let offset_s =
+                n2d_spec::scenario::parse_offset(&offset).map_err(n2d_orchestrate::Error::Usage)?;
             made(&[ctx.guest_fault(&name, n2d_orchestrate::Fault::Clock { offset_s }, duration)?], duration);
             Ok(())
         }
@@ -39,6 +40,7 @@ pub fn run(ctx: &Ctx, cmd: FaultCommand) -> Result<()> {
             errln!("{name}: dockerd (pid {pid}) killed; the guest's supervisor starts it again");
             Ok(())
         }
+        FaultCommand::Run { file, swarm, settle } => run_scenario(ctx, &file, &swarm, settle),
         FaultCommand::Ls { json, quiet } => ls(ctx, json, quiet),
         FaultCommand::Expire => {
             // Until no fault has a time left: sleep to the nearest end (at most a minute, so a
@@ -83,25 +85,6 @@ fn start_expiry_waiter() {
     }
 }
 
-/// `+5m` / `-30s` in seconds.
-fn clock_offset(text: &str) -> Result<i64> {
-    let bad = || {
-        n2d_orchestrate::Error::Usage(format!(
-            "invalid clock offset {text:?}: use + or - and a duration, e.g. +5m or -30s"
-        ))
-    };
-    let (sign, rest) = match text.split_at_checked(1) {
-        Some(("+", rest)) => (1, rest),
-        Some(("-", rest)) => (-1, rest),
-        _ => return Err(bad().into()),
-    };
-    let d = n2d_spec::duration::parse(rest).map_err(|_| bad())?;
-    if d.subsec_millis() != 0 || d.as_secs() == 0 {
-        return Err(bad().into());
-    }
-    Ok(sign * d.as_secs() as i64)
-}
-
 /// Says the faults made; with a duration, starts the background waiter (`n2d fault expire`)
 /// that ends them on time.
 fn made(records: &[n2d_orchestrate::FaultRecord], duration: Option<std::time::Duration>) {
@@ -115,6 +98,37 @@ fn made(records: &[n2d_orchestrate::FaultRecord], duration: Option<std::time::Du
     if duration.is_some() {
         start_expiry_waiter();
     }
+}
+
+/// `n2d fault run`: the file read (at most 64 KiB) and checked, the steps run, the report.
+fn run_scenario(
+    ctx: &Ctx,
+    file: &std::path::Path,
+    swarm: &n2d_spec::swarm::SwarmName,
+    settle: std::time::Duration,
+) -> Result<()> {
+    use std::io::Read;
+    let mut text = String::new();
+    let max = n2d_spec::scenario::MAX_SCENARIO_FILE as u64;
+    std::fs::File::open(file)
+        .and_then(|f| f.take(max + 1).read_to_string(&mut text))
+        .map_err(|e| n2d_orchestrate::Error::Usage(format!("cannot read {}: {e}", file.display())))?;
+    let scenario = n2d_spec::scenario::Scenario::from_yaml(&text)
+        .map_err(|e| n2d_orchestrate::Error::Usage(format!("{}: {e}", file.display())))?;
+    let say = |line: &str| errln!("{line}");
+    let report = ctx.run_scenario(swarm, &scenario, settle, &say)?;
+    outln!("Applied:")?;
+    for e in &report.applied {
+        outln!("  {:>6.1}s  {}", e.at.as_secs_f64(), e.what)?;
+    }
+    outln!("Nodes:")?;
+    if report.changes.is_empty() {
+        outln!("  no node went Down or changed leadership")?;
+    }
+    for e in &report.changes {
+        outln!("  {:>6.1}s  {}", e.at.as_secs_f64(), e.what)?;
+    }
+    Ok(())
 }
 
 /// One `fault ls --json` row: every key in every row.
