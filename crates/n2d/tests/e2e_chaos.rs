@@ -163,5 +163,30 @@ fn partitions_delays_and_pauses_are_made_seen_and_cleared() {
     });
     assert!(ns.n2d_ok(&["fault", "ls", "-q"]).trim().is_empty());
 
+    // 4. A scenario: its steps at their times (±2 s), the report with Down and Ready again.
+    let file = work.path().join("scenario.yaml");
+    std::fs::write(
+        &file,
+        "steps:\n  - at: 2s\n    partition: [chs-wrkr-0]\n    from: [chs-mngr-0, chs-mngr-1, chs-mngr-2]\n  - at: 45s\n    clear: all\n",
+    )
+    .unwrap();
+    let bad = work.path().join("bad.yaml");
+    std::fs::write(&bad, "steps:\n  - at: 20s\n    pause: chs-wrkr-0\n  - at: 10s\n    clear: all\n")
+        .unwrap();
+    let out = ns.n2d(&["fault", "run", bad.to_str().unwrap(), "--swarm", SWARM]);
+    assert_eq!(out.status.code(), Some(2), "a scenario going back in time is refused");
+    let report = ns.n2d_ok(&["fault", "run", file.to_str().unwrap(), "--swarm", SWARM]);
+    let at_of = |what: &str| -> f64 {
+        let line =
+            report.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("{what} not in:\n{report}"));
+        line.split_whitespace().next().unwrap().trim_end_matches('s').parse().unwrap()
+    };
+    assert!((at_of("partition chs-wrkr-0") - 2.0).abs() <= 2.0, "{report}");
+    assert!((at_of("clear: chs-wrkr-0") - 45.0).abs() <= 2.0, "{report}");
+    let down = at_of("chs-wrkr-0 Down");
+    let back = at_of("chs-wrkr-0 Ready again");
+    assert!(down > 2.0 && down < 45.0 && back > 45.0, "{report}");
+    assert!(ns.n2d_ok(&["fault", "ls", "-q"]).trim().is_empty());
+
     ns.n2d_ok(&["swarm", "rm", SWARM]);
 }
