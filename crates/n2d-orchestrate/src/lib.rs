@@ -34,6 +34,7 @@ pub mod suspend;
 pub mod swarm;
 pub mod swarm_request;
 pub mod templates;
+pub mod upgrade;
 
 #[cfg(test)]
 mod tests;
