@@ -138,6 +138,9 @@ fn partitions_delays_and_pauses_are_made_seen_and_cleared() {
     assert!((150.0..=400.0).contains(&during), "ping with a 200ms delay: {during} ms (before: {before} ms)");
     ns.n2d_ok(&["fault", "clear"]);
     let after = ping_ms(&ns, &wrkr0, &mngr0_ip);
+    eprintln!(
+        "ping chs-wrkr-0 → chs-mngr-0: {before} ms before, {during} ms with 200ms, {after} ms after clear"
+    );
     assert!(after < 100.0, "ping after clear: {after} ms");
 
     // 3. The leader paused: another is elected; resumed, it is back as a follower.
@@ -176,6 +179,7 @@ fn partitions_delays_and_pauses_are_made_seen_and_cleared() {
     let out = ns.n2d(&["fault", "run", bad.to_str().unwrap(), "--swarm", SWARM]);
     assert_eq!(out.status.code(), Some(2), "a scenario going back in time is refused");
     let report = ns.n2d_ok(&["fault", "run", file.to_str().unwrap(), "--swarm", SWARM]);
+    eprintln!("{report}");
     let at_of = |what: &str| -> f64 {
         let line =
             report.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("{what} not in:\n{report}"));
