@@ -15,9 +15,10 @@
 //! | swarm create | **forward**: the record keeps the nodes that exist (so `swarm rm` finds them) and drops the others; a record with none left is removed |
 //! | swarm rm | **forward**: nodes whose VM is not running are removed, then the record; running ones stay in it |
 //! | scale | **forward**: new nodes that exist are recorded; removed nodes whose machine is gone leave the record (and their lease) |
+//! | swarm upgrade | **forward**: the node being moved (its record names the old image or the new, never neither) is started if it is not running and made active in the swarm again |
 //! | image build | **back**: the `.build-*` staging tree is deleted (also one with no journal, once its pid is gone) |
 //!
-//! A running VM is never stopped by recovery, and only this home's machines, leases and taps
+//! A running VM is never stopped by recovery (an upgrade's node is the one VM it starts), and only this home's machines, leases and taps
 //! (named from this home's path) are touched.
 
 use crate::swarm::chain;
@@ -107,6 +108,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             Operation::Scale { swarm, add_managers, add_workers, remove } => {
                 self.recover_scale(swarm, add_managers, add_workers, remove)?
             }
+            Operation::SwarmUpgrade { swarm, node, .. } => Some(self.recover_upgrade(swarm, node)?),
             Operation::ImageBuild { staging } => {
                 if !is_build_tree(staging) {
                     return Ok(Some(format!(
@@ -294,7 +296,7 @@ fn is_build_tree(name: &str) -> bool {
 fn order(op: &Operation) -> u8 {
     match op {
         Operation::Create { .. } | Operation::Rm { .. } | Operation::Start { .. } => 0,
-        Operation::Scale { .. } => 1,
+        Operation::Scale { .. } | Operation::SwarmUpgrade { .. } => 1,
         Operation::SwarmCreate { .. } | Operation::SwarmRm { .. } => 2,
         Operation::ImageBuild { .. } => 3,
     }

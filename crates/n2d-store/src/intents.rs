@@ -47,6 +47,9 @@ pub enum Operation {
         add_workers: Vec<MachineName>,
         remove: Vec<MachineName>,
     },
+    /// `n2d swarm upgrade`, one node at a time: the node being moved to `image` (drained,
+    /// stopped, its record switched, started, made active again).
+    SwarmUpgrade { swarm: SwarmName, node: MachineName, image: String },
     /// `n2d image build`: the staging tree under `images/` (a `.build-*` name, never a path:
     /// anything else is refused as the journal is read).
     ImageBuild {
@@ -81,6 +84,7 @@ impl Operation {
             Operation::SwarmCreate { .. } => "swarm-create",
             Operation::SwarmRm { .. } => "swarm-rm",
             Operation::Scale { .. } => "scale",
+            Operation::SwarmUpgrade { .. } => "swarm-upgrade",
             Operation::ImageBuild { .. } => "image-build",
         }
     }
@@ -93,7 +97,8 @@ impl Operation {
             }
             Operation::SwarmCreate { swarm }
             | Operation::SwarmRm { swarm }
-            | Operation::Scale { swarm, .. } => swarm.as_str(),
+            | Operation::Scale { swarm, .. }
+            | Operation::SwarmUpgrade { swarm, .. } => swarm.as_str(),
             Operation::ImageBuild { staging } => staging.trim_start_matches('.'),
         }
     }

@@ -229,6 +229,9 @@ pub trait DockerApi: Send + Sync {
     /// Manager only: tasks on the node that are not yet shut down.
     fn list_tasks_on(&self, node_id: &str) -> impl Future<Output = Result<Vec<TaskInfo>, ApiError>> + Send;
 
+    /// Manager only: the replicated services running fewer tasks than they want (by name).
+    fn unsettled_services(&self) -> impl Future<Output = Result<Vec<String>, ApiError>> + Send;
+
     fn leave_swarm(&self, force: bool) -> impl Future<Output = Result<(), ApiError>> + Send;
 
     /// Manager only: `docker node rm`.

@@ -14,7 +14,7 @@ use bollard::models::{
     SwarmInitRequest, SwarmJoinRequest, TaskState,
 };
 use bollard::query_parameters::{
-    DeleteNodeOptions, ImportImageOptions, LeaveSwarmOptions, ListTasksOptions, UpdateNodeOptions,
+    DeleteNodeOptions, ImportImageOptions, LeaveSwarmOptions, ListServicesOptions, ListTasksOptions, UpdateNodeOptions,
 };
 use bollard::{BollardRequest, Docker, API_DEFAULT_VERSION};
 use bytes::Bytes;
@@ -315,6 +315,24 @@ impl DockerApi for BollardApi {
                 })
             });
             Ok(live.collect())
+        })
+        .await
+    }
+
+    async fn unsettled_services(&self) -> Result<Vec<String>, ApiError> {
+        self.logged("unsettled_services", async move {
+            let options = ListServicesOptions { status: Some(true), ..Default::default() };
+            let services = self.docker.list_services(Some(options)).await?;
+            // Replicated services only: a global one's desired count drops with a drained node.
+            let short = services.into_iter().filter(|s| {
+                let replicated =
+                    s.spec.as_ref().and_then(|spec| spec.mode.as_ref()).is_some_and(|m| m.replicated.is_some());
+                let status = s.service_status.as_ref();
+                let running = status.and_then(|st| st.running_tasks).unwrap_or(0);
+                let desired = status.and_then(|st| st.desired_tasks).unwrap_or(0);
+                replicated && running < desired
+            });
+            Ok(short.map(|s| s.spec.and_then(|spec| spec.name).or(s.id).unwrap_or_default()).collect())
         })
         .await
     }

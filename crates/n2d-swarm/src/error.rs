@@ -89,6 +89,22 @@ pub enum SwarmError {
         #[source]
         source: ApiError,
     },
+    #[error("listing the swarm's services on {node}")]
+    ListServices {
+        node: String,
+        #[source]
+        source: ApiError,
+    },
+    #[error("{node}'s tasks did not move within {waited:?} (still running there: {tasks}; short of replicas: {services}); see `docker service ps`")]
+    TasksNotMoved { node: String, waited: Duration, tasks: usize, services: String },
+    #[error("{node} was not Ready in the swarm again within {waited:?}; see `n2d logs {node}` and `docker node ls`")]
+    NotReadyAgain { node: String, waited: Duration },
+    #[error("making {node} active again")]
+    Activate {
+        node: String,
+        #[source]
+        source: ApiError,
+    },
     #[error("making {node} leave the swarm")]
     LeaveSwarm {
         node: String,

@@ -28,6 +28,8 @@ struct State {
     slow_join: BTreeSet<String>,
     /// node id -> tasks still running; drained nodes lose one per poll.
     tasks: BTreeMap<String, usize>,
+    /// service name -> polls of `unsettled_services` that still find it short of replicas.
+    unsettled: BTreeMap<String, usize>,
     /// hostname -> bytes received by load_image.
     loaded: BTreeMap<String, u64>,
     next_id: u32,
@@ -88,6 +90,19 @@ impl Cluster {
         let mut s = self.lock();
         let id = s.local[host].clone();
         s.tasks.insert(id, n);
+    }
+
+    /// `service` runs short of replicas for the next `polls` looks at the services.
+    pub fn set_unsettled(&self, service: &str, polls: usize) {
+        self.lock().unsettled.insert(service.into(), polls);
+    }
+
+    /// A node's state as the managers see it (a VM that stopped goes Down).
+    pub fn set_node_state(&self, host: &str, state: NodeState) {
+        let mut s = self.lock();
+        if let Some(node) = s.nodes.values_mut().find(|n| n.hostname == host) {
+            node.state = state;
+        }
     }
 
     pub fn events(&self) -> Vec<String> {
@@ -306,6 +321,17 @@ impl DockerApi for FakeApi {
             *n = n.saturating_sub(1);
         }
         Ok(tasks)
+    }
+
+    async fn unsettled_services(&self) -> Result<Vec<String>, ApiError> {
+        let mut s = self.cluster.lock();
+        self.call(&mut s, "services", format!("services {}", self.host))?;
+        self.require_manager(&s)?;
+        let short: Vec<String> = s.unsettled.iter().filter(|(_, n)| **n > 0).map(|(k, _)| k.clone()).collect();
+        for n in s.unsettled.values_mut() {
+            *n = n.saturating_sub(1);
+        }
+        Ok(short)
     }
 
     async fn leave_swarm(&self, force: bool) -> Result<(), ApiError> {

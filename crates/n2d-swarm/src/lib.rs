@@ -13,6 +13,7 @@ pub mod bollard_api;
 pub mod error;
 pub mod form;
 pub mod load;
+pub mod restart;
 pub mod scale;
 pub mod tls;
 mod wait;
@@ -30,6 +31,7 @@ pub use bollard_api::{BollardApi, BollardConnector};
 pub use error::{Result, SwarmError};
 pub use form::{form_swarm, join_external_worker, swarm_health, JoinAction, Manager, NodeStatus};
 pub use load::{check_docker_save_archive, load_image_everywhere, LoadProgress};
+pub use restart::{drain_for_restart, return_to_service, RestartTimeouts};
 pub use scale::{remove_nodes, RemoveTimeouts};
 
 #[cfg(test)]

@@ -112,7 +112,7 @@ pub async fn remove_nodes<M: DockerApi, A: DockerApi>(
 
 /// By id if known, else by hostname (preferring an entry that is not Down,
 /// since a re-created VM leaves a stale Down entry behind).
-fn find_node<'a>(nodes: &'a [NodeInfo], name: &str, id: Option<&str>) -> Option<&'a NodeInfo> {
+pub(crate) fn find_node<'a>(nodes: &'a [NodeInfo], name: &str, id: Option<&str>) -> Option<&'a NodeInfo> {
     if let Some(id) = id {
         if let Some(n) = nodes.iter().find(|n| n.id == id) {
             return Some(n);
