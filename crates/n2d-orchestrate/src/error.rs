@@ -115,6 +115,20 @@ pub enum Error {
     Spec(#[from] n2d_spec::machine::MachineSpecError),
     #[error("{from} cannot reach {to} ({ip}) on {port}, which a swarm's nodes need between them: open it between the hosts (firewalls, routes), or place the nodes on bridges that reach each other")]
     NodesCannotReach { from: String, to: String, ip: String, port: String },
+    #[error("{0}")]
+    UpgradePlan(#[from] crate::upgrade::UpgradePlanError),
+    #[error("swarm {swarm}'s upgrade to image {image} was interrupted: {}; still on the old image: {}; every node runs and is active; run `n2d swarm upgrade {swarm}` again to continue", on_new(moved), left.join(", "))]
+    UpgradeInterrupted { swarm: String, image: String, moved: Vec<String>, left: Vec<String> },
+    #[error("upgrading {node} to image {image} failed; {node} is {state}; {}; still on the old image: {}", on_new(moved), if left.is_empty() { "none".to_string() } else { left.join(", ") })]
+    UpgradeNode {
+        node: String,
+        image: String,
+        state: String,
+        moved: Vec<String>,
+        left: Vec<String>,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("cannot make the fault on {machine}")]
     Fault {
         machine: String,
@@ -302,6 +316,15 @@ fn link_usage(c: &(dyn std::error::Error + 'static)) -> bool {
         || c.downcast_ref::<n2d_net::NetError>().is_some_and(n2d_net::NetError::is_usage)
 }
 
+/// "a, b on the new image" for an upgrade's messages.
+fn on_new(moved: &[String]) -> String {
+    if moved.is_empty() {
+        "no node is on the new image yet".into()
+    } else {
+        format!("{} on the new image", moved.join(", "))
+    }
+}
+
 /// The last console lines of nodes that did not become Ready.
 #[derive(Debug, thiserror::Error)]
 #[error("last console lines:\n{0}")]
@@ -349,7 +372,8 @@ impl Error {
             | Error::Spec(_)
             | Error::HostSpec(_)
             | Error::SwarmSpec(_)
-            | Error::NoImageToWarm => true,
+            | Error::NoImageToWarm
+            | Error::UpgradePlan(_) => true,
             // A missing machine, a home that is not the caller's.
             Error::Store(e) => e.is_usage(),
             // A bad $N2D_LOCK_TIMEOUT, $N2D_TCG_THREAD...
@@ -386,6 +410,7 @@ impl Error {
         match self {
             Error::Vm(n2d_vm::VmError::Interrupted { .. })
             | Error::Interrupted { .. }
+            | Error::UpgradeInterrupted { .. }
             | Error::Store(StoreError::LockInterrupted { .. }) => true,
             Error::Net(n2d_net::NetError::HostState {
                 source: StoreError::LockInterrupted { .. }, ..

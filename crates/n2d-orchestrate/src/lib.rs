@@ -70,6 +70,8 @@ pub struct Timing {
     pub remove: RemoveTimeouts,
     /// Waits when a failed scale-up takes its new nodes back out of the swarm.
     pub evict: RemoveTimeouts,
+    /// Waits of a node's restart in `swarm upgrade` (drained; Ready again).
+    pub restart: n2d_swarm::RestartTimeouts,
 }
 
 impl Default for Timing {
@@ -79,6 +81,7 @@ impl Default for Timing {
             form_request_secs: 120,
             remove: RemoveTimeouts::default(),
             evict: RemoveTimeouts { drain: Duration::from_secs(10), down: Duration::from_secs(30) },
+            restart: n2d_swarm::RestartTimeouts::default(),
         }
     }
 }

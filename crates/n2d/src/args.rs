@@ -14,7 +14,8 @@ pub const COMMAND_GROUPS: &str = "\
 Commands by group:
   machines  create, ls, inspect, ip, env, start, stop, restart, suspend, rm,
             logs, console, exec, cp, port
-  swarms    swarm create, ls, env, rm, suspend, scale, load, add-host
+  swarms    swarm create, ls, env, rm, suspend, scale, upgrade, load,
+            add-host
   images    image build, ls, inspect, warm, rm, prune, export
   hosts     host add, ls, rm (other Linux machines that run n2d, over SSH)
   faults    fault partition, delay, pause, kill-engine, fill-disk, clock, run, ls,
@@ -534,6 +535,29 @@ Examples:
         name: SwarmName,
         /// The archive (`docker save -o FILE IMAGE...`)
         archive: PathBuf,
+    },
+    /// Move a live swarm to another image, one node at a time without downtime: workers first,
+    /// the managers last (never below quorum); each drained, restarted on the new image with its
+    /// data disk, Ready and active again before the next. Interrupted, it leaves every node on
+    /// the old or the new image, active; run it again to continue
+    #[command(after_help = "\
+Examples:
+  n2d image build --refresh          # a newer image, if packages changed
+  n2d swarm upgrade lab --dry-run    # the plan
+  n2d swarm upgrade lab              # to the newest image
+  n2d swarm upgrade lab --image 3f2a9c")]
+    Upgrade {
+        /// The swarm
+        name: SwarmName,
+        /// Image ID (or prefix) to move to [default: the newest image]
+        #[arg(long)]
+        image: Option<String>,
+        /// Print the plan (which nodes, in which order) and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds each node has to boot on the new image
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
     },
     /// Join a Docker engine n2d did not create to the swarm as a worker
     AddHost(AddHostArgs),

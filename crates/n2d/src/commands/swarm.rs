@@ -30,6 +30,9 @@ pub fn run(ctx: &Ctx, cmd: SwarmCommand) -> Result<()> {
             errln!("Swarm {name}: {} nodes suspended (`n2d start --all` resumes them)", suspended.len());
             Ok(())
         }
+        SwarmCommand::Upgrade { name, image, dry_run, timeout } => {
+            upgrade(ctx, &name, image.as_deref(), dry_run, Duration::from_secs(timeout))
+        }
         SwarmCommand::AddHost(args) => add_host(ctx, args),
     }
 }
@@ -263,6 +266,30 @@ fn load(ctx: &Ctx, name: &SwarmName, archive: &std::path::Path) -> Result<()> {
     })?;
     for (node, images) in loaded {
         errln!("{node}: {}", images.join(", "));
+    }
+    Ok(())
+}
+
+fn upgrade(ctx: &Ctx, name: &SwarmName, image: Option<&str>, dry_run: bool, timeout: Duration) -> Result<()> {
+    let report = ctx.upgrade_swarm(name, image, dry_run, timeout)?;
+    for host in &report.skipped {
+        errln!("{host}: added with `swarm add-host`, not n2d's machine: left as it is");
+    }
+    if report.plan.is_empty() {
+        outln!("Swarm {name}: every node runs image {} already", report.image)?;
+    } else if dry_run {
+        outln!("Swarm {name} would move to image {}, one node at a time:", report.image)?;
+        for (i, node) in report.plan.iter().enumerate() {
+            let role = match (node.manager, node.leader) {
+                (true, true) => "manager, the leader",
+                (true, false) => "manager",
+                _ => "worker",
+            };
+            let from: String = node.image.chars().take(12).collect();
+            outln!("  {}. {} ({role}; now on {from})", i + 1, node.name)?;
+        }
+    } else {
+        outln!("Swarm {name}: {} on image {}", report.moved.join(", "), report.image)?;
     }
     Ok(())
 }

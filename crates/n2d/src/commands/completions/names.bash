@@ -8,7 +8,7 @@ _n2d_names() {
     done
     case ${words[0]-} in
     inspect | ip | env | start | stop | restart | suspend | rm | delete | logs | console | exec | port) kind=machine ;;
-    swarm) case ${words[1]-} in env | rm | suspend | scale | load | add-host) kind=swarm ;; esac ;;
+    swarm) case ${words[1]-} in env | rm | suspend | scale | load | upgrade | add-host) kind=swarm ;; esac ;;
     image) case ${words[1]-} in inspect | rm | warm | export) kind=image ;; esac ;;
     certs) case ${words[1]-} in rotate) kind=machine ;; esac ;;
     fault) case ${words[1]-} in partition | delay | pause | kill-engine | fill-disk | clock | clear) kind=machine ;; esac ;;

@@ -7,7 +7,7 @@ _n2d_names() {
     local kind=
     case ${before[1]} in
         inspect|ip|env|start|stop|restart|suspend|rm|delete|logs|console|exec|port) kind=machine ;;
-        swarm) case ${before[2]} in env|rm|suspend|scale|load|add-host) kind=swarm ;; esac ;;
+        swarm) case ${before[2]} in env|rm|suspend|scale|load|upgrade|add-host) kind=swarm ;; esac ;;
         image) case ${before[2]} in inspect|rm|warm|export) kind=image ;; esac ;;
         certs) case ${before[2]} in rotate) kind=machine ;; esac ;;
         fault) case ${before[2]} in partition|delay|pause|kill-engine|fill-disk|clock|clear) kind=machine ;; esac ;;
