@@ -117,18 +117,10 @@ pub enum Error {
     NodesCannotReach { from: String, to: String, ip: String, port: String },
     #[error("{0}")]
     UpgradePlan(#[from] crate::upgrade::UpgradePlanError),
-    #[error("swarm {swarm}'s upgrade to image {image} was interrupted: {}; still on the old image: {}; every node runs and is active; run `n2d swarm upgrade {swarm}` again to continue", on_new(moved), left.join(", "))]
-    UpgradeInterrupted { swarm: String, image: String, moved: Vec<String>, left: Vec<String> },
-    #[error("upgrading {node} to image {image} failed; {node} is {state}; {}; still on the old image: {}", on_new(moved), if left.is_empty() { "none".to_string() } else { left.join(", ") })]
-    UpgradeNode {
-        node: String,
-        image: String,
-        state: String,
-        moved: Vec<String>,
-        left: Vec<String>,
-        #[source]
-        source: Box<Error>,
-    },
+    #[error(transparent)]
+    UpgradeInterrupted(Box<crate::upgrade::UpgradeInterrupted>),
+    #[error(transparent)]
+    UpgradeNode(Box<crate::upgrade::UpgradeFailed>),
     #[error("cannot make the fault on {machine}")]
     Fault {
         machine: String,
@@ -314,15 +306,6 @@ fn link_usage(c: &(dyn std::error::Error + 'static)) -> bool {
         || c.downcast_ref::<n2d_image::ImageError>().is_some_and(n2d_image::ImageError::is_usage)
         || c.downcast_ref::<n2d_image::BuildError>().is_some_and(n2d_image::BuildError::is_usage)
         || c.downcast_ref::<n2d_net::NetError>().is_some_and(n2d_net::NetError::is_usage)
-}
-
-/// "a, b on the new image" for an upgrade's messages.
-fn on_new(moved: &[String]) -> String {
-    if moved.is_empty() {
-        "no node is on the new image yet".into()
-    } else {
-        format!("{} on the new image", moved.join(", "))
-    }
 }
 
 /// The last console lines of nodes that did not become Ready.

@@ -172,24 +172,28 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// Moves the swarm ports `node` holds to another running node (those in `prefer` first)
     /// before it stops, so they stay open but for the moment between QEMU giving the forward up
     /// and the other taking it. Says what moved; a port no other node takes goes back to `node`.
-    pub(crate) fn move_swarm_ports_off(&self, node: &MachineRecord, prefer: &[MachineName]) -> Result<Vec<String>> {
-        let Some(swarm) = node.swarm.as_deref().filter(|_| node.user_mode()).and_then(|s| s.parse().ok()) else {
+    pub(crate) fn move_swarm_ports_off(
+        &self,
+        node: &MachineRecord,
+        prefer: &[MachineName],
+    ) -> Result<Vec<String>> {
+        let Some(swarm) = node.swarm.as_deref().filter(|_| node.user_mode()).and_then(|s| s.parse().ok())
+        else {
             return Ok(Vec::new());
         };
         let _lock = self.home.lock()?;
         let Some(record) = self.home.load_swarm(&swarm)? else { return Ok(Vec::new()) };
         let name = &node.spec.name;
         let from = self.vm_handle(name);
-        let mut others: Vec<&MachineName> = record
-            .nodes()
-            .filter(|n| *n != name && self.machine_state(n) == VmState::Running)
-            .collect();
+        let mut others: Vec<&MachineName> =
+            record.nodes().filter(|n| *n != name && self.machine_state(n) == VmState::Running).collect();
         others.sort_by_key(|n| !prefer.contains(n));
         let mut notes = Vec::new();
         let mut placed = Vec::new();
         for port in record.ports.iter().filter(|p| p.node.as_ref() == Some(name)) {
             self.hypervisor.remove_forward(&from, port.forward.host)?;
-            let holder = others.iter().find(|n| self.hypervisor.add_forward(&self.vm_handle(n), port.forward).is_ok());
+            let holder =
+                others.iter().find(|n| self.hypervisor.add_forward(&self.vm_handle(n), port.forward).is_ok());
             match holder {
                 Some(n) => {
                     notes.push(format!("{} reaches swarm {swarm}'s routing mesh through {n}", port.forward));

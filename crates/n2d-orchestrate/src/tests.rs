@@ -175,6 +175,10 @@ fn kit() -> Kit {
             form_request_secs: 5,
             remove: fast,
             evict: fast,
+            restart: n2d_swarm::RestartTimeouts {
+                drain: Duration::from_secs(2),
+                ready: Duration::from_secs(2),
+            },
         },
         cancel: Arc::new(AtomicBool::new(false)),
         kill: KillPoints::none(),
@@ -728,6 +732,7 @@ mod exec;
 mod image;
 mod recovery;
 mod suspend;
+mod upgrade;
 mod user_mode;
 mod warm;
 

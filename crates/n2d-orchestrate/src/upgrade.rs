@@ -40,6 +40,39 @@ pub struct UpgradeReport {
     pub skipped: Vec<String>,
 }
 
+/// Ctrl-C stopped an upgrade: the node in hand was brought back, the rest not begun.
+#[derive(Debug, thiserror::Error)]
+#[error("swarm {swarm}'s upgrade to image {image} was interrupted: {}; still on the old image: {}; every node runs and is active; run `n2d swarm upgrade {swarm}` again to continue", on_new(moved), left.join(", "))]
+pub struct UpgradeInterrupted {
+    pub swarm: String,
+    pub image: String,
+    pub moved: Vec<String>,
+    pub left: Vec<String>,
+}
+
+/// A node failed to move; the upgrade stopped there.
+#[derive(Debug, thiserror::Error)]
+#[error("upgrading {node} to image {image} failed; {node} is {state}; {}; still on the old image: {}", on_new(moved), if left.is_empty() { "none".to_string() } else { left.join(", ") })]
+pub struct UpgradeFailed {
+    pub node: String,
+    pub image: String,
+    /// Where the node is left, in words.
+    pub state: String,
+    pub moved: Vec<String>,
+    pub left: Vec<String>,
+    #[source]
+    pub source: Error,
+}
+
+/// "a, b on the new image" for an upgrade's messages.
+fn on_new(moved: &[String]) -> String {
+    if moved.is_empty() {
+        "no node is on the new image yet".into()
+    } else {
+        format!("{} on the new image", moved.join(", "))
+    }
+}
+
 impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     /// `n2d swarm upgrade PREFIX [--image ID] [--dry-run]`: see the module documentation.
     /// `image`: an image ID or prefix, else the newest image. `timeout`: each node's boot.
@@ -51,9 +84,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         timeout: Duration,
     ) -> Result<UpgradeReport> {
         let record = self.load_swarm(name)?;
-        let target = self.named_or_newest(image)?.ok_or_else(|| {
-            Error::Usage("no image is built; build one with `n2d image build`".into())
-        })?;
+        let target = self
+            .named_or_newest(image)?
+            .ok_or_else(|| Error::Usage("no image is built; build one with `n2d image build`".into()))?;
         let image_id = target.manifest.id.clone();
         let short = target.manifest.short_id().to_string();
         let remote: Vec<String> =
@@ -69,7 +102,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let mut nodes = Vec::new();
         for node in record.nodes() {
             let machine = self.load_record(node)?;
-            let info = seen.iter().find(|i| i.hostname == node.as_str() && i.state != n2d_swarm::NodeState::Down);
+            let info =
+                seen.iter().find(|i| i.hostname == node.as_str() && i.state != n2d_swarm::NodeState::Down);
             nodes.push(UpgradeNode {
                 name: node.to_string(),
                 manager: record.managers.contains(node),
@@ -79,7 +113,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         }
         let ready_managers = seen.iter().filter(|i| i.role == NodeRole::Manager && i.ready()).count();
         let order = plan(&nodes, &image_id, ready_managers)?;
-        let mut report = UpgradeReport { image: short.clone(), plan: order.clone(), moved: Vec::new(), skipped };
+        let mut report =
+            UpgradeReport { image: short.clone(), plan: order.clone(), moved: Vec::new(), skipped };
         if dry_run || order.is_empty() {
             return Ok(report);
         }
@@ -88,12 +123,12 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         for (i, node) in order.iter().enumerate() {
             let left = || order[i..].iter().map(|n| n.name.clone()).collect::<Vec<_>>();
             if self.cancelled() {
-                return Err(Error::UpgradeInterrupted {
+                return Err(Error::UpgradeInterrupted(Box::new(UpgradeInterrupted {
                     swarm: name.to_string(),
                     image: short.clone(),
                     moved: report.moved.clone(),
                     left: left(),
-                });
+                })));
             }
             let machine: MachineName = node.name.parse().map_err(|e| Error::Usage(format!("{e}")))?;
             let step = self.progress.step(&format!("Upgrading {} ({}/{})", node.name, i + 1, order.len()));
@@ -105,7 +140,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 }
                 Err(e) => {
                     drop(step);
-                    let pressed = self.cancel.swap(false, Ordering::Relaxed) || e.kind() == crate::ErrorKind::Interrupted;
+                    let pressed = self.cancel.swap(false, Ordering::Relaxed)
+                        || e.kind() == crate::ErrorKind::Interrupted;
                     let on = self.bring_back(&record, &machine, timeout, &rt);
                     self.cancel.fetch_or(pressed, Ordering::Relaxed);
                     if self.load_record(&machine).is_ok_and(|r| r.spec.image == image_id) {
@@ -114,21 +150,21 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                     let mut left = left();
                     left.retain(|n| !report.moved.contains(n));
                     if pressed {
-                        return Err(Error::UpgradeInterrupted {
+                        return Err(Error::UpgradeInterrupted(Box::new(UpgradeInterrupted {
                             swarm: name.to_string(),
                             image: short,
                             moved: report.moved,
                             left,
-                        });
+                        })));
                     }
-                    return Err(Error::UpgradeNode {
+                    return Err(Error::UpgradeNode(Box::new(UpgradeFailed {
                         node: node.name.clone(),
                         image: short,
                         state: on,
                         moved: report.moved,
                         left,
-                        source: Box::new(e),
-                    });
+                        source: e,
+                    })));
                 }
             }
         }
@@ -195,7 +231,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let mut machine = self.load_record(node)?;
         if machine.warm_from.is_some() {
             let disk = self.home.machine_dir(node).join(n2d_vm::argv::DATA_DISK_FILE);
-            let cmd = Cmd::new("qemu-img", "qemu-utils").args(["rebase", "-q", "-f", "qcow2", "-b", ""]).arg(disk);
+            let cmd =
+                Cmd::new("qemu-img", "qemu-utils").args(["rebase", "-q", "-f", "qcow2", "-b", ""]).arg(disk);
             self.runner.run(&cmd).map_err(Error::DataDisk)?;
             machine.warm_from = None;
             self.home.save_machine(&machine)?;
@@ -214,7 +251,10 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         timeout: Duration,
         rt: &tokio::runtime::Runtime,
     ) -> String {
-        let image = self.load_record(node).map(|r| r.spec.image.chars().take(12).collect::<String>()).unwrap_or_default();
+        let image = self
+            .load_record(node)
+            .map(|r| r.spec.image.chars().take(12).collect::<String>())
+            .unwrap_or_default();
         if self.machine_state(node) != VmState::Running {
             self.progress.say(&format!("{node}: starting it again on image {image}"));
             if let Err(e) = self.start_machine(node, timeout) {

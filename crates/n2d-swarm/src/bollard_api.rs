@@ -14,7 +14,8 @@ use bollard::models::{
     SwarmInitRequest, SwarmJoinRequest, TaskState,
 };
 use bollard::query_parameters::{
-    DeleteNodeOptions, ImportImageOptions, LeaveSwarmOptions, ListServicesOptions, ListTasksOptions, UpdateNodeOptions,
+    DeleteNodeOptions, ImportImageOptions, LeaveSwarmOptions, ListServicesOptions, ListTasksOptions,
+    UpdateNodeOptions,
 };
 use bollard::{BollardRequest, Docker, API_DEFAULT_VERSION};
 use bytes::Bytes;
@@ -325,8 +326,11 @@ impl DockerApi for BollardApi {
             let services = self.docker.list_services(Some(options)).await?;
             // Replicated services only: a global one's desired count drops with a drained node.
             let short = services.into_iter().filter(|s| {
-                let replicated =
-                    s.spec.as_ref().and_then(|spec| spec.mode.as_ref()).is_some_and(|m| m.replicated.is_some());
+                let replicated = s
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.mode.as_ref())
+                    .is_some_and(|m| m.replicated.is_some());
                 let status = s.service_status.as_ref();
                 let running = status.and_then(|st| st.running_tasks).unwrap_or(0);
                 let desired = status.and_then(|st| st.desired_tasks).unwrap_or(0);

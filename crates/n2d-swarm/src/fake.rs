@@ -327,7 +327,8 @@ impl DockerApi for FakeApi {
         let mut s = self.cluster.lock();
         self.call(&mut s, "services", format!("services {}", self.host))?;
         self.require_manager(&s)?;
-        let short: Vec<String> = s.unsettled.iter().filter(|(_, n)| **n > 0).map(|(k, _)| k.clone()).collect();
+        let short: Vec<String> =
+            s.unsettled.iter().filter(|(_, n)| **n > 0).map(|(k, _)| k.clone()).collect();
         for n in s.unsettled.values_mut() {
             *n = n.saturating_sub(1);
         }

@@ -77,7 +77,11 @@ pub async fn drain_for_restart<M: DockerApi>(
 }
 
 /// Waits until the managers see `name` Ready, then makes it active.
-pub async fn return_to_service<M: DockerApi>(manager: Manager<'_, M>, name: &str, ready: Duration) -> Result<()> {
+pub async fn return_to_service<M: DockerApi>(
+    manager: Manager<'_, M>,
+    name: &str,
+    ready: Duration,
+) -> Result<()> {
     let mut backoff = Backoff::new(ready);
     let id = loop {
         // A manager that just restarted may not answer yet: that is waited for too.

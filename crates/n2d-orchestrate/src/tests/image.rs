@@ -10,7 +10,7 @@ use crate::ErrorKind;
 const OTHER: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 /// A second image in the store, `id`, a copy of the kit's with its own ID.
-fn add_image(k: &Kit, id: &str) {
+pub(super) fn add_image(k: &Kit, id: &str) {
     let src = k.orch.home.images_dir().join(IMAGE).join(n2d_image::MANIFEST_FILE);
     let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(src).unwrap()).unwrap();
     manifest["id"] = id.into();
