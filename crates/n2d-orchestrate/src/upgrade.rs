@@ -134,8 +134,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             let step = self.progress.step(&format!("Upgrading {} ({}/{})", node.name, i + 1, order.len()));
             let moved_so_far: Vec<MachineName> = report.moved.iter().filter_map(|n| n.parse().ok()).collect();
             match self.upgrade_node(&record, &machine, &image_id, &moved_so_far, timeout, &rt, &*step) {
-                Ok(secs) => {
-                    step.done(&format!("{} runs image {short} ({secs:.1}s)", node.name));
+                Ok(()) => {
+                    step.done(&format!("{} runs image {short}", node.name));
                     report.moved.push(node.name.clone());
                 }
                 Err(e) => {
@@ -175,7 +175,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         Ok(report)
     }
 
-    /// One node onto `image`, under a `swarm-upgrade` journal; returns the seconds it took.
+    /// One node onto `image`, under a `swarm-upgrade` journal.
     /// `moved`: nodes already on the new image, preferred holders of the ports it gives up.
     #[allow(clippy::too_many_arguments)]
     fn upgrade_node(
@@ -187,8 +187,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         timeout: Duration,
         rt: &tokio::runtime::Runtime,
         step: &dyn crate::ProgressStep,
-    ) -> Result<f64> {
-        let started = Instant::now();
+    ) -> Result<()> {
         let mut journal = self.begin(Operation::SwarmUpgrade {
             swarm: record.prefix.clone(),
             node: node.clone(),
@@ -222,7 +221,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
         rt.block_on(return_to_service(manager, node.as_str(), self.timing.restart.ready))?;
         journal.finish()?;
-        Ok(started.elapsed().as_secs_f64())
+        Ok(())
     }
 
     /// The node's record names `image`; a warm clone's data disk, a layer over its template's
