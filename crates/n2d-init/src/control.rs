@@ -23,6 +23,9 @@ pub struct Requests {
     /// clock to [`Requests::clock_unix_ms`], stored first.
     pub set_clock: AtomicBool,
     pub clock_unix_ms: AtomicU64,
+    /// `engine-down` / `engine-up` (a fault): dockerd killed and kept down, or started again.
+    pub engine_down: AtomicBool,
+    pub engine_up: AtomicBool,
 }
 
 impl Requests {
@@ -33,6 +36,8 @@ impl Requests {
             take_identity: AtomicBool::new(false),
             identity_unix_ms: AtomicU64::new(0),
             set_clock: AtomicBool::new(false),
+            engine_down: AtomicBool::new(false),
+            engine_up: AtomicBool::new(false),
             clock_unix_ms: AtomicU64::new(0),
         }
     }
@@ -103,6 +108,16 @@ pub fn handle_line(line: &str, requests: &Requests) -> bool {
             info!("clock set requested by the host ({unix_ms} ms): resumed");
             requests.clock_unix_ms.store(unix_ms, Ordering::SeqCst);
             requests.set_clock.store(true, Ordering::SeqCst);
+            false
+        }
+        Some(ControlRequest::EngineDown) => {
+            info!("engine-down requested by the host: dockerd is killed and kept down");
+            requests.engine_down.store(true, Ordering::SeqCst);
+            false
+        }
+        Some(ControlRequest::EngineUp) => {
+            info!("engine-up requested by the host");
+            requests.engine_up.store(true, Ordering::SeqCst);
             false
         }
         None => {

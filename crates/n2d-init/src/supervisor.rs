@@ -167,6 +167,12 @@ impl Supervisor {
             if requests.reload_tls.swap(false, Ordering::SeqCst) {
                 self.reload_tls(sys);
             }
+            if requests.engine_down.swap(false, Ordering::SeqCst) {
+                self.kill_and_hold(sys, "dockerd");
+            }
+            if requests.engine_up.swap(false, Ordering::SeqCst) {
+                self.resume(sys, "dockerd");
+            }
             self.tick(sys);
             sys.idle(self.period());
         }
@@ -279,8 +285,22 @@ impl Supervisor {
         true
     }
 
+    /// The host's `engine-down` (a fault): `name` SIGKILLed, as a crash would end it, and kept
+    /// down (a stopped service is not restarted) until [`Self::resume`].
+    pub fn kill_and_hold(&mut self, sys: &dyn System, name: &str) {
+        let Some(i) = self.services.iter().position(|s| s.spec.name == name) else { return };
+        if let State::Running { pid, .. } = self.services[i].state {
+            let _ = sys.kill(pid, Signal::SIGKILL);
+            self.reap_until(sys, pid, Duration::from_secs(1));
+        }
+        self.services[i].state = State::Stopped;
+        if name == "dockerd" {
+            self.docker_ready = false;
+        }
+    }
+
     /// Starts service `name` in the next round.
-    fn resume(&mut self, sys: &dyn System, name: &str) {
+    pub fn resume(&mut self, sys: &dyn System, name: &str) {
         if let Some(service) = self.services.iter_mut().find(|s| s.spec.name == name) {
             service.state = State::Waiting { start_at: sys.now() };
         }
@@ -693,6 +713,23 @@ mod tests {
 
     const CERT: &str = "/etc/docker/tls/server-cert.pem";
     const KEY: &str = "/etc/docker/tls/server-key.pem";
+
+    #[test]
+    fn engine_down_kills_dockerd_and_keeps_it_down_until_engine_up() {
+        let (sys, mut sup) = running_guest();
+        let old = sys.pid_of("dockerd").unwrap();
+        sup.kill_and_hold(&sys, "dockerd");
+        assert!(sys.calls().iter().any(|c| c == "kill dockerd SIGKILL"), "{:?}", sys.calls());
+        for _ in 0..50 {
+            sys.sleep(TICK);
+            sup.tick(&sys);
+        }
+        assert_eq!(sys.pid_of("dockerd"), None, "restarted while held down");
+        sup.resume(&sys, "dockerd");
+        sup.tick(&sys);
+        let new = sys.pid_of("dockerd").expect("dockerd started again");
+        assert_ne!(new, old);
+    }
 
     #[test]
     fn reload_tls_rereads_the_config_disk_past_the_cache_and_restarts_dockerd() {

@@ -179,8 +179,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     }
 
     /// Fills `name`'s data disk with one file until `leave_bytes` are free (inside the guest);
-    /// or sets its clock `offset_s` seconds away from the host's (n2d-init's control port); both
-    /// undone by clear.
+    /// or sets its clock `offset_s` seconds away from the host's, or has n2d-init kill its
+    /// dockerd and keep it down (both over n2d-init's control port); all undone by clear.
     pub fn guest_fault(
         &self,
         name: &MachineName,
@@ -195,7 +195,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                  [ \"$size\" -gt 0 ] || {{ echo \"only $avail bytes are free\" >&2; exit 3; }}; \
                  fallocate -l \"$size\" {FILL_FILE}"
             ),
-            Fault::Clock { .. } => String::new(),
+            Fault::Clock { .. } | Fault::EngineDown => String::new(),
             other => unreachable!("{} is not made inside the guest", other.kind()),
         };
         let since_ms = now_ms();
@@ -206,10 +206,15 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             until_ms: duration.map(|d| since_ms + d.as_millis() as u64),
         };
         self.home.save_fault(&record)?;
-        if let Fault::Clock { offset_s } = record.fault {
+        let request = match record.fault {
             // Through n2d-init's control port, as after a resume: it sets the wall clock.
-            let unix_ms = now_ms().saturating_add_signed(offset_s * 1000);
-            let request = n2d_proto::ControlRequest::SetClock { unix_ms };
+            Fault::Clock { offset_s } => Some(n2d_proto::ControlRequest::SetClock {
+                unix_ms: now_ms().saturating_add_signed(offset_s * 1000),
+            }),
+            Fault::EngineDown => Some(n2d_proto::ControlRequest::EngineDown),
+            _ => None,
+        };
+        if let Some(request) = request {
             if let Err(e) = self.hypervisor.control(&self.vm_handle(name), request) {
                 self.home.remove_fault(name)?;
                 return Err(e.into());
@@ -235,8 +240,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
 
     /// SIGKILLs `name`'s Docker engine (dockerd); n2d-init's supervisor starts it again after
     /// its back-off, as after any crash. A moment, not a state: nothing is recorded. Returns
-    /// the pid killed. (Keeping it down, `--no-restart`, needs a request n2d-init does not
-    /// take yet.)
+    /// the pid killed. (Kept down, `--no-restart`, it is a fault: [`Self::guest_fault`] with
+    /// [`Fault::EngineDown`].)
     pub fn kill_engine(&self, name: &MachineName) -> Result<u32> {
         if self.home.load_remote_machine(name)?.is_some() {
             return Err(Error::Usage(format!(
@@ -310,6 +315,12 @@ done"#;
             Fault::Pause => {
                 if self.machine_state(&record.machine) == n2d_vm::VmState::Running {
                     self.hypervisor.set_paused(&self.vm_handle(&record.machine), false)?;
+                }
+            }
+            Fault::EngineDown => {
+                if self.machine_state(&record.machine) == n2d_vm::VmState::Running {
+                    let request = n2d_proto::ControlRequest::EngineUp;
+                    self.hypervisor.control(&self.vm_handle(&record.machine), request)?;
                 }
             }
             Fault::Delay { .. } => {

@@ -1126,6 +1126,12 @@ fn pause_and_clock_faults_go_through_the_hypervisor_and_rm_undoes_them() {
     assert!(k.vms().events().contains(&"resume h1".to_string()));
     k.orch.remove_machine(&h2, true).unwrap();
     assert!(k.orch.fault_rows().is_empty());
+    // An engine kept down: engine-down over the control port, engine-up when cleared.
+    k.orch.guest_fault(&h1, n2d_store::Fault::EngineDown, None).unwrap();
+    assert!(k.vms().events().contains(&"control h1 engine-down".to_string()), "{:?}", k.vms().events());
+    assert_eq!(k.orch.fault_rows()[0].record.as_ref().unwrap().fault.kind(), "kill-engine");
+    k.orch.clear_faults(&[]).unwrap();
+    assert!(k.vms().events().contains(&"control h1 engine-up".to_string()), "{:?}", k.vms().events());
     k.orch.remove_machine(&h1, true).unwrap();
     k.assert_host_clean();
 }

@@ -290,6 +290,11 @@ pub enum ControlRequest {
     /// Sent to a machine resumed from its own saved state (`clock <unix_ms>`): set the wall
     /// clock, which stood still while it was saved.
     SetClock { unix_ms: u64 },
+    /// `engine-down` (`n2d fault kill-engine --no-restart`): SIGKILL dockerd and keep it down
+    /// until [`ControlRequest::EngineUp`].
+    EngineDown,
+    /// `engine-up`: start the dockerd kept down again.
+    EngineUp,
 }
 
 impl ControlRequest {
@@ -299,6 +304,8 @@ impl ControlRequest {
             ControlRequest::ReloadTls => "reload-tls\n".into(),
             ControlRequest::TakeIdentity { unix_ms } => format!("identity {unix_ms}\n"),
             ControlRequest::SetClock { unix_ms } => format!("clock {unix_ms}\n"),
+            ControlRequest::EngineDown => "engine-down\n".into(),
+            ControlRequest::EngineUp => "engine-up\n".into(),
         }
     }
 
@@ -308,6 +315,8 @@ impl ControlRequest {
         match line.trim() {
             "poweroff" => Some(ControlRequest::PowerOff),
             "reload-tls" => Some(ControlRequest::ReloadTls),
+            "engine-down" => Some(ControlRequest::EngineDown),
+            "engine-up" => Some(ControlRequest::EngineUp),
             other => {
                 let (word, ms) = other.split_once(' ')?;
                 let canonical = ms.bytes().all(|b| b.is_ascii_digit()) && (ms == "0" || !ms.starts_with('0'));
@@ -406,6 +415,8 @@ mod tests {
             ControlRequest::TakeIdentity { unix_ms: 1_796_000_000_123 },
             ControlRequest::TakeIdentity { unix_ms: u64::MAX },
             ControlRequest::SetClock { unix_ms: 1_796_000_000_123 },
+            ControlRequest::EngineDown,
+            ControlRequest::EngineUp,
         ] {
             assert_eq!(ControlRequest::parse(&req.as_line()), Some(req));
         }

@@ -32,6 +32,8 @@ pub enum Fault {
     FillDisk { leave_bytes: u64 },
     /// Its wall clock is set `offset_s` seconds away from the host's.
     Clock { offset_s: i64 },
+    /// Its Docker engine was SIGKILLed and n2d-init keeps it down (`engine-down`).
+    EngineDown,
 }
 
 impl Fault {
@@ -43,6 +45,7 @@ impl Fault {
             Fault::Pause => "pause",
             Fault::FillDisk { .. } => "fill-disk",
             Fault::Clock { .. } => "clock",
+            Fault::EngineDown => "kill-engine",
         }
     }
 
@@ -54,6 +57,7 @@ impl Fault {
             Fault::Pause => "vCPUs frozen".into(),
             Fault::FillDisk { leave_bytes } => format!("data disk filled, {leave_bytes} bytes left"),
             Fault::Clock { offset_s } => format!("clock {offset_s:+}s from the host's"),
+            Fault::EngineDown => "dockerd killed, kept down".into(),
         }
     }
 }

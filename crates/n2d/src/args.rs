@@ -418,10 +418,19 @@ Examples:
         duration: Option<std::time::Duration>,
     },
     /// Kill a machine's Docker engine (SIGKILL to dockerd); the guest's supervisor starts it
-    /// again after its back-off, as after a crash
+    /// again after its back-off, as after a crash, or keeps it down (--no-restart) until
+    /// `n2d fault clear`
     KillEngine {
         /// The machine
         name: MachineName,
+        /// Keep the engine down: a fault in force, shown by `fault ls`, ended by `fault clear`
+        /// or --duration
+        #[arg(long)]
+        no_restart: bool,
+        /// With --no-restart: end it by itself after this long, e.g. 30s or 5m [default: until
+        /// `n2d fault clear`]
+        #[arg(long, value_parser = duration, requires = "no_restart")]
+        duration: Option<std::time::Duration>,
     },
     /// Run a scenario file of timed steps against a swarm, printing each step as applied and
     /// the nodes' changes, then a report (the file is checked whole before anything runs)

@@ -2,7 +2,10 @@
 //! and 1 worker in a network namespace of the test's own: a worker partitioned from the
 //! managers goes Down and its task moves, then is Ready again after `fault clear`, with nothing
 //! left in the bridge's chains; a 200 ms delay is measured by a ping inside a node, and gone
-//! after `clear`; pausing the leader elects another, and resuming brings it back a follower.
+//! after `clear`; an engine killed and kept down stays down until `clear`; pausing the leader
+//! elects another, and resuming brings it back a follower; a scenario runs its steps at their
+//! times and reports Down and Ready again. A second test moves a 1+2 swarm to a new image with
+//! `swarm upgrade` while a poller asks its routing mesh every 200 ms.
 //! Ignored by default (root, QEMU): `cargo test --release -p n2d --test e2e_chaos -- --ignored`.
 
 mod common;
@@ -142,6 +145,20 @@ fn partitions_delays_and_pauses_are_made_seen_and_cleared() {
         "ping chs-wrkr-0 → chs-mngr-0: {before} ms before, {during} ms with 200ms, {after} ms after clear"
     );
     assert!(after < 100.0, "ping after clear: {after} ms");
+
+    // The worker's engine killed and kept down: it does not come back by itself (the guest's
+    // supervisor restarts a crashed dockerd within seconds) until the fault is cleared.
+    ns.n2d_ok(&["fault", "kill-engine", "chs-wrkr-0", "--no-restart"]);
+    std::thread::sleep(std::time::Duration::from_secs(20));
+    let answers = || ns.docker(&wrkr0, &["version", "--format", "{{.Server.Version}}"]).status.success();
+    assert!(!answers(), "the engine came back while kept down");
+    assert!(ns.n2d_ok(&["fault", "ls"]).contains("kill-engine"));
+    ns.n2d_ok(&["fault", "clear", "chs-wrkr-0"]);
+    wait_for("the engine back after clear", 120, || answers().then_some(()));
+    assert!(
+        wait_ready_node(&ns, &swarm, "chs-wrkr-0", 180),
+        "chs-wrkr-0 not Ready after its engine came back"
+    );
 
     // 3. The leader paused: another is elected; resumed, it is back as a follower.
     let leader = wait_for("a leader", 60, || {

@@ -35,7 +35,11 @@ pub fn run(ctx: &Ctx, cmd: FaultCommand) -> Result<()> {
             made(&[ctx.guest_fault(&name, n2d_orchestrate::Fault::Clock { offset_s }, duration)?], duration);
             Ok(())
         }
-        FaultCommand::KillEngine { name } => {
+        FaultCommand::KillEngine { name, no_restart: true, duration } => {
+            made(&[ctx.guest_fault(&name, n2d_orchestrate::Fault::EngineDown, duration)?], duration);
+            Ok(())
+        }
+        FaultCommand::KillEngine { name, .. } => {
             let pid = ctx.kill_engine(&name)?;
             errln!("{name}: dockerd (pid {pid}) killed; the guest's supervisor starts it again");
             Ok(())
