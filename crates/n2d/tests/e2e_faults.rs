@@ -12,7 +12,9 @@
 //!    leader still down, a host reboot (every QEMU killed, taps, bridge and the host-wide state
 //!    file gone: `start --all` brings the whole swarm back, Ready, its service answering on
 //!    every node, and the killed leader with its images, its `--restart always` container and
-//!    its swarm membership). Then an engine n2d did not make joins it (`swarm add-host`), it
+//!    its swarm membership). Then faults on demand (issue 23, `n2d fault`): a partition, a
+//!    delay measured by ping, an engine kept down, the leader paused, a timed scenario (see
+//!    `faults_on_demand`). Then an engine n2d did not make joins it (`swarm add-host`), it
 //!    scales down, and `swarm rm` leaves nothing but that host, out of the swarm.
 //! 2. `$N2D_HOME` on a full tmpfs: `create` fails with a clear error and leaves nothing; once
 //!    space is back, 3 `n2d create` processes in parallel in that home get distinct addresses
@@ -64,6 +66,182 @@ fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
         assert!(std::time::Instant::now() < deadline, "gave up after {secs}s waiting for {what}");
         std::thread::sleep(std::time::Duration::from_secs(3));
     }
+}
+
+/// `hostname status manager-status` of every node, as the engine of `env` sees them.
+fn nodes(ns: &Netns, env: &[(String, String)]) -> Option<String> {
+    let out = ns.docker(env, &["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"]);
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// The average round trip of 5 pings from inside `node` (busybox in a container) to `ip`.
+fn ping_ms(ns: &Netns, node_env: &[(String, String)], ip: &str) -> f64 {
+    let out = ns.docker_ok(
+        node_env,
+        &["run", "--rm", "--network", "host", "n2d-test/web:1", "/bin/busybox", "ping", "-c", "5", ip],
+    );
+    // "round-trip min/avg/max = 200.1/201.3/203.0 ms"
+    let line = out.lines().find(|l| l.contains("min/avg/max")).unwrap_or_else(|| panic!("ping said: {out}"));
+    let numbers = line.split('=').nth(1).unwrap().trim().trim_end_matches(" ms");
+    numbers.split('/').nth(1).unwrap().parse().unwrap()
+}
+
+/// Faults on demand (issue 23, `n2d fault ...`) on the swarm with its four nodes up: bad input
+/// refused; the worker partitioned from the managers goes Down and its task moves, Ready again
+/// after `clear` with nothing left in the bridge's chains; a 200 ms delay measured by a ping
+/// inside a node, gone after `clear`; an engine killed and kept down stays down until `clear`;
+/// the leader paused, another elected, the old one back as a follower; a scenario's steps at
+/// their times (±2 s) and its report's Down and Ready again.
+fn faults_on_demand(ns: &Netns, swarm: &[(String, String)], work: &Path) {
+    // Bad input: one line, exit 2, nothing applied.
+    for (args, says) in [
+        (vec!["fault", "partition", "ghost"], "ghost"),
+        (vec!["fault", "partition", "flt-wrkr-0", "--from", "flt-wrkr-0"], "both cut"),
+        (vec!["fault", "delay", "flt-wrkr-0", "200"], "unit"),
+    ] {
+        let out = ns.n2d(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(says), "{args:?}");
+    }
+    assert!(ns.n2d_ok(&["fault", "ls", "-q"]).trim().is_empty());
+
+    // A service of 4 replicas spread over the 4 nodes: one task on the worker, to be moved.
+    ns.docker_ok(
+        swarm,
+        &[
+            "service",
+            "create",
+            "--name",
+            "spread",
+            "--replicas",
+            "4",
+            "n2d-test/web:1",
+            "/bin/httpd",
+            "-f",
+            "-p",
+            "80",
+            "-h",
+            "/",
+        ],
+    );
+    let running_on = || -> Vec<String> {
+        let out = ns.docker(
+            swarm,
+            &[
+                "service",
+                "ps",
+                "spread",
+                "--filter",
+                "desired-state=running",
+                "--format",
+                "{{.Node}} {{.CurrentState}}",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains(" Running"))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    wait_for("4 tasks, one on the worker", 180, || {
+        let on = running_on();
+        (on.len() == 4 && on.iter().any(|n| n == "flt-wrkr-0")).then_some(())
+    });
+
+    // 1. The worker cut from the three managers: Down, its task moved to a manager.
+    ns.n2d_ok(&["fault", "partition", "flt-wrkr-0", "--from", "flt-mngr-0,flt-mngr-1,flt-mngr-2"]);
+    let listed: serde_json::Value = serde_json::from_str(&ns.n2d_ok(&["fault", "ls", "--json"])).unwrap();
+    assert_eq!(listed[0]["machine"], "flt-wrkr-0");
+    assert_eq!(listed[0]["kind"], "partition");
+    let overlapping = ns.n2d(&["fault", "delay", "flt-wrkr-0", "200ms"]);
+    assert_eq!(overlapping.status.code(), Some(2), "a second fault on one node is refused");
+    wait_for("flt-wrkr-0 Down", 180, || {
+        nodes(ns, swarm).filter(|t| t.lines().any(|l| l.starts_with("flt-wrkr-0 Down")))
+    });
+    wait_for("the worker's task on a manager", 180, || {
+        let on = running_on();
+        (on.len() == 4 && !on.iter().any(|n| n == "flt-wrkr-0")).then_some(())
+    });
+    ns.n2d_ok(&["fault", "clear", "flt-wrkr-0"]);
+    assert!(wait_ready_node(ns, swarm, "flt-wrkr-0", 180), "flt-wrkr-0 not Ready after clear");
+    let bridge_rules = run_ok(&mut ns.cmd("ebtables", &["-L"]));
+    assert!(!bridge_rules.contains("N2D-F"), "fault chains left: {bridge_rules}");
+
+    // 2. 200 ms on the worker's outgoing packets, measured by a ping inside it.
+    let wrkr0 = parse_env(&ns.n2d_ok(&["env", "flt-wrkr-0"]));
+    let mngr0_ip = ns.n2d_ok(&["ip", "flt-mngr-0"]).trim().to_string();
+    let before = ping_ms(ns, &wrkr0, &mngr0_ip);
+    ns.n2d_ok(&["fault", "delay", "flt-wrkr-0", "200ms"]);
+    let during = ping_ms(ns, &wrkr0, &mngr0_ip);
+    assert!((150.0..=400.0).contains(&during), "ping with a 200ms delay: {during} ms (before: {before} ms)");
+    ns.n2d_ok(&["fault", "clear"]);
+    let after = ping_ms(ns, &wrkr0, &mngr0_ip);
+    eprintln!(
+        "ping flt-wrkr-0 → flt-mngr-0: {before} ms before, {during} ms with 200ms, {after} ms after clear"
+    );
+    assert!(after < 100.0, "ping after clear: {after} ms");
+
+    // The worker's engine killed and kept down: it does not come back by itself (the guest's
+    // supervisor restarts a crashed dockerd within seconds) until the fault is cleared.
+    ns.n2d_ok(&["fault", "kill-engine", "flt-wrkr-0", "--no-restart"]);
+    std::thread::sleep(std::time::Duration::from_secs(20));
+    let answers = || ns.docker(&wrkr0, &["version", "--format", "{{.Server.Version}}"]).status.success();
+    assert!(!answers(), "the engine came back while kept down");
+    assert!(ns.n2d_ok(&["fault", "ls"]).contains("kill-engine"));
+    ns.n2d_ok(&["fault", "clear", "flt-wrkr-0"]);
+    wait_for("the engine back after clear", 120, || answers().then_some(()));
+    assert!(wait_ready_node(ns, swarm, "flt-wrkr-0", 180), "flt-wrkr-0 not Ready after its engine came back");
+
+    // 3. The leader paused: another is elected; resumed, it is back as a follower.
+    let leader = wait_for("a leader", 60, || {
+        nodes(ns, swarm)?
+            .lines()
+            .find(|l| l.ends_with(" Leader"))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+    });
+    ns.n2d_ok(&["fault", "pause", &leader, "--duration", "10m"]);
+    let others: Vec<&str> =
+        ["flt-mngr-0", "flt-mngr-1", "flt-mngr-2"].into_iter().filter(|m| *m != leader).collect();
+    let other_env = parse_env(&ns.n2d_ok(&["env", others[0]]));
+    let new_leader = wait_for("another leader", 180, || {
+        let text = nodes(ns, &other_env)?;
+        text.lines().find(|l| l.ends_with(" Leader") && !l.starts_with(&leader)).map(str::to_string)
+    });
+    eprintln!("new leader: {new_leader}");
+    ns.n2d_ok(&["fault", "clear", &leader]);
+    wait_for("the old leader back as a follower", 180, || {
+        let text = nodes(ns, &other_env)?;
+        text.lines().any(|l| l.starts_with(&format!("{leader} Ready Reachable"))).then_some(())
+    });
+    assert!(ns.n2d_ok(&["fault", "ls", "-q"]).trim().is_empty());
+
+    // 4. A scenario: its steps at their times (±2 s), the report with Down and Ready again.
+    let file = work.join("scenario.yaml");
+    std::fs::write(
+        &file,
+        "steps:\n  - at: 2s\n    partition: [flt-wrkr-0]\n    from: [flt-mngr-0, flt-mngr-1, flt-mngr-2]\n  - at: 45s\n    clear: all\n",
+    )
+    .unwrap();
+    let bad = work.join("bad.yaml");
+    std::fs::write(&bad, "steps:\n  - at: 20s\n    pause: flt-wrkr-0\n  - at: 10s\n    clear: all\n")
+        .unwrap();
+    let out = ns.n2d(&["fault", "run", bad.to_str().unwrap(), "--swarm", SWARM]);
+    assert_eq!(out.status.code(), Some(2), "a scenario going back in time is refused");
+    let report = ns.n2d_ok(&["fault", "run", file.to_str().unwrap(), "--swarm", SWARM]);
+    eprintln!("{report}");
+    let at_of = |what: &str| -> f64 {
+        let line =
+            report.lines().find(|l| l.contains(what)).unwrap_or_else(|| panic!("{what} not in:\n{report}"));
+        line.split_whitespace().next().unwrap().trim_end_matches('s').parse().unwrap()
+    };
+    assert!((at_of("partition flt-wrkr-0") - 2.0).abs() <= 2.0, "{report}");
+    assert!((at_of("clear: flt-wrkr-0") - 45.0).abs() <= 2.0, "{report}");
+    let down = at_of("flt-wrkr-0 Down");
+    let back = at_of("flt-wrkr-0 Ready again");
+    assert!(down > 2.0 && down < 45.0 && back > 45.0, "{report}");
+    assert!(ns.n2d_ok(&["fault", "ls", "-q"]).trim().is_empty());
+
+    ns.docker_ok(swarm, &["service", "rm", "spread"]);
 }
 
 /// The `--restart always` container on `node` is up.
@@ -247,6 +425,9 @@ fn a_swarm_survives_losing_its_leader_a_node_and_the_host() {
     // Nothing more to start: says so, succeeds.
     let again = ns.n2d_ok(&["start", "--all"]);
     assert_eq!(again.lines().filter(|l| l.ends_with(": already running")).count(), 4, "{again}");
+
+    // --- Faults on demand, all four nodes up again ---------------------------------------------
+    faults_on_demand(&ns, &env_after, work.path());
 
     // Hybrid: an engine n2d did not make part of this swarm (a lone n2d host) joins as a worker.
     ns.n2d_ok(&["create", "ext1", "--memory", "1G"]);
