@@ -219,7 +219,7 @@ fn faults_on_demand(ns: &Netns, swarm: &[(String, String)], work: &Path) {
     let file = work.join("scenario.yaml");
     std::fs::write(
         &file,
-        "steps:\n  - at: 2s\n    partition: [flt-wrkr-0]\n    from: [flt-mngr-0, flt-mngr-1, flt-mngr-2]\n  - at: 45s\n    clear: all\n",
+        "steps:\n  - at: 2s\n    partition: [flt-wrkr-0]\n    from: [flt-mngr-0, flt-mngr-1, flt-mngr-2]\n  - at: 30s\n    clear: all\n",
     )
     .unwrap();
     let bad = work.join("bad.yaml");
@@ -235,10 +235,10 @@ fn faults_on_demand(ns: &Netns, swarm: &[(String, String)], work: &Path) {
         line.split_whitespace().next().unwrap().trim_end_matches('s').parse().unwrap()
     };
     assert!((at_of("partition flt-wrkr-0") - 2.0).abs() <= 2.0, "{report}");
-    assert!((at_of("clear: flt-wrkr-0") - 45.0).abs() <= 2.0, "{report}");
+    assert!((at_of("clear: flt-wrkr-0") - 30.0).abs() <= 2.0, "{report}");
     let down = at_of("flt-wrkr-0 Down");
     let back = at_of("flt-wrkr-0 Ready again");
-    assert!(down > 2.0 && down < 45.0 && back > 45.0, "{report}");
+    assert!(down > 2.0 && down < 30.0 && back > 30.0, "{report}");
     assert!(ns.n2d_ok(&["fault", "ls", "-q"]).trim().is_empty());
 
     ns.docker_ok(swarm, &["service", "rm", "spread"]);
