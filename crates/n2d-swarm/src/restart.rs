@@ -104,26 +104,9 @@ pub async fn return_to_service<M: DockerApi>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Endpoint, NodeState};
-    use crate::fake::Cluster;
-    use crate::form::form_swarm;
-    use n2d_spec::swarm::SwarmSpec;
+    use crate::api::NodeState;
+    use crate::scale::tests::swarm;
     use std::net::Ipv4Addr;
-
-    async fn swarm(cluster: &Cluster) {
-        let spec = SwarmSpec { managers: 1, workers: 2, ..Default::default() };
-        let nodes: Vec<_> = spec
-            .plan()
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let ep = Endpoint::vm(&p.name, Ipv4Addr::new(10, 0, 0, 10 + i as u8), None);
-                let api = cluster.api(&p.name);
-                (p, ep, api)
-            })
-            .collect();
-        form_swarm(&nodes, Duration::from_secs(5), |_| {}).await.unwrap();
-    }
 
     fn quick() -> RestartTimeouts {
         RestartTimeouts { drain: Duration::from_secs(5), ready: Duration::from_secs(5) }
@@ -131,8 +114,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_drained_node_waits_for_its_tasks_and_the_replicas_elsewhere_then_comes_back_active() {
-        let cluster = Cluster::new();
-        swarm(&cluster).await;
+        let (cluster, _) = swarm(1, 2).await;
         let api = cluster.api("n2d-mngr-0");
         let manager = Manager { name: "n2d-mngr-0", ip: Ipv4Addr::new(10, 0, 0, 10), api: &api };
         cluster.set_tasks("n2d-wrkr-0", 2);
@@ -153,8 +135,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn tasks_that_never_move_and_unknown_nodes_are_errors_naming_them() {
-        let cluster = Cluster::new();
-        swarm(&cluster).await;
+        let (cluster, _) = swarm(1, 2).await;
         let api = cluster.api("n2d-mngr-0");
         let manager = Manager { name: "n2d-mngr-0", ip: Ipv4Addr::new(10, 0, 0, 10), api: &api };
         cluster.set_unsettled("web", 1000);

@@ -176,7 +176,7 @@ async fn wait_down<M: DockerApi>(manager: Manager<'_, M>, id: &str, timeout: Dur
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::api::Endpoint;
     use crate::fake::{Cluster, FakeApi};
@@ -184,7 +184,8 @@ mod tests {
     use n2d_spec::swarm::{NodePlan, SwarmSpec};
     use std::net::Ipv4Addr;
 
-    async fn swarm(managers: u32, workers: u32) -> (Cluster, Vec<(NodePlan, Endpoint, FakeApi)>) {
+    /// A formed fake swarm of `managers` + `workers` nodes (`n2d-mngr-0`...).
+    pub(crate) async fn swarm(managers: u32, workers: u32) -> (Cluster, Vec<(NodePlan, Endpoint, FakeApi)>) {
         let cluster = Cluster::new();
         let spec = SwarmSpec { managers, workers, ..Default::default() };
         let nodes: Vec<_> = spec
