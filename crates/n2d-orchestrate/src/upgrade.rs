@@ -93,7 +93,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             record.nodes().filter(|n| !self.home.machine_exists(n)).map(|n| n.to_string()).collect();
         if !remote.is_empty() {
             return Err(Error::Usage(format!(
-                "swarm {name} has nodes on other hosts ({}): `swarm upgrade` moves nodes of this host only; upgrade them with their own n2d, or scale them out first",
+                "swarm {name} has nodes on other hosts ({}): `swarm upgrade` moves this host's machines only (nodes on other hosts are not upgraded yet)",
                 remote.join(", ")
             )));
         }
@@ -133,8 +133,23 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             let machine: MachineName = node.name.parse().map_err(|e| Error::Usage(format!("{e}")))?;
             let step = self.progress.step(&format!("Upgrading {} ({}/{})", node.name, i + 1, order.len()));
             let moved_so_far: Vec<MachineName> = report.moved.iter().filter_map(|n| n.parse().ok()).collect();
-            match self.upgrade_node(&record, &machine, &image_id, &moved_so_far, timeout, &rt, &*step) {
+            let mut journal = self.begin(Operation::SwarmUpgrade {
+                swarm: record.prefix.clone(),
+                node: machine.clone(),
+                image: image_id.clone(),
+            })?;
+            match self.upgrade_node(
+                &record,
+                &machine,
+                &image_id,
+                &moved_so_far,
+                timeout,
+                &rt,
+                &*step,
+                &mut journal,
+            ) {
                 Ok(()) => {
+                    journal.finish()?;
                     step.done(&format!("{} runs image {short}", node.name));
                     report.moved.push(node.name.clone());
                 }
@@ -142,8 +157,13 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                     drop(step);
                     let pressed = self.cancel.swap(false, Ordering::Relaxed)
                         || e.kind() == crate::ErrorKind::Interrupted;
-                    let on = self.bring_back(&record, &machine, timeout, &rt);
+                    let (back, on) = self.bring_back(&record, &machine, timeout, &rt);
                     self.cancel.fetch_or(pressed, Ordering::Relaxed);
+                    // Back up and active: nothing is left for recovery. Else the journal stays,
+                    // and the next command finishes the node.
+                    if back {
+                        journal.finish()?;
+                    }
                     if self.load_record(&machine).is_ok_and(|r| r.spec.image == image_id) {
                         report.moved.push(node.name.clone());
                     }
@@ -175,7 +195,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         Ok(report)
     }
 
-    /// One node onto `image`, under a `swarm-upgrade` journal.
+    /// One node onto `image`, its steps in `journal` (the caller's: it finishes it, or leaves it
+    /// for recovery).
     /// `moved`: nodes already on the new image, preferred holders of the ports it gives up.
     #[allow(clippy::too_many_arguments)]
     fn upgrade_node(
@@ -187,12 +208,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         timeout: Duration,
         rt: &tokio::runtime::Runtime,
         step: &dyn crate::ProgressStep,
+        journal: &mut n2d_store::Journal,
     ) -> Result<()> {
-        let mut journal = self.begin(Operation::SwarmUpgrade {
-            swarm: record.prefix.clone(),
-            node: node.clone(),
-            image: image.to_string(),
-        })?;
         step.set("draining: its tasks move to the other nodes");
         {
             let (m, api) = self.manager_besides(record, node, rt)?;
@@ -220,7 +237,6 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let (m, api) = self.manager_besides(record, node, rt)?;
         let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
         rt.block_on(return_to_service(manager, node.as_str(), self.timing.restart.ready))?;
-        journal.finish()?;
         Ok(())
     }
 
@@ -242,14 +258,14 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
     }
 
     /// After a failure or Ctrl-C: the node runs again (on whichever image its record names) and
-    /// is active. Best effort; says in words where it is left.
+    /// is active. Best effort: whether it is, and in words where it is left.
     fn bring_back(
         &self,
         record: &SwarmRecord,
         node: &MachineName,
         timeout: Duration,
         rt: &tokio::runtime::Runtime,
-    ) -> String {
+    ) -> (bool, String) {
         let image = self
             .load_record(node)
             .map(|r| r.spec.image.chars().take(12).collect::<String>())
@@ -257,7 +273,10 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         if self.machine_state(node) != VmState::Running {
             self.progress.say(&format!("{node}: starting it again on image {image}"));
             if let Err(e) = self.start_machine(node, timeout) {
-                return format!("stopped, on image {image} (its start failed: {})", crate::swarm::chain(&e));
+                return (
+                    false,
+                    format!("stopped, on image {image} (its start failed: {})", crate::swarm::chain(&e)),
+                );
             }
         }
         let activate = || -> Result<()> {
@@ -267,8 +286,10 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             Ok(())
         };
         match activate() {
-            Ok(()) => format!("running and active, on image {image}"),
-            Err(e) => format!("running on image {image}, not active again ({})", crate::swarm::chain(&e)),
+            Ok(()) => (true, format!("running and active, on image {image}")),
+            Err(e) => {
+                (false, format!("running on image {image}, not active again ({})", crate::swarm::chain(&e)))
+            }
         }
     }
 

@@ -97,6 +97,11 @@ fn bad_input_is_refused_with_the_right_status_and_nothing_is_created() {
         (&["fault", "delay", "ghost", "200ms", "--rate", "10mb"], 2),
         (&["fault", "pause", "ghost"], 2),
         (&["fault", "kill-engine", "ghost"], 2),
+        (&["fault", "kill-engine", "ghost", "--no-restart"], 2),
+        (&["fault", "kill-engine", "ghost", "--duration", "30s"], 2),
+        (&["swarm", "upgrade", "nope"], 2),
+        (&["swarm", "upgrade", "nope", "--image", "0000dead"], 2),
+        (&["swarm", "upgrade", "nope", "--timeout", "soon"], 2),
         (&["fault", "run", "/nonexistent/scenario.yaml", "--swarm", "lab"], 2),
         (&["fault", "run", "/dev/null", "--swarm", "lab"], 2),
         (&["fault", "run", "/dev/null", "--swarm", "Lab"], 2),
@@ -319,6 +324,7 @@ const SWARM_VERBS: &[&[&str]] = &[
     &["swarm", "scale", "NAME", "--workers", "1", "--cold"],
     &["swarm", "load", "NAME", "/nonexistent.tar"],
     &["swarm", "add-host", "NAME", "--host", "tcp://192.0.2.1:2376"],
+    &["swarm", "upgrade", "NAME", "--dry-run"],
 ];
 
 /// A home with a CA, and canaries next to it that a path-like name would reach.
@@ -665,4 +671,25 @@ fn env_refuses_a_home_whose_path_it_cannot_print_exactly() {
         .unwrap();
     assert_eq!(run(&home, &["env", "web"]), 2);
     assert_eq!(leftovers(&home), [home.join("hosts/web.json").display().to_string()]);
+}
+
+#[test]
+fn a_scenario_with_an_unknown_verb_or_steps_out_of_order_is_refused_before_any_swarm_is_asked() {
+    let home = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("verb.yaml", "steps:\n  - at: 10s\n    explode: web\n"),
+        ("order.yaml", "steps:\n  - at: 20s\n    pause: web\n  - at: 10s\n    clear: all\n"),
+        ("time.yaml", "steps:\n  - at: soon\n    pause: web\n"),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).unwrap();
+        // The swarm does not exist either: the file is what is refused first.
+        assert_eq!(
+            run(home.path(), &["fault", "run", file.to_str().unwrap(), "--swarm", "lab"]),
+            2,
+            "{name}"
+        );
+        assert!(leftovers(home.path()).is_empty(), "{name}: {:?}", leftovers(home.path()));
+    }
 }

@@ -96,6 +96,7 @@ fn ctrl_c_during_a_drain_brings_that_node_back_active_and_a_re_run_continues() {
     assert!(k.cluster.nodes().iter().all(|n| n.availability == n2d_swarm::Availability::Active));
     assert!(k.vms().is_running("n2d-wrkr-1"));
     assert!(k.orch.cancelled(), "the Ctrl-C is still seen by the caller");
+    assert!(k.orch.home.intents().is_empty(), "the node is back: nothing is left for recovery");
 
     k.orch.cancel.store(false, Ordering::Relaxed);
     let report = k.orch.upgrade_swarm(&prefix(), Some("0123"), false, BOOT).unwrap();
@@ -114,6 +115,8 @@ fn a_node_that_does_not_boot_on_the_new_image_stops_the_upgrade_and_says_where_i
     assert!(said.contains("n2d-wrkr-0 is stopped, on image 0123"), "{said}");
     assert!(said.contains("still on the old image: n2d-wrkr-1, n2d-mngr-0"), "{said}");
     assert_eq!(k.cluster.count_events("drain n2d-wrkr-1"), 0, "it went on to the next node");
+    // Not back up: the journal stays for the next command's recovery.
+    assert_eq!(k.orch.home.intents().len(), 1);
 }
 
 #[test]
