@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::api::{Availability, DockerApi, NodeInfo};
+use crate::api::{Availability, DockerApi, NodeInfo, NodeState};
 use crate::error::{Result, SwarmError};
 use crate::form::{list_nodes, Manager};
 use crate::scale::find_node;
@@ -76,7 +76,8 @@ pub async fn drain_for_restart<M: DockerApi>(
     }
 }
 
-/// Waits until the managers see `name` Ready, then makes it active.
+/// Waits until the managers see `name` Ready, and no node in the Unknown state a restarted
+/// manager gives every node until it hears from it again; then makes `name` active.
 pub async fn return_to_service<M: DockerApi>(
     manager: Manager<'_, M>,
     name: &str,
@@ -86,7 +87,8 @@ pub async fn return_to_service<M: DockerApi>(
     let id = loop {
         // A manager that just restarted may not answer yet: that is waited for too.
         if let Ok(nodes) = list_nodes(manager).await {
-            if let Some(node) = find_node(&nodes, name, None).filter(|n| n.ready()) {
+            let settled = nodes.iter().all(|n| n.state != NodeState::Unknown);
+            if let Some(node) = find_node(&nodes, name, None).filter(|n| n.ready() && settled) {
                 break node.id.clone();
             }
         }
@@ -104,7 +106,6 @@ pub async fn return_to_service<M: DockerApi>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::NodeState;
     use crate::scale::tests::swarm;
     use std::net::Ipv4Addr;
 
@@ -127,7 +128,12 @@ mod tests {
         cluster.set_node_state("n2d-wrkr-0", NodeState::Down);
         let err = return_to_service(manager, "n2d-wrkr-0", Duration::from_secs(5)).await.unwrap_err();
         assert!(err.to_string().contains("not Ready in the swarm again"), "{err}");
+        // A manager that restarted knows no node's state yet: that is waited out too.
         cluster.set_node_state("n2d-wrkr-0", NodeState::Ready);
+        cluster.set_node_state("n2d-wrkr-1", NodeState::Unknown);
+        let err = return_to_service(manager, "n2d-wrkr-0", Duration::from_secs(5)).await.unwrap_err();
+        assert!(err.to_string().contains("not Ready in the swarm again"), "{err}");
+        cluster.set_node_state("n2d-wrkr-1", NodeState::Ready);
         return_to_service(manager, "n2d-wrkr-0", Duration::from_secs(5)).await.unwrap();
         let node = cluster.nodes().into_iter().find(|n| n.hostname == "n2d-wrkr-0").unwrap();
         assert_eq!(node.availability, Availability::Active);

@@ -227,6 +227,11 @@ impl Drop for Netns {
         for pid in self.pids_named("wireguard-go") {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
+        // And a user-mode switch n2d started here, left by a test that failed before its last
+        // machine went.
+        for pid in self.pids_named("vde_switch") {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
         std::thread::sleep(std::time::Duration::from_millis(300));
         // n2d's host-wide record of this namespace's bridges goes with it.
         if std::path::Path::new("/run/netns").join(&self.name).exists() {
