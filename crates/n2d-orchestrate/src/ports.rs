@@ -202,15 +202,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 None => self.hypervisor.add_forward(&from, port.forward)?,
             }
         }
-        if !placed.is_empty() {
-            self.home.update_swarm(&swarm, |r| {
-                for p in r.ports.iter_mut() {
-                    if let Some((_, n)) = placed.iter().find(|(host, _)| *host == p.forward.host) {
-                        p.node = Some(n.clone());
-                    }
-                }
-            })?;
-        }
+        self.record_port_holders(&swarm, &placed)?;
         Ok(notes)
     }
 
@@ -240,19 +232,25 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
             // None running: the port comes back with the next node that starts.
             if let Some(node) = holder {
                 notes.push(format!("{} reaches swarm {swarm}'s routing mesh through {node}", port.forward));
-                placed.push((port.forward.host, Some(node)));
+                placed.push((port.forward.host, node));
             }
         }
+        self.record_port_holders(swarm, &placed)?;
+        Ok(notes)
+    }
+
+    /// The swarm's record names each port's new holder (`placed`: host port, node).
+    fn record_port_holders(&self, swarm: &SwarmName, placed: &[(u16, MachineName)]) -> Result<()> {
         if !placed.is_empty() {
             self.home.update_swarm(swarm, |r| {
                 for p in r.ports.iter_mut() {
                     if let Some((_, node)) = placed.iter().find(|(host, _)| *host == p.forward.host) {
-                        p.node = node.clone();
+                        p.node = Some(node.clone());
                     }
                 }
             })?;
         }
-        Ok(notes)
+        Ok(())
     }
 }
 

@@ -234,10 +234,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         step.set("booting on the new image");
         self.start_machine(node, timeout)?;
         step.set("waiting until it is Ready in the swarm, then making it active");
-        let (m, api) = self.manager_besides(record, node, rt)?;
-        let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
-        rt.block_on(return_to_service(manager, node.as_str(), self.timing.restart.ready))?;
-        Ok(())
+        self.back_in_service(record, node, rt)
     }
 
     /// The node's record names `image`; a warm clone's data disk, a layer over its template's
@@ -279,18 +276,26 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 );
             }
         }
-        let activate = || -> Result<()> {
-            let (m, api) = self.manager_besides(record, node, rt)?;
-            let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
-            rt.block_on(return_to_service(manager, node.as_str(), self.timing.restart.ready))?;
-            Ok(())
-        };
-        match activate() {
+        match self.back_in_service(record, node, rt) {
             Ok(()) => (true, format!("running and active, on image {image}")),
             Err(e) => {
                 (false, format!("running on image {image}, not active again ({})", crate::swarm::chain(&e)))
             }
         }
+    }
+
+    /// `node` Ready in the swarm (and no node Unknown to a restarted manager), then active,
+    /// as a manager that answers sees it.
+    fn back_in_service(
+        &self,
+        record: &SwarmRecord,
+        node: &MachineName,
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<()> {
+        let (m, api) = self.manager_besides(record, node, rt)?;
+        let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
+        rt.block_on(return_to_service(manager, node.as_str(), self.timing.restart.ready))?;
+        Ok(())
     }
 
     /// A manager that answers, another than `node` first (it may be the one stopping, or the
@@ -314,9 +319,7 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         if self.machine_state(node) != VmState::Running {
             self.start_machine(node, RECOVERY_BOOT)?;
         }
-        let (m, api) = self.manager_besides(&record, node, &rt)?;
-        let manager = Manager { name: m.spec.name.as_str(), ip: m.ip, api: &api };
-        rt.block_on(return_to_service(manager, node.as_str(), self.timing.restart.ready))?;
+        self.back_in_service(&record, node, &rt)?;
         let image = self.load_record(node)?.spec.image;
         Ok(format!(
             "recovered: {node}, whose upgrade was interrupted, runs again and is active, on image {} (`n2d swarm upgrade {swarm}` continues)",
