@@ -247,8 +247,8 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
                 Cmd::new("qemu-img", "qemu-utils").args(["rebase", "-q", "-f", "qcow2", "-b", ""]).arg(disk);
             self.runner.run(&cmd).map_err(Error::DataDisk)?;
             machine.warm_from = None;
-            self.home.save_machine(&machine)?;
         }
+        // One write: a kill before it leaves the old image named and a whole disk, which boots.
         machine.spec.image = image.to_string();
         self.home.save_machine(&machine)?;
         Ok(())
