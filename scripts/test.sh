@@ -38,4 +38,11 @@ cargo test --locked --workspace
 # A plain release build, as a contributor makes it (the default members: n2d-init is built
 # for musl by crates/n2d/build.rs only).
 cargo build --release --locked
-cargo test --release --locked -p n2d --test e2e_host --test e2e_homes --test e2e_kill --test e2e_rootless --test e2e_faults --test e2e_export --test e2e_image_build --test e2e_warm --test e2e_calm --test e2e_hosts --test e2e_upgrade --no-fail-fast -- --ignored --nocapture --test-threads=1
+# Their log is long: a failure's message is repeated at the end, where a CI's tail shows it.
+e2e_log=$(mktemp)
+trap 'rm -f "$e2e_log"' EXIT
+if ! cargo test --release --locked -p n2d --test e2e_host --test e2e_homes --test e2e_kill --test e2e_rootless --test e2e_faults --test e2e_export --test e2e_image_build --test e2e_warm --test e2e_calm --test e2e_hosts --test e2e_upgrade --no-fail-fast -- --ignored --nocapture --test-threads=1 2>&1 | tee "$e2e_log"; then
+    echo "=== the end-to-end failures, repeated ==="
+    grep -B 2 -A 14 "panicked at" "$e2e_log" | cut -c 1-400 | head -n 300
+    exit 1
+fi

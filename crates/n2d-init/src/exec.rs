@@ -33,6 +33,11 @@ const BASE_ENV: [(&str, &str); 3] = [
 const IDLE_POLL: Duration = Duration::from_millis(500);
 const BUSY_POLL: Duration = Duration::from_millis(50);
 const BUSY_FOR: Duration = Duration::from_secs(10);
+/// How long an ended read waits before it counts as the host's hang-up. The guest learns of the
+/// host's connects and disconnects on virtio-serial's control queue, handled later than the data
+/// queue: a busy guest can read the next session's first frames before it learns that the last
+/// session's host went, and would then take that late news for the new host's hang-up.
+const HANGUP_GRACE: Duration = Duration::from_secs(1);
 
 /// Exits of session commands, handed from the supervisor's reaping to the session's waiter.
 pub struct Exits {
@@ -119,7 +124,7 @@ fn spawn_reader(mut port: File, events: Sender<Event>, busy_until: Arc<Mutex<Ins
                     }
                 }
                 Ok(None) | Err(_) => {
-                    if connected {
+                    if connected && host_gone(&port) {
                         connected = false;
                         *busy_until.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now() + BUSY_FOR;
                         if events.send(Event::Hangup).is_err() {
@@ -134,6 +139,18 @@ fn spawn_reader(mut port: File, events: Sender<Event>, busy_until: Arc<Mutex<Ins
     });
 }
 
+/// Whether the host is still away [`HANGUP_GRACE`] after a read of `port` ended: the port
+/// polls as hung up while no host is connected.
+fn host_gone(port: &File) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    std::thread::sleep(HANGUP_GRACE);
+    let mut fds = [PollFd::new(std::os::fd::AsFd::as_fd(port), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds[0].revents().is_none_or(|r| r.contains(PollFlags::POLLHUP)),
+        Err(_) => true,
+    }
+}
+
 /// Waits for a [`Frame::Start`] and runs its session; frames outside a session are dropped.
 fn sessions<W: Write + Send + 'static>(
     rx: &Receiver<Event>,
@@ -143,10 +160,12 @@ fn sessions<W: Write + Send + 'static>(
     busy_until: &Mutex<Instant>,
 ) {
     while let Ok(event) = rx.recv() {
-        if let Event::Frame(Frame::Start(start)) = event {
-            run_session(start, rx, events, out, wake);
-            *busy_until.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now() + BUSY_FOR;
+        let Event::Frame(Frame::Start(mut start)) = event else { continue };
+        // A session ended by a newer host's start runs that one next.
+        while let Some(next) = run_session(start, rx, events, out, wake) {
+            start = next;
         }
+        *busy_until.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now() + BUSY_FOR;
     }
 }
 
@@ -162,22 +181,25 @@ struct Child {
     terminal: Option<File>,
 }
 
+/// Runs one session. Returns the start of a newer session that came in meanwhile: the host holds
+/// the machine's exec lock for a session's life, so a new start means this session's host is gone
+/// even where its hang-up was not seen; its command is then killed as a hang-up would.
 fn run_session<W: Write + Send + 'static>(
     start: ExecStart,
     rx: &Receiver<Event>,
     events: &Sender<Event>,
     out: &Arc<Mutex<W>>,
     wake: &mut dyn FnMut(),
-) {
+) -> Option<ExecStart> {
     if !send(out, &Frame::Started { session: start.session }) {
-        return;
+        return None;
     }
     let mut child = match spawn(&start) {
         Ok(child) => child,
         Err((code, message)) => {
             send(out, &Frame::Stderr(format!("n2d exec: {message}\n").into_bytes()));
             send(out, &Frame::Exit(code));
-            return;
+            return None;
         }
     };
     let pumps = child.outputs.len();
@@ -190,9 +212,9 @@ fn run_session<W: Write + Send + 'static>(
     std::thread::spawn(move || {
         let _ = exited.send(Event::Exited(EXITS.wait(pid)));
     });
-    let (mut outputs_left, mut status) = (pumps, None);
+    let (mut outputs_left, mut status, mut newer) = (pumps, None, None);
     while outputs_left > 0 || status.is_none() {
-        let Ok(event) = rx.recv() else { return };
+        let Ok(event) = rx.recv() else { return None };
         match event {
             Event::Frame(Frame::Stdin(data)) => {
                 let input = child.terminal.as_mut().or(child.stdin.as_mut());
@@ -206,6 +228,11 @@ fn run_session<W: Write + Send + 'static>(
                 if let Some(terminal) = &child.terminal {
                     set_window_size(terminal, size);
                 }
+            }
+            Event::Frame(Frame::Start(next)) if next.session != start.session => {
+                info!("exec: a new session started; the last one's host is gone");
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                newer = Some(next);
             }
             Event::Frame(_) => {}
             Event::Hangup => {
@@ -225,7 +252,10 @@ fn run_session<W: Write + Send + 'static>(
             }
         }
     }
-    send(out, &Frame::Exit(status.unwrap_or(-1)));
+    if newer.is_none() {
+        send(out, &Frame::Exit(status.unwrap_or(-1)));
+    }
+    newer
 }
 
 fn pump(mut file: File, is_stderr: bool, out: &Mutex<impl Write>, events: &Sender<Event>) {
@@ -343,6 +373,19 @@ mod tests {
     }
 
     fn session_with(start: ExecStart, input: Vec<Event>) -> Vec<Frame> {
+        reap_sessions();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let out = Arc::new(Mutex::new(Recorder(sent.clone())));
+        let (events, rx) = channel();
+        for event in input {
+            events.send(event).unwrap();
+        }
+        assert_eq!(run_session(start, &rx, &events, &out, &mut || {}), None);
+        let frames = sent.lock().unwrap().clone();
+        frames
+    }
+
+    fn reap_sessions() {
         static REAPING: AtomicBool = AtomicBool::new(false);
         if !REAPING.swap(true, Ordering::SeqCst) {
             // Reaps only the pids a session registered, as the supervisor would hand over.
@@ -359,15 +402,6 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(5));
             });
         }
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let out = Arc::new(Mutex::new(Recorder(sent.clone())));
-        let (events, rx) = channel();
-        for event in input {
-            events.send(event).unwrap();
-        }
-        run_session(start, &rx, &events, &out, &mut || {});
-        let frames = sent.lock().unwrap().clone();
-        frames
     }
 
     fn start(argv: &[&str]) -> ExecStart {
@@ -426,6 +460,23 @@ mod tests {
     fn a_hangup_kills_the_command() {
         let frames = session_with(start(&["sleep", "600"]), vec![Event::Hangup]);
         assert_eq!(frames.last(), Some(&Frame::Exit(128 + 9)));
+    }
+
+    #[test]
+    fn a_newer_session_ends_the_one_running_and_runs_next() {
+        reap_sessions();
+        let (events, rx) = channel();
+        let mut newer = start(&["true"]);
+        newer.session = 43;
+        events.send(Event::Frame(Frame::Start(newer.clone()))).unwrap();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let out = Arc::new(Mutex::new(Recorder(sent.clone())));
+        let began = Instant::now();
+        let next = run_session(start(&["sleep", "600"]), &rx, &events, &out, &mut || {});
+        assert_eq!(next, Some(newer));
+        assert!(began.elapsed() < Duration::from_secs(60), "the old command was not killed");
+        // Its exit goes to no one: the newer host takes frames only after its own Started.
+        assert_eq!(*sent.lock().unwrap(), vec![Frame::Started { session: 42 }]);
     }
 
     #[test]

@@ -191,15 +191,13 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let mut notes = Vec::new();
         let mut placed = Vec::new();
         for port in record.ports.iter().filter(|p| p.node.as_ref() == Some(name)) {
-            self.hypervisor.remove_forward(&from, port.forward.host)?;
-            let holder =
-                others.iter().find(|n| self.hypervisor.add_forward(&self.vm_handle(n), port.forward).is_ok());
-            match holder {
-                Some(n) => {
-                    notes.push(format!("{} reaches swarm {swarm}'s routing mesh through {n}", port.forward));
-                    placed.push((port.forward.host, (*n).clone()));
-                }
-                None => self.hypervisor.add_forward(&from, port.forward)?,
+            // Handed over, not removed then added: a client connecting meanwhile is refused.
+            let holder = others
+                .iter()
+                .find(|n| self.hypervisor.move_forward(&from, &self.vm_handle(n), port.forward).is_ok());
+            if let Some(n) = holder {
+                notes.push(format!("{} reaches swarm {swarm}'s routing mesh through {n}", port.forward));
+                placed.push((port.forward.host, (*n).clone()));
             }
         }
         self.record_port_holders(&swarm, &placed)?;

@@ -198,6 +198,16 @@ pub trait Hypervisor: Send + Sync {
     fn add_forward(&self, vm: &VmHandle, forward: PortForward) -> Result<(), VmError>;
     /// Takes the forward of a host port away from a running user-mode machine.
     fn remove_forward(&self, vm: &VmHandle, host_port: u16) -> Result<(), VmError>;
+    /// Hands `forward` from running machine `from` to running machine `to`, with as short a
+    /// time as can be between `from` letting the host port go and `to` taking it (one socket
+    /// can hold it at a time). When `to` cannot take it, `from` has it again and the error says
+    /// why.
+    fn move_forward(&self, from: &VmHandle, to: &VmHandle, forward: PortForward) -> Result<(), VmError> {
+        self.remove_forward(from, forward.host)?;
+        self.add_forward(to, forward).inspect_err(|_| {
+            let _ = self.add_forward(from, forward);
+        })
+    }
     /// Hands a request to the running guest's init over its control port, without waiting for
     /// it to act (it says on the console when it has).
     fn control(&self, vm: &VmHandle, request: n2d_proto::ControlRequest) -> Result<(), VmError>;

@@ -429,13 +429,46 @@ impl Hypervisor for Qemu {
     }
 
     fn remove_forward(&self, vm: &VmHandle, host_port: u16) -> Result<(), VmError> {
-        let out = self.monitor(vm, &format!("hostfwd_remove {UPLINK_NETDEV} tcp:127.0.0.1:{host_port}"))?;
-        // QEMU says "host forwarding rule for ... removed" when it was there.
-        if out.is_empty() || out.contains("removed") {
-            Ok(())
-        } else {
-            Err(VmError::Unforward { name: vm.name.clone(), port: host_port, message: out })
+        let out = self.monitor(vm, &remove_forward_command(host_port))?;
+        removed_forward(vm, host_port, out)
+    }
+
+    /// Both QMP sessions are open and negotiated before the port is let go: between the two
+    /// forwards only one command runs in each QEMU, and no connection is made.
+    fn move_forward(&self, from: &VmHandle, to: &VmHandle, forward: PortForward) -> Result<(), VmError> {
+        for vm in [from, to] {
+            if self.pid(vm).is_none() {
+                return Err(VmError::NotRunning { name: vm.name.clone() });
+            }
         }
+        let mut taker = crate::qmp::Session::open(&to.dir.join(QMP_SOCKET), &to.name)?;
+        let mut giver = crate::qmp::Session::open(&from.dir.join(QMP_SOCKET), &from.name)?;
+        let add = format!("hostfwd_add {UPLINK_NETDEV} {}", crate::argv::hostfwd_rule(forward));
+        removed_forward(from, forward.host, giver.human(&remove_forward_command(forward.host))?)?;
+        let taken = taker.human(&add);
+        match taken {
+            Ok(out) if out.is_empty() => Ok(()),
+            _ => {
+                let _ = giver.human(&add);
+                Err(match taken {
+                    Ok(message) => VmError::Forward { name: to.name.clone(), forward, message },
+                    Err(e) => e,
+                })
+            }
+        }
+    }
+}
+
+fn remove_forward_command(host_port: u16) -> String {
+    format!("hostfwd_remove {UPLINK_NETDEV} tcp:127.0.0.1:{host_port}")
+}
+
+/// `hostfwd_remove`'s answer: QEMU says "host forwarding rule for ... removed" when it was there.
+fn removed_forward(vm: &VmHandle, host_port: u16, out: String) -> Result<(), VmError> {
+    if out.is_empty() || out.contains("removed") {
+        Ok(())
+    } else {
+        Err(VmError::Unforward { name: vm.name.clone(), port: host_port, message: out })
     }
 }
 

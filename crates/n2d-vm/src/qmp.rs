@@ -1,4 +1,5 @@
-//! A minimal QMP client: one command per connection, which is all n2d needs.
+//! A minimal QMP client: one command per connection, or a [`Session`] held open for commands that
+//! must follow each other closely.
 
 use crate::VmError;
 use serde_json::{json, Value};
@@ -42,6 +43,42 @@ pub fn execute_with(socket: &Path, name: &str, command: &str, arguments: Value) 
     };
     tracing::debug!("{name}: QMP {command} {arguments}: {outcome} ({:.2}s)", started.elapsed().as_secs_f64());
     reply
+}
+
+/// A connection with its capabilities negotiated, for commands that must follow each other
+/// closely (a port handed from one VM to another: the second VM's session is ready before the
+/// first lets the port go).
+pub struct Session {
+    name: String,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Session {
+    pub fn open(socket: &Path, name: &str) -> Result<Session, VmError> {
+        let sock_err = |source| VmError::Socket { name: name.to_string(), what: "QMP", source };
+        let stream = UnixStream::connect(socket).map_err(sock_err)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(sock_err)?;
+        let mut writer = stream.try_clone().map_err(sock_err)?;
+        let mut reader = BufReader::new(stream);
+        read_reply(&mut reader, name, "greeting", true)?;
+        writeln!(writer, "{}", json!({ "execute": "qmp_capabilities" })).map_err(sock_err)?;
+        read_reply(&mut reader, name, "qmp_capabilities", false)?;
+        Ok(Session { name: name.to_string(), reader, writer })
+    }
+
+    /// [`human`] over this session.
+    pub fn human(&mut self, command_line: &str) -> Result<String, VmError> {
+        let command = "human-monitor-command";
+        let message = json!({ "execute": command, "arguments": { "command-line": command_line } });
+        writeln!(self.writer, "{message}").map_err(|source| VmError::Socket {
+            name: self.name.clone(),
+            what: "QMP",
+            source,
+        })?;
+        let ret = read_reply(&mut self.reader, &self.name, command, false)?;
+        human_text(command, &ret)
+    }
 }
 
 /// [`execute_with`]'s exchange over any reader and writer (public for the property tests).
@@ -193,6 +230,22 @@ mod tests {
         });
         let out = human(&path, "h1", "hostfwd_add uplink tcp:127.0.0.1:1-100.64.77.15:2").unwrap();
         assert_eq!(out, "Could not set up host forwarding rule");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_session_is_negotiated_before_its_first_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qmp.sock");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let server = fake_qmp(&path, move |command| {
+            tx.send(()).unwrap();
+            assert_eq!(command["arguments"]["command-line"], "hostfwd_remove uplink tcp:127.0.0.1:1");
+            vec![r#"{"event": "X"}"#.into(), r#"{"return": ""}"#.into()]
+        });
+        let mut session = Session::open(&path, "h1").unwrap();
+        assert!(rx.try_recv().is_err(), "a command went before it was asked for");
+        assert_eq!(session.human("hostfwd_remove uplink tcp:127.0.0.1:1").unwrap(), "");
         server.join().unwrap();
     }
 }

@@ -124,6 +124,8 @@ fn a_rolling_upgrade_moves_every_node_to_the_new_image_without_a_failed_request(
     let poller = Poller::start(&ns, "http://127.0.0.1:18080/", &work.path().join("poll.log"));
     std::thread::sleep(std::time::Duration::from_secs(2));
     let started = std::time::Instant::now();
+    let started_unix =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     let upgraded = ns.n2d_ok(&["swarm", "upgrade", "upg", "--image", &new]);
     let took = started.elapsed().as_secs_f64();
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -131,7 +133,16 @@ fn a_rolling_upgrade_moves_every_node_to_the_new_image_without_a_failed_request(
     drop(poller);
     eprintln!("{upgraded}upgrade: {took:.1}s; the poller: {requests} requests, {} failed", failed.len());
     assert!(requests as f64 > took * 2.0, "the poller barely ran: {requests} requests in {took:.0}s");
-    assert!(failed.is_empty(), "failed requests during the upgrade:\n{}", failed.join("\n"));
+    // When, in the upgrade's progress above, each failed request was made.
+    let when = |line: &String| match line.split(' ').next().and_then(|t| t.parse::<f64>().ok()) {
+        Some(t) => format!("{:+.1}s into the upgrade: {line}", t - started_unix),
+        None => line.clone(),
+    };
+    assert!(
+        failed.is_empty(),
+        "failed requests during the upgrade:\n{}",
+        failed.iter().map(when).collect::<Vec<_>>().join("\n")
+    );
 
     let listed: serde_json::Value = serde_json::from_str(&ns.n2d_ok(&["ls", "--json"])).unwrap();
     for m in listed.as_array().unwrap().iter().filter(|m| m["name"].as_str().unwrap().starts_with("upg-")) {

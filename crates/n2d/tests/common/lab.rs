@@ -4,7 +4,7 @@
 //! the user types (the local n2d); the others are reached over SSH. Nothing is made in the
 //! host's own namespace, and everything goes when the lab is dropped, pass or fail.
 
-use super::{n2d_bin, run_ok, Netns};
+use super::{n2d_bin, run_ok, timing, Netns};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 
@@ -251,11 +251,13 @@ impl Lab {
     /// `n2d ARGS` as the user on h1 (the local host), with the lab's ssh_config.
     pub fn n2d(&self, args: &[&str]) -> Output {
         let h1 = &self.host("h1").ns;
+        let began = std::time::Instant::now();
         let out =
             h1.cmd(n2d_bin(), args).env("N2D_SSH_CONFIG", self.dir.join("ssh_config")).output().unwrap();
         eprintln!(
-            "$ n2d {}\n{}{}",
+            "$ n2d {} {}\n{}{}",
             args.join(" "),
+            timing(began),
             String::from_utf8_lossy(&out.stderr),
             String::from_utf8_lossy(&out.stdout).trim_end()
         );

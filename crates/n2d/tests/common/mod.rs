@@ -11,6 +11,14 @@ pub fn n2d_bin() -> &'static str {
     env!("CARGO_BIN_EXE_n2d")
 }
 
+/// How long a command took and when it ended in the test's run ("[12.3s, at 75s]"), for the
+/// log's `$ n2d ...` lines: where an end-to-end test spends its time.
+pub fn timing(began: std::time::Instant) -> String {
+    static TEST_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = *TEST_START.get_or_init(|| began);
+    format!("[{:.1}s, at {:.0}s]", began.elapsed().as_secs_f64(), start.elapsed().as_secs_f64())
+}
+
 /// State shared by the e2e tests: the image is built once (in the host's namespace).
 pub fn e2e_home() -> PathBuf {
     let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-home");
@@ -20,6 +28,7 @@ pub fn e2e_home() -> PathBuf {
 
 /// Builds the default image in the host's namespace (it fetches Debian packages).
 pub fn build_image(home: &Path) {
+    let began = std::time::Instant::now();
     let out = Command::new(n2d_bin())
         .args(["image", "build"])
         .env("N2D_HOME", home)
@@ -29,7 +38,7 @@ pub fn build_image(home: &Path) {
         .output()
         .unwrap();
     assert!(out.status.success(), "image build failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    eprintln!("$ n2d image build {}\n{}", timing(began), String::from_utf8_lossy(&out.stderr).trim());
 }
 
 /// A network namespace that exists for the life of the test, with only loopback up.
@@ -70,8 +79,14 @@ impl Netns {
     }
 
     pub fn n2d(&self, args: &[&str]) -> Output {
+        let began = std::time::Instant::now();
         let out = self.cmd(n2d_bin(), args).output().unwrap();
-        eprintln!("$ n2d {}\n{}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim_end());
+        eprintln!(
+            "$ n2d {} {}\n{}",
+            args.join(" "),
+            timing(began),
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        );
         out
     }
 
