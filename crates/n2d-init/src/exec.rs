@@ -123,8 +123,9 @@ fn spawn_reader(mut port: File, events: Sender<Event>, busy_until: Arc<Mutex<Ins
                         return;
                     }
                 }
-                Ok(None) | Err(_) => {
-                    if connected && host_gone(&port) {
+                // An ended read may be old news (see HANGUP_GRACE); an unreadable frame is not.
+                ended @ (Ok(None) | Err(_)) => {
+                    if connected && (ended.is_err() || host_gone(&port)) {
                         connected = false;
                         *busy_until.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now() + BUSY_FOR;
                         if events.send(Event::Hangup).is_err() {
