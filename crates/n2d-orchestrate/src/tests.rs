@@ -947,6 +947,19 @@ fn the_manager_named_first_is_asked_first_and_a_dead_one_is_skipped() {
     assert_eq!(k.orch.swarm_nodes_from(&record, Some(&m0)).unwrap().0.spec.name, m1);
 }
 
+#[test]
+fn a_manager_whose_vm_is_down_here_is_asked_last() {
+    let k = kit();
+    let spec = swarm_spec(3, 0);
+    let record = k.orch.create_swarm(&spec, &plan(&k, &spec), BOOT, false).unwrap();
+    let rt = crate::runtime().unwrap();
+    let [m0, m1, _] = [0, 1, 2].map(|i| record.managers[i].clone());
+    // Its engine would still answer here (a fake's), so only its state kept it from being asked.
+    k.vms().crash(m0.as_str());
+    assert_eq!(k.orch.reachable_manager_from(&record, &rt, Some(&m0)).unwrap().0.spec.name, m1);
+    assert_eq!(k.orch.reachable_manager(&record, &rt).unwrap().0.spec.name, m1);
+}
+
 /// State is input: a record whose tap names another interface, or whose MAC carries a QEMU
 /// option, is refused as it is read: `start` boots nothing and touches no link, and `rm -f`
 /// removes the machine's own tap (derived from its name), never the one the record names.

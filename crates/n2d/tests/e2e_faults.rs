@@ -58,9 +58,11 @@ fn leader(ns: &Netns, manager_env: &[(String, String)]) -> Option<String> {
 }
 
 fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let began = std::time::Instant::now();
+    let deadline = began + std::time::Duration::from_secs(secs);
     loop {
         if let Some(v) = f() {
+            eprintln!("(waited for {what} {})", timing(began));
             return v;
         }
         assert!(std::time::Instant::now() < deadline, "gave up after {secs}s waiting for {what}");

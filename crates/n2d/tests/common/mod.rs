@@ -122,7 +122,13 @@ impl Netns {
         for (k, v) in env {
             c.env(k, v);
         }
-        c.output().unwrap()
+        let began = std::time::Instant::now();
+        let out = c.output().unwrap();
+        // The slow ones only: the tests poll `docker` every few seconds.
+        if began.elapsed() >= std::time::Duration::from_secs(2) {
+            eprintln!("$ docker {} {}", args.join(" "), timing(began));
+        }
+        out
     }
 
     pub fn docker_ok(&self, env: &[(String, String)], args: &[&str]) -> String {
@@ -315,10 +321,12 @@ networks:
 
 /// Waits until `docker node inspect` shows `node` Ready.
 pub fn wait_ready_node(ns: &Netns, env: &[(String, String)], node: &str, secs: u64) -> bool {
+    let began = std::time::Instant::now();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while std::time::Instant::now() < deadline {
         let out = ns.docker(env, &["node", "inspect", node, "--format", "{{.Status.State}}"]);
         if String::from_utf8_lossy(&out.stdout).trim() == "ready" {
+            eprintln!("(waited for {node} Ready {})", timing(began));
             return true;
         }
         std::thread::sleep(std::time::Duration::from_secs(3));
@@ -329,6 +337,7 @@ pub fn wait_ready_node(ns: &Netns, env: &[(String, String)], node: &str, secs: u
 /// Polls http://ip:port/ from inside the namespace (curl), up to `secs` seconds, for a page of
 /// the test's web service (`hello-from-...`).
 pub fn wait_http(ns: &Netns, ip: &str, port: u16, secs: u64) -> bool {
+    let began = std::time::Instant::now();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     while std::time::Instant::now() < deadline {
         let out = Command::new("ip")
@@ -337,6 +346,7 @@ pub fn wait_http(ns: &Netns, ip: &str, port: u16, secs: u64) -> bool {
             .output()
             .unwrap();
         if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("hello-from-") {
+            eprintln!("(waited for http://{ip}:{port}/ {})", timing(began));
             return true;
         }
         std::thread::sleep(std::time::Duration::from_secs(3));
