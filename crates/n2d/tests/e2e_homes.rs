@@ -190,25 +190,13 @@ fn two_homes_share_a_host() {
         let serve = "echo vm-ok > /index.html && exec /bin/httpd -f -p 8080 -h /";
         ns.docker_ok(env, &["run", "-d", "--network", "host", "n2d-test/web:1", "/bin/sh", "-c", serve]);
     }
+    // Under a shell: busybox's `timeout` execs the command in its own process, which would be
+    // the container's PID 1, deaf to the signal (a dropped connection then waited for TCP's own
+    // ~130 s); `; exit` keeps the shell from exec'ing it in turn.
     let vm_fetches = |env: &[(String, String)], url: &str, page: &str| {
-        let out = ns.docker(
-            env,
-            &[
-                "run",
-                "--rm",
-                "--network",
-                "host",
-                "n2d-test/web:1",
-                "/bin/busybox",
-                "timeout",
-                "8",
-                "/bin/busybox",
-                "wget",
-                "-q",
-                "-O-",
-                url,
-            ],
-        );
+        let fetch = format!("/bin/busybox timeout 8 /bin/busybox wget -q -O- {url}; exit $?");
+        let out =
+            ns.docker(env, &["run", "--rm", "--network", "host", "n2d-test/web:1", "/bin/sh", "-c", &fetch]);
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains(page)
     };
     let (vm_a, vm_b) = (format!("http://{ip_a}:8080/"), format!("http://{ip_b}:8080/"));
