@@ -374,6 +374,13 @@ mod tests {
     }
 
     fn session_with(start: ExecStart, input: Vec<Event>) -> Vec<Frame> {
+        let (frames, newer) = session_and_newer(start, input);
+        assert_eq!(newer, None);
+        frames
+    }
+
+    /// What the guest sent, and the newer session's start the session returned.
+    fn session_and_newer(start: ExecStart, input: Vec<Event>) -> (Vec<Frame>, Option<ExecStart>) {
         reap_sessions();
         let sent = Arc::new(Mutex::new(Vec::new()));
         let out = Arc::new(Mutex::new(Recorder(sent.clone())));
@@ -381,9 +388,9 @@ mod tests {
         for event in input {
             events.send(event).unwrap();
         }
-        assert_eq!(run_session(start, &rx, &events, &out, &mut || {}), None);
+        let newer = run_session(start, &rx, &events, &out, &mut || {});
         let frames = sent.lock().unwrap().clone();
-        frames
+        (frames, newer)
     }
 
     fn reap_sessions() {
@@ -465,19 +472,15 @@ mod tests {
 
     #[test]
     fn a_newer_session_ends_the_one_running_and_runs_next() {
-        reap_sessions();
-        let (events, rx) = channel();
         let mut newer = start(&["true"]);
         newer.session = 43;
-        events.send(Event::Frame(Frame::Start(newer.clone()))).unwrap();
-        let sent = Arc::new(Mutex::new(Vec::new()));
-        let out = Arc::new(Mutex::new(Recorder(sent.clone())));
         let began = Instant::now();
-        let next = run_session(start(&["sleep", "600"]), &rx, &events, &out, &mut || {});
+        let (frames, next) =
+            session_and_newer(start(&["sleep", "600"]), vec![Event::Frame(Frame::Start(newer.clone()))]);
         assert_eq!(next, Some(newer));
         assert!(began.elapsed() < Duration::from_secs(60), "the old command was not killed");
         // Its exit goes to no one: the newer host takes frames only after its own Started.
-        assert_eq!(*sent.lock().unwrap(), vec![Frame::Started { session: 42 }]);
+        assert_eq!(frames, vec![Frame::Started { session: 42 }]);
     }
 
     #[test]

@@ -326,7 +326,9 @@ impl<R: Runner, H: Hypervisor, C: Connector> Orchestrator<R, H, C> {
         let others = record.managers.iter().filter(|m| Some(*m) != first);
         let mut order: Vec<&MachineName> = first.into_iter().chain(others).collect();
         // A manager of this host whose VM is down is asked last: its address would only time out.
-        order.sort_by_key(|n| self.home.load_machine(n).is_ok() && self.machine_state(n) != VmState::Running);
+        order.sort_by_cached_key(|n| {
+            self.home.load_machine(n).is_ok() && self.machine_state(n) != VmState::Running
+        });
         for name in order {
             let Some(m) = self.node_record(name) else { continue };
             let Ok(api) = self.connect(&self.endpoint(&m), 10) else { continue };

@@ -347,13 +347,8 @@ impl Hypervisor for Qemu {
     }
 
     fn add_forward(&self, vm: &VmHandle, forward: PortForward) -> Result<(), VmError> {
-        let rule = crate::argv::hostfwd_rule(forward);
-        let out = self.monitor(vm, &format!("hostfwd_add {UPLINK_NETDEV} {rule}"))?;
-        if out.is_empty() {
-            Ok(())
-        } else {
-            Err(VmError::Forward { name: vm.name.clone(), forward, message: out })
-        }
+        let out = self.monitor(vm, &add_forward_command(forward))?;
+        added_forward(vm, forward, out)
     }
 
     fn control(&self, vm: &VmHandle, request: ControlRequest) -> Result<(), VmError> {
@@ -443,19 +438,24 @@ impl Hypervisor for Qemu {
         }
         let mut taker = crate::qmp::Session::open(&to.dir.join(QMP_SOCKET), &to.name)?;
         let mut giver = crate::qmp::Session::open(&from.dir.join(QMP_SOCKET), &from.name)?;
-        let add = format!("hostfwd_add {UPLINK_NETDEV} {}", crate::argv::hostfwd_rule(forward));
+        let add = add_forward_command(forward);
         removed_forward(from, forward.host, giver.human(&remove_forward_command(forward.host))?)?;
-        let taken = taker.human(&add);
-        match taken {
-            Ok(out) if out.is_empty() => Ok(()),
-            _ => {
-                let _ = giver.human(&add);
-                Err(match taken {
-                    Ok(message) => VmError::Forward { name: to.name.clone(), forward, message },
-                    Err(e) => e,
-                })
-            }
-        }
+        taker.human(&add).and_then(|out| added_forward(to, forward, out)).inspect_err(|_| {
+            let _ = giver.human(&add);
+        })
+    }
+}
+
+fn add_forward_command(forward: PortForward) -> String {
+    format!("hostfwd_add {UPLINK_NETDEV} {}", crate::argv::hostfwd_rule(forward))
+}
+
+/// `hostfwd_add`'s answer: nothing when the forward was set up, else why not.
+fn added_forward(vm: &VmHandle, forward: PortForward, out: String) -> Result<(), VmError> {
+    if out.is_empty() {
+        Ok(())
+    } else {
+        Err(VmError::Forward { name: vm.name.clone(), forward, message: out })
     }
 }
 

@@ -16,8 +16,13 @@ pub fn execute(socket: &Path, name: &str, command: &str) -> Result<Value, VmErro
 /// A monitor (HMP) command line through QMP's `human-monitor-command`: its text output, which
 /// is empty when the command succeeded (HMP reports failures as text, not as QMP errors).
 pub fn human(socket: &Path, name: &str, command_line: &str) -> Result<String, VmError> {
-    let ret = execute_with(socket, name, "human-monitor-command", json!({ "command-line": command_line }))?;
-    human_text("human-monitor-command", &ret)
+    human_text(HMP, &execute_with(socket, name, HMP, hmp_arguments(command_line))?)
+}
+
+const HMP: &str = "human-monitor-command";
+
+fn hmp_arguments(command_line: &str) -> Value {
+    json!({ "command-line": command_line })
 }
 
 /// The text of a `human-monitor-command` reply (public for the property tests).
@@ -31,12 +36,9 @@ pub fn human_text(command: &str, ret: &Value) -> Result<String, VmError> {
 
 /// [`execute`] with `arguments` (`Value::Null`: none).
 pub fn execute_with(socket: &Path, name: &str, command: &str, arguments: Value) -> Result<Value, VmError> {
-    let sock_err = |source| VmError::Socket { name: name.to_string(), what: "QMP", source };
     let started = std::time::Instant::now();
-    let stream = UnixStream::connect(socket).map_err(sock_err)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(sock_err)?;
-    let mut writer = stream.try_clone().map_err(sock_err)?;
-    let reply = converse(&mut BufReader::new(stream), &mut writer, name, command, &arguments);
+    let (mut reader, mut writer) = connect(socket, name)?;
+    let reply = converse(&mut reader, &mut writer, name, command, &arguments);
     let outcome = match &reply {
         Ok(_) => "ok".to_string(),
         Err(e) => e.to_string(),
@@ -56,29 +58,25 @@ pub struct Session {
 
 impl Session {
     pub fn open(socket: &Path, name: &str) -> Result<Session, VmError> {
-        let sock_err = |source| VmError::Socket { name: name.to_string(), what: "QMP", source };
-        let stream = UnixStream::connect(socket).map_err(sock_err)?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(sock_err)?;
-        let mut writer = stream.try_clone().map_err(sock_err)?;
-        let mut reader = BufReader::new(stream);
-        read_reply(&mut reader, name, "greeting", true)?;
-        writeln!(writer, "{}", json!({ "execute": "qmp_capabilities" })).map_err(sock_err)?;
-        read_reply(&mut reader, name, "qmp_capabilities", false)?;
+        let (mut reader, mut writer) = connect(socket, name)?;
+        negotiate(&mut reader, &mut writer, name)?;
         Ok(Session { name: name.to_string(), reader, writer })
     }
 
     /// [`human`] over this session.
     pub fn human(&mut self, command_line: &str) -> Result<String, VmError> {
-        let command = "human-monitor-command";
-        let message = json!({ "execute": command, "arguments": { "command-line": command_line } });
-        writeln!(self.writer, "{message}").map_err(|source| VmError::Socket {
-            name: self.name.clone(),
-            what: "QMP",
-            source,
-        })?;
-        let ret = read_reply(&mut self.reader, &self.name, command, false)?;
-        human_text(command, &ret)
+        let ret = run(&mut self.reader, &mut self.writer, &self.name, HMP, &hmp_arguments(command_line))?;
+        human_text(HMP, &ret)
     }
+}
+
+/// A connection to the QMP socket, its replies read with a 10 s timeout.
+fn connect(socket: &Path, name: &str) -> Result<(BufReader<UnixStream>, UnixStream), VmError> {
+    let sock_err = |source| VmError::Socket { name: name.to_string(), what: "QMP", source };
+    let stream = UnixStream::connect(socket).map_err(sock_err)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(sock_err)?;
+    let writer = stream.try_clone().map_err(sock_err)?;
+    Ok((BufReader::new(stream), writer))
 }
 
 /// [`execute_with`]'s exchange over any reader and writer (public for the property tests).
@@ -90,20 +88,34 @@ pub fn converse(
     command: &str,
     arguments: &Value,
 ) -> Result<Value, VmError> {
-    let sock_err = |source| VmError::Socket { name: name.to_string(), what: "QMP", source };
+    negotiate(reader, writer, name)?;
+    run(reader, writer, name, command, arguments)
+}
+
+/// QEMU's greeting read, then the capabilities negotiated: commands may follow.
+fn negotiate(reader: &mut impl BufRead, writer: &mut impl Write, name: &str) -> Result<(), VmError> {
     read_reply(reader, name, "greeting", true)?;
-    for cmd in ["qmp_capabilities", command] {
-        let mut message = json!({ "execute": cmd });
-        if cmd == command && !arguments.is_null() {
-            message["arguments"] = arguments.clone();
-        }
-        writeln!(writer, "{message}").map_err(sock_err)?;
-        let reply = read_reply(reader, name, cmd, false)?;
-        if cmd == command {
-            return Ok(reply);
-        }
+    run(reader, writer, name, "qmp_capabilities", &Value::Null).map(drop)
+}
+
+/// One command (`arguments` `Value::Null`: none) and its `return` value.
+fn run(
+    reader: &mut impl BufRead,
+    writer: &mut impl Write,
+    name: &str,
+    command: &str,
+    arguments: &Value,
+) -> Result<Value, VmError> {
+    let mut message = json!({ "execute": command });
+    if !arguments.is_null() {
+        message["arguments"] = arguments.clone();
     }
-    unreachable!("the loop returns on the last command")
+    writeln!(writer, "{message}").map_err(|source| VmError::Socket {
+        name: name.to_string(),
+        what: "QMP",
+        source,
+    })?;
+    read_reply(reader, name, command, false)
 }
 
 /// The longest line read: the replies n2d asks for are small, and a longer one is an error

@@ -322,7 +322,7 @@ networks:
 /// Waits until `docker node inspect` shows `node` Ready.
 pub fn wait_ready_node(ns: &Netns, env: &[(String, String)], node: &str, secs: u64) -> bool {
     let began = std::time::Instant::now();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let deadline = began + std::time::Duration::from_secs(secs);
     while std::time::Instant::now() < deadline {
         let out = ns.docker(env, &["node", "inspect", node, "--format", "{{.Status.State}}"]);
         if String::from_utf8_lossy(&out.stdout).trim() == "ready" {
@@ -338,7 +338,7 @@ pub fn wait_ready_node(ns: &Netns, env: &[(String, String)], node: &str, secs: u
 /// the test's web service (`hello-from-...`).
 pub fn wait_http(ns: &Netns, ip: &str, port: u16, secs: u64) -> bool {
     let began = std::time::Instant::now();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let deadline = began + std::time::Duration::from_secs(secs);
     while std::time::Instant::now() < deadline {
         let out = Command::new("ip")
             .args(["netns", "exec", &ns.name, "curl", "-s", "-m", "5"])
